@@ -1,0 +1,56 @@
+# Fleetcore: `make run` starts the platform, `make test` runs the whole suite.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+VENV := .venv
+BIN := $(VENV)/bin
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+export UV_PYTHON_DOWNLOADS := never
+export UV_COMPILE_BYTECODE := 1
+export UV_LINK_MODE := copy
+
+.PHONY: help install system-deps run test lint fmt bench clean
+
+help:
+	@echo "make run     install, then start Fleetcore on SQLite + the embedded broker (http://127.0.0.1:8000)"
+	@echo "make test    install, then lint, type-check and run every test (SQLite and PostgreSQL)"
+	@echo "make bench   run the benchmarks under bench/ and write bench/report.json"
+	@echo "make lint    ruff and mypy only"
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet uv==$(UV_VERSION)
+
+# Idempotent: re-syncs only when the lock or a project file changed.
+$(VENV)/.installed: $(UV) uv.lock pyproject.toml packages/*/pyproject.toml
+	$(UV) sync --frozen --all-packages --python 3.11
+	touch $@
+
+install: $(VENV)/.installed
+
+# What the tests need from Debian: a PostgreSQL 15 server binary.
+system-deps:
+	@scripts/system-deps.sh
+
+run: install
+	$(BIN)/fleetcore serve
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+fmt: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: install system-deps lint
+	$(BIN)/pytest
+
+bench: install system-deps
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache

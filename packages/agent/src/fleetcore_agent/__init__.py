@@ -1,0 +1,3 @@
+"""Fleetcore edge agent."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,120 @@
+"""The MQTT topic grammar devices and the platform share.
+
+Native topics carry the device id so an external broker can enforce ACLs per device:
+``devices/{device_id}/telemetry`` and friends. ThingsBoard-compatible topics
+(``v1/devices/me/...``) identify the device by its connection instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+NATIVE_PREFIX = "devices"
+THINGSBOARD_PREFIX = "v1/devices/me"
+MAX_DEVICE_ID_LENGTH = 64
+
+
+class Channel(StrEnum):
+    """What a message on a topic is about."""
+
+    TELEMETRY = "telemetry"
+    ATTRIBUTES = "attributes"
+    EVENTS = "events"
+    STATUS = "status"
+    COMMANDS = "commands"
+    COMMAND_RESULT = "command_result"
+    CONFIG = "config"
+
+
+# Which way each channel flows: up (device to platform) or down.
+UPSTREAM = frozenset(
+    {Channel.TELEMETRY, Channel.ATTRIBUTES, Channel.EVENTS, Channel.STATUS, Channel.COMMAND_RESULT}
+)
+
+
+class TopicError(ValueError):
+    """A topic outside the grammar; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """A parsed topic: whose it is, which channel, and the command id for results."""
+
+    channel: Channel
+    device_id: str | None  # None for ThingsBoard topics: the connection names the device
+    command_id: str | None = None
+
+    def render(self) -> str:
+        """The topic string (native form when a device id is known)."""
+        if self.device_id is None:
+            return _render_thingsboard(self)
+        base = f"{NATIVE_PREFIX}/{self.device_id}"
+        if self.channel is Channel.COMMAND_RESULT:
+            return f"{base}/commands/{self.command_id}/result"
+        return f"{base}/{self.channel.value}"
+
+
+def _valid_segment(value: str) -> bool:
+    return (
+        0 < len(value) <= MAX_DEVICE_ID_LENGTH
+        and not any(ch in value for ch in "+#/\x00")
+        and value.isprintable()
+    )
+
+
+def native(device_id: str, channel: Channel, command_id: str | None = None) -> str:
+    """Build a native topic; refuses ids that would break the grammar."""
+    if not _valid_segment(device_id):
+        raise TopicError(f"invalid device id {device_id!r}")
+    if channel is Channel.COMMAND_RESULT and (command_id is None or not _valid_segment(command_id)):
+        raise TopicError("a command result topic needs a valid command id")
+    return Topic(channel, device_id, command_id).render()
+
+
+def parse(topic: str) -> Topic:
+    """Parse a native or ThingsBoard topic, or raise TopicError saying what is wrong."""
+    if topic.startswith(THINGSBOARD_PREFIX + "/"):
+        return _parse_thingsboard(topic[len(THINGSBOARD_PREFIX) + 1 :])
+    parts = topic.split("/")
+    if len(parts) < 3 or parts[0] != NATIVE_PREFIX:
+        raise TopicError(f"not a Fleetcore topic: {topic!r}")
+    device_id = parts[1]
+    if not _valid_segment(device_id):
+        raise TopicError(f"invalid device id in topic {topic!r}")
+    rest = parts[2:]
+    if len(rest) == 1:
+        try:
+            channel = Channel(rest[0])
+        except ValueError:
+            raise TopicError(f"unknown channel {rest[0]!r}") from None
+        if channel is Channel.COMMAND_RESULT:
+            raise TopicError(f"unknown channel {rest[0]!r}")
+        return Topic(channel, device_id)
+    if len(rest) == 3 and rest[0] == "commands" and rest[2] == "result" and _valid_segment(rest[1]):
+        return Topic(Channel.COMMAND_RESULT, device_id, rest[1])
+    raise TopicError(f"not a Fleetcore topic: {topic!r}")
+
+
+_TB_UP = {"telemetry": Channel.TELEMETRY, "attributes": Channel.ATTRIBUTES}
+
+
+def _parse_thingsboard(rest: str) -> Topic:
+    if rest in _TB_UP:
+        return Topic(_TB_UP[rest], None)
+    parts = rest.split("/")
+    if len(parts) == 3 and parts[0] == "rpc" and parts[1] == "response" and parts[2].isdigit():
+        return Topic(Channel.COMMAND_RESULT, None, parts[2])
+    raise TopicError(f"unsupported ThingsBoard topic: v1/devices/me/{rest!r}")
+
+
+def _render_thingsboard(topic: Topic) -> str:
+    if topic.channel is Channel.TELEMETRY:
+        return f"{THINGSBOARD_PREFIX}/telemetry"
+    if topic.channel is Channel.ATTRIBUTES:
+        return f"{THINGSBOARD_PREFIX}/attributes"
+    if topic.channel is Channel.COMMANDS:
+        return f"{THINGSBOARD_PREFIX}/rpc/request/{topic.command_id}"
+    if topic.channel is Channel.COMMAND_RESULT:
+        return f"{THINGSBOARD_PREFIX}/rpc/response/{topic.command_id}"
+    raise TopicError(f"no ThingsBoard topic for {topic.channel.value}")

@@ -1,0 +1,3 @@
+"""Fleetcore server."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from fleetcore.cli import main
+
+main()

@@ -1,0 +1,106 @@
+"""The application factory and its lifespan: database, broker, jobs, clean shutdown."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.resources import files
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+from fleetcore import __version__, migrate
+from fleetcore.config import Settings
+from fleetcore.db import Database
+from fleetcore.errors import install_error_handlers
+from fleetcore.jobs import JobScheduler
+from fleetcore.middleware import RequestContextMiddleware
+from fleetcore.ops.readiness import database_checks
+from fleetcore.ops.router import router as ops_router
+
+log = structlog.get_logger(__name__)
+
+
+class Component(Protocol):
+    """Something the lifespan starts before serving and stops after (e.g. the broker)."""
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def create_app(settings: Settings, *, database: Database | None = None) -> FastAPI:
+    """Build the ASGI app; pass `database` to share one (tests bind it to a transaction)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = database or _open_database(settings)
+        app.state.database = db
+        app.state.readiness_checks = database_checks(db)
+        app.state.jobs = JobScheduler()
+        components: list[Component] = []
+        started: list[Component] = []
+        try:
+            if settings.migrate_on_start:
+                await migrate.upgrade(db)
+                log.info("migrations_applied", revisions=sorted(migrate.head_revisions()))
+            for component in components:
+                await component.start()
+                started.append(component)
+            await app.state.jobs.start()
+            log.info(
+                "started",
+                version=__version__,
+                database=db.dialect,
+                jobs=app.state.jobs.names,
+                components=[c.name for c in components],
+            )
+            yield
+        finally:
+            await app.state.jobs.stop()
+            for component in reversed(started):
+                await component.stop()
+            if database is None:
+                await db.close()
+            log.info("stopped")
+
+    app = FastAPI(
+        title="Fleetcore",
+        version=__version__,
+        description="Fleets of devices: registry, telemetry, live data, alerts, commands.",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.add_middleware(RequestContextMiddleware)
+    install_error_handlers(app)
+    app.mount("/static", StaticFiles(directory=str(files("fleetcore") / "static")), name="static")
+    app.include_router(ops_router)
+
+    @app.get("/api/docs", include_in_schema=False)
+    async def api_docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/api/openapi.json",
+            title="Fleetcore API",
+            swagger_js_url="/static/vendor/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url="/static/vendor/swagger-ui/swagger-ui.css",
+            swagger_favicon_url="/static/vendor/swagger-ui/favicon-32x32.png",
+        )
+
+    return app
+
+
+def _open_database(settings: Settings) -> Database:
+    url = settings.resolved_database_url
+    if settings.is_sqlite and url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    return Database.from_url(settings.resolved_database_url, pool_size=settings.db_pool_size)

@@ -1,0 +1,153 @@
+"""Settings: FLEETCORE_* environment variables, an optional TOML file, validated at start."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+# Refused outside development mode: anyone can read it here.
+DEVELOPMENT_SECRET_KEY = "fleetcore-development-secret-do-not-use-in-production"  # noqa: S105
+CONFIG_FILE_ENV = "FLEETCORE_CONFIG_FILE"
+
+_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+}
+
+
+class ConfigError(Exception):
+    """A setting is invalid; the message names it in one line."""
+
+
+def normalize_database_url(raw: str) -> str:
+    """Return the URL with the async driver Fleetcore uses, or raise ValueError."""
+    try:
+        url = make_url(raw)
+    except ArgumentError:
+        raise ValueError(
+            "not a database URL (expected sqlite:///path or postgresql://...)"
+        ) from None
+    driver = _DRIVERS.get(url.drivername)
+    if driver is None:
+        raise ValueError(f"unsupported database {url.drivername!r} (use sqlite or postgresql)")
+    url = url.set(drivername=driver)
+    if driver.startswith("postgresql") and not url.host and "host" not in url.query:
+        raise ValueError("a PostgreSQL URL needs a host (postgresql://user:pass@host/db)")
+    if driver.startswith("sqlite") and not url.database:
+        raise ValueError("a SQLite URL needs a file path (sqlite:///var/fleetcore.db)")
+    return url.render_as_string(hide_password=False)
+
+
+class Settings(BaseSettings):
+    """Everything the server reads from its environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FLEETCORE_", extra="forbid", validate_default=True, frozen=True
+    )
+
+    environment: Literal["development", "test", "production"] = Field(
+        "development", description="development allows the built-in secret key"
+    )
+    host: str = Field("127.0.0.1", description="HTTP bind address")
+    port: int = Field(8000, ge=1, le=65535, description="HTTP port")
+    mqtt_port: int = Field(1883, ge=0, le=65535, description="embedded MQTT broker port; 0 = off")
+    data_dir: Path = Field(Path("./var"), description="where the SQLite file and state live")
+    database_url: str | None = Field(
+        None, description="sqlite:///... or postgresql://...; default SQLite in data_dir"
+    )
+    auto_migrate: bool | None = Field(
+        None, description="apply migrations at start; default on for SQLite, off for PostgreSQL"
+    )
+    secret_key: SecretStr = Field(SecretStr(DEVELOPMENT_SECRET_KEY), min_length=32)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "json"
+    db_pool_size: int = Field(10, ge=1, le=200)
+    shutdown_grace_s: float = Field(20.0, ge=0, le=600)
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        return None if value in (None, "") else normalize_database_url(value)
+
+    @model_validator(mode="after")
+    def _refuse_default_secret(self) -> Settings:
+        if (
+            self.environment != "development"
+            and self.secret_key.get_secret_value() == DEVELOPMENT_SECRET_KEY
+        ):
+            raise ValueError(
+                "FLEETCORE_SECRET_KEY must be set to a random value of 32+ characters "
+                f"outside development mode (environment={self.environment})"
+            )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Command-line values win over the environment, which wins over the file."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(CONFIG_FILE_ENV)
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+    @property
+    def resolved_database_url(self) -> URL:
+        """The database URL in use: the configured one or SQLite under the data directory."""
+        if self.database_url:
+            return make_url(self.database_url)
+        path = (self.data_dir / "fleetcore.db").resolve()
+        return make_url(f"sqlite+aiosqlite:///{path}")
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True when the database is the embedded SQLite file."""
+        return self.resolved_database_url.get_backend_name() == "sqlite"
+
+    @property
+    def migrate_on_start(self) -> bool:
+        """Whether the lifespan applies migrations before serving."""
+        return self.is_sqlite if self.auto_migrate is None else self.auto_migrate
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings, turning any validation failure into a one-line ConfigError."""
+    config_file = os.environ.get(CONFIG_FILE_ENV)
+    if config_file and not Path(config_file).is_file():
+        raise ConfigError(f"{CONFIG_FILE_ENV}: no such file: {config_file}")
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    except (OSError, ValueError) as exc:  # an unreadable or malformed config file
+        raise ConfigError(f"{CONFIG_FILE_ENV}: {exc}") from None
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        field = ".".join(str(p) for p in error["loc"])
+        name = f"FLEETCORE_{field.upper()}" if field else "configuration"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        parts.append(f"{name}: {message}" if field else message)
+    return "invalid configuration: " + "; ".join(parts)

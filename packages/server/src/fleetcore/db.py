@@ -1,0 +1,122 @@
+"""Database layer: one async engine (SQLite or PostgreSQL), sessions, the declarative base."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import MetaData, event, text
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase
+
+# Constraint names are stable across databases, so migrations can drop them by name.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Base class of every table."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA busy_timeout=10000",
+    "PRAGMA synchronous=NORMAL",
+)
+
+
+def create_engine(url: URL | str, *, pool_size: int = 10) -> AsyncEngine:
+    """An engine tuned for the backend: SQLite pragmas, or a PostgreSQL pool."""
+    if str(url).startswith("sqlite"):
+        engine = create_async_engine(url, pool_size=pool_size, max_overflow=0)
+        _configure_sqlite(engine)
+        return engine
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        connect_args={"server_settings": {"application_name": "fleetcore"}},
+    )
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _: Any) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin, so
+        # SAVEPOINT and transactional DDL behave as on PostgreSQL.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in SQLITE_PRAGMAS:
+            cursor.execute(pragma)
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN")
+
+
+class Database:
+    """The engine plus a session factory; tests bind it to one rolled-back connection."""
+
+    def __init__(self, engine: AsyncEngine, *, bind: AsyncConnection | None = None) -> None:
+        self.engine = engine
+        self.bind = bind
+        self.sessionmaker = async_sessionmaker(
+            bind=bind or engine,
+            expire_on_commit=False,
+            join_transaction_mode="create_savepoint"
+            if bind is not None
+            else "conservative_savepoint",
+        )
+
+    @classmethod
+    def from_url(cls, url: URL | str, *, pool_size: int = 10) -> Database:
+        """A Database with its own engine."""
+        return cls(create_engine(url, pool_size=pool_size))
+
+    @property
+    def dialect(self) -> str:
+        """'sqlite' or 'postgresql'."""
+        return self.engine.dialect.name
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A session; the caller commits explicitly, anything uncommitted is rolled back."""
+        async with self.sessionmaker() as session:
+            yield session
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[AsyncConnection]:
+        """A connection (the test connection when bound)."""
+        if self.bind is not None:
+            yield self.bind
+            return
+        async with self.engine.connect() as connection:
+            yield connection
+
+    async def ping(self) -> None:
+        """Raise if the database does not answer a trivial query."""
+        async with self.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def close(self) -> None:
+        """Close every pooled connection (not the test connection's engine)."""
+        if self.bind is None:
+            await self.engine.dispose()

@@ -1,0 +1,175 @@
+"""Domain errors and the one place that maps every error to the JSON envelope."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from fleetcore.request_context import current_request_id
+
+log = structlog.get_logger(__name__)
+
+
+class DomainError(Exception):
+    """Base of the errors services raise; each subclass carries its HTTP status."""
+
+    status_code = 400
+    default_code = "BAD_REQUEST"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.default_code
+        self.details = details or {}
+        self.headers = headers or {}
+
+
+class Invalid(DomainError):
+    """The request is well-formed but breaks a rule."""
+
+    status_code = 422
+    default_code = "INVALID"
+
+
+class Unauthorized(DomainError):
+    """No valid credentials."""
+
+    status_code = 401
+    default_code = "UNAUTHORIZED"
+
+
+class Forbidden(DomainError):
+    """Valid credentials, not enough rights."""
+
+    status_code = 403
+    default_code = "FORBIDDEN"
+
+
+class NotFound(DomainError):
+    """Missing, or belongs to another organization (never a hint which)."""
+
+    status_code = 404
+    default_code = "NOT_FOUND"
+
+
+class Conflict(DomainError):
+    """Clashes with existing state (duplicate, wrong state)."""
+
+    status_code = 409
+    default_code = "CONFLICT"
+
+
+class PayloadTooLarge(DomainError):
+    """The body exceeds a hard limit."""
+
+    status_code = 413
+    default_code = "PAYLOAD_TOO_LARGE"
+
+
+class RateLimited(DomainError):
+    """Too many attempts; retry later."""
+
+    status_code = 429
+    default_code = "RATE_LIMITED"
+
+    def __init__(self, message: str, *, retry_after_s: int, **kwargs: Any) -> None:
+        super().__init__(message, headers={"Retry-After": str(max(1, retry_after_s))}, **kwargs)
+
+
+class Unavailable(DomainError):
+    """The platform is overloaded or a dependency is down; retry later."""
+
+    status_code = 503
+    default_code = "UNAVAILABLE"
+
+
+def envelope(
+    code: str, message: str, details: dict[str, Any] | None = None
+) -> dict[str, dict[str, Any]]:
+    """The one error body every endpoint answers with."""
+    return {
+        "error": {
+            "code": code,
+            "message": message,
+            "details": details or {},
+            "request_id": current_request_id(),
+        }
+    }
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """A JSONResponse holding the envelope."""
+    return JSONResponse(envelope(code, message, details), status_code=status, headers=headers)
+
+
+_HTTP_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    429: "RATE_LIMITED",
+}
+
+
+async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DomainError)
+    return error_response(exc.status_code, exc.code, exc.message, exc.details, exc.headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
+    if exc.status_code == 404 and exc.detail == "Not Found":
+        message = f"no route for {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"method {request.method} is not allowed on {request.url.path}"
+    else:
+        message = str(exc.detail)
+    headers = dict(exc.headers) if exc.headers else None
+    return error_response(exc.status_code, code, message, headers=headers)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {
+            "field": ".".join(str(part) for part in err.get("loc", ())),
+            "message": err.get("msg", "invalid"),
+            "type": err.get("type", "invalid"),
+        }
+        for err in exc.errors()
+    ]
+    if any(err["type"] == "json_invalid" for err in errors):
+        return error_response(
+            400, "MALFORMED_JSON", "the request body is not valid JSON", {"errors": errors}
+        )
+    fields = ", ".join(err["field"] for err in errors)
+    return error_response(422, "VALIDATION_ERROR", f"invalid request: {fields}", {"errors": errors})
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every error the app can raise to the envelope (unhandled ones: see middleware)."""
+    app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)

@@ -1,0 +1,96 @@
+"""One pure-ASGI middleware: request id, access log, metrics, and the 500 envelope."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fleetcore.errors import envelope
+from fleetcore.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from fleetcore.request_context import accept_or_generate, reset_request_id, set_request_id
+
+log = structlog.get_logger("fleetcore.http")
+
+
+def _route_template(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "<unmatched>"
+
+
+class RequestContextMiddleware:
+    """Binds a request id to the task, echoes it, logs and measures every request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        incoming = None
+        for name, value in scope.get("headers", ()):
+            if name == b"x-request-id":
+                incoming = value.decode("latin-1")
+                break
+        request_id = accept_or_generate(incoming)
+        token = set_request_id(request_id)
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        status = 500
+        started = False
+        begin = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                started = True
+                status = message["status"]
+                headers = list(message.get("headers", ()))
+                headers.append((b"x-request-id", request_id.encode("latin-1")))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("unhandled_error", method=scope.get("method"), path=scope.get("path"))
+            if scope["type"] == "http" and not started:
+                await _send_internal_error(send_with_id)
+        finally:
+            if scope["type"] == "http":
+                elapsed = time.perf_counter() - begin
+                method = scope.get("method", "")
+                route = _route_template(scope)
+                HTTP_REQUESTS.labels(method, route, str(status)).inc()
+                HTTP_LATENCY.labels(method, route).observe(elapsed)
+                log.info(
+                    "request",
+                    method=method,
+                    path=scope.get("path"),
+                    route=route,
+                    status=status,
+                    duration_ms=round(elapsed * 1000, 2),
+                    client=(scope.get("client") or ("-",))[0],
+                )
+            structlog.contextvars.unbind_contextvars("request_id")
+            reset_request_id(token)
+
+
+async def _send_internal_error(send: Send) -> None:
+    body = orjson.dumps(
+        envelope("INTERNAL_ERROR", "an internal error occurred; the request id identifies it")
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 500,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

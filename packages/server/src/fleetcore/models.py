@@ -1,0 +1,7 @@
+"""Imports every domain's tables so the metadata Alembic compares against is complete."""
+
+from __future__ import annotations
+
+from fleetcore.db import Base
+
+metadata = Base.metadata

@@ -1,0 +1,43 @@
+"""Operations endpoints: liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from fleetcore import __version__
+from fleetcore.errors import error_response
+from fleetcore.metrics import exposition
+from fleetcore.ops.readiness import run_checks
+
+router = APIRouter(tags=["ops"])
+
+
+@router.get("/health", summary="Liveness: the process answers")
+async def health() -> dict[str, Any]:
+    """Alive; says nothing about dependencies."""
+    return {"status": "ok", "version": __version__}
+
+
+@router.get("/ready", summary="Readiness: database reachable, schema current, broker up")
+async def ready(request: Request) -> JSONResponse:
+    """200 when every check passes, else 503 naming each failing check."""
+    results = await run_checks(request.app.state.readiness_checks)
+    failing = sorted(name for name, result in results.items() if result != "ok")
+    if failing:
+        return error_response(
+            503,
+            "NOT_READY",
+            "not ready: " + ", ".join(f"{name} ({results[name]})" for name in failing),
+            {"checks": results},
+        )
+    return JSONResponse({"status": "ready", "checks": results})
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics() -> Response:
+    """Request counts and latencies by route template, process metrics, and more."""
+    body, content_type = exposition()
+    return Response(body, media_type=content_type)

@@ -1,0 +1,33 @@
+"""The request id of the request being served, available anywhere in its task."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from contextvars import ContextVar
+
+_request_id: ContextVar[str | None] = ContextVar("fleetcore_request_id", default=None)
+# Accept a caller's id only if it is short and harmless in logs and headers.
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
+
+
+def current_request_id() -> str | None:
+    """The id of the request this task serves, if any."""
+    return _request_id.get()
+
+
+def set_request_id(value: str | None) -> object:
+    """Bind an id to this task; returns a token for reset_request_id."""
+    return _request_id.set(value)
+
+
+def reset_request_id(token: object) -> None:
+    """Restore the id bound before set_request_id."""
+    _request_id.reset(token)  # type: ignore[arg-type]
+
+
+def accept_or_generate(incoming: str | None) -> str:
+    """Use the caller's X-Request-ID when it is safe, else a fresh one."""
+    if incoming and _SAFE_ID.match(incoming):
+        return incoming
+    return uuid.uuid4().hex

@@ -1,0 +1,26 @@
+"""The uvicorn server Fleetcore runs under, configured for a graceful stop."""
+
+from __future__ import annotations
+
+import uvicorn
+from fastapi import FastAPI
+
+from fleetcore.app import create_app
+from fleetcore.config import Settings
+
+
+def build_server(settings: Settings, app: FastAPI | None = None) -> uvicorn.Server:
+    """On SIGINT/SIGTERM uvicorn stops accepting, lets in-flight requests finish (up to
+    shutdown_grace_s), then runs the lifespan shutdown: jobs, broker, database, in order."""
+    config = uvicorn.Config(
+        app or create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+        server_header=False,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        lifespan="on",
+    )
+    return uvicorn.Server(config)

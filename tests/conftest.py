@@ -1,0 +1,111 @@
+"""Shared fixtures: both databases, a rolled-back transaction per test, the app and a client."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from fleetcore import migrate
+from fleetcore.app import create_app
+from fleetcore.config import Settings
+from fleetcore.db import Database, create_engine
+from tests.support.postgres import PostgresServer
+
+BACKENDS = ("sqlite", "postgresql")
+TEST_SECRET = secrets.token_urlsafe(48)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer | None]:
+    """The throwaway server, or None when FLEETCORE_TEST_DATABASE_URL names an external one."""
+    if os.environ.get("FLEETCORE_TEST_DATABASE_URL"):
+        yield None
+        return
+    server = PostgresServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server: PostgresServer | None) -> str:
+    """URL of the PostgreSQL test database."""
+    if postgres_server is None:
+        return os.environ["FLEETCORE_TEST_DATABASE_URL"]
+    return postgres_server.url("fleetcore_test")
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Which database a storage-facing test runs on; every such test runs on both."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def database_url(
+    backend: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> str:
+    """A migrated database of the current backend, shared by the session."""
+    if backend == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'fleetcore.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """One engine per backend, schema at head."""
+    engine = create_engine(database_url, pool_size=5)
+    await migrate.upgrade(Database(engine))
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def db(engine: AsyncEngine) -> AsyncIterator[Database]:
+    """A Database whose every session runs inside one transaction, rolled back after the test."""
+    async with engine.connect() as connection:
+        transaction = await connection.begin()
+        try:
+            yield Database(engine, bind=connection)
+        finally:
+            await transaction.rollback()
+
+
+def make_settings(tmp_path: Path, **overrides: object) -> Settings:
+    """Settings for an app under test."""
+    values: dict[str, object] = {
+        "environment": "test",
+        "secret_key": TEST_SECRET,
+        "data_dir": tmp_path,
+        "auto_migrate": False,
+        "log_format": "json",
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def app(db: Database, tmp_path: Path) -> AsyncIterator[FastAPI]:
+    """The application on the test transaction, its lifespan running."""
+    application = create_app(make_settings(tmp_path), database=db)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client talking to the app in-process."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http

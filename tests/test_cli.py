@@ -1,0 +1,157 @@
+"""The `fleetcore` command as a user runs it: real processes, real signals."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fleetcore import __version__
+from fleetcore.server import build_server
+from tests.conftest import TEST_SECRET, make_settings
+from tests.support.postgres import PostgresServer, free_port
+
+FLEETCORE = str(Path(sys.executable).parent / "fleetcore")
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETCORE_")}
+    env.update(extra)
+    return env
+
+
+def _run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [FLEETCORE, *args], capture_output=True, text=True, env=_env(**env), timeout=60, check=False
+    )
+
+
+def test_version() -> None:
+    result = _run("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"fleetcore {__version__}"
+
+
+def test_help_explains_serve_options() -> None:
+    result = _run("serve", "--help")
+    assert result.returncode == 0
+    for option in ("--host", "--port", "--mqtt-port", "--data-dir", "FLEETCORE_DATA_DIR"):
+        assert option in result.stdout
+
+
+def test_malformed_database_url_stops_serve(tmp_path: Path) -> None:
+    result = _run("serve", "--data-dir", str(tmp_path), FLEETCORE_DATABASE_URL="postgresql//oops")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "FLEETCORE_DATABASE_URL" in lines[0]
+
+
+def test_db_upgrade_and_current_on_sqlite(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    before = _run("db", "current", FLEETCORE_DATABASE_URL=url)
+    assert before.returncode == 0
+    assert "(behind)" in before.stdout
+    upgraded = _run("db", "upgrade", FLEETCORE_DATABASE_URL=url)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "(current)" in _run("db", "current", FLEETCORE_DATABASE_URL=url).stdout
+
+
+def test_db_upgrade_on_postgresql(postgres_server: PostgresServer | None) -> None:
+    if postgres_server is None:
+        pytest.fail("needs the throwaway PostgreSQL server")
+    url = postgres_server.create_database(f"cli_{uuid.uuid4().hex[:10]}")
+    upgraded = _run("db", "upgrade", FLEETCORE_DATABASE_URL=url)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "(current)" in _run("db", "current", FLEETCORE_DATABASE_URL=url).stdout
+
+
+def _wait_for_health(base: str, process: subprocess.Popen[str], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(
+                f"serve exited early: {process.stderr.read() if process.stderr else ''}"
+            )
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise AssertionError("serve did not become healthy in time")
+
+
+def test_serve_embedded_default_then_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    data_dir = tmp_path / "data"
+    process = subprocess.Popen(
+        [FLEETCORE, "serve", "--port", str(port), "--mqtt-port", str(free_port())],
+        env=_env(FLEETCORE_DATA_DIR=str(data_dir)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for_health(base, process)
+        ready = httpx.get(f"{base}/ready", timeout=5)
+        assert ready.status_code == 200, ready.text
+        missing = httpx.get(f"{base}/missing", headers={"X-Request-ID": "cli-test-1"}, timeout=5)
+        assert missing.status_code == 404
+        assert missing.json()["error"]["request_id"] == "cli-test-1"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    # uvicorn shuts down cleanly, then re-raises the signal so supervisors see why it exited.
+    assert process.returncode in (0, -signal.SIGTERM), stderr
+    assert (data_dir / "fleetcore.db").exists()
+    events = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    assert events, stderr
+    assert all("timestamp" in e and "level" in e for e in events)
+    request_lines = [e for e in events if e.get("request_id") == "cli-test-1"]
+    assert request_lines
+    assert request_lines[0]["status"] == 404
+    names = [e["event"] for e in events]
+    assert "started" in names
+    assert names.index("stopped") > names.index("started")
+    assert TEST_SECRET not in stderr
+
+
+async def test_sigterm_lets_in_flight_request_finish(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, port=free_port(), auto_migrate=True)
+    server = build_server(settings)
+    app = server.config.app
+    release = asyncio.Event()
+
+    @app.get("/probe/slow")  # type: ignore[attr-defined, untyped-decorator]
+    async def slow() -> dict[str, str]:
+        await release.wait()
+        return {"done": "yes"}
+
+    serving = asyncio.create_task(server.serve())
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.port}") as http:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline, "server did not start"
+            await asyncio.sleep(0.02)
+        request = asyncio.create_task(http.get("/probe/slow", timeout=20))
+        await asyncio.sleep(0.2)
+        # What uvicorn's SIGTERM handler does (it also re-raises the signal at exit, which
+        # would end pytest; the subprocess test above covers the real signal).
+        server.should_exit = True
+        await asyncio.sleep(0.2)
+        assert not serving.done(), "server stopped with a request in flight"
+        release.set()
+        response = await request
+    await asyncio.wait_for(serving, 20)
+    assert response.status_code == 200
+    assert response.json() == {"done": "yes"}
