@@ -17,6 +17,7 @@ from fleetcore.app import create_app
 from fleetcore.config import Settings
 from fleetcore.db import Database, create_engine
 from tests.support.postgres import PostgresServer
+from tests.support.tenants import Tenant, make_superuser, make_tenant
 
 BACKENDS = ("sqlite", "postgresql")
 TEST_SECRET = secrets.token_urlsafe(48)
@@ -90,6 +91,9 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
         "data_dir": tmp_path,
         "auto_migrate": False,
         "log_format": "json",
+        # argon2id still, at a cost that keeps the suite fast
+        "password_hash_time_cost": 1,
+        "password_hash_memory_kib": 1024,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -109,3 +113,21 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         yield http
+
+
+@pytest.fixture
+async def tenant(client: httpx.AsyncClient, db: Database) -> Tenant:
+    """Organization A with a signed-in user of every role."""
+    return await make_tenant(client, db)
+
+
+@pytest.fixture
+async def other_tenant(client: httpx.AsyncClient, db: Database) -> Tenant:
+    """Organization B, to prove A's objects stay invisible to it."""
+    return await make_tenant(client, db)
+
+
+@pytest.fixture
+async def superuser(client: httpx.AsyncClient, db: Database) -> dict[str, str]:
+    """Auth headers of a platform superuser."""
+    return await make_superuser(client, db)

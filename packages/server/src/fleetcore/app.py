@@ -15,6 +15,9 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from fleetcore import __version__, migrate
+from fleetcore.audit.handlers import install_audit_handlers
+from fleetcore.auth.ratelimit import LoginLimiter
+from fleetcore.auth.security import configure_hasher
 from fleetcore.config import Settings
 from fleetcore.db import Database
 from fleetcore.errors import install_error_handlers
@@ -22,6 +25,7 @@ from fleetcore.jobs import JobScheduler
 from fleetcore.middleware import RequestContextMiddleware
 from fleetcore.ops.readiness import database_checks
 from fleetcore.ops.router import router as ops_router
+from fleetcore.routers import API_ROUTERS
 
 log = structlog.get_logger(__name__)
 
@@ -81,10 +85,17 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.login_limiter = LoginLimiter.from_settings(settings)
+    configure_hasher(
+        time_cost=settings.password_hash_time_cost, memory_kib=settings.password_hash_memory_kib
+    )
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
+    install_audit_handlers(app)
     app.mount("/static", StaticFiles(directory=str(files("fleetcore") / "static")), name="static")
     app.include_router(ops_router)
+    for router in API_ROUTERS:
+        app.include_router(router)
 
     @app.get("/api/docs", include_in_schema=False)
     async def api_docs() -> HTMLResponse:

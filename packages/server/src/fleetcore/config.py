@@ -75,6 +75,18 @@ class Settings(BaseSettings):
     secret_key: SecretStr = Field(SecretStr(DEVELOPMENT_SECRET_KEY), min_length=32)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
+    password_hash_time_cost: int = Field(3, ge=1, le=20, description="argon2id iterations")
+    password_hash_memory_kib: int = Field(65536, ge=1024, description="argon2id memory")
+    access_token_ttl_s: int = Field(900, ge=60, le=86400)
+    refresh_token_ttl_s: int = Field(30 * 86400, ge=3600)
+    session_cookie_ttl_s: int = Field(12 * 3600, ge=300, description="browser session")
+    remember_me_ttl_s: int = Field(30 * 86400, ge=3600, description="browser, remember me")
+    login_max_failures_per_account: int = Field(10, ge=1)
+    login_max_failures_per_address: int = Field(50, ge=1)
+    login_failure_window_s: int = Field(15 * 60, ge=1)
+    redis_url: str | None = Field(
+        None, description="redis://... for shared rate limits and fan-out"
+    )
     db_pool_size: int = Field(10, ge=1, le=200)
     shutdown_grace_s: float = Field(20.0, ge=0, le=600)
 

@@ -10,7 +10,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fleetcore.errors import envelope
 from fleetcore.metrics import HTTP_LATENCY, HTTP_REQUESTS
-from fleetcore.request_context import accept_or_generate, reset_request_id, set_request_id
+from fleetcore.request_context import (
+    accept_or_generate,
+    reset_client_address,
+    reset_request_id,
+    set_client_address,
+    set_request_id,
+)
 
 log = structlog.get_logger("fleetcore.http")
 
@@ -38,6 +44,8 @@ class RequestContextMiddleware:
                 break
         request_id = accept_or_generate(incoming)
         token = set_request_id(request_id)
+        client = (scope.get("client") or ("-",))[0]
+        client_token = set_client_address(client)
         structlog.contextvars.bind_contextvars(request_id=request_id)
         status = 500
         started = False
@@ -73,10 +81,11 @@ class RequestContextMiddleware:
                     route=route,
                     status=status,
                     duration_ms=round(elapsed * 1000, 2),
-                    client=(scope.get("client") or ("-",))[0],
+                    client=client,
                 )
             structlog.contextvars.unbind_contextvars("request_id")
             reset_request_id(token)
+            reset_client_address(client_token)
 
 
 async def _send_internal_error(send: Send) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from fleetcore.audit import models as audit_models
+from fleetcore.auth import models as auth_models
 from fleetcore.db import Base
 
 metadata = Base.metadata
+__all__ = ["audit_models", "auth_models", "metadata"]

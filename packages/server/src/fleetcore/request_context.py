@@ -31,3 +31,21 @@ def accept_or_generate(incoming: str | None) -> str:
     if incoming and _SAFE_ID.match(incoming):
         return incoming
     return uuid.uuid4().hex
+
+
+_client_address: ContextVar[str | None] = ContextVar("fleetcore_client_address", default=None)
+
+
+def current_client_address() -> str | None:
+    """The address of the client this task serves, if any."""
+    return _client_address.get()
+
+
+def set_client_address(value: str | None) -> object:
+    """Bind the client address to this task; returns a token for reset_client_address."""
+    return _client_address.set(value)
+
+
+def reset_client_address(token: object) -> None:
+    """Restore the address bound before set_client_address."""
+    _client_address.reset(token)  # type: ignore[arg-type]

@@ -1,0 +1,71 @@
+"""Organizations with a user of every role, signed in through the real API."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+import httpx
+
+from fleetcore.auth import users
+from fleetcore.auth.principal import Role
+from fleetcore.auth.schemas import OrganizationIn, UserIn
+from fleetcore.db import Database
+
+PASSWORD = "correct horse battery staple"
+
+
+@dataclass
+class Tenant:
+    """An organization, its users by role, and their bearer tokens."""
+
+    org_id: uuid.UUID
+    slug: str
+    user_ids: dict[Role, uuid.UUID] = field(default_factory=dict)
+    emails: dict[Role, str] = field(default_factory=dict)
+    tokens: dict[Role, str] = field(default_factory=dict)
+
+    def headers(self, role: Role = Role.ADMIN) -> dict[str, str]:
+        """Authorization header of the user with `role`."""
+        return {"Authorization": f"Bearer {self.tokens[role]}"}
+
+
+async def login(client: httpx.AsyncClient, email: str, password: str = PASSWORD) -> dict[str, str]:
+    """POST /api/v1/auth/login; returns the token body."""
+    response = await client.post("/api/v1/auth/login", json={"email": email, "password": password})
+    assert response.status_code == 200, response.text
+    body: dict[str, str] = response.json()
+    return body
+
+
+async def make_tenant(
+    client: httpx.AsyncClient, db: Database, slug: str | None = None
+) -> Tenant:
+    """A fresh organization with an admin, manager, operator and viewer, all signed in."""
+    slug = slug or f"org-{uuid.uuid4().hex[:8]}"
+    async with db.session() as session:
+        org = await users.create_organization(session, None, data=OrganizationIn(name=slug, slug=slug))
+        tenant = Tenant(org_id=org.id, slug=slug)
+        for role in Role:
+            email = f"{role.value}@{slug}.example.com"
+            user = await users.create_user(
+                session, None,
+                data=UserIn(email=email, password=PASSWORD, role=role, organization_id=org.id),
+            )
+            tenant.user_ids[role] = user.id
+            tenant.emails[role] = email
+    for role in Role:
+        tenant.tokens[role] = (await login(client, tenant.emails[role]))["access_token"]
+    return tenant
+
+
+async def make_superuser(client: httpx.AsyncClient, db: Database) -> dict[str, str]:
+    """A platform superuser without an organization; returns its auth headers."""
+    email = f"root-{uuid.uuid4().hex[:8]}@platform.example.com"
+    async with db.session() as session:
+        await users.create_user(
+            session, None, data=UserIn(email=email, password=PASSWORD, role=Role.ADMIN),
+            is_superuser=True,
+        )
+    token = (await login(client, email))["access_token"]
+    return {"Authorization": f"Bearer {token}"}
