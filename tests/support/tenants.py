@@ -38,18 +38,19 @@ async def login(client: httpx.AsyncClient, email: str, password: str = PASSWORD)
     return body
 
 
-async def make_tenant(
-    client: httpx.AsyncClient, db: Database, slug: str | None = None
-) -> Tenant:
+async def make_tenant(client: httpx.AsyncClient, db: Database, slug: str | None = None) -> Tenant:
     """A fresh organization with an admin, manager, operator and viewer, all signed in."""
     slug = slug or f"org-{uuid.uuid4().hex[:8]}"
     async with db.session() as session:
-        org = await users.create_organization(session, None, data=OrganizationIn(name=slug, slug=slug))
+        org = await users.create_organization(
+            session, None, data=OrganizationIn(name=slug, slug=slug)
+        )
         tenant = Tenant(org_id=org.id, slug=slug)
         for role in Role:
             email = f"{role.value}@{slug}.example.com"
             user = await users.create_user(
-                session, None,
+                session,
+                None,
                 data=UserIn(email=email, password=PASSWORD, role=role, organization_id=org.id),
             )
             tenant.user_ids[role] = user.id
@@ -64,7 +65,9 @@ async def make_superuser(client: httpx.AsyncClient, db: Database) -> dict[str, s
     email = f"root-{uuid.uuid4().hex[:8]}@platform.example.com"
     async with db.session() as session:
         await users.create_user(
-            session, None, data=UserIn(email=email, password=PASSWORD, role=Role.ADMIN),
+            session,
+            None,
+            data=UserIn(email=email, password=PASSWORD, role=Role.ADMIN),
             is_superuser=True,
         )
     token = (await login(client, email))["access_token"]

@@ -1,0 +1,116 @@
+"""Tables of the device registry: profiles, devices, labels, credentials."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    Uuid,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from fleetcore.db import Base, UTCDateTime, new_id, utcnow
+
+
+class DeviceProfile(Base):
+    """What a kind of device reports and may be told: keys, ranges, limits, timeouts."""
+
+    __tablename__ = "device_profiles"
+    __table_args__ = (UniqueConstraint("organization_id", "name"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(String(2000), default="")
+    # [{"key", "type": number|string|boolean|json, "unit", "min", "max"}]
+    telemetry_keys: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    out_of_range: Mapped[str] = mapped_column(String(8), default="reject")  # reject | flag
+    # {"<method>": {"<param>": {"min", "max", "allowed": [...]}}}
+    command_limits: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    offline_timeout_s: Mapped[int] = mapped_column(Integer, default=600)
+    provision_key: Mapped[str | None] = mapped_column(String(64), unique=True)
+    provision_secret_hash: Mapped[str | None] = mapped_column(String(64))
+    allow_reprovision: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Device(Base):
+    """A registered device; soft-deleted rows keep their history but free their serial."""
+
+    __tablename__ = "devices"
+    __table_args__ = (
+        # Unique among live devices only, so a deleted device's serial can be reused.
+        Index(
+            "uq_devices_organization_id_serial_number",
+            "organization_id",
+            "serial_number",
+            unique=True,
+            sqlite_where=text("deleted_at IS NULL"),
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
+        Index("ix_devices_organization_id_created_at", "organization_id", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE")
+    )
+    profile_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("device_profiles.id", ondelete="RESTRICT"), index=True
+    )
+    asset_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("assets.id", ondelete="SET NULL"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(200))
+    serial_number: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(
+        String(16), default="provisioned"
+    )  # provisioned|active|disabled
+    properties: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    latitude: Mapped[float | None] = mapped_column(Float)
+    longitude: Mapped[float | None] = mapped_column(Float)
+    altitude: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class DeviceLabel(Base):
+    """A label on a device (a row each, so filtering by label is an index lookup)."""
+
+    __tablename__ = "device_labels"
+    __table_args__ = (Index("ix_device_labels_label", "label"),)
+
+    device_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+    )
+    label: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
+class DeviceCredential(Base):
+    """A device access token's hash; rotation revokes the old one at once."""
+
+    __tablename__ = "device_credentials"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    device_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("devices.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
