@@ -16,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 
 from fleetcore import __version__, migrate
 from fleetcore.audit.handlers import install_audit_handlers
+from fleetcore.auth.pages import install_page_handlers
 from fleetcore.auth.ratelimit import LoginLimiter
 from fleetcore.auth.security import configure_hasher
 from fleetcore.config import Settings
@@ -25,7 +26,7 @@ from fleetcore.jobs import JobScheduler
 from fleetcore.middleware import RequestContextMiddleware
 from fleetcore.ops.readiness import database_checks
 from fleetcore.ops.router import router as ops_router
-from fleetcore.routers import API_ROUTERS
+from fleetcore.routers import API_ROUTERS, PAGE_ROUTERS
 
 log = structlog.get_logger(__name__)
 
@@ -45,7 +46,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = database or _open_database(settings)
+        db = database or open_database(settings)
         app.state.database = db
         app.state.readiness_checks = database_checks(db)
         app.state.jobs = JobScheduler()
@@ -92,9 +93,10 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
     install_audit_handlers(app)
+    install_page_handlers(app)
     app.mount("/static", StaticFiles(directory=str(files("fleetcore") / "static")), name="static")
     app.include_router(ops_router)
-    for router in API_ROUTERS:
+    for router in (*API_ROUTERS, *PAGE_ROUTERS):
         app.include_router(router)
 
     @app.get("/api/docs", include_in_schema=False)
@@ -110,7 +112,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     return app
 
 
-def _open_database(settings: Settings) -> Database:
+def open_database(settings: Settings) -> Database:
+    """The configured database (SQLite's directory created if missing)."""
     url = settings.resolved_database_url
     if settings.is_sqlite and url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+admin_app = typer.Typer(help="Platform administration.", no_args_is_help=True)
+app.add_typer(admin_app, name="admin")
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -68,10 +70,15 @@ def serve(
             help="data directory for SQLite and state (env FLEETCORE_DATA_DIR, default ./var)"
         ),
     ] = None,
+    demo: Annotated[
+        bool, typer.Option(help="create a demo organization and print its admin's sign-in")
+    ] = False,
 ) -> None:
     """Start the platform: HTTP API and pages, MQTT, background jobs."""
     settings = _settings(host=host, port=port, mqtt_port=mqtt_port, data_dir=data_dir)
     configure_logging(settings.log_level, settings.log_format)
+    if demo:
+        _prepare_demo(settings)
     from fleetcore.server import build_server
 
     server = build_server(settings)
@@ -121,6 +128,97 @@ def db_current() -> None:
         typer.echo(f"{', '.join(sorted(current)) or '(none)'} ({state})")
 
     asyncio.run(run())
+
+
+def _prepare_demo(settings: Settings) -> None:
+    if settings.environment == "production":
+        typer.echo("fleetcore: --demo is refused in production", err=True)
+        raise typer.Exit(2)
+    from rich.console import Console
+    from rich.panel import Panel
+
+    from fleetcore.app import open_database
+    from fleetcore.demo import ensure_demo
+
+    async def run() -> tuple[str, str]:
+        database = open_database(settings)
+        try:
+            login = await ensure_demo(database)
+        finally:
+            await database.close()
+        return login.email, login.password
+
+    email, password = asyncio.run(run())
+    wildcard = settings.host in ("0.0.0.0", "::")  # noqa: S104 (only choosing what to print)
+    url = f"http://{'127.0.0.1' if wildcard else settings.host}:{settings.port}"
+    Console().print(
+        Panel.fit(
+            f"[bold]Fleetcore demo[/bold]\n\n"
+            f"Open      {url}/auth/login\n"
+            f"Email     {email}\n"
+            f"Password  {password}   (new on every start)\n"
+            f"API docs  {url}/api/docs",
+            title="sign in",
+        )
+    )
+
+
+@admin_app.command("create-superuser")
+def create_superuser(
+    email: Annotated[str, typer.Option(help="the superuser's email")],
+    password: Annotated[
+        str,
+        typer.Option(
+            help="at least 12 characters (env FLEETCORE_SUPERUSER_PASSWORD)",
+            envvar="FLEETCORE_SUPERUSER_PASSWORD",
+        ),
+    ],
+    organization: Annotated[
+        str | None, typer.Option(help="slug of an organization the superuser also belongs to")
+    ] = None,
+) -> None:
+    """Create a platform superuser (non-interactive)."""
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    from pydantic import ValidationError
+
+    from fleetcore.app import open_database
+    from fleetcore.auth import users
+    from fleetcore.auth.principal import Role
+    from fleetcore.auth.schemas import UserIn
+    from fleetcore.errors import DomainError
+    from fleetcore.migrate import upgrade
+
+    async def run() -> tuple[str, str]:
+        database = open_database(settings)
+        try:
+            if settings.migrate_on_start:
+                await upgrade(database)
+            async with database.session() as session:
+                org_id = None
+                if organization:
+                    org = await users.get_organization_by_slug(session, organization)
+                    if org is None:
+                        raise typer.BadParameter(f"no organization with slug {organization!r}")
+                    org_id = org.id
+                data = UserIn(
+                    email=email, password=password, role=Role.ADMIN, organization_id=org_id
+                )
+                user = await users.create_user(session, None, data=data, is_superuser=True)
+                return user.email, str(user.id)
+        finally:
+            await database.close()
+
+    try:
+        stored_email, user_id = asyncio.run(run())
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        typer.echo(f"fleetcore: {problems}", err=True)
+        raise typer.Exit(2) from None
+    except DomainError as exc:
+        typer.echo(f"fleetcore: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"superuser {stored_email} created ({user_id})")
 
 
 def main() -> None:

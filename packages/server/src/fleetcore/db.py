@@ -81,13 +81,12 @@ class Database:
     def __init__(self, engine: AsyncEngine, *, bind: AsyncConnection | None = None) -> None:
         self.engine = engine
         self.bind = bind
-        self.sessionmaker = async_sessionmaker(
-            bind=bind or engine,
-            expire_on_commit=False,
-            join_transaction_mode="create_savepoint"
-            if bind is not None
-            else "conservative_savepoint",
-        )
+        if bind is not None:  # sessions commit savepoints inside the caller's transaction
+            self.sessionmaker = async_sessionmaker(
+                bind=bind, expire_on_commit=False, join_transaction_mode="create_savepoint"
+            )
+        else:
+            self.sessionmaker = async_sessionmaker(bind=engine, expire_on_commit=False)
 
     @classmethod
     def from_url(cls, url: URL | str, *, pool_size: int = 10) -> Database:

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from fleetcore.assets import models as asset_models
+from fleetcore.attributes import models as attribute_models
 from fleetcore.audit import models as audit_models
 from fleetcore.auth import models as auth_models
 from fleetcore.db import Base
 from fleetcore.devices import models as device_models
 
 metadata = Base.metadata
-__all__ = ["asset_models", "audit_models", "auth_models", "device_models", "metadata"]
+__all__ = [
+    "asset_models",
+    "attribute_models",
+    "audit_models",
+    "auth_models",
+    "device_models",
+    "metadata",
+]

@@ -18,7 +18,7 @@ from sqlalchemy import (
     Uuid,
     text,
 )
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from fleetcore.db import Base, UTCDateTime, new_id, utcnow
 
@@ -46,6 +46,19 @@ class DeviceProfile(Base):
     allow_reprovision: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    @property
+    def provisioning_enabled(self) -> bool:
+        """True if devices may provision themselves with this profile's key and secret."""
+        return self.provision_key is not None
+
+
+class DeviceStatus:
+    """The values of Device.status."""
+
+    PROVISIONED = "provisioned"  # registered, its token never used yet
+    ACTIVE = "active"  # has authenticated with its token at least once
+    DISABLED = "disabled"  # its token is refused until re-enabled
 
 
 class Device(Base):
@@ -77,9 +90,7 @@ class Device(Base):
     )
     name: Mapped[str] = mapped_column(String(200))
     serial_number: Mapped[str] = mapped_column(String(128))
-    status: Mapped[str] = mapped_column(
-        String(16), default="provisioned"
-    )  # provisioned|active|disabled
+    status: Mapped[str] = mapped_column(String(16), default=DeviceStatus.PROVISIONED)
     properties: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     latitude: Mapped[float | None] = mapped_column(Float)
     longitude: Mapped[float | None] = mapped_column(Float)
@@ -88,6 +99,20 @@ class Device(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    # Loaded with every device (one extra SELECT ... IN per query), so any code can show them.
+    label_rows: Mapped[list[DeviceLabel]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, lazy="selectin"
+    )
+    # Never loaded implicitly: only new devices get their first credential through it.
+    credentials: Mapped[list[DeviceCredential]] = relationship(
+        cascade="save-update", passive_deletes=True, lazy="raise"
+    )
+
+    @property
+    def labels(self) -> list[str]:
+        """The device's labels, sorted."""
+        return sorted(row.label for row in self.label_rows)
 
 
 class DeviceLabel(Base):

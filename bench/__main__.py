@@ -1,0 +1,36 @@
+"""`make bench`: run every benchmark, print the figures, write bench/report.json."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import http_overhead
+
+BENCHMARKS = {"http_health": http_overhead.run}
+
+
+def main(names: list[str]) -> None:
+    """Run the named benchmarks (all by default)."""
+    selected = names or list(BENCHMARKS)
+    results = []
+    for name in selected:
+        print(f"== {name}", flush=True)
+        result = BENCHMARKS[name]()
+        print(json.dumps(result, indent=2), flush=True)
+        results.append(result)
+    report = {
+        "when": datetime.now(UTC).isoformat(),
+        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+        "results": results,
+    }
+    path = Path(__file__).parent / "report.json"
+    path.write_text(json.dumps(report, indent=2))
+    print(f"report written to {path}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,1 @@
+"""Device attributes: server, shared (desired, versioned) and client (reported) scopes."""

@@ -1,0 +1,80 @@
+"""Device attributes API: users under /api/v1/devices/{id}, devices under /api/v1/devices/me."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, status
+
+from fleetcore.attributes import service
+from fleetcore.attributes.schemas import AttributeScope, DesiredOut, DeviceAttributesOut, ScopeOut
+from fleetcore.auth.deps import PrincipalDep
+from fleetcore.deps import SessionDep
+from fleetcore.devices.deps import CurrentDevice
+
+router = APIRouter(prefix="/api/v1", tags=["attributes"])
+
+AttributeValues = Annotated[
+    dict[str, Any],
+    Body(description="key → JSON value; null deletes the key", examples=[{"fw": "1.2.0"}]),
+]
+
+
+# /devices/me/... comes before /devices/{device_id}/... so "me" is never read as an id.
+@router.post("/devices/me/attributes", summary="Report client attributes (device)")
+async def report_attributes(
+    values: AttributeValues, session: SessionDep, device: CurrentDevice
+) -> ScopeOut:
+    """The device merges what it reports into its client scope; null deletes a key."""
+    return await service.report_client_attributes(session, device, values=values)
+
+
+@router.get("/devices/me/attributes", summary="Desired configuration (device)")
+async def desired_attributes(session: SessionDep, device: CurrentDevice) -> DesiredOut:
+    """The shared attributes the device should apply, and their version."""
+    return await service.desired_for_device(session, device)
+
+
+@router.get("/devices/{device_id}/attributes", summary="A device's attributes")
+async def get_attributes(
+    device_id: uuid.UUID, session: SessionDep, principal: PrincipalDep
+) -> DeviceAttributesOut:
+    """Server, shared and client scopes, and which desired keys the device has not applied."""
+    return await service.get_attributes(session, principal, device_id)
+
+
+@router.get("/devices/{device_id}/attributes/{scope}", summary="One scope of a device's attributes")
+async def get_scope(
+    device_id: uuid.UUID, scope: AttributeScope, session: SessionDep, principal: PrincipalDep
+) -> ScopeOut:
+    """Keys with values, the version each last changed at, and the scope's version."""
+    return await service.get_scope(session, principal, device_id, scope=scope)
+
+
+@router.put("/devices/{device_id}/attributes/{scope}", summary="Set attributes")
+async def update_scope(
+    device_id: uuid.UUID,
+    scope: AttributeScope,
+    values: AttributeValues,
+    session: SessionDep,
+    principal: PrincipalDep,
+) -> ScopeOut:
+    """Merge into the server or shared scope (managers); the client scope is the device's."""
+    return await service.update_scope(session, principal, device_id, scope=scope, values=values)
+
+
+@router.delete(
+    "/devices/{device_id}/attributes/{scope}/{key}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete an attribute",
+)
+async def delete_attribute(
+    device_id: uuid.UUID,
+    scope: AttributeScope,
+    key: str,
+    session: SessionDep,
+    principal: PrincipalDep,
+) -> None:
+    """Remove one key of the server or shared scope (managers)."""
+    await service.delete_attribute(session, principal, device_id, scope=scope, key=key)

@@ -1,0 +1,83 @@
+"""The `make run` demo: an organization, its admin (password printed once), a few devices."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from fleetcore import migrate
+from fleetcore.auth import users
+from fleetcore.auth.models import User
+from fleetcore.auth.principal import Role
+from fleetcore.auth.schemas import OrganizationIn, UserIn
+from fleetcore.auth.security import hash_password
+from fleetcore.db import Database, utcnow
+from fleetcore.devices.models import Device, DeviceProfile
+
+DEMO_SLUG = "demo"
+DEMO_EMAIL = "admin@demo.example.com"
+DEMO_DEVICES = (
+    ("Boiler room sensor", "ESP32-0001"),
+    ("Loading dock camera", "CAM-0002"),
+    ("Lobby vending machine", "VM-0003"),
+)
+DEMO_KEYS = [
+    {"key": "temperature", "type": "number", "unit": "°C", "min": -40, "max": 125},
+    {"key": "humidity", "type": "number", "unit": "%", "min": 0, "max": 100},
+    {"key": "current", "type": "number", "unit": "A", "min": 0, "max": 100},
+]
+
+
+@dataclass(frozen=True, slots=True)
+class DemoLogin:
+    """What `make run` prints so a new user can sign in."""
+
+    email: str
+    password: str
+    created: bool
+
+
+async def ensure_demo(database: Database) -> DemoLogin:
+    """Create the demo data once; on later runs give the admin a fresh password to print."""
+    await migrate.upgrade(database)
+    password = secrets.token_urlsafe(12)
+    async with database.session() as session:
+        org = await users.get_organization_by_slug(session, DEMO_SLUG)
+        if org is not None:
+            admin = await session.scalar(select(User).where(User.email == DEMO_EMAIL))
+            if admin is not None:
+                admin.password_hash = await hash_password(password)
+                admin.password_changed_at = utcnow()
+                admin.is_active = True
+                await session.commit()
+                return DemoLogin(DEMO_EMAIL, password, created=False)
+        else:
+            org = await users.create_organization(
+                session, None, data=OrganizationIn(name="Demo fleet", slug=DEMO_SLUG)
+            )
+        await users.create_user(
+            session,
+            None,
+            data=UserIn(
+                email=DEMO_EMAIL, password=password, role=Role.ADMIN, organization_id=org.id
+            ),
+            is_superuser=True,
+        )
+        profile = DeviceProfile(
+            organization_id=org.id,
+            name="Environmental sensor",
+            telemetry_keys=DEMO_KEYS,
+            description="ESP32 temperature, humidity and current sensor",
+        )
+        session.add(profile)
+        await session.flush()
+        for name, serial in DEMO_DEVICES:
+            session.add(
+                Device(
+                    organization_id=org.id, profile_id=profile.id, name=name, serial_number=serial
+                )
+            )
+        await session.commit()
+    return DemoLogin(DEMO_EMAIL, password, created=True)

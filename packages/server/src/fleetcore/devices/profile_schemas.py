@@ -1,0 +1,165 @@
+"""Request and response bodies of device profiles."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from fleetcore.devices.schemas import ONE_LINE, Name, not_null
+
+MAX_TELEMETRY_KEYS = 1000
+
+Identifier = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:/-]+$")
+]
+ProvisionKey = Annotated[
+    str, StringConstraints(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+]
+ProvisionSecret = Annotated[str, StringConstraints(min_length=16, max_length=128, pattern=ONE_LINE)]
+Scalar = StrictBool | StrictInt | FiniteFloat | Annotated[str, StringConstraints(max_length=256)]
+Description = Annotated[str, StringConstraints(max_length=2000, pattern=r"^[^\x00]*$")]
+
+
+def _check_range(low: float | None, high: float | None) -> None:
+    if low is not None and high is not None and low > high:
+        raise ValueError("min must not exceed max")
+
+
+class TelemetryKey(BaseModel):
+    """A key a device of the profile reports, with its type and (for numbers) range."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: Identifier
+    type: Literal["number", "string", "boolean", "json"] = "number"
+    unit: Annotated[str, StringConstraints(max_length=32, pattern=ONE_LINE)] | None = None
+    min: FiniteFloat | None = None
+    max: FiniteFloat | None = None
+
+    @model_validator(mode="after")
+    def _range(self) -> TelemetryKey:
+        if self.type != "number" and (self.min is not None or self.max is not None):
+            raise ValueError(f"key {self.key!r}: min and max apply to number keys only")
+        _check_range(self.min, self.max)
+        return self
+
+
+class ParamLimit(BaseModel):
+    """Bounds on one parameter of a command method."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min: FiniteFloat | None = None
+    max: FiniteFloat | None = None
+    allowed: list[Scalar] | None = Field(None, max_length=1000)
+
+    @model_validator(mode="after")
+    def _range(self) -> ParamLimit:
+        _check_range(self.min, self.max)
+        return self
+
+
+CommandLimits = Annotated[dict[Identifier, dict[Identifier, ParamLimit]], Field(max_length=500)]
+
+
+def _unique_keys(keys: list[TelemetryKey]) -> list[TelemetryKey]:
+    seen: set[str] = set()
+    for item in keys:
+        if item.key in seen:
+            raise ValueError(f"duplicate key {item.key!r}")
+        seen.add(item.key)
+    return keys
+
+
+class ProfileIn(BaseModel):
+    """POST /api/v1/device-profiles. Missing provisioning credentials are generated."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name
+    description: Description = ""
+    telemetry_keys: list[TelemetryKey] = Field(default_factory=list, max_length=MAX_TELEMETRY_KEYS)
+    out_of_range: Literal["reject", "flag"] = "reject"
+    command_limits: CommandLimits = Field(default_factory=dict)
+    offline_timeout_s: int = Field(600, ge=1, le=30 * 86400)
+    provisioning_enabled: bool = False
+    provision_key: ProvisionKey | None = None
+    provision_secret: ProvisionSecret | None = Field(None, description="write-only")
+    allow_reprovision: bool = False
+
+    check_keys = field_validator("telemetry_keys")(_unique_keys)
+
+    @model_validator(mode="after")
+    def _provisioning(self) -> ProfileIn:
+        given = self.provision_key is not None or self.provision_secret is not None
+        explicit = "provisioning_enabled" in self.model_fields_set
+        if given and explicit and not self.provisioning_enabled:
+            raise ValueError("provision_key/provision_secret given with provisioning disabled")
+        if given:
+            self.provisioning_enabled = True
+        return self
+
+
+class ProfilePatch(BaseModel):
+    """PATCH /api/v1/device-profiles/{id}: only the fields sent change."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name | None = None
+    description: Description | None = None
+    telemetry_keys: list[TelemetryKey] | None = Field(None, max_length=MAX_TELEMETRY_KEYS)
+    out_of_range: Literal["reject", "flag"] | None = None
+    command_limits: CommandLimits | None = None
+    offline_timeout_s: int | None = Field(None, ge=1, le=30 * 86400)
+    provisioning_enabled: bool | None = Field(None, description="false clears key and secret")
+    provision_key: ProvisionKey | None = None
+    provision_secret: ProvisionSecret | None = Field(None, description="write-only")
+    allow_reprovision: bool | None = None
+
+    reject_null = field_validator("*", mode="before")(not_null)
+    check_keys = field_validator("telemetry_keys")(_unique_keys)
+
+    @model_validator(mode="after")
+    def _provisioning(self) -> ProfilePatch:
+        given = {"provision_key", "provision_secret"} & self.model_fields_set
+        if given and self.provisioning_enabled is False:
+            raise ValueError("provision_key/provision_secret given with provisioning disabled")
+        return self
+
+
+class ProfileOut(BaseModel):
+    """A device profile (never the provisioning secret)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    name: str
+    description: str
+    telemetry_keys: list[dict[str, Any]]
+    out_of_range: str
+    command_limits: dict[str, Any]
+    offline_timeout_s: int
+    provisioning_enabled: bool
+    provision_key: str | None
+    allow_reprovision: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class ProfileSaved(ProfileOut):
+    """The answer to a create or update: a generated provisioning secret appears here once."""
+
+    provision_secret: str | None = None

@@ -1,0 +1,161 @@
+"""Tenant isolation sweep: every route that takes an id, called by another organization, is 404.
+
+Walks the OpenAPI schema, so a route added later is swept too; a route whose path parameter
+the sweep does not know fails here until the fixture below creates such an object.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+
+from fleetcore.auth.principal import Role
+from tests.support.tenants import Tenant
+
+# Path parameters that are not object ids, with a value valid in form.
+NON_ID_PARAMS = {"scope": "server", "key": "some_key"}
+# Routes exempt from the sweep, and why.
+EXEMPT: dict[tuple[str, str], str] = {}
+
+
+async def _create_objects(client: httpx.AsyncClient, tenant: Tenant) -> dict[str, str]:
+    """One object of every kind in organization A; maps path parameter name -> its id."""
+    headers = tenant.headers(Role.ADMIN)
+
+    async def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = await client.post(path, headers=headers, json=body)
+        assert response.status_code == 201, f"{path}: {response.text}"
+        data: dict[str, Any] = response.json()
+        return data
+
+    profile = await post("/api/v1/device-profiles", {"name": "sweep profile"})
+    asset = await post("/api/v1/assets", {"name": "sweep site", "type": "site"})
+    device = await post(
+        "/api/v1/devices",
+        {"name": "sweep device", "serial_number": "SWEEP-1", "profile_id": profile["id"]},
+    )
+    device_id = device["id"]
+    relation = await post(
+        "/api/v1/relations",
+        {
+            "from_type": "asset",
+            "from_id": asset["id"],
+            "to_type": "device",
+            "to_id": device_id,
+            "type": "contains",
+        },
+    )
+    key = await post("/api/v1/api-keys", {"name": "sweep key"})
+    return {
+        "device_id": device_id,
+        "profile_id": profile["id"],
+        "asset_id": asset["id"],
+        "relation_id": relation["id"],
+        "key_id": key["id"],
+        "user_id": str(tenant.user_ids[Role.VIEWER]),
+    }
+
+
+def _resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        schema = spec["components"]["schemas"][name]
+    return schema
+
+
+def _example(spec: dict[str, Any], schema: dict[str, Any]) -> Any:
+    """A minimal value that passes the schema, so validation does not answer before the lookup."""
+    schema = _resolve(spec, schema)
+    for union in ("anyOf", "oneOf"):
+        if union in schema:
+            options = [s for s in schema[union] if _resolve(spec, s).get("type") != "null"]
+            return _example(spec, options[0])
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "object" or "properties" in schema:
+        props = schema.get("properties", {})
+        return {name: _example(spec, props[name]) for name in schema.get("required", [])}
+    if kind == "array":
+        return []
+    if kind == "integer":
+        return max(int(schema.get("minimum", 1)), 1)
+    if kind == "number":
+        return float(schema.get("minimum", 1))
+    if kind == "boolean":
+        return True
+    fmt = schema.get("format")
+    if fmt == "uuid":
+        return str(uuid.uuid4())
+    if fmt == "email":
+        return "sweep@example.com"
+    if fmt == "date-time":
+        return "2030-01-01T00:00:00Z"
+    return "x" * max(int(schema.get("minLength", 1)), 1)
+
+
+def _body(spec: dict[str, Any], operation: dict[str, Any]) -> tuple[str, Any] | None:
+    content = operation.get("requestBody", {}).get("content", {})
+    if "application/json" in content:
+        return "json", _example(spec, content["application/json"]["schema"])
+    if "multipart/form-data" in content:
+        return "files", {"file": ("sweep.csv", b"name,serial_number\n")}
+    return None
+
+
+async def test_every_id_route_is_404_for_another_organization(
+    client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    ids = await _create_objects(client, tenant)
+    spec = (await client.get("/api/openapi.json")).json()
+    intruder = other_tenant.headers(Role.ADMIN)
+    swept: list[str] = []
+    failures: list[str] = []
+    for path, operations in spec["paths"].items():
+        params = [p.strip("{}") for p in path.split("/") if p.startswith("{")]
+        if not params:
+            continue
+        for method, operation in operations.items():
+            if (method.upper(), path) in EXEMPT:
+                continue
+            unknown = [p for p in params if p not in ids and p not in NON_ID_PARAMS]
+            if unknown:
+                failures.append(f"{method.upper()} {path}: the sweep has no object for {unknown}")
+                continue
+            url = path
+            for param in params:
+                value = ids.get(param) or NON_ID_PARAMS[param]
+                url = url.replace("{" + param + "}", value)
+            kwargs: dict[str, Any] = {"headers": intruder}
+            body = _body(spec, operation)
+            if body is not None:
+                kwargs[body[0]] = body[1]
+            response = await client.request(method.upper(), url, **kwargs)
+            swept.append(f"{method.upper()} {path}")
+            if response.status_code != 404:
+                failures.append(
+                    f"{method.upper()} {path}: {response.status_code} {response.text[:200]}"
+                )
+    assert not failures, "\n".join(failures)
+    assert len(swept) >= 10, swept
+
+
+async def test_lists_never_show_another_organizations_objects(
+    client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    ids = await _create_objects(client, tenant)
+    spec = (await client.get("/api/openapi.json")).json()
+    intruder = other_tenant.headers(Role.ADMIN)
+    checked = 0
+    for path, operations in spec["paths"].items():
+        if "{" in path or "get" not in operations or not path.startswith("/api/v1/"):
+            continue
+        response = await client.get(path, headers=intruder)
+        if response.status_code != 200:
+            continue
+        checked += 1
+        for name, value in ids.items():
+            assert value not in response.text, f"GET {path} shows organization A's {name}"
+    assert checked >= 5
