@@ -131,3 +131,82 @@ async def other_tenant(client: httpx.AsyncClient, db: Database) -> Tenant:
 async def superuser(client: httpx.AsyncClient, db: Database) -> dict[str, str]:
     """Auth headers of a platform superuser."""
     return await make_superuser(client, db)
+
+
+@pytest.fixture(scope="session")
+def live_pg_url(postgres_server: PostgresServer | None) -> str:
+    """A second PostgreSQL database whose commits are real (for the pipeline and writers)."""
+    if postgres_server is None:
+        pytest.fail("the pipeline tests need the throwaway PostgreSQL server")
+    return postgres_server.create_database("fleetcore_live")
+
+
+_live_engines: dict[str, AsyncEngine] = {}
+
+
+async def _live_pg_engine(url: str) -> AsyncEngine:
+    """One migrated engine per session (created on first use, in the session's loop)."""
+    if url not in _live_engines:
+        engine = create_engine(url, pool_size=10)
+        await migrate.upgrade(Database(engine))
+        _live_engines[url] = engine
+    return _live_engines[url]
+
+
+async def _truncate_all(engine: AsyncEngine) -> None:
+    from fleetcore.models import metadata
+
+    names = ", ".join(t.name for t in metadata.sorted_tables)
+    async with engine.begin() as connection:
+        await connection.exec_driver_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+
+
+@pytest.fixture
+async def live_database(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Database]:
+    """A database with real commits: a fresh SQLite file, or PostgreSQL emptied afterwards."""
+    if backend == "sqlite":
+        database = Database.from_url(f"sqlite+aiosqlite:///{tmp_path / 'live.db'}", pool_size=10)
+        await migrate.upgrade(database)
+        try:
+            yield database
+        finally:
+            await database.close()
+        return
+    engine = await _live_pg_engine(str(request.getfixturevalue("live_pg_url")))
+    try:
+        yield Database(engine)
+    finally:
+        await _truncate_all(engine)
+
+
+@pytest.fixture
+async def live_app(live_database: Database, tmp_path: Path) -> AsyncIterator[FastAPI]:
+    """The application on a live database, its lifespan (pipeline included) running."""
+    application = create_app(make_settings(tmp_path), database=live_database)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def live_client(live_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the live application."""
+    transport = httpx.ASGITransport(app=live_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http
+
+
+@pytest.fixture
+async def live_tenant(live_client: httpx.AsyncClient, live_database: Database) -> Tenant:
+    """Organization A on the live database."""
+    return await make_tenant(live_client, live_database)
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def _dispose_live_engines() -> AsyncIterator[None]:
+    """Close the live PostgreSQL pools at the end of the session."""
+    yield
+    for engine in _live_engines.values():
+        await engine.dispose()
+    _live_engines.clear()

@@ -58,7 +58,9 @@ def _downgrade_to_base(connection: Connection) -> None:
 
 
 def _diff(connection: Connection) -> list[object]:
-    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    context = MigrationContext.configure(
+        connection, opts={"compare_type": True, "include_name": migrate.include_name}
+    )
     return list(compare_metadata(context, metadata))
 
 

@@ -27,6 +27,8 @@ from fleetcore.middleware import RequestContextMiddleware
 from fleetcore.ops.readiness import database_checks
 from fleetcore.ops.router import router as ops_router
 from fleetcore.routers import API_ROUTERS, PAGE_ROUTERS
+from fleetcore.telemetry.pipeline import IngestPipeline
+from fleetcore.telemetry.writer import TelemetryWriter
 
 log = structlog.get_logger(__name__)
 
@@ -50,7 +52,14 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         app.state.database = db
         app.state.readiness_checks = database_checks(db)
         app.state.jobs = JobScheduler()
-        components: list[Component] = []
+        pipeline = IngestPipeline(
+            TelemetryWriter(db.engine),
+            max_pending=settings.ingest_max_pending,
+            batch_size=settings.ingest_batch_size,
+            flush_interval_s=settings.ingest_flush_ms / 1000,
+        )
+        app.state.pipeline = pipeline
+        components: list[Component] = [pipeline]
         started: list[Component] = []
         try:
             if settings.migrate_on_start:

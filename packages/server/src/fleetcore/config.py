@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         None, description="redis://... for shared rate limits and fan-out"
     )
+    ingest_batch_size: int = Field(5000, ge=1, le=100_000, description="readings per write")
+    ingest_flush_ms: int = Field(20, ge=1, le=10_000, description="longest wait to fill a batch")
+    ingest_max_pending: int = Field(200_000, ge=100, description="readings queued before 503")
     db_pool_size: int = Field(10, ge=1, le=200)
     shutdown_grace_s: float = Field(20.0, ge=0, le=600)
 

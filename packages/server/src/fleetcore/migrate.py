@@ -11,6 +11,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, text
 
 from fleetcore.db import Database
+from fleetcore.telemetry.models import is_partition
 
 # Serialises concurrent `serve` processes that start against one PostgreSQL database.
 _PG_MIGRATION_LOCK = 0x0F1EE7C0
@@ -22,6 +23,11 @@ def alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(files("fleetcore") / "migrations"))
     return config
+
+
+def include_name(name: str | None, type_: str, _parent: object) -> bool:
+    """Alembic's comparison skips the time-series partitions, which partitions.py manages."""
+    return not (type_ == "table" and name is not None and is_partition(name))
 
 
 @cache

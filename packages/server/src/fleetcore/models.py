@@ -8,6 +8,7 @@ from fleetcore.audit import models as audit_models
 from fleetcore.auth import models as auth_models
 from fleetcore.db import Base
 from fleetcore.devices import models as device_models
+from fleetcore.telemetry import models as telemetry_models
 
 metadata = Base.metadata
 __all__ = [
@@ -17,4 +18,5 @@ __all__ = [
     "auth_models",
     "device_models",
     "metadata",
+    "telemetry_models",
 ]

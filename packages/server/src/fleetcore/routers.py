@@ -7,8 +7,11 @@ from fastapi import APIRouter
 from fleetcore.assets.router import router as assets_router
 from fleetcore.attributes.router import router as attributes_router
 from fleetcore.audit.router import router as audit_router
+from fleetcore.auth.pages import router as auth_pages
 from fleetcore.auth.router import router as auth_router
+from fleetcore.dashboard.pages import router as dashboard_pages
 from fleetcore.devices.router import router as devices_router
+from fleetcore.telemetry.router import router as telemetry_router
 
 API_ROUTERS: tuple[APIRouter, ...] = (
     auth_router,
@@ -16,14 +19,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     assets_router,
     attributes_router,
     audit_router,
+    # Last: its ThingsBoard route /api/v1/{token}/telemetry must not shadow the others.
+    telemetry_router,
 )
-
-
-def _page_routers() -> tuple[APIRouter, ...]:
-    from fleetcore.auth.pages import router as auth_pages
-    from fleetcore.dashboard.pages import router as dashboard_pages
-
-    return (auth_pages, dashboard_pages)
-
-
-PAGE_ROUTERS: tuple[APIRouter, ...] = _page_routers()
+PAGE_ROUTERS: tuple[APIRouter, ...] = (auth_pages, dashboard_pages)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+from fleetcore.migrate import include_name
 from fleetcore.models import metadata
 
 connection = context.config.attributes.get("connection")
@@ -15,6 +16,7 @@ context.configure(
     target_metadata=metadata,
     render_as_batch=connection.dialect.name == "sqlite",
     compare_type=True,
+    include_name=include_name,
     transaction_per_migration=False,
 )
 with context.begin_transaction():

@@ -1,0 +1,94 @@
+"""Telemetry HTTP API: device ingest (native and ThingsBoard-compatible)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+
+from fleetcore.deps import SessionDep
+from fleetcore.devices.deps import CurrentDevice, PathTokenDevice
+from fleetcore.errors import PayloadTooLarge
+from fleetcore.telemetry.ingest import LIMITS, ingest
+from fleetcore.telemetry.pipeline import IngestPipeline
+
+router = APIRouter(prefix="/api/v1", tags=["telemetry"])
+
+
+class IngestAnswer(BaseModel):
+    """What happened to the readings of one request (all of it committed)."""
+
+    stored: int
+    duplicates: int
+    rejected: list[dict[str, Any]]
+    flagged: list[dict[str, Any]]
+
+
+async def read_body(request: Request, limit: int = LIMITS.max_bytes) -> bytes:
+    """The request body, refusing (413) past `limit` bytes without reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _pipeline(request: Request) -> IngestPipeline:
+    pipeline: IngestPipeline = request.app.state.pipeline
+    return pipeline
+
+
+_BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"oneOf": [{"type": "object"}, {"type": "array"}]},
+                "examples": {
+                    "server time": {"value": {"temperature": 21.5, "door": "open"}},
+                    "timestamped": {"value": {"ts": 1795300000000, "values": {"t": 21.5}}},
+                },
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "/devices/me/telemetry",
+    summary="Send telemetry (device token)",
+    openapi_extra=_BODY_DOC,
+    responses={413: {}, 422: {}, 503: {}},
+)
+async def post_telemetry(
+    request: Request, session: SessionDep, device: CurrentDevice
+) -> IngestAnswer:
+    """Answers after the readings are committed; bad items are named, good ones stored."""
+    body = await read_body(request)
+    answer = await ingest(
+        session, _pipeline(request), device=device, payload=body, transport="http"
+    )
+    return IngestAnswer.model_validate(answer)
+
+
+@router.post(
+    "/{token}/telemetry",
+    summary="Send telemetry (ThingsBoard-compatible, token in the path)",
+    openapi_extra=_BODY_DOC,
+)
+async def post_telemetry_tb(
+    request: Request, session: SessionDep, device: PathTokenDevice
+) -> IngestAnswer:
+    """Same as /devices/me/telemetry, for existing ThingsBoard firmware."""
+    body = await read_body(request)
+    answer = await ingest(
+        session, _pipeline(request), device=device, payload=body, transport="http"
+    )
+    return IngestAnswer.model_validate(answer)

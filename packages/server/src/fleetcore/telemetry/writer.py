@@ -1,0 +1,287 @@
+"""The bulk writer: a batch of readings into the value tables, roll-ups and latest values in
+one transaction, de-duplicated on (series, ts). COPY on PostgreSQL, executemany on SQLite.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy import select, tuple_
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from fleetcore.db import SQLITE_BEGIN_OPTION
+from fleetcore.telemetry.models import ROLLUPS, VALUE_TABLES, Series, TelemetryKey
+from fleetcore_protocol.telemetry import Kind, Reading
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceReadings:
+    """Readings of one device, as one submission to the pipeline."""
+
+    device_id: uuid.UUID
+    organization_id: uuid.UUID
+    readings: Sequence[Reading]
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A reading that was new and is now committed (what after-commit handlers see)."""
+
+    device_id: uuid.UUID
+    organization_id: uuid.UUID
+    series_id: int
+    key: str
+    kind: Kind
+    ts: int
+    value: Any
+
+
+@dataclass(slots=True)
+class WriteResult:
+    """What a batch did: the new readings, and how many were already stored."""
+
+    stored: list[Stored] = field(default_factory=list)
+    duplicates: int = 0
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+class _Dialect:
+    """SQL that differs between SQLite and PostgreSQL."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.pg = name == "postgresql"
+        self.least = "LEAST" if self.pg else "min"
+        self.greatest = "GREATEST" if self.pg else "max"
+
+    def params(self, count: int) -> str:
+        if self.pg:
+            return ", ".join(f"${i}" for i in range(1, count + 1))
+        return ", ".join("?" * count)
+
+
+_STAGE_TYPES = {
+    Kind.NUMBER: ("REAL", "double precision"),
+    Kind.TEXT: ("TEXT", "text"),
+    Kind.BOOLEAN: ("INTEGER", "boolean"),
+    Kind.JSON: ("TEXT", "jsonb"),
+}
+
+
+class TelemetryWriter:
+    """Writes batches; keeps interned key and series ids in memory."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.dialect = _Dialect(engine.dialect.name)
+        self._keys: dict[tuple[str, int], int] = {}
+        self._series: dict[tuple[uuid.UUID, int], int] = {}
+
+    async def write(self, batch: Sequence[DeviceReadings]) -> WriteResult:
+        """Store a batch durably; returns only after the commit."""
+        async with self.engine.connect() as connection:
+            series = await self._intern(connection, batch)
+            await connection.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+            async with connection.begin():
+                return await self._write(connection, batch, series)
+
+    async def _intern(
+        self, connection: AsyncConnection, batch: Sequence[DeviceReadings]
+    ) -> dict[tuple[uuid.UUID, str, Kind], int]:
+        """Series id of every (device, key, kind) in the batch, creating missing ones."""
+        wanted_keys = {(r.key, int(r.kind)) for item in batch for r in item.readings}
+        missing_keys = wanted_keys - self._keys.keys()
+        if missing_keys:
+            await self._insert_ignore(
+                connection, TelemetryKey, [{"name": n, "kind": k} for n, k in missing_keys]
+            )
+            keys = await connection.execute(
+                select(TelemetryKey.id, TelemetryKey.name, TelemetryKey.kind).where(
+                    tuple_(TelemetryKey.name, TelemetryKey.kind).in_(list(missing_keys))
+                )
+            )
+            self._keys.update({(name, kind): key_id for key_id, name, kind in keys})
+        org_of: dict[uuid.UUID, uuid.UUID] = {}
+        wanted_series: set[tuple[uuid.UUID, int]] = set()
+        for item in batch:
+            org_of[item.device_id] = item.organization_id
+            for r in item.readings:
+                wanted_series.add((item.device_id, self._keys[(r.key, int(r.kind))]))
+        missing_series = wanted_series - self._series.keys()
+        if missing_series:
+            await self._insert_ignore(
+                connection,
+                Series,
+                [
+                    {"device_id": d, "key_id": k, "organization_id": org_of[d]}
+                    for d, k in missing_series
+                ],
+            )
+            for chunk in _chunks(list(missing_series), 500):
+                rows = await connection.execute(
+                    select(Series.id, Series.device_id, Series.key_id).where(
+                        tuple_(Series.device_id, Series.key_id).in_(chunk)
+                    )
+                )
+                self._series.update({(d, k): sid for sid, d, k in rows})
+        await connection.commit()
+        return {
+            (item.device_id, r.key, r.kind): self._series[
+                (item.device_id, self._keys[(r.key, int(r.kind))])
+            ]
+            for item in batch
+            for r in item.readings
+        }
+
+    async def _insert_ignore(
+        self, connection: AsyncConnection, model: type[Any], rows: list[dict[str, Any]]
+    ) -> None:
+        insert = pg_insert if self.dialect.pg else sqlite_insert
+        for chunk in _chunks(rows, 500):
+            await connection.execute(insert(model).values(chunk).on_conflict_do_nothing())
+
+    async def _write(
+        self,
+        connection: AsyncConnection,
+        batch: Sequence[DeviceReadings],
+        series: dict[tuple[uuid.UUID, str, Kind], int],
+    ) -> WriteResult:
+        staged: dict[Kind, dict[tuple[int, int], Stored]] = {kind: {} for kind in Kind}
+        total = 0
+        for item in batch:
+            for r in item.readings:
+                total += 1
+                sid = series[(item.device_id, r.key, r.kind)]
+                staged[r.kind].setdefault(
+                    (sid, r.ts),
+                    Stored(item.device_id, item.organization_id, sid, r.key, r.kind, r.ts, r.value),
+                )
+        result = WriteResult()
+        for kind, rows in staged.items():
+            if rows:
+                inserted = await self._insert_rows(connection, kind, rows)
+                result.stored.extend(rows[key] for key in inserted)
+        result.duplicates = total - len(result.stored)
+        numbers = [s for s in result.stored if s.kind is Kind.NUMBER]
+        if numbers:
+            for width, table in ROLLUPS.items():
+                await self._rollup(connection, table.name, width, numbers)
+        if result.stored:
+            await self._latest(connection, result.stored)
+        return result
+
+    async def _insert_rows(
+        self, connection: AsyncConnection, kind: Kind, rows: dict[tuple[int, int], Stored]
+    ) -> list[tuple[int, int]]:
+        """Insert new rows of one kind; returns the (series, ts) that were not stored before."""
+        table = VALUE_TABLES[kind].name
+        stage = f"stage_{table}"
+        sqlite_type, pg_type = _STAGE_TYPES[kind]
+        records = [(s.series_id, s.ts, self._db_value(kind, s.value)) for s in rows.values()]
+        if self.dialect.pg:
+            await connection.exec_driver_sql(
+                f"CREATE TEMP TABLE IF NOT EXISTS {stage} "
+                f"(series_id integer, ts bigint, value {pg_type}) ON COMMIT DELETE ROWS"
+            )
+            raw = await connection.get_raw_connection()
+            await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
+                stage, records=records, columns=["series_id", "ts", "value"]
+            )
+        else:
+            await connection.exec_driver_sql(
+                f"CREATE TEMP TABLE IF NOT EXISTS {stage} "
+                f"(series_id INTEGER, ts INTEGER, value {sqlite_type})"
+            )
+            await connection.exec_driver_sql(f"DELETE FROM {stage}")
+            await connection.exec_driver_sql(
+                f"INSERT INTO {stage} (series_id, ts, value) VALUES (?, ?, ?)", records
+            )
+        returned = await connection.exec_driver_sql(
+            f"INSERT INTO {table} (series_id, ts, value) "
+            f"SELECT series_id, ts, value FROM {stage} WHERE true "
+            "ON CONFLICT DO NOTHING RETURNING series_id, ts"
+        )
+        rows_back: list[tuple[Any, ...]] = [tuple(row) for row in returned.fetchall()]
+        return [(int(row[0]), int(row[1])) for row in rows_back]
+
+    def _db_value(self, kind: Kind, value: Any) -> Any:
+        if kind is Kind.JSON:
+            return _json(value)
+        if kind is Kind.BOOLEAN and not self.dialect.pg:
+            return int(value)
+        return value
+
+    async def _rollup(
+        self, connection: AsyncConnection, table: str, width: int, numbers: Iterable[Stored]
+    ) -> None:
+        """Merge this batch's new numbers into the roll-up buckets."""
+        buckets: dict[tuple[int, int], list[Any]] = {}
+        for s in numbers:
+            key = (s.series_id, s.ts - s.ts % width)
+            value = float(s.value)
+            agg = buckets.get(key)
+            if agg is None:
+                buckets[key] = [1, value, value, value, s.ts, value, s.ts, value]
+                continue
+            agg[0] += 1
+            agg[1] += value
+            agg[2] = min(agg[2], value)
+            agg[3] = max(agg[3], value)
+            if s.ts < agg[4]:
+                agg[4], agg[5] = s.ts, value
+            if s.ts >= agg[6]:
+                agg[6], agg[7] = s.ts, value
+        d = self.dialect
+        sql = (
+            f"INSERT INTO {table} (series_id, bucket, cnt, total, vmin, vmax, first_ts, vfirst, "
+            f"last_ts, vlast) VALUES ({d.params(10)}) "
+            "ON CONFLICT (series_id, bucket) DO UPDATE SET "
+            f"cnt = {table}.cnt + excluded.cnt, "
+            f"total = {table}.total + excluded.total, "
+            f"vmin = {d.least}({table}.vmin, excluded.vmin), "
+            f"vmax = {d.greatest}({table}.vmax, excluded.vmax), "
+            f"vfirst = CASE WHEN excluded.first_ts < {table}.first_ts "
+            f"THEN excluded.vfirst ELSE {table}.vfirst END, "
+            f"first_ts = {d.least}({table}.first_ts, excluded.first_ts), "
+            f"vlast = CASE WHEN excluded.last_ts >= {table}.last_ts "
+            f"THEN excluded.vlast ELSE {table}.vlast END, "
+            f"last_ts = {d.greatest}({table}.last_ts, excluded.last_ts)"
+        )
+        await connection.exec_driver_sql(
+            sql, [(sid, bucket, *agg) for (sid, bucket), agg in buckets.items()]
+        )
+
+    async def _latest(self, connection: AsyncConnection, stored: Iterable[Stored]) -> None:
+        """Move each series' latest value forward (late data never moves it back)."""
+        newest: dict[int, Stored] = {}
+        for s in stored:
+            current = newest.get(s.series_id)
+            if current is None or s.ts >= current.ts:
+                newest[s.series_id] = s
+        rows = []
+        for s in newest.values():
+            columns: list[Any] = [None, None, None, None]
+            columns[int(s.kind) - 1] = self._db_value(s.kind, s.value)
+            rows.append((s.series_id, s.ts, *columns))
+        await connection.exec_driver_sql(
+            f"INSERT INTO ts_latest (series_id, ts, num, text, bool, json) "
+            f"VALUES ({self.dialect.params(6)}) "
+            "ON CONFLICT (series_id) DO UPDATE SET ts = excluded.ts, num = excluded.num, "
+            "text = excluded.text, bool = excluded.bool, json = excluded.json "
+            "WHERE excluded.ts >= ts_latest.ts",
+            rows,
+        )
+
+
+def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
