@@ -6,6 +6,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import OperationalError
 
 from fleetcore.errors import Conflict, Forbidden, Invalid, NotFound, RateLimited
 
@@ -34,6 +35,8 @@ def probe_app(app: FastAPI) -> FastAPI:
         }
         if kind in errors:
             raise errors[kind]
+        if kind == "locked":
+            raise OperationalError("UPDATE devices", {}, Exception("database is locked"))
         raise RuntimeError("secret internals: password=hunter2")
 
     return app
@@ -117,3 +120,12 @@ async def test_unhandled_error_is_500_without_internals(
     _assert_envelope(response, 500, "INTERNAL_ERROR")
     assert "hunter2" not in response.text
     assert "Traceback" not in response.text
+
+
+async def test_busy_database_is_503_with_retry_after(
+    probe_app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    response = await client.get("/probe/locked")
+    _assert_envelope(response, 503, "DATABASE_UNAVAILABLE")
+    assert response.headers["retry-after"] == "1"
+    assert "UPDATE devices" not in response.text

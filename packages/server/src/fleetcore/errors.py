@@ -8,6 +8,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fleetcore.request_context import current_request_id
@@ -168,8 +169,20 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "VALIDATION_ERROR", f"invalid request: {fields}", {"errors": errors})
 
 
+async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    # Locked (SQLite busy past its timeout) or unreachable: the client may retry; log the cause.
+    log.warning("database_unavailable", error=str(exc)[:300])
+    return error_response(
+        503,
+        "DATABASE_UNAVAILABLE",
+        "the database is busy or unreachable; retry shortly",
+        headers={"Retry-After": "1"},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map every error the app can raise to the envelope (unhandled ones: see middleware)."""
+    app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
