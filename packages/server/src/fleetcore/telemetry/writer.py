@@ -197,6 +197,8 @@ class TelemetryWriter:
                 stage, records=records, columns=["series_id", "ts", "value"]
             )
         else:
+            if await self._sqlite_all_new(connection, table, records):
+                return list(rows)
             await connection.exec_driver_sql(
                 f"CREATE TEMP TABLE IF NOT EXISTS {stage} "
                 f"(series_id INTEGER, ts INTEGER, value {sqlite_type})"
@@ -212,6 +214,28 @@ class TelemetryWriter:
         )
         rows_back: list[tuple[Any, ...]] = [tuple(row) for row in returned.fetchall()]
         return [(int(row[0]), int(row[1])) for row in rows_back]
+
+    @staticmethod
+    async def _sqlite_all_new(
+        connection: AsyncConnection, table: str, records: list[tuple[Any, ...]]
+    ) -> bool:
+        """Fast path: insert straight into the table; keep it only if no row was a duplicate.
+
+        Duplicates are rare (redeliveries), so most batches skip the staging table; when
+        some row already existed, the savepoint is rolled back and the caller stages.
+        """
+        raw = (await connection.get_raw_connection()).driver_connection
+        await connection.exec_driver_sql("SAVEPOINT fast_insert")
+        before = raw.total_changes  # type: ignore[union-attr]
+        await connection.exec_driver_sql(
+            f"INSERT OR IGNORE INTO {table} (series_id, ts, value) VALUES (?, ?, ?)", records
+        )
+        if raw.total_changes - before == len(records):  # type: ignore[union-attr]
+            await connection.exec_driver_sql("RELEASE fast_insert")
+            return True
+        await connection.exec_driver_sql("ROLLBACK TO fast_insert")
+        await connection.exec_driver_sql("RELEASE fast_insert")
+        return False
 
     def _db_value(self, kind: Kind, value: Any) -> Any:
         if kind is Kind.JSON:
