@@ -210,3 +210,24 @@ async def test_latest_never_moves_backwards_and_rollups_merge_late_data(
         7.0,
     )
     assert (hourly.bucket, hourly.cnt) == (minute, 3)
+
+
+async def test_ingest_metrics_are_exposed(
+    live_client: httpx.AsyncClient, live_tenant: Tenant, live_database: Database
+) -> None:
+    _, token = await _device(live_client, live_tenant)
+    headers = {"X-Device-Token": token}
+    await live_client.post(
+        "/api/v1/devices/me/telemetry", headers=headers, json={"m": 1, "bad key": 2}
+    )
+    text = (await live_client.get("/metrics")).text
+    for name in (
+        'fleetcore_telemetry_readings_accepted_total{transport="http"}',
+        'fleetcore_telemetry_readings_rejected_total{reason="KEY_INVALID"}',
+        "fleetcore_telemetry_readings_stored_total",
+        "fleetcore_telemetry_readings_deduplicated_total",
+        "fleetcore_telemetry_batch_size_bucket",
+        "fleetcore_telemetry_write_seconds_bucket",
+        "fleetcore_telemetry_queue_depth",
+    ):
+        assert name in text, name
