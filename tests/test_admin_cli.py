@@ -13,7 +13,7 @@ from fleetcore.auth.models import Organization, User
 from fleetcore.auth.security import verify_password
 from fleetcore.db import Database
 from fleetcore.demo import DEMO_EMAIL, ensure_demo
-from fleetcore.devices.models import Device
+from fleetcore.devices.models import Device, DeviceCredential
 
 FLEETCORE = str(Path(sys.executable).parent / "fleetcore")
 
@@ -87,6 +87,9 @@ async def test_demo_is_created_once_and_password_renewed(tmp_path: Path) -> None
         assert first.created
         assert not second.created
         assert first.password != second.password
+        assert first.device_token.startswith("fcd_")
+        assert second.device_token.startswith("fcd_")
+        assert first.device_token != second.device_token
         async with database.session() as session:
             admin = await session.scalar(select(User).where(User.email == DEMO_EMAIL))
             assert admin is not None
@@ -95,5 +98,11 @@ async def test_demo_is_created_once_and_password_renewed(tmp_path: Path) -> None
             orgs = await session.scalar(select(func.count()).select_from(Organization))
             devices = await session.scalar(select(func.count()).select_from(Device))
             assert (orgs, devices) == (1, 3)
+            live = await session.scalar(
+                select(func.count())
+                .select_from(DeviceCredential)
+                .where(DeviceCredential.revoked_at.is_(None))
+            )
+            assert live == 1  # the first start's token was revoked by the second
     finally:
         await database.close()

@@ -140,15 +140,15 @@ def _prepare_demo(settings: Settings) -> None:
     from fleetcore.app import open_database
     from fleetcore.demo import ensure_demo
 
-    async def run() -> tuple[str, str]:
+    async def run() -> tuple[str, str, str]:
         database = open_database(settings)
         try:
             login = await ensure_demo(database)
         finally:
             await database.close()
-        return login.email, login.password
+        return login.email, login.password, login.device_token
 
-    email, password = asyncio.run(run())
+    email, password, token = asyncio.run(run())
     wildcard = settings.host in ("0.0.0.0", "::")  # noqa: S104 (only choosing what to print)
     url = f"http://{'127.0.0.1' if wildcard else settings.host}:{settings.port}"
     Console().print(
@@ -161,6 +161,12 @@ def _prepare_demo(settings: Settings) -> None:
             title="sign in",
         )
     )
+    if token:
+        typer.echo(
+            "Send a reading as the demo boiler sensor (its token is new on every start):\n"
+            f"curl -X POST {url}/api/v1/devices/me/telemetry -H 'X-Device-Token: {token}' "
+            "-H 'Content-Type: application/json' -d '{\"temperature\": 21.5}'\n"
+        )
 
 
 @admin_app.command("create-superuser")

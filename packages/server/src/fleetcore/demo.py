@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import secrets
+import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcore import migrate
 from fleetcore.auth import users
@@ -14,6 +16,7 @@ from fleetcore.auth.principal import Role
 from fleetcore.auth.schemas import OrganizationIn, UserIn
 from fleetcore.auth.security import hash_password
 from fleetcore.db import Database, utcnow
+from fleetcore.devices import credentials
 from fleetcore.devices.models import Device, DeviceProfile
 
 DEMO_SLUG = "demo"
@@ -32,11 +35,12 @@ DEMO_KEYS = [
 
 @dataclass(frozen=True, slots=True)
 class DemoLogin:
-    """What `make run` prints so a new user can sign in."""
+    """What `make run` prints so a new user can sign in and send a reading."""
 
     email: str
     password: str
     created: bool
+    device_token: str = ""
 
 
 async def ensure_demo(database: Database) -> DemoLogin:
@@ -51,8 +55,9 @@ async def ensure_demo(database: Database) -> DemoLogin:
                 admin.password_hash = await hash_password(password)
                 admin.password_changed_at = utcnow()
                 admin.is_active = True
+                token = await _fresh_device_token(session, org.id)
                 await session.commit()
-                return DemoLogin(DEMO_EMAIL, password, created=False)
+                return DemoLogin(DEMO_EMAIL, password, created=False, device_token=token)
         else:
             org = await users.create_organization(
                 session, None, data=OrganizationIn(name="Demo fleet", slug=DEMO_SLUG)
@@ -79,5 +84,19 @@ async def ensure_demo(database: Database) -> DemoLogin:
                     organization_id=org.id, profile_id=profile.id, name=name, serial_number=serial
                 )
             )
+        await session.flush()
+        token = await _fresh_device_token(session, org.id)
         await session.commit()
-    return DemoLogin(DEMO_EMAIL, password, created=True)
+    return DemoLogin(DEMO_EMAIL, password, created=True, device_token=token)
+
+
+async def _fresh_device_token(session: AsyncSession, organization_id: uuid.UUID) -> str:
+    """A new token for the first demo device (the old one stops working), to print."""
+    device = await session.scalar(
+        select(Device).where(
+            Device.organization_id == organization_id,
+            Device.serial_number == DEMO_DEVICES[0][1],
+            Device.deleted_at.is_(None),
+        )
+    )
+    return "" if device is None else await credentials.replace_token(session, device)
