@@ -265,10 +265,7 @@ class TelemetryWriter:
             if s.ts >= agg[6]:
                 agg[6], agg[7] = s.ts, value
         d = self.dialect
-        sql = (
-            f"INSERT INTO {table} (series_id, bucket, cnt, total, vmin, vmax, first_ts, vfirst, "
-            f"last_ts, vlast) VALUES ({d.params(10)}) "
-            "ON CONFLICT (series_id, bucket) DO UPDATE SET "
+        update = (
             f"cnt = {table}.cnt + excluded.cnt, "
             f"total = {table}.total + excluded.total, "
             f"vmin = {d.least}({table}.vmin, excluded.vmin), "
@@ -280,9 +277,8 @@ class TelemetryWriter:
             f"THEN excluded.vlast ELSE {table}.vlast END, "
             f"last_ts = {d.greatest}({table}.last_ts, excluded.last_ts)"
         )
-        await connection.exec_driver_sql(
-            sql, [(sid, bucket, *agg) for (sid, bucket), agg in buckets.items()]
-        )
+        rows = [(sid, bucket, *agg) for (sid, bucket), agg in sorted(buckets.items())]
+        await self._upsert(connection, table, _ROLLUP_COLUMNS, rows, "(series_id, bucket)", update)
 
     async def _latest(self, connection: AsyncConnection, stored: Iterable[Stored]) -> None:
         """Move each series' latest value forward (late data never moves it back)."""
@@ -296,14 +292,71 @@ class TelemetryWriter:
             columns: list[Any] = [None, None, None, None]
             columns[int(s.kind) - 1] = self._db_value(s.kind, s.value)
             rows.append((s.series_id, s.ts, *columns))
+        rows.sort(key=lambda row: row[0])
+        await self._upsert(
+            connection,
+            "ts_latest",
+            _LATEST_COLUMNS,
+            rows,
+            "(series_id)",
+            "ts = excluded.ts, num = excluded.num, text = excluded.text, bool = excluded.bool, "
+            "json = excluded.json WHERE excluded.ts >= ts_latest.ts",
+        )
+
+    async def _upsert(
+        self,
+        connection: AsyncConnection,
+        table: str,
+        columns: Sequence[tuple[str, str]],
+        rows: list[tuple[Any, ...]],
+        conflict: str,
+        update: str,
+    ) -> None:
+        """INSERT ... ON CONFLICT DO UPDATE of many rows: via COPY and one statement on
+        PostgreSQL (executemany there costs a round of planning per row), executemany on SQLite."""
+        names = ", ".join(name for name, _ in columns)
+        if self.dialect.pg:
+            stage = f"stage_{table}"
+            types = ", ".join(f"{name} {pg_type}" for name, pg_type in columns)
+            await connection.exec_driver_sql(
+                f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({types}) ON COMMIT DELETE ROWS"
+            )
+            raw = await connection.get_raw_connection()
+            await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
+                stage, records=rows, columns=[name for name, _ in columns]
+            )
+            await connection.exec_driver_sql(
+                f"INSERT INTO {table} ({names}) SELECT {names} FROM {stage} "
+                f"ON CONFLICT {conflict} DO UPDATE SET {update}"
+            )
+            return
         await connection.exec_driver_sql(
-            f"INSERT INTO ts_latest (series_id, ts, num, text, bool, json) "
-            f"VALUES ({self.dialect.params(6)}) "
-            "ON CONFLICT (series_id) DO UPDATE SET ts = excluded.ts, num = excluded.num, "
-            "text = excluded.text, bool = excluded.bool, json = excluded.json "
-            "WHERE excluded.ts >= ts_latest.ts",
+            f"INSERT INTO {table} ({names}) VALUES ({self.dialect.params(len(columns))}) "
+            f"ON CONFLICT {conflict} DO UPDATE SET {update}",
             rows,
         )
+
+
+_ROLLUP_COLUMNS = (
+    ("series_id", "integer"),
+    ("bucket", "bigint"),
+    ("cnt", "integer"),
+    ("total", "double precision"),
+    ("vmin", "double precision"),
+    ("vmax", "double precision"),
+    ("first_ts", "bigint"),
+    ("vfirst", "double precision"),
+    ("last_ts", "bigint"),
+    ("vlast", "double precision"),
+)
+_LATEST_COLUMNS = (
+    ("series_id", "integer"),
+    ("ts", "bigint"),
+    ("num", "double precision"),
+    ("text", "text"),
+    ("bool", "boolean"),
+    ("json", "jsonb"),
+)
 
 
 def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
