@@ -8,14 +8,23 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import http_overhead
+from bench import http_overhead, telemetry_ingest, telemetry_storage
+from fleetcore.logging import configure_logging
 
-BENCHMARKS = {"http_health": http_overhead.run}
+BENCHMARKS = {
+    "http_health": http_overhead.run,
+    "telemetry_ingest": telemetry_ingest.run,
+    "telemetry_storage": telemetry_storage.run,
+}
 
 
 def main(names: list[str]) -> None:
     """Run the named benchmarks (all by default)."""
     selected = names or list(BENCHMARKS)
+    unknown = [name for name in selected if name not in BENCHMARKS]
+    if unknown:
+        sys.exit(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+    configure_logging("warning", "console")  # the figures, not Fleetcore's own info lines
     results = []
     for name in selected:
         print(f"== {name}", flush=True)

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+# Builds the n-th request of connection c: (c, n) -> the request's bytes.
+RequestFactory = Callable[[int, int], bytes]
 
 
 @dataclass(frozen=True, slots=True)
 class LoadResult:
-    """Requests completed, elapsed seconds, latency percentiles in ms."""
+    """Requests answered 2xx, elapsed seconds, their latency percentiles in ms, other answers."""
 
     requests: int
     seconds: float
     p50_ms: float
     p99_ms: float
+    errors: dict[str, int] = field(default_factory=dict)  # status line -> count
 
     @property
     def rate(self) -> float:
@@ -23,11 +28,20 @@ class LoadResult:
 
 
 async def _worker(
-    host: str, port: int, request: bytes, stop_at: float, latencies: list[float]
+    host: str,
+    port: int,
+    connection: int,
+    make: RequestFactory,
+    stop_at: float,
+    latencies: list[float],
+    errors: dict[str, int],
 ) -> None:
     reader, writer = await asyncio.open_connection(host, port)
+    sequence = 0
     try:
         while time.perf_counter() < stop_at:
+            request = make(connection, sequence)
+            sequence += 1
             begin = time.perf_counter()
             writer.write(request)
             headers = await reader.readuntil(b"\r\n\r\n")
@@ -35,12 +49,43 @@ async def _worker(
             for line in headers.split(b"\r\n"):
                 if line.lower().startswith(b"content-length:"):
                     length = int(line.split(b":", 1)[1])
-            if not headers.startswith(b"HTTP/1.1 2"):
-                raise RuntimeError(headers.split(b"\r\n", 1)[0].decode())
             await reader.readexactly(length)
+            if not headers.startswith(b"HTTP/1.1 2"):
+                status = headers.split(b"\r\n", 1)[0].decode()
+                errors[status] = errors.get(status, 0) + 1
+                continue
             latencies.append(time.perf_counter() - begin)
     finally:
         writer.close()
+
+
+async def run_requests(
+    host: str, port: int, make: RequestFactory, *, connections: int = 32, seconds: float = 3.0
+) -> LoadResult:
+    """Send `make(connection, n)` over `connections` keep-alive connections for `seconds`."""
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    begin = time.perf_counter()
+    stop_at = begin + seconds
+    await asyncio.gather(
+        *(_worker(host, port, c, make, stop_at, latencies, errors) for c in range(connections))
+    )
+    elapsed = time.perf_counter() - begin
+    latencies.sort()
+    return LoadResult(
+        requests=len(latencies),
+        seconds=elapsed,
+        p50_ms=_percentile(latencies, 0.5),
+        p99_ms=_percentile(latencies, 0.99),
+        errors=errors,
+    )
+
+
+def _percentile(ordered: list[float], q: float) -> float:
+    """The q-quantile of sorted seconds, in ms (NaN when nothing was answered 2xx)."""
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1000
 
 
 async def run_load(
@@ -48,17 +93,18 @@ async def run_load(
 ) -> LoadResult:
     """GET `path` over `connections` keep-alive connections for `seconds`."""
     request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
-    latencies: list[float] = []
-    begin = time.perf_counter()
-    stop_at = begin + seconds
-    await asyncio.gather(
-        *(_worker(host, port, request, stop_at, latencies) for _ in range(connections))
+    return await run_requests(
+        host, port, lambda _c, _n: request, connections=connections, seconds=seconds
     )
-    elapsed = time.perf_counter() - begin
-    latencies.sort()
-    return LoadResult(
-        requests=len(latencies),
-        seconds=elapsed,
-        p50_ms=latencies[len(latencies) // 2] * 1000,
-        p99_ms=latencies[int(len(latencies) * 0.99)] * 1000,
-    )
+
+
+def post_head(host: str, path: str, headers: dict[str, str]) -> bytes:
+    """Request line and headers of a JSON POST, without Content-Length and the blank line."""
+    lines = [f"POST {path} HTTP/1.1", f"Host: {host}", "Content-Type: application/json"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def post_request(head: bytes, body: bytes) -> bytes:
+    """A whole keep-alive POST: `head` from post_head, then the body."""
+    return head + b"Content-Length: %d\r\n\r\n" % len(body) + body

@@ -231,3 +231,18 @@ async def test_ingest_metrics_are_exposed(
         "fleetcore_telemetry_queue_depth",
     ):
         assert name in text, name
+
+
+async def test_nul_in_a_value_is_refused_not_fatal_to_the_batch(
+    live_client: httpx.AsyncClient, live_tenant: Tenant, live_database: Database
+) -> None:
+    _, token = await _device(live_client, live_tenant)
+    response = await live_client.post(
+        "/api/v1/devices/me/telemetry",
+        headers={"X-Device-Token": token, "content-type": "application/json"},
+        content=b'{"s": "a\\u0000b", "j": {"k": "\\u0000"}, "n": 1}',
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["stored"] == 1
+    assert {p["key"] for p in response.json()["rejected"]} == {"s", "j"}
+    assert await _count(live_database, Kind.NUMBER) == 1

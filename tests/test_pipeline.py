@@ -311,3 +311,30 @@ async def test_crash_loses_nothing_acknowledged(tmp_path: Path) -> None:
     missing = acknowledged - stored
     assert not missing, f"{len(missing)} acknowledged readings lost"
     assert time.time() > 0
+
+
+async def test_many_devices_first_calls_at_once(
+    live_client: httpx.AsyncClient, live_tenant: object, live_database: Database
+) -> None:
+    """First calls activate devices (a write each); concurrently they must all succeed."""
+    from tests.support.tenants import Tenant
+
+    assert isinstance(live_tenant, Tenant)
+    tokens = []
+    for i in range(30):
+        created = await live_client.post(
+            "/api/v1/devices",
+            headers=live_tenant.headers(),
+            json={"name": "d", "serial_number": f"FIRST-{i}"},
+        )
+        tokens.append(created.json()["access_token"])
+    responses = await asyncio.gather(
+        *(
+            live_client.post(
+                "/api/v1/devices/me/telemetry", headers={"X-Device-Token": t}, json={"t": 1}
+            )
+            for t in tokens
+        )
+    )
+    assert [r.status_code for r in responses] == [200] * 30
+    assert await _stored(live_database) == 30

@@ -122,3 +122,15 @@ def test_custom_loads_is_used() -> None:
 
     decode_telemetry(b'{"a": 1}', now_ms=NOW, loads=loads)
     assert calls == [b'{"a": 1}']
+
+
+def test_nul_characters_and_non_finite_json_refused() -> None:
+    out = decode_telemetry(
+        b'{"a": "x\\u0000y", "b": {"k": "\\u0000"}, "c": [1, NaN], "ok": "fine"}', now_ms=NOW
+    )
+    assert [r.key for r in out.readings] == ["ok"]
+    assert {p.key: p.code for p in out.problems} == {
+        "a": "VALUE_INVALID",
+        "b": "VALUE_INVALID",
+        "c": "VALUE_INVALID",
+    }

@@ -104,11 +104,18 @@ def _classify(value: Any, limits: Limits) -> tuple[Kind, JsonValue] | str:
     if isinstance(value, str):
         if len(value) > limits.max_text_length:
             return f"text longer than {limits.max_text_length} characters"
+        if "\x00" in value:  # no database stores NUL in text
+            return "text must not contain NUL characters"
         return Kind.TEXT, value
     if isinstance(value, dict | list):
-        size = len(json.dumps(value, separators=(",", ":"), allow_nan=False, default=str))
-        if size > limits.max_json_bytes:
+        try:
+            encoded = json.dumps(value, separators=(",", ":"), allow_nan=False)
+        except ValueError:
+            return "numbers must be finite"
+        if len(encoded) > limits.max_json_bytes:
             return f"JSON value larger than {limits.max_json_bytes} bytes"
+        if "\\u0000" in encoded:
+            return "JSON must not contain NUL characters"
         return Kind.JSON, value
     return "null is not a value; omit the key instead"
 

@@ -27,6 +27,7 @@ from fleetcore.middleware import RequestContextMiddleware
 from fleetcore.ops.readiness import database_checks
 from fleetcore.ops.router import router as ops_router
 from fleetcore.routers import API_ROUTERS, PAGE_ROUTERS
+from fleetcore.telemetry import partitions, retention
 from fleetcore.telemetry.pipeline import IngestPipeline
 from fleetcore.telemetry.writer import TelemetryWriter
 
@@ -65,6 +66,11 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
             if settings.migrate_on_start:
                 await migrate.upgrade(db)
                 log.info("migrations_applied", revisions=sorted(migrate.head_revisions()))
+            if db.dialect == "postgresql":
+                await partitions.ensure_partitions(
+                    db.engine, days_ahead=settings.partitions_ahead_days
+                )
+            retention.register_jobs(app.state.jobs, db, settings)
             for component in components:
                 await component.start()
                 started.append(component)

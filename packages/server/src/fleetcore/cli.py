@@ -14,6 +14,7 @@ import typer
 from fleetcore import __version__
 from fleetcore.config import ConfigError, Settings, load_settings
 from fleetcore.logging import configure_logging
+from fleetcore.telemetry import cli as telemetry_cli
 
 app = typer.Typer(
     help="Fleetcore IoT platform. Settings come from options, FLEETCORE_* variables, "
@@ -225,6 +226,10 @@ def create_superuser(
         typer.echo(f"fleetcore: {exc.message}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"superuser {stored_email} created ({user_id})")
+
+
+app.command("export")(telemetry_cli.export)
+app.command("import")(telemetry_cli.import_)
 
 
 def main() -> None:

@@ -90,6 +90,12 @@ class Settings(BaseSettings):
     ingest_batch_size: int = Field(5000, ge=1, le=100_000, description="readings per write")
     ingest_flush_ms: int = Field(20, ge=1, le=10_000, description="longest wait to fill a batch")
     ingest_max_pending: int = Field(200_000, ge=100, description="readings queued before 503")
+    retention_raw_days: int = Field(90, ge=0, le=3650, description="default raw days; 0 = forever")
+    retention_rollup_1m_days: int = Field(365, ge=0, le=3650, description="default, 1m roll-ups")
+    retention_rollup_1h_days: int = Field(0, ge=0, le=3650, description="default, 1h roll-ups")
+    retention_interval_s: float = Field(3600.0, ge=1, le=86400, description="retention job period")
+    retention_chunk_rows: int = Field(10_000, ge=100, le=1_000_000, description="rows per delete")
+    partitions_ahead_days: int = Field(7, ge=1, le=60, description="PostgreSQL daily partitions")
     db_pool_size: int = Field(10, ge=1, le=200)
     shutdown_grace_s: float = Field(20.0, ge=0, le=600)
 

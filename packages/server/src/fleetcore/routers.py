@@ -11,6 +11,8 @@ from fleetcore.auth.pages import router as auth_pages
 from fleetcore.auth.router import router as auth_router
 from fleetcore.dashboard.pages import router as dashboard_pages
 from fleetcore.devices.router import router as devices_router
+from fleetcore.telemetry.query_router import router as telemetry_query_router
+from fleetcore.telemetry.retention_router import router as retention_router
 from fleetcore.telemetry.router import router as telemetry_router
 
 API_ROUTERS: tuple[APIRouter, ...] = (
@@ -19,6 +21,8 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     assets_router,
     attributes_router,
     audit_router,
+    retention_router,
+    telemetry_query_router,
     # Last: its ThingsBoard route /api/v1/{token}/telemetry must not shadow the others.
     telemetry_router,
 )

@@ -58,6 +58,9 @@ async def authenticate_device(session: AsyncSession, token: str) -> Device:
         raise _invalid()
     if device.status == DeviceStatus.PROVISIONED:
         # Once in a device's life: a conditional UPDATE, so concurrent first calls agree.
+        # End the read first: SQLite refuses (rather than waits) to upgrade a read
+        # transaction to a write while another writer holds the lock.
+        await session.commit()
         now = utcnow()
         await session.execute(
             update(Device)

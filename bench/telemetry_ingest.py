@@ -1,0 +1,248 @@
+"""Telemetry ingest: database ceilings, Fleetcore's writer and HTTP ingest, in one run.
+
+The ceilings and Fleetcore share one throwaway PostgreSQL server and the same machine, so
+the ratios hold on a noisy box. Loopback only, bounded in time (about two minutes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from tests.support.postgres import PostgresServer
+
+from bench import telemetry_http
+from fleetcore import migrate
+from fleetcore.auth import users
+from fleetcore.auth.schemas import OrganizationIn
+from fleetcore.db import Database, create_engine
+from fleetcore.devices.service import new_device
+from fleetcore.telemetry.partitions import ensure_partitions
+from fleetcore.telemetry.writer import DeviceReadings, TelemetryWriter
+from fleetcore_protocol.telemetry import Kind, Reading
+
+ROWS = 500_000
+BATCH = 5_000
+SERIES = 1_000  # ceilings: rows are (series 1..SERIES, ts, value), time-major like live data
+DEVICES = 1_000  # the writer: DEVICES x KEYS series, one timestamp per batch
+KEYS = 5
+Row = tuple[int, int, float]
+
+
+def now_ms() -> int:
+    """Epoch milliseconds now."""
+    return int(time.time() * 1000)
+
+
+def value(i: int) -> float:
+    """A plausible sensor value with a fractional part (SQLite stores whole floats smaller)."""
+    return 20.0 + (i * 7919 % 10_000) / 997
+
+
+def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    """`items` cut into lists of `size`."""
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def ceiling_rows(base: int, count: int = ROWS) -> list[Row]:
+    """`count` rows, one per series per second from `base`."""
+    return [
+        (s, base + t * 1000, value(t * SERIES + s))
+        for t in range(count // SERIES)
+        for s in range(1, SERIES + 1)
+    ]
+
+
+def rate(count: int, begin: float) -> int:
+    """Items per second since `begin` (perf_counter)."""
+    return round(count / (time.perf_counter() - begin))
+
+
+def asyncpg_dsn(url: str) -> str:
+    """The plain libpq URL asyncpg takes."""
+    return url.replace("postgresql+asyncpg://", "postgresql://")
+
+
+async def migrated(url: str) -> None:
+    """Schema at head; on PostgreSQL, the daily partitions of yesterday .. tomorrow."""
+    database = Database.from_url(url)
+    try:
+        await migrate.upgrade(database)
+        await ensure_partitions(database.engine, days_ahead=1)
+    finally:
+        await database.close()
+
+
+async def pg_copy(dsn: str, rows: list[Row]) -> int:
+    """Ceiling: COPY batches straight into ts_num (partitioned), one connection."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute("TRUNCATE ts_num")
+        begin = time.perf_counter()
+        for batch in chunks(rows, BATCH):
+            await connection.copy_records_to_table(
+                "ts_num", records=batch, columns=["series_id", "ts", "value"]
+            )
+        return rate(len(rows), begin)
+    finally:
+        await connection.close()
+
+
+async def pg_dedup(dsn: str, rows: list[Row]) -> tuple[int, int]:
+    """Ceiling of the de-dup path: COPY into a staging table, INSERT ... ON CONFLICT DO
+    NOTHING, a transaction per batch; new rows, then the same rows again (all duplicates)."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute("TRUNCATE ts_num")
+        await connection.execute(
+            "CREATE TEMP TABLE stage (series_id integer, ts bigint, value double precision) "
+            "ON COMMIT DELETE ROWS"
+        )
+        rates = []
+        for _ in range(2):
+            begin = time.perf_counter()
+            for batch in chunks(rows, BATCH):
+                async with connection.transaction():
+                    await connection.copy_records_to_table(
+                        "stage", records=batch, columns=["series_id", "ts", "value"]
+                    )
+                    await connection.execute(
+                        "INSERT INTO ts_num SELECT series_id, ts, value FROM stage "
+                        "ON CONFLICT DO NOTHING"
+                    )
+            rates.append(rate(len(rows), begin))
+        return rates[0], rates[1]
+    finally:
+        await connection.close()
+
+
+def sqlite_executemany(path: Path, rows: list[Row]) -> int:
+    """Ceiling: sqlite3 executemany into ts_num (WITHOUT ROWID, WAL, synchronous=NORMAL),
+    one transaction per batch like the writer."""
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        connection.execute("DELETE FROM ts_num")
+        begin = time.perf_counter()
+        for batch in chunks(rows, BATCH):
+            connection.execute("BEGIN")
+            connection.executemany(
+                "INSERT INTO ts_num (series_id, ts, value) VALUES (?,?,?)", batch
+            )
+            connection.execute("COMMIT")
+        return rate(len(rows), begin)
+    finally:
+        connection.close()
+
+
+async def make_devices(database: Database, count: int) -> tuple[uuid.UUID, list[uuid.UUID]]:
+    """An organization with `count` devices, through the ORM."""
+    slug = f"bench-{uuid.uuid4().hex[:8]}"
+    async with database.session() as session:
+        org = await users.create_organization(
+            session, None, data=OrganizationIn(name=slug, slug=slug)
+        )
+        devices = [new_device(org.id, name=f"d{i}", serial_number=f"S{i}")[0] for i in range(count)]
+        session.add_all(devices)
+        await session.commit()
+        return org.id, [d.id for d in devices]
+
+
+def writer_batch(org_id: uuid.UUID, devices: list[uuid.UUID], ts: int) -> list[DeviceReadings]:
+    """One batch: KEYS readings of every device at `ts`."""
+    return [
+        DeviceReadings(
+            device,
+            org_id,
+            [
+                Reading(f"k{k}", ts, Kind.NUMBER, value(ts // 1000 + d * KEYS + k))
+                for k in range(KEYS)
+            ],
+        )
+        for d, device in enumerate(devices)
+    ]
+
+
+async def writer_rate(url: str, readings: int, *, base: int) -> int:
+    """Fleetcore's TelemetryWriter: readings/s over `readings` in batches of BATCH."""
+    database = Database(create_engine(url, pool_size=4))
+    try:
+        org_id, devices = await make_devices(database, DEVICES)
+        writer = TelemetryWriter(database.engine)
+        per_batch = DEVICES * KEYS
+        await writer.write(writer_batch(org_id, devices, base - 1000))  # interns the series
+        batches = [
+            writer_batch(org_id, devices, base + b * 1000) for b in range(readings // per_batch)
+        ]
+        begin = time.perf_counter()
+        for batch in batches:
+            result = await writer.write(batch)
+            assert len(result.stored) == per_batch, result.duplicates
+        return rate(readings, begin)
+    finally:
+        await database.close()
+
+
+async def _ceilings_and_writer(server: PostgresServer, data_dir: Path) -> dict[str, Any]:
+    pg_ceiling, pg_writer = server.create_database("ceiling"), server.create_database("writer")
+    sqlite_url = f"sqlite+aiosqlite:///{data_dir / 'writer.db'}"
+    for url in (pg_ceiling, pg_writer, sqlite_url):
+        await migrated(url)
+    rows = ceiling_rows(now_ms() - 3_600_000)
+    copy = await pg_copy(asyncpg_dsn(pg_ceiling), rows)
+    dedup, dedup_dupes = await pg_dedup(asyncpg_dsn(pg_ceiling), rows)
+    lite = sqlite_executemany(data_dir / "writer.db", rows)
+    base = now_ms() - 7_200_000
+    writer = {
+        "postgresql": await writer_rate(pg_writer, ROWS, base=base),
+        "sqlite": await writer_rate(sqlite_url, ROWS, base=base),
+    }
+    return {
+        "ceilings_rows_per_s": {
+            "pg_copy": copy,
+            "pg_dedup_copy_stage_insert": dedup,
+            "pg_dedup_all_duplicates": dedup_dupes,
+            "sqlite_executemany": lite,
+        },
+        "writer_readings_per_s": writer,
+        "writer_ratio": {
+            "postgresql_vs_pg_dedup": round(writer["postgresql"] / dedup, 3),
+            "sqlite_vs_sqlite_executemany": round(writer["sqlite"] / lite, 3),
+        },
+    }
+
+
+def run() -> dict[str, Any]:
+    """Ceilings, the writer, then HTTP ingest on both databases."""
+    server = PostgresServer()
+    server.start()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = asyncio.run(_ceilings_and_writer(server, Path(tmp)))
+            http = telemetry_http.measure(server, Path(tmp))
+    finally:
+        server.stop()
+    dedup = result["ceilings_rows_per_s"]["pg_dedup_copy_stage_insert"]
+    pg_batches = http["postgresql"]["batch_100"]["readings_per_s"]
+    singles = max(http[db]["single"]["requests_per_s"] for db in ("postgresql", "sqlite"))
+    return {
+        "name": "telemetry_ingest",
+        "rows": ROWS,
+        "batch": BATCH,
+        **result,
+        "http": http,
+        "http_batch_100_pg_vs_pg_dedup_ceiling": round(pg_batches / dedup, 3),
+        "targets": {
+            "http_batch_100_at_least_half_of_dedup_ceiling": pg_batches >= dedup / 2,
+            "single_readings_4000_requests_per_s": singles >= 4000,
+        },
+        "note": telemetry_http.NOTE,
+    }

@@ -1,0 +1,290 @@
+"""Reading telemetry: raw readings a page at a time, aggregates from the roll-ups, latest values.
+
+Raw pages read each series by its primary key (series_id, ts) with its own LIMIT, so a page
+costs at most `limit` rows per series whatever the range. Aggregates read only the roll-up
+tables (1 minute for intervals under an hour, 1 hour above), by (series_id, bucket) ranges.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from sqlalchemy import ColumnElement, Select, func, literal_column, select, union_all
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from fleetcore.auth.principal import Principal
+from fleetcore.devices.models import Device
+from fleetcore.devices.service import get_device, live_devices
+from fleetcore.telemetry.models import LATEST, ROLLUP_1H, ROLLUP_1M, VALUE_TABLES, Series
+from fleetcore.telemetry.models import TelemetryKey as Key
+from fleetcore.telemetry.query_schemas import (
+    INTERVALS,
+    Agg,
+    Aggregates,
+    Bucket,
+    DeviceLatest,
+    Interval,
+    LatestValue,
+    ManyLatest,
+    Reading,
+    ReadingsPage,
+    bucket_range,
+    decode_cursor,
+    encode_cursor,
+    time_range,
+)
+from fleetcore_protocol.telemetry import Kind
+
+Executor = AsyncSession | AsyncConnection
+MAX_DEVICE_IDS = 500
+_ARMS_PER_QUERY = 200  # SQLite allows 500 terms in one compound SELECT
+_HOUR = 3_600_000
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesRef:
+    """One series of a device: its id, key name and kind."""
+
+    id: int
+    key: str
+    kind: Kind
+
+
+class Row(NamedTuple):
+    """One stored reading, typed (a tuple: exports make millions)."""
+
+    ts: int
+    key: str
+    kind: Kind
+    value: Any
+
+
+async def device_series(
+    db: Executor,
+    device_id: uuid.UUID,
+    org_id: uuid.UUID,
+    keys: Sequence[str] = (),
+    *,
+    kind: Kind | None = None,
+) -> list[SeriesRef]:
+    """The device's series (of these keys, of this kind), by key name and kind."""
+    query = (
+        select(Series.id, Key.name, Key.kind)
+        .join(Key, Key.id == Series.key_id)
+        .where(Series.device_id == device_id, Series.organization_id == org_id)
+        .order_by(Key.name, Key.kind)
+    )
+    if keys:
+        query = query.where(Key.name.in_(list(keys)))
+    if kind is not None:
+        query = query.where(Key.kind == int(kind))
+    return [SeriesRef(sid, name, Kind(k)) for sid, name, k in (await db.execute(query)).all()]
+
+
+def _bounds(
+    s: SeriesRef, start: int, end: int, after: tuple[int, str, Kind] | None, descending: bool
+) -> tuple[int, int]:
+    """The [lo, hi) of ts this series may still contribute after the cursor."""
+    if after is None:
+        return start, end
+    ts, key, kind = after
+    if descending:  # after = smaller (ts, key, kind)
+        return start, min(end, ts + 1 if (s.key, s.kind) < (key, kind) else ts)
+    return max(start, ts if (s.key, s.kind) > (key, kind) else ts + 1), end
+
+
+async def read_rows(
+    db: Executor,
+    series: Sequence[SeriesRef],
+    start: int,
+    end: int,
+    *,
+    limit: int,
+    after: tuple[int, str, Kind] | None = None,
+    descending: bool = False,
+) -> list[Row]:
+    """Up to `limit` readings in [start, end) after the cursor, in (ts, key, kind) order."""
+    by_id = {s.id: s for s in series}
+    rows: list[Row] = []
+    for kind in Kind:
+        table = VALUE_TABLES[kind]
+        arms = []
+        for s in series:
+            lo, hi = _bounds(s, start, end, after, descending) if s.kind is kind else (0, 0)
+            if lo < hi:
+                arms.append(
+                    select(table.c.series_id, table.c.ts, table.c.value)
+                    .where(table.c.series_id == s.id, table.c.ts >= lo, table.c.ts < hi)
+                    .order_by(table.c.ts.desc() if descending else table.c.ts)
+                    .limit(limit)
+                )
+        for first in range(0, len(arms), _ARMS_PER_QUERY):
+            chunk = arms[first : first + _ARMS_PER_QUERY]
+            query = (
+                chunk[0] if len(chunk) == 1 else union_all(*(select(a.subquery()) for a in chunk))
+            )
+            for sid, ts, value in (await db.execute(query)).all():
+                ref = by_id[sid]
+                rows.append(Row(ts, ref.key, ref.kind, value))
+    rows.sort(key=lambda r: (r.ts, r.key, r.kind), reverse=descending)
+    return rows[:limit]
+
+
+async def read_readings(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    device_id: uuid.UUID,
+    keys: Sequence[str],
+    start: str | None,
+    end: str | None,
+    limit: int,
+    cursor: str | None,
+    descending: bool,
+) -> ReadingsPage:
+    """Raw readings of a device of the caller's organization, a page at a time."""
+    start_ms, end_ms = time_range(start, end)
+    after = decode_cursor(cursor) if cursor else None
+    device = await get_device(session, principal, device_id)
+    series = await device_series(session, device.id, device.organization_id, keys)
+    rows = await read_rows(
+        session, series, start_ms, end_ms, limit=limit + 1, after=after, descending=descending
+    )
+    items = rows[:limit]
+    next_cursor = None
+    if len(rows) > limit:
+        next_cursor = encode_cursor(items[-1].ts, items[-1].key, items[-1].kind)
+    return ReadingsPage(
+        device_id=device.id,
+        items=[Reading(key=r.key, ts=r.ts, value=r.value) for r in items],
+        next_cursor=next_cursor,
+    )
+
+
+def aggregate_query(
+    series_ids: Sequence[int], start: int, end: int, width: int, agg: Agg
+) -> Select[Any]:
+    """(series_id, bucket, value) per bucket of `width` ms in [start, end), from a roll-up."""
+    table = ROLLUP_1H if width >= _HOUR else ROLLUP_1M
+    c = table.c
+    within = (c.series_id.in_(list(series_ids)), c.bucket >= start, c.bucket < end)
+    if width in (_HOUR, 60_000):  # one roll-up row per bucket: nothing to combine
+        one: dict[str, ColumnElement[Any]] = {
+            "avg": c.total / c.cnt,
+            "sum": c.total,
+            "count": c.cnt,
+            "min": c.vmin,
+            "max": c.vmax,
+            "first": c.vfirst,
+            "last": c.vlast,
+        }
+        return select(c.series_id, c.bucket, one[agg]).where(*within)
+    # Inlined (not bound) so GROUP BY and SELECT hold the same expression.
+    group = (c.bucket - c.bucket % literal_column(str(int(width)))).label("g")
+    if agg in ("first", "last"):
+        ts_col, value = (
+            (c.first_ts.asc(), c.vfirst) if agg == "first" else (c.last_ts.desc(), c.vlast)
+        )
+        rank = func.row_number().over(partition_by=(c.series_id, group), order_by=ts_col)
+        ranked = select(c.series_id, group, value.label("v"), rank.label("rn")).where(*within)
+        sub = ranked.subquery()
+        return select(sub.c.series_id, sub.c.g, sub.c.v).where(sub.c.rn == 1)
+    combined: dict[str, ColumnElement[Any]] = {
+        "avg": func.sum(c.total) / func.sum(c.cnt),
+        "sum": func.sum(c.total),
+        "count": func.sum(c.cnt),
+        "min": func.min(c.vmin),
+        "max": func.max(c.vmax),
+    }
+    return select(c.series_id, group, combined[agg]).where(*within).group_by(c.series_id, group)
+
+
+async def read_aggregates(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    device_id: uuid.UUID,
+    keys: Sequence[str],
+    start: str | None,
+    end: str | None,
+    interval: Interval,
+    agg: Agg,
+) -> Aggregates:
+    """Numeric keys per interval from the roll-ups; every bucket present, empty ones null."""
+    width = INTERVALS[interval]
+    start_ms, end_ms = time_range(start, end)
+    first, stop = bucket_range(start_ms, end_ms, width)
+    device = await get_device(session, principal, device_id)
+    series = await device_series(session, device.id, device.organization_id, keys, kind=Kind.NUMBER)
+    names = list(keys) if keys else [s.key for s in series]
+    buckets = [Bucket(ts=b, values=dict.fromkeys(names)) for b in range(first, stop, width)]
+    if series and buckets:
+        key_of = {s.id: s.key for s in series}
+        query = aggregate_query(list(key_of), first, stop, width, agg)
+        for sid, bucket, value in (await session.execute(query)).all():
+            buckets[(bucket - first) // width].values[key_of[sid]] = value
+    return Aggregates(
+        device_id=device.id,
+        interval=interval,
+        agg=agg,
+        start=first,
+        end=stop,
+        buckets=buckets,
+    )
+
+
+async def _latest(
+    session: AsyncSession, org_id: uuid.UUID, device_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, dict[str, LatestValue]]:
+    query = (
+        select(
+            Series.device_id,
+            Key.name,
+            Key.kind,
+            LATEST.c.ts,
+            LATEST.c.num,
+            LATEST.c.text,
+            LATEST.c.bool,
+            LATEST.c.json,
+        )
+        .select_from(LATEST)
+        .join(Series, Series.id == LATEST.c.series_id)
+        .join(Key, Key.id == Series.key_id)
+        .where(Series.device_id.in_(list(device_ids)), Series.organization_id == org_id)
+    )
+    found: dict[uuid.UUID, dict[str, LatestValue]] = {d: {} for d in device_ids}
+    for device_id, name, kind, ts, *columns in (await session.execute(query)).all():
+        values = found[device_id]
+        if name not in values or values[name].ts < ts:  # one name in two kinds: the newer
+            values[name] = LatestValue(ts=ts, value=columns[kind - 1])
+    return found
+
+
+async def latest_of_device(
+    session: AsyncSession, principal: Principal, *, device_id: uuid.UUID
+) -> DeviceLatest:
+    """The newest value of every key of a device of the caller's organization."""
+    device = await get_device(session, principal, device_id)
+    found = await _latest(session, device.organization_id, [device.id])
+    return DeviceLatest(device_id=device.id, values=found[device.id])
+
+
+async def latest_of_devices(
+    session: AsyncSession, principal: Principal, *, device_ids: Sequence[uuid.UUID]
+) -> ManyLatest:
+    """Latest values of the caller's devices among `device_ids`; others are simply absent."""
+    org_id = principal.org_id
+    mine = list(
+        (
+            await session.scalars(
+                live_devices(org_id)
+                .with_only_columns(Device.id)
+                .where(Device.id.in_(list(device_ids)))
+            )
+        ).all()
+    )
+    found = await _latest(session, org_id, mine) if mine else {}
+    return ManyLatest(devices={str(d): values for d, values in found.items()})
