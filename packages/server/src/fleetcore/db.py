@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Integer, MetaData, event, text
+from sqlalchemy import BigInteger, DateTime, Engine, Integer, MetaData, event, text
+from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import URL, Dialect
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
 # Constraint names are stable across databases, so migrations can drop them by name.
@@ -60,8 +62,18 @@ def create_engine(url: URL | str, *, pool_size: int = 10) -> AsyncEngine:
     )
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def create_sync_sqlite_engine(url: URL) -> Engine:
+    """A synchronous engine on the same SQLite file, for work done in a thread in one go
+    (the telemetry writer): no connection pool, the same pragmas and transaction handling."""
+    engine = sa_create_engine(url.set(drivername="sqlite+pysqlite"), poolclass=NullPool)
+    _configure_sqlite(engine)
+    return engine
+
+
+def _configure_sqlite(engine: AsyncEngine | Engine) -> None:
+    sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+
+    @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _: Any) -> None:
         # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin, so
         # SAVEPOINT and transactional DDL behave as on PostgreSQL.
@@ -71,7 +83,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
             cursor.execute(pragma)
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
         # Writers ask for IMMEDIATE so they queue for the lock instead of failing to upgrade.
         mode = connection.get_execution_options().get(SQLITE_BEGIN_OPTION, "")

@@ -4,18 +4,20 @@ one transaction, de-duplicated on (series, ts). COPY on PostgreSQL, executemany 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import select, tuple_
+from sqlalchemy import Connection, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.util import await_only
 
-from fleetcore.db import SQLITE_BEGIN_OPTION
+from fleetcore.db import SQLITE_BEGIN_OPTION, create_sync_sqlite_engine
 from fleetcore.telemetry.models import ROLLUPS, VALUE_TABLES, Series, TelemetryKey
 from fleetcore_protocol.telemetry import Kind, Reading
 
@@ -83,28 +85,44 @@ class TelemetryWriter:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.dialect = _Dialect(engine.dialect.name)
+        self._sync_engine = None if self.dialect.pg else create_sync_sqlite_engine(engine.url)
         self._keys: dict[tuple[str, int], int] = {}
         self._series: dict[tuple[uuid.UUID, int], int] = {}
 
     async def write(self, batch: Sequence[DeviceReadings]) -> WriteResult:
-        """Store a batch durably; returns only after the commit."""
-        async with self.engine.connect() as connection:
-            series = await self._intern(connection, batch)
-            await connection.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
-            async with connection.begin():
-                return await self._write(connection, batch, series)
+        """Store a batch durably; returns only after the commit.
 
-    async def _intern(
-        self, connection: AsyncConnection, batch: Sequence[DeviceReadings]
+        The work is synchronous SQL on one connection, run in one go: in a thread on SQLite
+        (a statement per event-loop wake-up costs milliseconds once the loop is busy with
+        requests), through the greenlet bridge on PostgreSQL (asyncpg stays async).
+        """
+        if self._sync_engine is not None:
+            return await asyncio.to_thread(self._write_sqlite, batch)
+        async with self.engine.connect() as connection:
+            return await connection.run_sync(self._run, batch)
+
+    def _write_sqlite(self, batch: Sequence[DeviceReadings]) -> WriteResult:
+        assert self._sync_engine is not None
+        with self._sync_engine.connect() as connection:
+            return self._run(connection, batch)
+
+    def _run(self, connection: Connection, batch: Sequence[DeviceReadings]) -> WriteResult:
+        series = self._intern(connection, batch)
+        connection = connection.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+        with connection.begin():
+            return self._write(connection, batch, series)
+
+    def _intern(
+        self, connection: Connection, batch: Sequence[DeviceReadings]
     ) -> dict[tuple[uuid.UUID, str, Kind], int]:
         """Series id of every (device, key, kind) in the batch, creating missing ones."""
         wanted_keys = {(r.key, int(r.kind)) for item in batch for r in item.readings}
         missing_keys = wanted_keys - self._keys.keys()
         if missing_keys:
-            await self._insert_ignore(
+            self._insert_ignore(
                 connection, TelemetryKey, [{"name": n, "kind": k} for n, k in missing_keys]
             )
-            keys = await connection.execute(
+            keys = connection.execute(
                 select(TelemetryKey.id, TelemetryKey.name, TelemetryKey.kind).where(
                     tuple_(TelemetryKey.name, TelemetryKey.kind).in_(list(missing_keys))
                 )
@@ -118,7 +136,7 @@ class TelemetryWriter:
                 wanted_series.add((item.device_id, self._keys[(r.key, int(r.kind))]))
         missing_series = wanted_series - self._series.keys()
         if missing_series:
-            await self._insert_ignore(
+            self._insert_ignore(
                 connection,
                 Series,
                 [
@@ -127,13 +145,13 @@ class TelemetryWriter:
                 ],
             )
             for chunk in _chunks(list(missing_series), 500):
-                rows = await connection.execute(
+                rows = connection.execute(
                     select(Series.id, Series.device_id, Series.key_id).where(
                         tuple_(Series.device_id, Series.key_id).in_(chunk)
                     )
                 )
                 self._series.update({(d, k): sid for sid, d, k in rows})
-        await connection.commit()
+        connection.commit()
         return {
             (item.device_id, r.key, r.kind): self._series[
                 (item.device_id, self._keys[(r.key, int(r.kind))])
@@ -142,16 +160,16 @@ class TelemetryWriter:
             for r in item.readings
         }
 
-    async def _insert_ignore(
-        self, connection: AsyncConnection, model: type[Any], rows: list[dict[str, Any]]
+    def _insert_ignore(
+        self, connection: Connection, model: type[Any], rows: list[dict[str, Any]]
     ) -> None:
         insert = pg_insert if self.dialect.pg else sqlite_insert
         for chunk in _chunks(rows, 500):
-            await connection.execute(insert(model).values(chunk).on_conflict_do_nothing())
+            connection.execute(insert(model).values(chunk).on_conflict_do_nothing())
 
-    async def _write(
+    def _write(
         self,
-        connection: AsyncConnection,
+        connection: Connection,
         batch: Sequence[DeviceReadings],
         series: dict[tuple[uuid.UUID, str, Kind], int],
     ) -> WriteResult:
@@ -168,19 +186,19 @@ class TelemetryWriter:
         result = WriteResult()
         for kind, rows in staged.items():
             if rows:
-                inserted = await self._insert_rows(connection, kind, rows)
+                inserted = self._insert_rows(connection, kind, rows)
                 result.stored.extend(rows[key] for key in inserted)
         result.duplicates = total - len(result.stored)
         numbers = [s for s in result.stored if s.kind is Kind.NUMBER]
         if numbers:
             for width, table in ROLLUPS.items():
-                await self._rollup(connection, table.name, width, numbers)
+                self._rollup(connection, table.name, width, numbers)
         if result.stored:
-            await self._latest(connection, result.stored)
+            self._latest(connection, result.stored)
         return result
 
-    async def _insert_rows(
-        self, connection: AsyncConnection, kind: Kind, rows: dict[tuple[int, int], Stored]
+    def _insert_rows(
+        self, connection: Connection, kind: Kind, rows: dict[tuple[int, int], Stored]
     ) -> list[tuple[int, int]]:
         """Insert new rows of one kind; returns the (series, ts) that were not stored before."""
         table = VALUE_TABLES[kind].name
@@ -188,26 +206,23 @@ class TelemetryWriter:
         sqlite_type, pg_type = _STAGE_TYPES[kind]
         records = [(s.series_id, s.ts, self._db_value(kind, s.value)) for s in rows.values()]
         if self.dialect.pg:
-            await connection.exec_driver_sql(
+            connection.exec_driver_sql(
                 f"CREATE TEMP TABLE IF NOT EXISTS {stage} "
                 f"(series_id integer, ts bigint, value {pg_type}) ON COMMIT DELETE ROWS"
             )
-            raw = await connection.get_raw_connection()
-            await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
-                stage, records=records, columns=["series_id", "ts", "value"]
-            )
+            self._copy(connection, stage, records, ["series_id", "ts", "value"])
         else:
-            if await self._sqlite_all_new(connection, table, records):
+            if self._sqlite_all_new(connection, table, records):
                 return list(rows)
-            await connection.exec_driver_sql(
+            connection.exec_driver_sql(
                 f"CREATE TEMP TABLE IF NOT EXISTS {stage} "
                 f"(series_id INTEGER, ts INTEGER, value {sqlite_type})"
             )
-            await connection.exec_driver_sql(f"DELETE FROM {stage}")
-            await connection.exec_driver_sql(
+            connection.exec_driver_sql(f"DELETE FROM {stage}")
+            connection.exec_driver_sql(
                 f"INSERT INTO {stage} (series_id, ts, value) VALUES (?, ?, ?)", records
             )
-        returned = await connection.exec_driver_sql(
+        returned = connection.exec_driver_sql(
             f"INSERT INTO {table} (series_id, ts, value) "
             f"SELECT series_id, ts, value FROM {stage} WHERE true "
             "ON CONFLICT DO NOTHING RETURNING series_id, ts"
@@ -216,25 +231,31 @@ class TelemetryWriter:
         return [(int(row[0]), int(row[1])) for row in rows_back]
 
     @staticmethod
-    async def _sqlite_all_new(
-        connection: AsyncConnection, table: str, records: list[tuple[Any, ...]]
-    ) -> bool:
+    def _copy(
+        connection: Connection, table: str, records: list[tuple[Any, ...]], columns: list[str]
+    ) -> None:
+        """asyncpg's COPY, awaited from the synchronous code run_sync bridges."""
+        driver = connection.connection.driver_connection
+        await_only(driver.copy_records_to_table(table, records=records, columns=columns))  # type: ignore[union-attr]
+
+    @staticmethod
+    def _sqlite_all_new(connection: Connection, table: str, records: list[tuple[Any, ...]]) -> bool:
         """Fast path: insert straight into the table; keep it only if no row was a duplicate.
 
         Duplicates are rare (redeliveries), so most batches skip the staging table; when
         some row already existed, the savepoint is rolled back and the caller stages.
         """
-        raw = (await connection.get_raw_connection()).driver_connection
-        await connection.exec_driver_sql("SAVEPOINT fast_insert")
+        raw = connection.connection.driver_connection  # the sqlite3 connection
+        connection.exec_driver_sql("SAVEPOINT fast_insert")
         before = raw.total_changes  # type: ignore[union-attr]
-        await connection.exec_driver_sql(
+        connection.exec_driver_sql(
             f"INSERT OR IGNORE INTO {table} (series_id, ts, value) VALUES (?, ?, ?)", records
         )
         if raw.total_changes - before == len(records):  # type: ignore[union-attr]
-            await connection.exec_driver_sql("RELEASE fast_insert")
+            connection.exec_driver_sql("RELEASE fast_insert")
             return True
-        await connection.exec_driver_sql("ROLLBACK TO fast_insert")
-        await connection.exec_driver_sql("RELEASE fast_insert")
+        connection.exec_driver_sql("ROLLBACK TO fast_insert")
+        connection.exec_driver_sql("RELEASE fast_insert")
         return False
 
     def _db_value(self, kind: Kind, value: Any) -> Any:
@@ -244,8 +265,8 @@ class TelemetryWriter:
             return int(value)
         return value
 
-    async def _rollup(
-        self, connection: AsyncConnection, table: str, width: int, numbers: Iterable[Stored]
+    def _rollup(
+        self, connection: Connection, table: str, width: int, numbers: Iterable[Stored]
     ) -> None:
         """Merge this batch's new numbers into the roll-up buckets."""
         buckets: dict[tuple[int, int], list[Any]] = {}
@@ -278,9 +299,9 @@ class TelemetryWriter:
             f"last_ts = {d.greatest}({table}.last_ts, excluded.last_ts)"
         )
         rows = [(sid, bucket, *agg) for (sid, bucket), agg in sorted(buckets.items())]
-        await self._upsert(connection, table, _ROLLUP_COLUMNS, rows, "(series_id, bucket)", update)
+        self._upsert(connection, table, _ROLLUP_COLUMNS, rows, "(series_id, bucket)", update)
 
-    async def _latest(self, connection: AsyncConnection, stored: Iterable[Stored]) -> None:
+    def _latest(self, connection: Connection, stored: Iterable[Stored]) -> None:
         """Move each series' latest value forward (late data never moves it back)."""
         newest: dict[int, Stored] = {}
         for s in stored:
@@ -293,7 +314,7 @@ class TelemetryWriter:
             columns[int(s.kind) - 1] = self._db_value(s.kind, s.value)
             rows.append((s.series_id, s.ts, *columns))
         rows.sort(key=lambda row: row[0])
-        await self._upsert(
+        self._upsert(
             connection,
             "ts_latest",
             _LATEST_COLUMNS,
@@ -303,9 +324,9 @@ class TelemetryWriter:
             "json = excluded.json WHERE excluded.ts >= ts_latest.ts",
         )
 
-    async def _upsert(
+    def _upsert(
         self,
-        connection: AsyncConnection,
+        connection: Connection,
         table: str,
         columns: Sequence[tuple[str, str]],
         rows: list[tuple[Any, ...]],
@@ -318,19 +339,16 @@ class TelemetryWriter:
         if self.dialect.pg:
             stage = f"stage_{table}"
             types = ", ".join(f"{name} {pg_type}" for name, pg_type in columns)
-            await connection.exec_driver_sql(
+            connection.exec_driver_sql(
                 f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({types}) ON COMMIT DELETE ROWS"
             )
-            raw = await connection.get_raw_connection()
-            await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
-                stage, records=rows, columns=[name for name, _ in columns]
-            )
-            await connection.exec_driver_sql(
+            self._copy(connection, stage, rows, [name for name, _ in columns])
+            connection.exec_driver_sql(
                 f"INSERT INTO {table} ({names}) SELECT {names} FROM {stage} "
                 f"ON CONFLICT {conflict} DO UPDATE SET {update}"
             )
             return
-        await connection.exec_driver_sql(
+        connection.exec_driver_sql(
             f"INSERT INTO {table} ({names}) VALUES ({self.dialect.params(len(columns))}) "
             f"ON CONFLICT {conflict} DO UPDATE SET {update}",
             rows,
