@@ -246,3 +246,39 @@ async def test_nul_in_a_value_is_refused_not_fatal_to_the_batch(
     assert response.json()["stored"] == 1
     assert {p["key"] for p in response.json()["rejected"]} == {"s", "j"}
     assert await _count(live_database, Kind.NUMBER) == 1
+
+
+async def test_cached_token_lookups_never_outlive_a_change(
+    live_client: httpx.AsyncClient, live_tenant: Tenant, live_database: Database
+) -> None:
+    """Ingest caches token lookups; rotation, disabling and profile edits apply at once."""
+    headers = live_tenant.headers(Role.MANAGER)
+    profile = (
+        await live_client.post("/api/v1/device-profiles", headers=headers, json={"name": "p"})
+    ).json()
+    device_id, token = await _device(live_client, live_tenant, profile_id=profile["id"])
+    url = "/api/v1/devices/me/telemetry"
+
+    async def post(tok: str, body: dict[str, Any]) -> httpx.Response:
+        return await live_client.post(url, headers={"X-Device-Token": tok}, json=body)
+
+    assert (await post(token, {"t": 1})).status_code == 200  # now cached
+    await live_client.patch(
+        f"/api/v1/device-profiles/{profile['id']}",
+        headers=headers,
+        json={"telemetry_keys": [{"key": "t", "type": "number", "max": 10}]},
+    )
+    assert (await post(token, {"t": 50})).status_code == 422  # the new range applies
+    rotated = await live_client.post(
+        f"/api/v1/devices/{device_id}/credentials/rotate", headers=headers
+    )
+    new_token = rotated.json()["access_token"]
+    assert (await post(token, {"t": 2})).status_code == 401
+    assert (await post(new_token, {"t": 3})).status_code == 200
+    await live_client.patch(
+        f"/api/v1/devices/{device_id}", headers=headers, json={"status": "disabled"}
+    )
+    assert (await post(new_token, {"t": 4})).status_code == 401
+    await live_client.delete(f"/api/v1/devices/{device_id}", headers=headers)
+    assert (await post(new_token, {"t": 5})).status_code == 401
+    assert await _count(live_database, Kind.NUMBER) == 2

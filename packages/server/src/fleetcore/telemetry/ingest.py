@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fleetcore.devices.models import Device, DeviceProfile
+from fleetcore.devices.auth_cache import IngestDevice
 from fleetcore.errors import Invalid, PayloadTooLarge
 from fleetcore.telemetry import metrics
 from fleetcore.telemetry.pipeline import IngestPipeline
@@ -47,9 +47,19 @@ class Checked:
     flagged: list[Problem] = field(default_factory=list)
 
 
-def check_against_profile(
-    readings: list[Reading], profile: DeviceProfile | None, checked: Checked
-) -> None:
+class Rules(Protocol):
+    """A device profile's ingest rules (the ORM row or a cached copy)."""
+
+    @property
+    def telemetry_keys(self) -> list[dict[str, Any]]:
+        """Declared keys: {"key", "type", "unit", "min", "max"}."""
+
+    @property
+    def out_of_range(self) -> str:
+        """ "reject" or "flag"."""
+
+
+def check_against_profile(readings: list[Reading], profile: Rules | None, checked: Checked) -> None:
     """Known key, right type, in range (out of range: refused or flagged, per profile)."""
     declared = {k["key"]: k for k in profile.telemetry_keys} if profile else {}
     if not declared:  # a profile without keys accepts any key
@@ -82,7 +92,7 @@ def check_against_profile(
         checked.readings.append(r)
 
 
-def decode_and_check(payload: bytes, profile: DeviceProfile | None, *, now_ms: int) -> Checked:
+def decode_and_check(payload: bytes, profile: Rules | None, *, now_ms: int) -> Checked:
     """Pure: payload bytes to readings fit for this profile, with every problem named."""
     try:
         decoded = decode_telemetry(payload, now_ms=now_ms, limits=LIMITS, loads=orjson.loads)
@@ -100,14 +110,13 @@ async def ingest(
     session: AsyncSession,
     pipeline: IngestPipeline,
     *,
-    device: Device,
+    device: IngestDevice,
     payload: bytes,
     transport: str,
 ) -> dict[str, Any]:
     """Store a device's payload; returns after the commit with what was stored and refused."""
-    profile = await session.get(DeviceProfile, device.profile_id) if device.profile_id else None
     await session.close()  # release the connection before waiting on the writer
-    checked = decode_and_check(payload, profile, now_ms=int(time.time() * 1000))
+    checked = decode_and_check(payload, device.profile, now_ms=int(time.time() * 1000))
     for problem in checked.problems:
         metrics.REJECTED.labels(problem.code).inc()
     if not checked.readings:

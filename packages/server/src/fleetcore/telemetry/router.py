@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from fleetcore.deps import SessionDep
-from fleetcore.devices.deps import CurrentDevice, PathTokenDevice
+from fleetcore.devices.auth_cache import HeaderIngestDevice, PathIngestDevice
 from fleetcore.errors import PayloadTooLarge
 from fleetcore.telemetry.ingest import LIMITS, ingest
 from fleetcore.telemetry.pipeline import IngestPipeline
@@ -68,7 +68,7 @@ _BODY_DOC: dict[str, Any] = {
     responses={413: {}, 422: {}, 503: {}},
 )
 async def post_telemetry(
-    request: Request, session: SessionDep, device: CurrentDevice
+    request: Request, session: SessionDep, device: HeaderIngestDevice
 ) -> IngestAnswer:
     """Answers after the readings are committed; bad items are named, good ones stored."""
     body = await read_body(request)
@@ -84,7 +84,7 @@ async def post_telemetry(
     openapi_extra=_BODY_DOC,
 )
 async def post_telemetry_tb(
-    request: Request, session: SessionDep, device: PathTokenDevice
+    request: Request, session: SessionDep, device: PathIngestDevice
 ) -> IngestAnswer:
     """Same as /devices/me/telemetry, for existing ThingsBoard firmware."""
     body = await read_body(request)

@@ -1,0 +1,97 @@
+"""A short-lived cache of device-token lookups for the ingest hot path.
+
+Telemetry requests arrive far more often than devices change, so the token -> (device,
+profile rules) lookup is cached for a few seconds. Any change that could alter the answer
+(rotation, disable, delete, re-provisioning, profile edits) clears the cache in this process
+right after its commit, so a revoked token stops working at once here; other processes of a
+scaled-out deployment see it within TTL_S.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends
+from fastapi.security import HTTPAuthorizationCredentials
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fleetcore.auth.security import token_hash
+from fleetcore.deps import SessionDep
+from fleetcore.devices.deps import _token_bearer, _token_header, authenticate_device
+from fleetcore.devices.models import DeviceProfile
+from fleetcore.errors import Unauthorized
+
+TTL_S = 5.0
+MAX_ENTRIES = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileRules:
+    """What ingest checks readings against (the profile's keys and out-of-range policy)."""
+
+    telemetry_keys: list[dict[str, Any]]
+    out_of_range: str
+
+
+@dataclass(frozen=True, slots=True)
+class IngestDevice:
+    """An authenticated device as ingest needs it: immutable, safe to share."""
+
+    id: uuid.UUID
+    organization_id: uuid.UUID
+    profile: ProfileRules | None
+
+
+_entries: dict[str, tuple[float, IngestDevice]] = {}
+
+
+def invalidate() -> None:
+    """Forget every cached lookup (call after committing a change to devices or profiles)."""
+    _entries.clear()
+
+
+async def ingest_device(session: AsyncSession, token: str) -> IngestDevice:
+    """The device behind `token`, from the cache or the database (401 if not valid)."""
+    key = token_hash(token) if token else ""
+    hit = _entries.get(key)
+    now = time.monotonic()
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    device = await authenticate_device(session, token)
+    profile = await session.get(DeviceProfile, device.profile_id) if device.profile_id else None
+    found = IngestDevice(
+        id=device.id,
+        organization_id=device.organization_id,
+        profile=ProfileRules(list(profile.telemetry_keys), profile.out_of_range)
+        if profile
+        else None,
+    )
+    if len(_entries) >= MAX_ENTRIES:
+        _entries.clear()
+    _entries[key] = (now + TTL_S, found)
+    return found
+
+
+async def _from_headers(
+    session: SessionDep,
+    header_token: Annotated[str | None, Depends(_token_header)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_token_bearer)],
+) -> IngestDevice:
+    token = header_token or (bearer.credentials if bearer is not None else None)
+    if not token:
+        raise Unauthorized(
+            "send the device token as X-Device-Token or Authorization: Bearer",
+            code="DEVICE_TOKEN_REQUIRED",
+        )
+    return await ingest_device(session, token)
+
+
+async def _from_path(token: str, session: SessionDep) -> IngestDevice:
+    return await ingest_device(session, token)
+
+
+HeaderIngestDevice = Annotated[IngestDevice, Depends(_from_headers)]
+PathIngestDevice = Annotated[IngestDevice, Depends(_from_path)]
