@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -99,19 +100,35 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
     return Settings(**values)  # type: ignore[arg-type]
 
 
+@asynccontextmanager
+async def running_app(
+    database: Database, tmp_path: Path, **overrides: object
+) -> AsyncIterator[FastAPI]:
+    """The application on `database` with its lifespan (pipeline, jobs) running."""
+    application = create_app(make_settings(tmp_path, **overrides), database=database)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@asynccontextmanager
+async def client_for(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client talking to `app` in-process."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http
+
+
 @pytest.fixture
 async def app(db: Database, tmp_path: Path) -> AsyncIterator[FastAPI]:
     """The application on the test transaction, its lifespan running."""
-    application = create_app(make_settings(tmp_path), database=db)
-    async with application.router.lifespan_context(application):
+    async with running_app(db, tmp_path) as application:
         yield application
 
 
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client talking to the app in-process."""
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+    async with client_for(app) as http:
         yield http
 
 
@@ -184,16 +201,14 @@ async def live_database(
 @pytest.fixture
 async def live_app(live_database: Database, tmp_path: Path) -> AsyncIterator[FastAPI]:
     """The application on a live database, its lifespan (pipeline included) running."""
-    application = create_app(make_settings(tmp_path), database=live_database)
-    async with application.router.lifespan_context(application):
+    async with running_app(live_database, tmp_path) as application:
         yield application
 
 
 @pytest.fixture
 async def live_client(live_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client for the live application."""
-    transport = httpx.ASGITransport(app=live_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+    async with client_for(live_app) as http:
         yield http
 
 

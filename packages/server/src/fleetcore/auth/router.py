@@ -27,7 +27,7 @@ from fleetcore.auth.schemas import (
     UserPatch,
 )
 from fleetcore.deps import SessionDep, SettingsDep
-from fleetcore.pagination import CursorQuery, LimitQuery, Page, encode_cursor
+from fleetcore.pagination import CursorQuery, LimitQuery, Page, page_of
 
 router = APIRouter(prefix="/api/v1", tags=["identity"])
 
@@ -122,8 +122,7 @@ async def list_users(
 ) -> Page[UserOut]:
     """Users of the caller's organization, by email (admins)."""
     rows = await users.list_users(session, principal, cursor=cursor, limit=limit)
-    items = rows[:limit]
-    next_cursor = encode_cursor(items[-1].email, items[-1].id) if len(rows) > limit else None
+    items, next_cursor = page_of(rows, limit=limit, sort_attr="email")
     return Page(items=[UserOut.model_validate(u) for u in items], next_cursor=next_cursor)
 
 
