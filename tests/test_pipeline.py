@@ -158,35 +158,34 @@ async def test_stop_writes_everything_accepted(live_database: Database) -> None:
 async def test_http_answers_503_with_retry_after_when_full(
     live_database: Database, tmp_path: Path
 ) -> None:
-    from fleetcore.app import create_app
-    from tests.conftest import make_settings
+    from tests.conftest import client_for, running_app
     from tests.support.tenants import make_tenant
 
-    app = create_app(make_settings(tmp_path, ingest_max_pending=100), database=live_database)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-            tenant = await make_tenant(http, live_database)
-            created = await http.post(
-                "/api/v1/devices",
-                headers=tenant.headers(),
-                json={"name": "d", "serial_number": "B1"},
+    async with (
+        running_app(live_database, tmp_path, ingest_max_pending=100) as app,
+        client_for(app) as http,
+    ):
+        tenant = await make_tenant(http, live_database)
+        created = await http.post(
+            "/api/v1/devices",
+            headers=tenant.headers(),
+            json={"name": "d", "serial_number": "B1"},
+        )
+        token = created.json()["access_token"]
+        body = [{"ts": BASE_TS + i, "values": {"t": i}} for i in range(60)]
+
+        async def post(offset: int) -> httpx.Response:
+            shifted = [{"ts": r["ts"] + offset * 1000, "values": r["values"]} for r in body]
+            return await http.post(
+                "/api/v1/devices/me/telemetry", headers={"X-Device-Token": token}, json=shifted
             )
-            token = created.json()["access_token"]
-            body = [{"ts": BASE_TS + i, "values": {"t": i}} for i in range(60)]
 
-            async def post(offset: int) -> httpx.Response:
-                shifted = [{"ts": r["ts"] + offset * 1000, "values": r["values"]} for r in body]
-                return await http.post(
-                    "/api/v1/devices/me/telemetry", headers={"X-Device-Token": token}, json=shifted
-                )
-
-            first = await post(100)  # the device's first call activates it (a write)
-            assert first.status_code == 200
-            async with _writer_blocked(live_database):
-                tasks = [asyncio.create_task(post(i)) for i in range(5)]
-                await wait_until(lambda: sum(t.done() for t in tasks) >= 3, within=20)
-            responses = await asyncio.gather(*tasks)
+        first = await post(100)  # the device's first call activates it (a write)
+        assert first.status_code == 200
+        async with _writer_blocked(live_database):
+            tasks = [asyncio.create_task(post(i)) for i in range(5)]
+            await wait_until(lambda: sum(t.done() for t in tasks) >= 3, within=20)
+        responses = await asyncio.gather(*tasks)
     statuses = sorted(r.status_code for r in responses)
     busy = [r for r in responses if r.status_code == 503]
     assert busy, statuses
@@ -338,3 +337,17 @@ async def test_many_devices_first_calls_at_once(
     )
     assert [r.status_code for r in responses] == [200] * 30
     assert await _stored(live_database) == 30
+
+
+async def test_each_submission_gets_its_own_counts(live_database: Database) -> None:
+    """Two submissions of one device in one batch, overlapping: each answer is exact."""
+    device_id, org_id = await _device(live_database)
+    pipeline = IngestPipeline(TelemetryWriter(live_database.engine), flush_interval_s=0.2)
+    await pipeline.start()
+    try:
+        first = pipeline.enqueue(DeviceReadings(device_id, org_id, _readings(0, 10)))
+        second = pipeline.enqueue(DeviceReadings(device_id, org_id, _readings(5, 10)))
+        outcomes = await asyncio.gather(first, second)
+    finally:
+        await pipeline.stop()
+    assert [(o.stored, o.duplicates) for o in outcomes] == [(10, 0), (5, 5)]

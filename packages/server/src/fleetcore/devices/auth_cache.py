@@ -1,10 +1,11 @@
 """A short-lived cache of device-token lookups for the ingest hot path.
 
 Telemetry requests arrive far more often than devices change, so the token -> (device,
-profile rules) lookup is cached for a few seconds. Any change that could alter the answer
-(rotation, disable, delete, re-provisioning, profile edits) clears the cache in this process
-right after its commit, so a revoked token stops working at once here; other processes of a
-scaled-out deployment see it within TTL_S.
+profile rules) lookup is cached for a few seconds. Any ORM session that commits a change to
+a device, a credential or a profile (rotation, disable, delete, re-provisioning, profile
+edits: whatever service makes it) clears the cache in this process right after its commit,
+so a revoked token stops working at once here; other processes of a scaled-out deployment
+see it within TTL_S.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from typing import Annotated, Any
 
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import ORMExecuteState, Session
 
 from fleetcore.auth.security import token_hash
 from fleetcore.deps import SessionDep
 from fleetcore.devices.deps import _token_bearer, _token_header, authenticate_device
-from fleetcore.devices.models import DeviceProfile
+from fleetcore.devices.models import Device, DeviceCredential, DeviceProfile
 from fleetcore.errors import Unauthorized
 
 TTL_S = 5.0
@@ -49,8 +52,38 @@ _entries: dict[str, tuple[float, IngestDevice]] = {}
 
 
 def invalidate() -> None:
-    """Forget every cached lookup (call after committing a change to devices or profiles)."""
+    """Forget every cached lookup."""
     _entries.clear()
+
+
+_WATCHED = (Device, DeviceCredential, DeviceProfile)
+_STALE = "fleetcore_device_auth_stale"
+
+
+@event.listens_for(Session, "after_flush")
+def _note_changed_objects(session: Session, _: Any) -> None:
+    changed = (*session.new, *session.dirty, *session.deleted)
+    if any(isinstance(obj, _WATCHED) for obj in changed):
+        session.info[_STALE] = True
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _note_bulk_changes(state: ORMExecuteState) -> None:
+    if (state.is_update or state.is_delete) and any(
+        mapper.class_ in _WATCHED for mapper in state.all_mappers
+    ):
+        state.session.info[_STALE] = True
+
+
+@event.listens_for(Session, "after_commit")
+def _invalidate_after_commit(session: Session) -> None:
+    if session.info.pop(_STALE, False):
+        invalidate()
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_rolled_back(session: Session) -> None:
+    session.info.pop(_STALE, None)
 
 
 async def ingest_device(session: AsyncSession, token: str) -> IngestDevice:

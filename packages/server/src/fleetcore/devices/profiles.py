@@ -13,7 +13,6 @@ from fleetcore.audit import service as audit
 from fleetcore.auth.principal import Principal, Role
 from fleetcore.auth.security import new_token, token_hash
 from fleetcore.db import utcnow
-from fleetcore.devices import auth_cache
 from fleetcore.devices.models import Device, DeviceProfile
 from fleetcore.devices.profile_schemas import ProfileIn, ProfilePatch
 from fleetcore.errors import Conflict, NotFound
@@ -198,7 +197,6 @@ async def update_profile(
             details={"fields": sorted(set(changed))},  # names only: never a secret
         )
         await session.commit()
-        auth_cache.invalidate()  # a cached token lookup may be stale now
     return profile, generated
 
 
@@ -241,4 +239,3 @@ async def delete_profile(
         details={"name": profile.name},
     )
     await session.commit()
-    auth_cache.invalidate()  # a cached token lookup may be stale now

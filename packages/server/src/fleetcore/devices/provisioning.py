@@ -7,7 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcore.audit import service as audit
 from fleetcore.auth.security import same, token_hash
-from fleetcore.devices import auth_cache, credentials
+from fleetcore.devices import credentials
 from fleetcore.devices.models import Device, DeviceProfile, DeviceStatus
 from fleetcore.devices.schemas import ProvisionIn
 from fleetcore.devices.service import flush_devices, live_devices, new_device, serial_taken
@@ -82,5 +82,4 @@ async def provision(session: AsyncSession, *, data: ProvisionIn) -> tuple[Device
         },
     )
     await session.commit()
-    auth_cache.invalidate()  # a cached token lookup may be stale now
     return device, token, created

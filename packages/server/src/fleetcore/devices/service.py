@@ -18,7 +18,7 @@ from fleetcore.assets.schemas import EntityType
 from fleetcore.audit import service as audit
 from fleetcore.auth.principal import Principal, Role
 from fleetcore.db import new_id, utcnow
-from fleetcore.devices import auth_cache, credentials
+from fleetcore.devices import credentials
 from fleetcore.devices.models import Device, DeviceLabel, DeviceProfile, DeviceStatus
 from fleetcore.devices.schemas import DeviceIn, DevicePatch, Location
 from fleetcore.errors import Conflict, Invalid, NotFound
@@ -284,7 +284,6 @@ async def update_device(
             details=details,
         )
         await session.commit()
-        auth_cache.invalidate()  # a cached token lookup may be stale now
     return device
 
 
@@ -319,7 +318,6 @@ async def delete_device(session: AsyncSession, principal: Principal, device_id: 
         details={"serial_number": device.serial_number},
     )
     await session.commit()
-    auth_cache.invalidate()  # a cached token lookup may be stale now
 
 
 async def rotate_credentials(
@@ -338,5 +336,4 @@ async def rotate_credentials(
         target_id=device.id,
     )
     await session.commit()
-    auth_cache.invalidate()  # a cached token lookup may be stale now
     return device, token

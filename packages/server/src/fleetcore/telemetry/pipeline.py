@@ -176,17 +176,10 @@ class IngestPipeline:
 
     @staticmethod
     def _resolve(batch: list[_Pending], result: WriteResult) -> None:
-        stored_by_device: dict[object, int] = {}
-        for s in result.stored:
-            stored_by_device[s.device_id] = stored_by_device.get(s.device_id, 0) + 1
-        for p in batch:
+        for p, stored in zip(batch, result.stored_per_item, strict=True):
             if p.future.done():  # the submitter went away; the data is stored all the same
                 continue
-            # Several submissions of one device in a batch share the count; fine for an answer.
-            count = len(p.item.readings)
-            stored = min(count, stored_by_device.get(p.item.device_id, 0))
-            stored_by_device[p.item.device_id] = stored_by_device.get(p.item.device_id, 0) - stored
-            p.future.set_result(Outcome(stored=stored, duplicates=count - stored))
+            p.future.set_result(Outcome(stored=stored, duplicates=len(p.item.readings) - stored))
 
     async def _after_commit(self, result: WriteResult) -> None:
         if not result.stored:

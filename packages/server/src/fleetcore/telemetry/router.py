@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from fleetcore.deps import SessionDep
-from fleetcore.devices.auth_cache import HeaderIngestDevice, PathIngestDevice
+from fleetcore.devices.auth_cache import HeaderIngestDevice, IngestDevice, PathIngestDevice
 from fleetcore.errors import PayloadTooLarge
 from fleetcore.telemetry.ingest import LIMITS, ingest
 from fleetcore.telemetry.pipeline import IngestPipeline
@@ -40,9 +40,14 @@ async def read_body(request: Request, limit: int = LIMITS.max_bytes) -> bytes:
     return b"".join(chunks)
 
 
-def _pipeline(request: Request) -> IngestPipeline:
+async def _ingest_request(
+    request: Request, session: SessionDep, device: IngestDevice
+) -> IngestAnswer:
+    """Both ingest routes: read the body, store it, answer after the commit."""
     pipeline: IngestPipeline = request.app.state.pipeline
-    return pipeline
+    body = await read_body(request)
+    answer = await ingest(session, pipeline, device=device, payload=body, transport="http")
+    return IngestAnswer.model_validate(answer)
 
 
 _BODY_DOC: dict[str, Any] = {
@@ -71,11 +76,7 @@ async def post_telemetry(
     request: Request, session: SessionDep, device: HeaderIngestDevice
 ) -> IngestAnswer:
     """Answers after the readings are committed; bad items are named, good ones stored."""
-    body = await read_body(request)
-    answer = await ingest(
-        session, _pipeline(request), device=device, payload=body, transport="http"
-    )
-    return IngestAnswer.model_validate(answer)
+    return await _ingest_request(request, session, device)
 
 
 @router.post(
@@ -87,8 +88,4 @@ async def post_telemetry_tb(
     request: Request, session: SessionDep, device: PathIngestDevice
 ) -> IngestAnswer:
     """Same as /devices/me/telemetry, for existing ThingsBoard firmware."""
-    body = await read_body(request)
-    answer = await ingest(
-        session, _pipeline(request), device=device, payload=body, transport="http"
-    )
-    return IngestAnswer.model_validate(answer)
+    return await _ingest_request(request, session, device)

@@ -46,9 +46,12 @@ class Stored:
 
 @dataclass(slots=True)
 class WriteResult:
-    """What a batch did: the new readings, and how many were already stored."""
+    """What a batch did: the new readings, how many of each submission's readings they
+    are (a reading sent twice in one batch counts for the first submission holding it),
+    and how many were already stored."""
 
     stored: list[Stored] = field(default_factory=list)
+    stored_per_item: list[int] = field(default_factory=list)
     duplicates: int = 0
 
 
@@ -174,20 +177,24 @@ class TelemetryWriter:
         series: dict[tuple[uuid.UUID, str, Kind], int],
     ) -> WriteResult:
         staged: dict[Kind, dict[tuple[int, int], Stored]] = {kind: {} for kind in Kind}
+        owner: dict[tuple[Kind, int, int], int] = {}  # the submission a staged row came from
         total = 0
-        for item in batch:
+        for index, item in enumerate(batch):
             for r in item.readings:
                 total += 1
                 sid = series[(item.device_id, r.key, r.kind)]
-                staged[r.kind].setdefault(
-                    (sid, r.ts),
-                    Stored(item.device_id, item.organization_id, sid, r.key, r.kind, r.ts, r.value),
-                )
-        result = WriteResult()
+                rows = staged[r.kind]
+                if (sid, r.ts) not in rows:
+                    rows[(sid, r.ts)] = Stored(
+                        item.device_id, item.organization_id, sid, r.key, r.kind, r.ts, r.value
+                    )
+                    owner[(r.kind, sid, r.ts)] = index
+        result = WriteResult(stored_per_item=[0] * len(batch))
         for kind, rows in staged.items():
             if rows:
-                inserted = self._insert_rows(connection, kind, rows)
-                result.stored.extend(rows[key] for key in inserted)
+                for key in self._insert_rows(connection, kind, rows):
+                    result.stored.append(rows[key])
+                    result.stored_per_item[owner[(kind, *key)]] += 1
         result.duplicates = total - len(result.stored)
         numbers = [s for s in result.stored if s.kind is Kind.NUMBER]
         if numbers:
