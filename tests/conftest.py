@@ -92,6 +92,7 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
         "data_dir": tmp_path,
         "auto_migrate": False,
         "log_format": "json",
+        "mqtt_port": 0,  # tests that need the broker give it a free port
         # argon2id still, at a cost that keeps the suite fast
         "password_hash_time_cost": 1,
         "password_hash_memory_kib": 1024,

@@ -148,6 +148,21 @@ def _key(**fields: Any) -> dict[str, Any]:
             {"body"},
             id="key-while-disabled",
         ),
+        pytest.param({"name": "bad", "mqtt_rate_per_s": 0}, {"body.mqtt_rate_per_s"}, id="rate-0"),
+        pytest.param(
+            {"name": "bad", "mqtt_rate_per_s": 10_000.5}, {"body.mqtt_rate_per_s"}, id="rate-high"
+        ),
+        pytest.param({"name": "bad", "mqtt_burst": 0}, {"body.mqtt_burst"}, id="burst-0"),
+        pytest.param({"name": "bad", "mqtt_burst": 100_001}, {"body.mqtt_burst"}, id="burst-high"),
+        pytest.param({"name": "bad", "mqtt_burst": 1.5}, {"body.mqtt_burst"}, id="burst-fraction"),
+        pytest.param(
+            {"name": "bad", "max_payload_bytes": 63}, {"body.max_payload_bytes"}, id="payload-low"
+        ),
+        pytest.param(
+            {"name": "bad", "max_payload_bytes": 1024 * 1024 + 1},
+            {"body.max_payload_bytes"},
+            id="payload-high",
+        ),
         pytest.param(
             {"name": "", "out_of_range": "x", "offline_timeout_s": -1},
             {"body.name", "body.out_of_range", "body.offline_timeout_s"},
@@ -180,6 +195,38 @@ async def test_patch_validation_changes_nothing(client: httpx.AsyncClient, tenan
         assert field in {e["field"] for e in response.json()["error"]["details"]["errors"]}
     after = (await client.get(url, headers=tenant.headers(Role.VIEWER))).json()
     assert after == {k: v for k, v in created.items() if k != "provision_secret"}
+
+
+async def test_mqtt_limits_default_set_and_change(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    plain = await make_profile(client, tenant, name="Plain")
+    assert (plain["mqtt_rate_per_s"], plain["mqtt_burst"], plain["max_payload_bytes"]) == (
+        50.0,
+        200,
+        65_536,
+    )
+    edges = {"mqtt_rate_per_s": 10_000, "mqtt_burst": 100_000, "max_payload_bytes": 1024 * 1024}
+    loud = await make_profile(client, tenant, name="Loud", **edges)
+    assert {k: loud[k] for k in edges} == edges
+    quiet = {"mqtt_rate_per_s": 0.5, "mqtt_burst": 1, "max_payload_bytes": 64}
+    url = f"{PROFILES}/{plain['id']}"
+    patched = await client.patch(url, json=quiet, headers=tenant.headers(Role.MANAGER))
+    assert patched.status_code == 200, patched.text
+    fetched = (await client.get(url, headers=tenant.headers(Role.VIEWER))).json()
+    assert {k: fetched[k] for k in quiet} == quiet
+    assert fetched["updated_at"] > plain["updated_at"]
+    (update,) = await audit_events(client, tenant, "profile.update")
+    assert update["details"]["fields"] == sorted(quiet)
+    for body, field in [
+        ({"mqtt_rate_per_s": -1}, "body.mqtt_rate_per_s"),
+        ({"mqtt_burst": None}, "body.mqtt_burst"),
+        ({"max_payload_bytes": 2**31}, "body.max_payload_bytes"),
+    ]:
+        refused = await client.patch(url, json=body, headers=tenant.headers(Role.MANAGER))
+        assert refused.status_code == 422, refused.text
+        assert [e["field"] for e in refused.json()["error"]["details"]["errors"]] == [field]
+    assert (await client.get(url, headers=tenant.headers(Role.VIEWER))).json() == fetched
 
 
 async def test_name_unique_per_organization(

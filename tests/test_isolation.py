@@ -10,8 +10,10 @@ import uuid
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
 
 from fleetcore.auth.principal import Role
+from fleetcore.deadletters.sink import DeadLetterSink
 from tests.support.tenants import Tenant
 
 # Path parameters that are not object ids, with a value valid in form.
@@ -22,7 +24,9 @@ EXEMPT: dict[tuple[str, str], str] = {
 }
 
 
-async def _create_objects(client: httpx.AsyncClient, tenant: Tenant) -> dict[str, str]:
+async def _create_objects(
+    app: FastAPI, client: httpx.AsyncClient, tenant: Tenant
+) -> dict[str, str]:
     """One object of every kind in organization A; maps path parameter name -> its id."""
     headers = tenant.headers(Role.ADMIN)
 
@@ -50,7 +54,27 @@ async def _create_objects(client: httpx.AsyncClient, tenant: Tenant) -> dict[str
         },
     )
     key = await post("/api/v1/api-keys", {"name": "sweep key"})
+    events = await client.post(
+        "/api/v1/devices/me/events",
+        headers={"X-Device-Token": device["access_token"]},
+        json={"type": "sweep", "data": {"device": device_id}},
+    )
+    assert events.status_code == 201, events.text
+    sink: DeadLetterSink = app.state.dead_letters
+    sink.record(
+        organization_id=tenant.org_id,
+        device_id=uuid.UUID(device_id),
+        transport="mqtt",
+        topic=f"devices/{device_id}/events",  # a uuid the list sweep looks for
+        reason="bad_json",
+        detail="sweep",
+        payload=b"{",
+    )
+    await sink.flush()
+    letters = await client.get("/api/v1/dead-letters", headers=headers)
+    assert letters.status_code == 200, letters.text
     return {
+        "dead_letter_id": str(letters.json()["items"][0]["id"]),
         "device_id": device_id,
         "profile_id": profile["id"],
         "asset_id": asset["id"],
@@ -108,9 +132,9 @@ def _body(spec: dict[str, Any], operation: dict[str, Any]) -> tuple[str, Any] | 
 
 
 async def test_every_id_route_is_404_for_another_organization(
-    client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant
+    app: FastAPI, client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant
 ) -> None:
-    ids = await _create_objects(client, tenant)
+    ids = await _create_objects(app, client, tenant)
     spec = (await client.get("/api/openapi.json")).json()
     intruder = other_tenant.headers(Role.ADMIN)
     swept: list[str] = []
@@ -145,9 +169,11 @@ async def test_every_id_route_is_404_for_another_organization(
 
 
 async def test_lists_never_show_another_organizations_objects(
-    client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant
+    app: FastAPI, client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant
 ) -> None:
-    ids = await _create_objects(client, tenant)
+    ids = await _create_objects(app, client, tenant)
+    # Small integer ids would match any text; those records also carry a uuid checked here.
+    ids = {name: value for name, value in ids.items() if not value.isdigit()}
     spec = (await client.get("/api/openapi.json")).json()
     intruder = other_tenant.headers(Role.ADMIN)
     checked = 0

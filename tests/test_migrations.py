@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection
 
 from fleetcore import migrate
-from fleetcore.db import Database
+from fleetcore.db import Database, UTCDateTime, utcnow
 from fleetcore.models import metadata
 from tests.support.postgres import PostgresServer
 
@@ -69,6 +70,57 @@ async def test_models_match_migrations(db: Database) -> None:
     async with db.connect() as connection:
         diff = await connection.run_sync(_diff)
     assert diff == []
+
+
+async def test_existing_profiles_get_the_mqtt_limit_defaults(empty_database: Database) -> None:
+    """0006 adds NOT NULL columns to device_profiles; rows made before it get the defaults."""
+    await migrate.upgrade(empty_database, "0005")
+    organizations = sa.table(
+        "organizations",
+        sa.column("id", sa.Uuid()),
+        sa.column("name", sa.String()),
+        sa.column("slug", sa.String()),
+        sa.column("created_at", UTCDateTime()),
+    )
+    profiles = sa.table(
+        "device_profiles",
+        *(sa.column(name, sa.Uuid()) for name in ("id", "organization_id")),
+        *(sa.column(name, sa.String()) for name in ("name", "description", "out_of_range")),
+        *(sa.column(name, sa.JSON()) for name in ("telemetry_keys", "command_limits")),
+        sa.column("offline_timeout_s", sa.Integer()),
+        sa.column("allow_reprovision", sa.Boolean()),
+        *(sa.column(name, UTCDateTime()) for name in ("created_at", "updated_at")),
+    )
+    org_id, profile_id = uuid.uuid4(), uuid.uuid4()
+    async with empty_database.engine.begin() as connection:
+        await connection.execute(
+            organizations.insert().values(id=org_id, name="old", slug="old", created_at=utcnow())
+        )
+        await connection.execute(
+            profiles.insert().values(
+                id=profile_id,
+                organization_id=org_id,
+                name="made before 0006",
+                description="",
+                out_of_range="reject",
+                telemetry_keys=[],
+                command_limits={},
+                offline_timeout_s=600,
+                allow_reprovision=False,
+                created_at=utcnow(),
+                updated_at=utcnow(),
+            )
+        )
+    await migrate.upgrade(empty_database)
+    async with empty_database.engine.connect() as connection:
+        row = (
+            await connection.execute(
+                sa.text(
+                    "SELECT mqtt_rate_per_s, mqtt_burst, max_payload_bytes FROM device_profiles"
+                )
+            )
+        ).one()
+    assert tuple(row) == (50.0, 200, 65536)
 
 
 def test_single_head() -> None:

@@ -25,12 +25,31 @@ class Channel(StrEnum):
     COMMANDS = "commands"
     COMMAND_RESULT = "command_result"
     CONFIG = "config"
+    ATTRIBUTE_REQUEST = "attribute_request"  # ThingsBoard: v1/devices/me/attributes/request/{id}
+    CLIENT_RPC = "client_rpc"  # ThingsBoard: v1/devices/me/rpc/request/{id} (device asks)
 
 
 # Which way each channel flows: up (device to platform) or down.
 UPSTREAM = frozenset(
-    {Channel.TELEMETRY, Channel.ATTRIBUTES, Channel.EVENTS, Channel.STATUS, Channel.COMMAND_RESULT}
+    {
+        Channel.TELEMETRY,
+        Channel.ATTRIBUTES,
+        Channel.EVENTS,
+        Channel.STATUS,
+        Channel.COMMAND_RESULT,
+        Channel.ATTRIBUTE_REQUEST,
+        Channel.CLIENT_RPC,
+    }
 )
+
+# ThingsBoard topics the platform publishes to a device (the device subscribes to these).
+TB_ATTRIBUTE_UPDATES = f"{THINGSBOARD_PREFIX}/attributes"
+TB_ATTRIBUTE_RESPONSE = f"{THINGSBOARD_PREFIX}/attributes/response/"
+TB_RPC_REQUEST = f"{THINGSBOARD_PREFIX}/rpc/request/"
+TB_RPC_RESPONSE = f"{THINGSBOARD_PREFIX}/rpc/response/"
+# ThingsBoard device provisioning: a client connected as "provision" asks and is answered here.
+PROVISION_REQUEST = "/provision/request"
+PROVISION_RESPONSE = "/provision/response"
 
 
 class TopicError(ValueError):
@@ -97,14 +116,21 @@ def parse(topic: str) -> Topic:
 
 
 _TB_UP = {"telemetry": Channel.TELEMETRY, "attributes": Channel.ATTRIBUTES}
+_TB_UP_WITH_ID = {
+    ("rpc", "response"): Channel.COMMAND_RESULT,  # the device answers a server-side RPC
+    ("rpc", "request"): Channel.CLIENT_RPC,  # the device asks the platform
+    ("attributes", "request"): Channel.ATTRIBUTE_REQUEST,
+}
 
 
 def _parse_thingsboard(rest: str) -> Topic:
     if rest in _TB_UP:
         return Topic(_TB_UP[rest], None)
     parts = rest.split("/")
-    if len(parts) == 3 and parts[0] == "rpc" and parts[1] == "response" and parts[2].isdigit():
-        return Topic(Channel.COMMAND_RESULT, None, parts[2])
+    if len(parts) == 3 and parts[2].isdigit() and len(parts[2]) <= 10:
+        channel = _TB_UP_WITH_ID.get((parts[0], parts[1]))
+        if channel is not None:
+            return Topic(channel, None, parts[2])
     raise TopicError(f"unsupported ThingsBoard topic: v1/devices/me/{rest!r}")
 
 

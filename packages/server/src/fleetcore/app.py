@@ -21,9 +21,12 @@ from fleetcore.auth.ratelimit import LoginLimiter
 from fleetcore.auth.security import configure_hasher
 from fleetcore.config import Settings
 from fleetcore.db import Database
+from fleetcore.deadletters.sink import DeadLetterSink
 from fleetcore.errors import install_error_handlers
 from fleetcore.jobs import JobScheduler
 from fleetcore.middleware import RequestContextMiddleware
+from fleetcore.mqtt.gateway import MqttGateway
+from fleetcore.mqtt.transport import EmbeddedTransport
 from fleetcore.ops.readiness import database_checks
 from fleetcore.ops.router import router as ops_router
 from fleetcore.routers import API_ROUTERS, PAGE_ROUTERS
@@ -60,7 +63,16 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
             flush_interval_s=settings.ingest_flush_ms / 1000,
         )
         app.state.pipeline = pipeline
-        components: list[Component] = [pipeline]
+        dead_letters = DeadLetterSink(db)
+        app.state.dead_letters = dead_letters
+        # Stopped in reverse: the sink outlives everything that records into it.
+        components: list[Component] = [dead_letters, pipeline]
+        if settings.mqtt_port:
+            # Last to start, first to stop: what it acknowledged is already in the pipeline.
+            transport = EmbeddedTransport(settings, MqttGateway(db, pipeline, dead_letters))
+            components.append(transport)
+            app.state.readiness_checks["mqtt"] = transport.ready
+        app.state.transport = transport if settings.mqtt_port else None
         started: list[Component] = []
         try:
             if settings.migrate_on_start:

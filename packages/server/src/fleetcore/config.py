@@ -65,6 +65,14 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="HTTP bind address")
     port: int = Field(8000, ge=1, le=65535, description="HTTP port")
     mqtt_port: int = Field(1883, ge=0, le=65535, description="embedded MQTT broker port; 0 = off")
+    mqtt_host: str | None = Field(None, description="MQTT bind address (default: the HTTP host)")
+    mqtt_tls_port: int = Field(8883, ge=1, le=65535, description="MQTT over TLS, if cert and key")
+    mqtt_tls_cert: Path | None = Field(None, description="PEM certificate for MQTT over TLS")
+    mqtt_tls_key: Path | None = Field(None, description="PEM private key for MQTT over TLS")
+    mqtt_ws_port: int = Field(0, ge=0, le=65535, description="MQTT over WebSocket port; 0 = off")
+    mqtt_session_expiry_s: int = Field(
+        7 * 86400, ge=60, description="how long a disconnected persistent session is kept"
+    )
     data_dir: Path = Field(Path("./var"), description="where the SQLite file and state live")
     database_url: str | None = Field(
         None, description="sqlite:///... or postgresql://...; default SQLite in data_dir"

@@ -164,6 +164,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(value: datetime) -> datetime:
+    """An aware UTC datetime; a naive one (an ISO 8601 time without offset) is taken as UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 def new_id() -> uuid.UUID:
     """A random primary key."""
     return uuid.uuid4()

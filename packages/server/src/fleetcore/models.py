@@ -7,7 +7,9 @@ from fleetcore.attributes import models as attribute_models
 from fleetcore.audit import models as audit_models
 from fleetcore.auth import models as auth_models
 from fleetcore.db import Base
+from fleetcore.deadletters import models as dead_letter_models
 from fleetcore.devices import models as device_models
+from fleetcore.events import models as event_models
 from fleetcore.telemetry import models as telemetry_models
 
 metadata = Base.metadata
@@ -16,7 +18,9 @@ __all__ = [
     "attribute_models",
     "audit_models",
     "auth_models",
+    "dead_letter_models",
     "device_models",
+    "event_models",
     "metadata",
     "telemetry_models",
 ]

@@ -10,7 +10,9 @@ from fleetcore.audit.router import router as audit_router
 from fleetcore.auth.pages import router as auth_pages
 from fleetcore.auth.router import router as auth_router
 from fleetcore.dashboard.pages import router as dashboard_pages
+from fleetcore.deadletters.router import router as dead_letters_router
 from fleetcore.devices.router import router as devices_router
+from fleetcore.events.router import router as events_router
 from fleetcore.telemetry.query_router import router as telemetry_query_router
 from fleetcore.telemetry.retention_router import router as retention_router
 from fleetcore.telemetry.router import router as telemetry_router
@@ -20,7 +22,9 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     devices_router,
     assets_router,
     attributes_router,
+    events_router,
     audit_router,
+    dead_letters_router,
     retention_router,
     telemetry_query_router,
     # Last: its ThingsBoard route /api/v1/{token}/telemetry must not shadow the others.

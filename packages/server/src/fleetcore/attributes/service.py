@@ -12,6 +12,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import flag_modified
 
+from fleetcore.attributes import signals
 from fleetcore.attributes.models import DeviceAttribute, DeviceAttributeVersion
 from fleetcore.attributes.schemas import (
     KEY_PATTERN,
@@ -123,6 +124,16 @@ async def _apply(
             change.changed.append(key)
     if change.changed or change.deleted:
         counter.version = change.version
+        if scope is AttributeScope.SHARED:
+            signals.note(
+                session,
+                signals.SharedChange(
+                    device_id,
+                    change.version,
+                    {key: values[key] for key in change.changed},
+                    tuple(change.deleted),
+                ),
+            )
     else:
         change.version = counter.version
     return change
@@ -259,6 +270,22 @@ async def report_client_attributes(
         _audit(session, None, device, AttributeScope.CLIENT, change)
     await session.commit()
     return await _scope_out(session, device.id, AttributeScope.CLIENT)
+
+
+async def device_values(
+    session: AsyncSession,
+    device_id: uuid.UUID,
+    scope: AttributeScope,
+    keys: set[str] | None = None,
+) -> dict[str, Any]:
+    """A device's values in one scope (only `keys` when given), for device-facing answers."""
+    rows = await _rows(session, device_id, scope)
+    return {row.key: row.value for row in rows if keys is None or row.key in keys}
+
+
+async def shared_version(session: AsyncSession, device_id: uuid.UUID) -> int:
+    """The version of a device's shared (desired) attributes."""
+    return await _version(session, device_id, AttributeScope.SHARED)
 
 
 async def desired_for_device(session: AsyncSession, device: Device) -> DesiredOut:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -51,9 +52,21 @@ class IngestDevice:
 _entries: dict[str, tuple[float, IngestDevice]] = {}
 
 
+_listeners: list[Callable[[], None]] = []
+
+
+def on_invalidate(listener: Callable[[], None]) -> Callable[[], None]:
+    """Also call `listener` whenever device credentials may have changed (e.g. so the MQTT
+    broker re-checks its live sessions); returns a function to stop listening."""
+    _listeners.append(listener)
+    return lambda: _listeners.remove(listener)
+
+
 def invalidate() -> None:
-    """Forget every cached lookup."""
+    """Forget every cached lookup and tell the listeners."""
     _entries.clear()
+    for listener in list(_listeners):
+        listener()
 
 
 _WATCHED = (Device, DeviceCredential, DeviceProfile)

@@ -22,6 +22,10 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from fleetcore.db import Base, UTCDateTime, new_id, utcnow
 
+DEFAULT_MQTT_RATE_PER_S = 50.0
+DEFAULT_MQTT_BURST = 200
+DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024
+
 
 class DeviceProfile(Base):
     """What a kind of device reports and may be told: keys, ranges, limits, timeouts."""
@@ -41,6 +45,16 @@ class DeviceProfile(Base):
     # {"<method>": {"<param>": {"min", "max", "allowed": [...]}}}
     command_limits: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     offline_timeout_s: Mapped[int] = mapped_column(Integer, default=600)
+    # MQTT limits per device: a token bucket (sustained rate, burst) and the largest payload.
+    mqtt_rate_per_s: Mapped[float] = mapped_column(
+        Float, default=DEFAULT_MQTT_RATE_PER_S, server_default=text("50.0")
+    )
+    mqtt_burst: Mapped[int] = mapped_column(
+        Integer, default=DEFAULT_MQTT_BURST, server_default=text("200")
+    )
+    max_payload_bytes: Mapped[int] = mapped_column(
+        Integer, default=DEFAULT_MAX_PAYLOAD_BYTES, server_default=text("65536")
+    )
     provision_key: Mapped[str | None] = mapped_column(String(64), unique=True)
     provision_secret_hash: Mapped[str | None] = mapped_column(String(64))
     allow_reprovision: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -18,6 +18,11 @@ from pydantic import (
     model_validator,
 )
 
+from fleetcore.devices.models import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_MQTT_BURST,
+    DEFAULT_MQTT_RATE_PER_S,
+)
 from fleetcore.devices.schemas import ONE_LINE, Name, not_null
 
 MAX_TELEMETRY_KEYS = 1000
@@ -31,6 +36,16 @@ ProvisionKey = Annotated[
 ProvisionSecret = Annotated[str, StringConstraints(min_length=16, max_length=128, pattern=ONE_LINE)]
 Scalar = StrictBool | StrictInt | FiniteFloat | Annotated[str, StringConstraints(max_length=256)]
 Description = Annotated[str, StringConstraints(max_length=2000, pattern=r"^[^\x00]*$")]
+MqttRate = Annotated[
+    float,
+    Field(gt=0, le=10_000, allow_inf_nan=False, description="sustained MQTT messages per second"),
+]
+MqttBurst = Annotated[
+    int, Field(ge=1, le=100_000, description="MQTT messages allowed at once above the rate")
+]
+MaxPayloadBytes = Annotated[
+    int, Field(ge=64, le=1024 * 1024, description="largest MQTT payload a device may publish")
+]
 
 
 def _check_range(low: float | None, high: float | None) -> None:
@@ -95,6 +110,9 @@ class ProfileIn(BaseModel):
     out_of_range: Literal["reject", "flag"] = "reject"
     command_limits: CommandLimits = Field(default_factory=dict)
     offline_timeout_s: int = Field(600, ge=1, le=30 * 86400)
+    mqtt_rate_per_s: MqttRate = DEFAULT_MQTT_RATE_PER_S
+    mqtt_burst: MqttBurst = DEFAULT_MQTT_BURST
+    max_payload_bytes: MaxPayloadBytes = DEFAULT_MAX_PAYLOAD_BYTES
     provisioning_enabled: bool = False
     provision_key: ProvisionKey | None = None
     provision_secret: ProvisionSecret | None = Field(None, description="write-only")
@@ -124,6 +142,9 @@ class ProfilePatch(BaseModel):
     out_of_range: Literal["reject", "flag"] | None = None
     command_limits: CommandLimits | None = None
     offline_timeout_s: int | None = Field(None, ge=1, le=30 * 86400)
+    mqtt_rate_per_s: MqttRate | None = None
+    mqtt_burst: MqttBurst | None = None
+    max_payload_bytes: MaxPayloadBytes | None = None
     provisioning_enabled: bool | None = Field(None, description="false clears key and secret")
     provision_key: ProvisionKey | None = None
     provision_secret: ProvisionSecret | None = Field(None, description="write-only")
@@ -152,6 +173,9 @@ class ProfileOut(BaseModel):
     out_of_range: str
     command_limits: dict[str, Any]
     offline_timeout_s: int
+    mqtt_rate_per_s: float
+    mqtt_burst: int
+    max_payload_bytes: int
     provisioning_enabled: bool
     provision_key: str | None
     allow_reprovision: bool

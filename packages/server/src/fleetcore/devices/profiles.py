@@ -22,7 +22,16 @@ PROVISION_KEY_PREFIX = "fcp_"
 PROVISION_SECRET_PREFIX = "fcps_"  # noqa: S105 (a prefix, not a secret)
 
 # Fields a PATCH copies as they are.
-_PLAIN_FIELDS = ("name", "description", "out_of_range", "offline_timeout_s", "allow_reprovision")
+_PLAIN_FIELDS = (
+    "name",
+    "description",
+    "out_of_range",
+    "offline_timeout_s",
+    "mqtt_rate_per_s",
+    "mqtt_burst",
+    "max_payload_bytes",
+    "allow_reprovision",
+)
 
 
 async def get_profile(
@@ -119,6 +128,9 @@ async def create_profile(
         out_of_range=data.out_of_range,
         command_limits=_limits(data.command_limits),
         offline_timeout_s=data.offline_timeout_s,
+        mqtt_rate_per_s=data.mqtt_rate_per_s,
+        mqtt_burst=data.mqtt_burst,
+        max_payload_bytes=data.max_payload_bytes,
         allow_reprovision=data.allow_reprovision,
     )
     generated = None

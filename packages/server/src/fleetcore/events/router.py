@@ -1,0 +1,78 @@
+"""Device events API: devices send under /api/v1/devices/me, users read per device."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, status
+
+from fleetcore.auth.deps import PrincipalDep
+from fleetcore.deps import SessionDep
+from fleetcore.devices.deps import CurrentDevice
+from fleetcore.events import service
+from fleetcore.events.codec import MAX_EVENTS
+from fleetcore.events.schemas import EventOut, EventsStored, Severity
+from fleetcore.pagination import CursorQuery, LimitQuery, Page
+from fleetcore.telemetry.router import read_body
+
+router = APIRouter(prefix="/api/v1", tags=["events"])
+
+# 100 events with 16 KiB of data each fit; the MQTT limit is the profile's max_payload_bytes.
+MAX_BODY_BYTES = 2 * 1024 * 1024
+
+_EVENT_EXAMPLE = {"type": "door_open", "severity": "info", "data": {"door": 1}, "ts": 1795300000000}
+_BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"type": "object", "required": ["type"]},
+                        {"type": "array", "items": {"type": "object"}, "maxItems": MAX_EVENTS},
+                    ]
+                },
+                "examples": {
+                    "one event": {"value": _EVENT_EXAMPLE},
+                    "several": {"value": [_EVENT_EXAMPLE, {"type": "reboot"}]},
+                },
+            }
+        },
+    }
+}
+
+
+# /devices/me/... comes before /devices/{device_id}/... so "me" is never read as an id.
+@router.post(
+    "/devices/me/events",
+    status_code=status.HTTP_201_CREATED,
+    summary="Send events (device token)",
+    openapi_extra=_BODY_DOC,
+    responses={413: {}, 422: {}},
+)
+async def post_events(request: Request, session: SessionDep, device: CurrentDevice) -> EventsStored:
+    """One event object or an array of up to 100; one bad event refuses them all (422)."""
+    body = await read_body(request, MAX_BODY_BYTES)
+    return EventsStored(stored=await service.ingest_payload(session, device, body))
+
+
+@router.get("/devices/{device_id}/events", summary="A device's events")
+async def list_events(
+    device_id: uuid.UUID,
+    session: SessionDep,
+    principal: PrincipalDep,
+    type: Annotated[str | None, Query(max_length=64)] = None,
+    severity: Severity | None = None,
+    since: Annotated[datetime | None, Query(description="ISO 8601, inclusive")] = None,
+    until: Annotated[datetime | None, Query(description="ISO 8601, exclusive")] = None,
+    cursor: CursorQuery = None,
+    limit: LimitQuery = 100,
+) -> Page[EventOut]:
+    """Newest first by the device's time; a time without offset is UTC."""
+    filters = service.EventFilter(type=type, severity=severity, since=since, until=until)
+    rows, next_cursor = await service.list_events(
+        session, principal, device_id, filters=filters, cursor=cursor, limit=limit
+    )
+    return Page(items=[EventOut.model_validate(r) for r in rows], next_cursor=next_cursor)

@@ -1,0 +1,123 @@
+"""Storing a device's events and reading them back for users of its organization."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fleetcore.auth.principal import Principal
+from fleetcore.db import as_utc, utcnow
+from fleetcore.devices import service as devices
+from fleetcore.errors import Invalid
+from fleetcore.events.codec import EventIn, parse_events
+from fleetcore.events.models import DeviceEvent
+from fleetcore.pagination import decode_cursor, page_of, paginate
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class EventSource(Protocol):
+    """The device an event comes from: the ORM row or the ingest cache's copy."""
+
+    @property
+    def id(self) -> uuid.UUID:
+        """The device's id."""
+
+    @property
+    def organization_id(self) -> uuid.UUID:
+        """The device's organization."""
+
+
+def ms_to_datetime(ts_ms: int) -> datetime:
+    """Epoch milliseconds as an aware UTC datetime (exact, no float rounding)."""
+    return _EPOCH + timedelta(milliseconds=ts_ms)
+
+
+async def record_events(
+    session: AsyncSession, device: EventSource, events: Sequence[EventIn]
+) -> int:
+    """Insert the events in one statement and commit; returns how many were stored."""
+    if not events:
+        return 0
+    received_at = utcnow()
+    rows = [
+        {
+            "organization_id": device.organization_id,
+            "device_id": device.id,
+            "ts": ms_to_datetime(event.ts_ms),
+            "type": event.type,
+            "severity": event.severity,
+            "data": event.data,
+            "received_at": received_at,
+        }
+        for event in events
+    ]
+    await session.execute(insert(DeviceEvent), rows)
+    await session.commit()
+    return len(rows)
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """What GET /api/v1/devices/{id}/events may filter on."""
+
+    type: str | None = None
+    severity: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def _check_cursor(cursor: str) -> None:
+    # A forged cursor would compare unlike types in SQL.
+    ts, row_id = decode_cursor(cursor)
+    if not (isinstance(ts, datetime) and ts.tzinfo is not None) or type(row_id) is not int:
+        raise Invalid("the cursor does not fit this list", code="INVALID_CURSOR")
+
+
+async def list_events(
+    session: AsyncSession,
+    principal: Principal,
+    device_id: uuid.UUID,
+    *,
+    filters: EventFilter,
+    cursor: str | None,
+    limit: int,
+) -> tuple[list[DeviceEvent], str | None]:
+    """A live device's events, newest first (by the device's time), and the next cursor."""
+    device = await devices.get_device(session, principal, device_id)
+    query = select(DeviceEvent).where(
+        DeviceEvent.device_id == device.id, DeviceEvent.organization_id == principal.org_id
+    )
+    if filters.type is not None:
+        query = query.where(DeviceEvent.type == filters.type)
+    if filters.severity is not None:
+        query = query.where(DeviceEvent.severity == filters.severity)
+    if filters.since is not None:
+        query = query.where(DeviceEvent.ts >= as_utc(filters.since))
+    if filters.until is not None:
+        query = query.where(DeviceEvent.ts < as_utc(filters.until))
+    if cursor is not None:
+        _check_cursor(cursor)
+    query = paginate(
+        query,
+        sort=DeviceEvent.ts,
+        id_column=DeviceEvent.id,
+        cursor=cursor,
+        limit=limit,
+        descending=True,
+    )
+    rows = (await session.scalars(query)).all()
+    return page_of(rows, limit=limit, sort_attr="ts")
+
+
+async def ingest_payload(session: AsyncSession, device: EventSource, payload: bytes) -> int:
+    """Parse a device's payload and store every event, or raise Invalid and store none."""
+    events = parse_events(payload, now_ms=int(time.time() * 1000))
+    return await record_events(session, device, events)

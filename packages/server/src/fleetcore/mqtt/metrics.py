@@ -1,0 +1,14 @@
+"""Prometheus metrics of the MQTT transport."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+CONNECTED = Gauge("fleetcore_mqtt_connections", "MQTT connections open now.")
+CONNECTIONS_REFUSED = Counter(
+    "fleetcore_mqtt_connections_refused_total", "MQTT connections refused.", ["reason"]
+)
+MESSAGES = Counter("fleetcore_mqtt_messages_total", "MQTT messages handled.", ["direction"])
+ACL_DENIED = Counter(
+    "fleetcore_mqtt_acl_denied_total", "Publishes and subscriptions refused by the ACL.", ["action"]
+)
