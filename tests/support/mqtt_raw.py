@@ -122,6 +122,7 @@ class RawClient:
         self.reader = reader
         self.writer = writer
         self._next_id = 0
+        self._backlog: list[Packet] = []  # packets read while waiting for another kind
         RawClient.opened.append(self)
 
     @classmethod
@@ -166,11 +167,15 @@ class RawClient:
         return Packet(first[0] >> 4, first[0] & 0x0F, body)
 
     async def expect(self, kind: int, wait_s: float = 5.0) -> Packet:
-        """The next packet of this kind (others of no interest, e.g. PUBLISH, are skipped)."""
+        """The next packet of this kind; others read meanwhile are kept for their own expect."""
+        for index, kept in enumerate(self._backlog):
+            if kept.kind == kind:
+                return self._backlog.pop(index)
         while True:
             p = await self.read(wait_s)
             if p.kind == kind:
                 return p
+            self._backlog.append(p)
 
     async def connect(self, client_id: str, **options: object) -> tuple[int, bool]:
         """CONNECT; returns (return code, session present)."""

@@ -306,7 +306,7 @@ class MqttGateway:
         try:
             value = orjson.loads(message.payload)
         except orjson.JSONDecodeError as exc:
-            self._dead(principal, message, "bad_json", f"not JSON: {exc}")
+            self._dead(principal, message, "malformed_json", f"not JSON: {exc}")
             return None
         if not isinstance(value, dict):
             self._dead(principal, message, "wrong_type", "expected a JSON object")
