@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from sqlalchemy import func, select
 from fastapi import FastAPI
+from sqlalchemy import func, select
 
 from fleetcore.auth.principal import Role
 from fleetcore.db import Database
@@ -325,18 +325,18 @@ async def test_acknowledged_messages_survive_a_stop_right_after(
     live_database: Database, tmp_path: Path
 ) -> None:
     port, total, base_ts = free_port(), 500, 1_795_300_000_000
-    async with running_app(live_database, tmp_path, mqtt_port=port) as application:
-        async with client_for(application) as http:
-            org = await make_tenant(http, live_database)
-            device_id, token = await new_device(
-                http, org, profile_id=await roomy_profile(http, org)
-            )
-            client = await RawClient.connected(port, "stop", username=token)
-            for i in range(total):
-                body = orjson.dumps({"ts": base_ts + i, "values": {"n": i}})
-                await client.publish(f"devices/{device_id}/telemetry", body, qos=1, wait=False)
-            for _ in range(total):
-                await client.expect(PUBACK)
+    async with (
+        running_app(live_database, tmp_path, mqtt_port=port) as application,
+        client_for(application) as http,
+    ):
+        org = await make_tenant(http, live_database)
+        device_id, token = await new_device(http, org, profile_id=await roomy_profile(http, org))
+        client = await RawClient.connected(port, "stop", username=token)
+        for i in range(total):
+            body = orjson.dumps({"ts": base_ts + i, "values": {"n": i}})
+            await client.publish(f"devices/{device_id}/telemetry", body, qos=1, wait=False)
+        for _ in range(total):
+            await client.expect(PUBACK)
         # the app stops the moment the last PUBACK is read
     await RawClient.close_all()
     async with live_database.session() as session:
