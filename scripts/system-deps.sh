@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the test suite starts for itself, when they are missing.
+# Installs the Debian packages the test suite uses (PostgreSQL, Mosquitto), when missing.
 set -euo pipefail
 
 missing=()
 [ -x /usr/lib/postgresql/15/bin/initdb ] || [ -n "${FLEETCORE_TEST_PG_BINDIR:-}" ] || missing+=(postgresql-15)
+# Mosquitto's own clients talk to the embedded broker in the tests; the broker is for the
+# external-broker tests.
+command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 
