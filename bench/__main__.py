@@ -8,13 +8,14 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import http_overhead, telemetry_ingest, telemetry_storage
+from bench import http_overhead, mqtt_ingest, telemetry_ingest, telemetry_storage
 from fleetcore.logging import configure_logging
 
 BENCHMARKS = {
     "http_health": http_overhead.run,
     "telemetry_ingest": telemetry_ingest.run,
     "telemetry_storage": telemetry_storage.run,
+    "mqtt_ingest": mqtt_ingest.run,
 }
 
 

@@ -51,7 +51,7 @@ def _cli(env: dict[str, str], *args: str) -> None:
 
 
 @contextmanager
-def serving(env: dict[str, str], port: int, log: Path) -> Iterator[None]:
+def serving(env: dict[str, str], port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A `fleetcore serve` process on `port` logging to `log`, stopped with SIGTERM after."""
     with log.open("ab") as sink:
         process = subprocess.Popen(
@@ -72,7 +72,7 @@ def serving(env: dict[str, str], port: int, log: Path) -> Iterator[None]:
                 if time.monotonic() > deadline:
                     raise RuntimeError("fleetcore serve did not start") from None
                 time.sleep(0.1)
-        yield
+        yield process
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)

@@ -228,6 +228,12 @@ async def test_audit_log_records_sign_ins_changes_and_denials(
         params={"action": "auth.login", "outcome": "failure"},
     )
     assert {e["outcome"] for e in only_failures.json()["items"]} == {"failure"}
+    # A time without an offset is UTC, not a 500.
+    naive = await client.get(
+        "/api/v1/audit", headers=tenant.headers(), params={"since": "2000-01-01T00:00:00"}
+    )
+    assert naive.status_code == 200
+    assert len(naive.json()["items"]) == len(events)
     theirs = (await client.get("/api/v1/audit", headers=other_tenant.headers())).json()["items"]
     assert all(e["organization_id"] == str(other_tenant.org_id) for e in theirs)
 

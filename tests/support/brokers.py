@@ -27,6 +27,8 @@ from fleetcore.mqtt.broker import (
     Principal,
     Refused,
 )
+from tests.support.mosquitto import PLATFORM, RECORDER, MosquittoServer
+from tests.support.mqtt_raw import PUBLISH, RawClient
 
 PASSWORDS = {"dev1": "pw1", "dev2": "pw2"}
 
@@ -45,7 +47,12 @@ class Harness:
     broker: Any
     retained_store: dict[str, bytes] = field(default_factory=dict)
 
+    platform: Any = None  # Mosquitto: the platform's own client, which sends to devices
+
     async def send(self, device: str, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        if self.platform is not None:
+            await self.platform.publish(topic, payload, qos=1, retain=retain)
+            return
         if isinstance(self.broker, FleetBroker):
             if retain:
                 self.retained_store[topic] = payload
@@ -136,7 +143,11 @@ def _listener(port: int) -> dict[str, Any]:
 
 @asynccontextmanager
 async def running(kind: str, port: int) -> AsyncIterator[Harness]:
-    """Start `kind` ("fleet" or "amqtt") on `port`; stop it afterwards."""
+    """Start `kind` ("fleet", "amqtt" or "mosquitto") on `port`; stop it afterwards."""
+    if kind == "mosquitto":
+        async with _mosquitto() as harness:
+            yield harness
+        return
     if kind == "fleet":
         received: list[tuple[str, str, bytes]] = []
         retained: dict[str, bytes] = {}
@@ -161,3 +172,35 @@ async def running(kind: str, port: int) -> AsyncIterator[Harness]:
         yield harness
     finally:
         await broker.shutdown()
+
+
+@asynccontextmanager
+async def _mosquitto() -> AsyncIterator[Harness]:
+    """Mosquitto, with a platform client that records what devices publish."""
+    server = MosquittoServer(PASSWORDS)
+    await asyncio.to_thread(server.start)
+    received: list[tuple[str, str, bytes]] = []
+    recorder = await RawClient.connected(
+        server.port, "recorder", username=RECORDER[0], password=RECORDER[1]
+    )
+    assert await recorder.subscribe("devices/+/telemetry") == [1]
+    sender = await RawClient.connected(
+        server.port, "sender", username=PLATFORM[0], password=PLATFORM[1]
+    )
+
+    async def record() -> None:
+        while True:
+            message = await recorder.expect(PUBLISH, wait_s=3600)
+            received.append((message.topic.split("/")[1], message.topic, message.payload))
+            if message.qos:
+                await recorder.puback(message.packet_id)
+
+    task = asyncio.create_task(record())
+    try:
+        yield Harness(server.port, received, server, platform=sender)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await recorder.close()
+        await sender.close()
+        await asyncio.to_thread(server.stop)

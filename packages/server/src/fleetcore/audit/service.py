@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcore.audit.models import AuditEvent
+from fleetcore.db import as_utc
 from fleetcore.auth.principal import Principal, Role
 from fleetcore.request_context import current_client_address, current_request_id
 
@@ -80,9 +81,9 @@ async def list_events(
     if filters.outcome:
         query = query.where(AuditEvent.outcome == filters.outcome)
     if filters.since:
-        query = query.where(AuditEvent.ts >= filters.since)
+        query = query.where(AuditEvent.ts >= as_utc(filters.since))
     if filters.until:
-        query = query.where(AuditEvent.ts < filters.until)
+        query = query.where(AuditEvent.ts < as_utc(filters.until))
     if before_id is not None:
         query = query.where(AuditEvent.id < before_id)
     query = query.order_by(AuditEvent.id.desc()).limit(limit)
