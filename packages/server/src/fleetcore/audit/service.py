@@ -11,8 +11,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcore.audit.models import AuditEvent
-from fleetcore.db import as_utc
 from fleetcore.auth.principal import Principal, Role
+from fleetcore.db import as_utc
 from fleetcore.request_context import current_client_address, current_request_id
 
 
