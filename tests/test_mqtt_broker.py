@@ -236,13 +236,6 @@ async def test_keepalive_expiry_closes_the_connection_and_fires_the_will(fleet: 
     await wait_until(lambda: ("will", "devices/dev1/status") in hooks(fleet).events)
 
 
-async def test_mqtt5_connect_is_answered_unacceptable_protocol(fleet: Harness) -> None:
-    client = await RawClient.open(fleet.port)
-    code, _ = await client.connect("v5", username="dev1", password="pw1", level=5)
-    assert code == 1
-    assert hooks(fleet).events == []
-
-
 async def test_offline_persistent_session_gets_messages_on_reconnect(fleet: Harness) -> None:
     client = await RawClient.connected(
         fleet.port, "o", username="dev1", password="pw1", clean=False

@@ -9,7 +9,7 @@ Both authenticate username = device key with a password, let a device use only
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +27,7 @@ from fleetcore.mqtt.broker import (
     Principal,
     Refused,
 )
+from fleetcore.mqtt.hooks import Verdict
 from tests.support.mosquitto import PLATFORM, RECORDER, MosquittoServer
 from tests.support.mqtt_raw import PUBLISH, RawClient
 
@@ -83,10 +84,10 @@ class MemoryHooks:
     def may_subscribe(self, principal: Principal, topic_filter: str) -> bool:
         return topic_filter.startswith((f"devices/{principal.key}/", "v1/devices/me/"))
 
-    def accept(self, principal: Principal, message: Inbound) -> Awaitable[None] | None:
+    def accept(self, principal: Principal, message: Inbound) -> Verdict:
         if not message.topic.startswith((f"devices/{principal.key}/", "v1/devices/me/")):
             self.events.append(("denied", message.topic))
-            return None
+            return 0x87  # not authorized (what an MQTT 5 client reads in its PUBACK)
         self.received.append((principal.key, message.topic, message.payload))
         if message.will:
             self.events.append(("will", message.topic))

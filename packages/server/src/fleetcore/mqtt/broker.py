@@ -29,44 +29,43 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from amqtt.adapters import ReaderAdapter, WriterAdapter
+from amqtt.adapters import BufferReader, ReaderAdapter, WriterAdapter
 from amqtt.broker import Broker
 from amqtt.contexts import Action
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
-from amqtt.mqtt import packet_class
-from amqtt.mqtt.connack import (
+from amqtt.mqtt.connack import IDENTIFIER_REJECTED, UNACCEPTABLE_PROTOCOL_VERSION, ConnackPacket
+from amqtt.mqtt.connect import ConnectPacket
+from amqtt.mqtt.constants import QOS_0, QOS_1
+from amqtt.mqtt.disconnect import DisconnectPacket
+from amqtt.mqtt.packet import CONNECT, MQTTFixedHeader
+from amqtt.session import OutgoingApplicationMessage, Session
+from amqtt.utils import gen_client_id
+
+from fleetcore.mqtt import mqtt5
+from fleetcore.mqtt.handler import (
+    ADMINISTRATIVE_ACTION,
+    SERVER_SHUTTING_DOWN,
+    SESSION_TAKEN_OVER,
+    FleetProtocolHandler,
+)
+from fleetcore.mqtt.handler5 import Mqtt5ProtocolHandler
+from fleetcore.mqtt.hooks import (
     BAD_USERNAME_PASSWORD,
-    CONNECTION_ACCEPTED,
-    IDENTIFIER_REJECTED,
     NOT_AUTHORIZED,
     SERVER_UNAVAILABLE,
-    UNACCEPTABLE_PROTOCOL_VERSION,
-    ConnackPacket,
+    BrokerHooks,
+    ClientInfo,
+    Inbound,
+    Principal,
+    Refused,
 )
-from amqtt.mqtt.connect import ConnectPacket
-from amqtt.mqtt.constants import QOS_0, QOS_1, QOS_2
-from amqtt.mqtt.disconnect import DisconnectPacket
-from amqtt.mqtt.packet import CONNECT, RESERVED_0, RESERVED_15, MQTTFixedHeader
-from amqtt.mqtt.pingreq import PingReqPacket
-from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
-from amqtt.mqtt.puback import PubackPacket
-from amqtt.mqtt.pubcomp import PubcompPacket
-from amqtt.mqtt.publish import PublishPacket
-from amqtt.mqtt.pubrec import PubrecPacket
-from amqtt.mqtt.pubrel import PubrelPacket
-from amqtt.mqtt.subscribe import SubscribePacket
-from amqtt.mqtt.unsubscribe import UnsubscribePacket
-from amqtt.session import INCOMING, IncomingApplicationMessage, OutgoingApplicationMessage, Session
-from amqtt.utils import gen_client_id
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
-PUBACK_TIMEOUT_S = 10.0
 MAX_OFFLINE_MESSAGES = 1_000
 _MQTT_311 = 4
 
@@ -81,79 +80,28 @@ __all__ = [
     "Inbound",
     "Principal",
     "Refused",
+    "topic_matches",
 ]
 
 
-class Principal(Protocol):
-    """Who is connected: `key` names them (a device id); sessions are keyed by it."""
-
-    @property
-    def key(self) -> str: ...
-
-
 @dataclass(frozen=True, slots=True)
-class ClientInfo:
-    """What a CONNECT says about the client."""
-
-    client_id: str
-    username: str | None
-    password: str | None
-    clean_session: bool
-    remote: str
-
-
-@dataclass(frozen=True, slots=True)
-class Inbound:
-    """One PUBLISH (or last will) from an authenticated client."""
-
+class _Will:
     topic: str
     payload: bytes
     qos: int
     retain: bool
-    will: bool = False
 
 
-class Refused(Exception):
-    """Authentication refused; `code` is the CONNACK return code."""
+@dataclass(frozen=True, slots=True)
+class _Connect:
+    """A CONNECT of either protocol version, as the broker needs it."""
 
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-
-class BrokerHooks(Protocol):
-    """What the application decides; the broker only moves packets."""
-
-    async def authenticate(self, client: ClientInfo) -> Principal:
-        """The principal behind these credentials, or raise Refused."""
-        ...
-
-    def may_subscribe(self, principal: Principal, topic_filter: str) -> bool:
-        """Whether this principal may subscribe to this filter."""
-        ...
-
-    def accept(self, principal: Principal, message: Inbound) -> Awaitable[None] | None:
-        """Take a message, synchronously and in order; return what to await before acking.
-
-        Must not raise: a message the application cannot use becomes its own record
-        (a dead letter), and the client is acknowledged all the same.
-        """
-        ...
-
-    async def retained(
-        self, principal: Principal, topic_filter: str
-    ) -> Sequence[tuple[str, bytes]]:
-        """Retained (topic, payload) pairs for a new subscription of this principal."""
-        ...
-
-    async def connected(self, principal: Principal, client: ClientInfo) -> None:
-        """A connection was accepted."""
-        ...
-
-    async def disconnected(self, principal: Principal, *, abnormal: bool) -> None:
-        """A connection ended (not called when it was taken over by a new one)."""
-        ...
+    client: ClientInfo
+    keep_alive: int
+    will: _Will | None
+    random_id: bool  # the client sent an empty id
+    session_expiry: int | None = None  # MQTT 5; None for 3.1.1 (the clean flag decides)
+    max_packet_size: int | None = None  # MQTT 5: the largest packet the client accepts
 
 
 @dataclass(eq=False)
@@ -165,159 +113,6 @@ class _Connection:
     session: Session
     taken_over: bool = False
     finished: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-class FleetProtocolHandler(BrokerProtocolHandler):
-    """One client connection: reads packets and hands PUBLISH to the broker inline."""
-
-    broker: FleetBroker
-    principal: Principal
-
-    def bind(self, broker: FleetBroker, principal: Principal) -> None:
-        """Attach the broker and principal this connection serves."""
-        self.broker = broker
-        self.principal = principal
-        self._acks: set[asyncio.Task[None]] = set()
-
-    async def _reader_loop(self) -> None:
-        # Replaces amqtt's loop: PUBLISH is dispatched synchronously (in order, before the
-        # next read); a keep-alive timeout (1.5 x) and any protocol error end the connection.
-        assert self.session is not None
-        assert self._reader_ready is not None
-        keep_alive = self.session.keep_alive
-        timeout = keep_alive * 1.5 if keep_alive > 0 else None
-        tasks: set[asyncio.Task[None]] = set()
-        self._reader_ready.set()
-        try:
-            while self.reader is not None:
-                header = await asyncio.wait_for(MQTTFixedHeader.from_stream(self.reader), timeout)
-                if header is None or header.packet_type in (RESERVED_0, RESERVED_15):
-                    break
-                packet = await packet_class(header).from_stream(self.reader, fixed_header=header)
-                if isinstance(packet, PublishPacket):
-                    self._on_publish(packet)
-                    continue
-                task = self._dispatch(packet)
-                if task is not None:
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-        except TimeoutError:
-            log.info("mqtt_keepalive_expired", extra={"client": self.session.client_id})
-        except (MQTTError, NoDataError, AMQTTError, ConnectionError, asyncio.IncompleteReadError):
-            log.debug("mqtt_read_ended", exc_info=True)
-        except asyncio.CancelledError:
-            pass
-        except Exception:
-            log.exception("mqtt_reader_failed")
-        finally:
-            for task in tasks:
-                task.cancel()
-            await self.handle_connection_closed()
-            self._reader_stopped.set()
-            await self.stop()
-
-    def _dispatch(self, packet: Any) -> asyncio.Task[None] | None:
-        handler = {
-            PubackPacket: self.handle_puback,
-            PubrecPacket: self.handle_pubrec,
-            PubrelPacket: self.handle_pubrel,
-            PubcompPacket: self.handle_pubcomp,
-            PingReqPacket: self.handle_pingreq,
-            SubscribePacket: self.handle_subscribe,
-            UnsubscribePacket: self.handle_unsubscribe,
-            DisconnectPacket: self.handle_disconnect,
-            ConnectPacket: self.handle_connect,  # a second CONNECT: amqtt ends the connection
-        }.get(type(packet))
-        if handler is None:
-            log.info("mqtt_unexpected_packet", extra={"packet": type(packet).__name__})
-            return None
-        return asyncio.create_task(handler(packet))
-
-    def _on_publish(self, packet: PublishPacket) -> None:
-        assert self.session is not None
-        topic, qos = packet.topic_name, packet.qos or QOS_0
-        packet_id = packet.variable_header.packet_id if packet.variable_header else None
-        if qos == QOS_2 and packet_id in self.session.inflight_in:
-            return  # a retransmission of a message we already took; PUBREC is on its way
-        durable: Awaitable[None] | None = None
-        if topic and not any(ch in topic for ch in "+#"):
-            durable = self.broker.hooks.accept(
-                self.principal,
-                Inbound(topic, bytes(packet.data or b""), qos, bool(packet.retain_flag)),
-            )
-        else:
-            log.info("mqtt_invalid_topic", extra={"client": self.session.client_id})
-        if qos == QOS_0 or packet_id is None:
-            return
-        if qos == QOS_2:
-            message = IncomingApplicationMessage(packet_id, topic, qos, packet.data, False)
-            self.session.inflight_in[packet_id] = message
-        task = asyncio.create_task(self._acknowledge(packet_id, qos, durable))
-        self._acks.add(task)
-        task.add_done_callback(self._acks.discard)
-
-    async def _acknowledge(self, packet_id: int, qos: int, durable: Awaitable[None] | None) -> None:
-        try:
-            if durable is not None:
-                await asyncio.shield(durable)
-            await self._send_ack(packet_id, qos)
-        except (ConnectionError, AMQTTError, MQTTError, asyncio.CancelledError):
-            # The connection went away first: the message is stored all the same and the
-            # client, never acknowledged, sends it again (de-duplicated on storage).
-            log.debug("mqtt_ack_not_sent", exc_info=True)
-        except Exception:
-            # Not stored: no acknowledgement. End the connection so the client resends.
-            log.warning("mqtt_message_not_stored", exc_info=True)
-            await self.handle_connection_closed()
-
-    async def _retry_deliveries(self) -> None:
-        # amqtt waits for every resend before the connection is served; resend in the
-        # background instead, in packet order.
-        assert self.session is not None
-        for message in list(self.session.inflight_out.values()):
-            task = asyncio.create_task(self.broker._resend(self, message))
-            self._acks.add(task)
-            task.add_done_callback(self._acks.discard)
-
-    async def _send_ack(self, packet_id: int, qos: int) -> None:
-        assert self.session is not None
-        if qos == QOS_1:
-            await self._send_packet(PubackPacket.build(packet_id))
-            return
-        waiter: asyncio.Future[PubrelPacket] = asyncio.get_running_loop().create_future()
-        self._pubrel_waiters[packet_id] = waiter
-        try:
-            await self._send_packet(PubrecPacket.build(packet_id))
-            await waiter
-            await self._send_packet(PubcompPacket.build(packet_id))
-        finally:
-            self._pubrel_waiters.pop(packet_id, None)
-            self.session.inflight_in.pop(packet_id, None)
-
-    async def _handle_qos1_message_flow(
-        self, app_message: OutgoingApplicationMessage | IncomingApplicationMessage
-    ) -> None:
-        # Outgoing only (incoming PUBLISH never reaches amqtt's flow). Unlike amqtt, a
-        # message leaves the session only when its PUBACK arrives, so a persistent session
-        # gets it again (DUP) when it reconnects.
-        assert self.session is not None
-        assert app_message.packet_id is not None
-        if app_message.direction == INCOMING:  # pragma: no cover - not routed here
-            raise AMQTTError("incoming QoS 1 is handled by _on_publish")
-        packet_id = app_message.packet_id
-        if isinstance(app_message, OutgoingApplicationMessage):
-            self.session.inflight_out[packet_id] = app_message
-        dup = app_message.publish_packet is not None
-        publish = app_message.build_publish_packet(dup=dup)
-        waiter: asyncio.Future[PubackPacket] = asyncio.get_running_loop().create_future()
-        self._puback_waiters[packet_id] = waiter
-        try:
-            await self._send_packet(publish)
-            app_message.publish_packet = publish
-            app_message.puback_packet = await asyncio.wait_for(waiter, PUBACK_TIMEOUT_S)
-            self.session.inflight_out.pop(packet_id, None)
-        finally:
-            self._puback_waiters.pop(packet_id, None)
 
 
 class FleetBroker(Broker):
@@ -368,6 +163,11 @@ class FleetBroker(Broker):
         finally:
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.close()  # idempotent; the handler may have closed it already
+            # amqtt's adapter marks itself closed before draining; a reset peer makes the
+            # drain raise and the transport stays open. Close the stream itself too.
+            stream = getattr(writer, "_writer", None)
+            if isinstance(stream, asyncio.StreamWriter):
+                stream.close()
             server.release_connection()
             if task is not None:
                 self._serving.discard(task)
@@ -375,28 +175,20 @@ class FleetBroker(Broker):
     async def _serve(self, reader: ReaderAdapter, writer: WriterAdapter) -> None:
         peer = writer.get_peer_info()
         remote = f"{peer[0]}:{peer[1]}" if peer else "unknown"
-        connect = await asyncio.wait_for(_read_connect(reader), self.connect_timeout_s)
-        if connect is None:
+        first = await asyncio.wait_for(_read_connect(reader, remote), self.connect_timeout_s)
+        if isinstance(first, tuple):  # refused before authentication: (version, code)
+            await _refuse(writer, *first)
+            return
+        if first is None:
             log.info("mqtt_not_a_connect", extra={"remote": remote})
             await writer.close()
             return
-        refusal = _check_connect(connect)
-        if refusal is not None:
-            await _refuse(writer, refusal)
-            return
-        random_id = connect.payload is not None and connect.payload.client_id_is_random
-        client = ClientInfo(
-            client_id="" if random_id else (connect.client_id or ""),
-            username=connect.username,
-            password=connect.password,
-            clean_session=bool(connect.clean_session_flag),
-            remote=remote,
-        )
+        client = first.client
         try:
             principal = await self.hooks.authenticate(client)
         except Refused as exc:
             log.info("mqtt_refused", extra={"remote": remote, "reason": exc.reason})
-            await _refuse(writer, exc.code)
+            await _refuse(writer, client.protocol, exc.code)
             return
         client_id = client.client_id or gen_client_id()
         key = f"{principal.key}|{client_id}"
@@ -411,18 +203,25 @@ class FleetBroker(Broker):
             present = existing is not None
             session = existing[0] if existing is not None else Session()
             session.client_id = key
-            session.clean_session = client.clean_session
-            session.will_flag = bool(connect.will_flag)
-            session.will_retain = bool(connect.will_retain_flag)
-            session.will_qos = connect.will_qos
-            session.will_topic = connect.will_topic
-            session.will_message = connect.will_message
-            session.keep_alive = max(connect.keep_alive, 0)
+            # Whether the session ends with the connection: 3.1.1's clean flag, or an MQTT 5
+            # session expiry interval of 0.
+            expiry = first.session_expiry
+            session.clean_session = client.clean_session if expiry is None else expiry == 0
+            will = first.will
+            session.will_flag = will is not None
+            session.will_retain = will.retain if will else False
+            session.will_qos = will.qos if will else None
+            session.will_topic = will.topic if will else None
+            session.will_message = will.payload if will else None
+            session.keep_alive = first.keep_alive
             session.username = principal.key  # the token never stays in memory here
             session.password = None
             session.remote_address = remote
-            handler = FleetProtocolHandler(self.plugins_manager, loop=self._loop)
+            handler_class = Mqtt5ProtocolHandler if client.protocol == 5 else FleetProtocolHandler
+            handler = handler_class(self.plugins_manager, loop=self._loop)
             handler.bind(self, principal)
+            if isinstance(handler, Mqtt5ProtocolHandler):
+                handler.max_packet_size = first.max_packet_size
             handler.attach(session, reader, writer)
             self._sessions[key] = (session, handler)
             self._keys_of[principal.key].add(key)
@@ -431,7 +230,7 @@ class FleetBroker(Broker):
             if session.transitions.is_connected():  # the old connection did not end in time
                 session.transitions.disconnect()
             session.transitions.connect()
-            await handler._send_packet(ConnackPacket.build(int(present), CONNECTION_ACCEPTED))
+            await handler.send_connack(present, client_id if first.random_id else None)
         try:
             await self.hooks.connected(principal, client)
             await handler.start()  # also resends unacknowledged outgoing messages
@@ -443,7 +242,7 @@ class FleetBroker(Broker):
     async def _take_over(self, old: _Connection) -> None:
         """Close the connection a new CONNECT replaces and wait until it is gone."""
         old.taken_over = True
-        await old.handler.stop()
+        await old.handler.close(SESSION_TAKEN_OVER)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(old.finished.wait(), 5)
 
@@ -525,7 +324,7 @@ class FleetBroker(Broker):
         for key in keys:
             connection = self._connections.get(key)
             if connection is not None:
-                await connection.handler.stop()
+                await connection.handler.close(ADMINISTRATIVE_ACTION)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(connection.finished.wait(), 5)
             await self._forget(key)
@@ -537,7 +336,7 @@ class FleetBroker(Broker):
             if server.instance is not None:
                 server.instance.close()
         for connection in list(self._connections.values()):
-            await connection.handler.stop()
+            await connection.handler.close(SERVER_SHUTTING_DOWN)
         if self._serving:
             await asyncio.wait(self._serving, timeout=5)
         for task in self._outbound:
@@ -669,17 +468,73 @@ def topic_matches(topic: str, topic_filter: str) -> bool:
     return len(levels) == len(parts)
 
 
-async def _read_connect(reader: ReaderAdapter) -> ConnectPacket | None:
-    """The first packet if it is a CONNECT, else None ([MQTT-3.1.0-1])."""
+async def _read_connect(reader: ReaderAdapter, remote: str) -> _Connect | tuple[int, int] | None:
+    """The first packet if it is a CONNECT we can serve; (version, refusal code) if it is a
+    CONNECT we must refuse; None if it is not a CONNECT at all ([MQTT-3.1.0-1])."""
     header = await MQTTFixedHeader.from_stream(reader)
     if header is None or header.packet_type != CONNECT:
         return None
-    return await ConnectPacket.from_stream(reader, fixed_header=header)
+    body = await reader.read(header.remaining_length)
+    try:
+        level = mqtt5.protocol_level(body)
+    except mqtt5.ProtocolError:
+        # MQTT 3.1 ("MQIsdp") gets its answer; anything else is not MQTT at all.
+        return (4, UNACCEPTABLE_PROTOCOL_VERSION) if body[2:8] == b"MQIsdp" else None
+    if level == mqtt5.PROTOCOL_LEVEL:
+        try:
+            return _from_mqtt5(mqtt5.parse_connect(body), remote)
+        except mqtt5.ProtocolError as exc:
+            return (5, exc.reason)
+    if level != _MQTT_311:
+        return (4, UNACCEPTABLE_PROTOCOL_VERSION)
+    connect = await ConnectPacket.from_stream(BufferReader(body), fixed_header=header)
+    refusal = _check_connect(connect)
+    if refusal is not None:
+        return (4, refusal)
+    random_id = connect.payload is not None and connect.payload.client_id_is_random
+    will = (
+        _Will(
+            connect.will_topic,
+            bytes(connect.will_message or b""),
+            connect.will_qos or QOS_0,
+            bool(connect.will_retain_flag),
+        )
+        if connect.will_flag and connect.will_topic
+        else None
+    )
+    client = ClientInfo(
+        client_id="" if random_id else (connect.client_id or ""),
+        username=connect.username,
+        password=connect.password,
+        clean_session=bool(connect.clean_session_flag),
+        remote=remote,
+    )
+    return _Connect(client, max(connect.keep_alive, 0), will, random_id)
+
+
+def _from_mqtt5(connect: mqtt5.Connect, remote: str) -> _Connect:
+    will = connect.will
+    client = ClientInfo(
+        client_id=connect.client_id,
+        username=connect.username,
+        password=connect.password.decode("utf-8", "replace") if connect.password else None,
+        clean_session=connect.clean_start,
+        remote=remote,
+        protocol=5,
+    )
+    return _Connect(
+        client,
+        connect.keep_alive,
+        _Will(will.topic, will.payload, will.qos, will.retain) if will else None,
+        random_id=not connect.client_id,
+        session_expiry=connect.session_expiry,
+        max_packet_size=connect.maximum_packet_size,
+    )
 
 
 def _check_connect(connect: ConnectPacket) -> int | None:
-    """The CONNACK refusal code for a malformed or unsupported CONNECT, or None."""
-    if connect.proto_level != _MQTT_311 or connect.proto_name != "MQTT":
+    """The CONNACK refusal code for a malformed MQTT 3.1.1 CONNECT, or None."""
+    if connect.proto_name != "MQTT":
         return UNACCEPTABLE_PROTOCOL_VERSION
     if connect.variable_header is None or connect.payload is None:
         return IDENTIFIER_REJECTED
@@ -690,9 +545,24 @@ def _check_connect(connect: ConnectPacket) -> int | None:
     return None
 
 
-async def _refuse(writer: WriterAdapter, code: int) -> None:
+# CONNACK return codes of MQTT 3.1.1 and the MQTT 5 reason codes that say the same.
+_V5_REFUSALS = {
+    UNACCEPTABLE_PROTOCOL_VERSION: mqtt5.UNSUPPORTED_PROTOCOL_VERSION,
+    IDENTIFIER_REJECTED: mqtt5.CLIENT_IDENTIFIER_NOT_VALID,
+    SERVER_UNAVAILABLE: mqtt5.SERVER_UNAVAILABLE,
+    BAD_USERNAME_PASSWORD: mqtt5.BAD_USER_NAME_OR_PASSWORD,
+    NOT_AUTHORIZED: mqtt5.NOT_AUTHORIZED,
+}
+
+
+async def _refuse(writer: WriterAdapter, version: int, code: int) -> None:
+    """Answer a refused CONNECT (in the client's protocol version) and close."""
+    if version == mqtt5.PROTOCOL_LEVEL:
+        packet = mqtt5.connack(False, _V5_REFUSALS.get(code, code))
+    else:
+        packet = ConnackPacket.build(0, code if code < 0x80 else NOT_AUTHORIZED).to_bytes()
     with contextlib.suppress(ConnectionError, OSError):
-        await ConnackPacket.build(0, code).to_stream(writer)
+        writer.write(packet)
         await writer.drain()
     with contextlib.suppress(ConnectionError, OSError):
         await writer.close()

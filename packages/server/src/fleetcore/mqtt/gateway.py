@@ -52,6 +52,7 @@ from fleetcore.mqtt.broker import (
     Refused,
     topic_matches,
 )
+from fleetcore.mqtt.hooks import Verdict
 from fleetcore.telemetry import metrics as telemetry_metrics
 from fleetcore.telemetry.ingest import decode_and_check
 from fleetcore.telemetry.pipeline import IngestPipeline, Overloaded
@@ -62,6 +63,16 @@ from fleetcore_protocol.topics import Channel, TopicError
 log = structlog.get_logger(__name__)
 
 PROVISION_USERNAME = "provision"
+PAYLOAD_FORMAT_INVALID = 0x99
+# The MQTT 5 PUBACK reason code for each dead-letter reason (others: payload format invalid).
+_REASON_CODES = {
+    "not_allowed": 0x87,  # not authorized
+    "rate_limited": 0x97,  # quota exceeded
+    "unknown_topic": 0x90,  # topic name invalid
+    "oversize": 0x83,  # implementation specific: over the profile's payload limit
+    "overloaded": 0x80,
+    "unknown_method": 0x00,  # answered on the RPC response topic
+}
 MAX_INFLIGHT = 100  # what getSessionLimits announces
 
 
@@ -210,85 +221,79 @@ class MqttGateway:
 
     # -- inbound -----------------------------------------------------------------------
 
-    def accept(self, principal: Principal, message: Inbound) -> Awaitable[None] | None:
+    def accept(self, principal: Principal, message: Inbound) -> Verdict:
         """Route one message; the returned awaitable completes once it is durable."""
         metrics.MESSAGES.labels("in").inc()
         if isinstance(principal, ProvisioningPrincipal):
             if message.topic == topics.PROVISION_REQUEST:
                 return self._spawn(self._provision(principal, message.payload))
-            self._dead(None, message, "not_allowed", "a provisioning connection may only ask")
-            return None
+            return self._dead(
+                None, message, "not_allowed", "a provisioning connection may only ask"
+            )
         assert isinstance(principal, DevicePrincipal)
         if len(message.payload) > principal.max_payload:
-            self._dead(
+            return self._dead(
                 principal,
                 message,
                 "oversize",
                 f"{len(message.payload)} bytes; the profile allows {principal.max_payload}",
             )
-            return None
         if not message.will and not principal.bucket.take():
-            self._dead(principal, message, "rate_limited", "over the profile's message rate")
-            return None
+            return self._dead(principal, message, "rate_limited", "over the profile's message rate")
         try:
             topic = topics.parse(message.topic)
         except TopicError as exc:
-            self._dead(principal, message, "unknown_topic", str(exc))
-            return None
+            return self._dead(principal, message, "unknown_topic", str(exc))
         if topic.device_id is not None and topic.device_id != principal.key:
             metrics.ACL_DENIED.labels("publish").inc()
-            self._dead(principal, message, "not_allowed", "a device publishes on its own topics")
-            return None
+            return self._dead(
+                principal, message, "not_allowed", "a device publishes on its own topics"
+            )
         if topic.channel not in topics.UPSTREAM:
             metrics.ACL_DENIED.labels("publish").inc()
-            self._dead(principal, message, "not_allowed", "this topic flows to the device")
-            return None
+            return self._dead(principal, message, "not_allowed", "this topic flows to the device")
         return self._route(principal, topic, message)
 
-    def _route(
-        self, principal: DevicePrincipal, topic: topics.Topic, message: Inbound
-    ) -> Awaitable[None] | None:
+    def _route(self, principal: DevicePrincipal, topic: topics.Topic, message: Inbound) -> Verdict:
         channel = topic.channel
         if channel is Channel.TELEMETRY:
             return self._telemetry(principal, message)
         if channel is Channel.ATTRIBUTES:
             values = self._json_object(principal, message)
             if values is None:
-                return None
+                return PAYLOAD_FORMAT_INVALID
             return self._in_lane(principal, self._client_attributes(principal, message, values))
         if channel in (Channel.EVENTS, Channel.STATUS, Channel.COMMAND_RESULT):
             return self._event(principal, topic, message)
         if channel is Channel.ATTRIBUTE_REQUEST:
             request = self._json_object(principal, message)
             if request is None:
-                return None
+                return PAYLOAD_FORMAT_INVALID
             return self._spawn(self._attribute_request(principal, topic, request))
         if channel is Channel.CLIENT_RPC:
             return self._client_rpc(principal, topic, message)
         raise AssertionError(channel)  # pragma: no cover - UPSTREAM is exhaustive
 
-    def _telemetry(self, principal: DevicePrincipal, message: Inbound) -> Awaitable[None] | None:
+    def _telemetry(self, principal: DevicePrincipal, message: Inbound) -> Verdict:
         device = principal.device
         try:
             checked = decode_and_check(
                 message.payload, device.profile, now_ms=int(time.time() * 1000)
             )
         except DomainError as exc:
-            self._dead(principal, message, exc.code.lower(), exc.message)
-            return None
+            return self._dead(principal, message, exc.code.lower(), exc.message)
         if checked.problems:
             detail = "; ".join(f"{p.key or '?'}: {p.code} {p.message}" for p in checked.problems)
             self._dead(principal, message, "rejected_readings", detail)
         if not checked.readings:
-            return None
+            return PAYLOAD_FORMAT_INVALID
         telemetry_metrics.ACCEPTED.labels("mqtt").inc(len(checked.readings))
         item = DeviceReadings(device.id, device.organization_id, checked.readings)
         try:
             return _done_when(self.pipeline.enqueue(item))
         except Overloaded:
             if message.qos == 0:
-                self._dead(principal, message, "overloaded", "ingest was full (QoS 0)")
-                return None
+                return self._dead(principal, message, "overloaded", "ingest was full (QoS 0)")
             return self._spawn(self._enqueue_when_room(item))
 
     async def _enqueue_when_room(self, item: DeviceReadings) -> None:
@@ -326,27 +331,25 @@ class MqttGateway:
                 await session.rollback()
                 self._dead(principal, message, exc.code.lower(), exc.message)
 
-    def _event(
-        self, principal: DevicePrincipal, topic: topics.Topic, message: Inbound
-    ) -> Awaitable[None] | None:
+    def _event(self, principal: DevicePrincipal, topic: topics.Topic, message: Inbound) -> Verdict:
         payload = message.payload
         if topic.channel is Channel.STATUS:
             status = _status_of(payload)
             if status is None:
-                self._dead(principal, message, "wrong_type", 'status is "online" or "offline"')
-                return None
+                return self._dead(
+                    principal, message, "wrong_type", 'status is "online" or "offline"'
+                )
             payload = orjson.dumps({"type": "status", "data": {"status": status}})
         elif topic.channel is Channel.COMMAND_RESULT:
             result = self._json_object(principal, message)
             if result is None:
-                return None
+                return PAYLOAD_FORMAT_INVALID
             data = {"command_id": topic.command_id, "result": result}
             payload = orjson.dumps({"type": "command_result", "data": data})
         try:
             parsed = parse_events(payload, now_ms=int(time.time() * 1000))
         except DomainError as exc:
-            self._dead(principal, message, exc.code.lower(), exc.message)
-            return None
+            return self._dead(principal, message, exc.code.lower(), exc.message)
         return self._in_lane(principal, self._store_events(principal, parsed))
 
     async def _store_events(self, principal: DevicePrincipal, parsed: Sequence[Any]) -> None:
@@ -373,10 +376,10 @@ class MqttGateway:
 
     def _client_rpc(
         self, principal: DevicePrincipal, topic: topics.Topic, message: Inbound
-    ) -> Awaitable[None] | None:
+    ) -> Verdict:
         request = self._json_object(principal, message)
         if request is None:
-            return None
+            return PAYLOAD_FORMAT_INVALID
         reply_topic = f"{topics.TB_RPC_RESPONSE}{topic.command_id}"
         if request.get("method") == "getSessionLimits":
             bucket = principal.bucket
@@ -395,11 +398,10 @@ class MqttGateway:
                 },
             )
             return None
-        self._dead(
+        self._send(principal, reply_topic, {"error": f"unknown method {request.get('method')!r}"})
+        return self._dead(
             principal, message, "unknown_method", f"no client-side RPC {request.get('method')!r}"
         )
-        self._send(principal, reply_topic, {"error": f"unknown method {request.get('method')!r}"})
-        return None
 
     async def _provision(self, principal: ProvisioningPrincipal, payload: bytes) -> None:
         """ThingsBoard device provisioning: answer with the new device's access token."""
@@ -526,7 +528,8 @@ class MqttGateway:
 
     def _dead(
         self, principal: DevicePrincipal | None, message: Inbound, reason: str, detail: str
-    ) -> None:
+    ) -> int:
+        """Record a dead letter; returns the MQTT 5 reason code to answer with."""
         self.dead_letters.record(
             organization_id=principal.device.organization_id if principal else None,
             device_id=principal.device.id if principal else None,
@@ -536,6 +539,7 @@ class MqttGateway:
             detail=detail[:2000],
             payload=message.payload,
         )
+        return _REASON_CODES.get(reason, PAYLOAD_FORMAT_INVALID)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(self._guarded(work))

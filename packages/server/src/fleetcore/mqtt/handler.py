@@ -1,0 +1,228 @@
+"""One MQTT 3.1.1 client connection: amqtt's protocol handler with our read loop.
+
+PUBLISH is handed to the application synchronously, in order, before the next packet is
+read, and acknowledged only when the application says it is durable (see broker.py for the
+amqtt defects this replaces). The MQTT 5 handler (handler5.py) extends this class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
+
+from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.mqtt import packet_class
+from amqtt.mqtt.connack import CONNECTION_ACCEPTED, ConnackPacket
+from amqtt.mqtt.connect import ConnectPacket
+from amqtt.mqtt.constants import QOS_0, QOS_1, QOS_2
+from amqtt.mqtt.disconnect import DisconnectPacket
+from amqtt.mqtt.packet import RESERVED_0, RESERVED_15, MQTTFixedHeader
+from amqtt.mqtt.pingreq import PingReqPacket
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.mqtt.puback import PubackPacket
+from amqtt.mqtt.pubcomp import PubcompPacket
+from amqtt.mqtt.publish import PublishPacket
+from amqtt.mqtt.pubrec import PubrecPacket
+from amqtt.mqtt.pubrel import PubrelPacket
+from amqtt.mqtt.subscribe import SubscribePacket
+from amqtt.mqtt.unsubscribe import UnsubscribePacket
+from amqtt.session import INCOMING, IncomingApplicationMessage, OutgoingApplicationMessage
+
+from fleetcore.mqtt.hooks import Inbound, Principal
+
+if TYPE_CHECKING:
+    from fleetcore.mqtt.broker import FleetBroker
+
+log = logging.getLogger(__name__)
+
+PUBACK_TIMEOUT_S = 10.0
+# Server-initiated ends, as MQTT 5 reason codes (3.1.1 just closes the connection).
+SESSION_TAKEN_OVER = 0x8E
+ADMINISTRATIVE_ACTION = 0x98
+SERVER_SHUTTING_DOWN = 0x8B
+
+
+class FleetProtocolHandler(BrokerProtocolHandler):
+    """One client connection: reads packets and hands PUBLISH to the broker inline."""
+
+    protocol = 4
+    broker: FleetBroker
+    principal: Principal
+
+    def bind(self, broker: FleetBroker, principal: Principal) -> None:
+        """Attach the broker and principal this connection serves."""
+        self.broker = broker
+        self.principal = principal
+        self._acks: set[asyncio.Task[None]] = set()
+
+    # -- what the broker calls, per protocol version ----------------------------------
+
+    async def send_connack(self, session_present: bool, assigned_client_id: str | None) -> None:
+        """Accept the connection."""
+        await self._send_packet(ConnackPacket.build(int(session_present), CONNECTION_ACCEPTED))
+
+    async def close(self, reason: int) -> None:
+        """End the connection from the server side (MQTT 3.1.1 has no DISCONNECT for it)."""
+        await self.stop()
+
+    # -- reading ------------------------------------------------------------------------
+
+    async def _reader_loop(self) -> None:
+        # Replaces amqtt's loop: PUBLISH is dispatched synchronously (in order, before the
+        # next read); a keep-alive timeout (1.5 x) and any protocol error end the connection.
+        assert self.session is not None
+        assert self._reader_ready is not None
+        keep_alive = self.session.keep_alive
+        timeout = keep_alive * 1.5 if keep_alive > 0 else None
+        tasks: set[asyncio.Task[None]] = set()
+        self._reader_ready.set()
+        try:
+            while self.reader is not None:
+                header = await asyncio.wait_for(MQTTFixedHeader.from_stream(self.reader), timeout)
+                if header is None or header.packet_type in (RESERVED_0, RESERVED_15):
+                    break
+                task = await self._read_packet(header)
+                if task is not None:
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+        except TimeoutError:
+            log.info("mqtt_keepalive_expired", extra={"client": self.session.client_id})
+        except (MQTTError, NoDataError, AMQTTError, ConnectionError, asyncio.IncompleteReadError):
+            log.debug("mqtt_read_ended", exc_info=True)
+        except ValueError:  # a malformed MQTT 5 packet (mqtt5.ProtocolError)
+            log.info("mqtt_protocol_error", exc_info=True)
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("mqtt_reader_failed")
+        finally:
+            for task in tasks:
+                task.cancel()
+            await self.handle_connection_closed()
+            self._reader_stopped.set()
+            await self.stop()
+
+    async def _read_packet(self, header: MQTTFixedHeader) -> asyncio.Task[None] | None:
+        assert self.reader is not None
+        packet = await packet_class(header).from_stream(self.reader, fixed_header=header)
+        if isinstance(packet, PublishPacket):
+            packet_id = packet.variable_header.packet_id if packet.variable_header else None
+            self._inbound(
+                packet.topic_name,
+                bytes(packet.data or b""),
+                packet.qos or QOS_0,
+                bool(packet.retain_flag),
+                packet_id,
+            )
+            return None
+        handler = {
+            PubackPacket: self.handle_puback,
+            PubrecPacket: self.handle_pubrec,
+            PubrelPacket: self.handle_pubrel,
+            PubcompPacket: self.handle_pubcomp,
+            PingReqPacket: self.handle_pingreq,
+            SubscribePacket: self.handle_subscribe,
+            UnsubscribePacket: self.handle_unsubscribe,
+            DisconnectPacket: self.handle_disconnect,
+            ConnectPacket: self.handle_connect,  # a second CONNECT: amqtt ends the connection
+        }.get(type(packet))
+        if handler is None:
+            log.info("mqtt_unexpected_packet", extra={"packet": type(packet).__name__})
+            return None
+        return asyncio.create_task(handler(packet))
+
+    # -- inbound PUBLISH ------------------------------------------------------------------
+
+    def _inbound(
+        self, topic: str, payload: bytes, qos: int, retain: bool, packet_id: int | None
+    ) -> None:
+        assert self.session is not None
+        if qos == QOS_2 and packet_id in self.session.inflight_in:
+            return  # a retransmission of a message we already took; PUBREC is on its way
+        verdict: Awaitable[None] | int | None = None
+        if topic and not any(ch in topic for ch in "+#"):
+            verdict = self.broker.hooks.accept(self.principal, Inbound(topic, payload, qos, retain))
+        else:
+            log.info("mqtt_invalid_topic", extra={"client": self.session.client_id})
+            verdict = 0x90  # topic name invalid
+        if qos == QOS_0 or packet_id is None:
+            return
+        if qos == QOS_2:
+            message = IncomingApplicationMessage(packet_id, topic, qos, payload, False)
+            self.session.inflight_in[packet_id] = message
+        durable = None if isinstance(verdict, int) else verdict
+        reason = verdict if isinstance(verdict, int) else 0
+        task = asyncio.create_task(self._acknowledge(packet_id, qos, durable, reason))
+        self._acks.add(task)
+        task.add_done_callback(self._acks.discard)
+
+    async def _acknowledge(
+        self, packet_id: int, qos: int, durable: Awaitable[None] | None, reason: int
+    ) -> None:
+        try:
+            if durable is not None:
+                await asyncio.shield(durable)
+            await self._send_ack(packet_id, qos, reason)
+        except (ConnectionError, AMQTTError, MQTTError, asyncio.CancelledError):
+            # The connection went away first: the message is stored all the same and the
+            # client, never acknowledged, sends it again (de-duplicated on storage).
+            log.debug("mqtt_ack_not_sent", exc_info=True)
+        except Exception:
+            # Not stored: no acknowledgement. End the connection so the client resends.
+            log.warning("mqtt_message_not_stored", exc_info=True)
+            await self.handle_connection_closed()
+
+    async def _send_ack(self, packet_id: int, qos: int, reason: int) -> None:
+        assert self.session is not None
+        if qos == QOS_1:
+            await self._send_packet(PubackPacket.build(packet_id))
+            return
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pubrel_waiters[packet_id] = waiter
+        try:
+            await self._send_packet(PubrecPacket.build(packet_id))
+            await waiter
+            await self._send_packet(PubcompPacket.build(packet_id))
+        finally:
+            self._pubrel_waiters.pop(packet_id, None)
+            self.session.inflight_in.pop(packet_id, None)
+
+    # -- outbound -------------------------------------------------------------------------
+
+    async def _retry_deliveries(self) -> None:
+        # amqtt waits for every resend before the connection is served; resend in the
+        # background instead, in packet order.
+        assert self.session is not None
+        for message in list(self.session.inflight_out.values()):
+            task = asyncio.create_task(self.broker._resend(self, message))
+            self._acks.add(task)
+            task.add_done_callback(self._acks.discard)
+
+    async def _handle_qos1_message_flow(
+        self, app_message: OutgoingApplicationMessage | IncomingApplicationMessage
+    ) -> None:
+        # Outgoing only (incoming PUBLISH never reaches amqtt's flow). Unlike amqtt, a
+        # message leaves the session only when its PUBACK arrives, so a persistent session
+        # gets it again (DUP) when it reconnects.
+        assert self.session is not None
+        assert app_message.packet_id is not None
+        if app_message.direction == INCOMING:  # pragma: no cover - not routed here
+            raise AMQTTError("incoming QoS 1 is handled by _inbound")
+        packet_id = app_message.packet_id
+        if isinstance(app_message, OutgoingApplicationMessage):
+            self.session.inflight_out[packet_id] = app_message
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._puback_waiters[packet_id] = waiter
+        try:
+            await self._send_publish(app_message, dup=app_message.publish_packet is not None)
+            app_message.puback_packet = await asyncio.wait_for(waiter, PUBACK_TIMEOUT_S)
+            self.session.inflight_out.pop(packet_id, None)
+        finally:
+            self._puback_waiters.pop(packet_id, None)
+
+    async def _send_publish(self, message: OutgoingApplicationMessage, *, dup: bool) -> None:
+        publish = message.build_publish_packet(dup=dup)
+        await self._send_packet(publish)
+        message.publish_packet = publish
