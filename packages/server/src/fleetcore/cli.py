@@ -80,9 +80,10 @@ def serve(
     configure_logging(settings.log_level, settings.log_format)
     if demo:
         _prepare_demo(settings)
-    from fleetcore.server import build_server
+    from fleetcore.server import build_server, tune_gc
 
     server = build_server(settings)
+    tune_gc()
     server.run()
     if not server.started:
         raise typer.Exit(1)

@@ -558,7 +558,11 @@ _V5_REFUSALS = {
 async def _refuse(writer: WriterAdapter, version: int, code: int) -> None:
     """Answer a refused CONNECT (in the client's protocol version) and close."""
     if version == mqtt5.PROTOCOL_LEVEL:
-        packet = mqtt5.connack(False, _V5_REFUSALS.get(code, code))
+        reason = _V5_REFUSALS.get(code, code)
+        try:
+            packet = mqtt5.connack(False, reason)
+        except ValueError:  # not a CONNACK reason code
+            packet = mqtt5.connack(False, mqtt5.UNSPECIFIED_ERROR)
     else:
         packet = ConnackPacket.build(0, code if code < 0x80 else NOT_AUTHORIZED).to_bytes()
     with contextlib.suppress(ConnectionError, OSError):

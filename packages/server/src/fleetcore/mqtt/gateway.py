@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +63,7 @@ from fleetcore_protocol.topics import Channel, TopicError
 log = structlog.get_logger(__name__)
 
 PROVISION_USERNAME = "provision"
+_ACCEPTED_MQTT = telemetry_metrics.ACCEPTED.labels("mqtt")
 PAYLOAD_FORMAT_INVALID = 0x99
 # The MQTT 5 PUBACK reason code for each dead-letter reason (others: payload format invalid).
 _REASON_CODES = {
@@ -223,7 +224,7 @@ class MqttGateway:
 
     def accept(self, principal: Principal, message: Inbound) -> Verdict:
         """Route one message; the returned awaitable completes once it is durable."""
-        metrics.MESSAGES.labels("in").inc()
+        metrics.MESSAGES_IN.inc()
         if isinstance(principal, ProvisioningPrincipal):
             if message.topic == topics.PROVISION_REQUEST:
                 return self._spawn(self._provision(principal, message.payload))
@@ -287,10 +288,10 @@ class MqttGateway:
             self._dead(principal, message, "rejected_readings", detail)
         if not checked.readings:
             return PAYLOAD_FORMAT_INVALID
-        telemetry_metrics.ACCEPTED.labels("mqtt").inc(len(checked.readings))
+        _ACCEPTED_MQTT.inc(len(checked.readings))
         item = DeviceReadings(device.id, device.organization_id, checked.readings)
         try:
-            return _done_when(self.pipeline.enqueue(item))
+            return self.pipeline.enqueue(item)  # resolves after the commit
         except Overloaded:
             if message.qos == 0:
                 return self._dead(principal, message, "overloaded", "ingest was full (QoS 0)")
@@ -480,7 +481,7 @@ class MqttGateway:
     def _send(self, principal: Principal, topic: str, body: dict[str, Any]) -> None:
         if self.broker is not None:
             self.broker.deliver(principal.key, topic, orjson.dumps(body))
-            metrics.MESSAGES.labels("out").inc()
+            metrics.MESSAGES_OUT.inc()
 
     # -- connections -------------------------------------------------------------------
 
@@ -563,10 +564,6 @@ class MqttGateway:
         except Exception:
             log.exception("mqtt_message_failed")
             raise
-
-
-async def _done_when(future: Awaitable[Any]) -> None:
-    await future
 
 
 def _credentials(client: ClientInfo) -> tuple[str | None, str | None]:

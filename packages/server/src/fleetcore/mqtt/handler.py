@@ -8,8 +8,10 @@ amqtt defects this replaces). The MQTT 5 handler (handler5.py) extends this clas
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
@@ -141,7 +143,7 @@ class FleetProtocolHandler(BrokerProtocolHandler):
         assert self.session is not None
         if qos == QOS_2 and packet_id in self.session.inflight_in:
             return  # a retransmission of a message we already took; PUBREC is on its way
-        verdict: Awaitable[None] | int | None = None
+        verdict: Awaitable[object] | int | None = None
         if topic and not any(ch in topic for ch in "+#"):
             verdict = self.broker.hooks.accept(self.principal, Inbound(topic, payload, qos, retain))
         else:
@@ -154,12 +156,38 @@ class FleetProtocolHandler(BrokerProtocolHandler):
             self.session.inflight_in[packet_id] = message
         durable = None if isinstance(verdict, int) else verdict
         reason = verdict if isinstance(verdict, int) else 0
+        if qos == QOS_1 and (durable is None or isinstance(durable, asyncio.Future)):
+            # The hot path: no task per message. The PUBACK is written when the future
+            # (the pipeline's commit, a gateway task) completes, or now if nothing to wait.
+            if durable is None:
+                self._write_puback(packet_id, reason)
+            else:
+                durable.add_done_callback(partial(self._puback_when_done, packet_id, reason))
+            return
         task = asyncio.create_task(self._acknowledge(packet_id, qos, durable, reason))
         self._acks.add(task)
         task.add_done_callback(self._acks.discard)
 
+    def _puback_when_done(self, packet_id: int, reason: int, future: asyncio.Future[Any]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            # Not stored: no acknowledgement. End the connection so the client resends.
+            log.warning("mqtt_message_not_stored", extra={"error": repr(future.exception())})
+            asyncio.get_running_loop().create_task(self.handle_connection_closed())
+            return
+        self._write_puback(packet_id, reason)
+
+    def _write_puback(self, packet_id: int, reason: int) -> None:
+        # One write call is atomic on the transport, so no lock is needed; a gone connection
+        # just means the client sends the message again (storage de-duplicates it).
+        if self.writer is not None and not getattr(self.writer, "is_closed", False):
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                self.writer.write(self._puback_bytes(packet_id, reason))
+
+    def _puback_bytes(self, packet_id: int, reason: int) -> bytes:
+        return b"\x40\x02" + packet_id.to_bytes(2, "big")
+
     async def _acknowledge(
-        self, packet_id: int, qos: int, durable: Awaitable[None] | None, reason: int
+        self, packet_id: int, qos: int, durable: Awaitable[object] | None, reason: int
     ) -> None:
         try:
             if durable is not None:

@@ -142,6 +142,9 @@ class Mqtt5ProtocolHandler(FleetProtocolHandler):
     async def _send_ack(self, packet_id: int, qos: int, reason: int) -> None:
         await self._write(mqtt5.puback(packet_id, reason))
 
+    def _puback_bytes(self, packet_id: int, reason: int) -> bytes:
+        return mqtt5.puback(packet_id, reason)
+
     async def mqtt_acknowledge_subscription(self, packet_id: int, return_codes: list[int]) -> None:
         """SUBACK: granted QoS, or 0x87 for a filter the ACL refuses."""
         reasons = [

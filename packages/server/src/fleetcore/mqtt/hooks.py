@@ -30,7 +30,7 @@ __all__ = [
 
 # What accept() answers: something to await until the message is durable, nothing (done),
 # or an MQTT 5 reason code saying why the message was refused (it is acknowledged anyway).
-Verdict = Awaitable[None] | int | None
+Verdict = Awaitable[object] | int | None
 
 
 class Principal(Protocol):

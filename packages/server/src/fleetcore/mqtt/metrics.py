@@ -12,3 +12,7 @@ MESSAGES = Counter("fleetcore_mqtt_messages_total", "MQTT messages handled.", ["
 ACL_DENIED = Counter(
     "fleetcore_mqtt_acl_denied_total", "Publishes and subscriptions refused by the ACL.", ["action"]
 )
+
+# Children looked up once: these are counted for every message.
+MESSAGES_IN = MESSAGES.labels("in")
+MESSAGES_OUT = MESSAGES.labels("out")

@@ -486,7 +486,7 @@ def _encode_value(ident: int, value: Any) -> bytes:
     if kind == _PAIR:
         if not isinstance(value, tuple | list) or len(value) != 2:
             raise ValueError(f"each {name} must be a (name, value) pair, not {value!r}")
-        return _encode_string(value[0], f"{name} name") + _encode_string(value[1], name)
+        return _encode_string(value[0], f"{name} name") + _encode_string(value[1], f"{name} value")
     if kind == _STRING:
         encoded = _encode_string(value, name)
     elif kind == _BINARY:
