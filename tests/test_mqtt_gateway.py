@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import ssl
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,6 +22,7 @@ from fleetcore.telemetry.models import VALUE_TABLES
 from fleetcore_protocol.telemetry import Kind
 from tests.conftest import client_for, running_app
 from tests.support.mqtt_raw import PUBACK, PUBLISH, RawClient
+from tests.support.paho import PahoDevice
 from tests.support.postgres import free_port
 from tests.support.tenants import Tenant, make_tenant
 from tests.support.wait import wait_until
@@ -122,13 +126,14 @@ async def test_disabled_device_is_refused_and_rotation_drops_live_sessions(
     assert await live.closed_by_peer(wait_s=5)
     await RawClient.connected(port, "r", username=token, expect=4)
     new_token = rotated.json()["access_token"]
-    await RawClient.connected(port, "r", username=new_token)
+    still_live = await RawClient.connected(port, "r", username=new_token)
     disabled = await http.patch(
         f"/api/v1/devices/{device_id}",
         headers=org.headers(Role.MANAGER),
         json={"status": "disabled"},
     )
     assert disabled.status_code == 200
+    assert await still_live.closed_by_peer(wait_s=5)  # disabling drops the live session
     await RawClient.connected(port, "r2", username=new_token, expect=4)
 
 
@@ -342,3 +347,66 @@ async def test_acknowledged_messages_survive_a_stop_right_after(
     async with live_database.session() as session:
         stored = await session.scalar(select(func.count()).select_from(VALUE_TABLES[Kind.NUMBER]))
     assert stored == total
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+async def test_tls_and_websocket_listeners(
+    live_database: Database, tmp_path: Path, certificate: tuple[Path, Path]
+) -> None:
+    tls_port, ws_port = free_port(), free_port()
+    cert, key = certificate
+    async with (
+        running_app(
+            live_database,
+            tmp_path,
+            mqtt_port=free_port(),
+            mqtt_tls_port=tls_port,
+            mqtt_tls_cert=cert,
+            mqtt_tls_key=key,
+            mqtt_ws_port=ws_port,
+        ) as application,
+        client_for(application) as http,
+    ):
+        org = await make_tenant(http, live_database)
+        device_id, token = await new_device(http, org)
+        context = ssl.create_default_context(cafile=str(cert))
+        context.check_hostname = False
+        reader, writer = await asyncio.open_connection("127.0.0.1", tls_port, ssl=context)
+        client = RawClient(reader, writer)
+        assert (await client.connect("tls", username=token))[0] == 0
+        await client.publish(f"devices/{device_id}/telemetry", b'{"over_tls": 1}', qos=1)
+        device = PahoDevice("ws-device", mqtt5=False, transport="websockets")
+        try:
+            await device.connect(ws_port, username=token)
+            assert await device.publish("v1/devices/me/telemetry", b'{"over_ws": 1}') == 0
+        finally:
+            device.stop()
+        stored = await latest(http, org, device_id)
+        assert "over_tls" in str(stored)
+        assert "over_ws" in str(stored)
+        await RawClient.close_all()

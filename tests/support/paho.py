@@ -26,10 +26,13 @@ class Event:
 class PahoDevice:
     """One paho client (MQTT 3.1.1 or 5) with its callbacks turned into awaitable events."""
 
-    def __init__(self, client_id: str, *, mqtt5: bool = True) -> None:
+    def __init__(self, client_id: str, *, mqtt5: bool = True, transport: str = "tcp") -> None:
         protocol = mqtt.MQTTv5 if mqtt5 else mqtt.MQTTv311
         self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=protocol,
+            transport=transport,  # type: ignore[arg-type]
         )
         self.events: queue.Queue[Event] = queue.Queue()
         self._backlog: list[Event] = []

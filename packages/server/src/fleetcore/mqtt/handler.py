@@ -14,6 +14,7 @@ from collections.abc import Awaitable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from amqtt.adapters import StreamWriterAdapter
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.mqtt import packet_class
 from amqtt.mqtt.connack import CONNECTION_ACCEPTED, ConnackPacket
@@ -179,9 +180,21 @@ class FleetProtocolHandler(BrokerProtocolHandler):
     def _write_puback(self, packet_id: int, reason: int) -> None:
         # One write call is atomic on the transport, so no lock is needed; a gone connection
         # just means the client sends the message again (storage de-duplicates it).
-        if self.writer is not None and not getattr(self.writer, "is_closed", False):
-            with contextlib.suppress(ConnectionError, RuntimeError):
-                self.writer.write(self._puback_bytes(packet_id, reason))
+        if self.writer is None or getattr(self.writer, "is_closed", False):
+            return
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            self.writer.write(self._puback_bytes(packet_id, reason))
+        if not isinstance(self.writer, StreamWriterAdapter):
+            # WebSocket: the adapter buffers until drained (one frame per drain).
+            task = asyncio.get_running_loop().create_task(self._drain())
+            self._acks.add(task)
+            task.add_done_callback(self._acks.discard)
+
+    async def _drain(self) -> None:
+        assert self.writer is not None
+        with contextlib.suppress(ConnectionError, RuntimeError, OSError):
+            async with self._write_lock:
+                await self.writer.drain()
 
     def _puback_bytes(self, packet_id: int, reason: int) -> bytes:
         return b"\x40\x02" + packet_id.to_bytes(2, "big")
