@@ -13,7 +13,7 @@ import pytest
 
 from tests.support.brokers import Harness, MemoryHooks, running
 from tests.support.mqtt_raw import RawClient
-from tests.support.paho import PahoDevice
+from tests.support.paho_device import PahoDevice
 from tests.support.postgres import free_port
 from tests.support.wait import wait_until
 

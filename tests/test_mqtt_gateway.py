@@ -22,7 +22,7 @@ from fleetcore.telemetry.models import VALUE_TABLES
 from fleetcore_protocol.telemetry import Kind
 from tests.conftest import client_for, running_app
 from tests.support.mqtt_raw import PUBACK, PUBLISH, RawClient
-from tests.support.paho import PahoDevice
+from tests.support.paho_device import PahoDevice
 from tests.support.postgres import free_port
 from tests.support.tenants import Tenant, make_tenant
 from tests.support.wait import wait_until
