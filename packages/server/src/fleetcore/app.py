@@ -24,6 +24,8 @@ from fleetcore.db import Database
 from fleetcore.deadletters.sink import DeadLetterSink
 from fleetcore.errors import install_error_handlers
 from fleetcore.jobs import JobScheduler
+from fleetcore.live.hub import InProcessHub
+from fleetcore.live.telemetry import telemetry_publisher
 from fleetcore.middleware import RequestContextMiddleware
 from fleetcore.mqtt.gateway import MqttGateway
 from fleetcore.mqtt.transport import EmbeddedTransport
@@ -63,6 +65,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
             flush_interval_s=settings.ingest_flush_ms / 1000,
         )
         app.state.pipeline = pipeline
+        app.state.live = live = InProcessHub()
+        pipeline.add_handler(telemetry_publisher(live))
         dead_letters = DeadLetterSink(db)
         app.state.dead_letters = dead_letters
         # Stopped in reverse: the sink outlives everything that records into it.

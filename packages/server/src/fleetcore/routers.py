@@ -13,11 +13,13 @@ from fleetcore.dashboard.pages import router as dashboard_pages
 from fleetcore.deadletters.router import router as dead_letters_router
 from fleetcore.devices.router import router as devices_router
 from fleetcore.events.router import router as events_router
+from fleetcore.live.router import router as live_router
 from fleetcore.telemetry.query_router import router as telemetry_query_router
 from fleetcore.telemetry.retention_router import router as retention_router
 from fleetcore.telemetry.router import router as telemetry_router
 
 API_ROUTERS: tuple[APIRouter, ...] = (
+    live_router,
     auth_router,
     devices_router,
     assets_router,
