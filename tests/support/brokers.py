@@ -99,6 +99,9 @@ class MemoryHooks:
         prefix = f"devices/{principal.key}/"
         return [(t, p) for t, p in self.retained_store.items() if t.startswith(prefix)]
 
+    async def subscribed(self, principal: Principal, topic_filter: str) -> None:
+        self.events.append(("subscribed", topic_filter))
+
     async def connected(self, principal: Principal, client: ClientInfo) -> None:
         self.events.append(("connected", principal.key))
 

@@ -362,6 +362,10 @@ class FleetBroker(Broker):
         for topic, payload in await self.hooks.retained(connection.principal, topic_filter):
             if topic_matches(topic, topic_filter):
                 await self._send(connection.handler, topic, payload, min(qos, QOS_1), retain=True)
+        try:
+            await self.hooks.subscribed(connection.principal, topic_filter)
+        except Exception:
+            log.exception("mqtt_subscribed_hook_failed")
 
     # -- sending to devices -------------------------------------------------------------
 

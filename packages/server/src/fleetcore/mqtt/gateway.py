@@ -18,9 +18,9 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import structlog
@@ -125,6 +125,29 @@ def _native_device_prefix(device_id: str) -> str:
     return f"{topics.NATIVE_PREFIX}/{device_id}/"
 
 
+class DeviceListener(Protocol):
+    """What other parts of the platform hear of device connections (status, commands)."""
+
+    async def device_connected(self, device: auth_cache.IngestDevice) -> None:
+        """A device's MQTT connection was accepted."""
+        ...
+
+    async def device_disconnected(self, device: auth_cache.IngestDevice, *, abnormal: bool) -> None:
+        """A device's MQTT connection ended (abnormal: without DISCONNECT; the will fired)."""
+        ...
+
+    async def device_subscribed(self, device: auth_cache.IngestDevice, topic_filter: str) -> None:
+        """A device's subscription was granted (e.g. to its commands: time to send them)."""
+        ...
+
+
+# A command result from a device: (device, command id, body, ThingsBoard RPC?) -> MQTT 5
+# reason code when refused, else None. The commands service provides it.
+CommandResults = Callable[
+    [auth_cache.IngestDevice, str, dict[str, Any], bool], Awaitable[int | None]
+]
+
+
 class MqttGateway:
     """The broker's hooks: authentication, ACL and routing into the platform."""
 
@@ -142,6 +165,8 @@ class MqttGateway:
         self._buckets: dict[str, TokenBucket] = {}
         self._recheck: asyncio.Task[int] | None = None
         self._stop_listening: list[Callable[[], None]] = []
+        self.listeners: list[DeviceListener] = []
+        self.command_results: CommandResults | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -264,6 +289,11 @@ class MqttGateway:
             if values is None:
                 return PAYLOAD_FORMAT_INVALID
             return self._in_lane(principal, self._client_attributes(principal, message, values))
+        if channel is Channel.COMMAND_RESULT and self.command_results is not None:
+            body = self._json_object(principal, message)
+            if body is None:
+                return PAYLOAD_FORMAT_INVALID
+            return self._in_lane(principal, self._command_result(principal, topic, body))
         if channel in (Channel.EVENTS, Channel.STATUS, Channel.COMMAND_RESULT):
             return self._event(principal, topic, message)
         if channel is Channel.ATTRIBUTE_REQUEST:
@@ -352,6 +382,15 @@ class MqttGateway:
         except DomainError as exc:
             return self._dead(principal, message, exc.code.lower(), exc.message)
         return self._in_lane(principal, self._store_events(principal, parsed))
+
+    async def _command_result(
+        self, principal: DevicePrincipal, topic: topics.Topic, body: dict[str, Any]
+    ) -> None:
+        assert self.command_results is not None
+        assert topic.command_id is not None
+        await self.command_results(
+            principal.device, topic.command_id, body, topic.device_id is None
+        )
 
     async def _store_events(self, principal: DevicePrincipal, parsed: Sequence[Any]) -> None:
         async with self.database.session() as session:
@@ -486,12 +525,24 @@ class MqttGateway:
     # -- connections -------------------------------------------------------------------
 
     async def connected(self, principal: Principal, client: ClientInfo) -> None:
-        """Count the connection."""
+        """Count the connection; tell the listeners."""
         metrics.CONNECTED.inc()
+        if isinstance(principal, DevicePrincipal):
+            for listener in self.listeners:
+                await _quietly(listener.device_connected(principal.device))
 
     async def disconnected(self, principal: Principal, *, abnormal: bool) -> None:
-        """Count the disconnection."""
+        """Count the disconnection; tell the listeners."""
         metrics.CONNECTED.dec()
+        if isinstance(principal, DevicePrincipal):
+            for listener in self.listeners:
+                await _quietly(listener.device_disconnected(principal.device, abnormal=abnormal))
+
+    async def subscribed(self, principal: Principal, topic_filter: str) -> None:
+        """Tell the listeners (the commands service sends what waits for this device)."""
+        if isinstance(principal, DevicePrincipal):
+            for listener in self.listeners:
+                await _quietly(listener.device_subscribed(principal.device, topic_filter))
 
     def _credentials_changed(self) -> None:
         # Tokens rotated or revoked, devices disabled or deleted: re-check live sessions.
@@ -564,6 +615,13 @@ class MqttGateway:
         except Exception:
             log.exception("mqtt_message_failed")
             raise
+
+
+async def _quietly(work: Awaitable[None]) -> None:
+    try:
+        await work
+    except Exception:
+        log.exception("mqtt_listener_failed")
 
 
 def _credentials(client: ClientInfo) -> tuple[str | None, str | None]:

@@ -98,6 +98,10 @@ class BrokerHooks(Protocol):
         """Retained (topic, payload) pairs for a new subscription of this principal."""
         ...
 
+    async def subscribed(self, principal: Principal, topic_filter: str) -> None:
+        """A subscription was granted (after its SUBACK and retained messages)."""
+        ...
+
     async def connected(self, principal: Principal, client: ClientInfo) -> None:
         """A connection was accepted."""
         ...
