@@ -32,6 +32,7 @@ from fleetcore.mqtt.transport import EmbeddedTransport
 from fleetcore.ops.readiness import database_checks
 from fleetcore.ops.router import router as ops_router
 from fleetcore.routers import API_ROUTERS, PAGE_ROUTERS
+from fleetcore.status.presence import Presence
 from fleetcore.telemetry import partitions, retention
 from fleetcore.telemetry.pipeline import IngestPipeline
 from fleetcore.telemetry.writer import TelemetryWriter
@@ -70,13 +71,20 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         dead_letters = DeadLetterSink(db)
         app.state.dead_letters = dead_letters
         # Stopped in reverse: the sink outlives everything that records into it.
-        components: list[Component] = [dead_letters, pipeline]
+        presence = Presence(db, live)
+        app.state.presence = presence
+        app.state.jobs.register("presence-sweep", settings.presence_sweep_s, presence.sweep)
+        components: list[Component] = [dead_letters, pipeline, presence]
+        app.state.gateway = app.state.transport = None
         if settings.mqtt_port:
+            gateway = MqttGateway(db, pipeline, dead_letters)
+            gateway.listeners.append(presence)
+            gateway.on_traffic = presence.seen
             # Last to start, first to stop: what it acknowledged is already in the pipeline.
-            transport = EmbeddedTransport(settings, MqttGateway(db, pipeline, dead_letters))
+            transport = EmbeddedTransport(settings, gateway)
             components.append(transport)
             app.state.readiness_checks["mqtt"] = transport.ready
-        app.state.transport = transport if settings.mqtt_port else None
+            app.state.gateway, app.state.transport = gateway, transport
         started: list[Component] = []
         try:
             if settings.migrate_on_start:

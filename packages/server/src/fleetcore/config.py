@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     mqtt_tls_cert: Path | None = Field(None, description="PEM certificate for MQTT over TLS")
     mqtt_tls_key: Path | None = Field(None, description="PEM private key for MQTT over TLS")
     mqtt_ws_port: int = Field(0, ge=0, le=65535, description="MQTT over WebSocket port; 0 = off")
+    presence_sweep_s: float = Field(
+        5.0, ge=0.1, le=3600, description="how often silent devices are checked for offline"
+    )
     mqtt_session_expiry_s: int = Field(
         7 * 86400, ge=60, description="how long a disconnected persistent session is kept"
     )

@@ -10,6 +10,7 @@ from fleetcore.db import Base
 from fleetcore.deadletters import models as dead_letter_models
 from fleetcore.devices import models as device_models
 from fleetcore.events import models as event_models
+from fleetcore.status import models as status_models
 from fleetcore.telemetry import models as telemetry_models
 
 metadata = Base.metadata
@@ -22,5 +23,6 @@ __all__ = [
     "device_models",
     "event_models",
     "metadata",
+    "status_models",
     "telemetry_models",
 ]

@@ -14,6 +14,7 @@ from fleetcore.deadletters.router import router as dead_letters_router
 from fleetcore.devices.router import router as devices_router
 from fleetcore.events.router import router as events_router
 from fleetcore.live.router import router as live_router
+from fleetcore.status.router import router as status_router
 from fleetcore.telemetry.query_router import router as telemetry_query_router
 from fleetcore.telemetry.retention_router import router as retention_router
 from fleetcore.telemetry.router import router as telemetry_router
@@ -25,6 +26,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     assets_router,
     attributes_router,
     events_router,
+    status_router,
     audit_router,
     dead_letters_router,
     retention_router,

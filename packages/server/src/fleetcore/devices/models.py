@@ -112,6 +112,11 @@ class Device(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # online | offline | never (no traffic yet); written only by fleetcore.status.presence
+    connectivity: Mapped[str] = mapped_column(
+        String(8), default="never", server_default=text("'never'")
+    )
+    connectivity_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     # Loaded with every device (one extra SELECT ... IN per query), so any code can show them.

@@ -125,6 +125,10 @@ class DeviceOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     last_seen_at: datetime | None
+    connectivity: Literal["online", "offline", "never"] = Field(
+        description="online or offline by MQTT connection and traffic; never: no traffic yet"
+    )
+    connectivity_changed_at: datetime | None
 
     @classmethod
     def of(cls, device: Device) -> DeviceOut:

@@ -167,6 +167,8 @@ class MqttGateway:
         self._stop_listening: list[Callable[[], None]] = []
         self.listeners: list[DeviceListener] = []
         self.command_results: CommandResults | None = None
+        # Called as each device message arrives (presence: online, last seen).
+        self.on_traffic: Callable[[auth_cache.IngestDevice], None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -257,6 +259,8 @@ class MqttGateway:
                 None, message, "not_allowed", "a provisioning connection may only ask"
             )
         assert isinstance(principal, DevicePrincipal)
+        if self.on_traffic is not None and not message.will:
+            self.on_traffic(principal.device)
         if len(message.payload) > principal.max_payload:
             return self._dead(
                 principal,

@@ -45,6 +45,9 @@ async def _ingest_request(
 ) -> IngestAnswer:
     """Both ingest routes: read the body, store it, answer after the commit."""
     pipeline: IngestPipeline = request.app.state.pipeline
+    presence = getattr(request.app.state, "presence", None)
+    if presence is not None:
+        presence.seen(device)  # as it arrives: online, last seen
     body = await read_body(request)
     answer = await ingest(session, pipeline, device=device, payload=body, transport="http")
     return IngestAnswer.model_validate(answer)
