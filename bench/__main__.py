@@ -8,7 +8,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import http_overhead, mqtt_ingest, telemetry_ingest, telemetry_storage
+from bench import http_overhead, live_latency, mqtt_ingest, telemetry_ingest, telemetry_storage
 from fleetcore.logging import configure_logging
 
 BENCHMARKS = {
@@ -16,6 +16,7 @@ BENCHMARKS = {
     "telemetry_ingest": telemetry_ingest.run,
     "telemetry_storage": telemetry_storage.run,
     "mqtt_ingest": mqtt_ingest.run,
+    "live_latency": live_latency.run,
 }
 
 

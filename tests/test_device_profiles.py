@@ -27,7 +27,16 @@ FULL_PROFILE: dict[str, Any] = {
         {"key": "diag", "type": "json"},
     ],
     "out_of_range": "flag",
-    "command_limits": {"set_speed": {"rpm": {"min": 0, "max": 3000}, "mode": {"allowed": ["a"]}}},
+    "command_limits": {
+        "allowed": {
+            "set_speed": {
+                "type": "object",
+                "properties": {"rpm": {"type": "integer", "minimum": 0, "maximum": 3000}},
+                "additionalProperties": False,
+            },
+            "ping": None,
+        }
+    },
     "offline_timeout_s": 120,
 }
 
@@ -66,7 +75,7 @@ async def test_profile_crud(client: httpx.AsyncClient, tenant: Tenant) -> None:
     assert created["telemetry_keys"][0] == FULL_PROFILE["telemetry_keys"][0]
     assert created["telemetry_keys"][1] == {"key": "status", "type": "string"}
     assert created["out_of_range"] == "flag"
-    assert created["command_limits"]["set_speed"]["rpm"] == {"min": 0, "max": 3000}
+    assert created["command_limits"] == FULL_PROFILE["command_limits"]
     assert created["offline_timeout_s"] == 120
     assert created["provisioning_enabled"] is False
     assert created["provision_key"] is None
@@ -123,14 +132,24 @@ def _key(**fields: Any) -> dict[str, Any]:
             {"name": "bad", "out_of_range": "ignore"}, {"body.out_of_range"}, id="out-of-range"
         ),
         pytest.param(
-            {"name": "bad", "command_limits": {"set": {"rpm": {"min": 5, "max": 1}}}},
-            {"body.command_limits.set.rpm"},
-            id="limit-min-over-max",
+            {"name": "bad", "command_limits": {"allowed": {"set": {"type": "integr"}}}},
+            {"body.command_limits.allowed"},
+            id="limit-bad-schema",
         ),
         pytest.param(
-            {"name": "bad", "command_limits": {"set": ["not", "an", "object"]}},
-            {"body.command_limits.set"},
+            {"name": "bad", "command_limits": {"allowed": {"set": {"$ref": "http://x/s.json"}}}},
+            {"body.command_limits.allowed"},
+            id="limit-remote-ref",
+        ),
+        pytest.param(
+            {"name": "bad", "command_limits": {"allowed": {"set": ["not", "a", "schema"]}}},
+            {"body.command_limits.allowed.set"},
             id="limit-shape",
+        ),
+        pytest.param(
+            {"name": "bad", "command_limits": {"set": {"rpm": {"min": 0}}}},
+            {"body.command_limits.set"},
+            id="limit-unknown-key",
         ),
         pytest.param(
             {"name": "bad", "offline_timeout_s": 0}, {"body.offline_timeout_s"}, id="timeout"

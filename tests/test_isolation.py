@@ -21,6 +21,12 @@ NON_ID_PARAMS = {"scope": "server", "key": "some_key"}
 # Routes exempt from the sweep, and why.
 EXEMPT: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/{token}/telemetry"): "device route: the token is the credential, not an id",
+    ("GET", "/api/v1/{token}/rpc"): "device route: the token is the credential, not an id",
+    ("POST", "/api/v1/{token}/rpc/{request_id}"): "device route: the token is the credential",
+    ("GET", "/api/v1/{token}/attributes/updates"): "device route: the token is the credential",
+    ("POST", "/api/v1/devices/me/commands/{command_id}/result"): (
+        "device route (device token); another device's command is 404: test_commands.py"
+    ),
 }
 
 
@@ -60,6 +66,9 @@ async def _create_objects(
         json={"type": "sweep", "data": {"device": device_id}},
     )
     assert events.status_code == 201, events.text
+    command = await post(
+        f"/api/v1/devices/{device_id}/commands", {"method": "sweep", "persistent": True}
+    )
     sink: DeadLetterSink = app.state.dead_letters
     sink.record(
         organization_id=tenant.org_id,
@@ -76,6 +85,7 @@ async def _create_objects(
     return {
         "dead_letter_id": str(letters.json()["items"][0]["id"]),
         "device_id": device_id,
+        "command_id": command["id"],
         "profile_id": profile["id"],
         "asset_id": asset["id"],
         "relation_id": relation["id"],

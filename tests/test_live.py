@@ -187,7 +187,7 @@ def test_a_slow_subscriber_is_told_it_lagged_and_gets_the_newest() -> None:
     assert slow.pending == 5
 
     async def drain() -> list[dict[str, Any]]:
-        return [await slow.next() for _ in range(6)]
+        return [orjson.loads(await slow.next()) for _ in range(6)]
 
     got = asyncio.run(drain())
     assert got[0] == {"type": "lagged", "skipped": 20}

@@ -15,10 +15,12 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from fleetcore import __version__, migrate
+from fleetcore.attributes.desired import DesiredState
 from fleetcore.audit.handlers import install_audit_handlers
 from fleetcore.auth.pages import install_page_handlers
 from fleetcore.auth.ratelimit import LoginLimiter
 from fleetcore.auth.security import configure_hasher
+from fleetcore.commands.delivery import EXPIRY_INTERVAL_S, CommandService
 from fleetcore.config import Settings
 from fleetcore.db import Database
 from fleetcore.deadletters.sink import DeadLetterSink
@@ -74,14 +76,21 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         presence = Presence(db, live)
         app.state.presence = presence
         app.state.jobs.register("presence-sweep", settings.presence_sweep_s, presence.sweep)
-        components: list[Component] = [dead_letters, pipeline, presence]
+        commands = CommandService(db, live, presence=lambda: getattr(app.state, "presence", None))
+        app.state.commands = commands
+        app.state.jobs.register("commands.expire", EXPIRY_INTERVAL_S, commands.expire_due)
+        app.state.desired = desired = DesiredState(db, live)
+        components: list[Component] = [dead_letters, pipeline, presence, desired, commands]
         app.state.gateway = app.state.transport = None
         if settings.mqtt_port:
             gateway = MqttGateway(db, pipeline, dead_letters)
             gateway.listeners.append(presence)
             gateway.on_traffic = presence.seen
+            gateway.listeners.append(commands)
+            gateway.command_results = commands.mqtt_result
             # Last to start, first to stop: what it acknowledged is already in the pipeline.
             transport = EmbeddedTransport(settings, gateway)
+            commands.transport = transport
             components.append(transport)
             app.state.readiness_checks["mqtt"] = transport.ready
             app.state.gateway, app.state.transport = gateway, transport

@@ -102,6 +102,12 @@ class Database:
             )
         else:
             self.sessionmaker = async_sessionmaker(bind=engine, expire_on_commit=False)
+        # SQLite: a transaction that reads and then writes fails at once (no busy wait) if
+        # another writer committed meanwhile; sessions meant to write take the lock at BEGIN.
+        self.writer_sessionmaker = self.sessionmaker
+        if bind is None and engine.dialect.name == "sqlite":
+            immediate = engine.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+            self.writer_sessionmaker = async_sessionmaker(bind=immediate, expire_on_commit=False)
 
     @classmethod
     def from_url(cls, url: URL | str, *, pool_size: int = 10) -> Database:
@@ -109,14 +115,26 @@ class Database:
         return cls(create_engine(url, pool_size=pool_size))
 
     @property
+    def shared_connection(self) -> bool:
+        """True when bound to one test connection: background writers stay out of it (their
+        sessions would interleave savepoints with the request's); live-database tests run
+        them."""
+        return self.bind is not None
+
+    @property
     def dialect(self) -> str:
         """'sqlite' or 'postgresql'."""
         return self.engine.dialect.name
 
     @asynccontextmanager
-    async def session(self) -> AsyncIterator[AsyncSession]:
-        """A session; the caller commits explicitly, anything uncommitted is rolled back."""
-        async with self.sessionmaker() as session:
+    async def session(self, *, write: bool = False) -> AsyncIterator[AsyncSession]:
+        """A session; the caller commits explicitly, anything uncommitted is rolled back.
+
+        `write=True` for a session that will write (on SQLite it takes the write lock when
+        its transaction begins, queueing behind other writers instead of failing).
+        """
+        maker = self.writer_sessionmaker if write else self.sessionmaker
+        async with maker() as session:
             yield session
 
     @asynccontextmanager

@@ -72,6 +72,13 @@ class Conflict(DomainError):
     default_code = "CONFLICT"
 
 
+class RequestTimeout(DomainError):
+    """Nothing happened within the time the caller was willing to wait (long-poll)."""
+
+    status_code = 408
+    default_code = "REQUEST_TIMEOUT"
+
+
 class PayloadTooLarge(DomainError):
     """The body exceeds a hard limit."""
 

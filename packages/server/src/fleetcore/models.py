@@ -6,6 +6,7 @@ from fleetcore.assets import models as asset_models
 from fleetcore.attributes import models as attribute_models
 from fleetcore.audit import models as audit_models
 from fleetcore.auth import models as auth_models
+from fleetcore.commands import models as command_models
 from fleetcore.db import Base
 from fleetcore.deadletters import models as dead_letter_models
 from fleetcore.devices import models as device_models
@@ -19,6 +20,7 @@ __all__ = [
     "attribute_models",
     "audit_models",
     "auth_models",
+    "command_models",
     "dead_letter_models",
     "device_models",
     "event_models",

@@ -9,6 +9,7 @@ from fleetcore.attributes.router import router as attributes_router
 from fleetcore.audit.router import router as audit_router
 from fleetcore.auth.pages import router as auth_pages
 from fleetcore.auth.router import router as auth_router
+from fleetcore.commands.router import router as commands_router
 from fleetcore.dashboard.pages import router as dashboard_pages
 from fleetcore.deadletters.router import router as dead_letters_router
 from fleetcore.devices.router import router as devices_router
@@ -26,6 +27,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     assets_router,
     attributes_router,
     events_router,
+    commands_router,
     status_router,
     audit_router,
     dead_letters_router,

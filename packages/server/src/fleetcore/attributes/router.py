@@ -5,13 +5,14 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, status
+from fastapi import APIRouter, Body, Query, Request, status
 
 from fleetcore.attributes import service
 from fleetcore.attributes.schemas import AttributeScope, DesiredOut, DeviceAttributesOut, ScopeOut
 from fleetcore.auth.deps import PrincipalDep
 from fleetcore.deps import SessionDep
-from fleetcore.devices.deps import CurrentDevice
+from fleetcore.devices.deps import CurrentDevice, PathTokenDevice
+from fleetcore.errors import RequestTimeout
 
 router = APIRouter(prefix="/api/v1", tags=["attributes"])
 
@@ -30,10 +31,52 @@ async def report_attributes(
     return await service.report_client_attributes(session, device, values=values)
 
 
-@router.get("/devices/me/attributes", summary="Desired configuration (device)")
-async def desired_attributes(session: SessionDep, device: CurrentDevice) -> DesiredOut:
-    """The shared attributes the device should apply, and their version."""
+@router.get("/devices/me/attributes", summary="Desired configuration (device; long-poll)")
+async def desired_attributes(
+    request: Request,
+    session: SessionDep,
+    device: CurrentDevice,
+    after_version: Annotated[
+        int | None,
+        Query(ge=0, description="long-poll: answer once the version is past this one"),
+    ] = None,
+    wait_s: Annotated[
+        float, Query(alias="timeout", gt=0, le=60, description="long-poll seconds")
+    ] = 30,
+) -> DesiredOut:
+    """The shared attributes the device should apply, and their version. With
+    `after_version`, waits (up to `timeout` s) for a newer version; on timeout it answers
+    the current state (the same version: nothing changed)."""
+    if after_version is not None:
+        await session.close()  # hold no connection while waiting
+        desired = await request.app.state.desired.wait_for_change(device.id, after_version, wait_s)
+        if desired is not None:
+            return DesiredOut.model_validate(desired)
     return await service.desired_for_device(session, device)
+
+
+@router.get(
+    "/{token}/attributes/updates",
+    summary="Shared attribute updates (ThingsBoard-compatible long-poll)",
+    responses={408: {"description": "no update within the timeout"}},
+)
+async def thingsboard_attribute_updates(
+    request: Request,
+    session: SessionDep,
+    device: PathTokenDevice,
+    wait_ms: Annotated[
+        int, Query(alias="timeout", gt=0, le=60_000, description="milliseconds")
+    ] = 30_000,
+) -> dict[str, Any]:
+    """Answers the shared attributes when they next change (ThingsBoard's shape: key ->
+    value); 408 when nothing changed within the timeout."""
+    current = await service.shared_version(session, device.id)
+    await session.close()
+    desired = await request.app.state.desired.wait_for_change(device.id, current, wait_ms / 1000)
+    if desired is None:
+        raise RequestTimeout("no attribute update within the timeout", code="NO_UPDATE")
+    shared: dict[str, Any] = desired["shared"]
+    return shared
 
 
 @router.get("/devices/{device_id}/attributes", summary="A device's attributes")

@@ -124,7 +124,7 @@ async def _apply(
             change.changed.append(key)
     if change.changed or change.deleted:
         counter.version = change.version
-        if scope is AttributeScope.SHARED:
+        if scope in (AttributeScope.SHARED, AttributeScope.CLIENT):
             signals.note(
                 session,
                 signals.SharedChange(
@@ -132,6 +132,7 @@ async def _apply(
                     change.version,
                     {key: values[key] for key in change.changed},
                     tuple(change.deleted),
+                    scope.value,
                 ),
             )
     else:

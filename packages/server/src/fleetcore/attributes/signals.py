@@ -1,4 +1,4 @@
-"""After-commit notices of shared-attribute changes, so transports can push desired state.
+"""After-commit notices of shared and client attribute changes (desired state pushes).
 
 A service that changes shared attributes notes the change on its ORM session; once the
 session commits, every listener hears of it (a rolled-back change is forgotten). Listeners
@@ -24,12 +24,16 @@ _KEY = "fleetcore_shared_changes"
 
 @dataclass(frozen=True, slots=True)
 class SharedChange:
-    """Shared attributes of one device changed: new values, deleted keys, new version."""
+    """Attributes of one device changed: new values, deleted keys, the scope's new version.
+
+    `scope` is "shared" (desired state, pushed to the device) or "client" (what it reported).
+    """
 
     device_id: uuid.UUID
     version: int
     values: dict[str, Any]
     deleted: tuple[str, ...]
+    scope: str = "shared"
 
 
 Listener = Callable[[SharedChange], None]

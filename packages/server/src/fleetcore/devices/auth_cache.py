@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from fleetcore.auth.security import token_hash
-from fleetcore.deps import SessionDep
+from fleetcore.deps import ReadSessionDep
 from fleetcore.devices.deps import _token_bearer, _token_header, authenticate_device
 from fleetcore.devices.models import Device, DeviceCredential, DeviceProfile
 from fleetcore.errors import Unauthorized
@@ -122,7 +122,7 @@ async def ingest_device(session: AsyncSession, token: str) -> IngestDevice:
 
 
 async def _from_headers(
-    session: SessionDep,
+    session: ReadSessionDep,
     header_token: Annotated[str | None, Depends(_token_header)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_token_bearer)],
 ) -> IngestDevice:
@@ -135,7 +135,7 @@ async def _from_headers(
     return await ingest_device(session, token)
 
 
-async def _from_path(token: str, session: SessionDep) -> IngestDevice:
+async def _from_path(token: str, session: ReadSessionDep) -> IngestDevice:
     return await ingest_device(session, token)
 
 

@@ -11,13 +11,12 @@ from pydantic import (
     ConfigDict,
     Field,
     FiniteFloat,
-    StrictBool,
-    StrictInt,
     StringConstraints,
     field_validator,
     model_validator,
 )
 
+from fleetcore.commands.limits import schema_problem
 from fleetcore.devices.models import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     DEFAULT_MQTT_BURST,
@@ -34,7 +33,6 @@ ProvisionKey = Annotated[
     str, StringConstraints(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
 ]
 ProvisionSecret = Annotated[str, StringConstraints(min_length=16, max_length=128, pattern=ONE_LINE)]
-Scalar = StrictBool | StrictInt | FiniteFloat | Annotated[str, StringConstraints(max_length=256)]
 Description = Annotated[str, StringConstraints(max_length=2000, pattern=r"^[^\x00]*$")]
 MqttRate = Annotated[
     float,
@@ -72,22 +70,31 @@ class TelemetryKey(BaseModel):
         return self
 
 
-class ParamLimit(BaseModel):
-    """Bounds on one parameter of a command method."""
+MethodName = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
+
+
+class CommandLimits(BaseModel):
+    """Which command methods devices of the profile accept, each with a JSON Schema for its
+    params (null: any params). Without `allowed`, every method is allowed."""
 
     model_config = ConfigDict(extra="forbid")
 
-    min: FiniteFloat | None = None
-    max: FiniteFloat | None = None
-    allowed: list[Scalar] | None = Field(None, max_length=1000)
+    allowed: dict[MethodName, dict[str, Any] | None] | None = Field(None, max_length=500)
 
-    @model_validator(mode="after")
-    def _range(self) -> ParamLimit:
-        _check_range(self.min, self.max)
-        return self
+    @field_validator("allowed")
+    @classmethod
+    def _schemas(cls, allowed: dict[str, dict[str, Any] | None] | None) -> Any:
+        for method, schema in (allowed or {}).items():
+            problem = schema_problem(schema) if schema is not None else None
+            if problem is not None:
+                raise ValueError(f"the params schema of {method!r} is {problem}")
+        return allowed
 
-
-CommandLimits = Annotated[dict[Identifier, dict[Identifier, ParamLimit]], Field(max_length=500)]
+    def stored(self) -> dict[str, Any]:
+        """What DeviceProfile.command_limits holds."""
+        return {} if self.allowed is None else {"allowed": self.allowed}
 
 
 def _unique_keys(keys: list[TelemetryKey]) -> list[TelemetryKey]:
@@ -108,7 +115,7 @@ class ProfileIn(BaseModel):
     description: Description = ""
     telemetry_keys: list[TelemetryKey] = Field(default_factory=list, max_length=MAX_TELEMETRY_KEYS)
     out_of_range: Literal["reject", "flag"] = "reject"
-    command_limits: CommandLimits = Field(default_factory=dict)
+    command_limits: CommandLimits = Field(default_factory=CommandLimits)
     offline_timeout_s: int = Field(600, ge=1, le=30 * 86400)
     mqtt_rate_per_s: MqttRate = DEFAULT_MQTT_RATE_PER_S
     mqtt_burst: MqttBurst = DEFAULT_MQTT_BURST

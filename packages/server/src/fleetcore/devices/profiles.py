@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from sqlalchemy import func, select, true, update
 from sqlalchemy.exc import IntegrityError
@@ -126,7 +125,7 @@ async def create_profile(
         description=data.description,
         telemetry_keys=[k.model_dump(exclude_none=True) for k in data.telemetry_keys],
         out_of_range=data.out_of_range,
-        command_limits=_limits(data.command_limits),
+        command_limits=data.command_limits.stored(),
         offline_timeout_s=data.offline_timeout_s,
         mqtt_rate_per_s=data.mqtt_rate_per_s,
         mqtt_burst=data.mqtt_burst,
@@ -151,13 +150,6 @@ async def create_profile(
     )
     await session.commit()
     return profile, generated
-
-
-def _limits(limits: dict[str, Any]) -> dict[str, Any]:
-    return {
-        method: {param: limit.model_dump(exclude_none=True) for param, limit in params.items()}
-        for method, params in limits.items()
-    }
 
 
 async def update_profile(
@@ -185,7 +177,7 @@ async def update_profile(
         profile.telemetry_keys = [k.model_dump(exclude_none=True) for k in data.telemetry_keys]
         changed.append("telemetry_keys")
     if data.command_limits is not None:
-        profile.command_limits = _limits(data.command_limits)
+        profile.command_limits = data.command_limits.stored()
         changed.append("command_limits")
     generated = None
     if data.provisioning_enabled is False:

@@ -18,6 +18,8 @@ from collections import Counter, defaultdict, deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
+
 CHANNELS = ("telemetry", "status", "alerts", "commands")
 DEFAULT_BUFFER = 1_000
 
@@ -43,32 +45,31 @@ class Subscriber:
         self.max_buffer = max_buffer
         # (channel, device or None) -> telemetry keys to keep (None: every key)
         self.subscriptions: dict[tuple[str, uuid.UUID | None], frozenset[str] | None] = {}
-        self._buffer: deque[dict[str, Any]] = deque()
+        self._buffer: deque[str] = deque()  # JSON text, encoded once per event
         self._skipped = 0
         self._ready = asyncio.Event()
 
-    def offer(self, event: LiveEvent, keys: frozenset[str] | None) -> None:
-        """Buffer a message (cut down to `keys` for telemetry); never blocks."""
-        message = event.message
+    def offer(self, event: LiveEvent, keys: frozenset[str] | None, text: str) -> None:
+        """Buffer a message, already JSON (`text`), or cut down to `keys` for telemetry."""
         if keys is not None and event.channel == "telemetry":
-            values = {k: v for k, v in message["values"].items() if k in keys}
+            values = {k: v for k, v in event.message["values"].items() if k in keys}
             if not values:
                 return
-            message = {**message, "values": values}
+            text = orjson.dumps({**event.message, "values": values}).decode()
         if len(self._buffer) >= self.max_buffer:
             self._skipped += len(self._buffer)
             self._buffer.clear()
-        self._buffer.append(message)
+        self._buffer.append(text)
         self._ready.set()
 
-    async def next(self) -> dict[str, Any]:
-        """The next message to send; a "lagged" notice first if messages were dropped."""
+    async def next(self) -> str:
+        """The next message (JSON text); a "lagged" notice first if messages were dropped."""
         while not self._buffer:
             self._ready.clear()
             await self._ready.wait()
         if self._skipped:
             skipped, self._skipped = self._skipped, 0
-            return {"type": "lagged", "skipped": skipped}
+            return orjson.dumps({"type": "lagged", "skipped": skipped}).decode()
         return self._buffer.popleft()
 
     @property
@@ -86,6 +87,10 @@ class LiveHub(Protocol):
 
     def wanted(self, organization_id: uuid.UUID, channel: str) -> bool:
         """Whether anyone may want this organization's channel (publishers skip work if not)."""
+        ...
+
+    def listening(self, channel: str) -> bool:
+        """Whether anyone, in any organization, subscribes to the channel."""
         ...
 
     def subscribe(
@@ -120,17 +125,25 @@ class InProcessHub:
         """Whether the organization has any subscription on the channel."""
         return self._channels[(organization_id, channel)] > 0
 
+    def listening(self, channel: str) -> bool:
+        """Whether any organization has a subscription on the channel."""
+        return any(n > 0 for (_, name), n in self._channels.items() if name == channel)
+
     def publish(self, event: LiveEvent) -> None:
         """Offer the event to subscribers of its device and to organization-wide ones."""
         org, channel, device = event.organization_id, event.channel, event.device_id
         mine: set[Subscriber] = set()
+        wide = self._index.get((org, channel, None), set())
         if device is not None:
             mine = self._index.get((org, channel, device), set())
-            for subscriber in mine:
-                subscriber.offer(event, subscriber.subscriptions.get((channel, device)))
-        for subscriber in self._index.get((org, channel, None), ()):
+        if not mine and not wide:
+            return
+        text = orjson.dumps(event.message).decode()  # once, whatever the audience
+        for subscriber in mine:
+            subscriber.offer(event, subscriber.subscriptions.get((channel, device)), text)
+        for subscriber in wide:
             if subscriber not in mine:  # subscribed both ways: once is enough
-                subscriber.offer(event, subscriber.subscriptions.get((channel, None)))
+                subscriber.offer(event, subscriber.subscriptions.get((channel, None)), text)
 
     def subscribe(
         self,

@@ -83,8 +83,7 @@ async def live(websocket: WebSocket, token: str | None = None) -> None:
 async def _send(websocket: WebSocket, subscriber: Subscriber) -> None:
     with contextlib.suppress(WebSocketDisconnect, RuntimeError):
         while True:
-            message = await subscriber.next()
-            await websocket.send_text(orjson.dumps(message).decode())
+            await websocket.send_text(await subscriber.next())
 
 
 async def _watch(websocket: WebSocket, token: str | None) -> None:

@@ -163,7 +163,8 @@ class MqttGateway:
         self.broker: FleetBroker | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._buckets: dict[str, TokenBucket] = {}
-        self._recheck: asyncio.Task[int] | None = None
+        self._recheck: asyncio.Task[None] | None = None
+        self._recheck_again = False
         self._stop_listening: list[Callable[[], None]] = []
         self.listeners: list[DeviceListener] = []
         self.command_results: CommandResults | None = None
@@ -356,7 +357,7 @@ class MqttGateway:
     async def _client_attributes(
         self, principal: DevicePrincipal, message: Inbound, values: dict[str, Any]
     ) -> None:
-        async with self.database.session() as session:
+        async with self.database.session(write=True) as session:
             device = await session.get(Device, principal.device.id)
             if device is None:
                 return
@@ -473,7 +474,7 @@ class MqttGateway:
             )
         else:
             try:
-                async with self.database.session() as session:
+                async with self.database.session(write=True) as session:
                     _, token, _ = await provision(session, data=data)
                     await session.commit()
                 answer = {
@@ -505,7 +506,11 @@ class MqttGateway:
         return orjson.dumps({"shared": shared, "version": version})
 
     def _shared_changed(self, change: signals.SharedChange) -> None:
-        if self.broker is None or str(change.device_id) not in self.broker.connected_keys():
+        if (
+            change.scope != "shared"
+            or self.broker is None
+            or str(change.device_id) not in self.broker.connected_keys()
+        ):
             return
         self._spawn(self._push_shared(change))
 
@@ -550,9 +555,20 @@ class MqttGateway:
 
     def _credentials_changed(self) -> None:
         # Tokens rotated or revoked, devices disabled or deleted: re-check live sessions.
-        if self.broker is None or (self._recheck is not None and not self._recheck.done()):
+        # A change during a running check makes it run once more (never skipped).
+        if self.broker is None:
             return
-        self._recheck = asyncio.get_running_loop().create_task(self.recheck_sessions())
+        self._recheck_again = True
+        if self._recheck is None or self._recheck.done():
+            self._recheck = asyncio.get_running_loop().create_task(self._recheck_until_settled())
+
+    async def _recheck_until_settled(self) -> None:
+        while self._recheck_again:
+            self._recheck_again = False
+            try:
+                await self.recheck_sessions()
+            except Exception:
+                log.exception("mqtt_recheck_failed")
 
     async def recheck_sessions(self) -> int:
         """Drop every connection whose token is no longer valid; returns how many devices."""

@@ -120,6 +120,8 @@ class Presence:
                 log.exception("presence_write_failed", device_id=str(change.device_id))
 
     async def _apply(self, change: _Change) -> None:
+        if self.database.shared_connection:
+            return
         async with self.database.session() as session:
             values: dict[str, object] = {
                 "connectivity": change.status,
@@ -167,6 +169,8 @@ class Presence:
     async def sweep(self) -> int:
         """Write last-seen times; mark silent devices offline. Returns how many went offline."""
         await self._flush_seen()
+        if self.database.shared_connection:
+            return 0
         now = utcnow()
         async with self.database.session() as session:
             rows = (
@@ -192,7 +196,8 @@ class Presence:
         return gone
 
     async def _flush_seen(self) -> None:
-        if not self._seen:
+        if not self._seen or self.database.shared_connection:
+            self._seen.clear()
             return
         seen, self._seen = self._seen, {}
         rows = [{"b_id": d, "b_seen": datetime.fromtimestamp(at, UTC)} for d, at in seen.items()]

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
-from fleetcore.deps import SessionDep
+from fleetcore.deps import ReadSessionDep
 from fleetcore.devices.auth_cache import HeaderIngestDevice, IngestDevice, PathIngestDevice
 from fleetcore.errors import PayloadTooLarge
 from fleetcore.telemetry.ingest import LIMITS, ingest
@@ -41,7 +41,7 @@ async def read_body(request: Request, limit: int = LIMITS.max_bytes) -> bytes:
 
 
 async def _ingest_request(
-    request: Request, session: SessionDep, device: IngestDevice
+    request: Request, session: ReadSessionDep, device: IngestDevice
 ) -> IngestAnswer:
     """Both ingest routes: read the body, store it, answer after the commit."""
     pipeline: IngestPipeline = request.app.state.pipeline
@@ -76,7 +76,7 @@ _BODY_DOC: dict[str, Any] = {
     responses={413: {}, 422: {}, 503: {}},
 )
 async def post_telemetry(
-    request: Request, session: SessionDep, device: HeaderIngestDevice
+    request: Request, session: ReadSessionDep, device: HeaderIngestDevice
 ) -> IngestAnswer:
     """Answers after the readings are committed; bad items are named, good ones stored."""
     return await _ingest_request(request, session, device)
@@ -88,7 +88,7 @@ async def post_telemetry(
     openapi_extra=_BODY_DOC,
 )
 async def post_telemetry_tb(
-    request: Request, session: SessionDep, device: PathIngestDevice
+    request: Request, session: ReadSessionDep, device: PathIngestDevice
 ) -> IngestAnswer:
     """Same as /devices/me/telemetry, for existing ThingsBoard firmware."""
     return await _ingest_request(request, session, device)

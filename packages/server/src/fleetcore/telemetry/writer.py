@@ -1,25 +1,35 @@
 """The bulk writer: a batch of readings into the value tables, roll-ups and latest values in
-one transaction, de-duplicated on (series, ts). COPY on PostgreSQL, executemany on SQLite.
+one transaction, de-duplicated on (series, ts).
+
+Python touches each reading once, to look up its series and make a (series, ts, value)
+row; de-duplication, roll-ups and latest values are computed by the database from the new
+rows. PostgreSQL: one statement per kind (arrays unnested, INSERT ... ON CONFLICT DO NOTHING
+RETURNING feeding the roll-up and latest upserts as data-modifying CTEs), which returns
+only a count unless some reading was a duplicate. SQLite: the rows go into a temporary
+table in multi-row INSERTs (a few statements, not one per row), then INSERT ... SELECT into
+the value table and the upserts from it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 import orjson
 from sqlalchemy import Connection, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.util import await_only
 
 from fleetcore.db import SQLITE_BEGIN_OPTION, create_sync_sqlite_engine
 from fleetcore.telemetry.models import ROLLUPS, VALUE_TABLES, Series, TelemetryKey
 from fleetcore_protocol.telemetry import Kind, Reading
+
+Row = tuple[int, int, Any]  # (series_id, ts, value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,13 +60,98 @@ class WriteResult:
     are (a reading sent twice in one batch counts for the first submission holding it),
     and how many were already stored."""
 
-    stored: list[Stored] = field(default_factory=list)
+    stored: Sequence[Stored] = field(default_factory=list)
     stored_per_item: list[int] = field(default_factory=list)
     duplicates: int = 0
 
 
 def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
+
+
+# Per kind, None when every row was new, else the (series_id, ts) that were stored.
+Inserted = list[set[tuple[int, int]] | None]
+
+
+def _stored(
+    batch: Sequence[DeviceReadings],
+    rows: list[list[Row]],
+    inserted: Inserted,
+    per_item: list[int] | None = None,
+) -> list[Stored]:
+    """The Stored readings, kind by kind in submission order. A reading is stored when its
+    (series, ts) was inserted and no earlier reading of the batch claimed it."""
+    out: list[Stored] = []
+    for kind in Kind:
+        kind_rows = rows[kind]
+        if not kind_rows:
+            continue
+        new = inserted[kind]
+        claimed: set[tuple[int, int]] = set()
+        series_ids = iter(kind_rows)
+        for index, item in enumerate(batch):
+            device_id, organization_id = item.device_id, item.organization_id
+            for r in item.readings:
+                if r.kind != kind:
+                    continue
+                sid = next(series_ids)[0]
+                if new is not None:
+                    key = (sid, r.ts)
+                    if key not in new or key in claimed:
+                        continue
+                    claimed.add(key)
+                out.append(Stored(device_id, organization_id, sid, r.key, kind, r.ts, r.value))
+                if per_item is not None:
+                    per_item[index] += 1
+    return out
+
+
+class _AllStored(Sequence[Stored]):
+    """Every reading of a batch, stored; the Stored objects are made when first read (the
+    batch's readings and series ids are kept meanwhile), so a batch nobody looks into costs
+    no object per reading."""
+
+    __slots__ = ("_batch", "_items", "_len", "_rows")
+
+    def __init__(self, batch: Sequence[DeviceReadings], rows: list[list[Row]]) -> None:
+        self._batch = batch
+        self._rows = rows
+        self._len = sum(len(r) for r in rows)
+        self._items: list[Stored] | None = None
+
+    def _all(self) -> list[Stored]:
+        if self._items is None:
+            self._items = _stored(self._batch, self._rows, [None] * len(self._rows))
+        return self._items
+
+    def __len__(self) -> int:
+        return self._len
+
+    @overload
+    def __getitem__(self, index: int) -> Stored: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Stored]: ...
+
+    def __getitem__(self, index: int | slice) -> Stored | list[Stored]:
+        return self._all()[index]
+
+    def __iter__(self) -> Iterator[Stored]:
+        return iter(self._all())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, _AllStored):
+            other = other._all()
+        return self._all() == other
+
+    __hash__ = None  # type: ignore[assignment]  # like a list
+
+    def __repr__(self) -> str:
+        return repr(self._all())
+
+
+class _Duplicates(Exception):
+    """Some reading of the batch was a duplicate (SQLite's first, optimistic attempt)."""
 
 
 class _Dialect:
@@ -68,11 +163,6 @@ class _Dialect:
         self.least = "LEAST" if self.pg else "min"
         self.greatest = "GREATEST" if self.pg else "max"
 
-    def params(self, count: int) -> str:
-        if self.pg:
-            return ", ".join(f"${i}" for i in range(1, count + 1))
-        return ", ".join("?" * count)
-
 
 _STAGE_TYPES = {
     Kind.NUMBER: ("REAL", "double precision"),
@@ -80,6 +170,12 @@ _STAGE_TYPES = {
     Kind.BOOLEAN: ("INTEGER", "boolean"),
     Kind.JSON: ("TEXT", "jsonb"),
 }
+_LATEST_COLUMN = {Kind.NUMBER: "num", Kind.TEXT: "text", Kind.BOOLEAN: "bool", Kind.JSON: "json"}
+_LATEST_UPDATE = (
+    "ts = excluded.ts, num = excluded.num, text = excluded.text, bool = excluded.bool, "
+    "json = excluded.json WHERE excluded.ts >= ts_latest.ts"
+)
+_SQLITE_CHUNK = 5_000  # rows per multi-row INSERT (3 parameters each; SQLite allows 32,766)
 
 
 class TelemetryWriter:
@@ -91,6 +187,9 @@ class TelemetryWriter:
         self._sync_engine = None if self.dialect.pg else create_sync_sqlite_engine(engine.url)
         self._keys: dict[tuple[str, int], int] = {}
         self._series: dict[tuple[uuid.UUID, int], int] = {}
+        # device -> (key, kind) -> series id: the one lookup per reading on the hot path
+        self._device_series: dict[uuid.UUID, dict[tuple[str, int], int]] = {}
+        self._sql: dict[tuple[str, ...], str] = {}
 
     async def write(self, batch: Sequence[DeviceReadings]) -> WriteResult:
         """Store a batch durably; returns only after the commit.
@@ -110,14 +209,38 @@ class TelemetryWriter:
             return self._run(connection, batch)
 
     def _run(self, connection: Connection, batch: Sequence[DeviceReadings]) -> WriteResult:
-        series = self._intern(connection, batch)
+        rows = self._rows(batch)
+        if rows is None:  # some series is not interned yet
+            self._intern(connection, batch)
+            rows = self._rows(batch)
+            assert rows is not None
         connection = connection.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+        try:
+            with connection.begin():
+                return self._write(connection, batch, rows, careful=False)
+        except _Duplicates:  # rolled back; again, finding out which readings were stored
+            pass
         with connection.begin():
-            return self._write(connection, batch, series)
+            return self._write(connection, batch, rows, careful=True)
 
-    def _intern(
-        self, connection: Connection, batch: Sequence[DeviceReadings]
-    ) -> dict[tuple[uuid.UUID, str, Kind], int]:
+    def _rows(self, batch: Sequence[DeviceReadings]) -> list[list[Row]] | None:
+        """(series_id, ts, value) rows per kind (indexed by kind), in submission order;
+        None when a series is not known yet."""
+        rows: list[list[Row]] = [[] for _ in range(len(Kind) + 1)]
+        known = self._device_series
+        for item in batch:
+            series = known.get(item.device_id)
+            if series is None:
+                return None
+            for r in item.readings:
+                kind = r.kind
+                sid = series.get((r.key, kind))
+                if sid is None:
+                    return None
+                rows[kind].append((sid, r.ts, r.value))
+        return rows
+
+    def _intern(self, connection: Connection, batch: Sequence[DeviceReadings]) -> None:
         """Series id of every (device, key, kind) in the batch, creating missing ones."""
         wanted_keys = {(r.key, int(r.kind)) for item in batch for r in item.readings}
         missing_keys = wanted_keys - self._keys.keys()
@@ -155,13 +278,12 @@ class TelemetryWriter:
                 )
                 self._series.update({(d, k): sid for sid, d, k in rows})
         connection.commit()
-        return {
-            (item.device_id, r.key, r.kind): self._series[
-                (item.device_id, self._keys[(r.key, int(r.kind))])
-            ]
-            for item in batch
-            for r in item.readings
-        }
+        for item in batch:
+            known = self._device_series.setdefault(item.device_id, {})
+            for r in item.readings:
+                known[(r.key, r.kind)] = self._series[
+                    (item.device_id, self._keys[(r.key, int(r.kind))])
+                ]
 
     def _insert_ignore(
         self, connection: Connection, model: type[Any], rows: list[dict[str, Any]]
@@ -174,126 +296,159 @@ class TelemetryWriter:
         self,
         connection: Connection,
         batch: Sequence[DeviceReadings],
-        series: dict[tuple[uuid.UUID, str, Kind], int],
+        rows: list[list[Row]],
+        *,
+        careful: bool,
     ) -> WriteResult:
-        staged: dict[Kind, dict[tuple[int, int], Stored]] = {kind: {} for kind in Kind}
-        owner: dict[tuple[Kind, int, int], int] = {}  # the submission a staged row came from
-        total = 0
-        for index, item in enumerate(batch):
-            for r in item.readings:
-                total += 1
-                sid = series[(item.device_id, r.key, r.kind)]
-                rows = staged[r.kind]
-                if (sid, r.ts) not in rows:
-                    rows[(sid, r.ts)] = Stored(
-                        item.device_id, item.organization_id, sid, r.key, r.kind, r.ts, r.value
-                    )
-                    owner[(r.kind, sid, r.ts)] = index
-        result = WriteResult(stored_per_item=[0] * len(batch))
-        for kind, rows in staged.items():
-            if rows:
-                for key in self._insert_rows(connection, kind, rows):
-                    result.stored.append(rows[key])
-                    result.stored_per_item[owner[(kind, *key)]] += 1
-        result.duplicates = total - len(result.stored)
-        numbers = [s for s in result.stored if s.kind is Kind.NUMBER]
-        if numbers:
-            for width, table in ROLLUPS.items():
-                self._rollup(connection, table.name, width, numbers)
-        if result.stored:
-            self._latest(connection, result.stored)
-        return result
+        inserted: Inserted = [None] * len(rows)
+        for kind in Kind:
+            if rows[kind]:
+                db_rows = self._db_rows(kind, rows[kind])
+                if self.dialect.pg:
+                    inserted[kind] = self._store_pg(connection, kind, db_rows)
+                else:
+                    inserted[kind] = self._store_sqlite(connection, kind, db_rows, careful=careful)
+        if all(new is None for new in inserted):  # the usual case: nothing was a duplicate
+            return WriteResult(_AllStored(batch, rows), [len(item.readings) for item in batch])
+        per_item = [0] * len(batch)
+        stored = _stored(batch, rows, inserted, per_item)
+        return WriteResult(stored, per_item, sum(len(r) for r in rows) - len(stored))
 
-    def _insert_rows(
-        self, connection: Connection, kind: Kind, rows: dict[tuple[int, int], Stored]
-    ) -> list[tuple[int, int]]:
-        """Insert new rows of one kind; returns the (series, ts) that were not stored before."""
+    def _db_rows(self, kind: Kind, rows: list[Row]) -> list[Row]:
+        if kind is Kind.JSON:
+            return [(sid, ts, _json(value)) for sid, ts, value in rows]
+        if kind is Kind.BOOLEAN and not self.dialect.pg:
+            return [(sid, ts, int(value)) for sid, ts, value in rows]
+        return rows
+
+    # -- PostgreSQL ---------------------------------------------------------------------
+
+    def _store_pg(
+        self, connection: Connection, kind: Kind, rows: list[Row]
+    ) -> set[tuple[int, int]] | None:
+        """Insert the rows, merge the new ones into roll-ups and latest, in one statement;
+        None when all were new, else the (series_id, ts) inserted."""
+        series_ids, stamps, values = zip(*rows, strict=True)
+        result = connection.exec_driver_sql(
+            self._pg_sql(kind), (list(series_ids), list(stamps), list(values), len(rows))
+        ).one()
+        count, new_series, new_stamps = int(result[0]), result[1], result[2]
+        if count == len(rows):
+            return None
+        return set(zip(new_series or (), new_stamps or (), strict=True))
+
+    def _pg_sql(self, kind: Kind) -> str:
+        sql = self._sql.get(("pg", kind.name))
+        if sql is not None:
+            return sql
+        table = VALUE_TABLES[kind].name
+        value_type = _STAGE_TYPES[kind][1]
+        parts = [
+            "WITH batch AS (SELECT * FROM unnest($1::integer[], $2::bigint[], "
+            f"$3::{value_type}[]) WITH ORDINALITY AS b (series_id, ts, value, ord)), "
+            f"ins AS (INSERT INTO {table} (series_id, ts, value) "
+            "SELECT series_id, ts, value FROM batch ORDER BY ord "  # the first copy wins
+            "ON CONFLICT DO NOTHING RETURNING series_id, ts, value)"
+        ]
+        if kind is Kind.NUMBER:
+            for n, (width, rollup) in enumerate(ROLLUPS.items()):
+                parts.append(f", rollup{n} AS ({self._rollup_sql(rollup.name, width, 'ins')})")
+        column = _LATEST_COLUMN[kind]
+        parts.append(
+            f", latest AS (INSERT INTO ts_latest (series_id, ts, {column}) "
+            "SELECT DISTINCT ON (series_id) series_id, ts, value FROM ins "
+            f"ORDER BY series_id, ts DESC ON CONFLICT (series_id) DO UPDATE SET {_LATEST_UPDATE})"
+        )
+        # Only a count, unless something was a duplicate: then which rows were new.
+        parts.append(
+            " SELECT count(*), CASE WHEN count(*) < $4 THEN array_agg(series_id) END, "
+            "CASE WHEN count(*) < $4 THEN array_agg(ts) END FROM ins"
+        )
+        sql = self._sql[("pg", kind.name)] = "".join(parts)
+        return sql
+
+    # -- SQLite -------------------------------------------------------------------------
+
+    def _store_sqlite(
+        self, connection: Connection, kind: Kind, rows: list[Row], *, careful: bool
+    ) -> set[tuple[int, int]] | None:
+        """Stage the rows, insert the new ones, merge them into roll-ups and latest; None
+        when all were new, else the (series_id, ts) inserted.
+
+        Duplicates are rare (redeliveries), so at first the rows go straight from the stage
+        into the table, and _Duplicates is raised if fewer went in than were sent; the
+        caller then rolls back and comes again `careful`: the stage is first cleared of the
+        rows already stored.
+        """
         table = VALUE_TABLES[kind].name
         stage = f"stage_{table}"
-        sqlite_type, pg_type = _STAGE_TYPES[kind]
-        records = [(s.series_id, s.ts, self._db_value(kind, s.value)) for s in rows.values()]
-        if self.dialect.pg:
-            connection.exec_driver_sql(
-                f"CREATE TEMP TABLE IF NOT EXISTS {stage} "
-                f"(series_id integer, ts bigint, value {pg_type}) ON COMMIT DELETE ROWS"
-            )
-            self._copy(connection, stage, records, ["series_id", "ts", "value"])
-        else:
-            if self._sqlite_all_new(connection, table, records):
-                return list(rows)
-            connection.exec_driver_sql(
-                f"CREATE TEMP TABLE IF NOT EXISTS {stage} "
-                f"(series_id INTEGER, ts INTEGER, value {sqlite_type})"
-            )
-            connection.exec_driver_sql(f"DELETE FROM {stage}")
-            connection.exec_driver_sql(
-                f"INSERT INTO {stage} (series_id, ts, value) VALUES (?, ?, ?)", records
-            )
-        returned = connection.exec_driver_sql(
-            f"INSERT INTO {table} (series_id, ts, value) "
-            f"SELECT series_id, ts, value FROM {stage} WHERE true "
-            "ON CONFLICT DO NOTHING RETURNING series_id, ts"
+        connection.exec_driver_sql(
+            f"CREATE TEMP TABLE IF NOT EXISTS {stage} (series_id INTEGER NOT NULL, "
+            f"ts INTEGER NOT NULL, value {_STAGE_TYPES[kind][0]}, PRIMARY KEY (series_id, ts)) "
+            "WITHOUT ROWID"
         )
-        rows_back: list[tuple[Any, ...]] = [tuple(row) for row in returned.fetchall()]
-        return [(int(row[0]), int(row[1])) for row in rows_back]
-
-    @staticmethod
-    def _copy(
-        connection: Connection, table: str, records: list[tuple[Any, ...]], columns: list[str]
-    ) -> None:
-        """asyncpg's COPY, awaited from the synchronous code run_sync bridges."""
-        driver = connection.connection.driver_connection
-        await_only(driver.copy_records_to_table(table, records=records, columns=columns))  # type: ignore[union-attr]
-
-    @staticmethod
-    def _sqlite_all_new(connection: Connection, table: str, records: list[tuple[Any, ...]]) -> bool:
-        """Fast path: insert straight into the table; keep it only if no row was a duplicate.
-
-        Duplicates are rare (redeliveries), so most batches skip the staging table; when
-        some row already existed, the savepoint is rolled back and the caller stages.
-        """
+        connection.exec_driver_sql(f"DELETE FROM {stage}")
+        for chunk in _chunks(rows, _SQLITE_CHUNK):
+            # OR IGNORE: a reading twice in the batch keeps its first copy
+            connection.exec_driver_sql(
+                self._sqlite_values_sql(stage, len(chunk)),
+                tuple(itertools.chain.from_iterable(chunk)),
+            )
+        inserted: set[tuple[int, int]] | None = None
+        if careful:
+            existing = connection.exec_driver_sql(
+                f"DELETE FROM {stage} WHERE EXISTS (SELECT 1 FROM {table} AS t "
+                f"WHERE t.series_id = {stage}.series_id AND t.ts = {stage}.ts) "
+                "RETURNING series_id, ts"
+            ).fetchall()
+            old = {(int(sid), int(ts)) for sid, ts in existing}
+            inserted = {(sid, ts) for sid, ts, _ in rows} - old
         raw = connection.connection.driver_connection  # the sqlite3 connection
-        connection.exec_driver_sql("SAVEPOINT fast_insert")
         before = raw.total_changes  # type: ignore[union-attr]
         connection.exec_driver_sql(
-            f"INSERT OR IGNORE INTO {table} (series_id, ts, value) VALUES (?, ?, ?)", records
+            f"INSERT OR IGNORE INTO {table} (series_id, ts, value) "
+            f"SELECT series_id, ts, value FROM {stage}"
         )
-        if raw.total_changes - before == len(records):  # type: ignore[union-attr]
-            connection.exec_driver_sql("RELEASE fast_insert")
-            return True
-        connection.exec_driver_sql("ROLLBACK TO fast_insert")
-        connection.exec_driver_sql("RELEASE fast_insert")
-        return False
+        if not careful and raw.total_changes - before != len(rows):  # type: ignore[union-attr]
+            raise _Duplicates
+        if kind is Kind.NUMBER:
+            for width, rollup in ROLLUPS.items():
+                connection.exec_driver_sql(self._rollup_sql(rollup.name, width, stage))
+        connection.exec_driver_sql(
+            f"INSERT INTO ts_latest (series_id, ts, {_LATEST_COLUMN[kind]}) "
+            f"SELECT series_id, max(ts), value FROM {stage} WHERE true GROUP BY series_id "
+            f"ON CONFLICT (series_id) DO UPDATE SET {_LATEST_UPDATE}"
+        )
+        return inserted
 
-    def _db_value(self, kind: Kind, value: Any) -> Any:
-        if kind is Kind.JSON:
-            return _json(value)
-        if kind is Kind.BOOLEAN and not self.dialect.pg:
-            return int(value)
-        return value
+    def _sqlite_values_sql(self, stage: str, count: int) -> str:
+        key = ("values", stage, str(count))
+        sql = self._sql.get(key)
+        if sql is None:
+            sql = self._sql[key] = (
+                f"INSERT OR IGNORE INTO {stage} (series_id, ts, value) VALUES "
+                + ", ".join(["(?, ?, ?)"] * count)
+            )
+        return sql
 
-    def _rollup(
-        self, connection: Connection, table: str, width: int, numbers: Iterable[Stored]
-    ) -> None:
-        """Merge this batch's new numbers into the roll-up buckets."""
-        buckets: dict[tuple[int, int], list[Any]] = {}
-        for s in numbers:
-            key = (s.series_id, s.ts - s.ts % width)
-            value = float(s.value)
-            agg = buckets.get(key)
-            if agg is None:
-                buckets[key] = [1, value, value, value, s.ts, value, s.ts, value]
-                continue
-            agg[0] += 1
-            agg[1] += value
-            agg[2] = min(agg[2], value)
-            agg[3] = max(agg[3], value)
-            if s.ts < agg[4]:
-                agg[4], agg[5] = s.ts, value
-            if s.ts >= agg[6]:
-                agg[6], agg[7] = s.ts, value
+    # -- both ---------------------------------------------------------------------------
+
+    def _rollup_sql(self, table: str, width: int, source: str) -> str:
+        """Merge the new numbers in `source` (unique per series and ts) into the roll-up
+        buckets of `table`; late data included."""
         d = self.dialect
-        update = (
+        bucket = f"ts - ((ts % {width}) + {width}) % {width}"  # floor, as for negative ts
+        return (
+            f"INSERT INTO {table} ({', '.join(_ROLLUP_COLUMNS)}) "
+            "SELECT g.series_id, g.bucket, g.cnt, g.total, g.vmin, g.vmax, "
+            "g.first_ts, f.value, g.last_ts, l.value "
+            f"FROM (SELECT series_id, {bucket} AS bucket, count(*) AS cnt, sum(value) AS total, "
+            "min(value) AS vmin, max(value) AS vmax, min(ts) AS first_ts, max(ts) AS last_ts "
+            f"FROM {source} GROUP BY 1, 2) AS g "
+            f"JOIN {source} AS f ON f.series_id = g.series_id AND f.ts = g.first_ts "
+            f"JOIN {source} AS l ON l.series_id = g.series_id AND l.ts = g.last_ts "
+            "WHERE true ORDER BY 1, 2 "
+            "ON CONFLICT (series_id, bucket) DO UPDATE SET "
             f"cnt = {table}.cnt + excluded.cnt, "
             f"total = {table}.total + excluded.total, "
             f"vmin = {d.least}({table}.vmin, excluded.vmin), "
@@ -305,82 +460,19 @@ class TelemetryWriter:
             f"THEN excluded.vlast ELSE {table}.vlast END, "
             f"last_ts = {d.greatest}({table}.last_ts, excluded.last_ts)"
         )
-        rows = [(sid, bucket, *agg) for (sid, bucket), agg in sorted(buckets.items())]
-        self._upsert(connection, table, _ROLLUP_COLUMNS, rows, "(series_id, bucket)", update)
-
-    def _latest(self, connection: Connection, stored: Iterable[Stored]) -> None:
-        """Move each series' latest value forward (late data never moves it back)."""
-        newest: dict[int, Stored] = {}
-        for s in stored:
-            current = newest.get(s.series_id)
-            if current is None or s.ts >= current.ts:
-                newest[s.series_id] = s
-        rows = []
-        for s in newest.values():
-            columns: list[Any] = [None, None, None, None]
-            columns[int(s.kind) - 1] = self._db_value(s.kind, s.value)
-            rows.append((s.series_id, s.ts, *columns))
-        rows.sort(key=lambda row: row[0])
-        self._upsert(
-            connection,
-            "ts_latest",
-            _LATEST_COLUMNS,
-            rows,
-            "(series_id)",
-            "ts = excluded.ts, num = excluded.num, text = excluded.text, bool = excluded.bool, "
-            "json = excluded.json WHERE excluded.ts >= ts_latest.ts",
-        )
-
-    def _upsert(
-        self,
-        connection: Connection,
-        table: str,
-        columns: Sequence[tuple[str, str]],
-        rows: list[tuple[Any, ...]],
-        conflict: str,
-        update: str,
-    ) -> None:
-        """INSERT ... ON CONFLICT DO UPDATE of many rows: via COPY and one statement on
-        PostgreSQL (executemany there costs a round of planning per row), executemany on SQLite."""
-        names = ", ".join(name for name, _ in columns)
-        if self.dialect.pg:
-            stage = f"stage_{table}"
-            types = ", ".join(f"{name} {pg_type}" for name, pg_type in columns)
-            connection.exec_driver_sql(
-                f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({types}) ON COMMIT DELETE ROWS"
-            )
-            self._copy(connection, stage, rows, [name for name, _ in columns])
-            connection.exec_driver_sql(
-                f"INSERT INTO {table} ({names}) SELECT {names} FROM {stage} "
-                f"ON CONFLICT {conflict} DO UPDATE SET {update}"
-            )
-            return
-        connection.exec_driver_sql(
-            f"INSERT INTO {table} ({names}) VALUES ({self.dialect.params(len(columns))}) "
-            f"ON CONFLICT {conflict} DO UPDATE SET {update}",
-            rows,
-        )
 
 
 _ROLLUP_COLUMNS = (
-    ("series_id", "integer"),
-    ("bucket", "bigint"),
-    ("cnt", "integer"),
-    ("total", "double precision"),
-    ("vmin", "double precision"),
-    ("vmax", "double precision"),
-    ("first_ts", "bigint"),
-    ("vfirst", "double precision"),
-    ("last_ts", "bigint"),
-    ("vlast", "double precision"),
-)
-_LATEST_COLUMNS = (
-    ("series_id", "integer"),
-    ("ts", "bigint"),
-    ("num", "double precision"),
-    ("text", "text"),
-    ("bool", "boolean"),
-    ("json", "jsonb"),
+    "series_id",
+    "bucket",
+    "cnt",
+    "total",
+    "vmin",
+    "vmax",
+    "first_ts",
+    "vfirst",
+    "last_ts",
+    "vlast",
 )
 
 

@@ -1,7 +1,7 @@
 """device connectivity and status history
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-11-22 04:07:36.355916
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import fleetcore.db
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,499 @@
+"""Getting commands to devices and their answers back; expiry; who can be reached.
+
+`CommandService` is a lifespan component (app.state.commands). It sends over MQTT (the
+native topic `devices/{id}/commands`, else ThingsBoard `v1/devices/me/rpc/request/{rpc_id}`)
+or hands commands to HTTP long-pollers, takes results from the MQTT gateway and the HTTP
+routes, and expires what runs out of time.
+
+- Sent = handed to a connected MQTT session of the device (the transport does not report
+  the device's PUBACK); over HTTP, fetching a command makes it sent and delivered at once.
+  A result implies delivery: it stamps `delivered_at` if nothing did before.
+- Per device, sending and HTTP claiming hold an in-process lock: a command goes out once,
+  and a result that overtakes the commit of "sent" waits for it.
+- Expiry runs every second but queries only when the earliest known deadline has passed
+  (known = found at start, or created by this process since).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+import weakref
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Protocol
+
+import orjson
+import structlog
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fleetcore.audit import service as audit
+from fleetcore.commands.models import OPEN, CommandStatus, DeviceCommand
+from fleetcore.commands.transitions import live_message, move
+from fleetcore.db import Database, utcnow
+from fleetcore.live.hub import LiveEvent, LiveHub
+from fleetcore.mqtt import metrics as mqtt_metrics
+from fleetcore.mqtt.broker import topic_matches
+from fleetcore_protocol import topics
+from fleetcore_protocol.topics import Channel
+
+log = structlog.get_logger(__name__)
+
+BATCH = 100  # commands sent or claimed per round
+MAX_RPC_ID = 2**31 - 1
+EXPIRY_INTERVAL_S = 1.0
+RETRY_AFTER_FAILURE = timedelta(seconds=30)  # when the database could not be asked
+# MQTT 5 reason codes for refused results (the gateway's PUBACK may carry them).
+NOT_AUTHORIZED = 0x87
+UNSPECIFIED_ERROR = 0x80
+PAYLOAD_FORMAT_INVALID = 0x99
+
+
+class Presence(Protocol):
+    """Who is online (app.state.presence, when the device status service provides it)."""
+
+    def is_online(self, device_id: uuid.UUID) -> bool:
+        """Whether the device is connected now."""
+        ...
+
+
+class Transport(Protocol):
+    """The part of fleetcore.mqtt.transport.DeviceTransport commands use."""
+
+    def send(
+        self,
+        device_id: uuid.UUID,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+    ) -> int:
+        """Send to the device's subscribed sessions; returns how many got or queued it."""
+        ...
+
+    def online(self) -> set[str]:
+        """Ids of connected devices."""
+        ...
+
+
+class DeviceRef(Protocol):
+    """A device as the device-facing paths know it (ORM row or the auth cache's copy)."""
+
+    @property
+    def id(self) -> uuid.UUID:
+        """The device's id."""
+
+    @property
+    def organization_id(self) -> uuid.UUID:
+        """The device's organization."""
+
+
+class Refusal(StrEnum):
+    """Why a device's result was not taken."""
+
+    UNKNOWN = "unknown"  # no such command
+    NOT_YOURS = "not_yours"  # another device's command
+    NOT_OPEN = "not_open"  # never sent, or already finished
+
+
+_REFUSAL_CODES = {
+    Refusal.UNKNOWN: UNSPECIFIED_ERROR,
+    Refusal.NOT_YOURS: NOT_AUTHORIZED,
+    Refusal.NOT_OPEN: UNSPECIFIED_ERROR,
+}
+
+
+def _earlier(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def is_commands_filter(device_id: uuid.UUID, topic_filter: str) -> bool:
+    """Whether a subscription receives the device's commands (native or ThingsBoard RPC)."""
+    native = topics.native(str(device_id), Channel.COMMANDS)
+    return topic_matches(native, topic_filter) or topic_matches(
+        f"{topics.TB_RPC_REQUEST}1", topic_filter
+    )
+
+
+class CommandService:
+    """Delivery, results and expiry of device commands (a lifespan component)."""
+
+    name = "commands"
+
+    def __init__(
+        self,
+        database: Database,
+        hub: LiveHub,
+        *,
+        presence: Callable[[], Presence | None] = lambda: None,
+        transport: Transport | None = None,
+    ) -> None:
+        self.database = database
+        self.hub = hub
+        self.presence = presence
+        self.transport = transport
+        self._locks: weakref.WeakValueDictionary[uuid.UUID, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+        self._pollers: dict[uuid.UUID, set[asyncio.Event]] = {}
+        self._next_deadline: datetime | None = None
+        self._noted: datetime | None = None  # deadlines noted while an expiry run is on
+        self._stopping = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Learn the earliest deadline of open commands (they may predate this process)."""
+        self._stopping = False
+        try:
+            async with self.database.session() as session:
+                self._next_deadline = await self._earliest_deadline(session)
+        except (SQLAlchemyError, OSError) as exc:
+            # Not ready (unreachable, schema behind): /ready says so; expiry looks again later.
+            log.warning("commands_start_lookup_failed", error=str(exc)[:300])
+            self._next_deadline = utcnow() + RETRY_AFTER_FAILURE
+
+    async def stop(self) -> None:
+        """Answer waiting long-polls now (with nothing); let deliveries in flight finish."""
+        self._stopping = True
+        for waiters in self._pollers.values():
+            for wake in waiters:
+                wake.set()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=10)
+
+    # -- who can be reached ------------------------------------------------------------
+
+    def is_online(self, device_id: uuid.UUID) -> bool:
+        """Connected over MQTT (presence, or the transport) or waiting in a long-poll."""
+        if self._pollers.get(device_id):
+            return True
+        presence = self.presence()
+        if presence is not None:
+            return bool(presence.is_online(device_id))
+        return self.transport is not None and str(device_id) in self.transport.online()
+
+    def _lock(self, device_id: uuid.UUID) -> asyncio.Lock:
+        lock = self._locks.get(device_id)
+        if lock is None:
+            lock = self._locks[device_id] = asyncio.Lock()
+        return lock
+
+    # -- state changes -----------------------------------------------------------------
+
+    def publish(self, commands: Sequence[DeviceCommand]) -> None:
+        """Push each command's new state to the organization's "commands" channel."""
+        for command in commands:
+            if self.hub.wanted(command.organization_id, "commands"):
+                self.hub.publish(
+                    LiveEvent(
+                        command.organization_id,
+                        "commands",
+                        command.device_id,
+                        live_message(command),
+                    )
+                )
+
+    def note_deadline(self, expires_at: datetime) -> None:
+        """A command was committed that expires at this time (call after the commit)."""
+        self._next_deadline = _earlier(self._next_deadline, expires_at)
+        self._noted = _earlier(self._noted, expires_at)
+
+    # -- sending -----------------------------------------------------------------------
+
+    def _send_mqtt(self, command: DeviceCommand) -> str | None:
+        """Hand the command to the device's MQTT sessions; returns the channel used."""
+        if self.transport is None:
+            return None
+        device_id = command.device_id
+        native = orjson.dumps(
+            {"id": str(command.id), "method": command.method, "params": command.params}
+        )
+        if self.transport.send(device_id, topics.native(str(device_id), Channel.COMMANDS), native):
+            mqtt_metrics.MESSAGES_OUT.inc()
+            return "mqtt"
+        rpc = orjson.dumps({"method": command.method, "params": command.params})
+        if self.transport.send(device_id, f"{topics.TB_RPC_REQUEST}{command.rpc_id}", rpc):
+            mqtt_metrics.MESSAGES_OUT.inc()
+            return "thingsboard"
+        return None
+
+    async def deliver_queued(self, device_id: uuid.UUID) -> None:
+        """Send the device's queued commands over MQTT, oldest first; else wake its pollers."""
+        async with self._lock(device_id):
+            async with self.database.session() as session:
+                queued = (
+                    await session.scalars(
+                        select(DeviceCommand)
+                        .where(
+                            DeviceCommand.device_id == device_id,
+                            DeviceCommand.status == CommandStatus.QUEUED,
+                        )
+                        .order_by(DeviceCommand.created_at, DeviceCommand.id)
+                        .limit(BATCH)
+                    )
+                ).all()
+                await session.commit()
+                sent: list[DeviceCommand] = []
+                for command in queued:
+                    channel = self._send_mqtt(command)
+                    if channel is None:
+                        break
+                    sent += await move(
+                        session,
+                        DeviceCommand.id == command.id,
+                        expected=(CommandStatus.QUEUED,),
+                        to=CommandStatus.SENT,
+                        channel=channel,
+                    )
+                if sent:
+                    await session.commit()
+            self.publish(sent)
+        if len(sent) < len(queued):
+            self._wake(device_id)
+
+    # -- the device listener (fleetcore.mqtt.gateway.DeviceListener) ---------------------
+
+    async def device_connected(self, device: Any) -> None:
+        """Nothing to do: commands go out when the device subscribes to them."""
+
+    async def device_disconnected(self, device: Any, *, abnormal: bool) -> None:
+        """Nothing to do: what was sent waits for a result or its expiry."""
+
+    async def device_subscribed(self, device: DeviceRef, topic_filter: str) -> None:
+        """Send the queued commands when the device subscribes to its commands topic."""
+        if is_commands_filter(device.id, topic_filter):
+            # In the background: the broker handles the connection's next subscriptions only
+            # after this returns, and a device may publish (and expect answers) meanwhile.
+            task = asyncio.get_running_loop().create_task(self._deliver_quietly(device.id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _deliver_quietly(self, device_id: uuid.UUID) -> None:
+        try:
+            await self.deliver_queued(device_id)
+        except Exception:
+            log.exception("commands_delivery_failed", device_id=str(device_id))
+
+    # -- HTTP long-poll ----------------------------------------------------------------
+
+    def _wake(self, device_id: uuid.UUID) -> None:
+        for wake in self._pollers.get(device_id, ()):
+            wake.set()
+
+    async def poll(
+        self, device: DeviceRef, *, timeout_s: float, limit: int, channel: str
+    ) -> list[DeviceCommand]:
+        """The device's queued commands, now delivered; waits up to timeout_s for one."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            wake = asyncio.Event()
+            waiters = self._pollers.setdefault(device.id, set())
+            waiters.add(wake)  # before looking: a command queued meanwhile wakes us
+            try:
+                claimed = await self._claim(device.id, limit=limit, channel=channel)
+                remaining = deadline - loop.time()
+                if claimed or remaining <= 0 or self._stopping:
+                    return claimed
+                try:
+                    await asyncio.wait_for(wake.wait(), remaining)
+                except TimeoutError:
+                    return []
+            finally:
+                waiters.discard(wake)
+                if not waiters and self._pollers.get(device.id) is waiters:
+                    del self._pollers[device.id]
+
+    async def _claim(
+        self, device_id: uuid.UUID, *, limit: int, channel: str
+    ) -> list[DeviceCommand]:
+        async with self._lock(device_id), self.database.session() as session:
+            oldest = (
+                select(DeviceCommand.id)
+                .where(
+                    DeviceCommand.device_id == device_id,
+                    DeviceCommand.status == CommandStatus.QUEUED,
+                )
+                .order_by(DeviceCommand.created_at, DeviceCommand.id)
+                .limit(limit)
+            )
+            now = utcnow()
+            claimed = await move(
+                session,
+                DeviceCommand.id.in_(oldest.scalar_subquery()),
+                expected=(CommandStatus.QUEUED,),
+                to=CommandStatus.DELIVERED,
+                now=now,
+                sent_at=now,
+                channel=channel,
+            )
+            await session.commit()
+        claimed.sort(key=lambda c: (c.created_at, str(c.id)))
+        self.publish(claimed)
+        return claimed
+
+    # -- results -----------------------------------------------------------------------
+
+    async def record_result(
+        self,
+        device: DeviceRef,
+        *,
+        command_id: uuid.UUID | None = None,
+        rpc_id: int | None = None,
+        succeeded: bool,
+        result: Any = None,
+        error: str | None = None,
+    ) -> DeviceCommand | Refusal:
+        """A device's answer to a sent or delivered command (by id, or ThingsBoard rpc id)."""
+        which: ColumnElement[bool] = (
+            DeviceCommand.id == command_id
+            if command_id is not None
+            else (DeviceCommand.device_id == device.id) & (DeviceCommand.rpc_id == rpc_id)
+        )
+        outcome = CommandStatus.SUCCEEDED if succeeded else CommandStatus.FAILED
+        for attempt in range(2):
+            async with self.database.session() as session:
+                now = utcnow()
+                moved = await move(
+                    session,
+                    which,
+                    DeviceCommand.device_id == device.id,
+                    expected=(CommandStatus.SENT, CommandStatus.DELIVERED),
+                    to=outcome,
+                    now=now,
+                    result=result,
+                    error=error[:1000] if error else None,
+                    delivered_at=func.coalesce(DeviceCommand.delivered_at, now),
+                )
+                if moved:
+                    command = moved[0]
+                    _audit_device(session, command, "command.result", {"status": outcome.value})
+                    await session.commit()
+                    self.publish(moved)
+                    return command
+                current = (
+                    await session.execute(
+                        select(DeviceCommand.device_id, DeviceCommand.status).where(which)
+                    )
+                ).first()
+                await session.commit()
+            if current is None:
+                return Refusal.UNKNOWN
+            if current.device_id != device.id:
+                return Refusal.NOT_YOURS
+            if current.status == CommandStatus.QUEUED and attempt == 0:
+                # Sent but "sent" not committed yet: wait for the sender, then look again.
+                async with self._lock(device.id):
+                    pass
+                continue
+            break
+        return Refusal.NOT_OPEN
+
+    async def mqtt_result(
+        self, device: DeviceRef, command_id: str, body: dict[str, Any], thingsboard: bool
+    ) -> int | None:
+        """The gateway's command_results: None when taken, else an MQTT 5 reason code."""
+        if thingsboard:
+            if int(command_id) > MAX_RPC_ID:
+                return UNSPECIFIED_ERROR
+            outcome = await self.record_result(
+                device, rpc_id=int(command_id), succeeded=True, result=body
+            )
+        else:
+            try:
+                parsed = uuid.UUID(command_id)
+            except ValueError:
+                log.info("command_result_unknown", device_id=str(device.id), command=command_id)
+                return UNSPECIFIED_ERROR
+            status = body.get("status")
+            if status not in ("succeeded", "failed"):
+                log.info("command_result_malformed", device_id=str(device.id), command=command_id)
+                return PAYLOAD_FORMAT_INVALID
+            error = body.get("error")
+            outcome = await self.record_result(
+                device,
+                command_id=parsed,
+                succeeded=status == "succeeded",
+                result=body.get("result"),
+                error=None if error is None else str(error),
+            )
+        if isinstance(outcome, Refusal):
+            log.info(
+                "command_result_refused",
+                device_id=str(device.id),
+                command=command_id,
+                reason=outcome.value,
+            )
+            return _REFUSAL_CODES[outcome]
+        return None
+
+    # -- expiry ------------------------------------------------------------------------
+
+    async def _earliest_deadline(self, session: AsyncSession) -> datetime | None:
+        earliest: datetime | None = await session.scalar(
+            select(func.min(DeviceCommand.expires_at)).where(DeviceCommand.status.in_(OPEN))
+        )
+        await session.commit()
+        return earliest
+
+    async def expire_due(self) -> None:
+        """Expire open commands whose time is up (a job, every second)."""
+        now = utcnow()
+        if self._next_deadline is None or self._next_deadline > now:
+            return
+        self._noted = None
+        self._next_deadline = now + RETRY_AFTER_FAILURE  # unless the run below succeeds
+        async with self.database.session() as session:
+            due = (
+                select(DeviceCommand.id)
+                .where(DeviceCommand.status.in_(OPEN), DeviceCommand.expires_at <= now)
+                .limit(500)
+            )
+            expired = await move(
+                session,
+                DeviceCommand.id.in_(due.scalar_subquery()),
+                expected=OPEN,
+                to=CommandStatus.EXPIRED,
+                now=now,
+                error="timed out",
+            )
+            for command in expired:
+                audit.record(
+                    session,
+                    action="command.expire",
+                    actor=None,
+                    actor_type="system",
+                    actor_id="commands.expiry",
+                    organization_id=command.organization_id,
+                    target_type="command",
+                    target_id=command.id,
+                    details={"device_id": str(command.device_id), "method": command.method},
+                )
+            await session.commit()
+            earliest = await self._earliest_deadline(session)
+        self._next_deadline = _earlier(earliest, self._noted)
+        self.publish(expired)
+        if expired:
+            log.info("commands_expired", count=len(expired))
+
+
+def _audit_device(
+    session: AsyncSession, command: DeviceCommand, action: str, details: dict[str, Any]
+) -> None:
+    audit.record(
+        session,
+        action=action,
+        actor=None,
+        actor_type="device",
+        actor_id=str(command.device_id),
+        organization_id=command.organization_id,
+        target_type="command",
+        target_id=command.id,
+        details={"device_id": str(command.device_id), "method": command.method, **details},
+    )

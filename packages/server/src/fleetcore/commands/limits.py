@@ -1,0 +1,99 @@
+"""A profile's command allow-list: which methods its devices accept, and a JSON Schema for
+each method's params. Pure: no I/O (remote `$ref`s are refused when the profile is saved).
+
+`DeviceProfile.command_limits` = {"allowed": {"<method>": <JSON Schema> | null}}; null
+means any params. Without "allowed" every method is allowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+from jsonschema import (  # type: ignore[import-untyped]  # no stubs shipped
+    Draft202012Validator,
+    exceptions,
+    validators,
+)
+from referencing.exceptions import Unresolvable
+
+from fleetcore.errors import Invalid
+
+MAX_SCHEMA_BYTES = 16 * 1024
+MAX_ERRORS = 10
+
+
+def _validator_class(schema: dict[str, Any]) -> Any:
+    # The schema's own "$schema" picks the draft; 2020-12 otherwise.
+    return validators.validator_for(schema, default=Draft202012Validator)
+
+
+def _refs(value: Any) -> Iterator[str]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "$ref" and isinstance(item, str):
+                yield item
+            else:
+                yield from _refs(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _refs(item)
+
+
+def schema_problem(schema: dict[str, Any]) -> str | None:
+    """Why `schema` cannot be used for a method's params (None when it can)."""
+    if len(orjson.dumps(schema)) > MAX_SCHEMA_BYTES:
+        return f"larger than {MAX_SCHEMA_BYTES} bytes of JSON"
+    remote = [ref for ref in _refs(schema) if not ref.startswith("#")]
+    if remote:
+        return f"only local references (#...) are allowed, not {remote[0]!r}"
+    try:
+        _validator_class(schema).check_schema(schema)
+    except exceptions.SchemaError as exc:
+        where = "/".join(str(part) for part in exc.absolute_path)
+        return f"not a valid JSON Schema: {exc.message}" + (f" (at {where})" if where else "")
+    return None
+
+
+def allowed_methods(limits: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The allow-list of a profile's command_limits, or None when every method is allowed."""
+    allowed = limits.get("allowed") if isinstance(limits, dict) else None
+    return allowed if isinstance(allowed, dict) else None
+
+
+def check_command(limits: dict[str, Any] | None, method: str, params: dict[str, Any]) -> None:
+    """Raise Invalid unless the profile's allow-list lets this method with these params."""
+    allowed = allowed_methods(limits)
+    if allowed is None:
+        return
+    if method not in allowed:
+        raise Invalid(
+            f"method {method!r} is not in the device profile's allow-list",
+            code="COMMAND_NOT_ALLOWED",
+            details={"field": "method", "method": method, "allowed": sorted(allowed)[:100]},
+        )
+    schema = allowed[method]
+    if not isinstance(schema, dict):
+        return
+    try:
+        found = list(_validator_class(schema)(schema).iter_errors(params))
+    except (exceptions.SchemaError, Unresolvable):
+        raise Invalid(
+            f"the device profile's params schema for {method!r} cannot be used",
+            code="INVALID_PARAMS_SCHEMA",
+            details={"method": method},
+        ) from None
+    if not found:
+        return
+    found.sort(key=lambda e: (list(map(str, e.absolute_path)), e.message))
+    errors = [
+        {"field": ".".join(["params", *map(str, e.absolute_path)]), "message": e.message}
+        for e in found[:MAX_ERRORS]
+    ]
+    first = errors[0]
+    raise Invalid(
+        f"{method}: {first['field']}: {first['message']}",
+        code="INVALID_PARAMS",
+        details={"method": method, "field": first["field"], "errors": errors},
+    )
