@@ -240,6 +240,22 @@ async def test_persistent_command_waits_for_an_offline_device(
     assert (done["status"], done["result"]) == ("succeeded", {"version": "2.0"})
 
 
+async def test_a_resumed_session_gets_waiting_commands_without_subscribing_again(
+    mqtt_app: FastAPI, http: httpx.AsyncClient, org: Tenant
+) -> None:
+    device_id, token = await new_device(http, org)
+    first = await RawClient.connected(port_of(mqtt_app), "keep", username=token, clean=False)
+    assert await first.subscribe(f"devices/{device_id}/commands") == [1]
+    await first.disconnect()
+    await wait_until(lambda: not commands_of(mqtt_app).is_online(uuid.UUID(device_id)))
+    queued = await send(http, org, device_id, method="update", persistent=True, timeout_s=600)
+    assert queued["status"] == "queued"
+    back = await RawClient.open(port_of(mqtt_app))
+    assert await back.connect("keep", username=token, clean=False) == (0, True)
+    _, body = await received(back)  # no SUBSCRIBE: the session still has it
+    assert body["id"] == queued["id"]
+
+
 async def test_http_long_poll_round_trip(
     mqtt_app: FastAPI, http: httpx.AsyncClient, org: Tenant
 ) -> None:

@@ -235,6 +235,10 @@ class FleetBroker(Broker):
             await self.hooks.connected(principal, client)
             await handler.start()  # also resends unacknowledged outgoing messages
             await self._send_offline(session, handler)
+            if present:  # a resumed session keeps its subscriptions: as good as new ones
+                for topic_filter, subscribers in list(self._subscriptions.items()):
+                    if any(subscriber is session for subscriber, _ in subscribers):
+                        await self._subscribed(principal, topic_filter)
             await self._run(connection)
         finally:
             connection.finished.set()
@@ -362,8 +366,11 @@ class FleetBroker(Broker):
         for topic, payload in await self.hooks.retained(connection.principal, topic_filter):
             if topic_matches(topic, topic_filter):
                 await self._send(connection.handler, topic, payload, min(qos, QOS_1), retain=True)
+        await self._subscribed(connection.principal, topic_filter)
+
+    async def _subscribed(self, principal: Principal, topic_filter: str) -> None:
         try:
-            await self.hooks.subscribed(connection.principal, topic_filter)
+            await self.hooks.subscribed(principal, topic_filter)
         except Exception:
             log.exception("mqtt_subscribed_hook_failed")
 
