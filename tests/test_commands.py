@@ -559,3 +559,24 @@ async def test_live_push_on_the_commands_channel(
         "at": last["at"],
     }
     assert datetime.fromisoformat(last["at"]) >= datetime.fromisoformat(messages[0]["at"])
+
+
+async def test_mqtt5_device_learns_why_a_result_was_refused(
+    mqtt_app: FastAPI, http: httpx.AsyncClient, org: Tenant
+) -> None:
+    from tests.support.paho_device import PahoDevice
+
+    device_id, token = await new_device(http, org)
+    other_id, _ = await new_device(http, org)
+    theirs = await send(http, org, other_id, method="update", persistent=True, timeout_s=600)
+    device = PahoDevice("v5-results")
+    try:
+        await device.connect(port_of(mqtt_app), username=token)
+        body = orjson.dumps({"status": "succeeded", "result": {}})
+        unknown = await device.publish(f"devices/{device_id}/commands/{uuid.uuid4()}/result", body)
+        assert unknown == 0x80  # no such command
+        stolen = await device.publish(f"devices/{device_id}/commands/{theirs['id']}/result", body)
+        assert stolen == 0x87  # another device's command: not authorized
+        assert (await fetch(http, org, other_id, theirs["id"]))["status"] == "queued"
+    finally:
+        device.stop()

@@ -390,10 +390,11 @@ class MqttGateway:
 
     async def _command_result(
         self, principal: DevicePrincipal, topic: topics.Topic, body: dict[str, Any]
-    ) -> None:
+    ) -> int | None:
+        """The commands service's answer: None, or the MQTT 5 reason code for the PUBACK."""
         assert self.command_results is not None
         assert topic.command_id is not None
-        await self.command_results(
+        return await self.command_results(
             principal.device, topic.command_id, body, topic.device_id is None
         )
 
@@ -613,25 +614,25 @@ class MqttGateway:
         )
         return _REASON_CODES.get(reason, PAYLOAD_FORMAT_INVALID)
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    def _spawn(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(self._guarded(work))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
 
     def _in_lane(
-        self, principal: DevicePrincipal, work: Coroutine[Any, Any, None]
-    ) -> asyncio.Task[None]:
-        async def in_order() -> None:
+        self, principal: DevicePrincipal, work: Coroutine[Any, Any, Any]
+    ) -> asyncio.Task[Any]:
+        async def in_order() -> Any:
             async with principal.lane:  # FIFO: a device's writes keep their order
-                await work
+                return await work
 
         return self._spawn(in_order())
 
     @staticmethod
-    async def _guarded(work: Coroutine[Any, Any, None]) -> None:
+    async def _guarded(work: Coroutine[Any, Any, Any]) -> Any:
         try:
-            await work
+            return await work
         except Exception:
             log.exception("mqtt_message_failed")
             raise

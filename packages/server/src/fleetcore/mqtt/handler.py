@@ -175,7 +175,8 @@ class FleetProtocolHandler(BrokerProtocolHandler):
             log.warning("mqtt_message_not_stored", extra={"error": repr(future.exception())})
             asyncio.get_running_loop().create_task(self.handle_connection_closed())
             return
-        self._write_puback(packet_id, reason)
+        answer = future.result()  # a gateway task may answer an MQTT 5 reason code
+        self._write_puback(packet_id, answer if isinstance(answer, int) else reason)
 
     def _write_puback(self, packet_id: int, reason: int) -> None:
         # One write call is atomic on the transport, so no lock is needed; a gone connection
