@@ -17,7 +17,8 @@ from fleetcore import migrate
 from fleetcore.app import create_app
 from fleetcore.config import Settings
 from fleetcore.db import Database, create_engine
-from tests.support.postgres import PostgresServer
+from tests.support.mqtt_raw import RawClient
+from tests.support.postgres import PostgresServer, free_port
 from tests.support.tenants import Tenant, make_superuser, make_tenant
 
 BACKENDS = ("sqlite", "postgresql")
@@ -217,6 +218,27 @@ async def live_client(live_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 async def live_tenant(live_client: httpx.AsyncClient, live_database: Database) -> Tenant:
     """Organization A on the live database."""
     return await make_tenant(live_client, live_database)
+
+
+@pytest.fixture
+async def mqtt_app(live_database: Database, tmp_path: Path) -> AsyncIterator[FastAPI]:
+    """The application on a live database with its embedded MQTT broker on a free port."""
+    async with running_app(live_database, tmp_path, mqtt_port=free_port()) as application:
+        yield application
+        await RawClient.close_all()
+
+
+@pytest.fixture
+async def http(mqtt_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for mqtt_app."""
+    async with client_for(mqtt_app) as client:
+        yield client
+
+
+@pytest.fixture
+async def org(http: httpx.AsyncClient, live_database: Database) -> Tenant:
+    """Organization A, made through mqtt_app."""
+    return await make_tenant(http, live_database)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -4,11 +4,8 @@ WebSocket, both databases. No mocks: every state is reached the way a device rea
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,9 +17,8 @@ from websockets.asyncio.client import connect
 from fleetcore.auth.principal import Role
 from fleetcore.commands.delivery import CommandService
 from fleetcore.db import Database
-from tests.conftest import client_for, running_app
+from tests.support.devices import new_device, port_of
 from tests.support.mqtt_raw import PUBLISH, Packet, RawClient
-from tests.support.postgres import free_port
 from tests.support.serving import serving
 from tests.support.tenants import Tenant, make_tenant
 from tests.support.wait import wait_until
@@ -34,38 +30,9 @@ REBOOT_SCHEMA = {
 }
 
 
-@pytest.fixture
-async def mqtt_app(live_database: Database, tmp_path: Path) -> AsyncIterator[FastAPI]:
-    async with running_app(live_database, tmp_path, mqtt_port=free_port()) as application:
-        yield application
-        await RawClient.close_all()
-
-
-@pytest.fixture
-async def http(mqtt_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with client_for(mqtt_app) as client:
-        yield client
-
-
-@pytest.fixture
-async def org(http: httpx.AsyncClient, live_database: Database) -> Tenant:
-    return await make_tenant(http, live_database)
-
-
-def port_of(app: FastAPI) -> int:
-    return int(app.state.settings.mqtt_port)
-
-
 def commands_of(app: FastAPI) -> CommandService:
     service: CommandService = app.state.commands
     return service
-
-
-async def new_device(http: httpx.AsyncClient, org: Tenant, **extra: Any) -> tuple[str, str]:
-    body = {"name": "pump", "serial_number": f"S-{time.monotonic_ns()}", **extra}
-    response = await http.post("/api/v1/devices", headers=org.headers(Role.MANAGER), json=body)
-    assert response.status_code == 201, response.text
-    return response.json()["id"], response.json()["access_token"]
 
 
 async def online_device(

@@ -20,6 +20,7 @@ from fleetcore.auth.principal import Role
 from fleetcore.db import Database
 from fleetcore.live.hub import InProcessHub, LiveEvent, Subscriber
 from tests.conftest import client_for, running_app
+from tests.support.devices import new_device
 from tests.support.serving import serving
 from tests.support.tenants import Tenant, make_tenant
 
@@ -39,13 +40,6 @@ async def http(app_url: tuple[FastAPI, str]) -> AsyncIterator[httpx.AsyncClient]
 @pytest.fixture
 async def org(http: httpx.AsyncClient, live_database: Database) -> Tenant:
     return await make_tenant(http, live_database)
-
-
-async def new_device(http: httpx.AsyncClient, org: Tenant) -> tuple[str, str]:
-    body = {"name": "sensor", "serial_number": f"S-{time.monotonic_ns()}"}
-    response = await http.post("/api/v1/devices", headers=org.headers(Role.MANAGER), json=body)
-    assert response.status_code == 201, response.text
-    return response.json()["id"], response.json()["access_token"]
 
 
 async def ask(ws: ClientConnection, **request: Any) -> dict[str, Any]:

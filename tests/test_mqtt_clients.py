@@ -11,9 +11,6 @@ import asyncio
 import queue
 import shutil
 import subprocess
-import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import orjson
@@ -22,35 +19,9 @@ from fastapi import FastAPI
 from paho.mqtt import client as paho
 
 from fleetcore.auth.principal import Role
-from fleetcore.db import Database
-from tests.conftest import client_for, running_app
-from tests.support.postgres import free_port
-from tests.support.tenants import Tenant, make_tenant
+from tests.support.devices import new_device
+from tests.support.tenants import Tenant
 from tests.support.wait import wait_until
-
-
-@pytest.fixture
-async def mqtt_app(live_database: Database, tmp_path: Path) -> AsyncIterator[FastAPI]:
-    async with running_app(live_database, tmp_path, mqtt_port=free_port()) as application:
-        yield application
-
-
-@pytest.fixture
-async def http(mqtt_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with client_for(mqtt_app) as client:
-        yield client
-
-
-@pytest.fixture
-async def org(http: httpx.AsyncClient, live_database: Database) -> Tenant:
-    return await make_tenant(http, live_database)
-
-
-async def new_device(http: httpx.AsyncClient, org: Tenant) -> tuple[str, str]:
-    body = {"name": "sensor", "serial_number": f"S-{time.monotonic_ns()}"}
-    response = await http.post("/api/v1/devices", headers=org.headers(Role.MANAGER), json=body)
-    assert response.status_code == 201, response.text
-    return response.json()["id"], response.json()["access_token"]
 
 
 async def stored_keys(http: httpx.AsyncClient, org: Tenant, device_id: str) -> str:

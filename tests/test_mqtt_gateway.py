@@ -6,7 +6,6 @@ import asyncio
 import ssl
 import subprocess
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,40 +20,12 @@ from fleetcore.db import Database
 from fleetcore.telemetry.models import VALUE_TABLES
 from fleetcore_protocol.telemetry import Kind
 from tests.conftest import client_for, running_app
+from tests.support.devices import new_device, port_of
 from tests.support.mqtt_raw import PUBACK, PUBLISH, RawClient
 from tests.support.paho_device import PahoDevice
 from tests.support.postgres import free_port
 from tests.support.tenants import Tenant, make_tenant
 from tests.support.wait import wait_until
-
-
-@pytest.fixture
-async def mqtt_app(live_database: Database, tmp_path: Path) -> AsyncIterator[FastAPI]:
-    async with running_app(live_database, tmp_path, mqtt_port=free_port()) as application:
-        yield application
-        await RawClient.close_all()
-
-
-@pytest.fixture
-async def http(mqtt_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with client_for(mqtt_app) as client:
-        yield client
-
-
-@pytest.fixture
-async def org(http: httpx.AsyncClient, live_database: Database) -> Tenant:
-    return await make_tenant(http, live_database)
-
-
-def port_of(app: FastAPI) -> int:
-    return int(app.state.settings.mqtt_port)
-
-
-async def new_device(http: httpx.AsyncClient, org: Tenant, **extra: Any) -> tuple[str, str]:
-    body = {"name": "sensor", "serial_number": f"S-{time.monotonic_ns()}", **extra}
-    response = await http.post("/api/v1/devices", headers=org.headers(Role.MANAGER), json=body)
-    assert response.status_code == 201, response.text
-    return response.json()["id"], response.json()["access_token"]
 
 
 async def roomy_profile(http: httpx.AsyncClient, org: Tenant) -> str:

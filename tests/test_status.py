@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -21,6 +20,7 @@ from fleetcore.auth.principal import Role
 from fleetcore.db import Database, utcnow
 from fleetcore.devices.models import Device
 from tests.conftest import client_for, running_app
+from tests.support.devices import new_device
 from tests.support.mqtt_raw import RawClient
 from tests.support.postgres import free_port
 from tests.support.serving import serving
@@ -46,13 +46,6 @@ async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 async def org(http: httpx.AsyncClient, live_database: Database) -> Tenant:
     return await make_tenant(http, live_database)
-
-
-async def new_device(http: httpx.AsyncClient, org: Tenant) -> tuple[str, str]:
-    body = {"name": "sensor", "serial_number": f"S-{time.monotonic_ns()}"}
-    response = await http.post("/api/v1/devices", headers=org.headers(Role.MANAGER), json=body)
-    assert response.status_code == 201, response.text
-    return response.json()["id"], response.json()["access_token"]
 
 
 async def history(http: httpx.AsyncClient, org: Tenant, device_id: str) -> list[tuple[str, str]]:

@@ -37,6 +37,7 @@ from fleetcore.db import Database, utcnow
 from fleetcore.live.hub import LiveEvent, LiveHub
 from fleetcore.mqtt import metrics as mqtt_metrics
 from fleetcore.mqtt.broker import topic_matches
+from fleetcore.mqtt.transport import DeviceTransport
 from fleetcore_protocol import topics
 from fleetcore_protocol.topics import Channel
 
@@ -57,26 +58,6 @@ class Presence(Protocol):
 
     def is_online(self, device_id: uuid.UUID) -> bool:
         """Whether the device is connected now."""
-        ...
-
-
-class Transport(Protocol):
-    """The part of fleetcore.mqtt.transport.DeviceTransport commands use."""
-
-    def send(
-        self,
-        device_id: uuid.UUID,
-        topic: str,
-        payload: bytes,
-        *,
-        qos: int = 1,
-        retain: bool = False,
-    ) -> int:
-        """Send to the device's subscribed sessions; returns how many got or queued it."""
-        ...
-
-    def online(self) -> set[str]:
-        """Ids of connected devices."""
         ...
 
 
@@ -130,7 +111,7 @@ class CommandService:
         hub: LiveHub,
         *,
         presence: Callable[[], Presence | None] = lambda: None,
-        transport: Transport | None = None,
+        transport: DeviceTransport | None = None,
     ) -> None:
         self.database = database
         self.hub = hub
