@@ -24,7 +24,6 @@ import multiprocessing
 import os
 import socket
 import sqlite3
-import subprocess
 import tempfile
 import time
 import uuid
@@ -41,7 +40,7 @@ import httpx
 from tests.support.mqtt_raw import DISCONNECT, connect_packet, packet, publish_packet
 from tests.support.postgres import PostgresServer, free_port
 
-from bench.telemetry_http import ADMIN, BIN, PASSWORD, ROOT, serving
+from bench.telemetry_http import PASSWORD, ROOT, _cli, organization_admin, serving
 from bench.telemetry_ingest import asyncpg_dsn, make_devices, migrated, now_ms
 from fleetcore.db import Database, create_engine
 from fleetcore.mqtt.broker import ClientInfo, FleetBroker, Inbound, Principal
@@ -423,37 +422,11 @@ def _env(mqtt_port: int, **extra: str) -> dict[str, str]:
     return env
 
 
-def _cli(env: dict[str, str], *args: str) -> None:
-    subprocess.run(
-        [str(BIN / "fleetcore"), *args], env=env, check=True, capture_output=True, timeout=120
-    )
-
-
 async def provision(port: int) -> list[str]:
     """Organization, admin, a profile with the MQTT rate limit out of the way and DEVICES
     devices of it, through the API; returns the device tokens."""
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
-
-        async def login(email: str) -> dict[str, str]:
-            answer = await http.post(
-                "/api/v1/auth/login", json={"email": email, "password": PASSWORD}
-            )
-            answer.raise_for_status()
-            return {"Authorization": f"Bearer {answer.json()['access_token']}"}
-
-        root = await login(ROOT)
-        org = await http.post(
-            "/api/v1/organizations", headers=root, json={"name": "Bench", "slug": "bench"}
-        )
-        org.raise_for_status()
-        user = {
-            "email": ADMIN,
-            "password": PASSWORD,
-            "role": "admin",
-            "organization_id": org.json()["id"],
-        }
-        (await http.post("/api/v1/users", headers=root, json=user)).raise_for_status()
-        admin = await login(ADMIN)
+        admin = await organization_admin(http)
         profile = await http.post(
             "/api/v1/device-profiles",
             headers=admin,

@@ -78,30 +78,33 @@ def serving(env: dict[str, str], port: int, log: Path) -> Iterator[subprocess.Po
         process.wait(timeout=60)
 
 
+async def organization_admin(http: httpx.AsyncClient) -> dict[str, str]:
+    """As the superuser: the Bench organization and its admin; returns the admin's headers."""
+
+    async def login(email: str) -> dict[str, str]:
+        answer = await http.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
+        answer.raise_for_status()
+        return {"Authorization": f"Bearer {answer.json()['access_token']}"}
+
+    root = await login(ROOT)
+    org = await http.post(
+        "/api/v1/organizations", headers=root, json={"name": "Bench", "slug": "bench"}
+    )
+    org.raise_for_status()
+    user = {
+        "email": ADMIN,
+        "password": PASSWORD,
+        "role": "admin",
+        "organization_id": org.json()["id"],
+    }
+    (await http.post("/api/v1/users", headers=root, json=user)).raise_for_status()
+    return await login(ADMIN)
+
+
 async def provision(port: int) -> list[str]:
     """Organization, admin and CLIENTS devices through the API; returns the device tokens."""
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
-
-        async def login(email: str) -> dict[str, str]:
-            answer = await http.post(
-                "/api/v1/auth/login", json={"email": email, "password": PASSWORD}
-            )
-            answer.raise_for_status()
-            return {"Authorization": f"Bearer {answer.json()['access_token']}"}
-
-        root = await login(ROOT)
-        org = await http.post(
-            "/api/v1/organizations", headers=root, json={"name": "Bench", "slug": "bench"}
-        )
-        org.raise_for_status()
-        user = {
-            "email": ADMIN,
-            "password": PASSWORD,
-            "role": "admin",
-            "organization_id": org.json()["id"],
-        }
-        (await http.post("/api/v1/users", headers=root, json=user)).raise_for_status()
-        admin = await login(ADMIN)
+        admin = await organization_admin(http)
         tokens = []
         for i in range(CLIENTS):
             device = await http.post(

@@ -3,38 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import orjson
-import pytest
 from fastapi import FastAPI
 from websockets.asyncio.client import connect
 
 from fleetcore.auth.principal import Role
-from fleetcore.db import Database
-from tests.conftest import client_for, running_app
 from tests.support.devices import new_device
 from tests.support.serving import serving
-from tests.support.tenants import Tenant, make_tenant
-
-
-@pytest.fixture
-async def app(live_database: Database, tmp_path: Path) -> AsyncIterator[FastAPI]:
-    async with running_app(live_database, tmp_path) as application:
-        yield application
-
-
-@pytest.fixture
-async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with client_for(app) as client:
-        yield client
-
-
-@pytest.fixture
-async def org(http: httpx.AsyncClient, live_database: Database) -> Tenant:
-    return await make_tenant(http, live_database)
+from tests.support.tenants import Tenant
 
 
 async def set_shared(
@@ -97,11 +75,11 @@ async def test_thingsboard_attribute_updates_long_poll(
 
 
 async def test_live_stream_shows_desired_versus_reported(
-    app: FastAPI, http: httpx.AsyncClient, org: Tenant
+    mqtt_app: FastAPI, http: httpx.AsyncClient, org: Tenant
 ) -> None:
     device_id, token = await new_device(http, org)
     async with (
-        serving(app) as url,
+        serving(mqtt_app) as url,
         connect(f"ws://{url}/api/v1/ws?token={org.tokens[Role.VIEWER]}") as ws,
     ):
         request = {"type": "subscribe", "channel": "status", "device_id": device_id}

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.support import mosquitto
 from tests.support.brokers import Harness, MemoryHooks, running
 from tests.support.mqtt_raw import PUBACK, PUBLISH, RawClient, connect_packet, publish_packet
 from tests.support.postgres import free_port
@@ -23,11 +22,9 @@ AMQTT = pytest.param(
     "amqtt",
     marks=pytest.mark.xfail(strict=True, reason="the amqtt 0.12.1 defect this test reproduces"),
 )
-# The reference: each scenario is plain MQTT 3.1.1 behaviour Mosquitto already has.
-MOSQUITTO = pytest.param(
-    "mosquitto",
-    marks=pytest.mark.skipif(not mosquitto.available(), reason="make system-deps installs it"),
-)
+# The reference (installed by `make system-deps`): each scenario is plain MQTT 3.1.1
+# behaviour Mosquitto already has.
+MOSQUITTO = "mosquitto"
 
 
 @pytest.fixture(params=["fleet", AMQTT, MOSQUITTO])

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import queue
-import shutil
 import subprocess
 
 import httpx
 import orjson
-import pytest
 from fastapi import FastAPI
 from paho.mqtt import client as paho
 
@@ -63,7 +61,6 @@ async def test_paho_thingsboard_style_device(
         device.loop_stop()
 
 
-@pytest.mark.skipif(shutil.which("mosquitto_pub") is None, reason="make system-deps installs it")
 async def test_mosquitto_clients_publish_and_receive_config(
     mqtt_app: FastAPI, http: httpx.AsyncClient, org: Tenant
 ) -> None:

@@ -22,15 +22,12 @@ PLATFORM = ("platform", "platform-secret")
 RECORDER = ("recorder", "recorder-secret")
 
 
-def available() -> bool:
-    """Whether Mosquitto and mosquitto_passwd are installed (`make system-deps`)."""
-    return MOSQUITTO.exists() and shutil.which("mosquitto_passwd") is not None
-
-
 class MosquittoServer:
     """mosquitto -c <generated config> on a free loopback port."""
 
     def __init__(self, users: dict[str, str]) -> None:
+        if not MOSQUITTO.exists():
+            raise RuntimeError(f"{MOSQUITTO} not found; `make system-deps` installs mosquitto")
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="fleetcore-mosquitto-"))
         self.root.chmod(0o755)

@@ -25,7 +25,14 @@ from sqlalchemy.orm import ORMExecuteState, Session
 from fleetcore.auth.security import token_hash
 from fleetcore.deps import ReadSessionDep
 from fleetcore.devices.deps import _token_bearer, _token_header, authenticate_device
-from fleetcore.devices.models import Device, DeviceCredential, DeviceProfile
+from fleetcore.devices.models import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_MQTT_BURST,
+    DEFAULT_MQTT_RATE_PER_S,
+    Device,
+    DeviceCredential,
+    DeviceProfile,
+)
 from fleetcore.errors import Unauthorized
 
 TTL_S = 5.0
@@ -34,10 +41,26 @@ MAX_ENTRIES = 100_000
 
 @dataclass(frozen=True, slots=True)
 class ProfileRules:
-    """What ingest checks readings against (the profile's keys and out-of-range policy)."""
+    """What ingest checks readings against (keys, out-of-range policy) and the MQTT limits."""
 
     telemetry_keys: list[dict[str, Any]]
     out_of_range: str
+    mqtt_rate_per_s: float = DEFAULT_MQTT_RATE_PER_S
+    mqtt_burst: int = DEFAULT_MQTT_BURST
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+
+    @classmethod
+    def of(cls, profile: DeviceProfile | None) -> ProfileRules:
+        """The rules of a profile, or the defaults for a device without one."""
+        if profile is None:
+            return cls([], "reject")
+        return cls(
+            list(profile.telemetry_keys),
+            profile.out_of_range,
+            profile.mqtt_rate_per_s,
+            profile.mqtt_burst,
+            profile.max_payload_bytes,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,9 +134,7 @@ async def ingest_device(session: AsyncSession, token: str) -> IngestDevice:
     found = IngestDevice(
         id=device.id,
         organization_id=device.organization_id,
-        profile=ProfileRules(list(profile.telemetry_keys), profile.out_of_range)
-        if profile
-        else None,
+        profile=ProfileRules.of(profile) if profile else None,
     )
     if len(_entries) >= MAX_ENTRIES:
         _entries.clear()

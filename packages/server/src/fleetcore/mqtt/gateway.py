@@ -33,8 +33,7 @@ from fleetcore.auth.security import token_hash
 from fleetcore.db import Database
 from fleetcore.deadletters.sink import DeadLetterSink
 from fleetcore.devices import auth_cache
-from fleetcore.devices.deps import authenticate_device
-from fleetcore.devices.models import Device, DeviceCredential, DeviceProfile, DeviceStatus
+from fleetcore.devices.models import Device, DeviceCredential, DeviceStatus
 from fleetcore.devices.provisioning import provision
 from fleetcore.devices.schemas import ProvisionIn
 from fleetcore.errors import DomainError
@@ -200,12 +199,7 @@ class MqttGateway:
             raise Refused(NOT_AUTHORIZED, "no device token")
         try:
             async with self.database.session() as session:
-                device = await authenticate_device(session, token)
-                profile = (
-                    await session.get(DeviceProfile, device.profile_id)
-                    if device.profile_id
-                    else None
-                )
+                device = await auth_cache.ingest_device(session, token)  # the HTTP path's lookup
         except DomainError:
             metrics.CONNECTIONS_REFUSED.labels("bad_credentials").inc()
             raise Refused(BAD_USERNAME_PASSWORD, "token not valid") from None
@@ -215,23 +209,16 @@ class MqttGateway:
         if claimed_id is not None and claimed_id != str(device.id):
             metrics.CONNECTIONS_REFUSED.labels("bad_credentials").inc()
             raise Refused(BAD_USERNAME_PASSWORD, "token of another device")
-        ingest_device = auth_cache.IngestDevice(
-            id=device.id,
-            organization_id=device.organization_id,
-            profile=auth_cache.ProfileRules(list(profile.telemetry_keys), profile.out_of_range)
-            if profile
-            else None,
-        )
-        rate = profile.mqtt_rate_per_s if profile else 50.0
-        burst = profile.mqtt_burst if profile else 200
+        rules = device.profile or auth_cache.ProfileRules.of(None)
+        limits = (rules.mqtt_rate_per_s, rules.mqtt_burst)
         # One bucket per device, shared by its connections and kept across reconnects.
         bucket = self._buckets.get(str(device.id))
-        if bucket is None or (bucket.rate, bucket.burst) != (rate, burst):
-            bucket = self._buckets[str(device.id)] = TokenBucket(rate, burst)
+        if bucket is None or (bucket.rate, bucket.burst) != limits:
+            bucket = self._buckets[str(device.id)] = TokenBucket(*limits)
         return DevicePrincipal(
-            device=ingest_device,
+            device=device,
             token_hash=token_hash(token),
-            max_payload=profile.max_payload_bytes if profile else 65_536,
+            max_payload=rules.max_payload_bytes,
             bucket=bucket,
         )
 
