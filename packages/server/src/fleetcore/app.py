@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from fleetcore import __version__, migrate
+from fleetcore.alerts.events import AlertBus
 from fleetcore.attributes.desired import DesiredState
 from fleetcore.audit.handlers import install_audit_handlers
 from fleetcore.auth.pages import install_page_handlers
@@ -34,6 +35,7 @@ from fleetcore.mqtt.transport import EmbeddedTransport
 from fleetcore.ops.readiness import database_checks
 from fleetcore.ops.router import router as ops_router
 from fleetcore.routers import API_ROUTERS, PAGE_ROUTERS
+from fleetcore.rules.engine import RulesEngine
 from fleetcore.status.presence import Presence
 from fleetcore.telemetry import partitions, retention
 from fleetcore.telemetry.pipeline import IngestPipeline
@@ -80,7 +82,12 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         app.state.commands = commands
         app.state.jobs.register("commands.expire", EXPIRY_INTERVAL_S, commands.expire_due)
         app.state.desired = desired = DesiredState(db, live)
-        components: list[Component] = [dead_letters, pipeline, presence, desired, commands]
+        app.state.alert_bus = bus = AlertBus(live)
+        app.state.rules = rules = RulesEngine(db, bus)
+        pipeline.add_handler(rules.on_committed)
+        app.state.jobs.register("rules.no-data", settings.rules_sweep_s, rules.sweep)
+        # The engine stops after the pipeline (reversed order): it evaluates the last batch.
+        components: list[Component] = [dead_letters, rules, pipeline, presence, desired, commands]
         app.state.gateway = app.state.transport = None
         if settings.mqtt_port:
             gateway = MqttGateway(db, pipeline, dead_letters)

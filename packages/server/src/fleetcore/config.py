@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     presence_sweep_s: float = Field(
         5.0, ge=0.1, le=3600, description="how often silent devices are checked for offline"
     )
+    rules_sweep_s: float = Field(
+        15.0, ge=0.1, le=3600, description='how often "no data" rules are evaluated'
+    )
     mqtt_session_expiry_s: int = Field(
         7 * 86400, ge=60, description="how long a disconnected persistent session is kept"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fleetcore.alerts import models as alert_models
 from fleetcore.assets import models as asset_models
 from fleetcore.attributes import models as attribute_models
 from fleetcore.audit import models as audit_models
@@ -11,11 +12,13 @@ from fleetcore.db import Base
 from fleetcore.deadletters import models as dead_letter_models
 from fleetcore.devices import models as device_models
 from fleetcore.events import models as event_models
+from fleetcore.rules import models as rule_models
 from fleetcore.status import models as status_models
 from fleetcore.telemetry import models as telemetry_models
 
 metadata = Base.metadata
 __all__ = [
+    "alert_models",
     "asset_models",
     "attribute_models",
     "audit_models",
@@ -25,6 +28,7 @@ __all__ = [
     "device_models",
     "event_models",
     "metadata",
+    "rule_models",
     "status_models",
     "telemetry_models",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from fleetcore.alerts.router import router as alerts_router
 from fleetcore.assets.router import router as assets_router
 from fleetcore.attributes.router import router as attributes_router
 from fleetcore.audit.router import router as audit_router
@@ -15,6 +16,7 @@ from fleetcore.deadletters.router import router as dead_letters_router
 from fleetcore.devices.router import router as devices_router
 from fleetcore.events.router import router as events_router
 from fleetcore.live.router import router as live_router
+from fleetcore.rules.router import router as rules_router
 from fleetcore.status.router import router as status_router
 from fleetcore.telemetry.query_router import router as telemetry_query_router
 from fleetcore.telemetry.retention_router import router as retention_router
@@ -28,6 +30,8 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     attributes_router,
     events_router,
     commands_router,
+    rules_router,
+    alerts_router,
     status_router,
     audit_router,
     dead_letters_router,

@@ -44,7 +44,7 @@ async def _parent(session: AsyncSession, principal: Principal, parent_id: uuid.U
     return parent
 
 
-def _subtree(org_id: uuid.UUID, asset_id: uuid.UUID) -> CTE:
+def subtree(org_id: uuid.UUID, asset_id: uuid.UUID) -> CTE:
     """Ids of an asset and all its descendants (UNION, not UNION ALL: ends even on a cycle)."""
     tree = (
         select(Asset.id)
@@ -174,7 +174,7 @@ async def _check_move(
         key = int.from_bytes(asset.organization_id.bytes[:8], "big", signed=True) ^ _MOVE_LOCK_TAG
         await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
     await _parent(session, principal, parent_id)
-    tree = _subtree(principal.org_id, asset.id)
+    tree = subtree(principal.org_id, asset.id)
     if await session.scalar(select(tree.c.id).where(tree.c.id == parent_id)):
         raise Invalid(
             "an asset cannot move under itself or its own descendant",
@@ -231,7 +231,7 @@ async def list_asset_devices(
         Device.organization_id == principal.org_id, Device.deleted_at.is_(None)
     )
     if recursive:
-        tree = _subtree(principal.org_id, asset.id)
+        tree = subtree(principal.org_id, asset.id)
         query = query.where(Device.asset_id.in_(select(tree.c.id)))
     else:
         query = query.where(Device.asset_id == asset.id)

@@ -236,9 +236,10 @@ async def read_aggregates(
     )
 
 
-async def _latest(
+async def latest_values(
     session: AsyncSession, org_id: uuid.UUID, device_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, dict[str, LatestValue]]:
+    """The newest value of every key of these devices of one organization."""
     query = (
         select(
             Series.device_id,
@@ -268,7 +269,7 @@ async def latest_of_device(
 ) -> DeviceLatest:
     """The newest value of every key of a device of the caller's organization."""
     device = await get_device(session, principal, device_id)
-    found = await _latest(session, device.organization_id, [device.id])
+    found = await latest_values(session, device.organization_id, [device.id])
     return DeviceLatest(device_id=device.id, values=found[device.id])
 
 
@@ -286,5 +287,5 @@ async def latest_of_devices(
             )
         ).all()
     )
-    found = await _latest(session, org_id, mine) if mine else {}
+    found = await latest_values(session, org_id, mine) if mine else {}
     return ManyLatest(devices={str(d): values for d, values in found.items()})

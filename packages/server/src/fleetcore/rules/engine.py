@@ -1,0 +1,341 @@
+"""The rules engine: evaluates enabled rules on every committed telemetry batch (per device,
+in timestamp order) and on a timer for "no data", and opens, repeats and clears alerts.
+
+It runs after the ingest commit, in its own task behind a bounded queue: ingest never waits
+for rules unless the engine falls a whole queue behind (then ingest slows, nothing is
+skipped). Its state lives in memory and, where it matters across a restart (pending
+durations, open alerts), in rule_states, written in the transaction that changes alerts.
+Readings older than what was already evaluated for their device are stored but not
+evaluated (the dry run evaluates history).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fleetcore.alerts import service as alerts
+from fleetcore.alerts.events import AlertBus, AlertChange, stage
+from fleetcore.alerts.models import OPEN_STATUSES, Alert
+from fleetcore.db import Database, utcnow
+from fleetcore.rules import metrics
+from fleetcore.rules.conditions import DeviceView
+from fleetcore.rules.index import LiveRule, RuleIndex, load_index
+from fleetcore.rules.machine import Step, Track, step
+from fleetcore.rules.models import RuleState
+from fleetcore.rules.warm import warm_views
+from fleetcore.telemetry.query_schemas import now_ms
+from fleetcore.telemetry.writer import Stored
+
+log = structlog.get_logger(__name__)
+
+_Key = tuple[uuid.UUID, uuid.UUID]  # rule, device
+
+
+@dataclass(slots=True)
+class _Outcome:
+    rule: LiveRule
+    device_id: uuid.UUID
+    track: Track
+    step: Step | None
+    ts: int
+    values: dict[str, Any]
+
+
+class RulesEngine:
+    """One per process that evaluates rules (the embedded server, or a worker)."""
+
+    name = "rules-engine"
+
+    def __init__(self, database: Database, bus: AlertBus, *, max_batches: int = 64) -> None:
+        self.database = database
+        self.bus = bus
+        self.index = RuleIndex()
+        self._tracks: dict[_Key, Track] = {}
+        self._alerts: dict[_Key, uuid.UUID] = {}
+        self._views: dict[uuid.UUID, DeviceView] = {}
+        self._queue: asyncio.Queue[Sequence[Stored] | None] = asyncio.Queue(max_batches)
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()  # one evaluation (batch, sweep or reload) at a time
+        self._meta_loaded_at = 0.0
+        self._inflight = 0  # batches queued or being evaluated
+        bus.listeners.append(self._alert_changed)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued or being evaluated."""
+        return self._inflight == 0
+
+    @property
+    def enabled(self) -> bool:
+        """False on a database bound to one test transaction (no background writers there)."""
+        return not self.database.shared_connection
+
+    async def start(self) -> None:
+        """Load rules and saved state; start evaluating."""
+        if not self.enabled:
+            return
+        await self.reload()
+        self._task = asyncio.create_task(self._run(), name="rules-engine")
+
+    async def stop(self) -> None:
+        """Evaluate what was already committed, then stop."""
+        if self._task is not None:
+            await self._queue.put(None)
+            await self._task
+            self._task = None
+
+    async def reload(self) -> None:
+        """Re-read rules, devices and saved state (after a rule changed)."""
+        if not self.enabled:
+            return
+        async with self._lock:
+            async with self.database.session() as session:
+                self.index = await load_index(session)
+                await self._load_states(session)
+            self._views.clear()  # rules may read other keys or windows now
+            self._meta_loaded_at = time.monotonic()
+            metrics.ACTIVE_RULES.set(len(self.index.rules))
+
+    async def _load_states(self, session: AsyncSession) -> None:
+        rows = (
+            await session.execute(
+                select(RuleState, Alert.status).outerjoin(Alert, Alert.id == RuleState.alert_id)
+            )
+        ).all()
+        self._tracks.clear()
+        self._alerts.clear()
+        for state, alert_status in rows:
+            key = (state.rule_id, state.device_id)
+            is_open = alert_status in OPEN_STATUSES
+            self._tracks[key] = Track(state.pending_since, state.latched, is_open)
+            if is_open and state.alert_id is not None:
+                self._alerts[key] = state.alert_id
+
+    # -- ingest ---------------------------------------------------------------------------
+
+    async def on_committed(self, stored: Sequence[Stored]) -> None:
+        """After-commit handler: queue the batch (waits only when the engine is far behind)."""
+        if self._task is None or not self.index.organizations:
+            return
+        organizations = self.index.organizations
+        mine = [r for r in stored if r.organization_id in organizations]
+        if mine:
+            self._inflight += 1
+            await self._queue.put(mine)
+            metrics.QUEUE.set(self._queue.qsize())
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._queue.get()
+            metrics.QUEUE.set(self._queue.qsize())
+            if batch is None:
+                return
+            begin = time.perf_counter()
+            try:
+                async with self._lock:
+                    await self._evaluate(batch)
+            except Exception:
+                log.exception("rules_batch_failed", readings=len(batch))
+            finally:
+                self._inflight -= 1
+            metrics.BATCH_SECONDS.observe(time.perf_counter() - begin)
+
+    async def _evaluate(self, batch: Sequence[Stored]) -> None:
+        by_device: dict[uuid.UUID, list[Stored]] = {}
+        for reading in batch:
+            by_device.setdefault(reading.device_id, []).append(reading)
+        if any(d not in self.index.devices for d in by_device):
+            await self._refresh_devices()
+        cold = {
+            device_id: {r.key for r in readings}
+            for device_id, readings in by_device.items()
+            if device_id not in self._views and self.index.for_device(device_id)
+        }
+        if cold:
+            await self._warm(cold, first_ts={d: min(r.ts for r in by_device[d]) for d in cold})
+        outcomes: list[_Outcome] = []
+        for device_id, readings in by_device.items():
+            rules = self.index.for_device(device_id)
+            if rules:
+                self._device_batch(device_id, rules, readings, outcomes)
+        if outcomes:
+            await self._persist(outcomes)
+
+    def _device_batch(
+        self,
+        device_id: uuid.UUID,
+        rules: tuple[LiveRule, ...],
+        readings: list[Stored],
+        outcomes: list[_Outcome],
+    ) -> None:
+        view = self._views[device_id]
+        windows = self.index.windows.get(device_id, {})
+        readings.sort(key=lambda r: r.ts)
+        i, count = 0, len(readings)
+        while i < count:
+            ts = readings[i].ts
+            j = i
+            touched: set[str] = set()
+            while j < count and readings[j].ts == ts:
+                touched.add(readings[j].key)
+                j += 1
+            if view.last_ts is not None and ts < view.last_ts:
+                metrics.LATE.inc(j - i)
+                i = j
+                continue
+            for reading in readings[i:j]:
+                view.update(reading.key, ts, reading.value, windows.get(reading.key))
+            for rule in rules:
+                if rule.needs.any_key or not rule.needs.keys.isdisjoint(touched):
+                    self._step(rule, device_id, view, ts, outcomes)
+            i = j
+
+    def _step(
+        self, rule: LiveRule, device_id: uuid.UUID, view: DeviceView, now: int, out: list[_Outcome]
+    ) -> None:
+        key = (rule.id, device_id)
+        track = self._tracks.get(key)
+        if track is None:
+            track = Track()
+        before = track.key()
+        result = step(rule.compiled, track, view, now)
+        metrics.EVALUATIONS.inc()
+        if result is None and track.key() == before:
+            return
+        if track.idle:
+            self._tracks.pop(key, None)
+        else:
+            self._tracks[key] = track
+        values = {k: view.values[k][1] for k in sorted(rule.needs.keys) if k in view.values}
+        out.append(_Outcome(rule, device_id, track, result, now, values))
+
+    # -- "no data" ------------------------------------------------------------------------
+
+    async def sweep(self) -> None:
+        """Evaluate the rules that watch for silence, at the current time."""
+        if not self.enabled:
+            return
+        async with self._lock:
+            if time.monotonic() - self._meta_loaded_at > 30:
+                await self._refresh_devices()
+            silent = [r for r in self.index.rules if r.needs.no_data]
+            if not silent:
+                return
+            pairs = [(rule, d) for rule in silent for d in self.index.devices_of(rule)]
+            cold = {d: set[str]() for _, d in pairs if d not in self._views}
+            if cold:
+                await self._warm(cold, first_ts={})
+            now = now_ms()
+            outcomes: list[_Outcome] = []
+            for rule, device_id in pairs:
+                self._step(rule, device_id, self._views[device_id], now, outcomes)
+            if outcomes:
+                await self._persist(outcomes)
+
+    # -- state ----------------------------------------------------------------------------
+
+    async def _refresh_devices(self) -> None:
+        """Pick up new devices and moved ones (profile, asset); at most once a second."""
+        if time.monotonic() - self._meta_loaded_at < 1:
+            return
+        async with self.database.session() as session:
+            fresh = await load_index(session)
+        self.index = RuleIndex(self.index.rules, fresh.devices)
+        self._meta_loaded_at = time.monotonic()
+
+    async def _warm(self, cold: dict[uuid.UUID, set[str]], first_ts: dict[uuid.UUID, int]) -> None:
+        async with self.database.session() as session:
+            views = await warm_views(session, self.index, cold, first_ts)
+        self._views.update(views)
+
+    async def _persist(self, outcomes: list[_Outcome]) -> None:
+        """Store alert changes and rule states in one transaction, then publish them."""
+        changes: list[AlertChange] = []
+        try:
+            async with self.database.session(write=True) as session:
+                for outcome in outcomes:
+                    change = await self._apply(session, outcome)
+                    if change is not None:
+                        changes.append(change)
+                    await _save_state(
+                        session, outcome, self._alerts.get((outcome.rule.id, outcome.device_id))
+                    )
+                await session.commit()
+        except Exception:
+            log.exception("rules_persist_failed", outcomes=len(outcomes))
+            async with self.database.session() as session:
+                await self._load_states(session)  # back to what is stored
+            return
+        for change in changes:
+            metrics.ALERT_EVENTS.labels(change.event).inc()
+        self.bus.committed(changes)
+
+    async def _apply(self, session: AsyncSession, outcome: _Outcome) -> AlertChange | None:
+        key = (outcome.rule.id, outcome.device_id)
+        if outcome.step is Step.OPENED:
+            alert, event = await alerts.open_alert(
+                session, outcome.rule, outcome.device_id, outcome.ts, outcome.values
+            )
+            self._alerts[key] = alert.id
+            return await stage(session, alert, event)
+        alert_id = self._alerts.get(key)
+        if outcome.step is Step.REPEATED:
+            found = await alerts.repeat_alert(session, alert_id, outcome.ts) if alert_id else None
+            if found is None:  # cleared by hand meanwhile: start afresh
+                self._forget(key)
+                outcome.track.open = outcome.track.latched = False
+                return None
+            return await stage(session, found, "repeated")
+        if outcome.step is Step.CLEARED:
+            self._alerts.pop(key, None)
+            found = (
+                await alerts.clear_by_condition(session, alert_id, outcome.ts, outcome.values)
+                if alert_id
+                else None
+            )
+            return None if found is None else await stage(session, found, "cleared")
+        return None
+
+    def _forget(self, key: _Key) -> None:
+        self._tracks.pop(key, None)
+        self._alerts.pop(key, None)
+
+    def _alert_changed(self, change: AlertChange) -> None:
+        """A user cleared an alert: the rule starts afresh on that device."""
+        if change.cleared_by_hand and change.rule_id is not None:
+            self._forget((change.rule_id, change.device_id))
+
+
+async def _save_state(session: AsyncSession, outcome: _Outcome, alert_id: uuid.UUID | None) -> None:
+    rule_id, device_id, track = outcome.rule.id, outcome.device_id, outcome.track
+    if track.idle:
+        await session.execute(
+            delete(RuleState).where(RuleState.rule_id == rule_id, RuleState.device_id == device_id)
+        )
+        return
+    values = {
+        "rule_id": rule_id,
+        "device_id": device_id,
+        "pending_since": track.pending_since,
+        "latched": track.latched,
+        "alert_id": alert_id if track.open else None,
+        "updated_at": utcnow(),
+    }
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(RuleState).values(**values)
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[RuleState.rule_id, RuleState.device_id],
+            set_={k: statement.excluded[k] for k in values if k not in ("rule_id", "device_id")},
+        )
+    )
