@@ -58,9 +58,10 @@ def _audit(session: AsyncSession, principal: Principal, action: str, rule: Rule)
     )
 
 
-async def _commit_named(session: AsyncSession, name: str) -> None:
+async def _flush_named(session: AsyncSession, name: str) -> None:
+    """Flush the rule; a name the organization already uses is a 409."""
     try:
-        await session.commit()
+        await session.flush()
     except IntegrityError:
         await session.rollback()
         raise Conflict(
@@ -81,9 +82,9 @@ async def create_rule(
     await check_scope(session, principal, values)
     rule = Rule(organization_id=principal.org_id, **values)
     session.add(rule)
-    await session.flush()
+    await _flush_named(session, data.name)
     _audit(session, principal, "rule.create", rule)
-    await _commit_named(session, data.name)
+    await session.commit()
     await engine.reload()
     return rule
 
@@ -145,8 +146,9 @@ async def update_rule(
         )
     for field, value in given.items():
         setattr(rule, field, value)
+    await _flush_named(session, rule.name)
     _audit(session, principal, "rule.update", rule)
-    await _commit_named(session, rule.name)
+    await session.commit()
     bus.committed(changes)
     await engine.reload()
     return rule
