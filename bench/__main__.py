@@ -8,7 +8,14 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import http_overhead, live_latency, mqtt_ingest, telemetry_ingest, telemetry_storage
+from bench import (
+    http_overhead,
+    live_latency,
+    mqtt_ingest,
+    rules_ingest,
+    telemetry_ingest,
+    telemetry_storage,
+)
 from fleetcore.logging import configure_logging
 
 BENCHMARKS = {
@@ -17,6 +24,7 @@ BENCHMARKS = {
     "telemetry_storage": telemetry_storage.run,
     "mqtt_ingest": mqtt_ingest.run,
     "live_latency": live_latency.run,
+    "rules_ingest": rules_ingest.run,
 }
 
 
@@ -33,12 +41,15 @@ def main(names: list[str]) -> None:
         result = BENCHMARKS[name]()
         print(json.dumps(result, indent=2), flush=True)
         results.append(result)
+    path = Path(__file__).parent / "report.json"
+    # A partial run replaces its own entries and keeps the others' last figures.
+    kept = json.loads(path.read_text())["results"] if path.exists() else []
+    ran = {r["name"] for r in results}
     report = {
         "when": datetime.now(UTC).isoformat(),
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
-        "results": results,
+        "results": [r for r in kept if r.get("name") not in ran] + results,
     }
-    path = Path(__file__).parent / "report.json"
     path.write_text(json.dumps(report, indent=2))
     print(f"report written to {path}")
 

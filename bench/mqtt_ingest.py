@@ -27,7 +27,7 @@ import sqlite3
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.context import ForkContext
 from multiprocessing.queues import Queue
@@ -422,9 +422,12 @@ def _env(mqtt_port: int, **extra: str) -> dict[str, str]:
     return env
 
 
-async def provision(port: int) -> list[str]:
+async def provision(
+    port: int, rules: Callable[[int, str], list[dict[str, Any]]] | None = None
+) -> list[str]:
     """Organization, admin, a profile with the MQTT rate limit out of the way and DEVICES
-    devices of it, through the API; returns the device tokens."""
+    devices of it, through the API, and the rules `rules(i, device_id)` gives for device i;
+    returns the device tokens."""
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
         admin = await organization_admin(http)
         profile = await http.post(
@@ -446,6 +449,8 @@ async def provision(port: int) -> list[str]:
             )
             device.raise_for_status()
             tokens.append(device.json()["access_token"])
+            for rule in rules(i, device.json()["id"]) if rules else []:
+                (await http.post("/api/v1/rules", headers=admin, json=rule)).raise_for_status()
         return tokens
 
 
@@ -480,6 +485,20 @@ def _pg_counter(url: str) -> Any:
     return lambda: asyncio.run(fetch())
 
 
+_COUNTED = ("fleetcore_rule_evaluations_total", "fleetcore_rule_late_readings_total")
+
+
+def _server_metrics(port: int) -> dict[str, float]:
+    """A few counters from the server's /metrics (after the load)."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+    found = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in _COUNTED:
+            found[name.removeprefix("fleetcore_")] = float(value)
+    return found
+
+
 def _dead_letters(database: str, target: str) -> int:
     if database == "sqlite":
         with sqlite3.connect(target) as connection:
@@ -495,24 +514,33 @@ def _dead_letters(database: str, target: str) -> int:
     return asyncio.run(fetch())
 
 
-def embedded(database: str, server: PostgresServer, tmp: Path) -> dict[str, Any]:
-    """A `fleetcore serve` on `database` ("sqlite" or "postgresql") under the MQTT load."""
+def embedded(
+    database: str,
+    server: PostgresServer,
+    tmp: Path,
+    *,
+    rules: Callable[[int, str], list[dict[str, Any]]] | None = None,
+    label: str = "",
+) -> dict[str, Any]:
+    """A `fleetcore serve` on `database` ("sqlite" or "postgresql") under the MQTT load,
+    with the rules `rules(i, device_id)` gives for each device."""
     mqtt_port, http_port = free_port(), free_port()
     if database == "sqlite":
-        data_dir = tmp / "mqtt-sqlite"
+        data_dir = tmp / f"mqtt-sqlite{label}"
         env = _env(mqtt_port, FLEETCORE_DATA_DIR=str(data_dir))
         target = str(data_dir / "fleetcore.db")
         count = _sqlite_counter(data_dir / "fleetcore.db")
     else:
-        target = server.create_database("mqtt_embedded")
+        target = server.create_database(f"mqtt_embedded{label}")
         env = _env(mqtt_port, FLEETCORE_DATABASE_URL=target)
         _cli(env, "db", "upgrade")
         count = _pg_counter(target)
     _cli(env, "admin", "create-superuser", "--email", ROOT, "--password", PASSWORD)
-    with serving(env, http_port, tmp / f"serve-mqtt-{database}.log") as process:
+    with serving(env, http_port, tmp / f"serve-mqtt-{database}{label}.log") as process:
         _wait_for_mqtt(mqtt_port)
-        tokens = asyncio.run(provision(http_port))
+        tokens = asyncio.run(provision(http_port, rules))
         figures = drive(mqtt_port, tokens, now_ms() - 3_600_000, process.pid, count)
+        figures["metrics"] = _server_metrics(http_port)
     stored = count()  # after a clean stop: everything accepted is written
     figures["rows_in_db"] = stored
     figures["acked_readings"] = figures["acked_messages"] * KEYS
