@@ -68,6 +68,7 @@ class RulesEngine:
         self._lock = asyncio.Lock()  # one evaluation (batch, sweep or reload) at a time
         self._meta_loaded_at = 0.0
         self._inflight = 0  # batches queued or being evaluated
+        self._stale = False  # a rule changed: rebuild before the next evaluation
         bus.listeners.append(self._alert_changed)
 
     @property
@@ -84,7 +85,8 @@ class RulesEngine:
         """Load rules and saved state; start evaluating."""
         if not self.enabled:
             return
-        await self.reload()
+        async with self._lock:
+            await self._rebuild()
         self._task = asyncio.create_task(self._run(), name="rules-engine")
 
     async def stop(self) -> None:
@@ -95,16 +97,19 @@ class RulesEngine:
             self._task = None
 
     async def reload(self) -> None:
-        """Re-read rules, devices and saved state (after a rule changed)."""
-        if not self.enabled:
-            return
-        async with self._lock:
-            async with self.database.session() as session:
-                self.index = await load_index(session)
-                await self._load_states(session)
-            self._views.clear()  # rules may read other keys or windows now
-            self._meta_loaded_at = time.monotonic()
-            metrics.ACTIVE_RULES.set(len(self.index.rules))
+        """A rule changed (committed): rebuild before the next evaluation. Cheap, so that
+        creating a thousand rules does not rebuild a thousand times."""
+        self._stale = True
+
+    async def _rebuild(self) -> None:
+        """Re-read rules, devices and saved state (call holding the lock)."""
+        self._stale = False
+        async with self.database.session() as session:
+            self.index = await load_index(session)
+            await self._load_states(session)
+        self._views.clear()  # rules may read other keys or windows now
+        self._meta_loaded_at = time.monotonic()
+        metrics.ACTIVE_RULES.set(len(self.index.rules))
 
     async def _load_states(self, session: AsyncSession) -> None:
         rows = (
@@ -125,10 +130,14 @@ class RulesEngine:
 
     async def on_committed(self, stored: Sequence[Stored]) -> None:
         """After-commit handler: queue the batch (waits only when the engine is far behind)."""
-        if self._task is None or not self.index.organizations:
+        if self._task is None or not (self.index.organizations or self._stale):
             return
         organizations = self.index.organizations
-        mine = [r for r in stored if r.organization_id in organizations]
+        mine = (
+            list(stored)  # the rebuilt index decides
+            if self._stale
+            else [r for r in stored if r.organization_id in organizations]
+        )
         if mine:
             self._inflight += 1
             await self._queue.put(mine)
@@ -151,9 +160,13 @@ class RulesEngine:
             metrics.BATCH_SECONDS.observe(time.perf_counter() - begin)
 
     async def _evaluate(self, batch: Sequence[Stored]) -> None:
+        if self._stale:
+            await self._rebuild()
+        organizations = self.index.organizations
         by_device: dict[uuid.UUID, list[Stored]] = {}
         for reading in batch:
-            by_device.setdefault(reading.device_id, []).append(reading)
+            if reading.organization_id in organizations:
+                by_device.setdefault(reading.device_id, []).append(reading)
         if any(d not in self.index.devices for d in by_device):
             await self._refresh_devices()
         cold = {
@@ -226,7 +239,9 @@ class RulesEngine:
         if not self.enabled:
             return
         async with self._lock:
-            if time.monotonic() - self._meta_loaded_at > 30:
+            if self._stale:
+                await self._rebuild()
+            elif time.monotonic() - self._meta_loaded_at > 30:
                 await self._refresh_devices()
             silent = [r for r in self.index.rules if r.needs.no_data]
             if not silent:
