@@ -247,13 +247,18 @@ class RulesEngine:
             if not silent:
                 return
             pairs = [(rule, d) for rule in silent for d in self.index.devices_of(rule)]
-            cold = {d: set[str]() for _, d in pairs if d not in self._views}
-            if cold:
-                await self._warm(cold, first_ts={})
+            # What storage knows may be newer than what the engine evaluated (batches can
+            # wait in its queue): judge silence on both, without moving the device's view.
+            async with self.database.session() as session:
+                stored = await warm_views(
+                    session, self.index, {d: set[str]() for _, d in pairs}, {}, windows=False
+                )
             now = now_ms()
             outcomes: list[_Outcome] = []
             for rule, device_id in pairs:
-                self._step(rule, device_id, self._views[device_id], now, outcomes)
+                view = _newest(self._views.get(device_id), stored.get(device_id))
+                if view is not None:
+                    self._step(rule, device_id, view, now, outcomes)
             if outcomes:
                 await self._persist(outcomes)
 
@@ -271,6 +276,10 @@ class RulesEngine:
     async def _warm(self, cold: dict[uuid.UUID, set[str]], first_ts: dict[uuid.UUID, int]) -> None:
         async with self.database.session() as session:
             views = await warm_views(session, self.index, cold, first_ts)
+        for view in views.values():
+            # Stored values may come from batches still queued here: they fill the view, but
+            # the order of evaluation starts with the batch at hand.
+            view.last_ts = None
         self._views.update(views)
 
     async def _persist(self, outcomes: list[_Outcome]) -> None:
@@ -329,6 +338,19 @@ class RulesEngine:
         """A user cleared an alert: the rule starts afresh on that device."""
         if change.cleared_by_hand and change.rule_id is not None:
             self._forget((change.rule_id, change.device_id))
+
+
+def _newest(mine: DeviceView | None, stored: DeviceView | None) -> DeviceView | None:
+    """The engine's view with anything newer from storage laid over it (a copy)."""
+    if mine is None or stored is None:
+        return mine or stored
+    view = DeviceView(dict(mine.values), mine.windows, mine.last_ts, mine.since)
+    for key, (ts, value) in stored.values.items():
+        if key not in view.values or view.values[key][0] < ts:
+            view.values[key] = (ts, value)
+    if stored.last_ts is not None:
+        view.last_ts = max(view.last_ts or stored.last_ts, stored.last_ts)
+    return view
 
 
 async def _save_state(session: AsyncSession, outcome: _Outcome, alert_id: uuid.UUID | None) -> None:

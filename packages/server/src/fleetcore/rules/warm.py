@@ -21,9 +21,12 @@ async def warm_views(
     index: RuleIndex,
     cold: dict[uuid.UUID, set[str]],
     first_ts: dict[uuid.UUID, int],
+    *,
+    windows: bool = True,
 ) -> dict[uuid.UUID, DeviceView]:
     """Views of the `cold` devices. Keys in the batch being evaluated (the set per device)
-    are left out: the batch brings them, in order, from `first_ts` on."""
+    are left out: the batch brings them, in order, from `first_ts` on. `windows=False`
+    skips the rate windows (latest values only)."""
     by_org: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
     for device_id in cold:
         meta = index.devices.get(device_id)
@@ -35,10 +38,10 @@ async def warm_views(
         for device_id in device_ids:
             view = DeviceView(since=index.devices[device_id].created_ms)
             index.for_device(device_id)
-            windows = index.windows.get(device_id, {})
-            if windows:
+            spans = index.windows.get(device_id, {}) if windows else {}
+            if spans:
                 await _load_windows(
-                    session, org_id, device_id, view, windows, first_ts.get(device_id)
+                    session, org_id, device_id, view, spans, first_ts.get(device_id)
                 )
             skip = cold[device_id]
             for key, value in latest.get(device_id, {}).items():
