@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
-from playwright.async_api import Browser, BrowserContext, Page, expect
+from playwright.async_api import Browser, BrowserContext, expect
 
 from fleetcore.auth.principal import Role
 from fleetcore.db import Database
@@ -105,7 +105,8 @@ async def test_operator_finds_a_device_watches_it_live_and_sends_a_command(
 
     await wait_until(shows_new_value, within=10, every=0)
     frames = await page.locator("#charts").get_attribute("data-live-frames")
-    assert frames is not None and int(frames) >= 1
+    assert frames is not None
+    assert int(frames) >= 1
     points = await page.evaluate("window.fcChart.points")
     assert points == 1
     await screenshot(page, "device")
