@@ -147,7 +147,7 @@ def _command_in(method: str, params: str, timeout_s: int, *, persistent: bool) -
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "params"
         raise Invalid(
-            f"{field}: {first['msg']}", code="VALIDATION_FAILED", details={"field": field}
+            f"{field}: {first['msg']}", code="VALIDATION_ERROR", details={"field": field}
         ) from None
 
 
