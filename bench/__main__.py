@@ -8,7 +8,14 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import http_overhead, live_latency, mqtt_ingest, telemetry_ingest, telemetry_storage
+from bench import (
+    dashboard_render,
+    http_overhead,
+    live_latency,
+    mqtt_ingest,
+    telemetry_ingest,
+    telemetry_storage,
+)
 from fleetcore.logging import configure_logging
 
 BENCHMARKS = {
@@ -17,6 +24,7 @@ BENCHMARKS = {
     "telemetry_storage": telemetry_storage.run,
     "mqtt_ingest": mqtt_ingest.run,
     "live_latency": live_latency.run,
+    "dashboard_render": dashboard_render.run,
 }
 
 

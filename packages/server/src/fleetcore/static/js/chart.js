@@ -10,7 +10,7 @@
   const PRESETS = { "1h": HOUR, "24h": DAY, "7d": 7 * DAY, "30d": 30 * DAY };
   const RAW_PAGE = 10000, RAW_CAP = 200000;
   const charts = new Map(); // key -> {plot, data: [xs, ys], box}
-  const stats = (window.fcChart = { renderedMs: null, lastSetDataMs: null, lastFrameMs: null, points: 0 });
+  const stats = (window.fcChart = { renderedMs: null, fetchMs: null, lastSetDataMs: null, lastDrawMs: null, lastFrameMs: null, points: 0 });
   let keys = JSON.parse(root.dataset.keys || "[]");
   let view = { preset: "1h", start: 0, end: 0, live: true };
   let loading = 0;
@@ -97,7 +97,7 @@
       axes: [axis, axis],
       legend: { live: true },
       cursor: { drag: { x: true, y: false, setScale: false } },
-      hooks: { setSelect: [zoomTo] },
+      hooks: { setSelect: [zoomTo], draw: [drawn] },
     }, data, box);
     plot.over.addEventListener("dblclick", () => show(view.preset === "zoom" ? lastPreset : view.preset));
     charts.set(key, { plot: plot, data: data, box: box });
@@ -109,6 +109,14 @@
     let filled = 0;
     for (const v of data[1]) if (v !== null) filled++;
     return filled * 4 < data[1].length;
+  }
+
+  // A live update's cost: from setData to uPlot having drawn the canvas again.
+  let liveStart = 0;
+  function drawn() {
+    if (!liveStart) return;
+    stats.lastDrawMs = performance.now() - liveStart;
+    liveStart = 0;
   }
 
   function zoomTo(u) {
@@ -131,6 +139,7 @@
         ? interval ? await readAggregates(view.start, view.end, interval) : await readRaw(view.start, view.end)
         : new Map();
       if (ticket !== loading) return; // a newer range was asked for meanwhile
+      stats.fetchMs = performance.now() - t0;
       let points = 0;
       series.forEach((data, key) => { makePlot(key, data); points += data[0].length; });
       stats.points = points;
@@ -178,7 +187,7 @@
 
   function flush() {
     frame = 0;
-    const t0 = performance.now();
+    const t0 = (liveStart = performance.now());
     dirty.forEach((key) => { const c = charts.get(key); if (c) c.plot.setData(c.data); });
     dirty.clear();
     stats.lastSetDataMs = performance.now() - t0;
