@@ -114,11 +114,14 @@ async def test_operator_finds_a_device_watches_it_live_and_sends_a_command(
     # A command: the device waits in an HTTP long-poll and answers it.
     device = {"X-Device-Token": token}
 
+    delivered = asyncio.Event()
+
     async def device_answers() -> None:
         polled = await http.get(
             "/api/v1/devices/me/commands", params={"timeout": 20}, headers=device
         )
         command = polled.json()["commands"][0]
+        await delivered.wait()  # so the page learns the result over the WebSocket
         answered = await http.post(
             f"/api/v1/devices/me/commands/{command['id']}/result",
             headers=device,
@@ -126,12 +129,15 @@ async def test_operator_finds_a_device_watches_it_live_and_sends_a_command(
         )
         assert answered.status_code == 200, answered.text
 
+    await expect(page.locator("body")).to_have_attribute("data-subscribed", re.compile("commands"))
     answering = asyncio.create_task(device_answers())
     await wait_until(lambda: app.state.commands.is_online(uuid.UUID(device_id)))
     await page.get_by_label("Method").fill("reboot")
     await page.get_by_label("Params (JSON object)").fill('{"delay_s": 1}')
     await page.get_by_role("button", name="Send command").click()
     row = page.locator("#command-rows tr").first
+    await expect(row.locator("[data-command-status]")).to_have_text("delivered")
+    delivered.set()
     await expect(row.locator("[data-command-status]")).to_have_text("succeeded")
     await expect(row.locator("[data-command-result]")).to_have_text('{"rebooted":true}')
     await answering
@@ -223,6 +229,17 @@ async def test_every_page_renders_for_an_admin(
     await expect(page.get_by_role("button", name="24h")).to_have_attribute("aria-pressed", "true")
     await screenshot(page, "device-24h")
 
+    # Zoom: a drag across the last minutes re-reads them raw; no preset is pressed then.
+    box = await page.locator(".u-over").first.bounding_box()
+    assert box is not None
+    y = box["y"] + box["height"] / 2
+    await page.mouse.move(box["x"] + box["width"] * 0.96, y)
+    await page.mouse.down()
+    await page.mouse.move(box["x"] + box["width"] * 0.999, y, steps=5)
+    await page.mouse.up()
+    await expect(charts).to_have_attribute("data-rendered", re.compile(r"^[1-9]$"))
+    await expect(page.locator(".preset[aria-pressed=true]")).to_have_count(0)
+
     # Keyboard: the first Tab reaches the skip link, the next ones the navigation.
     await page.goto(f"{base}/dashboard")
     await page.keyboard.press("Tab")
@@ -237,7 +254,7 @@ async def test_phone_width_dark_mode_and_sign_out(
     site: tuple[FastAPI, str], http: httpx.AsyncClient, org: Tenant, browser: Browser
 ) -> None:
     _, base = site
-    device_id, _ = await new_device(http, org, name="Freezer 9")
+    device_id, token = await new_device(http, org, name="Freezer 9")
     ctx = await browser.new_context(viewport={"width": 390, "height": 844}, color_scheme="dark")
     try:
         page, console = await new_page(ctx)
@@ -250,6 +267,16 @@ async def test_phone_width_dark_mode_and_sign_out(
             )
             assert overflow <= 0, f"{path} is wider than a phone by {overflow}px"
             await screenshot(page, name)
+        # The device speaks for the first time: its badge turns online without a reload.
+        await page.goto(f"{base}/devices/{device_id}")
+        badge = page.locator(f'[data-status-of="{device_id}"]')
+        await expect(badge).to_have_text("never")
+        await expect(page.locator("body")).to_have_attribute(
+            "data-subscribed", "alerts commands status telemetry"
+        )
+        await post_value(http, token, temperature=4.0)
+        await expect(badge).to_have_text("online")
+        await expect(page.locator(f'[data-history-of="{device_id}"] li')).to_have_count(1)
         background = await page.evaluate("getComputedStyle(document.body).backgroundColor")
         assert background == "rgb(17, 19, 23)"  # the dark palette
         await page.get_by_role("button", name="Sign out").click()

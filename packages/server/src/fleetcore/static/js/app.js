@@ -81,12 +81,20 @@
     });
     socket.addEventListener("close", (event) => {
       socket = null;
+      delete body.dataset.subscribed;
       setState("offline");
       if (event.code === 4401) return; // signed out: do not knock again
       setTimeout(connect, retryMs);
       retryMs = Math.min(retryMs * 2, 15000);
     });
   }
+
+  // Which channels the server confirmed, e.g. data-subscribed="status commands".
+  FC.live.on("subscribed", (msg) => {
+    const now = new Set((body.dataset.subscribed || "").split(" ").filter(Boolean));
+    now.add(msg.channel);
+    body.dataset.subscribed = [...now].sort().join(" ");
+  });
 
   // -- presence badges ---------------------------------------------------------------------
   FC.live.on("status", (msg) => {
@@ -103,6 +111,8 @@
       badge.textContent = msg.status;
       li.append(badge, " " + msg.reason + " · " + new Date(msg.at).toLocaleString());
       feed.prepend(li);
+      const empty = document.querySelector("[data-history-empty]");
+      if (empty) empty.remove();
     }
   });
 

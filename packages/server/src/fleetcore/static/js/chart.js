@@ -124,7 +124,9 @@
     const start = Math.floor(u.posToVal(u.select.left, "x") * 1000);
     const end = Math.ceil(u.posToVal(u.select.left + u.select.width, "x") * 1000);
     u.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
-    if (end - start >= 1000) load({ preset: "zoom", start: start, end: end, live: false });
+    if (end - start < 1000) return;
+    press(null);
+    load({ preset: "zoom", start: start, end: end, live: false });
   }
 
   async function load(next) {
