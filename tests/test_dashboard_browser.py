@@ -89,7 +89,7 @@ async def test_operator_finds_a_device_watches_it_live_and_sends_a_command(
     await page.wait_for_url(f"{base}/devices/{device_id}")
     await expect(page.locator("#charts")).to_have_attribute("data-rendered", "1")
     await expect(page.locator(f'[data-status-of="{device_id}"]')).to_have_text("online")
-    await expect(page.locator("[data-live-state]")).to_have_text("live")
+    await expect(page.locator("[data-live-state]")).to_have_text("· live")
 
     # A value the device sends reaches the latest values and the chart without a reload
     # (resent until the page's subscription is in place).
@@ -239,6 +239,21 @@ async def test_every_page_renders_for_an_admin(
     await page.mouse.up()
     await expect(charts).to_have_attribute("data-rendered", re.compile(r"^[1-9]$"))
     await expect(page.locator(".preset[aria-pressed=true]")).to_have_count(0)
+
+    # A custom range of an hour, two hours back: raw readings again (every 7th minute).
+    start, end = await page.evaluate(
+        """() => {
+            const p = (n) => String(n).padStart(2, "0");
+            const f = (d) => `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}` +
+                `T${p(d.getHours())}:${p(d.getMinutes())}`;
+            return [f(new Date(Date.now() - 152.5 * 60e3)), f(new Date(Date.now() - 88.5 * 60e3))];
+        }"""
+    )
+    await page.get_by_text("Custom").click()
+    await page.get_by_label("From").fill(start)
+    await page.get_by_label("To").fill(end)
+    await page.get_by_role("button", name="Show").click()
+    await expect(charts).to_have_attribute("data-rendered", "9")
 
     # Keyboard: the first Tab reaches the skip link, the next ones the navigation.
     await page.goto(f"{base}/dashboard")

@@ -71,7 +71,7 @@
     socket = new WebSocket(scheme + location.host + "/api/v1/ws");
     socket.addEventListener("open", () => {
       retryMs = 500;
-      setState("live");
+      setState("· live");
       wanted.forEach((msg) => socket.send(JSON.stringify(msg)));
     });
     socket.addEventListener("message", (event) => {
@@ -82,8 +82,8 @@
     socket.addEventListener("close", (event) => {
       socket = null;
       delete body.dataset.subscribed;
-      setState("offline");
-      if (event.code === 4401) return; // signed out: do not knock again
+      if (event.code === 4401) return setState("· signed out"); // do not knock again
+      setState("· reconnecting");
       setTimeout(connect, retryMs);
       retryMs = Math.min(retryMs * 2, 15000);
     });
