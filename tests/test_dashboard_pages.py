@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,6 +17,7 @@ from fleetcore.auth.principal import Role
 from tests.conftest import client_for
 from tests.support.devices import new_device
 from tests.support.tenants import Tenant
+from tests.support.wait import wait_until
 
 PAGES = ("/dashboard", "/devices", "/profiles", "/assets", "/dead-letters", "/users", "/api-keys")
 
@@ -171,3 +173,32 @@ async def test_device_list_filters_searches_and_pages(
         labelled = await http.get("/devices", params={"label": "even"})
         assert labelled.text.count("pump-") == 15
         assert (await http.get("/devices", params={"profile": "x"})).status_code == 422
+
+
+async def test_the_dashboard_counts_presence_ingest_and_events(
+    live_app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant
+) -> None:
+    talking, token = await new_device(live_client, live_tenant, name="Talker")
+    await new_device(live_client, live_tenant, name="Silent")
+    now = int(time.time() * 1000)
+    readings = [{"ts": now - i * 1000, "values": {"t": i, "h": i}} for i in range(30)]
+    device = {"X-Device-Token": token}
+    stored = await live_client.post("/api/v1/devices/me/telemetry", headers=device, json=readings)
+    assert stored.status_code == 200, stored.text
+    event = await live_client.post(
+        "/api/v1/devices/me/events", headers=device, json={"type": "door_open", "severity": "major"}
+    )
+    assert event.status_code == 201, event.text
+    async with browser_like(live_app, live_tenant, Role.VIEWER) as http:
+
+        async def counted() -> bool:
+            page = (await http.get("/dashboard")).text
+            return '<p class="big" data-count="online">1</p>' in page
+
+        await wait_until(counted)  # presence is written from its own queue
+        page = (await http.get("/dashboard")).text
+    assert '<p class="big" data-count="never">1</p>' in page
+    assert '<p class="big" data-count="offline">0</p>' in page
+    assert '<p class="big">12.0</p>' in page  # 60 readings in the last five minutes
+    assert f'<a href="/devices/{talking}">Talker</a>' in page
+    assert "door_open" in page
