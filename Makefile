@@ -30,7 +30,7 @@ $(VENV)/.installed: $(UV) uv.lock pyproject.toml packages/*/pyproject.toml
 
 install: $(VENV)/.installed
 
-# What the tests need from Debian: a PostgreSQL 15 server binary.
+# What the tests need from Debian: PostgreSQL 15, Mosquitto, Chromium (dashboard tests).
 system-deps:
 	@scripts/system-deps.sh
 

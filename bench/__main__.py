@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import (
+    dashboard_render,
     http_overhead,
     live_latency,
     mqtt_ingest,
@@ -25,6 +26,7 @@ BENCHMARKS = {
     "mqtt_ingest": mqtt_ingest.run,
     "live_latency": live_latency.run,
     "rules_ingest": rules_ingest.run,
+    "dashboard_render": dashboard_render.run,
 }
 
 

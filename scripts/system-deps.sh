@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the test suite uses (PostgreSQL, Mosquitto), when missing.
+# Installs the Debian packages the test suite uses (PostgreSQL, Mosquitto, Chromium), when missing.
 set -euo pipefail
 
 missing=()
@@ -8,6 +8,9 @@ missing=()
 # external-broker tests.
 command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+
+# The dashboard tests and benchmark drive Debian's Chromium through Playwright.
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -5,14 +5,19 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from fleetcore.alerts.router import router as alerts_router
+from fleetcore.assets.pages import router as assets_pages
 from fleetcore.assets.router import router as assets_router
 from fleetcore.attributes.router import router as attributes_router
+from fleetcore.audit.pages import router as audit_pages
 from fleetcore.audit.router import router as audit_router
+from fleetcore.auth.admin_pages import router as admin_pages
 from fleetcore.auth.pages import router as auth_pages
 from fleetcore.auth.router import router as auth_router
 from fleetcore.commands.router import router as commands_router
 from fleetcore.dashboard.pages import router as dashboard_pages
+from fleetcore.deadletters.pages import router as dead_letters_pages
 from fleetcore.deadletters.router import router as dead_letters_router
+from fleetcore.devices.pages import router as devices_pages
 from fleetcore.devices.router import router as devices_router
 from fleetcore.events.router import router as events_router
 from fleetcore.live.router import router as live_router
@@ -40,4 +45,12 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     # Last: its ThingsBoard route /api/v1/{token}/telemetry must not shadow the others.
     telemetry_router,
 )
-PAGE_ROUTERS: tuple[APIRouter, ...] = (auth_pages, dashboard_pages)
+PAGE_ROUTERS: tuple[APIRouter, ...] = (
+    auth_pages,
+    dashboard_pages,
+    devices_pages,
+    assets_pages,
+    dead_letters_pages,
+    admin_pages,
+    audit_pages,
+)

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from fleetcore.auth.pages import page_context
 from fleetcore.dashboard import service
+from fleetcore.dashboard.web import Context, principal_of, render
 from fleetcore.deps import SessionDep
-from fleetcore.templating import templates
 
 router = APIRouter(include_in_schema=False)
-Context = Annotated[dict[str, object], Depends(page_context)]
 
 
 @router.get("/")
@@ -23,10 +19,7 @@ async def root() -> RedirectResponse:
 
 
 @router.get("/dashboard")
-async def dashboard(request: Request, session: SessionDep, context: Context) -> HTMLResponse:
-    """Fleet overview."""
-    principal = context["principal"]
-    counts = await service.counts(session, principal)  # type: ignore[arg-type]
-    return templates.TemplateResponse(
-        request, "dashboard/index.html", {**context, "counts": counts}
-    )
+async def dashboard(session: SessionDep, context: Context) -> HTMLResponse:
+    """Fleet overview: presence, ingest rate, recent events; live alerts as they come."""
+    overview = await service.overview(session, principal_of(context))
+    return render(context, "dashboard/index.html", overview=overview, counts=overview.counts)

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from fleetcore.auth.principal import Principal
 from fleetcore.db import as_utc, utcnow
 from fleetcore.devices import service as devices
+from fleetcore.devices.models import Device
 from fleetcore.errors import Invalid
 from fleetcore.events.codec import EventIn, parse_events
 from fleetcore.events.models import DeviceEvent
@@ -121,3 +122,17 @@ async def ingest_payload(session: AsyncSession, device: EventSource, payload: by
     """Parse a device's payload and store every event, or raise Invalid and store none."""
     events = parse_events(payload, now_ms=int(time.time() * 1000))
     return await record_events(session, device, events)
+
+
+async def recent_events(
+    session: AsyncSession, principal: Principal, *, limit: int
+) -> list[tuple[DeviceEvent, str]]:
+    """The organization's newest events (by arrival) with their device's name."""
+    query = (
+        select(DeviceEvent, Device.name)
+        .join(Device, Device.id == DeviceEvent.device_id)
+        .where(DeviceEvent.organization_id == principal.org_id, Device.deleted_at.is_(None))
+        .order_by(DeviceEvent.received_at.desc(), DeviceEvent.id.desc())
+        .limit(limit)
+    )
+    return [(event, name) for event, name in (await session.execute(query)).all()]

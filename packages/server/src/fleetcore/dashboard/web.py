@@ -1,0 +1,97 @@
+"""What every dashboard page shares: its context, rendering, and CSRF-checked writes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.responses import HTMLResponse
+from starlette.routing import Match, Router
+
+from fleetcore.auth.deps import CSRF_HEADER, csrf_token
+from fleetcore.auth.pages import PagePrincipal, page_context
+from fleetcore.auth.principal import Principal, Role
+from fleetcore.auth.security import same
+from fleetcore.deps import SettingsDep
+from fleetcore.errors import Forbidden
+from fleetcore.templating import templates
+
+Context = Annotated[dict[str, object], Depends(page_context)]
+
+# The navigation, in order: (path, label, least role). A link shows once its page is
+# registered, so pages added later (alerts, rules) appear without touching this.
+NAV: tuple[tuple[str, str, Role], ...] = (
+    ("/dashboard", "Dashboard", Role.VIEWER),
+    ("/devices", "Devices", Role.VIEWER),
+    ("/alerts", "Alerts", Role.VIEWER),
+    ("/rules", "Rules", Role.VIEWER),
+    ("/profiles", "Profiles", Role.VIEWER),
+    ("/assets", "Assets", Role.VIEWER),
+    ("/dead-letters", "Dead letters", Role.VIEWER),
+    ("/users", "Users", Role.ADMIN),
+    ("/api-keys", "API keys", Role.ADMIN),
+    ("/audit", "Audit", Role.ADMIN),
+)
+
+
+def nav_links(request: Request, principal: Principal) -> list[tuple[str, str]]:
+    """The navigation links this user may follow, among the pages the app serves."""
+    served: frozenset[str] | None = getattr(request.app.state, "page_paths", None)
+    if served is None:
+        served = frozenset(path for path, _, _ in NAV if _serves(request.app.router, path))
+        request.app.state.page_paths = served
+    return [(path, label) for path, label, role in NAV if path in served and principal.has(role)]
+
+
+def _serves(router: Router, path: str) -> bool:
+    """True if a GET of `path` reaches a route (not the 404 handler)."""
+    scope = {"type": "http", "method": "GET", "path": path, "root_path": ""}
+    return any(route.matches(scope)[0] is Match.FULL for route in router.routes)
+
+
+def render(
+    context: dict[str, object], template: str, *, status_code: int = 200, **values: Any
+) -> HTMLResponse:
+    """A page (or an htmx fragment) rendered with the signed-in user's context."""
+    request = context["request"]
+    assert isinstance(request, Request)
+    nav = nav_links(request, principal_of(context))
+    return templates.TemplateResponse(
+        request,
+        template,
+        {**context, "nav": nav, "here": request.url.path, **values},
+        status_code=status_code,
+    )
+
+
+def principal_of(context: dict[str, object]) -> Principal:
+    """The signed-in principal of a page context."""
+    principal = context["principal"]
+    assert isinstance(principal, Principal)
+    return principal
+
+
+def is_fragment(request: Request) -> bool:
+    """An htmx request wants only the part of the page it swaps."""
+    return request.headers.get("HX-Request") == "true" and not request.headers.get(
+        "HX-History-Restore-Request"
+    )
+
+
+async def page_writer(
+    request: Request, settings: SettingsDep, principal: PagePrincipal
+) -> Principal:
+    """The signed-in user of a page write, which must carry the session's CSRF token
+    (the X-CSRF-Token header htmx sends, or the form field csrf_token)."""
+    expected = csrf_token(settings.secret_key.get_secret_value(), principal.session_id)
+    sent = request.headers.get(CSRF_HEADER)
+    if sent is None:
+        form = await request.form()
+        field = form.get("csrf_token")
+        sent = field if isinstance(field, str) else ""
+    if not same(sent, expected):
+        raise Forbidden(f"a page write needs the {CSRF_HEADER} header", code="CSRF_FAILED")
+    return principal
+
+
+PageWriter = Annotated[Principal, Depends(page_writer)]
