@@ -7,12 +7,15 @@ the sweep does not know fails here until the fixture below creates such an objec
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 from fastapi import FastAPI
 
+from fleetcore.alerts.models import Alert
 from fleetcore.auth.principal import Role
+from fleetcore.db import Database
 from fleetcore.deadletters.sink import DeadLetterSink
 from tests.support.tenants import Tenant
 
@@ -82,7 +85,32 @@ async def _create_objects(
     await sink.flush()
     letters = await client.get("/api/v1/dead-letters", headers=headers)
     assert letters.status_code == 200, letters.text
+    rule = await post(
+        "/api/v1/rules",
+        {
+            "name": "sweep rule",
+            "device_id": device_id,
+            "condition": {"key": "t", "op": ">", "value": 1},
+        },
+    )
+    # The engine does not run on the test transaction: the alert the rule would open.
+    now = datetime.now(UTC)
+    alert = Alert(
+        organization_id=tenant.org_id,
+        rule_id=uuid.UUID(rule["id"]),
+        device_id=uuid.UUID(device_id),
+        name="sweep rule",
+        severity="major",
+        opened_at=now,
+        last_fired_at=now,
+    )
+    database: Database = app.state.database
+    async with database.session(write=True) as session:
+        session.add(alert)
+        await session.commit()
     return {
+        "rule_id": rule["id"],
+        "alert_id": str(alert.id),
         "dead_letter_id": str(letters.json()["items"][0]["id"]),
         "device_id": device_id,
         "command_id": command["id"],

@@ -86,7 +86,11 @@ class RulesEngine:
         if not self.enabled:
             return
         async with self._lock:
-            await self._rebuild()
+            try:
+                await self._rebuild()
+            except Exception as error:  # schema behind or database down: /ready says so
+                self._stale = True  # the first batch or sweep tries again
+                log.warning("rules_engine_not_loaded", error=str(error).splitlines()[0])
         self._task = asyncio.create_task(self._run(), name="rules-engine")
 
     async def stop(self) -> None:
@@ -102,11 +106,16 @@ class RulesEngine:
         self._stale = True
 
     async def _rebuild(self) -> None:
-        """Re-read rules, devices and saved state (call holding the lock)."""
-        self._stale = False
-        async with self.database.session() as session:
-            self.index = await load_index(session)
-            await self._load_states(session)
+        """Re-read rules, devices and saved state (call holding the lock). Stays stale when
+        the read fails, so that the next evaluation tries again."""
+        self._stale = False  # a reload() arriving during the read marks it stale again
+        try:
+            async with self.database.session() as session:
+                self.index = await load_index(session)
+                await self._load_states(session)
+        except BaseException:
+            self._stale = True
+            raise
         self._views.clear()  # rules may read other keys or windows now
         self._meta_loaded_at = time.monotonic()
         metrics.ACTIVE_RULES.set(len(self.index.rules))
