@@ -59,7 +59,7 @@ _JOIN = NotificationChannel.id == NotificationDelivery.channel_id
 def backoff_s(attempts: int, *, base_s: float, max_s: float) -> float:
     """The delay after `attempts` failed attempts: base doubling each time, capped, with
     jitter (between half and all of it) so that receivers coming back are not stampeded."""
-    delay = min(max_s, base_s * 2 ** max(attempts - 1, 0))
+    delay: float = min(max_s, base_s * 2.0 ** max(attempts - 1, 0))
     return delay / 2 + _rng.random() * delay / 2
 
 
