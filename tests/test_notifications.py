@@ -523,7 +523,9 @@ async def test_email_over_smtp(live_database: Database, tmp_path: Path) -> None:
             )
             assert channel["recipients"] == ["ops@example.com", "oncall@example.com"]
             device_id, token = await new_device(http, org)
-            await make_rule(http, org, name="too hot", device_id=device_id, condition=HOT)
+            await make_rule(
+                http, org, name="too hot", device_id=device_id, condition=HOT, severity="major"
+            )
             await send(http, token, T0, t=35)
             [done] = await wait_deliveries(http, org, channel, all_delivered(1))
             await wait_until(lambda: len(mailbox.mails) == 1)
@@ -541,7 +543,9 @@ async def test_in_app_notifications_are_listed_and_read_by_the_organization(
 ) -> None:
     channel = await make_channel(live_client, live_tenant, type="in_app")
     device_id, token = await new_device(live_client, live_tenant)
-    await make_rule(live_client, live_tenant, name="hot", device_id=device_id, condition=HOT)
+    await make_rule(
+        live_client, live_tenant, name="hot", device_id=device_id, condition=HOT, severity="major"
+    )
     await send(live_client, token, T0, t=35)
     await wait_deliveries(live_client, live_tenant, channel, all_delivered(1))
     viewer = live_tenant.headers(Role.VIEWER)

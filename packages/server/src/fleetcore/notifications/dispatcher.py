@@ -160,14 +160,19 @@ class Dispatcher:
     async def _claim(self) -> list[_Claimed]:
         now = utcnow()
         token = uuid.uuid4()
+        query = (
+            select(NotificationDelivery.id)
+            .join(_CHANNEL, _JOIN)
+            .where(NotificationChannel.enabled.is_(True), _due(now))
+            .order_by(NotificationDelivery.next_attempt_at)
+            .limit(self.batch_size)
+        )
+        # Look first without taking SQLite's write lock: an idle poll must not make other
+        # writers wait (or fail a transaction that read before it writes).
+        async with self.database.session() as session:
+            if await session.scalar(query.limit(1)) is None:
+                return []
         async with self.database.session(write=True) as session:
-            query = (
-                select(NotificationDelivery.id)
-                .join(_CHANNEL, _JOIN)
-                .where(NotificationChannel.enabled.is_(True), _due(now))
-                .order_by(NotificationDelivery.next_attempt_at)
-                .limit(self.batch_size)
-            )
             if self.database.dialect == "postgresql":
                 query = query.with_for_update(skip_locked=True, of=NotificationDelivery)
             ids = list((await session.scalars(query)).all())
