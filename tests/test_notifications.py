@@ -234,12 +234,7 @@ async def test_deliveries_are_staged_in_the_alert_transaction(
     live_app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, live_database: Database
 ) -> None:
     """A rolled-back alert change leaves no delivery; a committed one has its delivery."""
-    channel = await make_channel(live_client, live_tenant, type="in_app", enabled=False)
-    await live_client.patch(  # disabled while staging by hand, so nothing else sends
-        f"/api/v1/notification-channels/{channel['id']}",
-        headers=live_tenant.headers(),
-        json={"enabled": True},
-    )
+    channel = await make_channel(live_client, live_tenant, type="in_app")
     device_id, _ = await new_device(live_client, live_tenant)
 
     def new_alert() -> Alert:
@@ -326,6 +321,7 @@ async def test_a_rule_firing_sends_signed_alert_opened_then_cleared(
     live_client: httpx.AsyncClient,
     live_tenant: Tenant,
     receiver: WebhookReceiver,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     channel = await webhook(live_client, live_tenant, receiver.url)
     device_id, token = await new_device(live_client, live_tenant)
@@ -351,6 +347,8 @@ async def test_a_rule_firing_sends_signed_alert_opened_then_cleared(
     done = await wait_deliveries(live_client, live_tenant, channel, all_delivered(2))
     assert [d["event"] for d in done] == ["alert.cleared", "alert.opened"]
     assert all(d["attempts"] == 1 for d in done)
+    logged = capsys.readouterr()
+    assert SECRET not in logged.out + logged.err
 
 
 async def test_retries_with_backoff_then_delivers_exactly_once(

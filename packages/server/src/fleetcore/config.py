@@ -154,6 +154,16 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _lease_outlasts_a_send(self) -> Settings:
+        # A lease that expires during a send lets a second sender send the same delivery.
+        if self.notification_lease_s < 3 * self.notification_timeout_s:
+            raise ValueError(
+                "FLEETCORE_NOTIFICATION_LEASE_S must be at least 3 times "
+                "FLEETCORE_NOTIFICATION_TIMEOUT_S"
+            )
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
