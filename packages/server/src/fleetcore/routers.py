@@ -21,6 +21,7 @@ from fleetcore.devices.pages import router as devices_pages
 from fleetcore.devices.router import router as devices_router
 from fleetcore.events.router import router as events_router
 from fleetcore.live.router import router as live_router
+from fleetcore.notifications.router import router as notifications_router
 from fleetcore.rules.router import router as rules_router
 from fleetcore.status.router import router as status_router
 from fleetcore.telemetry.query_router import router as telemetry_query_router
@@ -37,6 +38,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     commands_router,
     rules_router,
     alerts_router,
+    notifications_router,
     status_router,
     audit_router,
     dead_letters_router,
