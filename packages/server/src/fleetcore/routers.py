@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from fleetcore.alerts.pages import router as alerts_pages
 from fleetcore.alerts.router import router as alerts_router
 from fleetcore.assets.pages import router as assets_pages
 from fleetcore.assets.router import router as assets_router
@@ -49,6 +50,7 @@ PAGE_ROUTERS: tuple[APIRouter, ...] = (
     auth_pages,
     dashboard_pages,
     devices_pages,
+    alerts_pages,
     assets_pages,
     dead_letters_pages,
     admin_pages,
