@@ -150,7 +150,7 @@ def error_page(
     request: Request, status: int, message: str, headers: dict[str, str] | None = None
 ) -> Response:
     """The error as an HTML page in the site's layout."""
-    from fleetcore.templating import templates  # noqa: PLC0415 - templates load lazily
+    from fleetcore.templating import templates
 
     return templates.TemplateResponse(
         request,
@@ -194,9 +194,7 @@ _HTTP_CODES = {
 
 async def _domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DomainError)
-    return error_answer(
-        request, exc.status_code, exc.code, exc.message, exc.details, exc.headers
-    )
+    return error_answer(request, exc.status_code, exc.code, exc.message, exc.details, exc.headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

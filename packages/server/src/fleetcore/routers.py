@@ -22,6 +22,7 @@ from fleetcore.devices.pages import router as devices_pages
 from fleetcore.devices.router import router as devices_router
 from fleetcore.events.router import router as events_router
 from fleetcore.live.router import router as live_router
+from fleetcore.rules.pages import router as rules_pages
 from fleetcore.rules.router import router as rules_router
 from fleetcore.status.router import router as status_router
 from fleetcore.telemetry.query_router import router as telemetry_query_router
@@ -51,6 +52,7 @@ PAGE_ROUTERS: tuple[APIRouter, ...] = (
     dashboard_pages,
     devices_pages,
     alerts_pages,
+    rules_pages,
     assets_pages,
     dead_letters_pages,
     admin_pages,

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcore.alerts import service
 from fleetcore.alerts.models import Alert, AlertStatus, Severity
@@ -26,7 +27,10 @@ PAGE_SIZE = 50
 HEAD_TARGET = "alert-head"  # the detail page's htmx target; other targets get a list row
 
 
-def _choice[E: (AlertStatus, Severity)](kind: type[E], value: str | None, field: str) -> E | None:
+E = TypeVar("E", AlertStatus, Severity)
+
+
+def _choice(kind: type[E], value: str | None, field: str) -> E | None:
     if not value:
         return None
     try:
@@ -47,7 +51,9 @@ def _device_id(value: str | None) -> uuid.UUID | None:
         ) from None
 
 
-async def _names(session: SessionDep, principal: Principal, alerts: Sequence[Alert]) -> dict[str, Any]:
+async def _names(
+    session: SessionDep, principal: Principal, alerts: Sequence[Alert]
+) -> dict[str, Any]:
     """Device names and assignee emails for rows of alerts."""
     return {
         "device_names": await service.device_names(
@@ -148,7 +154,7 @@ def _fragment(
 
 
 async def _answer(
-    request: Request, session: SessionDep, context: dict[str, object], alert: Alert
+    request: Request, session: AsyncSession, context: dict[str, object], alert: Alert
 ) -> Response:
     """htmx gets the changed row (or the detail page's head); a plain form goes back."""
     if not is_fragment(request):
