@@ -56,7 +56,8 @@ async def test_alert_list_filters_and_the_detail_page(
     async with browser_like(live_app, live_tenant, Role.VIEWER) as http:
         page = await http.get("/alerts")
         assert page.status_code == 200, page.text
-        assert 'href="/alerts"' in page.text and 'href="/rules"' in page.text  # navigation
+        assert 'href="/alerts"' in page.text
+        assert 'href="/rules"' in page.text
         assert page.text.count("data-alert-id=") == 2
         assert "Acknowledge" not in page.text  # a viewer gets no write controls
         only = await http.get("/alerts", params={"device": hot_device})
