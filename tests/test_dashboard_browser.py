@@ -359,9 +359,16 @@ async def test_operator_acknowledges_an_alert_and_sees_a_new_one_arrive_live(
     await expect(page.locator("#alert-head [data-alert-status]")).to_have_text("cleared")
     await screenshot(page, "alert")
 
-    # The dashboard counts active alerts by severity (one acknowledged, one cleared: none).
+    # The dashboard counts active alerts by severity (one acknowledged, one cleared: none),
+    # and follows new ones live: Freezer B, cleared by hand, fires again on its next reading.
     await page.goto(f"{base_url(site)}/dashboard")
     await expect(page.locator('[data-active-count="critical"]')).to_have_text("0")
+    await expect(page.locator("body")).to_have_attribute("data-subscribed", re.compile("alerts"))
+    await send(http, second_token, now - 10_000, t=45)
+    await expect(page.locator('[data-active-count="critical"]')).to_have_text("1")
+    await expect(page.locator("#alert-feed li")).to_have_count(1)
+    await expect(page.locator("#alert-feed li")).to_contain_text("Freezer B warm")
+    await screenshot(page, "dashboard-alerts")
     await send(http, first_token, now - 20_000, t=20)  # Freezer A cools: its alert clears
     await wait_for_alerts(http, org, 1, status="cleared", device_id=first)
     await page.goto(f"{base_url(site)}/devices/{first}")
