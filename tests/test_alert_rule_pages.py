@@ -128,6 +128,21 @@ async def test_operators_acknowledge_clear_and_comment_viewers_are_refused(
         )
         assert said.status_code == 201, said.text
         assert "on my way" in said.text
+        taken = await http.post(
+            f"{url}/assign",
+            headers={"X-CSRF-Token": csrf, "HX-Request": "true", "HX-Target": "alert-head"},
+            data={"to": "me"},
+        )
+        assert taken.status_code == 200, taken.text
+        assert 'id="alert-head"' in taken.text
+        assert f"<dt>Assignee</dt><dd>{live_tenant.emails[Role.OPERATOR]}</dd>" in taken.text
+        assert "Unassign me" in taken.text
+        wrong = await http.post(
+            f"{url}/assign", headers={"X-CSRF-Token": csrf}, data={"to": "boss"}
+        )
+        assert wrong.status_code == 422
+        listed = await http.get("/alerts")
+        assert live_tenant.emails[Role.OPERATOR] in listed.text  # the assignee column
         # A plain form (no JavaScript) posts the token as a field and is sent back.
         cleared = await http.post(f"{url}/clear", data={"csrf_token": csrf})
         assert cleared.status_code == 303

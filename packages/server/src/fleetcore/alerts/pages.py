@@ -192,6 +192,24 @@ async def clear(
     return await _answer(request, session, context, alert)
 
 
+@router.post("/alerts/{alert_id}/assign")
+async def assign(
+    request: Request,
+    alert_id: uuid.UUID,
+    session: SessionDep,
+    context: Context,
+    principal: PageWriter,
+    bus: BusDep,
+    to: Annotated[str, Form(max_length=8)] = "",
+) -> Response:
+    """Operators: take the alert (to=me) or give it back (to=nobody)."""
+    if to not in ("me", "nobody"):
+        raise Invalid("to must be me or nobody", code="VALIDATION_ERROR", details={"field": "to"})
+    assignee = principal.user_id if to == "me" else None
+    alert = await service.assign(session, principal, bus, alert_id, assignee)
+    return await _answer(request, session, context, alert)
+
+
 @router.post("/alerts/{alert_id}/comments")
 async def comment(
     request: Request,
