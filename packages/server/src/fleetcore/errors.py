@@ -12,6 +12,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fleetcore.request_context import current_request_id
+from fleetcore.templating import templates
 
 log = structlog.get_logger(__name__)
 
@@ -150,7 +151,6 @@ def error_page(
     request: Request, status: int, message: str, headers: dict[str, str] | None = None
 ) -> Response:
     """The error as an HTML page in the site's layout."""
-    from fleetcore.templating import templates
 
     return templates.TemplateResponse(
         request,
