@@ -14,6 +14,7 @@ import typer
 from fleetcore import __version__
 from fleetcore.config import ConfigError, Settings, load_settings
 from fleetcore.logging import configure_logging
+from fleetcore.simulator import cli as simulator_cli
 from fleetcore.telemetry import cli as telemetry_cli
 
 app = typer.Typer(
@@ -231,6 +232,7 @@ def create_superuser(
 
 app.command("export")(telemetry_cli.export)
 app.command("import")(telemetry_cli.import_)
+app.command("simulate")(simulator_cli.simulate)
 
 
 def main() -> None:
