@@ -144,11 +144,24 @@ def _profile_problems(profile: DeviceProfile, messages_per_s: float) -> list[str
     """Why an existing profile would refuse some of the simulator's readings."""
     problems = []
     declared = {k["key"]: k for k in profile.telemetry_keys}
-    for wanted in profile_keys() if declared else ():
-        key = declared.get(str(wanted["key"]))
-        if key is None or key.get("type", "number") != "number":
+    if declared:  # a profile without keys accepts any key
+        missing = []
+        for wanted in profile_keys():
+            key = declared.get(str(wanted["key"]))
+            if key is None or key.get("type", "number") != "number":
+                missing.append(repr(wanted["key"]))
+                continue
+            low, high = key.get("min"), key.get("max")
+            if (low is not None and low > wanted["min"]) or (
+                high is not None and high < wanted["max"]
+            ):
+                problems.append(
+                    f"profile {profile.name!r} allows {wanted['key']} within [{low}, {high}], "
+                    f"the simulator sends [{wanted['min']}, {wanted['max']}]: some are refused"
+                )
+        if missing:
             raise Invalid(
-                f"profile {profile.name!r} does not declare the number key {wanted['key']!r}; "
+                f"profile {profile.name!r} does not declare the number keys {', '.join(missing)}; "
                 "choose another --profile (it is created with the simulator's keys)",
                 code="PROFILE_UNSUITABLE",
             )
