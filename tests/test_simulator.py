@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 from statistics import mean
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select, text
@@ -16,6 +20,7 @@ from sqlalchemy import func, select, text
 from fleetcore.db import Database
 from fleetcore.devices.models import Device, DeviceCredential, DeviceProfile
 from fleetcore.errors import Invalid
+from fleetcore.simulator.inprocess import DEMO_DEVICES
 from fleetcore.simulator.provision import Fleet, provision
 from fleetcore.simulator.runner import Outcome, Simulation, Target, Transport
 from fleetcore.simulator.signals import (
@@ -28,6 +33,7 @@ from fleetcore.simulator.signals import (
     SignalModel,
     profile_keys,
 )
+from tests.support.postgres import free_port
 from tests.support.serving import serving
 from tests.support.wait import wait_until
 
@@ -326,3 +332,89 @@ async def main():
 
 asyncio.run(main())
 """
+
+
+# -- `fleetcore serve --demo` (make run) ------------------------------------------------
+
+
+def _sqlite_count(path: Path, query: str) -> int:
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
+            return int(connection.execute(query).fetchone()[0])
+    except sqlite3.OperationalError:  # not created or not migrated yet
+        return 0
+
+
+def _serve_demo(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], int]:
+    http_port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETCORE_")}
+    env.update(
+        FLEETCORE_DATA_DIR=str(tmp_path),
+        FLEETCORE_PORT=str(http_port),
+        FLEETCORE_MQTT_PORT=str(free_port()),
+        FLEETCORE_PASSWORD_HASH_TIME_COST="1",
+        FLEETCORE_PASSWORD_HASH_MEMORY_KIB="1024",
+    )
+    process = subprocess.Popen(
+        [FLEETCORE, "serve", "--demo", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    return process, http_port
+
+
+def _stop(process: subprocess.Popen[str]) -> str:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)  # Ctrl-C on `make run`
+    output, _ = process.communicate(timeout=60)
+    return output
+
+
+async def test_serve_demo_runs_simulated_devices_and_stops_cleanly(tmp_path: Path) -> None:
+    database = tmp_path / "fleetcore.db"
+    process, _ = _serve_demo(tmp_path)
+    try:
+        # Every simulated device has sent at least once.
+        await wait_until(
+            lambda: (
+                _sqlite_count(database, "SELECT count(DISTINCT device_id) FROM ts_series")
+                >= DEMO_DEVICES
+                or process.poll() is not None
+            ),
+            within=60,
+            every=0.2,
+        )
+    finally:
+        output = _stop(process)
+    assert process.returncode in (0, 130, -signal.SIGINT), output  # uvicorn re-raises it
+    assert f"Simulating {DEMO_DEVICES} devices" in output
+    assert "Traceback" not in output
+    stopped = [json.loads(line) for line in output.splitlines() if '"simulator stopped"' in line]
+    assert len(stopped) == 1, output
+    assert stopped[0]["errors"] == 0
+    assert stopped[0]["refused"] == 0
+    assert stopped[0]["acked"] == _sqlite_count(database, "SELECT count(*) FROM ts_num") > 0
+    names = _sqlite_count(database, "SELECT count(*) FROM devices WHERE name LIKE 'sim-%'")
+    assert names == DEMO_DEVICES
+
+
+async def test_serve_demo_without_simulation(tmp_path: Path) -> None:
+    process, port = _serve_demo(tmp_path, "--no-simulate")
+
+    async def healthy() -> bool:
+        try:
+            async with httpx.AsyncClient() as http:
+                answer = await http.get(f"http://127.0.0.1:{port}/health")
+                return answer.status_code == 200
+        except httpx.TransportError:
+            return process.poll() is not None
+
+    try:
+        await wait_until(healthy, within=60, every=0.2)
+    finally:
+        output = _stop(process)
+    assert process.returncode in (0, 130, -signal.SIGINT), output  # uvicorn re-raises it
+    assert "Simulating" not in output
+    assert _sqlite_count(tmp_path / "fleetcore.db", "SELECT count(*) FROM devices") == 3
