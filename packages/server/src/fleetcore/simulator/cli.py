@@ -107,7 +107,12 @@ def simulate(
 
     typer.echo(summary(outcome, rate))
     if outcome.refused and len(outcome.refused) == len(fleet.devices):
-        typer.echo(f"fleetcore: no device could connect: {outcome.refused[0]}", err=True)
+        typer.echo(
+            f"fleetcore: no device could connect: {outcome.refused[0]}\n"
+            "(the server at --url / --mqtt-url must use the database these settings name: "
+            "FLEETCORE_DATA_DIR or FLEETCORE_DATABASE_URL)",
+            err=True,
+        )
         raise typer.Exit(1)
 
 
@@ -161,8 +166,16 @@ async def _run(
 
 
 def _stop_on_signals(simulation: Simulation) -> None:
-    """Ctrl-C (or SIGTERM) stops sending, waits for what is in flight, then disconnects."""
+    """Ctrl-C (or SIGTERM) stops sending, waits for what is in flight, then disconnects;
+    a second Ctrl-C interrupts that wait."""
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    signals = (signal.SIGINT, signal.SIGTERM)
+
+    def stop() -> None:
+        simulation.stop.set()
+        for sig in signals:  # back to the defaults: a second signal ends the process
+            loop.remove_signal_handler(sig)
+
+    for sig in signals:
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, simulation.stop.set)
+            loop.add_signal_handler(sig, stop)

@@ -116,7 +116,9 @@ class Simulation:
                 if d.id in links
             ]
             try:
-                if duration is None:
+                if not links:  # nothing could connect: nothing to wait for
+                    pass
+                elif duration is None:
                     await self.stop.wait()
                 else:
                     with contextlib.suppress(TimeoutError):
@@ -137,6 +139,12 @@ class Simulation:
         links: dict[object, Link] = {}
         refused: list[str] = []
         host, port = self.target.mqtt_host_port
+        if self.transport is Transport.HTTP:
+            try:
+                (await http.get("/health")).raise_for_status()
+            except httpx.HTTPError as exc:
+                problem = f"{self.target.http_url} does not answer: {exc!r}"
+                return {}, [problem] * len(self.devices)
         gate = asyncio.Semaphore(20)
 
         async def open_one(device: SimDevice) -> None:
@@ -160,7 +168,7 @@ class Simulation:
     async def _device(self, device: SimDevice, link: Link) -> None:
         """One device's schedule: sample, send, wait for the next (jittered) slot."""
         loop = asyncio.get_running_loop()
-        rnd = random.Random(self.seed * 1_000_003 + device.index)  # noqa: S311
+        rnd = random.Random(f"{self.seed}:{device.index}:schedule")  # noqa: S311
         model = SignalModel(
             device.kind, seed=self.seed * 1_000_003 + device.index, faults=self.faults
         )

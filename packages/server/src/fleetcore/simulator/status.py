@@ -54,6 +54,8 @@ class StatusLine:
                 except TimeoutError:
                     continue
             live.update(self.render())
+        if not self.console.is_terminal:  # rich ends the line itself only on a terminal
+            self.console.line()
 
 
 def summary(outcome: Outcome, requested: float) -> str:
