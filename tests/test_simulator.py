@@ -418,3 +418,32 @@ async def test_serve_demo_without_simulation(tmp_path: Path) -> None:
     assert process.returncode in (0, 130, -signal.SIGINT), output  # uvicorn re-raises it
     assert "Simulating" not in output
     assert _sqlite_count(tmp_path / "fleetcore.db", "SELECT count(*) FROM devices") == 3
+
+
+async def test_a_device_dropped_mid_run_counts_errors_and_the_rest_carry_on(
+    mqtt_app: FastAPI, live_database: Database
+) -> None:
+    fleet = await provision(live_database, organization="sim-org", count=3, profile="Sim")
+    port = mqtt_app.state.settings.mqtt_port
+    simulation = Simulation(
+        fleet.devices,
+        rate=300,
+        transport=Transport.MQTT,
+        target=Target(mqtt_url=f"mqtt://127.0.0.1:{port}"),
+    )
+    running = asyncio.create_task(simulation.run())
+    try:
+        await wait_until(lambda: simulation.stats.acked >= 30, within=60)
+        # A new token for sim-0001 revokes the one it is connected with: the platform drops it.
+        await provision(live_database, organization="sim-org", count=1, profile="Sim")
+        await wait_until(lambda: simulation.stats.errors > 0, within=60)
+        acked = simulation.stats.acked
+        await wait_until(lambda: simulation.stats.acked >= acked + 30, within=60)
+    finally:
+        simulation.stop.set()
+    outcome = await running
+    assert outcome.stats.connected == 0
+    assert outcome.unacked == 0  # what sim-0001 had in flight when dropped is an error
+    stored, stats = await _stored(live_database), outcome.stats
+    # In flight when dropped: stored or not, but never acknowledged.
+    assert stats.acked <= stored <= stats.acked + stats.errors_after_send

@@ -122,16 +122,23 @@ class MqttLink:
             self.stats.errors_after_send += count
 
     async def reconnect(self) -> None:
-        """Try once to connect again after a lost connection."""
-        # Unacknowledged publishes stay counted: paho sends them again once connected.
-        with contextlib.suppress(ConnectionError, TimeoutError):
-            self._connack = self._loop.create_future()
-            try:
-                self.client.reconnect()
-            except OSError as exc:
-                self.last_error = str(exc)
-                return
-            await asyncio.wait_for(self._connack, 30)
+        """Try once to connect again after a lost connection.
+
+        Publishes still unacknowledged stay pending if it succeeds (paho sends them again);
+        if it fails they count as errors: they may or may not have been stored.
+        """
+        self._connack = self._loop.create_future()
+        try:
+            self.client.reconnect()
+            refused = await asyncio.wait_for(self._connack, 30)
+        except (OSError, TimeoutError) as exc:
+            self.last_error = str(exc) or repr(exc)
+            refused = 1
+        if refused:
+            lost = sum(self._inflight.values())
+            self._inflight.clear()
+            self.stats.errors += lost
+            self.stats.errors_after_send += lost
 
     async def close(self) -> None:
         """DISCONNECT and close the socket (what is still unacknowledged stays pending)."""
