@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from sqlalchemy import func, select, text
 
 from fleetcore.db import Database
+from fleetcore.demo import DEMO_RULES, ensure_demo_rules
 from fleetcore.devices.models import Device, DeviceCredential, DeviceProfile
 from fleetcore.errors import Invalid
 from fleetcore.simulator.inprocess import DEMO_DEVICES
@@ -398,6 +399,15 @@ async def test_serve_demo_runs_simulated_devices_and_stops_cleanly(tmp_path: Pat
     assert stopped[0]["acked"] == _sqlite_count(database, "SELECT count(*) FROM ts_num") > 0
     names = _sqlite_count(database, "SELECT count(*) FROM devices WHERE name LIKE 'sim-%'")
     assert names == DEMO_DEVICES
+    rules = _sqlite_count(database, "SELECT count(*) FROM rules WHERE enabled")
+    assert rules == len(DEMO_RULES)  # the demo's alerts page has rules to fire
+
+
+async def test_demo_rules_are_created_once(live_database: Database) -> None:
+    fleet = await provision(live_database, organization="demo", count=1, profile="Sim")
+    first = await ensure_demo_rules(live_database, fleet.organization_id, fleet.profile_id)
+    again = await ensure_demo_rules(live_database, fleet.organization_id, fleet.profile_id)
+    assert (first, again) == (len(DEMO_RULES), 0)
 
 
 async def test_serve_demo_without_simulation(tmp_path: Path) -> None:
@@ -418,6 +428,7 @@ async def test_serve_demo_without_simulation(tmp_path: Path) -> None:
     assert process.returncode in (0, 130, -signal.SIGINT), output  # uvicorn re-raises it
     assert "Simulating" not in output
     assert _sqlite_count(tmp_path / "fleetcore.db", "SELECT count(*) FROM devices") == 3
+    assert _sqlite_count(tmp_path / "fleetcore.db", "SELECT count(*) FROM rules") == 0
 
 
 async def test_a_device_dropped_mid_run_counts_errors_and_the_rest_carry_on(

@@ -154,7 +154,7 @@ def _prepare_demo(settings: Settings, *, simulate: bool) -> Fleet | None:
     from rich.panel import Panel
 
     from fleetcore.app import open_database
-    from fleetcore.demo import DEMO_SLUG, ensure_demo
+    from fleetcore.demo import DEMO_SLUG, ensure_demo, ensure_demo_rules
     from fleetcore.simulator import inprocess
     from fleetcore.simulator.cli import DEFAULT_PROFILE
     from fleetcore.simulator.provision import provision
@@ -173,6 +173,7 @@ def _prepare_demo(settings: Settings, *, simulate: bool) -> Fleet | None:
                     profile=DEFAULT_PROFILE,
                     messages_per_s=inprocess.DEMO_RATE / readings_per_round(inprocess.DEMO_DEVICES),
                 )
+                await ensure_demo_rules(database, fleet.organization_id, fleet.profile_id)
         finally:
             await database.close()
         return login.email, login.password, login.device_token, fleet

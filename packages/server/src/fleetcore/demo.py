@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,6 +19,8 @@ from fleetcore.auth.security import hash_password
 from fleetcore.db import Database, utcnow
 from fleetcore.devices import credentials
 from fleetcore.devices.models import Device, DeviceProfile
+from fleetcore.rules.models import Rule
+from fleetcore.rules.schemas import RuleIn
 
 DEMO_SLUG = "demo"
 DEMO_EMAIL = "admin@demo.example.com"
@@ -100,3 +103,49 @@ async def _fresh_device_token(session: AsyncSession, organization_id: uuid.UUID)
         )
     )
     return "" if device is None else await credentials.replace_token(session, device)
+
+
+# Rules on the simulated fleet's profile, so that the demo's alerts page is not empty: a
+# simulated spike fires one now and then, and the next normal sample clears it.
+DEMO_RULES: tuple[dict[str, Any], ...] = (
+    {
+        "name": "Temperature spike",
+        "description": "Demo rule: a room above 35 °C; clears below 30 °C.",
+        "condition": {"key": "temperature", "op": ">", "value": 35},
+        "clear_condition": {"key": "temperature", "op": "<", "value": 30},
+        "severity": "critical",
+    },
+    {
+        "name": "Vibration high",
+        "description": "Demo rule: a machine vibrating above 10 mm/s.",
+        "condition": {"key": "vibration", "op": ">", "value": 10},
+        "severity": "major",
+    },
+    {
+        "name": "Sensor silent",
+        "description": "Demo rule: no reading for 5 minutes.",
+        "condition": {"type": "no_data", "minutes": 5},
+        "severity": "warning",
+    },
+)
+
+
+async def ensure_demo_rules(
+    database: Database, organization_id: uuid.UUID, profile_id: uuid.UUID
+) -> int:
+    """The demo rules on `profile_id`, each created once (by name); how many were created."""
+    created = 0
+    async with database.session(write=True) as session:
+        names = set(
+            await session.scalars(select(Rule.name).where(Rule.organization_id == organization_id))
+        )
+        for spec in DEMO_RULES:
+            if spec["name"] in names:
+                continue
+            data = RuleIn.model_validate({**spec, "profile_id": profile_id})
+            values = data.model_dump(mode="json", exclude_none=True)
+            values["profile_id"] = profile_id
+            session.add(Rule(organization_id=organization_id, **values))
+            created += 1
+        await session.commit()
+    return created
