@@ -21,9 +21,11 @@ from fleetcore.alerts.events import stage
 from fleetcore.alerts.models import Alert
 from fleetcore.auth.principal import Role
 from fleetcore.db import Database, utcnow
+from fleetcore.notifications import egress
 from fleetcore.notifications.crypto import SecretBox
 from fleetcore.notifications.models import NotificationChannel, NotificationDelivery
-from tests.conftest import TEST_SECRET, client_for, running_app
+from fleetcore.notifications.senders import send_webhook
+from tests.conftest import TEST_SECRET, client_for, make_settings, running_app
 from tests.support.devices import new_device
 from tests.support.rules import HOT, T0, make_rule, send, wait_for_alerts
 from tests.support.smtp import smtp_server
@@ -569,3 +571,98 @@ async def test_in_app_notifications_are_listed_and_read_by_the_organization(
         "/api/v1/notifications", headers=viewer, params={"unread": "true"}
     )
     assert unread.json()["items"] == []
+
+
+# -- where webhooks may go ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("127.0.0.1", False),
+        ("10.1.2.3", False),
+        ("192.168.0.10", False),
+        ("169.254.169.254", False),  # cloud metadata
+        ("100.64.0.1", False),  # carrier-grade NAT
+        ("0.0.0.0", False),  # noqa: S104 (an address to judge, not to bind)
+        ("224.0.0.1", False),
+        ("::1", False),
+        ("fe80::1%eth0", False),
+        ("fd00::1", False),
+        ("::ffff:127.0.0.1", False),  # IPv4-mapped loopback
+        ("93.184.215.14", True),
+        ("2606:4700:4700::1111", True),
+    ],
+)
+def test_only_global_unicast_addresses_are_public(address: str, public: bool) -> None:
+    assert egress.is_public(address) is public
+
+
+def test_private_networks_are_refused_by_default_only_in_production(tmp_path: Path) -> None:
+    assert egress.private_allowed(make_settings(tmp_path))
+    assert not egress.private_allowed(make_settings(tmp_path, environment="production"))
+    assert egress.private_allowed(
+        make_settings(tmp_path, environment="production", webhook_allow_private_networks=True)
+    )
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]", "169.254.169.254"])
+async def test_a_webhook_to_a_private_address_is_refused_when_saved(
+    live_database: Database, tmp_path: Path, host: str
+) -> None:
+    async with notifying_app(live_database, tmp_path, webhook_allow_private_networks=False) as (
+        _,
+        http,
+    ):
+        org = await make_tenant(http, live_database)
+        admin = org.headers(Role.ADMIN)
+        body = {"name": "inside", "type": "webhook", "url": f"http://{host}:8080/x"}
+        refused = await http.post(
+            "/api/v1/notification-channels", headers=admin, json={**body, "secret": SECRET}
+        )
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error"]["code"] == "WEBHOOK_URL_FORBIDDEN"
+        assert refused.json()["error"]["details"]["field"] == "url"
+        listed = await http.get("/api/v1/notification-channels", headers=admin)
+        assert listed.json()["items"] == []
+        # A public address is accepted; changing it to a private one is refused.
+        public = {**body, "secret": SECRET, "url": "http://93.184.215.14/hook"}
+        created = await http.post("/api/v1/notification-channels", headers=admin, json=public)
+        assert created.status_code == 201, created.text
+        moved = await http.patch(
+            f"/api/v1/notification-channels/{created.json()['id']}",
+            headers=admin,
+            json={"url": body["url"]},
+        )
+        assert moved.status_code == 422
+        assert moved.json()["error"]["code"] == "WEBHOOK_URL_FORBIDDEN"
+        again = await http.get(
+            f"/api/v1/notification-channels/{created.json()['id']}", headers=admin
+        )
+        assert again.json()["url"] == "http://93.184.215.14/hook"
+
+
+async def test_the_connection_itself_refuses_a_private_address(
+    receiver: WebhookReceiver, tmp_path: Path
+) -> None:
+    """A name may resolve to a public address when saved and a private one later (DNS
+    rebinding): the webhook client checks what it connects to, every time."""
+    body = b'{"event": "alert.opened"}'
+    headers = {"Content-Type": "application/json"}
+    for host in ("127.0.0.1", "localhost"):
+        url = receiver.url.replace("127.0.0.1", host)
+        async with egress.webhook_client(
+            make_settings(tmp_path, webhook_allow_private_networks=False)
+        ) as guarded:
+            outcome = await send_webhook(guarded, url, body=body, headers=headers)
+        assert not outcome.delivered
+        assert outcome.final  # retrying will not make the address public
+        assert outcome.error is not None
+        assert "not a public address" in outcome.error
+    assert receiver.received == []
+    # The same request with private networks allowed reaches the receiver (the check above
+    # is what refused it, not a receiver that was not there).
+    async with egress.webhook_client(make_settings(tmp_path)) as allowed:
+        outcome = await send_webhook(allowed, receiver.url, body=body, headers=headers)
+    assert outcome.delivered
+    assert [r.body for r in receiver.received] == [body]

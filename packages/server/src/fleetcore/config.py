@@ -94,6 +94,11 @@ class Settings(BaseSettings):
     notification_lease_s: float = Field(
         120.0, ge=1, le=3600, description="how long a sender holds a delivery before another may"
     )
+    webhook_allow_private_networks: bool | None = Field(
+        None,
+        description="let webhooks reach loopback, private and link-local addresses "
+        "(default: allowed except in production)",
+    )
     smtp_host: str | None = Field(None, description="SMTP server for email channels")
     smtp_port: int = Field(587, ge=1, le=65535, description="SMTP port")
     smtp_from: str = Field("fleetcore@localhost", description="sender address of emails")

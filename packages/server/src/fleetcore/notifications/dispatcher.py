@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from fleetcore.config import Settings
 from fleetcore.db import Database, utcnow
 from fleetcore.notifications.crypto import SecretBox
+from fleetcore.notifications.egress import webhook_client
 from fleetcore.notifications.models import (
     ChannelType,
     DeliveryStatus,
@@ -119,9 +120,7 @@ class Dispatcher:
         if not self.enabled:
             return
         self._stopping = False
-        self._client = httpx.AsyncClient(
-            timeout=self.settings.notification_timeout_s, follow_redirects=False
-        )
+        self._client = webhook_client(self.settings)
         self._task = asyncio.create_task(self._run(), name="notifications")
 
     async def stop(self) -> None:

@@ -85,7 +85,9 @@ async def update_channel(
     dispatcher: DispatcherDep,
 ) -> ChannelOut:
     """Admins. A disabled channel is not given new events; its pending ones wait."""
-    channel = await service.update_channel(session, principal, dispatcher.box, channel_id, data)
+    channel = await service.update_channel(
+        session, principal, dispatcher.settings, dispatcher.box, channel_id, data
+    )
     return service.channel_out(channel)
 
 

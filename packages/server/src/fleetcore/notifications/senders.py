@@ -13,6 +13,7 @@ import orjson
 from fleetcore import __version__
 from fleetcore.config import Settings
 from fleetcore.notifications.crypto import signature
+from fleetcore.notifications.egress import ForbiddenAddress
 
 _RETRYABLE_4XX = frozenset({408, 429})
 
@@ -52,6 +53,10 @@ async def send_webhook(
         response = await client.post(url, content=body, headers=headers)
     except httpx.TimeoutException:
         return Outcome(False, "timed out")
+    except httpx.ConnectError as error:
+        if isinstance(error.__cause__, ForbiddenAddress):  # retrying will not change that
+            return Outcome(False, f"refused: {error.__cause__}"[:500], final=True)
+        return Outcome(False, f"ConnectError: {error}"[:500])
     except httpx.HTTPError as error:
         return Outcome(False, f"{type(error).__name__}: {error}"[:500])
     if 200 <= response.status_code < 300:

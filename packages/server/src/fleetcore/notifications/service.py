@@ -18,6 +18,7 @@ from fleetcore.config import Settings
 from fleetcore.db import utcnow
 from fleetcore.devices.models import Device
 from fleetcore.errors import Conflict, Invalid, NotFound
+from fleetcore.notifications import egress
 from fleetcore.notifications.crypto import SecretBox
 from fleetcore.notifications.models import (
     ChannelType,
@@ -130,6 +131,7 @@ async def create_channel(
     config: dict[str, Any] = {}
     if data.type is ChannelType.WEBHOOK:
         config["url"] = str(data.url)
+        await _check_webhook_url(settings, config["url"])
     if data.type is ChannelType.EMAIL:
         config["recipients"] = values["recipients"]
     channel = NotificationChannel(
@@ -183,9 +185,20 @@ async def list_channels(
     return page_of(rows, limit=limit, sort_attr="name")
 
 
+async def _check_webhook_url(settings: Settings, url: str) -> None:
+    """Refuse a URL whose host is not a public address (unless private networks are allowed:
+    see notifications/egress.py); the same check holds at every connection."""
+    if egress.private_allowed(settings):
+        return
+    reason = await egress.check_url(url)
+    if reason is not None:
+        raise Invalid(reason, code="WEBHOOK_URL_FORBIDDEN", details={"field": "url"})
+
+
 async def update_channel(
     session: AsyncSession,
     principal: Principal,
+    settings: Settings,
     box: SecretBox,
     channel_id: uuid.UUID,
     data: ChannelPatch,
@@ -206,6 +219,7 @@ async def update_channel(
     config = dict(channel.config)
     if "url" in given:
         config["url"] = str(data.url)
+        await _check_webhook_url(settings, config["url"])
     if "recipients" in given:
         config["recipients"] = given["recipients"]
     channel.config = config
