@@ -80,13 +80,12 @@ class Agent:
 
     # Life cycle ---------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Start sampling, connecting and answering."""
-        for target, name in (
-            (self._sample_loop, "sampler"),
-            (self._inbound_loop, "inbound"),
-            (self._http_commands_loop, "http-commands"),
-        ):
+    def start(self, *, sample: bool = True) -> None:
+        """Start sampling (unless told not to), connecting and answering."""
+        loops = [(self._inbound_loop, "inbound"), (self._http_commands_loop, "http-commands")]
+        if sample:
+            loops.append((self._sample_loop, "sampler"))
+        for target, name in loops:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -113,6 +112,16 @@ class Agent:
             if not self.send_once():
                 self.fresh.wait(0.2)
                 self.fresh.clear()
+
+    def drain(self, timeout_s: float) -> bool:
+        """Forward the queue until it is empty (call `start(sample=False)` first)."""
+        deadline = time.monotonic() + timeout_s
+        while not self.stopping.is_set() and time.monotonic() < deadline:
+            if self.store.stats().backlog == 0:
+                return True
+            if not self.send_once():
+                self.fresh.wait(0.1)
+        return self.store.stats().backlog == 0
 
     # Sampling -----------------------------------------------------------------------
 

@@ -36,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--config", type=Path, help="the YAML settings file")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    drain = commands.add_parser(
+        "drain", help="send what is queued without sampling; exit 0 once the queue is empty"
+    )
+    drain.add_argument("--config", type=Path, help="the YAML settings file")
+    drain.add_argument("--timeout", type=float, default=600, help="give up after this long (s)")
+    drain.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
     commands.add_parser("example-config", help="print the example configuration")
     check = commands.add_parser("check", help="validate a configuration and exit")
     check.add_argument("--config", type=Path)
@@ -53,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "example-config":
         sys.stdout.write(_example())
         return 0
-    if args.command not in ("run", "check"):
+    if args.command not in ("run", "check", "drain"):
         parser.print_help(sys.stdout)
         return 0
     try:
@@ -80,6 +86,14 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    if args.command == "drain":
+        agent.start(sample=False)
+        try:
+            emptied = agent.drain(args.timeout)
+        finally:
+            agent.stop()
+        print(f"fleetcore-agent: queue {'empty' if emptied else 'not empty'}", file=sys.stderr)
+        return 0 if emptied else 1
     agent.start()
     try:
         agent.run()
