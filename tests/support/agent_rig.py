@@ -290,4 +290,3 @@ def running(*things: Platform | AgentProcess | Proxy) -> Iterator[None]:
                 thing.stop()
             else:
                 thing.signal(signal.SIGKILL)
-
