@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,7 +117,7 @@ class Platform:
 
     def stored(self, key: str = "seq") -> list[float]:
         """Every stored value of a numeric key (all devices), straight from the database."""
-        with sqlite3.connect(self.data_dir / "fleetcore.db", timeout=30) as db:
+        with closing(sqlite3.connect(self.data_dir / "fleetcore.db", timeout=30)) as db:
             rows = db.execute(
                 "SELECT n.value FROM ts_num n JOIN ts_series s ON s.id = n.series_id "
                 "JOIN ts_keys k ON k.id = s.key_id WHERE k.name = ?",
@@ -222,15 +222,14 @@ class AgentProcess:
         path = self.data_dir / "queue.sqlite3"
         if not path.exists():
             return 0
-        with sqlite3.connect(path, timeout=30) as db:
-            with suppress(sqlite3.OperationalError):  # tables not made yet
-                row = db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
-                return int(row[0]) if row else 0
+        with closing(sqlite3.connect(path, timeout=30)) as db, suppress(sqlite3.OperationalError):
+            row = db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+            return int(row[0]) if row else 0
         return 0
 
     def backlog(self) -> int:
         path = self.data_dir / "queue.sqlite3"
-        with sqlite3.connect(path, timeout=30) as db:
+        with closing(sqlite3.connect(path, timeout=30)) as db:
             return int(db.execute("SELECT count(*) FROM queue").fetchone()[0])
 
     async def drain(self) -> None:
