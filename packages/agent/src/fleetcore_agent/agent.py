@@ -194,7 +194,7 @@ class Agent:
             "agent_version": __version__,
             "agent_backlog": stats.backlog,
             "agent_backlog_bytes": stats.backlog_bytes,
-            "agent_last_send_ts": self.last_send_ms or None,
+            "agent_last_send_ts": self.last_send_ms,  # 0: nothing sent since start
             "agent_reconnects": self.link.reconnects,
             "agent_dropped": stats.dropped,
             "agent_rejected": self.rejected,
