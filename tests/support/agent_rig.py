@@ -66,7 +66,9 @@ class Platform:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [FLEETCORE, "serve", "--port", str(self.port), "--mqtt-port", str(self.mqtt_port)],
-                env=clean_env(FLEETCORE_DATA_DIR=str(self.data_dir)),
+                env=clean_env(
+                    FLEETCORE_DATA_DIR=str(self.data_dir), FLEETCORE_SHUTDOWN_GRACE_S="1"
+                ),
                 stdout=log,
                 stderr=log,
             )
