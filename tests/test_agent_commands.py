@@ -3,6 +3,7 @@ platform in between, the real agent answering (over MQTT, and over HTTP when MQT
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -128,12 +129,26 @@ async def test_desired_configuration_is_applied_and_reported(tmp_path: Path) -> 
             attributes = await operator.attributes()
             assert attributes["client"]["agent_config_version"] == attributes["shared_version"]
             states = {s["key"]: s["in_sync"] for s in attributes["desired_vs_reported"]}
-            assert states["interval_s"] and states["batch_size"]
+            assert states["interval_s"]
+            assert states["batch_size"]
             assert not states["firmware"]  # not the agent's to apply
 
-            # A restarted agent gets the desired state again (retained) and stays in sync.
-            put = await operator.http.put(f"{operator.device}/attributes/shared", json={"bad": 1})
+            # A change made while the agent is stopped reaches it when it starts again.
+            agent.signal(signal.SIGTERM)
+            put = await operator.http.put(
+                f"{operator.device}/attributes/shared", json={"interval_s": 0.5}
+            )
             assert put.status_code == 200
+            agent.start()
+
+            async def caught_up() -> bool:
+                found = await operator.attributes()
+                client = found["client"]
+                return bool(client.get("agent_config_version") == found["shared_version"])
+
+            await wait_until(caught_up, within=30, every=0.1)
+            assert (await operator.attributes())["client"]["interval_s"] == 0.5
+
             applied = await operator.command(
                 "apply_config", {"interval_s": "soon", "batch_size": 30}
             )
