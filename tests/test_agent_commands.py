@@ -123,7 +123,7 @@ async def test_desired_configuration_is_applied_and_reported(tmp_path: Path) -> 
 
             async def in_sync() -> bool:
                 client = (await operator.attributes())["client"]
-                return client.get("interval_s") == 0.25 and client.get("batch_size") == 40
+                return bool(client.get("interval_s") == 0.25 and client.get("batch_size") == 40)
 
             await wait_until(in_sync, within=30, every=0.1)
             attributes = await operator.attributes()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import httpx
+
 from tests.support.agent_rig import (
     Platform,
     Proxy,
@@ -117,3 +119,45 @@ async def test_http_fallback_while_mqtt_unreachable(tmp_path: Path) -> None:
         await wait_until(lambda: len(platform.stored()) >= back_at + 50, within=30)
         await agent.drain()
         assert_exactly_once(platform, agent)
+
+
+async def test_over_budget_the_oldest_are_dropped_and_reported_once(tmp_path: Path) -> None:
+    platform, device_id, token = await _platform(tmp_path)
+    proxy = Proxy(platform.mqtt_port)
+    agent = agent_config(
+        tmp_path,
+        "agent",
+        device_id=device_id,
+        token=token,
+        mqtt_port=proxy.port,
+        disk_budget_mb=0.01,  # about 140 readings
+        batch_size=20,
+    )
+    with running(agent, proxy, platform):
+        agent.start()  # the path is cut: the queue fills past its budget
+        await wait_until(lambda: agent.meta("dropped") >= 100, within=30)
+        proxy.open()
+        headers = await platform.admin_headers()
+
+        async def reported() -> bool:
+            async with httpx.AsyncClient(base_url=platform.base, headers=headers) as http:
+                found = await http.get(f"/api/v1/devices/{device_id}/events")
+            return any(e["type"] == "agent_readings_dropped" for e in found.json()["items"])
+
+        await wait_until(reported, within=30, every=0.1)
+        await agent.drain()
+        dropped = agent.meta("dropped")
+        produced = agent.meta("produced")
+        assert agent.meta("dropped_unreported") == 0
+        # Each dropped reading is reported once (drops can go on while the queue drains).
+        async with httpx.AsyncClient(base_url=platform.base, headers=headers) as http:
+            found = (await http.get(f"/api/v1/devices/{device_id}/events")).json()["items"]
+        reports = [e for e in found if e["type"] == "agent_readings_dropped"]
+        assert sum(e["data"]["count"] for e in reports) == dropped
+        assert {e["severity"] for e in reports} == {"warning"}
+        # Every reading either arrived once or was counted as dropped; the newest all arrived
+        # (the oldest were dropped, except a batch in flight at the time).
+        stored = [int(v) for v in platform.stored()]
+        assert len(stored) == len(set(stored)) == produced - dropped
+        assert set(stored) <= set(range(1, produced + 1))
+        assert set(range(produced - 50, produced + 1)) <= set(stored)

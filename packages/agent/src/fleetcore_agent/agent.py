@@ -22,7 +22,7 @@ from fleetcore_agent.link import Link
 from fleetcore_agent.resilience import CircuitBreaker, Pacer
 from fleetcore_agent.sensors import Sensor, SensorError, create
 from fleetcore_agent.sensors.simulated import SimulatedSensor
-from fleetcore_agent.store import Store, payload
+from fleetcore_agent.store import Entry, Store, payload
 from fleetcore_protocol.topics import Channel, TopicError, parse
 
 log = logging.getLogger("fleetcore_agent")
@@ -77,6 +77,7 @@ class Agent:
         self._inbound: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._settings_lock = threading.Lock()
+        self._report_lock = threading.Lock()
 
     # Life cycle ---------------------------------------------------------------------
 
@@ -95,6 +96,9 @@ class Agent:
         """Stop everything; the queue keeps what was not acknowledged."""
         self.stopping.set()
         self.fresh.set()
+        if self.link.connected.is_set():
+            with self._report_lock:  # drops since the last report are not left unsaid
+                self._report_dropped()
         self.link.stop()
         for thread in self._threads:
             thread.join(timeout=5)
@@ -155,18 +159,27 @@ class Agent:
 
     def send_once(self) -> bool:
         """Send one batch if there is one and a way; True when something was sent."""
+        if not self.link.connected.is_set() and not self._fallback_active():
+            return False
+        wait = self.pacer.delay(self.config.batch_size)
+        if wait > 0:
+            self.stopping.wait(wait)
         batch = self.store.take(self.config.batch_size, fresh_share=self.config.fresh_share)
         if not batch:
             return False
-        wait = self.pacer.delay(len(batch))
-        if wait > 0:
-            self.stopping.wait(wait)
-            return True
         body = payload(batch)
         ids = [entry.id for entry in batch]
+        try:
+            return self._send(batch, body, ids)
+        finally:
+            self.store.release()
+
+    def _send(self, batch: list[Entry], body: bytes, ids: list[int]) -> bool:
         if self.link.connected.is_set():
             ack = self.link.publish(self.link.topic(Channel.TELEMETRY), body)
             ok, refused, via = ack.ok, ack.refused, "mqtt"
+            if not ok and not refused and ack.reason is not None:
+                self.stopping.wait(1.0)  # e.g. 0x97 quota exceeded: give the platform a second
         elif self._fallback_active() and self.api is not None:
             answer = self.api.send_telemetry(body)
             ok, refused, via = answer.ok, answer.refused, "http"
@@ -203,8 +216,12 @@ class Agent:
 
     def report_health(self) -> None:
         """Publish health; tell the platform once about readings dropped over budget."""
-        body = json.dumps(self.health()).encode()
-        self.link.publish(self.link.topic(Channel.ATTRIBUTES), body)
+        with self._report_lock:  # the connect hook and the run loop both report
+            body = json.dumps(self.health()).encode()
+            self.link.publish(self.link.topic(Channel.ATTRIBUTES), body)
+            self._report_dropped()
+
+    def _report_dropped(self) -> None:
         stats = self.store.stats()
         if stats.dropped_unreported:
             event = {

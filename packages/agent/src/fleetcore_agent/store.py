@@ -65,6 +65,7 @@ class Store:
         self.budget_bytes = budget_bytes
         self.sequence = sequence
         self._lock = threading.Lock()
+        self._in_flight: set[int] = set()  # the batch last taken, until removed or retaken
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={_SYNC[fsync]}")
@@ -134,11 +135,16 @@ class Store:
             ids: list[int] = []
             freed = 0
             for row_id, size in oldest[: self._count - 1]:  # never the reading just added
+                if int(row_id) in self._in_flight:  # it may be stored already: not lost
+                    continue
                 ids.append(int(row_id))
                 freed += int(size) + ROW_OVERHEAD
                 if freed >= excess:
                     break
-            self._db.execute("DELETE FROM queue WHERE id <= ?", (ids[-1],))
+            if not ids:
+                break
+            marks = ",".join("?" * len(ids))
+            self._db.execute(f"DELETE FROM queue WHERE id IN ({marks})", ids)  # noqa: S608
             self._count -= len(ids)
             self._bytes -= freed
             dropped += len(ids)
@@ -148,6 +154,8 @@ class Store:
 
     def take(self, limit: int, *, fresh_share: float = 0.25) -> list[Entry]:
         """The next batch to send, oldest first, with room kept for the newest readings.
+
+        The batch is in flight until `remove` or `release`: the budget does not drop it.
 
         Up to `fresh_share` of the batch is the newest readings, the rest the oldest, so a
         long backlog drains in order while fresh data still gets through."""
@@ -159,8 +167,14 @@ class Store:
             oldest = self._db.execute(
                 "SELECT id, ts, body FROM queue ORDER BY id LIMIT ?", (limit - len(newest),)
             ).fetchall()
-        rows = {int(r[0]): Entry(int(r[0]), int(r[1]), str(r[2])) for r in [*oldest, *newest]}
+            rows = {int(r[0]): Entry(int(r[0]), int(r[1]), str(r[2])) for r in [*oldest, *newest]}
+            self._in_flight = set(rows)
         return [rows[key] for key in sorted(rows)]
+
+    def release(self) -> None:
+        """The batch last taken was not sent: the budget may drop it again."""
+        with self._lock:
+            self._in_flight = set()
 
     def remove(self, ids: list[int]) -> None:
         """Forget readings the platform acknowledged (or refused for good)."""
@@ -182,6 +196,7 @@ class Store:
                 freed += int(row[1])
                 self._db.execute(f"DELETE FROM queue WHERE id IN ({marks})", chunk)  # noqa: S608
             self._db.execute("COMMIT")
+            self._in_flight.difference_update(ids)
             self._count -= removed
             self._bytes -= freed + ROW_OVERHEAD * removed
 
