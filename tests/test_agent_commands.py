@@ -171,3 +171,9 @@ async def test_commands_over_http_while_mqtt_is_away(tmp_path: Path) -> None:
             ping = await operator.command("ping")
             assert ping["status"] == "succeeded", ping
             assert ping["channel"] == "http"
+
+            async def health_over_http() -> bool:
+                client = (await operator.attributes())["client"]
+                return bool(client.get("agent_transport") == "http")
+
+            await wait_until(health_over_http, within=30, every=0.1)

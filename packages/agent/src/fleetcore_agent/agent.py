@@ -110,8 +110,11 @@ class Agent:
         """Forward the queue until stopped (call `start` first)."""
         next_health = 0.0
         while not self.stopping.is_set():
-            if time.monotonic() >= next_health and self.link.connected.is_set():
-                self.report_health()
+            if time.monotonic() >= next_health:
+                if self.link.connected.is_set():
+                    self.report_health()
+                elif self._fallback_active() and self.api is not None:
+                    self.api.report_attributes(self.health())
                 next_health = time.monotonic() + self.config.health_interval_s
             if not self.send_once():
                 self.fresh.wait(0.2)
@@ -211,7 +214,13 @@ class Agent:
             "agent_reconnects": self.link.reconnects,
             "agent_dropped": stats.dropped,
             "agent_rejected": self.rejected,
-            "agent_transport": "mqtt" if self.link.connected.is_set() else "http",
+            "agent_transport": (
+                "mqtt"
+                if self.link.connected.is_set()
+                else "http"
+                if self._fallback_active()
+                else "none"
+            ),
         }
 
     def report_health(self) -> None:
