@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bench import (
     dashboard_render,
+    fleet_simulation,
     http_overhead,
     live_latency,
     mqtt_ingest,
@@ -27,6 +28,7 @@ BENCHMARKS = {
     "live_latency": live_latency.run,
     "rules_ingest": rules_ingest.run,
     "dashboard_render": dashboard_render.run,
+    "fleet_simulation": fleet_simulation.run,
 }
 
 

@@ -19,6 +19,7 @@ from fleetcore.db import Database
 from tests.conftest import client_for, running_app
 from tests.support.browser import chromium, new_page, screenshot, sign_in
 from tests.support.devices import new_device
+from tests.support.rules import HOT, make_rule, send, wait_for_alerts
 from tests.support.serving import serving
 from tests.support.tenants import PASSWORD, Tenant, make_tenant
 from tests.support.wait import wait_until
@@ -206,6 +207,8 @@ async def test_every_page_renders_for_an_admin(
         "api-keys": ("/api-keys", "API keys"),
         "audit": ("/audit", "Audit log"),
         "dead-letters": ("/dead-letters", "Dead letters"),
+        "rules": ("/rules", "Rules"),
+        "alerts": ("/alerts", "Alerts"),
     }
     for name, (path, heading) in pages.items():
         await (
@@ -274,7 +277,13 @@ async def test_phone_width_dark_mode_and_sign_out(
     try:
         page, console = await new_page(ctx)
         await sign_in(page, base, org.emails[Role.OPERATOR], PASSWORD)
-        for path, name in ((f"/devices/{device_id}", "device-phone"), ("/devices", "list-phone")):
+        phone_pages = (
+            (f"/devices/{device_id}", "device-phone"),
+            ("/devices", "list-phone"),
+            ("/alerts", "alerts-phone"),
+            ("/rules", "rules-phone"),
+        )
+        for path, name in phone_pages:
             await page.goto(f"{base}{path}")
             await expect(page.locator("main h1")).to_be_visible()
             overflow = await page.evaluate(
@@ -302,3 +311,169 @@ async def test_phone_width_dark_mode_and_sign_out(
         console.assert_none()
     finally:
         await ctx.close()
+
+
+async def test_operator_acknowledges_an_alert_and_sees_a_new_one_arrive_live(
+    site: tuple[FastAPI, str], http: httpx.AsyncClient, org: Tenant, context: BrowserContext
+) -> None:
+    now = int(time.time() * 1000)
+    first, first_token = await new_device(http, org, name="Freezer A")
+    second, second_token = await new_device(http, org, name="Freezer B")
+    await make_rule(http, org, name="Freezer A warm", device_id=first, condition=HOT)
+    await make_rule(
+        http, org, name="Freezer B warm", device_id=second, condition=HOT, severity="critical"
+    )
+    await send(http, first_token, now - 60_000, t=35)
+    [alert] = await wait_for_alerts(http, org, 1, status="active")
+    page, console = await new_page(context)
+    await sign_in(page, base_url(site), org.emails[Role.OPERATOR], PASSWORD)
+    await page.get_by_role("navigation", name="Main").get_by_role("link", name="Alerts").click()
+    await page.wait_for_url(f"{base_url(site)}/alerts")
+    row = page.locator(f'tr[data-alert-id="{alert["id"]}"]')
+    await expect(row.locator("[data-alert-status]")).to_have_text("active")
+    await row.get_by_role("button", name="Acknowledge").click()
+    await expect(row.locator("[data-alert-status]")).to_have_text("acknowledged")
+    await expect(row.get_by_role("button", name="Acknowledge")).to_have_count(0)
+    await expect(row.get_by_role("button", name="Clear")).to_be_visible()
+
+    # A reading crosses the threshold: its alert appears on top without a reload.
+    await expect(page.locator("body")).to_have_attribute("data-subscribed", re.compile("alerts"))
+    await send(http, second_token, now - 30_000, t=41)
+    await expect(page.locator("#alert-rows tr")).to_have_count(2)
+    fresh = page.locator("#alert-rows tr").first
+    await expect(fresh).to_contain_text("Freezer B warm")
+    await expect(fresh.locator(".sev")).to_have_text("critical")
+    await expect(fresh.locator("[data-alert-status]")).to_have_text("active")
+    await screenshot(page, "alerts")
+
+    # The alert's page: comment, then clear; the head follows.
+    await fresh.get_by_role("link", name="Freezer B warm").click()
+    await expect(page.get_by_role("heading", name="Freezer B warm")).to_be_visible()
+    await page.get_by_label("Add a comment").fill("checking the door seal")
+    await page.get_by_role("button", name="Comment").click()
+    await expect(page.locator("#comments li")).to_have_count(1)
+    await expect(page.locator("#comments")).to_contain_text("checking the door seal")
+    await expect(page.get_by_text("No comments yet.")).to_have_count(0)
+    await expect(page.get_by_label("Add a comment")).to_have_value("")
+    await page.locator("#alert-head").get_by_role("button", name="Clear").click()
+    await expect(page.locator("#alert-head [data-alert-status]")).to_have_text("cleared")
+    await screenshot(page, "alert")
+
+    # The dashboard counts active alerts by severity (one acknowledged, one cleared: none),
+    # and follows new ones live: Freezer B, cleared by hand, fires again on its next reading.
+    await page.goto(f"{base_url(site)}/dashboard")
+    await expect(page.locator('[data-active-count="critical"]')).to_have_text("0")
+    await expect(page.locator("body")).to_have_attribute("data-subscribed", re.compile("alerts"))
+    await send(http, second_token, now - 10_000, t=45)
+    await expect(page.locator('[data-active-count="critical"]')).to_have_text("1")
+    await expect(page.locator("#alert-feed li")).to_have_count(1)
+    await expect(page.locator("#alert-feed li")).to_contain_text("Freezer B warm")
+    await screenshot(page, "dashboard-alerts")
+    await send(http, first_token, now - 20_000, t=20)  # Freezer A cools: its alert clears
+    await wait_for_alerts(http, org, 1, status="cleared", device_id=first)
+    await page.goto(f"{base_url(site)}/devices/{first}")
+    await expect(page.locator("#device-alerts li")).to_have_count(0)
+    console.assert_none()
+
+
+async def test_manager_creates_a_rule_and_previews_it_on_a_chart(
+    site: tuple[FastAPI, str], http: httpx.AsyncClient, org: Tenant, context: BrowserContext
+) -> None:
+    _, token = await new_device(http, org, name="Cold room")
+    now = int(time.time() * 1000)
+    readings = [
+        {"ts": now - (40 - i) * 60_000, "values": {"t": 35.0 if 10 <= i < 15 or i >= 30 else 20.0}}
+        for i in range(40)
+    ]
+    answer = await http.post(
+        "/api/v1/devices/me/telemetry", headers={"X-Device-Token": token}, json=readings
+    )
+    assert answer.status_code == 200, answer.text
+    page, console = await new_page(context)
+    base = base_url(site)
+    await sign_in(page, base, org.emails[Role.MANAGER], PASSWORD)
+    await page.goto(f"{base}/rules")
+    await page.get_by_role("link", name="New rule").click()
+    await page.wait_for_url(f"{base}/rules/new")
+    # Only the fields of the chosen condition type show.
+    await expect(page.locator("#cond-min")).to_be_hidden()
+    await page.get_by_label("Name").fill("Cold room warm")
+    await page.get_by_label("Watches").select_option(label="Cold room")
+    await page.locator("#cond-key").fill("t")
+    await page.locator("#cond-op").select_option(">")
+    await page.locator("#cond-value").fill("warm")
+    await page.get_by_role("button", name="Create rule").click()
+    # Refused next to the form, what was typed kept.
+    await expect(page.locator("#form-errors")).to_contain_text("value must be a number")
+    await expect(page.get_by_label("Name")).to_have_value("Cold room warm")
+    await page.locator("#cond-value").fill("30")
+    await page.get_by_role("button", name="Create rule").click()
+    await page.wait_for_url(re.compile(r"/rules/[0-9a-f-]{36}\?saved=1$"))
+    await expect(page.get_by_role("status")).to_have_text("Saved.")
+
+    await page.get_by_label("Device").select_option(label="Cold room")
+    await page.get_by_label("Range").select_option("1h")
+    await page.get_by_role("button", name="Preview").click()
+    await expect(page.locator("[data-episodes]")).to_have_attribute("data-episodes", "2")
+    await expect(page.locator("[data-dryrun]")).to_have_attribute("data-rendered", "40")
+    await expect(page.locator("table.episodes tbody tr")).to_have_count(2)
+    await expect(page.locator("table.episodes tbody tr").last).to_contain_text("still open")
+    await expect(page.locator(".dryrun-charts .uplot")).to_have_count(1)
+    await screenshot(page, "rule-preview")
+
+    # A bad condition in the preview is explained in its place.
+    await page.locator("#cond-type").select_option("outside_range")
+    await expect(page.locator("#cond-min")).to_be_visible()
+    await page.locator("#cond-min").fill("9")
+    await page.locator("#cond-max").fill("1")
+    await page.get_by_role("button", name="Preview").click()
+    await expect(page.locator("#preview")).to_contain_text("min must be below max")
+    await page.goto(f"{base}/rules")
+    await expect(page.locator("table.rules tbody tr")).to_have_count(1)
+    await expect(page.locator("table.rules")).to_contain_text("device: Cold room")
+    await screenshot(page, "rules")
+    console.errors = [e for e in console.errors if "422" not in e]  # the refused requests
+    console.assert_none()
+
+
+async def test_viewer_sees_no_alert_or_rule_controls(
+    site: tuple[FastAPI, str], http: httpx.AsyncClient, org: Tenant, context: BrowserContext
+) -> None:
+    device_id, token = await new_device(http, org, name="Freezer V")
+    rule = await make_rule(http, org, name="Freezer V warm", device_id=device_id, condition=HOT)
+    await send(http, token, int(time.time() * 1000) - 10_000, t=33)
+    [alert] = await wait_for_alerts(http, org, 1, status="active")
+    page, console = await new_page(context)
+    base = base_url(site)
+    await sign_in(page, base, org.emails[Role.VIEWER], PASSWORD)
+    await page.goto(f"{base}/alerts")
+    await expect(page.locator(f'tr[data-alert-id="{alert["id"]}"]')).to_be_visible()
+    await expect(page.get_by_role("button", name="Acknowledge")).to_have_count(0)
+    await expect(page.get_by_role("button", name="Clear")).to_have_count(0)
+    await screenshot(page, "alerts-viewer")
+    await page.goto(f"{base}/alerts/{alert['id']}")
+    await expect(page.get_by_label("Add a comment")).to_have_count(0)
+    await expect(page.get_by_role("button", name="Acknowledge")).to_have_count(0)
+    await page.goto(f"{base}/rules")
+    await expect(page.get_by_role("link", name="New rule")).to_have_count(0)
+    await expect(page.get_by_role("button", name="Delete")).to_have_count(0)
+    await page.goto(f"{base}/rules/{rule['id']}")
+    await expect(page.get_by_role("button", name="Save rule")).to_have_count(0)
+    await expect(page.get_by_label("Name")).to_be_disabled()
+    await screenshot(page, "rule-viewer")
+    csrf = await page.locator("body").get_attribute("data-csrf")
+    assert csrf
+    refused = await page.request.post(
+        f"{base}/alerts/{alert['id']}/acknowledge", headers={"X-CSRF-Token": csrf}
+    )
+    assert refused.status == 403
+    # A missing page is an HTML page in the layout.
+    await page.goto(f"{base}/alerts/{uuid.uuid4()}")
+    await expect(page.get_by_role("heading", name="Not found")).to_be_visible()
+    await screenshot(page, "not-found")
+    console.errors = [e for e in console.errors if "404" not in e]
+    console.assert_none()
+
+
+def base_url(site: tuple[FastAPI, str]) -> str:
+    return site[1]

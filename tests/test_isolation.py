@@ -17,6 +17,7 @@ from fleetcore.alerts.models import Alert
 from fleetcore.auth.principal import Role
 from fleetcore.db import Database
 from fleetcore.deadletters.sink import DeadLetterSink
+from fleetcore.notifications.models import Notification
 from tests.support.tenants import Tenant
 
 # Path parameters that are not object ids, with a value valid in form.
@@ -108,7 +109,33 @@ async def _create_objects(
     async with database.session(write=True) as session:
         session.add(alert)
         await session.commit()
+    channel = await post(
+        "/api/v1/notification-channels",
+        {
+            "name": "sweep hook",
+            "type": "webhook",
+            "url": "http://127.0.0.1:9/hook",
+            "secret": "sweep-secret-0123456789",
+        },
+    )
+    test = await client.post(f"/api/v1/notification-channels/{channel['id']}/test", headers=headers)
+    assert test.status_code == 202, test.text
+    # The dispatcher does not run on the test transaction: the notification it would write.
+    notification = Notification(
+        organization_id=tenant.org_id,
+        channel_id=uuid.UUID(channel["id"]),
+        delivery_id=uuid.UUID(test.json()["id"]),
+        event="notification.test",
+        title="sweep",
+        payload={},
+    )
+    async with database.session(write=True) as session:
+        session.add(notification)
+        await session.commit()
     return {
+        "channel_id": channel["id"],
+        "delivery_id": test.json()["id"],
+        "notification_id": str(notification.id),
         "rule_id": rule["id"],
         "alert_id": str(alert.id),
         "dead_letter_id": str(letters.json()["items"][0]["id"]),

@@ -32,6 +32,7 @@ from fleetcore.live.telemetry import telemetry_publisher
 from fleetcore.middleware import RequestContextMiddleware
 from fleetcore.mqtt.gateway import MqttGateway
 from fleetcore.mqtt.transport import EmbeddedTransport
+from fleetcore.notifications.dispatcher import Dispatcher
 from fleetcore.ops.readiness import database_checks
 from fleetcore.ops.router import router as ops_router
 from fleetcore.routers import API_ROUTERS, PAGE_ROUTERS
@@ -83,11 +84,23 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         app.state.jobs.register("commands.expire", EXPIRY_INTERVAL_S, commands.expire_due)
         app.state.desired = desired = DesiredState(db, live)
         app.state.alert_bus = bus = AlertBus(live)
+        # Deliveries are staged with the alert change; the dispatcher is woken after commit.
+        app.state.notifications = notifications = Dispatcher(db, settings)
+        bus.listeners.append(notifications.wake)
         app.state.rules = rules = RulesEngine(db, bus)
         pipeline.add_handler(rules.on_committed)
         app.state.jobs.register("rules.no-data", settings.rules_sweep_s, rules.sweep)
         # The engine stops after the pipeline (reversed order): it evaluates the last batch.
-        components: list[Component] = [dead_letters, rules, pipeline, presence, desired, commands]
+        # Stopped after the engine: alert changes staged at its last batch are sent if they can.
+        components: list[Component] = [
+            dead_letters,
+            notifications,
+            rules,
+            pipeline,
+            presence,
+            desired,
+            commands,
+        ]
         app.state.gateway = app.state.transport = None
         if settings.mqtt_port:
             gateway = MqttGateway(db, pipeline, dead_letters)

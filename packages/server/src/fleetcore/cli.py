@@ -7,14 +7,19 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from fleetcore import __version__
 from fleetcore.config import ConfigError, Settings, load_settings
 from fleetcore.logging import configure_logging
+from fleetcore.simulator import cli as simulator_cli
 from fleetcore.telemetry import cli as telemetry_cli
+
+if TYPE_CHECKING:
+    from fleetcore.simulator.provision import Fleet
+    from fleetcore.simulator.runner import Simulation
 
 app = typer.Typer(
     help="Fleetcore IoT platform. Settings come from options, FLEETCORE_* variables, "
@@ -74,17 +79,25 @@ def serve(
     demo: Annotated[
         bool, typer.Option(help="create a demo organization and print its admin's sign-in")
     ] = False,
+    simulate: Annotated[
+        bool,
+        typer.Option(help="with --demo: run a few simulated devices in the server's process"),
+    ] = True,
 ) -> None:
     """Start the platform: HTTP API and pages, MQTT, background jobs."""
     settings = _settings(host=host, port=port, mqtt_port=mqtt_port, data_dir=data_dir)
     configure_logging(settings.log_level, settings.log_format)
-    if demo:
-        _prepare_demo(settings)
+    fleet = _prepare_demo(settings, simulate=simulate) if demo else None
     from fleetcore.server import build_server, tune_gc
 
     server = build_server(settings)
     tune_gc()
-    server.run()
+    if fleet is None:
+        server.run()
+    else:
+        from fleetcore.simulator.inprocess import run_server_with
+
+        run_server_with(server, _demo_simulation(settings, fleet))
     if not server.started:
         raise typer.Exit(1)
 
@@ -132,7 +145,8 @@ def db_current() -> None:
     asyncio.run(run())
 
 
-def _prepare_demo(settings: Settings) -> None:
+def _prepare_demo(settings: Settings, *, simulate: bool) -> Fleet | None:
+    """The demo data, its sign-in printed, and (with `simulate`) the simulated devices."""
     if settings.environment == "production":
         typer.echo("fleetcore: --demo is refused in production", err=True)
         raise typer.Exit(2)
@@ -140,17 +154,30 @@ def _prepare_demo(settings: Settings) -> None:
     from rich.panel import Panel
 
     from fleetcore.app import open_database
-    from fleetcore.demo import ensure_demo
+    from fleetcore.demo import DEMO_SLUG, ensure_demo
+    from fleetcore.simulator import inprocess
+    from fleetcore.simulator.cli import DEFAULT_PROFILE
+    from fleetcore.simulator.provision import provision
+    from fleetcore.simulator.runner import readings_per_round
 
-    async def run() -> tuple[str, str, str]:
+    async def run() -> tuple[str, str, str, Fleet | None]:
         database = open_database(settings)
+        fleet = None
         try:
             login = await ensure_demo(database)
+            if simulate:
+                fleet = await provision(
+                    database,
+                    organization=DEMO_SLUG,
+                    count=inprocess.DEMO_DEVICES,
+                    profile=DEFAULT_PROFILE,
+                    messages_per_s=inprocess.DEMO_RATE / readings_per_round(inprocess.DEMO_DEVICES),
+                )
         finally:
             await database.close()
-        return login.email, login.password, login.device_token
+        return login.email, login.password, login.device_token, fleet
 
-    email, password, token = asyncio.run(run())
+    email, password, token, fleet = asyncio.run(run())
     wildcard = settings.host in ("0.0.0.0", "::")  # noqa: S104 (only choosing what to print)
     url = f"http://{'127.0.0.1' if wildcard else settings.host}:{settings.port}"
     Console().print(
@@ -169,6 +196,28 @@ def _prepare_demo(settings: Settings) -> None:
             f"curl -X POST {url}/api/v1/devices/me/telemetry -H 'X-Device-Token: {token}' "
             "-H 'Content-Type: application/json' -d '{\"temperature\": 21.5}'\n"
         )
+    if fleet is not None:
+        typer.echo(
+            f"Simulating {len(fleet.devices)} devices (sim-0001…) at {inprocess.DEMO_RATE:g} "
+            "readings/s once the server is up; --no-simulate turns them off, "
+            "`fleetcore simulate` runs a bigger fleet.\n"
+        )
+    return fleet
+
+
+def _demo_simulation(settings: Settings, fleet: Fleet) -> Simulation:
+    """The demo fleet against this very server: MQTT when its broker is on, else HTTP."""
+    from fleetcore.simulator import inprocess
+    from fleetcore.simulator.cli import local_address
+    from fleetcore.simulator.runner import Simulation, Target, Transport
+
+    host = local_address(settings.host)
+    target = Target(
+        http_url=f"http://{host}:{settings.port}",
+        mqtt_url=f"mqtt://{local_address(settings.mqtt_host or host)}:{settings.mqtt_port}",
+    )
+    transport = Transport.MQTT if settings.mqtt_port else Transport.HTTP
+    return Simulation(fleet.devices, rate=inprocess.DEMO_RATE, transport=transport, target=target)
 
 
 @admin_app.command("create-superuser")
@@ -231,6 +280,7 @@ def create_superuser(
 
 app.command("export")(telemetry_cli.export)
 app.command("import")(telemetry_cli.import_)
+app.command("simulate")(simulator_cli.simulate)
 
 
 def main() -> None:

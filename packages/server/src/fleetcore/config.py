@@ -76,6 +76,30 @@ class Settings(BaseSettings):
     rules_sweep_s: float = Field(
         15.0, ge=0.1, le=3600, description='how often "no data" rules are evaluated'
     )
+    notification_poll_s: float = Field(
+        2.0, ge=0.01, le=3600, description="how often the notification outbox is checked"
+    )
+    notification_retry_base_s: float = Field(
+        10.0, ge=0.01, le=3600, description="first retry delay; doubles per attempt, jittered"
+    )
+    notification_retry_max_s: float = Field(
+        3600.0, ge=0.01, le=86400, description="longest delay between two attempts"
+    )
+    notification_max_attempts: int = Field(
+        8, ge=1, le=100, description="attempts before a delivery is given up (failed)"
+    )
+    notification_timeout_s: float = Field(
+        10.0, ge=0.1, le=300, description="webhook and SMTP timeout per attempt"
+    )
+    notification_lease_s: float = Field(
+        120.0, ge=1, le=3600, description="how long a sender holds a delivery before another may"
+    )
+    smtp_host: str | None = Field(None, description="SMTP server for email channels")
+    smtp_port: int = Field(587, ge=1, le=65535, description="SMTP port")
+    smtp_from: str = Field("fleetcore@localhost", description="sender address of emails")
+    smtp_starttls: bool = Field(True, description="upgrade the SMTP connection with STARTTLS")
+    smtp_user: str | None = Field(None, description="SMTP login, if the server needs one")
+    smtp_password: SecretStr | None = Field(None, description="SMTP password")
     mqtt_session_expiry_s: int = Field(
         7 * 86400, ge=60, description="how long a disconnected persistent session is kept"
     )
@@ -127,6 +151,16 @@ class Settings(BaseSettings):
             raise ValueError(
                 "FLEETCORE_SECRET_KEY must be set to a random value of 32+ characters "
                 f"outside development mode (environment={self.environment})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_send(self) -> Settings:
+        # A lease that expires during a send lets a second sender send the same delivery.
+        if self.notification_lease_s < 3 * self.notification_timeout_s:
+            raise ValueError(
+                "FLEETCORE_NOTIFICATION_LEASE_S must be at least 3 times "
+                "FLEETCORE_NOTIFICATION_TIMEOUT_S"
             )
         return self
 

@@ -7,11 +7,12 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fleetcore.request_context import current_request_id
+from fleetcore.templating import templates
 
 log = structlog.get_logger(__name__)
 
@@ -128,6 +129,57 @@ def error_response(
     return JSONResponse(envelope(code, message, details), status_code=status, headers=headers)
 
 
+# Machine paths keep the JSON envelope whatever the Accept header says.
+_MACHINE_PREFIXES = ("/api/", "/static/")
+_MACHINE_PATHS = frozenset({"/api", "/health", "/ready", "/metrics"})
+_TITLES = {403: "Not allowed", 404: "Not found", 405: "Not allowed", 422: "Not accepted"}
+
+
+def wants_html(request: Request) -> bool:
+    """A browser navigating to a page (not the API, not an htmx swap, not a script's fetch)
+    gets an HTML error page; everything else keeps the envelope."""
+    path = request.url.path
+    if path in _MACHINE_PATHS or path.startswith(_MACHINE_PREFIXES):
+        return False
+    if request.headers.get("HX-Request") == "true":
+        return False
+    accept = request.headers.get("accept", "")
+    return "text/html" in accept
+
+
+def error_page(
+    request: Request, status: int, message: str, headers: dict[str, str] | None = None
+) -> Response:
+    """The error as an HTML page in the site's layout."""
+
+    return templates.TemplateResponse(
+        request,
+        "error.html",
+        {
+            "status": status,
+            "title": _TITLES.get(status, "Something went wrong"),
+            "message": message,
+            "request_id": current_request_id(),
+        },
+        status_code=status,
+        headers=headers,
+    )
+
+
+def error_answer(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """The envelope, or for a browser navigating to a page, an HTML error page."""
+    if wants_html(request):
+        return error_page(request, status, message, headers)
+    return error_response(status, code, message, details, headers)
+
+
 _HTTP_CODES = {
     400: "BAD_REQUEST",
     401: "UNAUTHORIZED",
@@ -140,12 +192,12 @@ _HTTP_CODES = {
 }
 
 
-async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
+async def _domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DomainError)
-    return error_response(exc.status_code, exc.code, exc.message, exc.details, exc.headers)
+    return error_answer(request, exc.status_code, exc.code, exc.message, exc.details, exc.headers)
 
 
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
     if exc.status_code == 404 and exc.detail == "Not Found":
@@ -155,10 +207,12 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     else:
         message = str(exc.detail)
     headers = dict(exc.headers) if exc.headers else None
-    return error_response(exc.status_code, code, message, headers=headers)
+    if wants_html(request) and exc.status_code == 404:
+        message = f"There is no page at {request.url.path}."
+    return error_answer(request, exc.status_code, code, message, headers=headers)
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = [
         {
@@ -173,6 +227,12 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
             400, "MALFORMED_JSON", "the request body is not valid JSON", {"errors": errors}
         )
     fields = ", ".join(err["field"] for err in errors)
+    if wants_html(request):
+        if any(err["field"].startswith("path.") for err in errors):
+            # /devices/not-an-id: to a person that is a page that does not exist.
+            return error_page(request, 404, f"There is no page at {request.url.path}.")
+        details = "; ".join(f"{err['field']}: {err['message']}" for err in errors)
+        return error_page(request, 422, f"Invalid request ({details}).")
     return error_response(422, "VALIDATION_ERROR", f"invalid request: {fields}", {"errors": errors})
 
 

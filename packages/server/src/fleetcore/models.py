@@ -12,6 +12,7 @@ from fleetcore.db import Base
 from fleetcore.deadletters import models as dead_letter_models
 from fleetcore.devices import models as device_models
 from fleetcore.events import models as event_models
+from fleetcore.notifications import models as notification_models
 from fleetcore.rules import models as rule_models
 from fleetcore.status import models as status_models
 from fleetcore.telemetry import models as telemetry_models
@@ -28,6 +29,7 @@ __all__ = [
     "device_models",
     "event_models",
     "metadata",
+    "notification_models",
     "rule_models",
     "status_models",
     "telemetry_models",

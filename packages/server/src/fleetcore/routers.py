@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from fleetcore.alerts.pages import router as alerts_pages
 from fleetcore.alerts.router import router as alerts_router
 from fleetcore.assets.pages import router as assets_pages
 from fleetcore.assets.router import router as assets_router
@@ -21,6 +22,8 @@ from fleetcore.devices.pages import router as devices_pages
 from fleetcore.devices.router import router as devices_router
 from fleetcore.events.router import router as events_router
 from fleetcore.live.router import router as live_router
+from fleetcore.notifications.router import router as notifications_router
+from fleetcore.rules.pages import router as rules_pages
 from fleetcore.rules.router import router as rules_router
 from fleetcore.status.router import router as status_router
 from fleetcore.telemetry.query_router import router as telemetry_query_router
@@ -37,6 +40,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     commands_router,
     rules_router,
     alerts_router,
+    notifications_router,
     status_router,
     audit_router,
     dead_letters_router,
@@ -49,6 +53,8 @@ PAGE_ROUTERS: tuple[APIRouter, ...] = (
     auth_pages,
     dashboard_pages,
     devices_pages,
+    alerts_pages,
+    rules_pages,
     assets_pages,
     dead_letters_pages,
     admin_pages,

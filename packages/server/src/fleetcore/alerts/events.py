@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from fleetcore.alerts.models import Alert
 from fleetcore.alerts.schemas import AlertOut
 from fleetcore.live.hub import LiveEvent, LiveHub
+from fleetcore.notifications.outbox import stage_alert_change
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +33,7 @@ async def stage(session: AsyncSession, alert: Alert, event: str, **extra: Any) -
     await session.flush()
     body = AlertOut.model_validate(alert).model_dump(mode="json")
     body.update(extra)
-    return AlertChange(
+    change = AlertChange(
         event=f"alert.{event}",
         organization_id=alert.organization_id,
         rule_id=alert.rule_id,
@@ -40,6 +41,8 @@ async def stage(session: AsyncSession, alert: Alert, event: str, **extra: Any) -
         alert=body,
         cleared_by_hand=event == "cleared" and alert.clear_reason != "condition",
     )
+    await stage_alert_change(session, change)
+    return change
 
 
 Listener = Callable[[AlertChange], None]

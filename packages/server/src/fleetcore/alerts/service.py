@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,6 +17,7 @@ from fleetcore.audit import service as audit
 from fleetcore.auth.models import User
 from fleetcore.auth.principal import Principal, Role
 from fleetcore.db import utcnow
+from fleetcore.devices.models import Device
 from fleetcore.errors import Conflict, Invalid, NotFound
 from fleetcore.pagination import decode_cursor, page_of, paginate
 from fleetcore.rules.models import Rule, RuleState
@@ -298,3 +299,61 @@ async def assign(
     await session.commit()
     bus.committed([change])
     return alert
+
+
+async def user_emails(
+    session: AsyncSession, principal: Principal, user_ids: set[uuid.UUID]
+) -> dict[uuid.UUID, str]:
+    """Emails of the organization's users among `user_ids` (assignees, authors)."""
+    if not user_ids:
+        return {}
+    rows = await session.execute(
+        select(User.id, User.email).where(
+            User.id.in_(user_ids), User.organization_id == principal.org_id
+        )
+    )
+    return {user_id: email for user_id, email in rows.all()}
+
+
+async def open_alerts_of_device(
+    session: AsyncSession, principal: Principal, device_id: uuid.UUID, *, limit: int = 50
+) -> list[Alert]:
+    """A device's active and acknowledged alerts, newest first."""
+    query = (
+        select(Alert)
+        .where(
+            Alert.organization_id == principal.org_id,
+            Alert.device_id == device_id,
+            Alert.status.in_(OPEN_STATUSES),
+        )
+        .order_by(Alert.opened_at.desc(), Alert.id.desc())
+        .limit(limit)
+    )
+    return list((await session.scalars(query)).all())
+
+
+async def active_by_severity(session: AsyncSession, principal: Principal) -> dict[str, int]:
+    """Active (not yet acknowledged) alerts of the organization per severity, every severity."""
+    query = (
+        select(Alert.severity, func.count())
+        .where(Alert.organization_id == principal.org_id, Alert.status == AlertStatus.ACTIVE)
+        .group_by(Alert.severity)
+    )
+    found = {severity.value: 0 for severity in Severity}
+    for severity, count in (await session.execute(query)).all():
+        found[str(severity)] = count
+    return found
+
+
+async def device_names(
+    session: AsyncSession, principal: Principal, device_ids: set[uuid.UUID]
+) -> dict[uuid.UUID, str]:
+    """Names of the organization's devices among `device_ids` (deleted ones included)."""
+    if not device_ids:
+        return {}
+    rows = await session.execute(
+        select(Device.id, Device.name).where(
+            Device.id.in_(device_ids), Device.organization_id == principal.org_id
+        )
+    )
+    return {device_id: name for device_id, name in rows.all()}

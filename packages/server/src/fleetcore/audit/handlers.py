@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import structlog
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from fleetcore.audit import service as audit
 from fleetcore.auth.principal import PermissionDenied, Principal
 from fleetcore.db import Database
-from fleetcore.errors import error_response
+from fleetcore.errors import error_answer
 
 log = structlog.get_logger(__name__)
 
 
-async def _permission_denied(request: Request, exc: Exception) -> JSONResponse:
+async def _permission_denied(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, PermissionDenied)
     principal: Principal | None = getattr(request.state, "principal", None)
     database: Database = request.app.state.database
@@ -35,7 +35,7 @@ async def _permission_denied(request: Request, exc: Exception) -> JSONResponse:
             await session.commit()
     except Exception:  # the answer matters more than the record
         log.exception("audit_write_failed", action="permission.denied")
-    return error_response(exc.status_code, exc.code, exc.message, exc.details)
+    return error_answer(request, exc.status_code, exc.code, exc.message, exc.details)
 
 
 def install_audit_handlers(app: FastAPI) -> None:

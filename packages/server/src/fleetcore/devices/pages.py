@@ -10,6 +10,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
 
+from fleetcore.alerts import service as alerts
 from fleetcore.attributes import service as attributes
 from fleetcore.auth.principal import Role
 from fleetcore.commands import service as commands
@@ -108,6 +109,7 @@ async def device_page(device_id: uuid.UUID, session: SessionDep, context: Contex
         history=history,
         commands=command_rows,
         events=event_rows,
+        open_alerts=await alerts.open_alerts_of_device(session, principal, device.id),
         can_command=principal.has(Role.OPERATOR),
         max_timeout_s=MAX_TIMEOUT_S,
     )

@@ -1,5 +1,5 @@
 // Fleetcore pages: CSRF for htmx writes, error messages, and the live WebSocket
-// (status badges, command states, new alerts). No build step; plain ES2020.
+// (status badges, command states, alerts). No build step; plain ES2020.
 (function () {
   "use strict";
   const body = document.body;
@@ -152,18 +152,93 @@
     if (row) showCommand(row, msg);
   });
 
-  // -- alerts appear as they are raised --------------------------------------------------
-  FC.live.on("alert", (msg) => {
-    document.querySelectorAll("[data-live-alerts]").forEach((list) => {
-      const only = list.dataset.alertsOf;
-      if (only && msg.device_id !== only) return;
-      const li = document.createElement("li");
-      const sev = document.createElement("span");
-      sev.className = "sev sev-" + (msg.severity || "info");
-      sev.textContent = msg.severity || "alert";
-      li.append(sev, " " + (msg.name || msg.message || msg.type) + (msg.status ? " · " + msg.status : ""));
+  // -- alerts: new ones and status changes appear without a reload -----------------------
+  // Messages: {"type": "alert", "event": "alert.opened" | ..., "alert": {...}}. Rows and
+  // heads are rendered by the server (GET /alerts/{id}?part=row|head), feeds here.
+  const fetching = new Set();
+
+  function swapFromServer(url, target, swap) {
+    if (!window.htmx) return;
+    if (fetching.has(url + swap)) return;
+    fetching.add(url + swap);
+    window.htmx.ajax("GET", url, { target: target, swap: swap }).finally(() => fetching.delete(url + swap));
+  }
+
+  function dropEmpty(id) {
+    document.querySelectorAll('[data-empty-for="' + id + '"]').forEach((el) => el.remove());
+  }
+
+  function feedItem(alert) {
+    const li = document.createElement("li");
+    li.dataset.alertId = alert.id;
+    const sev = document.createElement("span");
+    sev.className = "sev sev-" + alert.severity;
+    sev.textContent = alert.severity;
+    const link = document.createElement("a");
+    link.href = "/alerts/" + alert.id;
+    link.textContent = alert.name;
+    const status = document.createElement("span");
+    status.dataset.alertStatus = "";
+    li.append(sev, " ", link, " · ", status);
+    return li;
+  }
+
+  function updateFeed(list, alert, event) {
+    if (list.dataset.alertsOf && alert.device_id !== list.dataset.alertsOf) return;
+    let li = list.querySelector('[data-alert-id="' + alert.id + '"]');
+    if (!li) {
+      if (event !== "opened" && event !== "repeated") return;
+      if (alert.status === "cleared") return;
+      li = feedItem(alert);
       list.prepend(li);
-    });
+      if (list.id) dropEmpty(list.id);
+    }
+    if (alert.status === "cleared" && list.hasAttribute("data-open-only")) return li.remove();
+    const status = li.querySelector("[data-alert-status]");
+    if (status) {
+      status.textContent = alert.status;
+      status.className = "state state-" + alert.status;
+    }
+  }
+
+  function updateRows(rows, alert, event) {
+    const row = rows.querySelector('[data-alert-id="' + alert.id + '"]');
+    const url = "/alerts/" + alert.id + "?part=row";
+    if (row) return swapFromServer(url, row, "outerHTML");
+    if (event !== "opened") return;
+    const f = rows.dataset;
+    if ((f.status && f.status !== alert.status) || (f.severity && f.severity !== alert.severity) ||
+        (f.device && f.device !== alert.device_id)) return;
+    dropEmpty(rows.id);
+    swapFromServer(url, rows, "afterbegin");
+  }
+
+  FC.live.on("alert", (msg) => {
+    const alert = msg.alert;
+    if (!alert || !alert.id) return;
+    const event = String(msg.event || "").replace(/^alert\./, "");
+    document.querySelectorAll("ul[data-live-alerts]").forEach((list) => updateFeed(list, alert, event));
+    const rows = document.getElementById("alert-rows");
+    if (rows) updateRows(rows, alert, event);
+    const head = document.querySelector('[data-alert-head="' + alert.id + '"]');
+    if (head && event !== "commented") swapFromServer("/alerts/" + alert.id + "?part=head", head, "outerHTML");
+    body.dispatchEvent(new CustomEvent("fc-alert", { detail: msg })); // e.g. the dashboard's counts
+  });
+
+  // An htmx swap into a list removes its "nothing yet" note.
+  body.addEventListener("htmx:afterSwap", (e) => {
+    const target = e.detail.target;
+    if (target && target.id) dropEmpty(target.id);
+  });
+
+  // Targets marked data-swap-errors show the server's 4xx answer (a form's messages) in place.
+  body.addEventListener("htmx:beforeSwap", (e) => {
+    const status = e.detail.xhr.status;
+    const target = e.detail.target;
+    if (status >= 400 && status < 500 && target && target.closest("[data-swap-errors]")) {
+      e.detail.shouldSwap = true;
+      e.detail.isError = false;
+    }
   });
 
   // -- what this page listens to -------------------------------------------------------

@@ -1,0 +1,55 @@
+"""`fleetcore serve --demo`: a few simulated devices in the server's own process.
+
+They start once the server answers and stop as soon as it begins to stop (before its
+broker closes), so the dashboard of `make run` is alive without a second command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+import uvicorn
+
+from fleetcore.simulator.runner import Simulation
+
+DEMO_DEVICES = 6
+DEMO_RATE = 3.0  # readings/s for the whole demo fleet: a message per device every 4 s
+
+log = structlog.get_logger(__name__)
+
+
+async def serve_with(server: uvicorn.Server, simulation: Simulation) -> None:
+    """Serve; once started, run `simulation` until the server is asked to stop."""
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        if serving.done():
+            return await serving
+        await asyncio.sleep(0.05)
+    running = asyncio.create_task(simulation.run())
+    while not server.should_exit:  # uvicorn sets it on SIGINT/SIGTERM, no event to await
+        done, _ = await asyncio.wait(
+            {serving, running}, timeout=0.1, return_when=asyncio.FIRST_COMPLETED
+        )
+        if done:
+            break
+    simulation.stop.set()
+    try:
+        outcome = await running
+    except Exception:  # the demo fleet failing must never take the server down
+        log.exception("simulator failed")
+    else:
+        log.info(
+            "simulator stopped",
+            sent=outcome.stats.sent,
+            acked=outcome.stats.acked,
+            errors=outcome.stats.errors,
+            refused=len(outcome.refused),
+        )
+    await serving
+
+
+def run_server_with(server: uvicorn.Server, simulation: Simulation) -> None:
+    """`server.run()`, with the simulation beside it on the same event loop."""
+    with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
+        runner.run(serve_with(server, simulation))

@@ -1,0 +1,173 @@
+"""Devices sim-0001… of an organization, made or reused through the database.
+
+Like `fleetcore export|import`, this acts with the database's rights (the settings `fleetcore
+serve` uses), not a user's. Device tokens are stored hashed, so a reused device gets a fresh
+token (its previous simulator token is revoked) that lives only in this process's memory.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from fleetcore.audit import service as audit
+from fleetcore.auth import users
+from fleetcore.auth.schemas import OrganizationIn
+from fleetcore.db import Database
+from fleetcore.devices import credentials
+from fleetcore.devices import service as devices
+from fleetcore.devices.models import (
+    DEFAULT_MQTT_BURST,
+    DEFAULT_MQTT_RATE_PER_S,
+    Device,
+    DeviceProfile,
+    DeviceStatus,
+)
+from fleetcore.errors import Invalid
+from fleetcore.simulator.signals import DeviceKind, kind_of, profile_keys
+
+NAME_PREFIX = "sim-"
+LABEL = "simulated"
+MAX_RATE_PER_S = 10_000.0  # the profile schema's ceiling
+
+
+def device_name(index: int) -> str:
+    """The name and serial number of the fleet's device number `index` (1-based)."""
+    return f"{NAME_PREFIX}{index:04d}"
+
+
+@dataclass(frozen=True, slots=True)
+class SimDevice:
+    """A provisioned simulated device and its token (kept in memory only)."""
+
+    index: int
+    id: uuid.UUID
+    name: str
+    kind: DeviceKind
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class Fleet:
+    """What provisioning made: the devices, counts, and what the operator should know."""
+
+    organization_id: uuid.UUID
+    profile_id: uuid.UUID
+    devices: list[SimDevice]
+    created: int
+    reused: int
+    warnings: list[str]
+
+
+async def provision(
+    database: Database,
+    *,
+    organization: str,
+    count: int,
+    profile: str,
+    messages_per_s: float = 1.0,
+) -> Fleet:
+    """Create or reuse `count` devices (and the organization and profile, if absent).
+
+    `messages_per_s` is what each device will send: a profile this creates allows four
+    times that over MQTT; an existing profile that allows less is named in the warnings.
+    """
+    warnings: list[str] = []
+    async with database.session() as session:
+        org = await users.get_organization_by_slug(session, organization)
+        if org is None:
+            data = OrganizationIn(name=organization.replace("-", " ").title(), slug=organization)
+            org = await users.create_organization(session, None, data=data)
+        found = await session.scalar(
+            select(DeviceProfile).where(
+                DeviceProfile.organization_id == org.id, DeviceProfile.name == profile
+            )
+        )
+        if found is None:
+            rate = min(MAX_RATE_PER_S, max(DEFAULT_MQTT_RATE_PER_S, 4 * messages_per_s))
+            found = DeviceProfile(
+                organization_id=org.id,
+                name=profile,
+                description="Simulated devices (fleetcore simulate)",
+                telemetry_keys=profile_keys(),
+                mqtt_rate_per_s=rate,
+                mqtt_burst=max(DEFAULT_MQTT_BURST, int(rate * 4)),
+            )
+            session.add(found)
+            await session.flush()
+        else:
+            warnings.extend(_profile_problems(found, messages_per_s))
+        names = [device_name(i) for i in range(1, count + 1)]
+        existing = {
+            d.serial_number: d
+            for d in await session.scalars(
+                devices.live_devices(org.id).where(Device.serial_number.in_(names))
+            )
+        }
+        fleet, created = [], 0
+        for index, name in enumerate(names, start=1):
+            device = existing.get(name)
+            if device is None:
+                device, token = devices.new_device(
+                    org.id,
+                    name=name,
+                    serial_number=name,
+                    profile_id=found.id,
+                    labels=[LABEL],
+                    properties={"simulated": kind_of(index).value},
+                )
+                session.add(device)
+                created += 1
+            else:
+                token = await credentials.replace_token(session, device)
+                if device.status == DeviceStatus.DISABLED:
+                    warnings.append(f"{name} is disabled: the platform refuses its readings")
+            fleet.append(SimDevice(index, device.id, name, kind_of(index), token))
+        await session.flush()
+        audit.record(
+            session,
+            action="simulator.provision",
+            actor=None,
+            actor_type="cli",
+            organization_id=org.id,
+            target_type="device_profile",
+            target_id=found.id,
+            details={"created": created, "reused": len(existing)},
+        )
+        await session.commit()
+        return Fleet(org.id, found.id, fleet, created, len(existing), warnings)
+
+
+def _profile_problems(profile: DeviceProfile, messages_per_s: float) -> list[str]:
+    """Why an existing profile would refuse some of the simulator's readings."""
+    problems = []
+    declared = {k["key"]: k for k in profile.telemetry_keys}
+    if declared:  # a profile without keys accepts any key
+        missing = []
+        for wanted in profile_keys():
+            key = declared.get(str(wanted["key"]))
+            if key is None or key.get("type", "number") != "number":
+                missing.append(repr(wanted["key"]))
+                continue
+            low, high = key.get("min"), key.get("max")
+            if (low is not None and low > wanted["min"]) or (
+                high is not None and high < wanted["max"]
+            ):
+                problems.append(
+                    f"profile {profile.name!r} allows {wanted['key']} within [{low}, {high}], "
+                    f"the simulator sends [{wanted['min']}, {wanted['max']}]: some are refused"
+                )
+        if missing:
+            raise Invalid(
+                f"profile {profile.name!r} does not declare the number keys {', '.join(missing)}; "
+                "choose another --profile (it is created with the simulator's keys)",
+                code="PROFILE_UNSUITABLE",
+            )
+    if profile.mqtt_rate_per_s < messages_per_s:
+        problems.append(
+            f"profile {profile.name!r} allows {profile.mqtt_rate_per_s:g} MQTT messages/s per "
+            f"device, the simulator sends {messages_per_s:.3g}: the rest become dead letters"
+        )
+    return problems
