@@ -251,3 +251,20 @@ def test_registry_answers_once_per_command_id() -> None:
     assert registry.handle("c3", "refuse", {}) == {"status": "failed", "error": "not now"}
     assert registry.handle("c4", "nope", {})["error"] == "unknown method 'nope'"
     assert registry.handle("c5", "count", [1])["status"] == "failed"
+
+
+def test_the_batch_in_flight_is_not_dropped_by_the_budget(tmp_path: Path) -> None:
+    body_size = len('{"n":10}')
+    store = _store(tmp_path, budget=5 * (body_size + ROW_OVERHEAD))
+    for n in range(10, 15):
+        store.append({"n": n}, now_ms=1_800_000_000_000)
+    in_flight = store.take(2, fresh_share=0)  # 10 and 11 are on their way
+    store.append({"n": 15}, now_ms=1_800_000_000_000)
+    left = [json.loads(e.body)["n"] for e in store.take(10, fresh_share=0)]
+    assert left == [10, 11, 13, 14, 15]  # 12 went, not the batch in flight
+    store.release()
+    assert [e.id for e in in_flight] == [e.id for e in store.take(2, fresh_share=0)]
+    store.release()
+    store.append({"n": 16}, now_ms=1_800_000_000_000)
+    assert [json.loads(e.body)["n"] for e in store.take(10, fresh_share=0)] == [11, 13, 14, 15, 16]
+    assert store.stats().dropped == 2
