@@ -1,0 +1,95 @@
+"""HTTP fallback to the platform's device API (stdlib only), behind a circuit breaker."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from fleetcore_agent.resilience import CircuitBreaker
+
+# Answers that mean the platform will never take this body as it is: do not resend.
+REFUSED_FOR_GOOD = frozenset({400, 413, 422})
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The outcome of one request."""
+
+    ok: bool
+    status: int | None  # None: no answer (network, breaker open)
+    body: Any = None
+
+    @property
+    def refused(self) -> bool:
+        """The platform will never take this body."""
+        return self.status in REFUSED_FOR_GOOD
+
+
+class DeviceApi:
+    """The device half of the platform's REST API, authenticated by X-Device-Token."""
+
+    def __init__(
+        self, base_url: str, token: str, breaker: CircuitBreaker, *, timeout_s: float = 10.0
+    ) -> None:
+        self.base = base_url.rstrip("/") + "/api/v1/devices/me"
+        self.token = token
+        self.breaker = breaker
+        self.timeout_s = timeout_s
+
+    def _call(
+        self, method: str, path: str, body: bytes | None = None, *, timeout_s: float | None = None
+    ) -> Answer:
+        if not self.breaker.allow():
+            return Answer(False, None)
+        request = urllib.request.Request(  # noqa: S310 - the URL is validated as http(s)
+            self.base + path,
+            data=body,
+            method=method,
+            headers={"X-Device-Token": self.token, "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(  # noqa: S310
+                request, timeout=timeout_s or self.timeout_s
+            ) as response:
+                raw = response.read()
+                status = int(response.status)
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+            raw = exc.read()
+        except (OSError, ValueError):
+            self.breaker.failure()
+            return Answer(False, None)
+        if status >= 500 or status in (401, 403, 429):
+            self.breaker.failure()
+        else:
+            self.breaker.success()
+        try:
+            parsed = json.loads(raw) if raw else None
+        except ValueError:
+            parsed = None
+        return Answer(200 <= status < 300, status, parsed)
+
+    def send_telemetry(self, payload: bytes) -> Answer:
+        """POST a telemetry batch; 2xx comes after the platform committed it."""
+        return self._call("POST", "/telemetry", payload)
+
+    def report_attributes(self, values: dict[str, Any]) -> Answer:
+        """Merge into the device's client attributes."""
+        return self._call("POST", "/attributes", json.dumps(values).encode())
+
+    def poll_commands(self, wait_s: float) -> list[dict[str, Any]]:
+        """Queued commands (long-poll); empty on timeout or failure."""
+        answer = self._call(
+            "GET", f"/commands?timeout={wait_s:g}", timeout_s=wait_s + self.timeout_s
+        )
+        if not answer.ok or not isinstance(answer.body, dict):
+            return []
+        commands = answer.body.get("commands", [])
+        return [c for c in commands if isinstance(c, dict)]
+
+    def send_result(self, command_id: str, result: dict[str, Any]) -> Answer:
+        """Answer a command."""
+        return self._call("POST", f"/commands/{command_id}/result", json.dumps(result).encode())
