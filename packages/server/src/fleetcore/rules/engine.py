@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 import structlog
@@ -37,8 +38,15 @@ from fleetcore.telemetry.query_schemas import now_ms
 from fleetcore.telemetry.writer import Stored
 
 log = structlog.get_logger(__name__)
+_TS = attrgetter("ts")
 
-_Key = tuple[uuid.UUID, uuid.UUID]  # rule, device
+# (rule, device) as the ints of their uuids: hashed in C, where a uuid hashes in Python
+# (this key is looked up once per rule per reading).
+_Key = tuple[int, int]
+
+
+def _key(rule_id: uuid.UUID, device_id: uuid.UUID) -> _Key:
+    return rule_id.int, device_id.int
 
 
 @dataclass(slots=True)
@@ -129,7 +137,7 @@ class RulesEngine:
         self._tracks.clear()
         self._alerts.clear()
         for state, alert_status in rows:
-            key = (state.rule_id, state.device_id)
+            key = _key(state.rule_id, state.device_id)
             is_open = alert_status in OPEN_STATUSES
             self._tracks[key] = Track(state.pending_since, state.latched, is_open)
             if is_open and state.alert_id is not None:
@@ -141,12 +149,9 @@ class RulesEngine:
         """After-commit handler: queue the batch (waits only when the engine is far behind)."""
         if self._task is None or not (self.index.organizations or self._stale):
             return
-        organizations = self.index.organizations
         mine = (
-            list(stored)  # the rebuilt index decides
-            if self._stale
-            else [r for r in stored if r.organization_id in organizations]
-        )
+            list(stored) if self._stale else self._of_ours(stored)
+        )  # stale: rebuilt index decides
         if mine:
             self._inflight += 1
             await self._queue.put(mine)
@@ -171,11 +176,15 @@ class RulesEngine:
     async def _evaluate(self, batch: Sequence[Stored]) -> None:
         if self._stale:
             await self._rebuild()
-        organizations = self.index.organizations
         by_device: dict[uuid.UUID, list[Stored]] = {}
-        for reading in batch:
-            if reading.organization_id in organizations:
-                by_device.setdefault(reading.device_id, []).append(reading)
+        device: uuid.UUID | None = None
+        readings: list[Stored] = []
+        for reading in self._of_ours(batch):
+            # A batch holds runs of one device's readings: hash a device once per run.
+            if reading.device_id is not device:
+                device = reading.device_id
+                readings = by_device.setdefault(device, [])
+            readings.append(reading)
         if any(d not in self.index.devices for d in by_device):
             await self._refresh_devices()
         cold = {
@@ -186,12 +195,29 @@ class RulesEngine:
         if cold:
             await self._warm(cold, first_ts={d: min(r.ts for r in by_device[d]) for d in cold})
         outcomes: list[_Outcome] = []
+        evaluations = 0
         for device_id, readings in by_device.items():
             rules = self.index.for_device(device_id)
             if rules:
-                self._device_batch(device_id, rules, readings, outcomes)
+                evaluations += self._device_batch(device_id, rules, readings, outcomes)
+        metrics.EVALUATIONS.inc(evaluations)
         if outcomes:
             await self._persist(outcomes)
+
+    def _of_ours(self, stored: Sequence[Stored]) -> list[Stored]:
+        """The readings of organizations that have rules (one set lookup per run of an
+        organization's readings, not per reading)."""
+        organizations = self.index.organizations
+        out: list[Stored] = []
+        organization: uuid.UUID | None = None
+        ours = False
+        for reading in stored:
+            if reading.organization_id is not organization:
+                organization = reading.organization_id
+                ours = organization in organizations
+            if ours:
+                out.append(reading)
+        return out
 
     def _device_batch(
         self,
@@ -199,10 +225,14 @@ class RulesEngine:
         rules: tuple[LiveRule, ...],
         readings: list[Stored],
         outcomes: list[_Outcome],
-    ) -> None:
+    ) -> int:
+        """Step the rules reading the keys of each timestamp's readings; how many steps."""
         view = self._views[device_id]
         windows = self.index.windows.get(device_id, {})
-        readings.sort(key=lambda r: r.ts)
+        readings.sort(key=_TS)
+        device = device_id.int
+        tracks = self._tracks
+        steps = 0
         i, count = 0, len(readings)
         while i < count:
             ts = readings[i].ts
@@ -219,19 +249,29 @@ class RulesEngine:
                 view.update(reading.key, ts, reading.value, windows.get(reading.key))
             for rule in rules:
                 if rule.needs.any_key or not rule.needs.keys.isdisjoint(touched):
-                    self._step(rule, device_id, view, ts, outcomes)
+                    steps += 1
+                    track = tracks.get((rule.key, device))
+                    # Idle and the condition does not hold: stays idle (the common case).
+                    if track is None and not rule.compiled.condition(view, ts):
+                        continue
+                    self._step(rule, device_id, view, ts, outcomes, track)
             i = j
+        return steps
 
     def _step(
-        self, rule: LiveRule, device_id: uuid.UUID, view: DeviceView, now: int, out: list[_Outcome]
+        self,
+        rule: LiveRule,
+        device_id: uuid.UUID,
+        view: DeviceView,
+        now: int,
+        out: list[_Outcome],
+        track: Track | None,
     ) -> None:
-        key = (rule.id, device_id)
-        track = self._tracks.get(key)
+        key = (rule.key, device_id.int)
         if track is None:
             track = Track()
         before = track.key()
         result = step(rule.compiled, track, view, now)
-        metrics.EVALUATIONS.inc()
         if result is None and track.key() == before:
             return
         if track.idle:
@@ -267,7 +307,9 @@ class RulesEngine:
             for rule, device_id in pairs:
                 view = _newest(self._views.get(device_id), stored.get(device_id))
                 if view is not None:
-                    self._step(rule, device_id, view, now, outcomes)
+                    metrics.EVALUATIONS.inc()
+                    track = self._tracks.get(_key(rule.id, device_id))
+                    self._step(rule, device_id, view, now, outcomes, track)
             if outcomes:
                 await self._persist(outcomes)
 
@@ -301,7 +343,7 @@ class RulesEngine:
                     if change is not None:
                         changes.append(change)
                     await _save_state(
-                        session, outcome, self._alerts.get((outcome.rule.id, outcome.device_id))
+                        session, outcome, self._alerts.get(_key(outcome.rule.id, outcome.device_id))
                     )
                 await session.commit()
         except Exception:
@@ -314,7 +356,7 @@ class RulesEngine:
         self.bus.committed(changes)
 
     async def _apply(self, session: AsyncSession, outcome: _Outcome) -> AlertChange | None:
-        key = (outcome.rule.id, outcome.device_id)
+        key = _key(outcome.rule.id, outcome.device_id)
         if outcome.step is Step.OPENED:
             alert, event = await alerts.open_alert(
                 session, outcome.rule, outcome.device_id, outcome.ts, outcome.values
@@ -346,7 +388,7 @@ class RulesEngine:
     def _alert_changed(self, change: AlertChange) -> None:
         """A user cleared an alert: the rule starts afresh on that device."""
         if change.cleared_by_hand and change.rule_id is not None:
-            self._forget((change.rule_id, change.device_id))
+            self._forget(_key(change.rule_id, change.device_id))
 
 
 def _newest(mine: DeviceView | None, stored: DeviceView | None) -> DeviceView | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pydantic import TypeAdapter
 from sqlalchemy import select
@@ -34,6 +34,10 @@ class LiveRule:
     asset_id: uuid.UUID | None
     compiled: Compiled
     needs: Needs
+    key: int = field(init=False)  # id.int: the engine's state is keyed by it (cheap hash)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", self.id.int)
 
     @classmethod
     def of(cls, rule: Rule) -> LiveRule:
