@@ -43,6 +43,26 @@ async def test_threshold_opens_and_the_end_of_the_condition_clears(
     assert cleared["clear_reason"] == "condition"
 
 
+async def test_a_batch_holding_duplicates_is_evaluated_on_its_new_readings(
+    live_app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant
+) -> None:
+    """A batch with readings already stored takes the writer's other path (the stored
+    readings picked out one by one): the engine sees the new ones all the same."""
+    device_id, token = await new_device(live_client, live_tenant)
+    await make_rule(live_client, live_tenant, device_id=device_id, condition=HOT)
+    await send(live_client, token, T0, t=25)
+    await settled(live_app)
+    both = await live_client.post(
+        "/api/v1/devices/me/telemetry",
+        headers={"X-Device-Token": token},
+        json=[{"ts": T0, "values": {"t": 25}}, {"ts": T0 + 1000, "values": {"t": 40}}],
+    )
+    assert both.status_code == 200, both.text
+    assert both.json()["duplicates"] == 1
+    [alert] = await wait_for_alerts(live_client, live_tenant, 1, status="active")
+    assert alert["details"]["values"] == {"t": 40}
+
+
 async def test_duration_hysteresis_and_repeats(
     live_app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant
 ) -> None:

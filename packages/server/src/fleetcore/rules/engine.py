@@ -35,7 +35,7 @@ from fleetcore.rules.machine import Step, Track, step
 from fleetcore.rules.models import RuleState
 from fleetcore.rules.warm import warm_views
 from fleetcore.telemetry.query_schemas import now_ms
-from fleetcore.telemetry.writer import Stored
+from fleetcore.telemetry.writer import DeviceRun, Sample, Stored, device_runs
 
 log = structlog.get_logger(__name__)
 _TS = attrgetter("ts")
@@ -71,7 +71,7 @@ class RulesEngine:
         self._tracks: dict[_Key, Track] = {}
         self._alerts: dict[_Key, uuid.UUID] = {}
         self._views: dict[uuid.UUID, DeviceView] = {}
-        self._queue: asyncio.Queue[Sequence[Stored] | None] = asyncio.Queue(max_batches)
+        self._queue: asyncio.Queue[list[DeviceRun] | None] = asyncio.Queue(max_batches)
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # one evaluation (batch, sweep or reload) at a time
         self._meta_loaded_at = 0.0
@@ -149,9 +149,8 @@ class RulesEngine:
         """After-commit handler: queue the batch (waits only when the engine is far behind)."""
         if self._task is None or not (self.index.organizations or self._stale):
             return
-        mine = (
-            list(stored) if self._stale else self._of_ours(stored)
-        )  # stale: rebuilt index decides
+        runs = device_runs(stored)  # no Stored objects made when the whole batch was new
+        mine = runs if self._stale else self._of_ours(runs)  # stale: the rebuilt index decides
         if mine:
             self._inflight += 1
             await self._queue.put(mine)
@@ -168,23 +167,17 @@ class RulesEngine:
                 async with self._lock:
                     await self._evaluate(batch)
             except Exception:
-                log.exception("rules_batch_failed", readings=len(batch))
+                log.exception("rules_batch_failed", readings=sum(len(r[2]) for r in batch))
             finally:
                 self._inflight -= 1
             metrics.BATCH_SECONDS.observe(time.perf_counter() - begin)
 
-    async def _evaluate(self, batch: Sequence[Stored]) -> None:
+    async def _evaluate(self, batch: list[DeviceRun]) -> None:
         if self._stale:
             await self._rebuild()
-        by_device: dict[uuid.UUID, list[Stored]] = {}
-        device: uuid.UUID | None = None
-        readings: list[Stored] = []
-        for reading in self._of_ours(batch):
-            # A batch holds runs of one device's readings: hash a device once per run.
-            if reading.device_id is not device:
-                device = reading.device_id
-                readings = by_device.setdefault(device, [])
-            readings.append(reading)
+        by_device: dict[uuid.UUID, list[Sample]] = {}
+        for device_id, _, readings in self._of_ours(batch):
+            by_device.setdefault(device_id, []).extend(readings)  # a list of our own to sort
         if any(d not in self.index.devices for d in by_device):
             await self._refresh_devices()
         cold = {
@@ -204,26 +197,16 @@ class RulesEngine:
         if outcomes:
             await self._persist(outcomes)
 
-    def _of_ours(self, stored: Sequence[Stored]) -> list[Stored]:
-        """The readings of organizations that have rules (one set lookup per run of an
-        organization's readings, not per reading)."""
+    def _of_ours(self, runs: list[DeviceRun]) -> list[DeviceRun]:
+        """The runs of organizations that have rules."""
         organizations = self.index.organizations
-        out: list[Stored] = []
-        organization: uuid.UUID | None = None
-        ours = False
-        for reading in stored:
-            if reading.organization_id is not organization:
-                organization = reading.organization_id
-                ours = organization in organizations
-            if ours:
-                out.append(reading)
-        return out
+        return [run for run in runs if run[1] in organizations]
 
     def _device_batch(
         self,
         device_id: uuid.UUID,
         rules: tuple[LiveRule, ...],
-        readings: list[Stored],
+        readings: list[Sample],
         outcomes: list[_Outcome],
     ) -> int:
         """Step the rules reading the keys of each timestamp's readings; how many steps."""

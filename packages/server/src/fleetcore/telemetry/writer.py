@@ -150,6 +150,28 @@ class _AllStored(Sequence[Stored]):
         return repr(self._all())
 
 
+Sample = Reading | Stored  # what a reader of stored readings needs: key, ts, value
+DeviceRun = tuple[uuid.UUID, uuid.UUID, Sequence[Sample]]  # device, organization, readings
+
+
+def device_runs(stored: Sequence[Stored]) -> list[DeviceRun]:
+    """The stored readings as runs of one device's readings (device, organization, readings),
+    in batch order. When every reading of the batch was new, these are the submissions'
+    own readings: no Stored object is made for a reader that needs no series id."""
+    if isinstance(stored, _AllStored) and stored._items is None:
+        return [(item.device_id, item.organization_id, item.readings) for item in stored._batch]
+    runs: list[DeviceRun] = []
+    device: uuid.UUID | None = None
+    run: list[Sample] = []
+    for reading in stored:
+        if reading.device_id is not device:  # equal ids in two runs are fine for readers
+            device = reading.device_id
+            run = []
+            runs.append((device, reading.organization_id, run))
+        run.append(reading)
+    return runs
+
+
 class _Duplicates(Exception):
     """Some reading of the batch was a duplicate (SQLite's first, optimistic attempt)."""
 
