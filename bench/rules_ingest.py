@@ -18,7 +18,7 @@ from tests.support.postgres import PostgresServer
 from bench import mqtt_ingest
 
 RULES = 1_000
-ROUNDS = 2
+ROUNDS = 3
 TARGET_DROP = 0.15  # at most 15% fewer readings per second with the rules
 
 

@@ -117,8 +117,11 @@ All.model_rebuild()
 AnyOf.model_rebuild()
 
 
+_NUMBERS = frozenset((int, float))  # exact types: a bool is an int, not a number here
+
+
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return type(value) in _NUMBERS  # values are parsed JSON: no other int or float types
 
 
 def check_shape(condition: BaseModel, depth: int = 1) -> int:
@@ -161,13 +164,6 @@ class DeviceView:
 Check = Callable[[DeviceView, int], bool]
 
 
-def _number(view: DeviceView, key: str) -> float | None:
-    found = view.values.get(key)
-    if found is None or not _is_number(found[1]):
-        return None
-    return float(found[1])
-
-
 def compile_condition(condition: BaseModel) -> Check:
     """A function (view, now_ms) -> bool for a validated condition."""
     if isinstance(condition, Threshold):
@@ -175,8 +171,13 @@ def compile_condition(condition: BaseModel) -> Check:
         if _is_number(target):
 
             def threshold(view: DeviceView, now: int) -> bool:
-                value = _number(view, key)
-                return value is not None and compare(value, target)
+                # Evaluated once per rule per reading: inlined, no helper calls.
+                found = view.values.get(key)
+                return (
+                    found is not None
+                    and type(found[1]) in _NUMBERS
+                    and bool(compare(found[1], target))
+                )
 
             return threshold
 
@@ -189,8 +190,11 @@ def compile_condition(condition: BaseModel) -> Check:
         key, low, high = condition.key, condition.min, condition.max
 
         def outside(view: DeviceView, now: int) -> bool:
-            value = _number(view, key)
-            return value is not None and (value < low or value > high)
+            found = view.values.get(key)
+            if found is None or type(found[1]) not in _NUMBERS:
+                return False
+            value = found[1]
+            return bool(value < low or value > high)
 
         return outside
     if isinstance(condition, RateOfChange):
@@ -208,11 +212,25 @@ def compile_condition(condition: BaseModel) -> Check:
 
         return no_data
     if isinstance(condition, All):
-        parts = [compile_condition(c) for c in condition.conditions]
-        return lambda view, now: all(part(view, now) for part in parts)
+        parts = tuple(compile_condition(c) for c in condition.conditions)
+
+        def every(view: DeviceView, now: int) -> bool:
+            for part in parts:  # noqa: SIM110 (a loop is cheaper than a generator)
+                if not part(view, now):
+                    return False
+            return True
+
+        return every
     if isinstance(condition, AnyOf):
-        parts = [compile_condition(c) for c in condition.conditions]
-        return lambda view, now: any(part(view, now) for part in parts)
+        parts = tuple(compile_condition(c) for c in condition.conditions)
+
+        def some(view: DeviceView, now: int) -> bool:
+            for part in parts:  # noqa: SIM110 (a loop is cheaper than a generator)
+                if part(view, now):
+                    return True
+            return False
+
+        return some
     raise TypeError(f"not a condition: {condition!r}")
 
 
