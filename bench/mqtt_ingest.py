@@ -485,7 +485,11 @@ def _pg_counter(url: str) -> Any:
     return lambda: asyncio.run(fetch())
 
 
-_COUNTED = ("fleetcore_rule_evaluations_total", "fleetcore_rule_late_readings_total")
+_COUNTED = (
+    "fleetcore_rule_evaluations_total",
+    "fleetcore_rule_late_readings_total",
+    "fleetcore_rules_batch_seconds_sum",  # wall time of evaluations (yields included)
+)
 
 
 def _server_metrics(port: int) -> dict[str, float]:

@@ -39,6 +39,7 @@ from fleetcore.telemetry.writer import DeviceRun, Sample, Stored, device_runs
 
 log = structlog.get_logger(__name__)
 _TS = attrgetter("ts")
+_STEPS_PER_YIELD = 500  # rule steps between two yields to the event loop (~0.5 ms)
 
 # (rule, device) as the ints of their uuids: hashed in C, where a uuid hashes in Python
 # (this key is looked up once per rule per reading).
@@ -188,11 +189,18 @@ class RulesEngine:
         if cold:
             await self._warm(cold, first_ts={d: min(r.ts for r in by_device[d]) for d in cold})
         outcomes: list[_Outcome] = []
-        evaluations = 0
+        evaluations = since_yield = 0
         for device_id, readings in by_device.items():
             rules = self.index.for_device(device_id)
             if rules:
-                evaluations += self._device_batch(device_id, rules, readings, outcomes)
+                steps = self._device_batch(device_id, rules, readings, outcomes)
+                evaluations += steps
+                since_yield += steps
+                if since_yield >= _STEPS_PER_YIELD:
+                    # Let the broker and the writer go on: a big batch would otherwise hold
+                    # the event loop for milliseconds and leave ingest waiting.
+                    since_yield = 0
+                    await asyncio.sleep(0)
         metrics.EVALUATIONS.inc(evaluations)
         if outcomes:
             await self._persist(outcomes)
