@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fleetcore.auth.principal import Role
 from tests.support.devices import new_device
 from tests.support.rules import HOT, T0, alerts_of, make_rule, send, wait_for_alerts
-from tests.support.tenants import Tenant
+from tests.support.tenants import Tenant, make_tenant
 from tests.test_dashboard_pages import browser_like, csrf_of
 
 HTML = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
@@ -378,3 +378,32 @@ async def test_browsers_get_html_404_pages_the_api_keeps_the_envelope(
         refused = await http.get("/users", headers=HTML)
         assert refused.status_code == 403
         assert "<h1>Not allowed</h1>" in refused.text
+
+
+async def test_a_viewer_previews_a_saved_rule_but_not_another_organizations(
+    live_app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant
+) -> None:
+    device_id, token = await new_device(live_client, live_tenant, name="Freezer")
+    now = int(time.time() * 1000)
+    for i, t in enumerate([20, 35, 20]):
+        await send(live_client, token, now - (3 - i) * 60_000, t=t)
+    rule = await make_rule(live_client, live_tenant, device_id=device_id, condition=HOT)
+    other = await make_tenant(live_client, live_app.state.database)
+    foreign = await make_rule(
+        live_client, other, device_id=(await new_device(live_client, other))[0], condition=HOT
+    )
+    async with browser_like(live_app, live_tenant, Role.VIEWER) as http:
+        page = await http.get(f"/rules/{rule['id']}")
+        assert 'id="preview-form"' in page.text  # read only, but the preview is there
+        assert f'name="rule_id" value="{rule["id"]}"' in page.text
+        headers = {"X-CSRF-Token": csrf_of(page), "HX-Request": "true"}
+        form = {"rule_id": rule["id"], "preview_device": device_id, "preview_range": "1h"}
+        preview = await http.post("/rules/dry-run", headers=headers, data=form)
+        assert preview.status_code == 200, preview.text
+        assert 'data-episodes="1"' in preview.text
+        assert "3 readings replayed" in preview.text
+        refused = await http.post(
+            "/rules/dry-run", headers=headers, data={**form, "rule_id": foreign["id"]}
+        )
+        assert refused.status_code == 422  # answered in the preview's place, not found
+        assert "data-episodes" not in refused.text

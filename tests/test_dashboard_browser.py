@@ -460,6 +460,11 @@ async def test_viewer_sees_no_alert_or_rule_controls(
     await page.goto(f"{base}/rules/{rule['id']}")
     await expect(page.get_by_role("button", name="Save rule")).to_have_count(0)
     await expect(page.get_by_label("Name")).to_be_disabled()
+    # Read only, but the saved rule can be replayed.
+    await page.get_by_label("Range").select_option("1h")
+    await page.get_by_role("button", name="Preview").click()
+    await expect(page.locator("[data-episodes]")).to_have_attribute("data-episodes", "1")
+    await expect(page.locator(".dryrun-charts .uplot")).to_have_count(1)
     await screenshot(page, "rule-viewer")
     csrf = await page.locator("body").get_attribute("data-csrf")
     assert csrf

@@ -22,6 +22,7 @@ from fleetcore.devices import service as devices
 from fleetcore.errors import Conflict, Invalid, NotFound
 from fleetcore.rules import dryrun, form, service
 from fleetcore.rules.conditions import needs_of
+from fleetcore.rules.index import LiveRule
 from fleetcore.rules.models import Rule
 from fleetcore.rules.router import BusDep, EngineDep
 from fleetcore.rules.schemas import DryRunIn, RuleIn, RulePatch
@@ -167,9 +168,19 @@ async def preview(
     errors: dict[str, str] = {}
     span = RANGES.get(fields.get("preview_range", ""), RANGES["24h"])
     end = int(time.time() * 1000)
+    spec: dict[str, Any] = {}
     try:
-        body = form.body_of(fields)
         device_id = uuid.UUID(fields.get("preview_device", ""))
+        if fields.get("rule_id"):  # the saved rule (the read-only page of a non-manager)
+            spec = {"rule_id": uuid.UUID(fields["rule_id"])}
+        else:  # the form as it stands, saved or not
+            body = form.body_of(fields)
+            spec = {
+                **{k: body[k] for k in ("device_id", "profile_id", "asset_id")},
+                "condition": body["condition"],
+                "clear_condition": body["clear_condition"],
+                "duration_s": body["duration_s"],
+            }
     except form.FormErrors as exc:
         errors = exc.errors
     except ValueError:
@@ -178,16 +189,13 @@ async def preview(
         return render(context, "rules/_preview.html", errors=errors, status_code=422)
     try:
         data = DryRunIn.model_validate(
-            {
-                **{k: body[k] for k in ("device_id", "profile_id", "asset_id")},
-                "condition": body["condition"],
-                "clear_condition": body["clear_condition"],
-                "duration_s": body["duration_s"],
-                "start": str(end - span),
-                "end": str(end),
-                "only_device_id": device_id,
-            }
+            {**spec, "start": str(end - span), "end": str(end), "only_device_id": device_id}
         )
+        if data.rule_id is not None:
+            saved = LiveRule.of(await service.get_rule(session, principal, data.rule_id))
+            keys = sorted(saved.needs.keys)
+        else:
+            keys = sorted(needs_of(data.condition, data.clear_condition).keys)
         result = await dryrun.dry_run(session, principal, data)
     except ValidationError as exc:
         errors = form.validation_errors(exc).errors
@@ -195,7 +203,6 @@ async def preview(
         errors = {_field_of(exc): exc.message}
     if errors:
         return render(context, "rules/_preview.html", errors=errors, status_code=422)
-    keys = sorted(needs_of(data.condition, data.clear_condition).keys)
     page = await queries.read_readings(
         session,
         principal,
