@@ -444,7 +444,11 @@ async def test_a_device_dropped_mid_run_counts_errors_and_the_rest_carry_on(
     )
     running = asyncio.create_task(simulation.run())
     try:
-        await wait_until(lambda: simulation.stats.acked >= 30, within=60)
+        # Every device connected (a device whose token is revoked while it connects is
+        # refused, not dropped) and the fleet sending.
+        await wait_until(
+            lambda: simulation.stats.connected == 3 and simulation.stats.acked >= 30, within=60
+        )
         # A new token for sim-0001 revokes the one it is connected with: the platform drops it.
         await provision(live_database, organization="sim-org", count=1, profile="Sim")
         await wait_until(lambda: simulation.stats.errors > 0, within=60)
