@@ -8,7 +8,8 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fleetcore.request_context import current_request_id
@@ -102,6 +103,16 @@ class Unavailable(DomainError):
 
     status_code = 503
     default_code = "UNAVAILABLE"
+
+
+async def flush_or_conflict(session: AsyncSession, conflict: Conflict) -> None:
+    """Flush; a unique constraint broken since the service checked (a concurrent request
+    took the name, serial, ...) rolls back and raises `conflict`."""
+    try:
+        await session.flush()
+    except IntegrityError:
+        await session.rollback()
+        raise conflict from None
 
 
 def envelope(

@@ -14,7 +14,7 @@ from fleetcore.auth.security import new_token, token_hash
 from fleetcore.db import utcnow
 from fleetcore.devices.models import Device, DeviceProfile
 from fleetcore.devices.profile_schemas import ProfileIn, ProfilePatch
-from fleetcore.errors import Conflict, NotFound
+from fleetcore.errors import Conflict, NotFound, flush_or_conflict
 from fleetcore.pagination import paginate
 
 PROVISION_KEY_PREFIX = "fcp_"
@@ -88,13 +88,11 @@ async def _check_unique(
 
 
 async def _flush(session: AsyncSession) -> None:
-    try:
-        await session.flush()
-    except IntegrityError:  # a concurrent request took the name or key since the check
-        await session.rollback()
-        raise Conflict(
-            "the profile name or provision_key was just taken", code="PROFILE_CONFLICT"
-        ) from None
+    # A concurrent request took the name or key since the check.
+    await flush_or_conflict(
+        session,
+        Conflict("the profile name or provision_key was just taken", code="PROFILE_CONFLICT"),
+    )
 
 
 def _enable_provisioning(

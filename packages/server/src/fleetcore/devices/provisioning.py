@@ -10,8 +10,8 @@ from fleetcore.auth.security import same, token_hash
 from fleetcore.devices import credentials
 from fleetcore.devices.models import Device, DeviceProfile, DeviceStatus
 from fleetcore.devices.schemas import ProvisionIn
-from fleetcore.devices.service import flush_devices, live_devices, new_device, serial_taken
-from fleetcore.errors import Conflict, Unauthorized
+from fleetcore.devices.service import live_devices, new_device, serial_taken
+from fleetcore.errors import Conflict, Unauthorized, flush_or_conflict
 
 # Compared against when the key is unknown, so the answer takes as long either way.
 _NO_SECRET_HASH = token_hash("")
@@ -55,7 +55,7 @@ async def provision(session: AsyncSession, *, data: ProvisionIn) -> tuple[Device
             profile_id=profile.id,
         )
         session.add(device)
-        await flush_devices(session, serial_taken(data.serial_number))
+        await flush_or_conflict(session, serial_taken(data.serial_number))
     else:
         if not profile.allow_reprovision or device.profile_id != profile.id:
             raise Conflict(

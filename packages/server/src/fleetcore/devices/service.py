@@ -9,7 +9,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, exists, or_, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcore.assets import relations
@@ -21,7 +20,7 @@ from fleetcore.db import new_id, utcnow
 from fleetcore.devices import credentials
 from fleetcore.devices.models import Device, DeviceLabel, DeviceProfile, DeviceStatus
 from fleetcore.devices.schemas import DeviceIn, DevicePatch, Location
-from fleetcore.errors import Conflict, Invalid, NotFound
+from fleetcore.errors import Conflict, Invalid, NotFound, flush_or_conflict
 from fleetcore.pagination import decode_cursor, page_of, paginate
 
 SORT_COLUMNS = {
@@ -137,15 +136,6 @@ def _set_location(device: Device, location: Location | None) -> None:
     device.altitude = location.altitude if location else None
 
 
-async def flush_devices(session: AsyncSession, conflict: Conflict) -> None:
-    """Flush; a live serial taken concurrently since it was checked raises `conflict`."""
-    try:
-        await session.flush()
-    except IntegrityError:
-        await session.rollback()
-        raise conflict from None
-
-
 async def create_device(
     session: AsyncSession, principal: Principal, *, data: DeviceIn
 ) -> tuple[Device, str]:
@@ -158,7 +148,7 @@ async def create_device(
         org_id, **data.model_dump(exclude={"location"}), location=data.location
     )
     session.add(device)
-    await flush_devices(session, serial_taken(data.serial_number))
+    await flush_or_conflict(session, serial_taken(data.serial_number))
     audit.record(
         session,
         action="device.create",
@@ -273,7 +263,7 @@ async def update_device(
         if "status" in changed:
             details["status"] = changed["status"]
         device.updated_at = utcnow()
-        await flush_devices(session, serial_taken(device.serial_number))
+        await flush_or_conflict(session, serial_taken(device.serial_number))
         audit.record(
             session,
             action="device.update",

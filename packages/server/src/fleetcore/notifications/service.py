@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcore.alerts.models import Severity
@@ -17,7 +16,7 @@ from fleetcore.auth.principal import Principal, Role
 from fleetcore.config import Settings
 from fleetcore.db import utcnow
 from fleetcore.devices.models import Device
-from fleetcore.errors import Conflict, Invalid, NotFound
+from fleetcore.errors import Conflict, Invalid, NotFound, flush_or_conflict
 from fleetcore.notifications import egress
 from fleetcore.notifications.crypto import SecretBox
 from fleetcore.notifications.models import (
@@ -104,15 +103,15 @@ def _filters(values: dict[str, Any]) -> dict[str, list[str]]:
 
 
 async def _flush_named(session: AsyncSession, name: str) -> None:
-    try:
-        await session.flush()
-    except IntegrityError:
-        await session.rollback()
-        raise Conflict(
+    """Flush the channel; a name the organization already uses is a 409."""
+    await flush_or_conflict(
+        session,
+        Conflict(
             f"a notification channel named {name!r} exists already",
             code="CHANNEL_NAME_TAKEN",
             details={"field": "name"},
-        ) from None
+        ),
+    )
 
 
 async def create_channel(

@@ -6,7 +6,6 @@ import uuid
 from typing import Any, Protocol
 
 from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcore.alerts import service as alerts
@@ -16,7 +15,7 @@ from fleetcore.audit import service as audit
 from fleetcore.auth.principal import Principal, Role
 from fleetcore.devices import profiles
 from fleetcore.devices import service as devices
-from fleetcore.errors import Conflict, NotFound
+from fleetcore.errors import Conflict, NotFound, flush_or_conflict
 from fleetcore.pagination import page_of, paginate
 from fleetcore.rules.models import Rule, RuleState
 from fleetcore.rules.schemas import RuleIn, RulePatch
@@ -60,15 +59,14 @@ def _audit(session: AsyncSession, principal: Principal, action: str, rule: Rule)
 
 async def _flush_named(session: AsyncSession, name: str) -> None:
     """Flush the rule; a name the organization already uses is a 409."""
-    try:
-        await session.flush()
-    except IntegrityError:
-        await session.rollback()
-        raise Conflict(
+    await flush_or_conflict(
+        session,
+        Conflict(
             f"a rule named {name!r} exists already",
             code="RULE_NAME_TAKEN",
             details={"field": "name"},
-        ) from None
+        ),
+    )
 
 
 async def create_rule(

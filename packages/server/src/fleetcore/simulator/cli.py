@@ -177,5 +177,7 @@ def _stop_on_signals(simulation: Simulation) -> None:
             loop.remove_signal_handler(sig)
 
     for sig in signals:
+        # No signal handlers on this platform (Windows) or off the main thread: Ctrl-C
+        # then ends the process the default way.
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop)
