@@ -25,7 +25,7 @@ from fleetcore.commands.delivery import EXPIRY_INTERVAL_S, CommandService
 from fleetcore.config import Settings
 from fleetcore.db import Database
 from fleetcore.deadletters.sink import DeadLetterSink
-from fleetcore.errors import install_error_handlers
+from fleetcore.errors import API_ERROR_STATUSES, documented_errors, install_error_handlers
 from fleetcore.jobs import JobScheduler
 from fleetcore.live.hub import InProcessHub
 from fleetcore.live.telemetry import telemetry_publisher
@@ -164,7 +164,9 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     install_page_handlers(app)
     app.mount("/static", StaticFiles(directory=str(files("fleetcore") / "static")), name="static")
     app.include_router(ops_router)
-    for router in (*API_ROUTERS, *PAGE_ROUTERS):
+    for router in API_ROUTERS:
+        app.include_router(router, responses=documented_errors(*API_ERROR_STATUSES))
+    for router in PAGE_ROUTERS:
         app.include_router(router)
 
     @app.get("/api/docs", include_in_schema=False)

@@ -8,6 +8,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -113,6 +114,33 @@ async def flush_or_conflict(session: AsyncSession, conflict: Conflict) -> None:
     except IntegrityError:
         await session.rollback()
         raise conflict from None
+
+
+class ErrorBody(BaseModel):
+    """What went wrong: a stable code, a message for people, details, the request id."""
+
+    code: str
+    message: str
+    details: dict[str, Any]
+    request_id: str | None
+
+
+class ErrorEnvelope(BaseModel):
+    """The body of every error answer."""
+
+    error: ErrorBody
+
+
+# What any API route may answer besides its success, each with the envelope: bad JSON (400),
+# no or bad credentials (401), a role or CSRF refusal (403), a missing object or another
+# organization's (404), a clash (409), a body too large (413), invalid input (422), the
+# database busy or the platform overloaded (503).
+API_ERROR_STATUSES = (400, 401, 403, 404, 409, 413, 422, 503)
+
+
+def documented_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` saying these statuses answer the error envelope."""
+    return {status: {"model": ErrorEnvelope} for status in statuses}
 
 
 def envelope(

@@ -12,7 +12,7 @@ from fleetcore.attributes.schemas import AttributeScope, DesiredOut, DeviceAttri
 from fleetcore.auth.deps import PrincipalDep
 from fleetcore.deps import SessionDep
 from fleetcore.devices.deps import CurrentDevice, PathTokenDevice
-from fleetcore.errors import RequestTimeout
+from fleetcore.errors import ErrorEnvelope, RequestTimeout
 
 router = APIRouter(prefix="/api/v1", tags=["attributes"])
 
@@ -58,7 +58,7 @@ async def desired_attributes(
 @router.get(
     "/{token}/attributes/updates",
     summary="Shared attribute updates (ThingsBoard-compatible long-poll)",
-    responses={408: {"description": "no update within the timeout"}},
+    responses={408: {"model": ErrorEnvelope, "description": "no update within the timeout"}},
 )
 async def thingsboard_attribute_updates(
     request: Request,

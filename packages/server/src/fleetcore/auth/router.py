@@ -27,6 +27,7 @@ from fleetcore.auth.schemas import (
     UserPatch,
 )
 from fleetcore.deps import SessionDep, SettingsDep
+from fleetcore.errors import documented_errors
 from fleetcore.pagination import CursorQuery, LimitQuery, Page, page_of
 
 router = APIRouter(prefix="/api/v1", tags=["identity"])
@@ -38,7 +39,9 @@ def _tokens(issued: sessions.IssuedSession, ttl_s: int) -> TokenOut:
     )
 
 
-@router.post("/auth/login", summary="Sign in with email and password")
+@router.post(
+    "/auth/login", summary="Sign in with email and password", responses=documented_errors(429)
+)
 async def login(
     body: LoginIn, request: Request, session: SessionDep, settings: SettingsDep
 ) -> TokenOut:

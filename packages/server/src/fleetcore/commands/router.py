@@ -24,7 +24,7 @@ from fleetcore.commands.schemas import (
 )
 from fleetcore.deps import SessionDep
 from fleetcore.devices.auth_cache import HeaderIngestDevice, PathIngestDevice
-from fleetcore.errors import Invalid, RequestTimeout
+from fleetcore.errors import Invalid, RequestTimeout, documented_errors
 from fleetcore.pagination import CursorQuery, LimitQuery, Page
 from fleetcore.telemetry.router import read_body
 
@@ -89,7 +89,6 @@ async def post_result(
     "/devices/{device_id}/commands",
     status_code=status.HTTP_201_CREATED,
     summary="Send a command to a device",
-    responses={404: {}, 422: {}},
 )
 async def create_command(
     device_id: uuid.UUID,
@@ -145,7 +144,11 @@ async def cancel_command(
 # -- ThingsBoard-compatible HTTP RPC ------------------------------------------------------
 
 
-@router.get("/{token}/rpc", summary="Fetch one RPC (ThingsBoard, long-poll)", responses={408: {}})
+@router.get(
+    "/{token}/rpc",
+    summary="Fetch one RPC (ThingsBoard, long-poll)",
+    responses=documented_errors(408),
+)
 async def thingsboard_poll(
     session: SessionDep,
     commands: CommandsDep,
@@ -183,7 +186,6 @@ _ANY_JSON: dict[str, Any] = {
     "/{token}/rpc/{request_id}",
     summary="Answer an RPC (ThingsBoard)",
     openapi_extra=_ANY_JSON,
-    responses={404: {}, 409: {}},
 )
 async def thingsboard_result(
     request: Request,

@@ -50,7 +50,6 @@ _BODY_DOC: dict[str, Any] = {
     status_code=status.HTTP_201_CREATED,
     summary="Send events (device token)",
     openapi_extra=_BODY_DOC,
-    responses={413: {}, 422: {}},
 )
 async def post_events(request: Request, session: SessionDep, device: CurrentDevice) -> EventsStored:
     """One event object or an array of up to 100; one bad event refuses them all (422)."""

@@ -198,7 +198,6 @@ async def upload_file(request: Request, limit: int = MAX_UPLOAD_BYTES) -> AsyncI
     "/devices/{device_id}/telemetry/import",
     summary="Import historical readings from CSV",
     openapi_extra=_CSV_BODY,
-    responses={403: {}, 413: {}, 422: {}, 503: {}},
 )
 async def import_telemetry(
     device_id: uuid.UUID, request: Request, session: SessionDep, principal: PrincipalDep

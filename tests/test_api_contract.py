@@ -1,0 +1,59 @@
+"""The API says what it answers: errors documented with the envelope, methods, routing.
+
+Each test here pins a defect the API property tests (test_api_properties.py) found, on the
+schema or on routing alone, so it fails fast and without a database.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from fleetcore.app import create_app
+from tests.conftest import make_settings
+
+
+@pytest.fixture
+def spec(tmp_path: Path) -> dict[str, Any]:
+    """The OpenAPI document of the app."""
+    return create_app(make_settings(tmp_path)).openapi()
+
+
+@pytest.fixture
+async def bare(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """The app without its lifespan: routing and error handlers, no database behind them."""
+    app = create_app(make_settings(tmp_path))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+def _api_operations(spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (method.upper(), path, operation)
+        for path, operations in spec["paths"].items()
+        if path.startswith("/api/")
+        for method, operation in operations.items()
+    ]
+
+
+def test_every_api_operation_documents_its_errors_with_the_envelope(
+    spec: dict[str, Any],
+) -> None:
+    missing = []
+    for method, path, operation in _api_operations(spec):
+        documented = set(operation["responses"])
+        lacking = {"401", "403", "404", "422", "503"} - documented
+        if lacking:
+            missing.append(f"{method} {path}: {sorted(lacking)}")
+        for status, response in operation["responses"].items():
+            if status[0] in "45" and "content" in response:
+                assert "ErrorEnvelope" in json.dumps(response), f"{method} {path} {status}"
+    assert not missing, "\n".join(missing)
+    # FastAPI's own 422 body ({"detail": [...]}) is not what the API answers.
+    assert "HTTPValidationError" not in json.dumps(spec)
