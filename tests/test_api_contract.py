@@ -7,6 +7,7 @@ schema or on routing alone, so it fails fast and without a database.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,9 @@ import pytest
 
 from fleetcore.app import create_app
 from tests.conftest import make_settings
+from tests.support.sweep import NON_ID_PARAMS
+
+HTTP_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
 
 
 @pytest.fixture
@@ -57,3 +61,30 @@ def test_every_api_operation_documents_its_errors_with_the_envelope(
     assert not missing, "\n".join(missing)
     # FastAPI's own 422 body ({"detail": [...]}) is not what the API answers.
     assert "HTTPValidationError" not in json.dumps(spec)
+
+
+def _concrete(path: str) -> str:
+    """The path with a well-formed value in each parameter."""
+    values = {**NON_ID_PARAMS, "dead_letter_id": "1", "request_id": "1", "token": "some-token"}
+    for name in [part.strip("{}") for part in path.split("/") if part.startswith("{")]:
+        path = path.replace("{" + name + "}", values.get(name, str(uuid.uuid4())))
+    return path
+
+
+async def test_a_method_a_path_does_not_have_is_405_naming_every_method_it_has(
+    spec: dict[str, Any], bare: httpx.AsyncClient
+) -> None:
+    """Also for literal paths beside an id route (PATCH /assets/tree was read as an asset id
+    and answered 422), and Allow lists them all (it named only the first route's)."""
+    wrong: list[str] = []
+    for path, operations in spec["paths"].items():
+        if not path.startswith("/api/"):
+            continue
+        declared = {method.upper() for method in operations}
+        url = _concrete(path)
+        for method in sorted({"OPTIONS", *HTTP_METHODS} - declared):
+            response = await bare.request(method, url)
+            allowed = {m.strip() for m in response.headers.get("allow", "").split(",")}
+            if response.status_code != 405 or allowed - {"HEAD"} != declared:
+                wrong.append(f"{method} {path}: {response.status_code} Allow: {allowed}")
+    assert not wrong, "\n".join(wrong)

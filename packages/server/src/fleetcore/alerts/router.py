@@ -42,7 +42,7 @@ async def list_alerts(
     return Page(items=[AlertOut.model_validate(r) for r in rows], next_cursor=next_cursor)
 
 
-@router.get("/alerts/{alert_id}", summary="An alert and its comments")
+@router.get("/alerts/{alert_id:uuid}", summary="An alert and its comments")
 async def get_alert(
     alert_id: uuid.UUID, session: SessionDep, principal: PrincipalDep
 ) -> AlertDetail:
@@ -57,7 +57,7 @@ async def get_alert(
     )
 
 
-@router.post("/alerts/{alert_id}/acknowledge", summary="Acknowledge an alert")
+@router.post("/alerts/{alert_id:uuid}/acknowledge", summary="Acknowledge an alert")
 async def acknowledge(
     alert_id: uuid.UUID, session: SessionDep, principal: PrincipalDep, bus: BusDep
 ) -> AlertOut:
@@ -65,7 +65,7 @@ async def acknowledge(
     return AlertOut.model_validate(await service.acknowledge(session, principal, bus, alert_id))
 
 
-@router.post("/alerts/{alert_id}/clear", summary="Clear an alert")
+@router.post("/alerts/{alert_id:uuid}/clear", summary="Clear an alert")
 async def clear(
     alert_id: uuid.UUID, session: SessionDep, principal: PrincipalDep, bus: BusDep
 ) -> AlertOut:
@@ -74,7 +74,7 @@ async def clear(
 
 
 @router.post(
-    "/alerts/{alert_id}/comments",
+    "/alerts/{alert_id:uuid}/comments",
     status_code=status.HTTP_201_CREATED,
     summary="Comment on an alert",
 )
@@ -86,7 +86,7 @@ async def comment(
     return CommentOut.model_validate(found)
 
 
-@router.patch("/alerts/{alert_id}", summary="Assign an alert")
+@router.patch("/alerts/{alert_id:uuid}", summary="Assign an alert")
 async def assign(
     alert_id: uuid.UUID, data: AlertPatch, session: SessionDep, principal: PrincipalDep, bus: BusDep
 ) -> AlertOut:

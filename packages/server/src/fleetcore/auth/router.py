@@ -129,13 +129,13 @@ async def list_users(
     return Page(items=[UserOut.model_validate(u) for u in items], next_cursor=next_cursor)
 
 
-@router.get("/users/{user_id}", summary="Get a user")
+@router.get("/users/{user_id:uuid}", summary="Get a user")
 async def get_user(user_id: uuid.UUID, session: SessionDep, principal: PrincipalDep) -> UserOut:
     """Admins, or the user themself."""
     return UserOut.model_validate(await users.get_user(session, principal, user_id))
 
 
-@router.patch("/users/{user_id}", summary="Change a user's role or deactivate them")
+@router.patch("/users/{user_id:uuid}", summary="Change a user's role or deactivate them")
 async def update_user(
     user_id: uuid.UUID, body: UserPatch, session: SessionDep, principal: PrincipalDep
 ) -> UserOut:
@@ -159,7 +159,7 @@ async def list_api_keys(session: SessionDep, principal: PrincipalDep) -> list[Ap
     return [ApiKeyOut.model_validate(k) for k in await api_keys.list_api_keys(session, principal)]
 
 
-@router.delete("/api-keys/{key_id}", summary="Revoke an API key")
+@router.delete("/api-keys/{key_id:uuid}", summary="Revoke an API key")
 async def revoke_api_key(
     key_id: uuid.UUID, session: SessionDep, principal: PrincipalDep
 ) -> ApiKeyOut:

@@ -42,7 +42,7 @@ def _commands(request: Request) -> CommandService:
 CommandsDep = Annotated[CommandService, Depends(_commands)]
 
 
-# /devices/me/... comes before /devices/{device_id}/... so "me" is never read as an id.
+# /devices/me/... comes before /devices/{device_id:uuid}/... so "me" is never read as an id.
 @router.get("/devices/me/commands", summary="Fetch commands (device token, long-poll)")
 async def poll_commands(
     session: SessionDep,
@@ -66,7 +66,9 @@ async def poll_commands(
     return PolledCommands(commands=[DeviceCommandOut.model_validate(c) for c in found])
 
 
-@router.post("/devices/me/commands/{command_id}/result", summary="Answer a command (device token)")
+@router.post(
+    "/devices/me/commands/{command_id:uuid}/result", summary="Answer a command (device token)"
+)
 async def post_result(
     command_id: uuid.UUID,
     data: CommandResultIn,
@@ -86,7 +88,7 @@ async def post_result(
 
 
 @router.post(
-    "/devices/{device_id}/commands",
+    "/devices/{device_id:uuid}/commands",
     status_code=status.HTTP_201_CREATED,
     summary="Send a command to a device",
 )
@@ -103,7 +105,7 @@ async def create_command(
     return CommandOut.model_validate(command)
 
 
-@router.get("/devices/{device_id}/commands", summary="A device's commands")
+@router.get("/devices/{device_id:uuid}/commands", summary="A device's commands")
 async def list_commands(
     device_id: uuid.UUID,
     session: SessionDep,
@@ -119,7 +121,7 @@ async def list_commands(
     return Page(items=[CommandOut.model_validate(r) for r in rows], next_cursor=next_cursor)
 
 
-@router.get("/devices/{device_id}/commands/{command_id}", summary="One command")
+@router.get("/devices/{device_id:uuid}/commands/{command_id:uuid}", summary="One command")
 async def get_command(
     device_id: uuid.UUID, command_id: uuid.UUID, session: SessionDep, principal: PrincipalDep
 ) -> CommandOut:
@@ -128,7 +130,9 @@ async def get_command(
     return CommandOut.model_validate(command)
 
 
-@router.post("/devices/{device_id}/commands/{command_id}/cancel", summary="Cancel a command")
+@router.post(
+    "/devices/{device_id:uuid}/commands/{command_id:uuid}/cancel", summary="Cancel a command"
+)
 async def cancel_command(
     device_id: uuid.UUID,
     command_id: uuid.UUID,
