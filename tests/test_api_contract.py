@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from jsonschema import Draft202012Validator
 
 from fleetcore.app import create_app
 from tests.conftest import make_settings
@@ -88,3 +89,18 @@ async def test_a_method_a_path_does_not_have_is_405_naming_every_method_it_has(
             if response.status_code != 405 or allowed - {"HEAD"} != declared:
                 wrong.append(f"{method} {path}: {response.status_code} Allow: {allowed}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_multipart_bodies_state_the_parts_the_parser_takes(spec: dict[str, Any]) -> None:
+    """The form parser refuses a fifth part (400 "Too many fields"): a schema allowing it
+    promised what the server refuses."""
+    five_parts = {"file": "ts,key,value\n", "a": "1", "b": "2", "c": "3", "d": "4"}
+    checked = 0
+    for method, path, operation in _api_operations(spec):
+        content = operation.get("requestBody", {}).get("content", {})
+        if "multipart/form-data" in content:
+            schema = content["multipart/form-data"]["schema"]
+            errors = list(Draft202012Validator(schema).iter_errors(five_parts))
+            assert errors, f"{method} {path} documents five parts as valid"
+            checked += 1
+    assert checked >= 2

@@ -40,6 +40,8 @@ _CSV_BODY = {
                     "type": "object",
                     "required": ["file"],
                     "properties": {"file": {"type": "string", "format": "binary"}},
+                    # The form parser refuses more parts (max_fields=4, max_files=1): 400.
+                    "maxProperties": 4,
                 }
             }
         },
