@@ -60,7 +60,13 @@ async def refresh(body: RefreshIn, session: SessionDep, settings: SettingsDep) -
     return _tokens(issued, settings.access_token_ttl_s)
 
 
-@router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT, summary="End the session")
+@router.post(
+    "/auth/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="End the session",
+    # Credentials are optional ({}): the refresh token in the body alone ends its session.
+    openapi_extra={"security": [{}]},
+)
 async def logout(
     session: SessionDep, principal: OptionalPrincipalDep, body: LogoutIn | None = None
 ) -> Response:
