@@ -27,6 +27,7 @@ NON_ID_PARAMS = {"scope": "server", "key": "some_key"}
 async def create_objects(app: FastAPI, client: httpx.AsyncClient, tenant: Tenant) -> dict[str, str]:
     """One object of every kind in organization A; maps path parameter name -> its id."""
     headers = tenant.headers(Role.ADMIN)
+    tag = uuid.uuid4().hex[:8]  # names are unique per organization; a test may need two sets
 
     async def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
         response = await client.post(path, headers=headers, json=body)
@@ -34,11 +35,11 @@ async def create_objects(app: FastAPI, client: httpx.AsyncClient, tenant: Tenant
         data: dict[str, Any] = response.json()
         return data
 
-    profile = await post("/api/v1/device-profiles", {"name": "sweep profile"})
-    asset = await post("/api/v1/assets", {"name": "sweep site", "type": "site"})
+    profile = await post("/api/v1/device-profiles", {"name": f"sweep profile {tag}"})
+    asset = await post("/api/v1/assets", {"name": f"sweep site {tag}", "type": "site"})
     device = await post(
         "/api/v1/devices",
-        {"name": "sweep device", "serial_number": "SWEEP-1", "profile_id": profile["id"]},
+        {"name": "sweep device", "serial_number": f"SWEEP-{tag}", "profile_id": profile["id"]},
     )
     device_id = device["id"]
     relation = await post(
@@ -51,7 +52,7 @@ async def create_objects(app: FastAPI, client: httpx.AsyncClient, tenant: Tenant
             "type": "contains",
         },
     )
-    key = await post("/api/v1/api-keys", {"name": "sweep key"})
+    key = await post("/api/v1/api-keys", {"name": f"sweep key {tag}"})
     events = await client.post(
         "/api/v1/devices/me/events",
         headers={"X-Device-Token": device["access_token"]},
@@ -77,7 +78,7 @@ async def create_objects(app: FastAPI, client: httpx.AsyncClient, tenant: Tenant
     rule = await post(
         "/api/v1/rules",
         {
-            "name": "sweep rule",
+            "name": f"sweep rule {tag}",
             "device_id": device_id,
             "condition": {"key": "t", "op": ">", "value": 1},
         },
@@ -100,7 +101,7 @@ async def create_objects(app: FastAPI, client: httpx.AsyncClient, tenant: Tenant
     channel = await post(
         "/api/v1/notification-channels",
         {
-            "name": "sweep hook",
+            "name": f"sweep hook {tag}",
             "type": "webhook",
             "url": "http://127.0.0.1:9/hook",
             "secret": "sweep-secret-0123456789",
@@ -156,7 +157,7 @@ def example(spec: dict[str, Any], schema: dict[str, Any]) -> Any:
     kind = schema.get("type")
     if kind == "object" or "properties" in schema:
         props = schema.get("properties", {})
-        return {name: example(spec, props[name]) for name in schema.get("required", [])}
+        return {name: example(spec, props.get(name, {})) for name in schema.get("required", [])}
     if kind == "array":
         return []
     if kind == "integer":
