@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
@@ -300,9 +300,27 @@ async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+# PostgreSQL can neither store nor compare a NUL character (in text: 22021; \u0000 in jsonb:
+# 22P05); SQLite can. A request that carries one to a query is the client's error.
+_UNSTORABLE_TEXT = frozenset({"22021", "22P05"})
+
+
+async def _database_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DBAPIError)
+    if getattr(exc.orig, "sqlstate", None) in _UNSTORABLE_TEXT:
+        return error_answer(
+            request,
+            422,
+            "INVALID_CHARACTER",
+            "the request contains a character that cannot be stored or searched (NUL)",
+        )
+    raise exc  # anything else is ours: the middleware logs it and answers 500
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map every error the app can raise to the envelope (unhandled ones: see middleware)."""
     app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
