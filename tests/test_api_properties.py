@@ -3,12 +3,13 @@
 Every operation of /api/openapi.json is called over HTTP against a real uvicorn on a live
 database with generated requests, valid and invalid, and every response is checked: never a
 5xx, documented status codes and content types, bodies and headers matching the schema,
-invalid requests refused, credentials not ignored. Path ids are half the time those of real
-objects of the caller's organization, so requests reach past the lookup.
+invalid requests refused, credentials not ignored, 405 with Allow for other methods. Path ids
+are half the time those of real objects of the caller's organization, so requests get past
+the lookup.
 
-The number of examples per operation is small in CI (seeded, so a failure is reproducible);
-raise it locally with FLEETCORE_SCHEMATHESIS_EXAMPLES=200, and add PostgreSQL with
-FLEETCORE_SCHEMATHESIS_BACKENDS=sqlite,postgresql.
+CI runs few examples, seeded, so a failure is reproducible. Locally,
+FLEETCORE_SCHEMATHESIS_EXAMPLES=100 raises them and runs the coverage phase for every role
+and every operation; FLEETCORE_SCHEMATHESIS_BACKENDS=sqlite,postgresql adds PostgreSQL.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import tempfile
 import uuid
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +139,6 @@ class World:
     tenant: Tenant
     superuser_email: str
     ids: dict[str, str]
-    fresh_ids: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def base_url(self) -> str:
