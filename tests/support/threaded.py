@@ -56,11 +56,13 @@ class ThreadedServer:
 
     def stop(self, within: float = 60.0) -> None:
         """Stop uvicorn, the lifespan and the database; wait for the thread."""
-        if self._loop is not None and self._stopping is not None:
+        if self._thread.is_alive() and self._loop is not None and self._stopping is not None:
             self._loop.call_soon_threadsafe(self._stopping.set)
         self._thread.join(within)
         if self._thread.is_alive():
             raise AssertionError(f"the server did not stop within {within}s")
+        if self._failure is not None:
+            raise self._failure  # a failure while serving or stopping is the test's to see
 
     def _main(self) -> None:
         try:
