@@ -1,5 +1,6 @@
 """A profile's command allow-list: which methods its devices accept, and a JSON Schema for
-each method's params. Pure: no I/O (remote `$ref`s are refused when the profile is saved).
+each method's params. Pure: no I/O (remote `$ref`s are refused when the profile is saved);
+bounded work (safe_schema.py: patterns on RE2, a step budget).
 
 `DeviceProfile.command_limits` = {"allowed": {"<method>": <JSON Schema> | null}}; null
 means any params. Without "allowed" every method is allowed.
@@ -11,22 +12,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
-from jsonschema import (  # type: ignore[import-untyped]  # no stubs shipped
-    Draft202012Validator,
-    exceptions,
-    validators,
-)
+from jsonschema import exceptions  # type: ignore[import-untyped]  # no stubs shipped
 from referencing.exceptions import Unresolvable
 
+from fleetcore.commands import safe_schema
 from fleetcore.errors import Invalid
 
 MAX_SCHEMA_BYTES = 16 * 1024
 MAX_ERRORS = 10
-
-
-def _validator_class(schema: dict[str, Any]) -> Any:
-    # The schema's own "$schema" picks the draft; 2020-12 otherwise.
-    return validators.validator_for(schema, default=Draft202012Validator)
+_RE2_LACKS = "no backreferences or lookaround"
 
 
 def _refs(value: Any) -> Iterator[str]:
@@ -43,16 +37,22 @@ def _refs(value: Any) -> Iterator[str]:
 
 def schema_problem(schema: dict[str, Any]) -> str | None:
     """Why `schema` cannot be used for a method's params (None when it can)."""
+    bounds = safe_schema.bound_problem(schema)  # first: a deep one would overflow the encoder
+    if bounds is not None:
+        return bounds
     if len(orjson.dumps(schema)) > MAX_SCHEMA_BYTES:
         return f"larger than {MAX_SCHEMA_BYTES} bytes of JSON"
     remote = [ref for ref in _refs(schema) if not ref.startswith("#")]
     if remote:
         return f"only local references (#...) are allowed, not {remote[0]!r}"
     try:
-        _validator_class(schema).check_schema(schema)
+        safe_schema.check_schema(schema)
     except exceptions.SchemaError as exc:
         where = "/".join(str(part) for part in exc.absolute_path)
-        return f"not a valid JSON Schema: {exc.message}" + (f" (at {where})" if where else "")
+        at = f" (at {where})" if where else ""
+        if isinstance(exc.cause, safe_schema.PatternError):
+            return f"not usable: {exc.cause}{at}; patterns run on RE2 ({_RE2_LACKS})"
+        return f"not a valid JSON Schema: {exc.message}{at}"
     return None
 
 
@@ -77,8 +77,16 @@ def check_command(limits: dict[str, Any] | None, method: str, params: dict[str, 
     if not isinstance(schema, dict):
         return
     try:
-        found = list(_validator_class(schema)(schema).iter_errors(params))
-    except (exceptions.SchemaError, Unresolvable):
+        found = safe_schema.iter_errors(schema, params)
+    except safe_schema.TooCostly as error:
+        raise Invalid(
+            f"{method}: checking params against the device profile's schema takes too much "
+            f"work ({error}); simplify the schema or the params",
+            code="PARAMS_CHECK_TOO_COSTLY",
+            details={"method": method, "field": "params"},
+        ) from None
+    except (exceptions.SchemaError, Unresolvable, safe_schema.PatternError, RecursionError):
+        # Saved before these checks, or references that loop without descending.
         raise Invalid(
             f"the device profile's params schema for {method!r} cannot be used",
             code="INVALID_PARAMS_SCHEMA",
