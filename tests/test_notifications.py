@@ -673,7 +673,7 @@ async def test_the_connection_itself_refuses_a_private_address(
         async with egress.webhook_client(
             make_settings(tmp_path, webhook_allow_private_networks=False)
         ) as guarded:
-            outcome = await send_webhook(guarded, url, body=body, headers=headers)
+            outcome = await send_webhook(guarded, url, body=body, headers=headers, deadline_s=10)
         assert not outcome.delivered
         assert outcome.final  # retrying will not make the address public
         assert outcome.error is not None
@@ -682,6 +682,8 @@ async def test_the_connection_itself_refuses_a_private_address(
     # The same request with private networks allowed reaches the receiver (the check above
     # is what refused it, not a receiver that was not there).
     async with egress.webhook_client(make_settings(tmp_path)) as allowed:
-        outcome = await send_webhook(allowed, receiver.url, body=body, headers=headers)
+        outcome = await send_webhook(
+            allowed, receiver.url, body=body, headers=headers, deadline_s=10
+        )
     assert outcome.delivered
     assert [r.body for r in receiver.received] == [body]
