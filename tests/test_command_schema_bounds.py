@@ -18,6 +18,7 @@ from tests.support.tenants import Tenant
 
 PROFILES = "/api/v1/device-profiles"
 CATASTROPHIC = "^(a+)+$"  # with Python's re: ~4x longer per 2 more characters
+DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
 
 def limits(schema: dict[str, Any], method: str = "set") -> dict[str, Any]:
@@ -35,32 +36,45 @@ def name_schema(pattern: str) -> dict[str, Any]:
     return {"type": "object", "properties": {"name": {"type": "string", "pattern": pattern}}}
 
 
+# jsonschema picks its validator class again from a "$schema" wherever it descends: a "$ref"
+# to the root must not bring back Python's re.
+RECURSIVE = {
+    "$schema": DRAFT,
+    "type": "object",
+    "properties": {"name": {"type": "string", "pattern": CATASTROPHIC}, "child": {"$ref": "#"}},
+}
+
+
 async def test_a_catastrophic_pattern_does_not_freeze_the_server(tmp_path: Path) -> None:
-    """A real `fleetcore serve`: with Python's re the 41-character parameter would take hours
-    and block every request; the test gives it 10 s, so a regression fails, not hangs."""
+    """A real `fleetcore serve`: with Python's re each 41-character parameter would take
+    hours and block every request; the test gives them 10 s, so a regression fails, not
+    hangs."""
     platform = Platform(tmp_path / "platform")
     await platform.prepare()
     await platform.start()
     try:
         headers = await platform.admin_headers()
         async with httpx.AsyncClient(base_url=platform.base, headers=headers) as http:
-            profile = await http.post(
-                PROFILES, json={"name": "redos", **limits(name_schema(CATASTROPHIC))}
-            )
+            allowed = {"set": name_schema(CATASTROPHIC), "nest": RECURSIVE}
+            body: dict[str, Any] = {"name": "redos", "command_limits": {"allowed": allowed}}
+            profile = await http.post(PROFILES, json=body)
             assert profile.status_code == 201, profile.text
             body = {"name": "d", "serial_number": "R-1", "profile_id": profile.json()["id"]}
             device = await http.post("/api/v1/devices", json=body)
             assert device.status_code == 201, device.text
             commands = f"/api/v1/devices/{device.json()['id']}/commands"
 
-            async def command(name: str) -> httpx.Response:
-                params = {"name": name}
-                body = {"method": "set", "params": params, "persistent": True}
+            async def command(method: str, params: dict[str, Any]) -> httpx.Response:
+                body = {"method": method, "params": params, "persistent": True}
                 return await http.post(commands, json=body, timeout=10)
 
+            bad, good = "a" * 40 + "!", "a" * 40
             async with asyncio.timeout(10):
-                refused, health, accepted = await asyncio.gather(
-                    command("a" * 40 + "!"), http.get("/health"), command("a" * 40)
+                refused, health, accepted, nested = await asyncio.gather(
+                    command("set", {"name": bad}),
+                    http.get("/health"),
+                    command("set", {"name": good}),
+                    command("nest", {"child": {"child": {"name": bad}}}),
                 )
         assert health.status_code == 200
         assert refused.status_code == 422, refused.text
@@ -68,6 +82,8 @@ async def test_a_catastrophic_pattern_does_not_freeze_the_server(tmp_path: Path)
         assert refused.json()["error"]["details"]["field"] == "params.name"
         assert accepted.status_code == 201, accepted.text
         assert accepted.json()["status"] == "queued"
+        assert nested.status_code == 422, nested.text
+        assert nested.json()["error"]["details"]["field"] == "params.child.child.name"
     finally:
         platform.kill()  # on a regression the process is stuck in the regex: no SIGTERM
 
@@ -91,6 +107,11 @@ async def test_a_catastrophic_pattern_does_not_freeze_the_server(tmp_path: Path)
         ),
         # The JSON encoder and the stack overflow a few hundred levels down.
         pytest.param(nested(40), ["deeper than 32"], id="too-deep"),
+        pytest.param(
+            {"properties": {"name": {"$schema": DRAFT, "pattern": CATASTROPHIC}}},
+            ['"$schema" below the root'],
+            id="schema-below-root",
+        ),
     ],
 )
 async def test_a_schema_the_bounds_cannot_hold_is_refused_when_saved(
@@ -174,3 +195,27 @@ async def test_patterns_keep_their_json_schema_meaning_on_re2(
     extra = await send({"y": 1})
     assert extra.status_code == 422
     assert "'y' does not match any of the regexes: '^x_'" in extra.json()["error"]["message"]
+
+
+async def test_the_cost_of_saving_an_allow_list_is_bounded(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    """Checking a schema costs about a millisecond per object in it (the meta-schema): 500
+    methods of 16 KiB took minutes. The objects of all the schemas together are capped."""
+    wide = {"type": "object", "properties": {f"p{n}": {} for n in range(700)}}
+    allowed = {f"m{n}": wide for n in range(3)}  # 3 x 702 objects
+    refused = await client.post(
+        PROFILES,
+        json={"name": "wide", "command_limits": {"allowed": allowed}},
+        headers=tenant.headers(Role.MANAGER),
+    )
+    assert refused.status_code == 422, refused.text
+    [error] = refused.json()["error"]["details"]["errors"]
+    assert "2106 JSON objects" in error["message"]
+    two = {f"m{n}": wide for n in range(2)}
+    saved = await client.post(
+        PROFILES,
+        json={"name": "wide", "command_limits": {"allowed": two}},
+        headers=tenant.headers(Role.MANAGER),
+    )
+    assert saved.status_code == 201, saved.text

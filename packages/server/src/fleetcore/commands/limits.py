@@ -8,6 +8,7 @@ means any params. Without "allowed" every method is allowed.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +20,12 @@ from fleetcore.commands import safe_schema
 from fleetcore.errors import Invalid
 
 MAX_SCHEMA_BYTES = 16 * 1024
+# JSON objects in all of a profile's params schemas together: checking one against the
+# meta-schema costs up to about a millisecond, so a save costs a few seconds of a worker
+# thread at most (500 methods of 16 KiB took minutes of the event loop).
+MAX_SCHEMA_OBJECTS = 2_000
 MAX_ERRORS = 10
+SCHEMAS_FIELD = "body.command_limits.allowed"
 _RE2_LACKS = "no backreferences or lookaround"
 
 
@@ -35,8 +41,9 @@ def _refs(value: Any) -> Iterator[str]:
             yield from _refs(item)
 
 
-def schema_problem(schema: dict[str, Any]) -> str | None:
-    """Why `schema` cannot be used for a method's params (None when it can)."""
+def shape_problem(schema: dict[str, Any]) -> str | None:
+    """Why `schema` cannot be used for a method's params, judged cheaply (bounds, size,
+    references); schema_problem judges the rest."""
     bounds = safe_schema.bound_problem(schema)  # first: a deep one would overflow the encoder
     if bounds is not None:
         return bounds
@@ -45,6 +52,15 @@ def schema_problem(schema: dict[str, Any]) -> str | None:
     remote = [ref for ref in _refs(schema) if not ref.startswith("#")]
     if remote:
         return f"only local references (#...) are allowed, not {remote[0]!r}"
+    return None
+
+
+def schema_problem(schema: dict[str, Any]) -> str | None:
+    """Why `schema` cannot be used for a method's params (None when it can). Costly (the
+    meta-schema): see check_schemas."""
+    shape = shape_problem(schema)
+    if shape is not None:
+        return shape
     try:
         safe_schema.check_schema(schema)
     except exceptions.SchemaError as exc:
@@ -54,6 +70,28 @@ def schema_problem(schema: dict[str, Any]) -> str | None:
             return f"not usable: {exc.cause}{at}; patterns run on RE2 ({_RE2_LACKS})"
         return f"not a valid JSON Schema: {exc.message}{at}"
     return None
+
+
+def schemas_problem(allowed: dict[str, Any]) -> str | None:
+    """Why one of an allow-list's params schemas cannot be used (None when all can)."""
+    for method, schema in allowed.items():
+        problem = schema_problem(schema) if isinstance(schema, dict) else None
+        if problem is not None:
+            return f"the params schema of {method!r} is {problem}"
+    return None
+
+
+async def check_schemas(allowed: dict[str, Any] | None) -> None:
+    """Raise Invalid, as a validation error of the request's allow-list, unless every params
+    schema can be used; on a worker thread (the allow-list's shape was checked already)."""
+    problem = await asyncio.to_thread(schemas_problem, allowed) if allowed else None
+    if problem is not None:
+        error = {"field": SCHEMAS_FIELD, "message": problem, "type": "value_error"}
+        raise Invalid(
+            f"invalid request: {SCHEMAS_FIELD}",
+            code="VALIDATION_ERROR",
+            details={"errors": [error]},
+        )
 
 
 def allowed_methods(limits: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -76,6 +114,8 @@ def check_command(limits: dict[str, Any] | None, method: str, params: dict[str, 
     schema = allowed[method]
     if not isinstance(schema, dict):
         return
+    if safe_schema.bound_problem(schema) is not None:  # saved before these bounds existed
+        raise _unusable(method)
     try:
         found = safe_schema.iter_errors(schema, params)
     except safe_schema.TooCostly as error:
@@ -87,11 +127,7 @@ def check_command(limits: dict[str, Any] | None, method: str, params: dict[str, 
         ) from None
     except (exceptions.SchemaError, Unresolvable, safe_schema.PatternError, RecursionError):
         # Saved before these checks, or references that loop without descending.
-        raise Invalid(
-            f"the device profile's params schema for {method!r} cannot be used",
-            code="INVALID_PARAMS_SCHEMA",
-            details={"method": method},
-        ) from None
+        raise _unusable(method) from None
     if not found:
         return
     found.sort(key=lambda e: (list(map(str, e.absolute_path)), e.message))
@@ -104,4 +140,12 @@ def check_command(limits: dict[str, Any] | None, method: str, params: dict[str, 
         f"{method}: {first['field']}: {first['message']}",
         code="INVALID_PARAMS",
         details={"method": method, "field": first["field"], "errors": errors},
+    )
+
+
+def _unusable(method: str) -> Invalid:
+    return Invalid(
+        f"the device profile's params schema for {method!r} cannot be used",
+        code="INVALID_PARAMS_SCHEMA",
+        details={"method": method},
     )

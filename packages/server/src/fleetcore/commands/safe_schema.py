@@ -9,7 +9,7 @@ so ^(a+)+$ against 29 characters froze the server for 12 s; local `$ref`s fannin
   compiled and matched by RE2, in time linear in the input; what RE2 cannot compile
   (backreferences, lookaround) is refused when the schema is saved, as is
   "unevaluatedProperties" alongside "patternProperties" (jsonschema evaluates that pair with
-  `re` internally);
+  `re` internally) and "$schema" below the root (see validator_for);
 - a validation may take MAX_STEPS keyword evaluations, then it stops (TooCostly);
 - a schema nests at most MAX_SCHEMA_DEPTH levels (deeper ones overflow the encoder and the
   stack).
@@ -140,7 +140,7 @@ def _counted(keyword: Keyword) -> Keyword:
         if budget is not None:
             budget[0] -= 1
             if budget[0] < 0:
-                raise TooCostly(f"more than {MAX_STEPS} steps")
+                raise TooCostly("its step budget is spent")
         yield from keyword(validator, value, instance, schema)
 
     return counted
@@ -168,7 +168,11 @@ def _draft(schema: dict[str, Any]) -> Any:
 
 def validator_for(schema: dict[str, Any]) -> Any:
     """A validator of `schema` whose patterns run on RE2 and whose steps are counted."""
-    return _bounded(_draft(schema))(schema)
+    # jsonschema picks the class again from "$schema" wherever it descends (a "$ref" to
+    # "#" included), which would bring back the unbounded one: the root's "$schema" chooses
+    # the draft here and is left out, and "$schema" anywhere else is refused (bound_problem).
+    unmarked = {key: value for key, value in schema.items() if key != "$schema"}
+    return _bounded(_draft(schema))(unmarked)
 
 
 def iter_errors(schema: dict[str, Any], instance: Any) -> list[ValidationError]:
@@ -216,11 +220,23 @@ def _keys(value: Any) -> Iterator[str]:
             yield from _keys(item)
 
 
+def count_objects(schema: Any) -> int:
+    """How many JSON objects `schema` holds (itself included): what its checks cost."""
+    if isinstance(schema, dict):
+        return 1 + sum(count_objects(item) for item in schema.values())
+    if isinstance(schema, list):
+        return sum(count_objects(item) for item in schema)
+    return 0
+
+
 def bound_problem(schema: dict[str, Any]) -> str | None:
-    """Why evaluating `schema` could escape the bounds (too deep, a pattern pair run by `re`)."""
+    """Why evaluating `schema` could escape the bounds (too deep, a "$schema" below the root,
+    a pattern pair jsonschema runs with `re`); cheap, and first: the rest assumes it."""
     if _depth_over(schema, MAX_SCHEMA_DEPTH):
         return f"nested deeper than {MAX_SCHEMA_DEPTH} levels"
-    keys = set(_keys(schema))
+    keys = set(_keys({key: value for key, value in schema.items() if key != "$schema"}))
+    if "$schema" in keys:
+        return 'using "$schema" below the root (not supported)'
     if {"unevaluatedProperties", "patternProperties"} <= keys:
         return "using unevaluatedProperties together with patternProperties (not supported)"
     return None
@@ -228,6 +244,7 @@ def bound_problem(schema: dict[str, Any]) -> str | None:
 
 def check_schema(schema: dict[str, Any]) -> None:
     """Raise jsonschema's SchemaError unless `schema` is valid for its draft; a pattern RE2
-    cannot run is an error here (its cause a PatternError)."""
+    cannot run is an error here (its cause a PatternError). About a millisecond per object
+    in the schema (2020-12's meta-schema): run it off the event loop, on a bounded schema."""
     draft = _draft(schema)
     draft.check_schema(schema, format_checker=_schema_formats(draft))
