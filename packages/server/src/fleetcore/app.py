@@ -57,6 +57,15 @@ class Component(Protocol):
 
 def create_app(settings: Settings, *, database: Database | None = None) -> FastAPI:
     """Build the ASGI app; pass `database` to share one (tests bind it to a transaction)."""
+    settings.check_signing_key()
+    if settings.uses_development_key:
+        # Anyone can read this key in the source and mint tokens for any user: say so loudly.
+        log.warning(
+            "development_secret_key",
+            message="signing tokens with the PUBLISHED development key: anyone can sign in as "
+            "anyone; set FLEETCORE_SECRET_KEY (and FLEETCORE_ENVIRONMENT=production) before "
+            "this server is reachable by others",
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

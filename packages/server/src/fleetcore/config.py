@@ -60,7 +60,9 @@ class Settings(BaseSettings):
     )
 
     environment: Literal["development", "test", "production"] = Field(
-        "development", description="development allows the built-in secret key"
+        "production",
+        description="production (the default) needs FLEETCORE_SECRET_KEY; only an explicit "
+        "development may serve with the built-in key, and is warned at every start",
     )
     host: str = Field("127.0.0.1", description="HTTP bind address")
     port: int = Field(8000, ge=1, le=65535, description="HTTP port")
@@ -148,18 +150,6 @@ class Settings(BaseSettings):
         return None if value in (None, "") else normalize_database_url(value)
 
     @model_validator(mode="after")
-    def _refuse_default_secret(self) -> Settings:
-        if (
-            self.environment != "development"
-            and self.secret_key.get_secret_value() == DEVELOPMENT_SECRET_KEY
-        ):
-            raise ValueError(
-                "FLEETCORE_SECRET_KEY must be set to a random value of 32+ characters "
-                f"outside development mode (environment={self.environment})"
-            )
-        return self
-
-    @model_validator(mode="after")
     def _lease_outlasts_a_send(self) -> Settings:
         # A lease that expires during a send lets a second sender send the same delivery.
         if self.notification_lease_s < 3 * self.notification_timeout_s:
@@ -192,6 +182,24 @@ class Settings(BaseSettings):
             return make_url(self.database_url)
         path = (self.data_dir / "fleetcore.db").resolve()
         return make_url(f"sqlite+aiosqlite:///{path}")
+
+    @property
+    def uses_development_key(self) -> bool:
+        """True when tokens would be signed with the key published in this file."""
+        return self.secret_key.get_secret_value() == DEVELOPMENT_SECRET_KEY
+
+    def check_signing_key(self) -> None:
+        """Refuse to sign with the published key unless the environment is development.
+
+        Checked where tokens are signed (the server), not in every command: the simulator,
+        exports and migrations never sign, and need no key.
+        """
+        if self.uses_development_key and self.environment != "development":
+            raise ConfigError(
+                "FLEETCORE_SECRET_KEY: set it to a random value of 32+ characters "
+                f"(environment={self.environment}); only FLEETCORE_ENVIRONMENT=development "
+                "may run with the built-in key"
+            )
 
     @property
     def is_sqlite(self) -> bool:
