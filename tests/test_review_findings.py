@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import httpx
 import jwt
+import orjson
+from fastapi import FastAPI
 
 from fleetcore.auth.principal import Role
 from fleetcore.auth.security import AUDIENCE, issue_access_token
 from tests.conftest import TEST_SECRET
+from tests.support.devices import new_device
+from tests.support.serving import serving
 from tests.support.tenants import Tenant
 
 
@@ -45,3 +51,89 @@ def _subject(headers: dict[str, str]) -> uuid.UUID:
     token = headers["Authorization"].removeprefix("Bearer ")
     claims = jwt.decode(token, TEST_SECRET, algorithms=["HS256"], audience=AUDIENCE)
     return uuid.UUID(claims["sub"])
+
+
+async def test_bodies_past_the_limit_are_refused_before_they_are_read(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    """Finding 5: a 300 MB login body was read whole and parsed before a 422."""
+    big = b'{"email": "a@b.example.com", "password": "' + b"x" * (1024 * 1024 + 1) + b'"}'
+    for path in ("/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/provision"):
+        response = await client.post(
+            path, content=big, headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code == 413, (path, response.text)
+        assert response.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+        assert response.json()["error"]["details"] == {"max_bytes": 1024 * 1024}
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: cut off as it arrives
+        for _ in range(3):
+            yield b" " * (512 * 1024)
+
+    response = await client.post(
+        "/api/v1/auth/login", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 413
+    # Under the limit, the route answers as before.
+    ok = await client.post("/api/v1/auth/login", json={"email": "x@y.example.com", "password": "p"})
+    assert ok.status_code in (401, 422)
+
+
+async def test_a_route_with_its_own_limit_keeps_it(client: httpx.AsyncClient) -> None:
+    """Events take up to 2 MiB: past the default, but not refused for size."""
+    events = [{"type": "blob", "data": {"x": "y" * 15_000}} for _ in range(100)]
+    body = orjson.dumps(events)
+    assert 1024 * 1024 < len(body) < 2 * 1024 * 1024
+    response = await client.post(
+        "/api/v1/devices/me/events",
+        content=body,
+        headers={"Content-Type": "application/json", "X-Device-Token": "not-a-token"},
+    )
+    assert response.status_code == 401  # the device check answered, not the body limit
+
+
+async def test_declared_huge_body_is_refused_without_being_sent(
+    app: FastAPI, tenant: Tenant
+) -> None:
+    """A real socket: the client declares 300 MB and sends none of it; 413 comes at once."""
+    async with serving(app) as address:
+        host, port = address.split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            writer.write(
+                b"POST /api/v1/auth/login HTTP/1.1\r\nHost: t\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 300000000\r\n\r\n{"
+            )
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+            assert head.startswith(b"HTTP/1.1 413"), head
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+
+async def test_stored_command_results_have_a_size_limit(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    device_id, token = await new_device(client, tenant)
+    device = {"X-Device-Token": token}
+    created = await client.post(
+        f"/api/v1/devices/{device_id}/commands",
+        headers=tenant.headers(Role.OPERATOR),
+        json={"method": "dump", "persistent": True},
+    )
+    assert created.status_code == 201, created.text
+    polled = await client.get("/api/v1/devices/me/commands", params={"timeout": 0}, headers=device)
+    assert [c["id"] for c in polled.json()["commands"]] == [created.json()["id"]]
+    result_url = f"/api/v1/devices/me/commands/{created.json()['id']}/result"
+    huge = await client.post(
+        result_url, headers=device, json={"status": "succeeded", "result": "r" * 70_000}
+    )
+    assert huge.status_code == 413, huge.text
+    assert huge.json()["error"]["code"] == "RESULT_TOO_LARGE"
+    command = await client.get(
+        f"/api/v1/devices/{device_id}/commands/{created.json()['id']}", headers=tenant.headers()
+    )
+    assert command.json()["status"] == "delivered"  # the refused result changed nothing
+    fine = await client.post(result_url, headers=device, json={"status": "succeeded", "result": 1})
+    assert fine.status_code == 200, fine.text

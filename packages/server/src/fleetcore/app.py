@@ -21,6 +21,7 @@ from fleetcore.audit.handlers import install_audit_handlers
 from fleetcore.auth.pages import install_page_handlers
 from fleetcore.auth.ratelimit import LoginLimiter
 from fleetcore.auth.security import configure_hasher
+from fleetcore.body_limit import BodyLimitMiddleware
 from fleetcore.commands.delivery import EXPIRY_INTERVAL_S, CommandService
 from fleetcore.config import Settings
 from fleetcore.db import Database
@@ -167,6 +168,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     configure_hasher(
         time_cost=settings.password_hash_time_cost, memory_kib=settings.password_hash_memory_kib
     )
+    # Outermost last: the request id and access log see the body limit's 413s too.
+    app.add_middleware(BodyLimitMiddleware, default_limit=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
     install_audit_handlers(app)

@@ -141,6 +141,14 @@ class Settings(BaseSettings):
     retention_interval_s: float = Field(3600.0, ge=1, le=86400, description="retention job period")
     retention_chunk_rows: int = Field(10_000, ge=100, le=1_000_000, description="rows per delete")
     partitions_ahead_days: int = Field(7, ge=1, le=60, description="PostgreSQL daily partitions")
+    # HTTP request limits (issue 14)
+    max_body_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        le=1024**3,
+        description="largest request body on any route, refused (413) before it is read; "
+        "the ingest and import routes keep their own limits",
+    )
     db_pool_size: int = Field(10, ge=1, le=200)
     shutdown_grace_s: float = Field(20.0, ge=0, le=600)
 
