@@ -10,6 +10,7 @@ from datetime import timedelta
 import httpx
 import jwt
 import orjson
+import structlog
 from fastapi import FastAPI
 
 from fleetcore.auth.principal import Role
@@ -137,3 +138,32 @@ async def test_stored_command_results_have_a_size_limit(
     assert command.json()["status"] == "delivered"  # the refused result changed nothing
     fine = await client.post(result_url, headers=device, json={"status": "succeeded", "result": 1})
     assert fine.status_code == 200, fine.text
+
+
+async def test_device_tokens_never_reach_the_logs(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    """Finding 6: the access log wrote /api/v1/{token}/... paths as they came."""
+    _device_id, token = await new_device(client, tenant)
+    forged = "my-own-thingsboard-token-0123"  # provisioned devices may choose their token
+    with structlog.testing.capture_logs() as logs:
+        polled = await client.get(f"/api/v1/{token}/rpc", params={"timeout": 0})
+        assert polled.status_code == 408, polled.text  # matched and authenticated
+        await client.get(f"/api/v1/{token}/attributes", params={"sharedKeys": "a"})
+        missing = await client.post(f"/api/v1/{token}/telemetryy", json={"t": 1})  # no route
+        assert missing.status_code in (404, 405)
+        await client.post(f"/api/v1/{forged}/telemetry", json={"t": 1})
+        await client.get(f"/api/v1/{forged}")
+        await client.get("/api/v1/devices")  # a collection of ours stays readable
+    lines = [entry for entry in logs if entry.get("event") == "request"]
+    assert len(lines) == 6
+    text = repr(logs)
+    assert token not in text and token[4:] not in text
+    assert forged not in text
+    assert {entry["path"] for entry in lines} >= {
+        "/api/v1/***/rpc",
+        "/api/v1/***/telemetry",
+        "/api/v1/***/telemetryy",
+        "/api/v1/***",
+        "/api/v1/devices",
+    }
