@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import jwt
@@ -15,10 +16,11 @@ from fastapi import FastAPI
 
 from fleetcore.auth.principal import Role
 from fleetcore.auth.security import AUDIENCE, issue_access_token
-from tests.conftest import TEST_SECRET
+from fleetcore.db import Database
+from tests.conftest import TEST_SECRET, client_for, running_app
 from tests.support.devices import new_device
 from tests.support.serving import serving
-from tests.support.tenants import Tenant
+from tests.support.tenants import PASSWORD, Tenant, make_tenant
 
 
 def _session_of(token: str) -> uuid.UUID:
@@ -168,3 +170,50 @@ async def test_device_tokens_never_reach_the_logs(
         "/api/v1/***",
         "/api/v1/devices",
     }
+
+
+def _client_at(app: FastAPI, address: str) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, client=(address, 40000))
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+
+async def test_concurrent_guesses_are_counted_before_the_password_check(
+    live_database: Database, tmp_path: Path
+) -> None:
+    """Finding 7: 60 concurrent wrong passwords were all checked, then the owner was locked
+    out for 15 minutes from any address."""
+    async with running_app(live_database, tmp_path) as app, client_for(app) as http:
+        tenant = await make_tenant(http, live_database)
+        email = tenant.emails[Role.VIEWER]
+        async with _client_at(app, "203.0.113.50") as attacker:
+            answers = await asyncio.gather(
+                *(
+                    attacker.post("/api/v1/auth/login", json={"email": email, "password": "w" * 12})
+                    for _ in range(60)
+                )
+            )
+        statuses = sorted(response.status_code for response in answers)
+        assert statuses == [401] * 10 + [429] * 50
+        async with _client_at(app, "198.51.100.7") as owner:
+            response = await owner.post(
+                "/api/v1/auth/login", json={"email": email, "password": PASSWORD}
+            )
+        assert response.status_code == 200, response.text
+
+
+async def test_a_distributed_guesser_is_slowed_and_the_owner_waits_a_minute_at_most(
+    app: FastAPI, tenant: Tenant
+) -> None:
+    email = tenant.emails[Role.OPERATOR]
+    for i in range(30):
+        async with _client_at(app, f"203.0.113.{i + 1}") as attacker:
+            response = await attacker.post(
+                "/api/v1/auth/login", json={"email": email, "password": "w" * 12}
+            )
+            assert response.status_code == 401
+    async with _client_at(app, "192.0.2.200") as owner:
+        refused = await owner.post(
+            "/api/v1/auth/login", json={"email": email, "password": PASSWORD}
+        )
+    assert refused.status_code == 429
+    assert 0 < int(refused.headers["retry-after"]) <= 60

@@ -126,9 +126,24 @@ class Settings(BaseSettings):
     refresh_token_ttl_s: int = Field(30 * 86400, ge=3600)
     session_cookie_ttl_s: int = Field(12 * 3600, ge=300, description="browser session")
     remember_me_ttl_s: int = Field(30 * 86400, ge=3600, description="browser, remember me")
-    login_max_failures_per_account: int = Field(10, ge=1)
-    login_max_failures_per_address: int = Field(50, ge=1)
-    login_failure_window_s: int = Field(15 * 60, ge=1)
+    login_max_failures_per_account: int = Field(
+        10, ge=1, description="sign-in attempts on one account from one client address, per window"
+    )
+    login_max_failures_per_address: int = Field(
+        50, ge=1, description="failed sign-ins from one client address, any account, per window"
+    )
+    login_failure_window_s: int = Field(15 * 60, ge=1, description="the two windows above")
+    login_max_attempts_per_account_per_minute: int = Field(
+        30,
+        ge=1,
+        description="sign-in attempts on one account from all addresses together, per minute: "
+        "slows a distributed guesser; the owner waits a minute at most",
+    )
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        description="proxies trusted to set X-Forwarded-For (comma-separated addresses or *); "
+        "the per-address sign-in limits see the client address they report",
+    )
     redis_url: str | None = Field(
         None, description="redis://... for shared rate limits and fan-out"
     )
