@@ -8,6 +8,11 @@ CONNECTED = Gauge("fleetcore_mqtt_connections", "MQTT connections open now.")
 CONNECTIONS_REFUSED = Counter(
     "fleetcore_mqtt_connections_refused_total", "MQTT connections refused.", ["reason"]
 )
+CLOSED = Counter(
+    "fleetcore_mqtt_connections_closed_total",
+    "MQTT connections the server closed for a limit (keep-alive, packet size, lifetime).",
+    ["reason"],
+)
 MESSAGES = Counter("fleetcore_mqtt_messages_total", "MQTT messages handled.", ["direction"])
 ACL_DENIED = Counter(
     "fleetcore_mqtt_acl_denied_total", "Publishes and subscriptions refused by the ACL.", ["action"]
