@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import struct
 import subprocess
 import sys
@@ -208,6 +209,40 @@ async def test_idle_provision_connections_beyond_the_limit_are_refused(
         device = await RawClient.connected(port, "real", username=token)
         await device.publish(f"devices/{device_id}/telemetry", b'{"t": 1}', qos=1)
         assert (await http.get("/health")).status_code == 200
+
+
+async def test_tls_handshakes_are_counted_and_have_the_connect_deadline(
+    sqlite_database: Database, tmp_path: Path
+) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    request = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+    subject = ["-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)]
+    subprocess.run([*request, *subject], check=True, capture_output=True)
+    tls_port = free_port()
+    async with broker_app(
+        sqlite_database,
+        tmp_path,
+        mqtt_tls_port=tls_port,
+        mqtt_tls_cert=cert,
+        mqtt_tls_key=key,
+        mqtt_connect_timeout_s=1,
+        mqtt_max_pending_per_address=2,
+    ) as (app, http, org):
+        gate = app.state.transport.broker.gate
+        before = _refused("connect_timeout")
+        mute = [await _open(tls_port), await _open(tls_port)]  # TCP only, no handshake
+        await wait_until(lambda: gate.pending == 2)
+        assert await (await _open(tls_port)).closed_by_peer(wait_s=3)  # a third: refused
+        context = ssl.create_default_context(cafile=str(cert))
+        context.check_hostname = False
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", tls_port, ssl=context, local_addr=("127.0.0.2", 0)
+        )
+        _, token = await new_device(http, org)
+        assert await _connack(RawClient(reader, writer), connect_packet("tls", username=token)) == 0
+        assert all([await client.closed_by_peer(wait_s=10) for client in mute])
+        assert _refused("connect_timeout") - before == 2
+        await wait_until(lambda: gate.pending == 0)  # and their places are given back
 
 
 # -- the CONNECT: its deadline and its size --------------------------------------------------

@@ -31,13 +31,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
-from amqtt.adapters import BufferReader, ReaderAdapter, WriterAdapter
+from amqtt.adapters import BufferReader, ReaderAdapter, StreamWriterAdapter, WriterAdapter
 from amqtt.broker import Broker
-from amqtt.contexts import Action
+from amqtt.contexts import Action, ListenerType
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.mqtt.connack import IDENTIFIER_REJECTED, UNACCEPTABLE_PROTOCOL_VERSION, ConnackPacket
 from amqtt.mqtt.connect import ConnectPacket
@@ -135,6 +137,7 @@ class FleetBroker(Broker):
         super().__init__({**config, "plugins": {}})
         self.hooks = hooks
         self.gate = ConnectionGate(limits or MqttLimits())
+        self._tls: dict[str, ssl.SSLContext] = {}  # listener name -> context, started by us
         self._connections: dict[str, _Connection] = {}
         self._keys_of: defaultdict[str, set[str]] = defaultdict(set)
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -153,6 +156,29 @@ class FleetBroker(Broker):
 
     # -- connection lifecycle ---------------------------------------------------------
 
+    async def _create_server_instance(
+        self,
+        listener_name: str,
+        listener_type: ListenerType,
+        address: str | None,
+        port: int,
+        ssl_context: ssl.SSLContext | None,
+    ) -> Any:
+        if listener_type != ListenerType.TCP or ssl_context is None:
+            return await super()._create_server_instance(
+                listener_name, listener_type, address, port, ssl_context
+            )
+        # TLS is started by _serve after admission, so a connection is counted, and its
+        # CONNECT deadline runs, from the TCP accept rather than from the end of a handshake
+        # the client may never finish.
+        self._tls[listener_name] = ssl_context
+        return await asyncio.start_server(
+            partial(self.stream_connected, listener_name=listener_name),
+            address,
+            port,
+            reuse_address=True,
+        )
+
     async def _client_connected(
         self, listener_name: str, reader: ReaderAdapter, writer: WriterAdapter
     ) -> None:
@@ -167,7 +193,7 @@ class FleetBroker(Broker):
             self._serving.add(task)
         await server.acquire_connection()
         try:
-            await self._serve(reader, writer, admission)
+            await self._serve(reader, writer, admission, self._tls.get(listener_name))
         except (AMQTTError, MQTTError, NoDataError, ConnectionError, TimeoutError) as exc:
             log.info("mqtt_connection_ended", extra={"reason": repr(exc)})
         except asyncio.IncompleteReadError:
@@ -180,13 +206,19 @@ class FleetBroker(Broker):
                 self._serving.discard(task)
 
     async def _serve(
-        self, reader: ReaderAdapter, writer: WriterAdapter, admission: Admission
+        self,
+        reader: ReaderAdapter,
+        writer: WriterAdapter,
+        admission: Admission,
+        tls: ssl.SSLContext | None,
     ) -> None:
         peer = writer.get_peer_info()
         remote = f"{peer[0]}:{peer[1]}" if peer else "unknown"
         limits = self.gate.limits
         try:
             async with asyncio.timeout(limits.connect_timeout_s):
+                if tls is not None:
+                    await _start_tls(writer, tls)
                 first = await _read_connect(reader, remote, limits)
         except TimeoutError:
             metrics.CONNECTIONS_REFUSED.labels("connect_timeout").inc()
@@ -647,3 +679,18 @@ async def _close(writer: WriterAdapter) -> None:
     stream = getattr(writer, "_writer", None)
     if isinstance(stream, asyncio.StreamWriter):
         stream.close()
+
+
+async def _start_tls(writer: WriterAdapter, context: ssl.SSLContext) -> None:
+    if not isinstance(writer, StreamWriterAdapter):
+        raise ConnectionError("TLS needs a TCP stream")
+    stream = writer._writer
+    try:
+        await stream.start_tls(context)
+    except BaseException as exc:
+        # start_tls closed the socket, but the stream never hears of it: a polite close
+        # would wait for ever.
+        writer.is_closed = True
+        if isinstance(exc, ssl.SSLError):
+            raise ConnectionError(f"TLS handshake failed: {exc.reason}") from None
+        raise
