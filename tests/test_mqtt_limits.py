@@ -37,6 +37,7 @@ from fleetcore.deadletters.sink import DeadLetterSink
 from fleetcore.mqtt.limits import MqttLimits, descriptor_budget, packet_size
 from tests.conftest import client_for, make_settings, running_app
 from tests.support.devices import new_device, port_of
+from tests.support.env import fleetcore_env
 from tests.support.mqtt_raw import CONNACK, DISCONNECT, PUBLISH, RawClient, connect_packet
 from tests.support.paho_device import PahoDevice
 from tests.support.postgres import free_port
@@ -497,11 +498,7 @@ async def test_health_answers_while_provision_connections_flood_512_descriptors(
     tmp_path: Path,
 ) -> None:
     port, mqtt_port = free_port(), free_port()
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "FLEETCORE_DATA_DIR": str(tmp_path),
-        "FLEETCORE_LOG_LEVEL": "warning",
-    }
+    env = fleetcore_env(FLEETCORE_DATA_DIR=str(tmp_path), FLEETCORE_LOG_LEVEL="warning")
     command = ["prlimit", "--nofile=512:512", FLEETCORE, "serve", "--port", str(port)]
     process = subprocess.Popen(
         [*command, "--mqtt-port", str(mqtt_port)],
