@@ -115,10 +115,10 @@ class Settings(BaseSettings):
         5000, ge=1, le=1_000_000, description="MQTT connections in all (lowered to fit ulimit -n)"
     )
     mqtt_max_pending: int = Field(
-        256, ge=1, le=100_000, description="MQTT connections still in their CONNECT phase"
+        512, ge=1, le=100_000, description="MQTT connections still in their CONNECT phase"
     )
     mqtt_max_pending_per_address: int = Field(
-        64, ge=1, le=100_000, description="of those, from one client address"
+        128, ge=1, le=100_000, description="of those, from one client address"
     )
     mqtt_connect_timeout_s: float = Field(
         10.0, ge=0.1, le=300, description="time from TCP accept to a complete CONNECT"

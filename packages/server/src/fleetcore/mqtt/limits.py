@@ -58,8 +58,8 @@ class MqttLimits:
     """The sizes, counts and times the broker enforces (defaults are the settings')."""
 
     max_connections: int = 5_000
-    max_pending: int = 256
-    max_pending_per_address: int = 64
+    max_pending: int = 512
+    max_pending_per_address: int = 128
     max_provisional: int = 32
     connect_timeout_s: float = 10.0
     max_connect_bytes: int = 64 * 1024
