@@ -10,7 +10,8 @@ broker's connection lifecycle stay shared with the 3.1.1 handler. What MQTT 5 ad
 - the server says why it ends a connection (DISCONNECT 0x8E session taken over, 0x98
   administrative action, 0x8B server shutting down);
 - session expiry interval instead of the clean flag; CONNACK announces what we do not
-  support (QoS 2, topic aliases, shared subscriptions, subscription identifiers).
+  support (QoS 2, topic aliases, shared subscriptions, subscription identifiers), the
+  largest packet we take and, when we cut the client's, the keep-alive to use (limits.py).
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ SERVER_PROPERTIES: mqtt5.Properties = {
     mqtt5.SHARED_SUBSCRIPTION_AVAILABLE: 0,
     mqtt5.TOPIC_ALIAS_MAXIMUM: 0,
 }
-_REFUSED_SUBSCRIPTION = 0x80
-GOODBYE_TIMEOUT_S = 5.0  # what the shared broker code answers for a refused filter
+_REFUSED_SUBSCRIPTION = 0x80  # what the shared broker code answers for a refused filter
+GOODBYE_TIMEOUT_S = 5.0  # longest wait to write the DISCONNECT that says why
 
 
 class Mqtt5ProtocolHandler(FleetProtocolHandler):
