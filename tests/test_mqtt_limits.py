@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 import struct
 import subprocess
@@ -36,6 +37,7 @@ from fleetcore.deadletters.retention import prune
 from fleetcore.deadletters.sink import DeadLetterSink
 from fleetcore.mqtt.limits import MqttLimits, descriptor_budget, packet_size
 from tests.conftest import client_for, make_settings, running_app
+from tests.support.brokers import running
 from tests.support.devices import new_device, port_of
 from tests.support.env import fleetcore_env
 from tests.support.mqtt_raw import CONNACK, DISCONNECT, PUBLISH, RawClient, connect_packet
@@ -244,6 +246,25 @@ async def test_tls_handshakes_are_counted_and_have_the_connect_deadline(
         assert all([await client.closed_by_peer(wait_s=10) for client in mute])
         assert _refused("connect_timeout") - before == 2
         await wait_until(lambda: gate.pending == 0)  # and their places are given back
+
+
+async def test_a_client_gone_before_its_connack_leaves_nothing_behind(tmp_path: Path) -> None:
+    async with running("fleet", free_port()) as fleet:
+        before = _metric("fleetcore_mqtt_connections_admitted_total")
+        body = _string("MQTT") + bytes([5, 0xC2]) + struct.pack("!H", 60) + b"\x00"
+        for i in range(20):  # MQTT 5 CONNECTs, each connection reset as soon as it is sent
+            credentials = _string(f"gone-{i}") + _string("dev1") + _string("pw1")
+            with socket.create_connection(("127.0.0.1", fleet.port)) as sock:
+                sock.sendall(b"\x10" + _varint(len(body + credentials)) + body + credentials)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        # Every one was accepted and has ended; none is left "connected".
+        await wait_until(
+            lambda: (
+                _metric("fleetcore_mqtt_connections_admitted_total") - before == 20
+                and fleet.broker.gate.total == 0
+            )
+        )
+        assert fleet.broker.connected_keys() == set()
 
 
 # -- the CONNECT: its deadline and its size --------------------------------------------------

@@ -184,7 +184,7 @@ class FleetBroker(Broker):
     ) -> None:
         server = self._servers.get(listener_name)
         peer = writer.get_peer_info()
-        admission = self.gate.admit(str(peer[0]) if peer else "unknown")
+        admission = None if server is None else self.gate.admit(str(peer[0]) if peer else "")
         if server is None or admission is None:
             await _close(writer)  # over a limit: closed before anything is read
             return
@@ -289,11 +289,17 @@ class FleetBroker(Broker):
             if session.transitions.is_connected():  # the old connection did not end in time
                 session.transitions.disconnect()
             session.transitions.connect()
-            await handler.send_connack(
-                present,
-                client_id if first.random_id else None,
-                keep_alive=keep_alive if keep_alive != first.keep_alive else None,
-            )
+            try:
+                await handler.send_connack(
+                    present,
+                    client_id if first.random_id else None,
+                    keep_alive=keep_alive if keep_alive != first.keep_alive else None,
+                )
+            except BaseException:
+                # A client gone before its CONNACK: no hook has heard of the connection, so
+                # undo it here, or it stays "connected" (and in memory) for ever.
+                await self._abandon(connection)
+                raise
         try:
             await self.hooks.connected(principal, client)
             await handler.start()  # also resends unacknowledged outgoing messages
@@ -305,6 +311,15 @@ class FleetBroker(Broker):
             await self._run(connection)
         finally:
             connection.finished.set()
+
+    async def _abandon(self, connection: _Connection) -> None:
+        if self._connections.get(connection.key) is connection:
+            del self._connections[connection.key]
+        if connection.session.transitions.is_connected():
+            connection.session.transitions.disconnect()
+        if connection.session.clean_session:
+            await self._forget(connection.key)
+        connection.finished.set()
 
     async def _take_over(self, old: _Connection) -> None:
         """Close the connection a new CONNECT replaces and wait until it is gone."""

@@ -136,6 +136,7 @@ class ConnectionGate:
         self.total += 1
         self.pending += 1
         self._pending_at[address] += 1
+        metrics.CONNECTIONS_ADMITTED.inc()
         return Admission(address)
 
     def establish(self, admission: Admission, *, provisional: bool) -> bool:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge
 
 CONNECTED = Gauge("fleetcore_mqtt_connections", "MQTT connections open now.")
+CONNECTIONS_ADMITTED = Counter(
+    "fleetcore_mqtt_connections_admitted_total", "MQTT connections let past the limits at accept."
+)
 CONNECTIONS_REFUSED = Counter(
     "fleetcore_mqtt_connections_refused_total", "MQTT connections refused.", ["reason"]
 )
