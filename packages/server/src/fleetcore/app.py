@@ -25,6 +25,7 @@ from fleetcore.body_limit import BodyLimitMiddleware
 from fleetcore.commands.delivery import EXPIRY_INTERVAL_S, CommandService
 from fleetcore.config import Settings
 from fleetcore.db import Database
+from fleetcore.deadletters import retention as dead_letter_retention
 from fleetcore.deadletters.sink import DeadLetterSink
 from fleetcore.errors import install_error_handlers
 from fleetcore.jobs import JobScheduler
@@ -32,6 +33,7 @@ from fleetcore.live.hub import InProcessHub
 from fleetcore.live.telemetry import telemetry_publisher
 from fleetcore.middleware import RequestContextMiddleware
 from fleetcore.mqtt.gateway import MqttGateway
+from fleetcore.mqtt.limits import ProvisioningLimits
 from fleetcore.mqtt.transport import EmbeddedTransport
 from fleetcore.notifications.dispatcher import Dispatcher
 from fleetcore.ops.readiness import database_checks
@@ -83,8 +85,11 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         app.state.pipeline = pipeline
         app.state.live = live = InProcessHub()
         pipeline.add_handler(telemetry_publisher(live))
-        dead_letters = DeadLetterSink(db)
+        dead_letters = DeadLetterSink(
+            db, rate_per_s=settings.dead_letters_rate_per_s, burst=settings.dead_letters_burst
+        )
         app.state.dead_letters = dead_letters
+        dead_letter_retention.register_job(app.state.jobs, db, settings)
         # Stopped in reverse: the sink outlives everything that records into it.
         presence = Presence(db, live)
         app.state.presence = presence
@@ -113,7 +118,12 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         ]
         app.state.gateway = app.state.transport = None
         if settings.mqtt_port:
-            gateway = MqttGateway(db, pipeline, dead_letters)
+            gateway = MqttGateway(
+                db,
+                pipeline,
+                dead_letters,
+                provisioning=ProvisioningLimits.from_settings(settings),
+            )
             gateway.listeners.append(presence)
             gateway.on_traffic = presence.seen
             gateway.listeners.append(commands)

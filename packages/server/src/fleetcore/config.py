@@ -110,6 +110,59 @@ class Settings(BaseSettings):
     mqtt_session_expiry_s: int = Field(
         7 * 86400, ge=60, description="how long a disconnected persistent session is kept"
     )
+    # MQTT limits before and after authentication, and dead-letter bounds (issue 14, finding 1)
+    mqtt_max_connections: int = Field(
+        5000, ge=1, le=1_000_000, description="MQTT connections in all (lowered to fit ulimit -n)"
+    )
+    mqtt_max_pending: int = Field(
+        512, ge=1, le=100_000, description="MQTT connections still in their CONNECT phase"
+    )
+    mqtt_max_pending_per_address: int = Field(
+        128, ge=1, le=100_000, description="of those, from one client address"
+    )
+    mqtt_connect_timeout_s: float = Field(
+        10.0, ge=0.1, le=300, description="time from TCP accept to a complete CONNECT"
+    )
+    mqtt_max_connect_bytes: int = Field(
+        64 * 1024, ge=128, le=16 * 1024 * 1024, description="largest CONNECT packet, checked unread"
+    )
+    mqtt_max_packet_bytes: int = Field(
+        1024 * 1024 + 64 * 1024,
+        ge=1024,
+        le=256 * 1024 * 1024,
+        description="largest packet after the CONNECT, checked unread (default: a profile's "
+        "largest max_payload_bytes, 1 MiB, plus room for the topic)",
+    )
+    mqtt_max_keepalive_s: int = Field(
+        1200, ge=1, le=65535, description="keep-alive 0 or longer is cut to this (idle limit)"
+    )
+    mqtt_max_provisioning_sessions: int = Field(
+        32, ge=1, le=100_000, description='concurrent MQTT "provision" connections'
+    )
+    mqtt_provisioning_session_s: float = Field(
+        30.0, ge=1, le=3600, description='a "provision" connection is closed after this long'
+    )
+    mqtt_provisioning_rate_per_min: float = Field(
+        60.0, gt=0, le=100_000, description="provisioning connects + requests per address a minute"
+    )
+    mqtt_provisioning_burst: int = Field(
+        30, ge=1, le=100_000, description="provisioning connects + requests per address at once"
+    )
+    dead_letters_rate_per_s: float = Field(
+        1.0, gt=0, le=100_000, description="dead letters stored per device (or address) a second"
+    )
+    dead_letters_burst: int = Field(
+        100, ge=1, le=1_000_000, description="dead letters stored per device (or address) at once"
+    )
+    dead_letters_retention_days: int = Field(
+        30, ge=0, le=3650, description="dead letters older than this are deleted; 0 = kept"
+    )
+    dead_letters_max_rows: int = Field(
+        1_000_000, ge=0, le=1_000_000_000, description="newest dead letters kept; 0 = no cap"
+    )
+    dead_letters_prune_interval_s: float = Field(
+        3600.0, ge=1, le=86400, description="how often old dead letters are deleted"
+    )
     data_dir: Path = Field(Path("./var"), description="where the SQLite file and state live")
     database_url: str | None = Field(
         None, description="sqlite:///... or postgresql://...; default SQLite in data_dir"
