@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Protocol
 
 import structlog
-from fastapi import FastAPI
-from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -40,10 +39,12 @@ from fleetcore.ops.readiness import database_checks
 from fleetcore.ops.router import router as ops_router
 from fleetcore.routers import API_ROUTERS, PAGE_ROUTERS
 from fleetcore.rules.engine import RulesEngine
+from fleetcore.security_headers import SecurityHeadersMiddleware
 from fleetcore.status.presence import Presence
 from fleetcore.telemetry import partitions, retention
 from fleetcore.telemetry.pipeline import IngestPipeline
 from fleetcore.telemetry.writer import TelemetryWriter
+from fleetcore.templating import templates
 
 log = structlog.get_logger(__name__)
 
@@ -180,6 +181,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     )
     # Outermost last: the request id and access log see the body limit's 413s too.
     app.add_middleware(BodyLimitMiddleware, default_limit=settings.max_body_bytes)
+    app.add_middleware(SecurityHeadersMiddleware, hsts=settings.environment == "production")
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
     install_audit_handlers(app)
@@ -190,14 +192,9 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         app.include_router(router)
 
     @app.get("/api/docs", include_in_schema=False)
-    async def api_docs() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url="/api/openapi.json",
-            title="Fleetcore API",
-            swagger_js_url="/static/vendor/swagger-ui/swagger-ui-bundle.js",
-            swagger_css_url="/static/vendor/swagger-ui/swagger-ui.css",
-            swagger_favicon_url="/static/vendor/swagger-ui/favicon-32x32.png",
-        )
+    async def api_docs(request: Request) -> HTMLResponse:
+        # Our own page, not FastAPI's: that one starts Swagger UI with an inline script.
+        return templates.TemplateResponse(request, "ops/api_docs.html")
 
     return app
 
