@@ -35,7 +35,7 @@ system-deps:
 	@scripts/system-deps.sh
 
 run: install
-	$(BIN)/fleetcore serve --demo
+	FLEETCORE_ENVIRONMENT=$${FLEETCORE_ENVIRONMENT:-development} $(BIN)/fleetcore serve --demo
 
 lint: install
 	$(BIN)/ruff check .

@@ -50,6 +50,9 @@ RETRY_AFTER_FAILURE = timedelta(seconds=30)  # when the database could not be as
 # MQTT 5 reason codes for refused results (the gateway's PUBACK may carry them).
 NOT_AUTHORIZED = 0x87
 UNSPECIFIED_ERROR = 0x80
+IMPLEMENTATION_SPECIFIC_ERROR = 0x83
+# A result answers a command; bulk data goes as telemetry. Stored results stay small.
+MAX_RESULT_BYTES = 64 * 1024
 PAYLOAD_FORMAT_INVALID = 0x99
 
 
@@ -79,12 +82,14 @@ class Refusal(StrEnum):
     UNKNOWN = "unknown"  # no such command
     NOT_YOURS = "not_yours"  # another device's command
     NOT_OPEN = "not_open"  # never sent, or already finished
+    TOO_LARGE = "too_large"  # a result past MAX_RESULT_BYTES
 
 
 _REFUSAL_CODES = {
     Refusal.UNKNOWN: UNSPECIFIED_ERROR,
     Refusal.NOT_YOURS: NOT_AUTHORIZED,
     Refusal.NOT_OPEN: UNSPECIFIED_ERROR,
+    Refusal.TOO_LARGE: IMPLEMENTATION_SPECIFIC_ERROR,
 }
 
 
@@ -332,6 +337,8 @@ class CommandService:
         error: str | None = None,
     ) -> DeviceCommand | Refusal:
         """A device's answer to a sent or delivered command (by id, or ThingsBoard rpc id)."""
+        if result is not None and len(orjson.dumps(result)) > MAX_RESULT_BYTES:
+            return Refusal.TOO_LARGE
         which: ColumnElement[bool] = (
             DeviceCommand.id == command_id
             if command_id is not None

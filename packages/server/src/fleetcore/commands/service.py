@@ -14,7 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcore.audit import service as audit
 from fleetcore.auth.principal import Principal, Role
-from fleetcore.commands.delivery import MAX_RPC_ID, CommandService, DeviceRef, Refusal
+from fleetcore.commands.delivery import (
+    MAX_RESULT_BYTES,
+    MAX_RPC_ID,
+    CommandService,
+    DeviceRef,
+    Refusal,
+)
 from fleetcore.commands.limits import check_command
 from fleetcore.commands.models import CANCELLABLE, CommandStatus, DeviceCommand
 from fleetcore.commands.schemas import CommandIn
@@ -22,7 +28,7 @@ from fleetcore.commands.transitions import move
 from fleetcore.db import utcnow
 from fleetcore.devices import service as devices
 from fleetcore.devices.models import DeviceProfile
-from fleetcore.errors import Conflict, Invalid, NotFound
+from fleetcore.errors import Conflict, Invalid, NotFound, PayloadTooLarge
 from fleetcore.pagination import decode_cursor, page_of, paginate
 
 OFFLINE = "device offline"
@@ -256,6 +262,12 @@ async def device_result(
     )
     if outcome in (Refusal.UNKNOWN, Refusal.NOT_YOURS):
         raise _not_found()  # another device's command: as if it did not exist
+    if outcome is Refusal.TOO_LARGE:
+        raise PayloadTooLarge(
+            f"the result is larger than {MAX_RESULT_BYTES} bytes as JSON",
+            code="RESULT_TOO_LARGE",
+            details={"max_bytes": MAX_RESULT_BYTES},
+        )
     if outcome is Refusal.NOT_OPEN:
         raise Conflict(
             "the command is not waiting for a result (never sent, or already finished)",

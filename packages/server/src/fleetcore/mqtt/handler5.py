@@ -10,7 +10,8 @@ broker's connection lifecycle stay shared with the 3.1.1 handler. What MQTT 5 ad
 - the server says why it ends a connection (DISCONNECT 0x8E session taken over, 0x98
   administrative action, 0x8B server shutting down);
 - session expiry interval instead of the clean flag; CONNACK announces what we do not
-  support (QoS 2, topic aliases, shared subscriptions, subscription identifiers).
+  support (QoS 2, topic aliases, shared subscriptions, subscription identifiers), the
+  largest packet we take and, when we cut the client's, the keep-alive to use (limits.py).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ SERVER_PROPERTIES: mqtt5.Properties = {
     mqtt5.TOPIC_ALIAS_MAXIMUM: 0,
 }
 _REFUSED_SUBSCRIPTION = 0x80  # what the shared broker code answers for a refused filter
+GOODBYE_TIMEOUT_S = 5.0  # longest wait to write the DISCONNECT that says why
 
 
 class Mqtt5ProtocolHandler(FleetProtocolHandler):
@@ -72,18 +74,25 @@ class Mqtt5ProtocolHandler(FleetProtocolHandler):
             self.writer.write(data)
             await self.writer.drain()
 
-    async def send_connack(self, session_present: bool, assigned_client_id: str | None) -> None:
-        """Accept, announcing what this server supports."""
+    async def send_connack(
+        self, session_present: bool, assigned_client_id: str | None, *, keep_alive: int | None
+    ) -> None:
+        """Accept, announcing what this server supports, its packet size limit and, when it
+        differs from the client's, the keep-alive the client must use."""
         properties = dict(SERVER_PROPERTIES)
+        properties[mqtt5.MAXIMUM_PACKET_SIZE] = self.broker.gate.limits.max_packet_bytes
+        if keep_alive is not None:
+            properties[mqtt5.SERVER_KEEP_ALIVE] = keep_alive
         if assigned_client_id:
             properties[mqtt5.ASSIGNED_CLIENT_IDENTIFIER] = assigned_client_id
         await self._write(mqtt5.connack(session_present, mqtt5.SUCCESS, properties))
 
-    async def close(self, reason: int) -> None:
-        """Tell the client why (DISCONNECT with a reason code), then close."""
-        with contextlib.suppress(ConnectionError, OSError):
-            await self._write(mqtt5.disconnect(reason))
-        await self.stop()
+    async def _goodbye(self, reason: int) -> None:
+        """Tell the client why: a DISCONNECT with the reason code."""
+        # Bounded: a client that stopped reading must not keep its connection by it.
+        with contextlib.suppress(ConnectionError, OSError, TimeoutError):
+            async with asyncio.timeout(GOODBYE_TIMEOUT_S):
+                await self._write(mqtt5.disconnect(reason))
 
     # -- reading ------------------------------------------------------------------------
 

@@ -3,7 +3,7 @@ anyone, except in production, where only loopback clients (a local Prometheus or
 
 The metrics name routes, tenants' traffic volumes and the process's internals; they are
 not for the internet. Behind a reverse proxy every request comes from loopback unless the
-proxy sends X-Forwarded-For (uvicorn trusts it from 127.0.0.1), so set a token there.
+proxy sends X-Forwarded-For (trusted from FLEETCORE_FORWARDED_ALLOW_IPS), so set a token.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from starlette.datastructures import UploadFile
 from starlette.types import Message
 
 from fleetcore.auth.deps import PrincipalDep
+from fleetcore.body_limit import body_limit
 from fleetcore.deps import DatabaseDep, SessionDep
 from fleetcore.errors import Invalid, PayloadTooLarge
 from fleetcore.telemetry import export, importing, queries
@@ -200,6 +201,7 @@ async def upload_file(request: Request, limit: int = MAX_UPLOAD_BYTES) -> AsyncI
     openapi_extra=_CSV_BODY,
     responses={403: {}, 413: {}, 422: {}, 503: {}},
 )
+@body_limit(MAX_UPLOAD_BYTES + _MULTIPART_OVERHEAD)
 async def import_telemetry(
     device_id: uuid.UUID, request: Request, session: SessionDep, principal: PrincipalDep
 ) -> ImportAnswer:
