@@ -91,7 +91,10 @@ class Settings(BaseSettings):
         8, ge=1, le=100, description="attempts before a delivery is given up (failed)"
     )
     notification_timeout_s: float = Field(
-        10.0, ge=0.1, le=300, description="webhook and SMTP timeout per attempt"
+        10.0,
+        ge=0.1,
+        le=300,
+        description="webhook and SMTP deadline per attempt (connecting, sending and the answer)",
     )
     notification_lease_s: float = Field(
         120.0, ge=1, le=3600, description="how long a sender holds a delivery before another may"
@@ -100,6 +103,25 @@ class Settings(BaseSettings):
         None,
         description="let webhooks reach loopback, private and link-local addresses "
         "(default: allowed except in production)",
+    )
+    # Egress hardening (issue 14): notification sends that cannot hold each other, /metrics.
+    notification_concurrency: int = Field(
+        50, ge=1, le=1000, description="notification deliveries sent at once, in all"
+    )
+    notification_concurrency_per_org: int = Field(
+        10,
+        ge=1,
+        le=1000,
+        description="deliveries of one organization sent at once (its slow receivers hold "
+        "no more slots than this)",
+    )
+    notification_concurrency_per_channel: int = Field(
+        4, ge=1, le=1000, description="deliveries of one channel sent at once"
+    )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="bearer token /metrics requires; without one, production serves /metrics "
+        "to loopback clients only",
     )
     smtp_host: str | None = Field(None, description="SMTP server for email channels")
     smtp_port: int = Field(587, ge=1, le=65535, description="SMTP port")

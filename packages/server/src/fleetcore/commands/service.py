@@ -3,6 +3,7 @@ read, cancel. Delivery, results and expiry are in fleetcore.commands.delivery.""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -93,8 +94,11 @@ async def create_command(
     principal.require(Role.OPERATOR)
     device = await devices.get_device(session, principal, device_id)
     profile = await session.get(DeviceProfile, device.profile_id) if device.profile_id else None
-    check_command(profile.command_limits if profile else None, data.method, data.params)
+    limits = profile.command_limits if profile else None
     await session.commit()  # end the read: SQLite cannot upgrade it to a write under load
+    # On a worker thread: the check is bounded (safe_schema.py) but may take a few hundred
+    # milliseconds of CPU, which the event loop must not wait out.
+    await asyncio.to_thread(check_command, limits, data.method, data.params)
     online = commands.is_online(device.id)
     now = utcnow()
     values: dict[str, object] = {
