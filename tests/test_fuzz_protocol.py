@@ -20,12 +20,19 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from fleetcore.errors import Invalid
+from fleetcore.devices.models import DeviceProfile
+from fleetcore.errors import Invalid, PayloadTooLarge
 from fleetcore.events.codec import MAX_DATA_BYTES, MAX_EVENTS, parse_events
 from fleetcore.events.models import SEVERITIES
+from fleetcore.telemetry.ingest import Checked, decode_and_check
 from fleetcore_protocol import topics
 from fleetcore_protocol.telemetry import Decoded, Kind, Limits, PayloadError, decode_telemetry
-from tests.support.fuzz_json import documents_as_bytes, event_documents, telemetry_documents
+from tests.support.fuzz_json import (
+    device_profiles,
+    documents_as_bytes,
+    event_documents,
+    telemetry_documents,
+)
 from tests.support.hypothesis_profiles import fuzz
 
 NOW = 1_800_000_000_000
@@ -82,7 +89,7 @@ def _outcome(parse: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """What a parser returned, or the documented error it raised (anything else fails)."""
     try:
         return parse(*args, **kwargs)
-    except (PayloadError, Invalid, topics.TopicError) as exc:
+    except (PayloadError, Invalid, PayloadTooLarge, topics.TopicError) as exc:
         return exc
 
 
@@ -122,6 +129,18 @@ def test_telemetry_largest_payload_of_garbage(loads: str, filler: bytes) -> None
     with pytest.raises(PayloadError) as caught:
         decode_telemetry(filler * (LIMITS.max_bytes + 1), now_ms=NOW, loads=LOADERS[loads])
     assert caught.value.code == "PAYLOAD_TOO_LARGE"
+
+
+@fuzz()
+@given(payload=documents_as_bytes(telemetry_documents()), profile=device_profiles())
+def test_ingest_decode_and_check(payload: bytes, profile: DeviceProfile) -> None:
+    # The server's pure ingest step (HTTP and MQTT): codec, then the device profile.
+    checked = _outcome(decode_and_check, payload, profile, now_ms=NOW)
+    if isinstance(checked, Invalid | PayloadTooLarge):
+        assert checked.code
+    else:
+        assert isinstance(checked, Checked)
+        _assert_storable(Decoded(checked.readings, checked.problems))
 
 
 def test_deep_json_value_is_a_named_problem_not_a_crash() -> None:

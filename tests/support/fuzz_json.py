@@ -12,6 +12,8 @@ import json
 
 from hypothesis import strategies as st
 
+from fleetcore.devices.models import DeviceProfile
+
 ODD_NUMBERS = (
     "NaN",
     "-NaN",
@@ -184,3 +186,20 @@ def as_bytes(draw: st.DrawFn, text: str) -> bytes:
 def documents_as_bytes(documents: st.SearchStrategy[str]) -> st.SearchStrategy[bytes]:
     """Each document through `as_bytes`."""
     return documents.flatmap(as_bytes)
+
+
+def device_profiles() -> st.SearchStrategy[DeviceProfile]:
+    """Profiles declaring some of the keys the documents use, of any type and range."""
+    keys = st.fixed_dictionaries(
+        {"key": st.sampled_from(["t", "k", "s", "on", "j", "temperature"])},
+        optional={
+            "type": st.sampled_from(["number", "string", "boolean", "json"]),
+            "min": st.floats(allow_nan=False) | st.integers(),
+            "max": st.floats(allow_nan=False) | st.integers(),
+        },
+    )
+    return st.builds(
+        lambda declared, policy: DeviceProfile(telemetry_keys=declared, out_of_range=policy),
+        st.lists(keys, max_size=4),
+        st.sampled_from(["reject", "flag"]),
+    )
