@@ -40,6 +40,7 @@ if PROFILE not in ("ci", "deep"):
 BASE = settings.get_profile(f"fuzz-{PROFILE}")
 
 
-def fuzz(scale: float = 1.0) -> settings:
-    """The selected profile as a test decorator; `scale` < 1 for costly examples."""
-    return settings(BASE, max_examples=max(10, int(BASE.max_examples * scale)))
+def fuzz(scale: float = 1.0, *, deadline: int | None = DEADLINE_MS) -> settings:
+    """The selected profile as a test decorator; `scale` < 1 for costly examples, and no
+    deadline where the test bounds time itself (a socket timeout)."""
+    return settings(BASE, max_examples=max(10, int(BASE.max_examples * scale)), deadline=deadline)
