@@ -399,3 +399,14 @@ def test_broker_reads_any_first_packet(broker: BrokerThread, first: bytes) -> No
     assert not broker.errors, [r.getMessage() for r in broker.errors]
     # And it still serves a device.
     assert _session(broker.port, hello(4, "after", "dev1", "pw1"))[:4] == b"\x20\x02\x00\x00"
+
+
+def test_broker_ends_a_connection_on_a_malformed_packet(broker: BrokerThread) -> None:
+    # The handlers read through the checks above: a 3.1.1 PINGREQ with a body is malformed
+    # (amqtt answered it, then read its body as a DISCONNECT); an MQTT 5 PINGREQ with a
+    # reserved flag set is answered DISCONNECT 0x81 (it was answered PINGRESP).
+    answer = _session(broker.port, hello(4, "malformed", "dev1", "pw1") + frame(0xC0, b"\xe0\x00"))
+    assert answer == b"\x20\x02\x00\x00"
+    answer = _session(broker.port, hello(5, "malformed", "dev1", "pw1") + frame(0xC1, b""))
+    assert answer.endswith(b"\xe0\x01\x81")
+    assert b"\xd0\x00" not in answer
