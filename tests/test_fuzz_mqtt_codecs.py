@@ -101,6 +101,7 @@ def _assert_parsed_or_refused(outcome: Any) -> None:
     flags=st.integers(0, 15),
     body=st.binary(max_size=512),
 )
+# Edge cases kept (not defects): property lengths of 268,435,455 in bodies of a few bytes.
 @example(
     packet_type=PacketType.CONNECT,
     flags=0,
