@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from amqtt.adapters import StreamWriterAdapter
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
-from amqtt.mqtt import packet_class
 from amqtt.mqtt.connack import CONNECTION_ACCEPTED, ConnackPacket
 from amqtt.mqtt.connect import ConnectPacket
 from amqtt.mqtt.constants import QOS_0, QOS_1, QOS_2
@@ -33,7 +32,7 @@ from amqtt.mqtt.subscribe import SubscribePacket
 from amqtt.mqtt.unsubscribe import UnsubscribePacket
 from amqtt.session import INCOMING, IncomingApplicationMessage, OutgoingApplicationMessage
 
-from fleetcore.mqtt import metrics
+from fleetcore.mqtt import metrics, mqtt311
 from fleetcore.mqtt.hooks import Inbound, Principal
 
 if TYPE_CHECKING:
@@ -127,7 +126,7 @@ class FleetProtocolHandler(BrokerProtocolHandler):
 
     async def _read_packet(self, header: MQTTFixedHeader) -> asyncio.Task[None] | None:
         assert self.reader is not None
-        packet = await packet_class(header).from_stream(self.reader, fixed_header=header)
+        packet = await mqtt311.read_packet(self.reader, header)  # held to its length
         if isinstance(packet, PublishPacket):
             packet_id = packet.variable_header.packet_id if packet.variable_header else None
             self._inbound(

@@ -21,6 +21,7 @@ import contextlib
 import logging
 from typing import Any
 
+from amqtt.errors import NoDataError
 from amqtt.mqtt.disconnect import DisconnectPacket
 from amqtt.mqtt.packet import (
     CONNECT,
@@ -99,6 +100,8 @@ class Mqtt5ProtocolHandler(FleetProtocolHandler):
     async def _read_packet(self, header: MQTTFixedHeader) -> asyncio.Task[None] | None:
         assert self.reader is not None
         body = await self.reader.read(header.remaining_length) if header.remaining_length else b""
+        if len(body) != header.remaining_length:  # a WebSocket peer left inside the packet
+            raise NoDataError("the connection ended inside a packet")
         kind, flags = header.packet_type, header.flags
         try:
             return await self._dispatch5(kind, flags, body)
@@ -108,6 +111,7 @@ class Mqtt5ProtocolHandler(FleetProtocolHandler):
             raise
 
     async def _dispatch5(self, kind: int, flags: int, body: bytes) -> asyncio.Task[None] | None:
+        mqtt5.check_flags(kind, flags)  # reserved fixed header bits (2.1.3): else 0x81
         if kind == PUBLISH:
             publish = mqtt5.parse_publish(flags, body)
             if mqtt5.TOPIC_ALIAS in publish.properties:

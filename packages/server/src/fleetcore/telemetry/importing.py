@@ -37,6 +37,7 @@ from fleetcore.telemetry.ingest import Checked, check_against_profile
 from fleetcore.telemetry.pipeline import IngestPipeline, Overloaded
 from fleetcore.telemetry.query_schemas import ImportAnswer, ImportReport, now_ms, parse_time
 from fleetcore.telemetry.writer import DeviceReadings
+from fleetcore_protocol.jsonvalue import unstorable
 from fleetcore_protocol.telemetry import Limits, Reading, decode_telemetry
 
 BATCH_ROWS = 5_000
@@ -100,6 +101,9 @@ def typed_value(text: str, kind: str) -> Any:
         except orjson.JSONDecodeError:
             parsed = None
         if isinstance(parsed, dict | list):
+            # Deeper than the writer's orjson can encode would fail the batch, not the line.
+            if problem := unstorable(parsed):
+                raise ValueError(problem)
             return parsed
     if kind == "":
         return unescape_cell(text)
