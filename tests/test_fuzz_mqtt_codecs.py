@@ -28,7 +28,8 @@ from hypothesis import strategies as st
 
 from fleetcore.mqtt import mqtt5 as m
 from fleetcore.mqtt import mqtt311
-from fleetcore.mqtt.broker import _read_connect
+from fleetcore.mqtt.broker import _read_connect, _TooLarge
+from fleetcore.mqtt.limits import MqttLimits
 from fleetcore.mqtt.mqtt5 import PacketType, ProtocolError
 from tests.support.broker_thread import BrokerThread, broker_in_thread
 from tests.support.fuzz_mqtt import (
@@ -55,6 +56,7 @@ from tests.support.hypothesis_profiles import fuzz
 REASONS = {0x81, 0x82, 0x84, 0x94, 0x99}
 # What the broker treats as the end of a connection (broker._client_connected, handler's loop).
 CONNECTION_ENDS = (
+    _TooLarge,  # the broker closes the connection unread
     AMQTTError,
     MQTTError,
     NoDataError,
@@ -263,7 +265,7 @@ def _stream(data: bytes) -> StreamReaderAdapter:
 async def _first_packet(data: bytes) -> Any:
     """The broker's reading of a connection's first packet, or how the connection ends."""
     try:
-        return await _read_connect(_stream(data), "fuzz:1")
+        return await _read_connect(_stream(data), "fuzz:1", MqttLimits())
     except CONNECTION_ENDS as exc:
         return exc
 
