@@ -138,6 +138,14 @@ async def test_stored_command_results_have_a_size_limit(
         f"/api/v1/devices/{device_id}/commands/{created.json()['id']}", headers=tenant.headers()
     )
     assert command.json()["status"] == "delivered"  # the refused result changed nothing
+    # 300 levels: json reads it, orjson (254 levels at most) cannot write it: this was a 500.
+    nested = await client.post(
+        result_url,
+        headers={**device, "Content-Type": "application/json"},
+        content=b'{"status": "succeeded", "result": ' + b"[" * 300 + b"1" + b"]" * 300 + b"}",
+    )
+    assert nested.status_code == 422, nested.text
+    assert nested.json()["error"]["code"] == "RESULT_NOT_STORABLE"
     fine = await client.post(result_url, headers=device, json={"status": "succeeded", "result": 1})
     assert fine.status_code == 200, fine.text
 

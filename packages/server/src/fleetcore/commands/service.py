@@ -268,6 +268,12 @@ async def device_result(
             code="RESULT_TOO_LARGE",
             details={"max_bytes": MAX_RESULT_BYTES},
         )
+    if outcome is Refusal.UNSTORABLE:
+        raise Invalid(
+            "the result cannot be stored: JSON nested deeper than 32 levels, an integer "
+            "past 64 bits, or text that is not valid Unicode",
+            code="RESULT_NOT_STORABLE",
+        )
     if outcome is Refusal.NOT_OPEN:
         raise Conflict(
             "the command is not waiting for a result (never sent, or already finished)",
