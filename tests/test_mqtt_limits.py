@@ -40,7 +40,14 @@ from tests.conftest import client_for, make_settings, running_app
 from tests.support.brokers import running
 from tests.support.devices import new_device, port_of
 from tests.support.env import fleetcore_env
-from tests.support.mqtt_raw import CONNACK, DISCONNECT, PUBLISH, RawClient, connect_packet
+from tests.support.mqtt_raw import (
+    CONNACK,
+    DISCONNECT,
+    PUBLISH,
+    RawClient,
+    connect_packet,
+    varint,
+)
 from tests.support.paho_device import PahoDevice
 from tests.support.postgres import free_port
 from tests.support.tenants import Tenant, make_tenant
@@ -109,20 +116,11 @@ def _connect5(client_id: str, username: str, *, keepalive: int = 60) -> bytes:
     """An MQTT 5 CONNECT with a username, clean start and no properties."""
     header = _string("MQTT") + bytes([5, 0x82]) + struct.pack("!H", keepalive) + b"\x00"
     body = header + _string(client_id) + _string(username)
-    return b"\x10" + _varint(len(body)) + body
+    return b"\x10" + varint(len(body)) + body
 
 
 def _string(text: str) -> bytes:
     return struct.pack("!H", len(text)) + text.encode()
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 # -- the policy itself -------------------------------------------------------------------
@@ -255,7 +253,7 @@ async def test_a_client_gone_before_its_connack_leaves_nothing_behind(tmp_path: 
         for i in range(20):  # MQTT 5 CONNECTs, each connection reset as soon as it is sent
             credentials = _string(f"gone-{i}") + _string("dev1") + _string("pw1")
             with socket.create_connection(("127.0.0.1", fleet.port)) as sock:
-                sock.sendall(b"\x10" + _varint(len(body + credentials)) + body + credentials)
+                sock.sendall(b"\x10" + varint(len(body + credentials)) + body + credentials)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         # Every one was accepted and has ended; none is left "connected".
         await wait_until(
@@ -292,7 +290,7 @@ async def test_a_connect_declaring_256_mib_is_closed_unread(
         port = port_of(app)
         before = _refused("connect_too_large")
         huge = await RawClient.open(port)
-        await huge.send(b"\x10" + _varint(256 * 1024 * 1024 - 1) + b"\x00\x04MQTT\x04\x02")
+        await huge.send(b"\x10" + varint(256 * 1024 * 1024 - 1) + b"\x00\x04MQTT\x04\x02")
         assert await huge.closed_by_peer(wait_s=3)
         assert _refused("connect_too_large") - before == 1
         # A CONNECT within the limit, even with a 32 KiB will, is served as before.
@@ -315,11 +313,11 @@ async def test_packets_over_the_limit_close_the_connection_unread(
         before = _closed("packet_too_large")
         v311 = await RawClient.connected(port, "big-311", username=token)
         await v311.publish(f"devices/{device_id}/telemetry", b'{"t": 1}', qos=1)  # small: fine
-        await v311.send(b"\x32" + _varint(10 * 1024 * 1024) + b"\x00\x01t")
+        await v311.send(b"\x32" + varint(10 * 1024 * 1024) + b"\x00\x01t")
         assert await v311.closed_by_peer(wait_s=3)
         v5 = await RawClient.open(port)
         assert await _connack(v5, _connect5("big-5", token)) == 0
-        await v5.send(b"\x32" + _varint(4096))
+        await v5.send(b"\x32" + varint(4096))
         goodbye = await v5.read()
         assert (goodbye.kind, goodbye.body[:1]) == (DISCONNECT, b"\x95")  # packet too large
         assert await v5.closed_by_peer(wait_s=3)
@@ -578,7 +576,7 @@ def _rss_mib(pid: int) -> float:
 async def _send_huge_connect(port: int) -> int:
     """Declare a 256 MiB CONNECT and send up to 32 MiB of it; returns the bytes sent."""
     _, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"\x10" + _varint(256 * 1024 * 1024 - 1) + b"\x00\x04MQTT\x04\x02")
+    writer.write(b"\x10" + varint(256 * 1024 * 1024 - 1) + b"\x00\x04MQTT\x04\x02")
     sent, chunk = 0, b"a" * (1024 * 1024)
     try:
         async with asyncio.timeout(30):

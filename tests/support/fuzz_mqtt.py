@@ -14,17 +14,9 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from tests.support.mqtt_raw import varint
+
 MAX_VARINT = 268_435_455
-
-
-def varint(value: int) -> bytes:
-    """A Variable Byte Integer (MQTT 5 1.5.5, MQTT 3.1.1 2.2.3)."""
-    out = bytearray()
-    while True:
-        value, digit = value >> 7, value & 0x7F
-        out.append(digit | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
 
 
 def u16(value: int) -> bytes:
