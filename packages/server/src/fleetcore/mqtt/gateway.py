@@ -62,6 +62,7 @@ from fleetcore.telemetry.ingest import decode_and_check
 from fleetcore.telemetry.pipeline import IngestPipeline, Overloaded
 from fleetcore.telemetry.writer import DeviceReadings
 from fleetcore_protocol import topics
+from fleetcore_protocol.jsonvalue import unstorable
 from fleetcore_protocol.topics import Channel, TopicError
 
 log = structlog.get_logger(__name__)
@@ -336,6 +337,10 @@ class MqttGateway:
             return None
         if not isinstance(value, dict):
             self._dead(principal, message, "wrong_type", "expected a JSON object")
+            return None
+        # orjson reads 1,024 levels and writes 254: what cannot be stored again stops here.
+        if problem := unstorable(value):
+            self._dead(principal, message, "unstorable_json", problem)
             return None
         return value
 
