@@ -11,13 +11,14 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_COMPILE_BYTECODE := 1
 export UV_LINK_MODE := copy
 
-.PHONY: help install system-deps run test lint fmt bench clean
+.PHONY: help install system-deps run test lint audit fmt bench clean
 
 help:
 	@echo "make run     install, then start Fleetcore on SQLite + the embedded broker (http://127.0.0.1:8000)"
 	@echo "make test    install, then lint, type-check and run every test (SQLite and PostgreSQL)"
 	@echo "make bench   run the benchmarks under bench/ and write bench/report.json"
 	@echo "make lint    ruff and mypy only"
+	@echo "make audit   known vulnerabilities in the locked dependencies (pip-audit)"
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -35,7 +36,7 @@ system-deps:
 	@scripts/system-deps.sh
 
 run: install
-	$(BIN)/fleetcore serve --demo
+	FLEETCORE_ENVIRONMENT=$${FLEETCORE_ENVIRONMENT:-development} $(BIN)/fleetcore serve --demo
 
 lint: install
 	$(BIN)/ruff check .
@@ -46,7 +47,10 @@ fmt: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: install system-deps lint
+audit: install
+	UV=$(UV) scripts/audit-deps.sh
+
+test: install system-deps lint audit
 	$(BIN)/pytest
 
 bench: install system-deps

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from tests.support.env import fleetcore_env
 from tests.support.postgres import free_port
 
 from bench.load import run_load
@@ -53,7 +53,7 @@ def _measure(command: list[str], port: int, env: dict[str, str]) -> dict[str, fl
 
 def run() -> dict[str, Any]:
     """Run both and report the ratio."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETCORE_")}
+    env = fleetcore_env()
     env["FLEETCORE_LOG_LEVEL"] = "warning"
     bare_port, fleet_port = free_port(), free_port()
     bare = _measure(

@@ -37,6 +37,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+from tests.support.env import fleetcore_env
 from tests.support.mqtt_raw import DISCONNECT, connect_packet, packet, publish_packet
 from tests.support.postgres import PostgresServer, free_port
 
@@ -417,7 +418,7 @@ async def db_bulk_insert(server: PostgresServer, tmp: Path) -> dict[str, Any]:
 
 
 def _env(mqtt_port: int, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETCORE_")}
+    env = fleetcore_env()
     env.update(FLEETCORE_LOG_LEVEL="warning", FLEETCORE_MQTT_PORT=str(mqtt_port), **extra)
     return env
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import signal
 import sqlite3
 import subprocess
@@ -22,6 +21,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+from tests.support.env import fleetcore_env
 from tests.support.postgres import PostgresServer, free_port
 
 from bench.load import LoadResult, RequestFactory, post_head, post_request, run_requests
@@ -39,7 +39,7 @@ _SINGLE = b'{"ts":%d,"values":{"t":21.5}}'
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETCORE_")}
+    env = fleetcore_env()
     env.update(FLEETCORE_LOG_LEVEL="warning", FLEETCORE_MQTT_PORT="0", **extra)
     return env
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,12 +13,13 @@ from fleetcore.auth.security import verify_password
 from fleetcore.db import Database
 from fleetcore.demo import DEMO_EMAIL, ensure_demo
 from fleetcore.devices.models import Device, DeviceCredential
+from tests.support.env import fleetcore_env
 
 FLEETCORE = str(Path(sys.executable).parent / "fleetcore")
 
 
 def _run(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETCORE_")}
+    env = fleetcore_env()
     env["FLEETCORE_DATA_DIR"] = str(data_dir)
     return subprocess.run(
         [FLEETCORE, *args], capture_output=True, text=True, env=env, timeout=60, check=False

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,13 +17,14 @@ import pytest
 from fleetcore import __version__
 from fleetcore.server import build_server
 from tests.conftest import TEST_SECRET, make_settings
+from tests.support.env import fleetcore_env
 from tests.support.postgres import PostgresServer, free_port
 
 FLEETCORE = str(Path(sys.executable).parent / "fleetcore")
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETCORE_")}
+    env = fleetcore_env()
     env.update(extra)
     return env
 

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import structlog
 
+from fleetcore.app import create_app
 from fleetcore.config import DEVELOPMENT_SECRET_KEY, ConfigError, load_settings
+from tests.support.env import fleetcore_env
+from tests.support.postgres import free_port
+
+FLEETCORE = str(Path(sys.executable).parent / "fleetcore")
 
 
 @pytest.fixture(autouse=True)
@@ -54,16 +62,48 @@ def test_default_database_is_sqlite_in_data_dir(tmp_path: Path) -> None:
     assert settings.migrate_on_start is True
 
 
-def test_default_secret_refused_outside_development(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FLEETCORE_ENVIRONMENT", "production")
+@pytest.mark.parametrize("environment", [None, "production", "test"])
+def test_default_secret_refused_unless_explicitly_development(
+    monkeypatch: pytest.MonkeyPatch, environment: str | None
+) -> None:
+    if environment:
+        monkeypatch.setenv("FLEETCORE_ENVIRONMENT", environment)
+    settings = load_settings()
+    assert settings.environment == (environment or "production")
+    with pytest.raises(ConfigError, match="FLEETCORE_SECRET_KEY") as info:
+        settings.check_signing_key()
+    assert "\n" not in str(info.value)
     with pytest.raises(ConfigError, match="FLEETCORE_SECRET_KEY"):
-        load_settings()
+        create_app(settings)
     monkeypatch.setenv("FLEETCORE_SECRET_KEY", "x" * 40)
-    assert load_settings().environment == "production"
+    load_settings().check_signing_key()
 
 
-def test_default_secret_allowed_in_development() -> None:
-    assert load_settings().secret_key.get_secret_value() == DEVELOPMENT_SECRET_KEY
+def test_default_secret_allowed_in_explicit_development_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("FLEETCORE_ENVIRONMENT", "development")
+    settings = load_settings(data_dir=tmp_path)
+    assert settings.secret_key.get_secret_value() == DEVELOPMENT_SECRET_KEY
+    with structlog.testing.capture_logs() as logs:
+        create_app(settings)
+    assert any(entry["event"] == "development_secret_key" for entry in logs)
+
+
+def test_serve_refuses_the_published_key_with_one_line(tmp_path: Path) -> None:
+    env = fleetcore_env(FLEETCORE_DATA_DIR=str(tmp_path))
+    del env["FLEETCORE_SECRET_KEY"], env["FLEETCORE_ENVIRONMENT"]
+    result = subprocess.run(
+        [FLEETCORE, "serve", "--port", str(free_port()), "--mqtt-port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "FLEETCORE_SECRET_KEY" in result.stderr
+    assert "FLEETCORE_ENVIRONMENT=development" in result.stderr
 
 
 def test_short_secret_refused(monkeypatch: pytest.MonkeyPatch) -> None:

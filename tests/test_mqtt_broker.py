@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 
@@ -275,7 +276,8 @@ async def test_retained_config_arrives_on_subscribe(fleet: Harness) -> None:
 
 @pytest.mark.parametrize("first", [b"GET / HTTP/1.1\r\n\r\n", b"\xc0\x00", b"\x10\x05MQT"])
 async def test_anything_but_a_connect_first_is_closed(fleet: Harness, first: bytes) -> None:
-    fleet.broker.connect_timeout_s = 1  # the truncated CONNECT waits this long, not forever
+    # The truncated CONNECT waits this long, not forever.
+    fleet.broker.gate.limits = replace(fleet.broker.gate.limits, connect_timeout_s=1)
     client = await RawClient.open(fleet.port)
     await client.send(first)
     assert await client.closed_by_peer(wait_s=3)

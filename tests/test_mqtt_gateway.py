@@ -6,6 +6,7 @@ import asyncio
 import ssl
 import subprocess
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +164,24 @@ async def test_unusable_messages_become_dead_letters_and_the_connection_lives(
     letters = await dead_letters(http, org, device_id=device_id, reason="malformed_json")
     assert letters[0]["payload_excerpt"] == "{not json"
     assert letters[0]["topic"] == f"{base}/telemetry"
+    assert "ok" in str(await latest(http, org, device_id))
+
+
+async def test_json_that_cannot_be_stored_again_is_a_dead_letter(
+    mqtt_app: FastAPI, http: httpx.AsyncClient, org: Tenant
+) -> None:
+    """300 levels: orjson reads them and cannot write them back (found by fuzzing)."""
+    device_id, token = await new_device(http, org)
+    client = await RawClient.connected(port_of(mqtt_app), "deep", username=token)
+    deep = b'{"a": ' + b"[" * 300 + b"1" + b"]" * 300 + b"}"
+    base = f"devices/{device_id}"
+    for topic in (f"{base}/attributes", f"{base}/commands/{uuid.uuid4()}/result"):
+        await client.publish(topic, deep, qos=1)
+    await client.publish(f"{base}/telemetry", b'{"ok": 1}', qos=1)  # the connection lives
+    await wait_until(lambda: _reasons(http, org, device_id, {"unstorable_json"}), within=5)
+    letters = await dead_letters(http, org, device_id=device_id, reason="unstorable_json")
+    assert len(letters) == 2
+    assert "nested deeper than 32" in letters[0]["detail"]
     assert "ok" in str(await latest(http, org, device_id))
 
 

@@ -590,8 +590,27 @@ async def test_in_app_notifications_are_listed_and_read_by_the_organization(
         ("fe80::1%eth0", False),
         ("fd00::1", False),
         ("::ffff:127.0.0.1", False),  # IPv4-mapped loopback
+        ("::ffff:10.0.0.1", False),
+        ("ff0e::1", False),  # global-scope multicast
         ("93.184.215.14", True),
+        ("::ffff:93.184.215.14", True),
         ("2606:4700:4700::1111", True),
+        # IPv6 that Python 3.11 calls global: judged by the IPv4 address it carries ...
+        ("64:ff9b::7f00:1", False),  # NAT64 of 127.0.0.1
+        ("64:ff9b::a9fe:a9fe", False),  # NAT64 of 169.254.169.254
+        ("64:ff9b::5db8:d70e", True),  # NAT64 of 93.184.215.14
+        ("2002:7f00:1::1", False),  # 6to4 of 127.0.0.1
+        ("2002:a00:1::1", False),  # 6to4 of 10.0.0.1
+        ("2002:5db8:d70e::1", True),  # 6to4 of 93.184.215.14
+        ("2001:0:4136:e378:8000:63bf:f5ff:fffe", False),  # Teredo, client 10.0.0.1
+        ("2001:0:a00:1:8000:63bf:a247:28f1", False),  # Teredo, server 10.0.0.1
+        ("2001:0:4136:e378:8000:63bf:a247:28f1", True),  # Teredo, both public
+        # ... or refused as a whole.
+        ("64:ff9b:1::a00:1", False),  # local-use NAT64
+        ("fec0::1", False),  # site-local (deprecated)
+        ("::127.0.0.1", False),  # IPv4-compatible (deprecated)
+        ("::93.184.215.14", False),
+        ("3fff::1", False),  # documentation
     ],
 )
 def test_only_global_unicast_addresses_are_public(address: str, public: bool) -> None:
@@ -654,7 +673,7 @@ async def test_the_connection_itself_refuses_a_private_address(
         async with egress.webhook_client(
             make_settings(tmp_path, webhook_allow_private_networks=False)
         ) as guarded:
-            outcome = await send_webhook(guarded, url, body=body, headers=headers)
+            outcome = await send_webhook(guarded, url, body=body, headers=headers, deadline_s=10)
         assert not outcome.delivered
         assert outcome.final  # retrying will not make the address public
         assert outcome.error is not None
@@ -663,6 +682,8 @@ async def test_the_connection_itself_refuses_a_private_address(
     # The same request with private networks allowed reaches the receiver (the check above
     # is what refused it, not a receiver that was not there).
     async with egress.webhook_client(make_settings(tmp_path)) as allowed:
-        outcome = await send_webhook(allowed, receiver.url, body=body, headers=headers)
+        outcome = await send_webhook(
+            allowed, receiver.url, body=body, headers=headers, deadline_s=10
+        )
     assert outcome.delivered
     assert [r.body for r in receiver.received] == [body]

@@ -7,7 +7,6 @@ and drop nothing accepted; a crash between accept and commit loses nothing ackno
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from fleetcore.telemetry.models import VALUE_TABLES
 from fleetcore.telemetry.pipeline import IngestPipeline, Overloaded
 from fleetcore.telemetry.writer import DeviceReadings, TelemetryWriter
 from fleetcore_protocol.telemetry import Kind, Reading
+from tests.support.env import fleetcore_env
 from tests.support.postgres import free_port
 from tests.support.wait import wait_until
 
@@ -197,7 +197,7 @@ async def test_http_answers_503_with_retry_after_when_full(
 
 
 def _env(data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETCORE_")}
+    env = fleetcore_env()
     env.update(
         FLEETCORE_DATA_DIR=str(data_dir), FLEETCORE_LOG_LEVEL="warning", FLEETCORE_MQTT_PORT="0"
     )

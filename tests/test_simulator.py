@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -34,6 +33,7 @@ from fleetcore.simulator.signals import (
     SignalModel,
     profile_keys,
 )
+from tests.support.env import fleetcore_env
 from tests.support.postgres import free_port
 from tests.support.serving import serving
 from tests.support.wait import wait_until
@@ -268,7 +268,7 @@ async def test_a_refused_token_is_reported_not_raised(
 
 
 def _simulate(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETCORE_")}
+    env = fleetcore_env()
     env["FLEETCORE_DATA_DIR"] = str(data_dir)
     return subprocess.run(
         [FLEETCORE, "simulate", *args],
@@ -348,7 +348,7 @@ def _sqlite_count(path: Path, query: str) -> int:
 
 def _serve_demo(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], int]:
     http_port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETCORE_")}
+    env = fleetcore_env()
     env.update(
         FLEETCORE_DATA_DIR=str(tmp_path),
         FLEETCORE_PORT=str(http_port),

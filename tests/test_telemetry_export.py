@@ -6,7 +6,6 @@ import asyncio
 import csv
 import io
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from fleetcore.auth.principal import Role
 from fleetcore.db import Database
 from fleetcore.telemetry.query_schemas import ms_to_iso
 from fleetcore_protocol.telemetry import Kind, Reading
+from tests.support.env import fleetcore_env
 from tests.support.tenants import Tenant
 from tests.test_telemetry_queries import API, BASE, DAY, make_device, num, write
 
@@ -233,7 +233,7 @@ async def test_parquet_without_pyarrow_names_the_extra(
 
 def run_cli(database: Database, *args: str) -> subprocess.CompletedProcess[str]:
     """`fleetcore ARGS` as a user runs it, on the test's database."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETCORE_")}
+    env = fleetcore_env()
     env["FLEETCORE_DATABASE_URL"] = database.engine.url.render_as_string(hide_password=False)
     return subprocess.run(
         [FLEETCORE, *args], capture_output=True, text=True, env=env, timeout=120, check=False

@@ -3,7 +3,6 @@ subprocesses), plus a TCP proxy a test can cut, for the agent's end-to-end proof
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import sqlite3
@@ -22,6 +21,7 @@ import yaml
 
 from fleetcore.db import Database
 from fleetcore.demo import DEMO_EMAIL, ensure_demo
+from tests.support.env import fleetcore_env
 from tests.support.postgres import free_port
 from tests.support.wait import wait_until
 
@@ -32,7 +32,7 @@ AGENT = str(BIN / "fleetcore-agent")
 
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment without anyone's FLEETCORE_* settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETCORE_")}
+    env = fleetcore_env()
     env.update(extra)
     return env
 

@@ -16,7 +16,8 @@ CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
 SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT = 8, 9, 10, 11, 12, 13, 14
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
+    """A Variable Byte Integer (MQTT 3.1.1 2.2.3, MQTT 5 1.5.5)."""
     out = bytearray()
     while True:
         byte, n = n % 128, n // 128
@@ -32,7 +33,7 @@ def _str(s: str | bytes) -> bytes:
 
 def packet(kind: int, flags: int, body: bytes) -> bytes:
     """Frame one packet."""
-    return bytes([(kind << 4) | flags]) + _varint(len(body)) + body
+    return bytes([(kind << 4) | flags]) + varint(len(body)) + body
 
 
 def connect_packet(

@@ -1,14 +1,23 @@
-"""HTTP fallback to the platform's device API (stdlib only), behind a circuit breaker."""
+"""HTTP fallback to the platform's device API (stdlib only), behind a circuit breaker.
+
+Redirects are not followed. urllib would send the device token along to wherever a
+redirect points (another host included), and would turn a POST into a GET whose 2xx the
+agent would take for its batch stored. A 3xx is an answer like any other failure: the batch
+stays queued, and the log names the address to configure instead.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 from fleetcore_agent.resilience import CircuitBreaker
+
+log = logging.getLogger("fleetcore_agent.http")
 
 # Answers that mean the platform will never take this body as it is: do not resend.
 REFUSED_FOR_GOOD = frozenset({400, 413, 422})
@@ -28,6 +37,21 @@ class Answer:
         return self.status in REFUSED_FOR_GOOD
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is raised as an HTTPError with its 3xx status, never followed."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> None:
+        return None
+
+
 class DeviceApi:
     """The device half of the platform's REST API, authenticated by X-Device-Token."""
 
@@ -38,6 +62,8 @@ class DeviceApi:
         self.token = token
         self.breaker = breaker
         self.timeout_s = timeout_s
+        self._opener = urllib.request.build_opener(_NoRedirects)
+        self._redirects_seen: set[str] = set()
 
     def _call(
         self, method: str, path: str, body: bytes | None = None, *, timeout_s: float | None = None
@@ -51,14 +77,14 @@ class DeviceApi:
             headers={"X-Device-Token": self.token, "Content-Type": "application/json"},
         )
         try:
-            with urllib.request.urlopen(  # noqa: S310
-                request, timeout=timeout_s or self.timeout_s
-            ) as response:
+            with self._opener.open(request, timeout=timeout_s or self.timeout_s) as response:
                 raw = response.read()
                 status = int(response.status)
         except urllib.error.HTTPError as exc:
             status = exc.code
             raw = exc.read()
+            if 300 <= status < 400:
+                self._note_redirect(status, str(exc.headers.get("Location", "")))
         except (OSError, ValueError):
             self.breaker.failure()
             return Answer(False, None)
@@ -71,6 +97,17 @@ class DeviceApi:
         except ValueError:
             parsed = None
         return Answer(200 <= status < 300, status, parsed)
+
+    def _note_redirect(self, status: int, location: str) -> None:
+        # Once per address, not once per retry (and a few addresses at most).
+        if location not in self._redirects_seen and len(self._redirects_seen) < 10:
+            self._redirects_seen.add(location)
+            log.warning(
+                "the platform answered %d redirecting to %r; redirects are not followed "
+                "(the device token stays here): set http_url to the address to use",
+                status,
+                location[:200],
+            )
 
     def send_telemetry(self, payload: bytes) -> Answer:
         """POST a telemetry batch; 2xx comes after the platform committed it."""

@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+from fleetcore_protocol.jsonvalue import MAX_DEPTH, unstorable, unstorable_text
+
 JsonValue = float | str | bool | dict[str, Any] | list[Any]
 Loads = Callable[[bytes], Any]
 
-_KEY = re.compile(r"^[A-Za-z0-9_.:\-/]+$")
+_KEY = re.compile(r"[A-Za-z0-9_.:\-/]+")  # fullmatch: "$" would allow a final newline
 
 
 class Kind(IntEnum):
@@ -71,6 +73,7 @@ class Limits:
     max_key_length: int = 128
     max_text_length: int = 8 * 1024
     max_json_bytes: int = 16 * 1024
+    max_json_depth: int = MAX_DEPTH
     max_future_ms: int = 10 * 60 * 1000  # clocks drift; a day ahead is a bug
     min_ts: int = 946_684_800_000  # 2000-01-01: earlier is a device without a clock
 
@@ -97,7 +100,10 @@ def _classify(value: Any, limits: Limits) -> tuple[Kind, JsonValue] | str:
     if isinstance(value, bool):
         return Kind.BOOLEAN, value
     if isinstance(value, int | float):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # json.loads reads integers far beyond a double
+            return "number out of range"
         if not math.isfinite(number):
             return "numbers must be finite"
         return Kind.NUMBER, number
@@ -106,15 +112,17 @@ def _classify(value: Any, limits: Limits) -> tuple[Kind, JsonValue] | str:
             return f"text longer than {limits.max_text_length} characters"
         if "\x00" in value:  # no database stores NUL in text
             return "text must not contain NUL characters"
+        if problem := unstorable_text(value):
+            return problem
         return Kind.TEXT, value
     if isinstance(value, dict | list):
-        try:
-            encoded = json.dumps(value, separators=(",", ":"), allow_nan=False)
-        except ValueError:
-            return "numbers must be finite"
+        # Checked before encoding: json.dumps recurses, and the writer's orjson accepts less.
+        if problem := unstorable(value, limits.max_json_depth):
+            return problem
+        encoded = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
         if len(encoded) > limits.max_json_bytes:
             return f"JSON value larger than {limits.max_json_bytes} bytes"
-        if "\\u0000" in encoded:
+        if b"\\u0000" in encoded:
             return "JSON must not contain NUL characters"
         return Kind.JSON, value
     return "null is not a value; omit the key instead"
@@ -124,7 +132,7 @@ def _values(
     values: dict[str, Any], ts: int, item: int | None, limits: Limits, out: Decoded
 ) -> None:
     for key, raw in values.items():
-        if not (0 < len(key) <= limits.max_key_length) or not _KEY.match(key):
+        if not (0 < len(key) <= limits.max_key_length) or not _KEY.fullmatch(key):
             out.problems.append(
                 Problem(
                     "KEY_INVALID",
@@ -149,7 +157,12 @@ def _entry(entry: Any, item: int | None, now_ms: int, limits: Limits, out: Decod
         return
     if "values" in entry and set(entry) <= {"ts", "values"}:
         ts = entry.get("ts", now_ms)
-        if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
+        # Only floats can be infinite (math.isfinite overflows on integers beyond a double).
+        if (
+            isinstance(ts, bool)
+            or not isinstance(ts, int | float)
+            or (isinstance(ts, float) and not math.isfinite(ts))
+        ):
             out.problems.append(Problem("TS_INVALID", "ts must be epoch milliseconds", item))
             return
         ts = int(ts)
@@ -180,6 +193,8 @@ def decode_telemetry(
         document = loads(payload)
     except (ValueError, UnicodeDecodeError):
         raise PayloadError("MALFORMED_JSON", "the payload is not valid JSON") from None
+    except RecursionError:  # json's C decoder stops at the interpreter's recursion limit
+        raise PayloadError("MALFORMED_JSON", "the payload nests too deeply") from None
     out = Decoded()
     if isinstance(document, list):
         if not document:

@@ -7,6 +7,7 @@ Native topics carry the device id so an external broker can enforce ACLs per dev
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -115,6 +116,7 @@ def parse(topic: str) -> Topic:
     raise TopicError(f"not a Fleetcore topic: {topic!r}")
 
 
+_RPC_ID = re.compile(r"[0-9]{1,10}")
 _TB_UP = {"telemetry": Channel.TELEMETRY, "attributes": Channel.ATTRIBUTES}
 _TB_UP_WITH_ID = {
     ("rpc", "response"): Channel.COMMAND_RESULT,  # the device answers a server-side RPC
@@ -127,7 +129,8 @@ def _parse_thingsboard(rest: str) -> Topic:
     if rest in _TB_UP:
         return Topic(_TB_UP[rest], None)
     parts = rest.split("/")
-    if len(parts) == 3 and parts[2].isdigit() and len(parts[2]) <= 10:
+    # ASCII digits only: str.isdigit() also takes "²" and other scripts' digits.
+    if len(parts) == 3 and _RPC_ID.fullmatch(parts[2]):
         channel = _TB_UP_WITH_ID.get((parts[0], parts[1]))
         if channel is not None:
             return Topic(channel, None, parts[2])

@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Protocol
 
 import structlog
-from fastapi import FastAPI
-from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -21,9 +20,11 @@ from fleetcore.audit.handlers import install_audit_handlers
 from fleetcore.auth.pages import install_page_handlers
 from fleetcore.auth.ratelimit import LoginLimiter
 from fleetcore.auth.security import configure_hasher
+from fleetcore.body_limit import BodyLimitMiddleware
 from fleetcore.commands.delivery import EXPIRY_INTERVAL_S, CommandService
 from fleetcore.config import Settings
 from fleetcore.db import Database
+from fleetcore.deadletters import retention as dead_letter_retention
 from fleetcore.deadletters.sink import DeadLetterSink
 from fleetcore.errors import API_ERROR_STATUSES, documented_errors, install_error_handlers
 from fleetcore.jobs import JobScheduler
@@ -31,16 +32,19 @@ from fleetcore.live.hub import InProcessHub
 from fleetcore.live.telemetry import telemetry_publisher
 from fleetcore.middleware import RequestContextMiddleware
 from fleetcore.mqtt.gateway import MqttGateway
+from fleetcore.mqtt.limits import ProvisioningLimits
 from fleetcore.mqtt.transport import EmbeddedTransport
 from fleetcore.notifications.dispatcher import Dispatcher
 from fleetcore.ops.readiness import database_checks
 from fleetcore.ops.router import router as ops_router
 from fleetcore.routers import API_ROUTERS, PAGE_ROUTERS
 from fleetcore.rules.engine import RulesEngine
+from fleetcore.security_headers import SecurityHeadersMiddleware
 from fleetcore.status.presence import Presence
 from fleetcore.telemetry import partitions, retention
 from fleetcore.telemetry.pipeline import IngestPipeline
 from fleetcore.telemetry.writer import TelemetryWriter
+from fleetcore.templating import templates
 
 log = structlog.get_logger(__name__)
 
@@ -57,6 +61,15 @@ class Component(Protocol):
 
 def create_app(settings: Settings, *, database: Database | None = None) -> FastAPI:
     """Build the ASGI app; pass `database` to share one (tests bind it to a transaction)."""
+    settings.check_signing_key()
+    if settings.uses_development_key:
+        # Anyone can read this key in the source and mint tokens for any user: say so loudly.
+        log.warning(
+            "development_secret_key",
+            message="signing tokens with the PUBLISHED development key: anyone can sign in as "
+            "anyone; set FLEETCORE_SECRET_KEY (and FLEETCORE_ENVIRONMENT=production) before "
+            "this server is reachable by others",
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -73,8 +86,11 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         app.state.pipeline = pipeline
         app.state.live = live = InProcessHub()
         pipeline.add_handler(telemetry_publisher(live))
-        dead_letters = DeadLetterSink(db)
+        dead_letters = DeadLetterSink(
+            db, rate_per_s=settings.dead_letters_rate_per_s, burst=settings.dead_letters_burst
+        )
         app.state.dead_letters = dead_letters
+        dead_letter_retention.register_job(app.state.jobs, db, settings)
         # Stopped in reverse: the sink outlives everything that records into it.
         presence = Presence(db, live)
         app.state.presence = presence
@@ -103,7 +119,12 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         ]
         app.state.gateway = app.state.transport = None
         if settings.mqtt_port:
-            gateway = MqttGateway(db, pipeline, dead_letters)
+            gateway = MqttGateway(
+                db,
+                pipeline,
+                dead_letters,
+                provisioning=ProvisioningLimits.from_settings(settings),
+            )
             gateway.listeners.append(presence)
             gateway.on_traffic = presence.seen
             gateway.listeners.append(commands)
@@ -158,6 +179,9 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     configure_hasher(
         time_cost=settings.password_hash_time_cost, memory_kib=settings.password_hash_memory_kib
     )
+    # Outermost last: the request id and access log see the body limit's 413s too.
+    app.add_middleware(BodyLimitMiddleware, default_limit=settings.max_body_bytes)
+    app.add_middleware(SecurityHeadersMiddleware, hsts=settings.environment == "production")
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
     install_audit_handlers(app)
@@ -170,14 +194,9 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         app.include_router(router)
 
     @app.get("/api/docs", include_in_schema=False)
-    async def api_docs() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url="/api/openapi.json",
-            title="Fleetcore API",
-            swagger_js_url="/static/vendor/swagger-ui/swagger-ui-bundle.js",
-            swagger_css_url="/static/vendor/swagger-ui/swagger-ui.css",
-            swagger_favicon_url="/static/vendor/swagger-ui/favicon-32x32.png",
-        )
+    async def api_docs(request: Request) -> HTMLResponse:
+        # Our own page, not FastAPI's: that one starts Swagger UI with an inline script.
+        return templates.TemplateResponse(request, "ops/api_docs.html")
 
     return app
 

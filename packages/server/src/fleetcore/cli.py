@@ -87,6 +87,19 @@ def serve(
     """Start the platform: HTTP API and pages, MQTT, background jobs."""
     settings = _settings(host=host, port=port, mqtt_port=mqtt_port, data_dir=data_dir)
     configure_logging(settings.log_level, settings.log_format)
+    try:
+        settings.check_signing_key()
+    except ConfigError as exc:
+        typer.echo(f"fleetcore: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if settings.uses_development_key:
+        typer.secho(
+            "fleetcore: WARNING: development mode with the published secret key; "
+            "do not expose this server",
+            err=True,
+            fg="red",
+            bold=True,
+        )
     fleet = _prepare_demo(settings, simulate=simulate) if demo else None
     from fleetcore.server import build_server, tune_gc
 
@@ -148,7 +161,11 @@ def db_current() -> None:
 def _prepare_demo(settings: Settings, *, simulate: bool) -> Fleet | None:
     """The demo data, its sign-in printed, and (with `simulate`) the simulated devices."""
     if settings.environment == "production":
-        typer.echo("fleetcore: --demo is refused in production", err=True)
+        typer.echo(
+            "fleetcore: --demo is refused in production (FLEETCORE_ENVIRONMENT=development "
+            "for a demo)",
+            err=True,
+        )
         raise typer.Exit(2)
     from rich.console import Console
     from rich.panel import Panel

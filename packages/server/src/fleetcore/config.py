@@ -60,7 +60,9 @@ class Settings(BaseSettings):
     )
 
     environment: Literal["development", "test", "production"] = Field(
-        "development", description="development allows the built-in secret key"
+        "production",
+        description="production (the default) needs FLEETCORE_SECRET_KEY; only an explicit "
+        "development may serve with the built-in key, and is warned at every start",
     )
     host: str = Field("127.0.0.1", description="HTTP bind address")
     port: int = Field(8000, ge=1, le=65535, description="HTTP port")
@@ -89,7 +91,10 @@ class Settings(BaseSettings):
         8, ge=1, le=100, description="attempts before a delivery is given up (failed)"
     )
     notification_timeout_s: float = Field(
-        10.0, ge=0.1, le=300, description="webhook and SMTP timeout per attempt"
+        10.0,
+        ge=0.1,
+        le=300,
+        description="webhook and SMTP deadline per attempt (connecting, sending and the answer)",
     )
     notification_lease_s: float = Field(
         120.0, ge=1, le=3600, description="how long a sender holds a delivery before another may"
@@ -99,6 +104,25 @@ class Settings(BaseSettings):
         description="let webhooks reach loopback, private and link-local addresses "
         "(default: allowed except in production)",
     )
+    # Egress hardening (issue 14): notification sends that cannot hold each other, /metrics.
+    notification_concurrency: int = Field(
+        50, ge=1, le=1000, description="notification deliveries sent at once, in all"
+    )
+    notification_concurrency_per_org: int = Field(
+        10,
+        ge=1,
+        le=1000,
+        description="deliveries of one organization sent at once (its slow receivers hold "
+        "no more slots than this)",
+    )
+    notification_concurrency_per_channel: int = Field(
+        4, ge=1, le=1000, description="deliveries of one channel sent at once"
+    )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="bearer token /metrics requires; without one, production serves /metrics "
+        "to loopback clients only",
+    )
     smtp_host: str | None = Field(None, description="SMTP server for email channels")
     smtp_port: int = Field(587, ge=1, le=65535, description="SMTP port")
     smtp_from: str = Field("fleetcore@localhost", description="sender address of emails")
@@ -107,6 +131,59 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = Field(None, description="SMTP password")
     mqtt_session_expiry_s: int = Field(
         7 * 86400, ge=60, description="how long a disconnected persistent session is kept"
+    )
+    # MQTT limits before and after authentication, and dead-letter bounds (issue 14, finding 1)
+    mqtt_max_connections: int = Field(
+        5000, ge=1, le=1_000_000, description="MQTT connections in all (lowered to fit ulimit -n)"
+    )
+    mqtt_max_pending: int = Field(
+        512, ge=1, le=100_000, description="MQTT connections still in their CONNECT phase"
+    )
+    mqtt_max_pending_per_address: int = Field(
+        128, ge=1, le=100_000, description="of those, from one client address"
+    )
+    mqtt_connect_timeout_s: float = Field(
+        10.0, ge=0.1, le=300, description="time from TCP accept to a complete CONNECT"
+    )
+    mqtt_max_connect_bytes: int = Field(
+        64 * 1024, ge=128, le=16 * 1024 * 1024, description="largest CONNECT packet, checked unread"
+    )
+    mqtt_max_packet_bytes: int = Field(
+        1024 * 1024 + 64 * 1024,
+        ge=1024,
+        le=256 * 1024 * 1024,
+        description="largest packet after the CONNECT, checked unread (default: a profile's "
+        "largest max_payload_bytes, 1 MiB, plus room for the topic)",
+    )
+    mqtt_max_keepalive_s: int = Field(
+        1200, ge=1, le=65535, description="keep-alive 0 or longer is cut to this (idle limit)"
+    )
+    mqtt_max_provisioning_sessions: int = Field(
+        32, ge=1, le=100_000, description='concurrent MQTT "provision" connections'
+    )
+    mqtt_provisioning_session_s: float = Field(
+        30.0, ge=1, le=3600, description='a "provision" connection is closed after this long'
+    )
+    mqtt_provisioning_rate_per_min: float = Field(
+        60.0, gt=0, le=100_000, description="provisioning connects + requests per address a minute"
+    )
+    mqtt_provisioning_burst: int = Field(
+        30, ge=1, le=100_000, description="provisioning connects + requests per address at once"
+    )
+    dead_letters_rate_per_s: float = Field(
+        1.0, gt=0, le=100_000, description="dead letters stored per device (or address) a second"
+    )
+    dead_letters_burst: int = Field(
+        100, ge=1, le=1_000_000, description="dead letters stored per device (or address) at once"
+    )
+    dead_letters_retention_days: int = Field(
+        30, ge=0, le=3650, description="dead letters older than this are deleted; 0 = kept"
+    )
+    dead_letters_max_rows: int = Field(
+        1_000_000, ge=0, le=1_000_000_000, description="newest dead letters kept; 0 = no cap"
+    )
+    dead_letters_prune_interval_s: float = Field(
+        3600.0, ge=1, le=86400, description="how often old dead letters are deleted"
     )
     data_dir: Path = Field(Path("./var"), description="where the SQLite file and state live")
     database_url: str | None = Field(
@@ -124,9 +201,24 @@ class Settings(BaseSettings):
     refresh_token_ttl_s: int = Field(30 * 86400, ge=3600)
     session_cookie_ttl_s: int = Field(12 * 3600, ge=300, description="browser session")
     remember_me_ttl_s: int = Field(30 * 86400, ge=3600, description="browser, remember me")
-    login_max_failures_per_account: int = Field(10, ge=1)
-    login_max_failures_per_address: int = Field(50, ge=1)
-    login_failure_window_s: int = Field(15 * 60, ge=1)
+    login_max_failures_per_account: int = Field(
+        10, ge=1, description="sign-in attempts on one account from one client address, per window"
+    )
+    login_max_failures_per_address: int = Field(
+        50, ge=1, description="failed sign-ins from one client address, any account, per window"
+    )
+    login_failure_window_s: int = Field(15 * 60, ge=1, description="the two windows above")
+    login_max_attempts_per_account_per_minute: int = Field(
+        30,
+        ge=1,
+        description="sign-in attempts on one account from all addresses together, per minute: "
+        "slows a distributed guesser; the owner waits a minute at most",
+    )
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        description="proxies trusted to set X-Forwarded-For (comma-separated addresses or *); "
+        "the per-address sign-in limits see the client address they report",
+    )
     redis_url: str | None = Field(
         None, description="redis://... for shared rate limits and fan-out"
     )
@@ -139,6 +231,14 @@ class Settings(BaseSettings):
     retention_interval_s: float = Field(3600.0, ge=1, le=86400, description="retention job period")
     retention_chunk_rows: int = Field(10_000, ge=100, le=1_000_000, description="rows per delete")
     partitions_ahead_days: int = Field(7, ge=1, le=60, description="PostgreSQL daily partitions")
+    # HTTP request limits (issue 14)
+    max_body_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        le=1024**3,
+        description="largest request body on any route, refused (413) before it is read; "
+        "the ingest and import routes keep their own limits",
+    )
     db_pool_size: int = Field(10, ge=1, le=200)
     shutdown_grace_s: float = Field(20.0, ge=0, le=600)
 
@@ -146,18 +246,6 @@ class Settings(BaseSettings):
     @classmethod
     def _check_database_url(cls, value: str | None) -> str | None:
         return None if value in (None, "") else normalize_database_url(value)
-
-    @model_validator(mode="after")
-    def _refuse_default_secret(self) -> Settings:
-        if (
-            self.environment != "development"
-            and self.secret_key.get_secret_value() == DEVELOPMENT_SECRET_KEY
-        ):
-            raise ValueError(
-                "FLEETCORE_SECRET_KEY must be set to a random value of 32+ characters "
-                f"outside development mode (environment={self.environment})"
-            )
-        return self
 
     @model_validator(mode="after")
     def _lease_outlasts_a_send(self) -> Settings:
@@ -192,6 +280,24 @@ class Settings(BaseSettings):
             return make_url(self.database_url)
         path = (self.data_dir / "fleetcore.db").resolve()
         return make_url(f"sqlite+aiosqlite:///{path}")
+
+    @property
+    def uses_development_key(self) -> bool:
+        """True when tokens would be signed with the key published in this file."""
+        return self.secret_key.get_secret_value() == DEVELOPMENT_SECRET_KEY
+
+    def check_signing_key(self) -> None:
+        """Refuse to sign with the published key unless the environment is development.
+
+        Checked where tokens are signed (the server), not in every command: the simulator,
+        exports and migrations never sign, and need no key.
+        """
+        if self.uses_development_key and self.environment != "development":
+            raise ConfigError(
+                "FLEETCORE_SECRET_KEY: set it to a random value of 32+ characters "
+                f"(environment={self.environment}); only FLEETCORE_ENVIRONMENT=development "
+                "may run with the built-in key"
+            )
 
     @property
     def is_sqlite(self) -> bool:

@@ -63,3 +63,8 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         logger.propagate = True
     # Our middleware writes one access line per request with its id and route.
     logging.getLogger("uvicorn.access").disabled = True
+    # amqtt and its state machine log every connection and state change at info: the
+    # broker's own lines (fleetcore.mqtt) say what matters.
+    if level.upper() == "INFO":  # at debug, everything
+        for name in ("amqtt", "transitions"):
+            logging.getLogger(name).setLevel(logging.WARNING)

@@ -21,6 +21,44 @@ from fleetcore.request_context import (
 log = structlog.get_logger("fleetcore.http")
 
 
+def loggable_path(scope: Scope) -> str:
+    """The request path with any device token in it replaced by ***.
+
+    ThingsBoard firmware puts its token in the path (/api/v1/{token}/telemetry); a token in
+    a log is a credential anyone with the logs can use. A matched route names the segment;
+    for a path no route matched, the segment after /api/v1/ is masked unless it is one of
+    the API's own collections (a device posting to a wrong sub-path still sends its token).
+    """
+    path: str = scope.get("path", "")
+    token = (scope.get("path_params") or {}).get("token")
+    if isinstance(token, str) and token:
+        return path.replace(token, "***")
+    if scope.get("route") is None and path.startswith(_API_PREFIX):
+        segment, _, rest = path[len(_API_PREFIX) :].partition("/")
+        if segment and segment not in _api_collections(scope.get("app")):
+            return f"{_API_PREFIX}***" + (f"/{rest}" if rest or path.endswith("/") else "")
+    return path
+
+
+_API_PREFIX = "/api/v1/"
+_collections: dict[int, frozenset[str]] = {}
+
+
+def _api_collections(app: object) -> frozenset[str]:
+    """The first segments of the app's /api/v1 routes that are not parameters (cached)."""
+    key = id(app)
+    if key not in _collections:
+        names = set()
+        for route in getattr(app, "routes", ()):
+            path = getattr(route, "path", "")
+            if isinstance(path, str) and path.startswith(_API_PREFIX):
+                first = path[len(_API_PREFIX) :].split("/", 1)[0]
+                if first and not first.startswith("{"):
+                    names.add(first)
+        _collections[key] = frozenset(names)
+    return _collections[key]
+
+
 def _route_template(scope: Scope) -> str:
     route = scope.get("route")
     path = getattr(route, "path", None)
@@ -64,7 +102,7 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         except Exception:
-            log.exception("unhandled_error", method=scope.get("method"), path=scope.get("path"))
+            log.exception("unhandled_error", method=scope.get("method"), path=loggable_path(scope))
             if scope["type"] == "http" and not started:
                 await _send_internal_error(send_with_id)
         finally:
@@ -77,7 +115,7 @@ class RequestContextMiddleware:
                 log.info(
                     "request",
                     method=method,
-                    path=scope.get("path"),
+                    path=loggable_path(scope),
                     route=route,
                     status=status,
                     duration_ms=round(elapsed * 1000, 2),

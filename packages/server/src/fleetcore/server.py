@@ -21,6 +21,8 @@ def build_server(settings: Settings, app: FastAPI | None = None) -> uvicorn.Serv
         log_config=None,
         access_log=False,
         proxy_headers=True,
+        # Only these proxies may name the client address (the sign-in limits count by it).
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         server_header=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),
         lifespan="on",

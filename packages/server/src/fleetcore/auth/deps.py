@@ -56,9 +56,15 @@ async def user_principal(
     user = await session.get(User, claims.user_id)
     if user is None or not user.is_active:
         raise Unauthorized("the account is not active", code="INVALID_TOKEN")
+    # The session must be live AND the user's own: a token naming another user's id on
+    # the caller's live session is forged, whatever its signature.
     live = await session.scalar(
         select(RefreshToken.id)
-        .where(RefreshToken.family_id == claims.session_id, RefreshToken.revoked_at.is_(None))
+        .where(
+            RefreshToken.family_id == claims.session_id,
+            RefreshToken.user_id == user.id,
+            RefreshToken.revoked_at.is_(None),
+        )
         .limit(1)
     )
     if live is None:

@@ -16,6 +16,7 @@ from fleetcore.auth.models import Organization, User
 from fleetcore.auth.principal import Principal
 from fleetcore.auth.ratelimit import LoginLimiter
 from fleetcore.auth.security import same
+from fleetcore.config import Settings
 from fleetcore.deps import SessionDep, SettingsDep
 from fleetcore.errors import Forbidden, RateLimited, Unauthorized
 from fleetcore.templating import templates
@@ -40,7 +41,9 @@ def _safe_next(value: str | None) -> str:
 
 
 def _secure(request: Request) -> bool:
-    return request.url.scheme == "https"
+    # Production always: a cookie sent once over plain HTTP is a session anyone on the path has.
+    settings: Settings = request.app.state.settings
+    return settings.environment == "production" or request.url.scheme == "https"
 
 
 async def page_principal(request: Request, session: SessionDep, settings: SettingsDep) -> Principal:

@@ -77,11 +77,11 @@ async def login(
     """Check the password (rate-limited, same answer and timing for unknown accounts)."""
     email = email.strip().lower()
     address = current_client_address()
-    await limiter.check(email, address)
+    await limiter.attempt(email, address)  # before the check: concurrent guesses count too
     user = await session.scalar(select(User).where(func.lower(User.email) == email))
     valid = await verify_password(password, user.password_hash if user else None)
     if user is None or not valid or not user.is_active:
-        await limiter.failed(email, address)
+        await limiter.failed(address)
         audit.record(
             session,
             action="auth.login",
@@ -94,7 +94,7 @@ async def login(
         )
         await session.commit()
         raise Unauthorized(BAD_CREDENTIALS, code="BAD_CREDENTIALS")
-    await limiter.succeeded(email)
+    await limiter.succeeded(email, address)
     user.last_login_at = utcnow()
     issued = await _issue(
         session,

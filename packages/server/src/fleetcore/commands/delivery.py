@@ -39,6 +39,7 @@ from fleetcore.mqtt import metrics as mqtt_metrics
 from fleetcore.mqtt.broker import topic_matches
 from fleetcore.mqtt.transport import DeviceTransport
 from fleetcore_protocol import topics
+from fleetcore_protocol.jsonvalue import unstorable
 from fleetcore_protocol.topics import Channel
 
 log = structlog.get_logger(__name__)
@@ -50,6 +51,9 @@ RETRY_AFTER_FAILURE = timedelta(seconds=30)  # when the database could not be as
 # MQTT 5 reason codes for refused results (the gateway's PUBACK may carry them).
 NOT_AUTHORIZED = 0x87
 UNSPECIFIED_ERROR = 0x80
+IMPLEMENTATION_SPECIFIC_ERROR = 0x83
+# A result answers a command; bulk data goes as telemetry. Stored results stay small.
+MAX_RESULT_BYTES = 64 * 1024
 PAYLOAD_FORMAT_INVALID = 0x99
 
 
@@ -79,12 +83,16 @@ class Refusal(StrEnum):
     UNKNOWN = "unknown"  # no such command
     NOT_YOURS = "not_yours"  # another device's command
     NOT_OPEN = "not_open"  # never sent, or already finished
+    TOO_LARGE = "too_large"  # a result past MAX_RESULT_BYTES
+    UNSTORABLE = "unstorable"  # nested too deep, an integer past 64 bits, a lone surrogate
 
 
 _REFUSAL_CODES = {
     Refusal.UNKNOWN: UNSPECIFIED_ERROR,
     Refusal.NOT_YOURS: NOT_AUTHORIZED,
     Refusal.NOT_OPEN: UNSPECIFIED_ERROR,
+    Refusal.TOO_LARGE: IMPLEMENTATION_SPECIFIC_ERROR,
+    Refusal.UNSTORABLE: PAYLOAD_FORMAT_INVALID,
 }
 
 
@@ -332,6 +340,12 @@ class CommandService:
         error: str | None = None,
     ) -> DeviceCommand | Refusal:
         """A device's answer to a sent or delivered command (by id, or ThingsBoard rpc id)."""
+        if result is not None:
+            # Checked before encoding: orjson cannot write what unstorable() refuses.
+            if unstorable({"result": result}):
+                return Refusal.UNSTORABLE
+            if len(orjson.dumps(result)) > MAX_RESULT_BYTES:
+                return Refusal.TOO_LARGE
         which: ColumnElement[bool] = (
             DeviceCommand.id == command_id
             if command_id is not None

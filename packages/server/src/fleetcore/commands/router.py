@@ -10,8 +10,9 @@ import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request, status
 
 from fleetcore.auth.deps import PrincipalDep
+from fleetcore.body_limit import read_body
 from fleetcore.commands import service
-from fleetcore.commands.delivery import MAX_RPC_ID, CommandService
+from fleetcore.commands.delivery import MAX_RESULT_BYTES, MAX_RPC_ID, CommandService
 from fleetcore.commands.models import CommandStatus
 from fleetcore.commands.schemas import (
     CommandIn,
@@ -26,12 +27,10 @@ from fleetcore.deps import SessionDep
 from fleetcore.devices.auth_cache import HeaderIngestDevice, PathIngestDevice
 from fleetcore.errors import Invalid, RequestTimeout, documented_errors
 from fleetcore.pagination import CursorQuery, LimitQuery, Page
-from fleetcore.telemetry.router import read_body
 
 router = APIRouter(prefix="/api/v1", tags=["commands"])
 
 MAX_WAIT_S = 60
-MAX_RESULT_BYTES = 64 * 1024
 
 
 def _commands(request: Request) -> CommandService:

@@ -3,6 +3,7 @@ read, cancel. Delivery, results and expiry are in fleetcore.commands.delivery.""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -13,7 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcore.audit import service as audit
 from fleetcore.auth.principal import Principal, Role
-from fleetcore.commands.delivery import MAX_RPC_ID, CommandService, DeviceRef, Refusal
+from fleetcore.commands.delivery import (
+    MAX_RESULT_BYTES,
+    MAX_RPC_ID,
+    CommandService,
+    DeviceRef,
+    Refusal,
+)
 from fleetcore.commands.limits import check_command
 from fleetcore.commands.models import CANCELLABLE, CommandStatus, DeviceCommand
 from fleetcore.commands.schemas import CommandIn
@@ -21,7 +28,7 @@ from fleetcore.commands.transitions import move
 from fleetcore.db import utcnow
 from fleetcore.devices import service as devices
 from fleetcore.devices.models import DeviceProfile
-from fleetcore.errors import Conflict, Invalid, NotFound
+from fleetcore.errors import Conflict, Invalid, NotFound, PayloadTooLarge
 from fleetcore.pagination import decode_cursor, page_of, paginate
 
 OFFLINE = "device offline"
@@ -87,8 +94,11 @@ async def create_command(
     principal.require(Role.OPERATOR)
     device = await devices.get_device(session, principal, device_id)
     profile = await session.get(DeviceProfile, device.profile_id) if device.profile_id else None
-    check_command(profile.command_limits if profile else None, data.method, data.params)
+    limits = profile.command_limits if profile else None
     await session.commit()  # end the read: SQLite cannot upgrade it to a write under load
+    # On a worker thread: the check is bounded (safe_schema.py) but may take a few hundred
+    # milliseconds of CPU, which the event loop must not wait out.
+    await asyncio.to_thread(check_command, limits, data.method, data.params)
     online = commands.is_online(device.id)
     now = utcnow()
     values: dict[str, object] = {
@@ -252,6 +262,18 @@ async def device_result(
     )
     if outcome in (Refusal.UNKNOWN, Refusal.NOT_YOURS):
         raise _not_found()  # another device's command: as if it did not exist
+    if outcome is Refusal.TOO_LARGE:
+        raise PayloadTooLarge(
+            f"the result is larger than {MAX_RESULT_BYTES} bytes as JSON",
+            code="RESULT_TOO_LARGE",
+            details={"max_bytes": MAX_RESULT_BYTES},
+        )
+    if outcome is Refusal.UNSTORABLE:
+        raise Invalid(
+            "the result cannot be stored: JSON nested deeper than 32 levels, an integer "
+            "past 64 bits, or text that is not valid Unicode",
+            code="RESULT_NOT_STORABLE",
+        )
     if outcome is Refusal.NOT_OPEN:
         raise Conflict(
             "the command is not waiting for a result (never sent, or already finished)",

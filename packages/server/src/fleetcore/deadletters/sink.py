@@ -10,6 +10,11 @@ a burst of drops is logged once when it starts (and its size once when it ends),
 per record. A database error leaves the rows buffered for the next tick; rows the
 database refuses outright (a device or organization deleted meanwhile) are dropped one by
 one, so a bad row cannot block the rest. `stop()` writes everything recorded before it.
+
+With `rate_per_s` set (the app sets it), rows are stored at that rate per sender (a device,
+or the client address of an anonymous connection), bursts up to `burst`; beyond it a dead
+letter is counted in `fleetcore_dead_letters_suppressed_total` and not stored, so one
+sender's flood costs a counter, not a table.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from prometheus_client import Counter
 from sqlalchemy import insert
 from sqlalchemy.exc import DataError, IntegrityError
 
+from fleetcore.buckets import KeyedBuckets
 from fleetcore.db import Database, utcnow
 from fleetcore.deadletters.models import (
     EXCERPT_BYTES,
@@ -48,6 +54,11 @@ DEAD_LETTERS = Counter(
 DROPPED = Counter(
     "fleetcore_dead_letters_dropped_total",
     "Dead letters counted but not stored (buffer full, database refused, or after stop).",
+)
+SUPPRESSED = Counter(
+    "fleetcore_dead_letters_suppressed_total",
+    "Dead letters counted but not stored: their sender was over its dead-letter rate.",
+    ["transport", "reason"],
 )
 WRITE_FAILURES = Counter(
     "fleetcore_dead_letters_write_failures_total",
@@ -82,8 +93,11 @@ class DeadLetterSink:
         max_buffered: int = 10_000,
         batch_size: int = 500,
         flush_interval_s: float = 0.2,
+        rate_per_s: float | None = None,
+        burst: int = 100,
     ) -> None:
         self.database = database
+        self._rates = None if rate_per_s is None else KeyedBuckets(rate_per_s, burst)
         self.max_buffered = max_buffered
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
@@ -110,13 +124,19 @@ class DeadLetterSink:
         reason: str,
         detail: str,
         payload: bytes,
+        source: str | None = None,
     ) -> None:
         """Count a refused payload and buffer it for writing; never blocks, never raises.
 
         Call it from the event loop's thread. `reason` is a short fixed code (it labels a
         metric): bad_json, wrong_type, oversize, unknown_topic, rate_limited, ...
+        `source` names the sender for the rate (default: the device).
         """
         DEAD_LETTERS.labels(transport, reason).inc()
+        sender = source or str(device_id or "anonymous")
+        if self._rates is not None and not self._rates.take(sender):
+            SUPPRESSED.labels(transport, reason).inc()
+            return
         if self._stopped or len(self._rows) >= self.max_buffered:
             self._drop()
             return

@@ -20,7 +20,7 @@ from fleetcore.errors import Invalid, PayloadTooLarge, Unauthorized
 MAX_TOKEN_LENGTH = 256
 MAX_CSV_BYTES = 1024 * 1024
 # Multipart framing around the file: boundaries, part headers, a short file name.
-_MULTIPART_OVERHEAD = 16 * 1024
+MULTIPART_OVERHEAD = 16 * 1024
 
 _token_header = APIKeyHeader(
     name="X-Device-Token",
@@ -102,7 +102,7 @@ async def csv_upload(request: Request) -> bytes:
     """The bytes of the multipart field `file`, at most MAX_CSV_BYTES (413 beyond)."""
     too_large = PayloadTooLarge(f"the file exceeds {MAX_CSV_BYTES} bytes", code="FILE_TOO_LARGE")
     length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > MAX_CSV_BYTES + _MULTIPART_OVERHEAD:
+    if length.isdigit() and int(length) > MAX_CSV_BYTES + MULTIPART_OVERHEAD:
         raise too_large
     async with request.form(max_files=1, max_fields=4) as form:
         upload = form.get("file")

@@ -16,7 +16,8 @@ from pydantic import (
     model_validator,
 )
 
-from fleetcore.commands.limits import schema_problem
+from fleetcore.commands.limits import MAX_SCHEMA_OBJECTS, shape_problem
+from fleetcore.commands.safe_schema import count_objects
 from fleetcore.devices.models import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     DEFAULT_MQTT_BURST,
@@ -86,10 +87,19 @@ class CommandLimits(BaseModel):
     @field_validator("allowed")
     @classmethod
     def _schemas(cls, allowed: dict[str, dict[str, Any] | None] | None) -> Any:
+        # Only what is cheap here, on the event loop; the service checks the schemas
+        # themselves on a worker thread (commands.limits.check_schemas).
+        objects = 0
         for method, schema in (allowed or {}).items():
-            problem = schema_problem(schema) if schema is not None else None
+            problem = shape_problem(schema) if schema is not None else None
             if problem is not None:
                 raise ValueError(f"the params schema of {method!r} is {problem}")
+            objects += count_objects(schema)
+        if objects > MAX_SCHEMA_OBJECTS:
+            raise ValueError(
+                f"the params schemas hold {objects} JSON objects together; "
+                f"at most {MAX_SCHEMA_OBJECTS}"
+            )
         return allowed
 
     def stored(self) -> dict[str, Any]:

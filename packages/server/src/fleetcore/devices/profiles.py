@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from fleetcore.audit import service as audit
 from fleetcore.auth.principal import Principal, Role
 from fleetcore.auth.security import new_token, token_hash
+from fleetcore.commands.limits import check_schemas
 from fleetcore.db import utcnow
 from fleetcore.devices.models import Device, DeviceProfile
 from fleetcore.devices.profile_schemas import ProfileIn, ProfilePatch
@@ -116,6 +117,7 @@ async def create_profile(
 ) -> tuple[DeviceProfile, str | None]:
     """A new profile (managers); returns it and a generated provisioning secret, if any."""
     principal.require(Role.MANAGER)
+    await check_schemas(data.command_limits.allowed)
     await _check_unique(session, principal.org_id, name=data.name, provision_key=data.provision_key)
     profile = DeviceProfile(
         organization_id=principal.org_id,
@@ -155,6 +157,8 @@ async def update_profile(
 ) -> tuple[DeviceProfile, str | None]:
     """Change the fields sent (managers); returns the profile and a generated secret, if any."""
     principal.require(Role.MANAGER)
+    if data.command_limits is not None:
+        await check_schemas(data.command_limits.allowed)
     profile = await get_profile(session, principal, profile_id)
     sent = data.model_fields_set
     await _check_unique(

@@ -8,9 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 
 from fleetcore.auth.deps import PrincipalDep
+from fleetcore.body_limit import body_limit
 from fleetcore.deps import SessionDep
 from fleetcore.devices import importing, profiles, provisioning, service
-from fleetcore.devices.deps import CsvUpload, CurrentDevice
+from fleetcore.devices.deps import MAX_CSV_BYTES, MULTIPART_OVERHEAD, CsvUpload, CurrentDevice
 from fleetcore.devices.profile_schemas import ProfileIn, ProfileOut, ProfilePatch, ProfileSaved
 from fleetcore.devices.schemas import (
     MAX_LABELS,
@@ -153,6 +154,7 @@ async def list_devices(
     response_model_exclude_none=True,
     openapi_extra=_CSV_BODY,
 )
+@body_limit(MAX_CSV_BYTES + MULTIPART_OVERHEAD)
 async def import_devices(
     session: SessionDep, principal: PrincipalDep, content: CsvUpload
 ) -> ImportResult:

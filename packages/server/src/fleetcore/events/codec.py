@@ -18,6 +18,7 @@ import orjson
 
 from fleetcore.errors import Invalid
 from fleetcore.events.models import SEVERITIES
+from fleetcore_protocol.jsonvalue import unstorable
 
 MAX_EVENTS = 100
 MAX_TYPE_LENGTH = 64
@@ -26,7 +27,7 @@ MIN_TS_MS = 946_684_800_000  # 2000-01-01: earlier is a device without a clock (
 MAX_FUTURE_MS = 10 * 60 * 1000  # clocks drift a little; further ahead is a bug
 DEFAULT_SEVERITY = "info"
 
-_TYPE = re.compile(r"^[A-Za-z0-9_.:-]+$")
+_TYPE = re.compile(r"[A-Za-z0-9_.:-]+")  # fullmatch: "$" would allow a final newline
 _FIELDS = frozenset({"type", "severity", "data", "ts"})
 
 
@@ -55,7 +56,11 @@ def _event(item: Any, index: int | None, now_ms: int) -> EventIn:
             unknown[0][:64],
         )
     kind = item.get("type")
-    if not isinstance(kind, str) or not (0 < len(kind) <= MAX_TYPE_LENGTH) or not _TYPE.match(kind):
+    if (
+        not isinstance(kind, str)
+        or not (0 < len(kind) <= MAX_TYPE_LENGTH)
+        or not _TYPE.fullmatch(kind)
+    ):
         raise _bad(
             f"type is required: 1-{MAX_TYPE_LENGTH} characters of letters, digits and _ . : -",
             index,
@@ -72,6 +77,9 @@ def _event(item: Any, index: int | None, now_ms: int) -> EventIn:
     elif not isinstance(data, dict):
         raise _bad("data must be a JSON object", index, "data")
     else:
+        # Before encoding: orjson writes at most 254 levels and raises a TypeError beyond.
+        if problem := unstorable(data):
+            raise _bad(f"data: {problem}", index, "data")
         encoded = orjson.dumps(data)
         if len(encoded) > MAX_DATA_BYTES:
             raise _bad(f"data is larger than {MAX_DATA_BYTES} bytes as JSON", index, "data")

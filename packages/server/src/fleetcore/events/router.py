@@ -9,13 +9,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, status
 
 from fleetcore.auth.deps import PrincipalDep
+from fleetcore.body_limit import body_limit, read_body
 from fleetcore.deps import SessionDep
 from fleetcore.devices.deps import CurrentDevice
 from fleetcore.events import service
 from fleetcore.events.codec import MAX_EVENTS
 from fleetcore.events.schemas import EventOut, EventsStored, Severity
 from fleetcore.pagination import CursorQuery, LimitQuery, Page
-from fleetcore.telemetry.router import read_body
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
 
@@ -51,6 +51,7 @@ _BODY_DOC: dict[str, Any] = {
     summary="Send events (device token)",
     openapi_extra=_BODY_DOC,
 )
+@body_limit(MAX_BODY_BYTES)
 async def post_events(request: Request, session: SessionDep, device: CurrentDevice) -> EventsStored:
     """One event object or an array of up to 100; one bad event refuses them all (422)."""
     body = await read_body(request, MAX_BODY_BYTES)

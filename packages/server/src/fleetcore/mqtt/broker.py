@@ -17,6 +17,9 @@ test in tests/test_mqtt_broker.py that fails on the unmodified broker):
    (admission is the pipeline's), and acknowledgements are ordered per connection.
 6. Sessions are keyed by the authenticated principal and the client id together, so one
    device's credentials can never take over another device's client id.
+7. What a client may cost is bounded (fleetcore.mqtt.limits): connections in all, still in
+   their CONNECT phase and provisional; the CONNECT's deadline and size (checked from the
+   fixed header, before the body is read), every later packet's size, the keep-alive.
 
 Messages published by devices are never fanned out to other clients: the application is
 the only consumer, and it sends to a device with `deliver`, which reaches that device's
@@ -28,13 +31,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
-from amqtt.adapters import BufferReader, ReaderAdapter, WriterAdapter
+from amqtt.adapters import BufferReader, ReaderAdapter, StreamWriterAdapter, WriterAdapter
 from amqtt.broker import Broker
-from amqtt.contexts import Action
+from amqtt.contexts import Action, ListenerType
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.mqtt.connack import IDENTIFIER_REJECTED, UNACCEPTABLE_PROTOCOL_VERSION, ConnackPacket
 from amqtt.mqtt.connect import ConnectPacket
@@ -44,7 +49,7 @@ from amqtt.mqtt.packet import CONNECT, MQTTFixedHeader
 from amqtt.session import OutgoingApplicationMessage, Session
 from amqtt.utils import gen_client_id
 
-from fleetcore.mqtt import mqtt5
+from fleetcore.mqtt import metrics, mqtt5
 from fleetcore.mqtt.handler import (
     ADMINISTRATIVE_ACTION,
     SERVER_SHUTTING_DOWN,
@@ -60,12 +65,13 @@ from fleetcore.mqtt.hooks import (
     ClientInfo,
     Inbound,
     Principal,
+    Provisional,
     Refused,
 )
+from fleetcore.mqtt.limits import Admission, ConnectionGate, MqttLimits
 
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT_S = 10.0
 MAX_OFFLINE_MESSAGES = 1_000
 _MQTT_311 = 4
 
@@ -78,6 +84,7 @@ __all__ = [
     "ClientInfo",
     "FleetBroker",
     "Inbound",
+    "MqttLimits",
     "Principal",
     "Refused",
     "topic_matches",
@@ -113,18 +120,24 @@ class _Connection:
     session: Session
     taken_over: bool = False
     finished: asyncio.Event = field(default_factory=asyncio.Event)
+    expires_at: float | None = None  # loop time; a provisional session ends then
+
+
+class _TooLarge(Exception):
+    """A CONNECT declaring more bytes than the limit (its body is never read)."""
 
 
 class FleetBroker(Broker):
     """amqtt's broker with the application deciding who connects, what they may do and
     where their messages go (see the module docstring for what is replaced and why)."""
 
-    def __init__(self, config: dict[str, Any], hooks: BrokerHooks) -> None:
+    def __init__(
+        self, config: dict[str, Any], hooks: BrokerHooks, limits: MqttLimits | None = None
+    ) -> None:
         super().__init__({**config, "plugins": {}})
         self.hooks = hooks
-        self.connect_timeout_s = (
-            CONNECT_TIMEOUT_S  # a client silent this long after opening is closed
-        )
+        self.gate = ConnectionGate(limits or MqttLimits())
+        self._tls: dict[str, ssl.SSLContext] = {}  # listener name -> context, started by us
         self._connections: dict[str, _Connection] = {}
         self._keys_of: defaultdict[str, set[str]] = defaultdict(set)
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -143,39 +156,78 @@ class FleetBroker(Broker):
 
     # -- connection lifecycle ---------------------------------------------------------
 
+    async def _create_server_instance(
+        self,
+        listener_name: str,
+        listener_type: ListenerType,
+        address: str | None,
+        port: int,
+        ssl_context: ssl.SSLContext | None,
+    ) -> Any:
+        if listener_type != ListenerType.TCP or ssl_context is None:
+            return await super()._create_server_instance(
+                listener_name, listener_type, address, port, ssl_context
+            )
+        # TLS is started by _serve after admission, so a connection is counted, and its
+        # CONNECT deadline runs, from the TCP accept rather than from the end of a handshake
+        # the client may never finish.
+        self._tls[listener_name] = ssl_context
+        return await asyncio.start_server(
+            partial(self.stream_connected, listener_name=listener_name),
+            address,
+            port,
+            reuse_address=True,
+        )
+
     async def _client_connected(
         self, listener_name: str, reader: ReaderAdapter, writer: WriterAdapter
     ) -> None:
         server = self._servers.get(listener_name)
-        if server is None:
-            await writer.close()
+        peer = writer.get_peer_info()
+        admission = None if server is None else self.gate.admit(str(peer[0]) if peer else "")
+        if server is None or admission is None:
+            await _close(writer)  # over a limit: closed before anything is read
             return
         task = asyncio.current_task()
         if task is not None:
             self._serving.add(task)
         await server.acquire_connection()
         try:
-            await self._serve(reader, writer)
+            await self._serve(reader, writer, admission, self._tls.get(listener_name))
         except (AMQTTError, MQTTError, NoDataError, ConnectionError, TimeoutError) as exc:
             log.info("mqtt_connection_ended", extra={"reason": repr(exc)})
         except asyncio.IncompleteReadError:
             log.info("mqtt_connection_ended", extra={"reason": "incomplete packet"})
         finally:
-            with contextlib.suppress(ConnectionError, OSError):
-                await writer.close()  # idempotent; the handler may have closed it already
-            # amqtt's adapter marks itself closed before draining; a reset peer makes the
-            # drain raise and the transport stays open. Close the stream itself too.
-            stream = getattr(writer, "_writer", None)
-            if isinstance(stream, asyncio.StreamWriter):
-                stream.close()
+            await _close(writer)
+            self.gate.release(admission)
             server.release_connection()
             if task is not None:
                 self._serving.discard(task)
 
-    async def _serve(self, reader: ReaderAdapter, writer: WriterAdapter) -> None:
+    async def _serve(
+        self,
+        reader: ReaderAdapter,
+        writer: WriterAdapter,
+        admission: Admission,
+        tls: ssl.SSLContext | None,
+    ) -> None:
         peer = writer.get_peer_info()
         remote = f"{peer[0]}:{peer[1]}" if peer else "unknown"
-        first = await asyncio.wait_for(_read_connect(reader, remote), self.connect_timeout_s)
+        limits = self.gate.limits
+        try:
+            async with asyncio.timeout(limits.connect_timeout_s):
+                if tls is not None:
+                    await _start_tls(writer, tls)
+                first = await _read_connect(reader, remote, limits)
+        except TimeoutError:
+            metrics.CONNECTIONS_REFUSED.labels("connect_timeout").inc()
+            log.debug("mqtt_connect_timeout", extra={"remote": remote})
+            return
+        except _TooLarge:
+            metrics.CONNECTIONS_REFUSED.labels("connect_too_large").inc()
+            log.info("mqtt_connect_too_large", extra={"remote": remote})
+            return
         if isinstance(first, tuple):  # refused before authentication: (version, code)
             await _refuse(writer, *first)
             return
@@ -190,6 +242,11 @@ class FleetBroker(Broker):
             log.info("mqtt_refused", extra={"remote": remote, "reason": exc.reason})
             await _refuse(writer, client.protocol, exc.code)
             return
+        provisional = isinstance(principal, Provisional)
+        if not self.gate.establish(admission, provisional=provisional):
+            await _refuse(writer, client.protocol, mqtt5.SERVER_BUSY)
+            return
+        keep_alive = limits.keep_alive(first.keep_alive)
         client_id = client.client_id or gen_client_id()
         key = f"{principal.key}|{client_id}"
         async with self._locks[key]:
@@ -213,7 +270,7 @@ class FleetBroker(Broker):
             session.will_qos = will.qos if will else None
             session.will_topic = will.topic if will else None
             session.will_message = will.payload if will else None
-            session.keep_alive = first.keep_alive
+            session.keep_alive = keep_alive  # the reader closes after 1.5 x this idle
             session.username = principal.key  # the token never stays in memory here
             session.password = None
             session.remote_address = remote
@@ -226,11 +283,23 @@ class FleetBroker(Broker):
             self._sessions[key] = (session, handler)
             self._keys_of[principal.key].add(key)
             connection = _Connection(key, principal, client, handler, session)
+            if isinstance(principal, Provisional):
+                connection.expires_at = self._loop.time() + principal.lifetime_s
             self._connections[key] = connection
             if session.transitions.is_connected():  # the old connection did not end in time
                 session.transitions.disconnect()
             session.transitions.connect()
-            await handler.send_connack(present, client_id if first.random_id else None)
+            try:
+                await handler.send_connack(
+                    present,
+                    client_id if first.random_id else None,
+                    keep_alive=keep_alive if keep_alive != first.keep_alive else None,
+                )
+            except BaseException:
+                # A client gone before its CONNACK: no hook has heard of the connection, so
+                # undo it here, or it stays "connected" (and in memory) for ever.
+                await self._abandon(connection)
+                raise
         try:
             await self.hooks.connected(principal, client)
             await handler.start()  # also resends unacknowledged outgoing messages
@@ -242,6 +311,15 @@ class FleetBroker(Broker):
             await self._run(connection)
         finally:
             connection.finished.set()
+
+    async def _abandon(self, connection: _Connection) -> None:
+        if self._connections.get(connection.key) is connection:
+            del self._connections[connection.key]
+        if connection.session.transitions.is_connected():
+            connection.session.transitions.disconnect()
+        if connection.session.clean_session:
+            await self._forget(connection.key)
+        connection.finished.set()
 
     async def _take_over(self, old: _Connection) -> None:
         """Close the connection a new CONNECT replaces and wait until it is gone."""
@@ -257,9 +335,19 @@ class FleetBroker(Broker):
         unsubscribe = asyncio.ensure_future(handler.get_next_pending_unsubscription())
         try:
             while True:
+                timeout = None
+                if connection.expires_at is not None:
+                    timeout = max(0.0, connection.expires_at - self._loop.time())
                 done, _ = await asyncio.wait(
-                    [disconnect, subscribe, unsubscribe], return_when=asyncio.FIRST_COMPLETED
+                    [disconnect, subscribe, unsubscribe],
+                    timeout=timeout,
+                    return_when=asyncio.FIRST_COMPLETED,
                 )
+                if not done:  # a provisional session's time is up
+                    connection.expires_at = None
+                    metrics.CLOSED.labels("lifetime").inc()
+                    await handler.close(mqtt5.MAXIMUM_CONNECT_TIME)
+                    continue
                 if subscribe in done:
                     await self._handle_subscription(connection.session, handler, subscribe)
                     subscribe = asyncio.ensure_future(handler.get_next_pending_subscription())
@@ -479,12 +567,19 @@ def topic_matches(topic: str, topic_filter: str) -> bool:
     return len(levels) == len(parts)
 
 
-async def _read_connect(reader: ReaderAdapter, remote: str) -> _Connect | tuple[int, int] | None:
+async def _read_connect(
+    reader: ReaderAdapter, remote: str, limits: MqttLimits
+) -> _Connect | tuple[int, int] | None:
     """The first packet if it is a CONNECT we can serve; (version, refusal code) if it is a
-    CONNECT we must refuse; None if it is not a CONNECT at all ([MQTT-3.1.0-1])."""
+    CONNECT we must refuse; None if it is not a CONNECT at all ([MQTT-3.1.0-1]).
+
+    Raises _TooLarge, reading no further, when the fixed header declares too many bytes.
+    """
     header = await MQTTFixedHeader.from_stream(reader)
     if header is None or header.packet_type != CONNECT:
         return None
+    if limits.connect_too_large(header.remaining_length):
+        raise _TooLarge
     body = await reader.read(header.remaining_length)
     try:
         level = mqtt5.protocol_level(body)
@@ -566,6 +661,12 @@ _V5_REFUSALS = {
 }
 
 
+# MQTT 5 refusals that 3.1.1 can only call "server unavailable" (the rest: not authorized).
+_V311_UNAVAILABLE = frozenset(
+    {mqtt5.SERVER_BUSY, mqtt5.CONNECTION_RATE_EXCEEDED, mqtt5.QUOTA_EXCEEDED}
+)
+
+
 async def _refuse(writer: WriterAdapter, version: int, code: int) -> None:
     """Answer a refused CONNECT (in the client's protocol version) and close."""
     if version == mqtt5.PROTOCOL_LEVEL:
@@ -575,9 +676,36 @@ async def _refuse(writer: WriterAdapter, version: int, code: int) -> None:
         except ValueError:  # not a CONNACK reason code
             packet = mqtt5.connack(False, mqtt5.UNSPECIFIED_ERROR)
     else:
-        packet = ConnackPacket.build(0, code if code < 0x80 else NOT_AUTHORIZED).to_bytes()
+        if code >= 0x80:
+            code = SERVER_UNAVAILABLE if code in _V311_UNAVAILABLE else NOT_AUTHORIZED
+        packet = ConnackPacket.build(0, code).to_bytes()
     with contextlib.suppress(ConnectionError, OSError):
         writer.write(packet)
         await writer.drain()
     with contextlib.suppress(ConnectionError, OSError):
         await writer.close()
+
+
+async def _close(writer: WriterAdapter) -> None:
+    with contextlib.suppress(ConnectionError, OSError):
+        await writer.close()  # idempotent; the handler may have closed it already
+    # amqtt's adapter marks itself closed before draining; a reset peer makes the drain
+    # raise and the transport stays open. Close the stream itself too.
+    stream = getattr(writer, "_writer", None)
+    if isinstance(stream, asyncio.StreamWriter):
+        stream.close()
+
+
+async def _start_tls(writer: WriterAdapter, context: ssl.SSLContext) -> None:
+    if not isinstance(writer, StreamWriterAdapter):
+        raise ConnectionError("TLS needs a TCP stream")
+    stream = writer._writer
+    try:
+        await stream.start_tls(context)
+    except BaseException as exc:
+        # start_tls closed the socket, but the stream never hears of it: a polite close
+        # would wait for ever.
+        writer.is_closed = True
+        if isinstance(exc, ssl.SSLError):
+            raise ConnectionError(f"TLS handshake failed: {exc.reason}") from None
+        raise

@@ -11,6 +11,9 @@ messages go. The broker (fleetcore.mqtt.broker) moves packets; this decides.
   device so they keep their order.
 - Anything unusable becomes a dead letter (reason, topic, truncated copy) and is
   acknowledged: one bad message never drops the connection.
+- Provisioning ("provision", no password) costs a token of its client address's bucket per
+  connect and per request, and its connection is provisional: the broker counts it apart
+  and closes it after a short lifetime (fleetcore.mqtt.limits).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from fleetcore.attributes import service as attributes
 from fleetcore.attributes import signals
 from fleetcore.attributes.schemas import AttributeScope
 from fleetcore.auth.security import token_hash
+from fleetcore.buckets import TokenBucket
 from fleetcore.db import Database
 from fleetcore.deadletters.sink import DeadLetterSink
 from fleetcore.devices import auth_cache
@@ -39,7 +43,7 @@ from fleetcore.devices.schemas import ProvisionIn
 from fleetcore.errors import DomainError
 from fleetcore.events.codec import parse_events
 from fleetcore.events.service import record_events
-from fleetcore.mqtt import metrics
+from fleetcore.mqtt import metrics, mqtt5
 from fleetcore.mqtt.broker import (
     BAD_USERNAME_PASSWORD,
     NOT_AUTHORIZED,
@@ -52,11 +56,13 @@ from fleetcore.mqtt.broker import (
     topic_matches,
 )
 from fleetcore.mqtt.hooks import Verdict
+from fleetcore.mqtt.limits import ProvisioningLimits, address_of
 from fleetcore.telemetry import metrics as telemetry_metrics
 from fleetcore.telemetry.ingest import decode_and_check
 from fleetcore.telemetry.pipeline import IngestPipeline, Overloaded
 from fleetcore.telemetry.writer import DeviceReadings
 from fleetcore_protocol import topics
+from fleetcore_protocol.jsonvalue import unstorable
 from fleetcore_protocol.topics import Channel, TopicError
 
 log = structlog.get_logger(__name__)
@@ -76,28 +82,6 @@ _REASON_CODES = {
 MAX_INFLIGHT = 100  # what getSessionLimits announces
 
 
-class TokenBucket:
-    """`rate` messages per second on average, bursts up to `burst`."""
-
-    __slots__ = ("_stamp", "_tokens", "burst", "rate")
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._tokens = float(burst)
-        self._stamp = time.monotonic()
-
-    def take(self) -> bool:
-        """Spend one token if there is one."""
-        now = time.monotonic()
-        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-        self._stamp = now
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return True
-        return False
-
-
 @dataclass(slots=True, eq=False)
 class DevicePrincipal:
     """A device connected with a valid token."""
@@ -115,8 +99,11 @@ class DevicePrincipal:
 
 @dataclass(slots=True, eq=False)
 class ProvisioningPrincipal:
-    """A client that connected as "provision": it may only ask for credentials."""
+    """A client that connected as "provision": it may only ask for credentials, for a while
+    (provisional: see fleetcore.mqtt.hooks.Provisional)."""
 
+    address: str
+    lifetime_s: float
     key: str = field(default_factory=lambda: f"provision:{uuid.uuid4()}")
 
 
@@ -155,10 +142,14 @@ class MqttGateway:
         database: Database,
         pipeline: IngestPipeline,
         dead_letters: DeadLetterSink,
+        *,
+        provisioning: ProvisioningLimits | None = None,
     ) -> None:
         self.database = database
         self.pipeline = pipeline
         self.dead_letters = dead_letters
+        self.provisioning = provisioning or ProvisioningLimits()
+        self._provisioning_rate = self.provisioning.buckets()
         self.broker: FleetBroker | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._buckets: dict[str, TokenBucket] = {}
@@ -193,7 +184,11 @@ class MqttGateway:
     async def authenticate(self, client: ClientInfo) -> Principal:
         """A device by its token (username, or password with the device id as username)."""
         if client.username == PROVISION_USERNAME and not client.password:
-            return ProvisioningPrincipal()
+            address = address_of(client.remote)
+            if not self._provisioning_rate.take(address):
+                metrics.CONNECTIONS_REFUSED.labels("provisioning_rate").inc()
+                raise Refused(mqtt5.CONNECTION_RATE_EXCEEDED, "provisioning too often")
+            return ProvisioningPrincipal(address, self.provisioning.session_s)
         token, claimed_id = _credentials(client)
         if not token:
             raise Refused(NOT_AUTHORIZED, "no device token")
@@ -241,11 +236,15 @@ class MqttGateway:
         """Route one message; the returned awaitable completes once it is durable."""
         metrics.MESSAGES_IN.inc()
         if isinstance(principal, ProvisioningPrincipal):
-            if message.topic == topics.PROVISION_REQUEST:
-                return self._spawn(self._provision(principal, message.payload))
-            return self._dead(
-                None, message, "not_allowed", "a provisioning connection may only ask"
-            )
+            if message.topic != topics.PROVISION_REQUEST:
+                return self._dead(
+                    principal, message, "not_allowed", "a provisioning connection may only ask"
+                )
+            if not self._provisioning_rate.take(principal.address):
+                answer = {"status": "FAILURE", "errorMsg": "too many provisioning requests"}
+                self._send(principal, topics.PROVISION_RESPONSE, answer)
+                return self._dead(principal, message, "rate_limited", "provisioning too often")
+            return self._spawn(self._provision(principal, message.payload))
         assert isinstance(principal, DevicePrincipal)
         if self.on_traffic is not None and not message.will:
             self.on_traffic(principal.device)
@@ -338,6 +337,10 @@ class MqttGateway:
             return None
         if not isinstance(value, dict):
             self._dead(principal, message, "wrong_type", "expected a JSON object")
+            return None
+        # orjson reads 1,024 levels and writes 254: what cannot be stored again stops here.
+        if problem := unstorable(value):
+            self._dead(principal, message, "unstorable_json", problem)
             return None
         return value
 
@@ -459,6 +462,7 @@ class MqttGateway:
                 reason="bad_provision_request",
                 detail=str(exc)[:500],
                 payload=payload,
+                source=principal.address,
             )
         else:
             try:
@@ -586,18 +590,19 @@ class MqttGateway:
 
     # -- helpers -----------------------------------------------------------------------
 
-    def _dead(
-        self, principal: DevicePrincipal | None, message: Inbound, reason: str, detail: str
-    ) -> int:
+    def _dead(self, principal: Principal, message: Inbound, reason: str, detail: str) -> int:
         """Record a dead letter; returns the MQTT 5 reason code to answer with."""
+        device = principal.device if isinstance(principal, DevicePrincipal) else None
         self.dead_letters.record(
-            organization_id=principal.device.organization_id if principal else None,
-            device_id=principal.device.id if principal else None,
+            organization_id=device.organization_id if device else None,
+            device_id=device.id if device else None,
             transport="mqtt",
             topic=message.topic[:512],
             reason=reason,
             detail=detail[:2000],
             payload=message.payload,
+            # Stored at a bounded rate per sender: per device, or per address if anonymous.
+            source=principal.address if isinstance(principal, ProvisioningPrincipal) else None,
         )
         return _REASON_CODES.get(reason, PAYLOAD_FORMAT_INVALID)
 

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from amqtt.adapters import StreamWriterAdapter
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
-from amqtt.mqtt import packet_class
 from amqtt.mqtt.connack import CONNECTION_ACCEPTED, ConnackPacket
 from amqtt.mqtt.connect import ConnectPacket
 from amqtt.mqtt.constants import QOS_0, QOS_1, QOS_2
@@ -33,6 +32,7 @@ from amqtt.mqtt.subscribe import SubscribePacket
 from amqtt.mqtt.unsubscribe import UnsubscribePacket
 from amqtt.session import INCOMING, IncomingApplicationMessage, OutgoingApplicationMessage
 
+from fleetcore.mqtt import metrics, mqtt311
 from fleetcore.mqtt.hooks import Inbound, Principal
 
 if TYPE_CHECKING:
@@ -45,6 +45,8 @@ PUBACK_TIMEOUT_S = 10.0
 SESSION_TAKEN_OVER = 0x8E
 ADMINISTRATIVE_ACTION = 0x98
 SERVER_SHUTTING_DOWN = 0x8B
+KEEP_ALIVE_TIMEOUT = 0x8D
+PACKET_TOO_LARGE = 0x95
 
 
 class FleetProtocolHandler(BrokerProtocolHandler):
@@ -62,13 +64,19 @@ class FleetProtocolHandler(BrokerProtocolHandler):
 
     # -- what the broker calls, per protocol version ----------------------------------
 
-    async def send_connack(self, session_present: bool, assigned_client_id: str | None) -> None:
-        """Accept the connection."""
+    async def send_connack(
+        self, session_present: bool, assigned_client_id: str | None, *, keep_alive: int | None
+    ) -> None:
+        """Accept the connection (3.1.1 cannot announce the keep-alive it enforces)."""
         await self._send_packet(ConnackPacket.build(int(session_present), CONNECTION_ACCEPTED))
 
     async def close(self, reason: int) -> None:
-        """End the connection from the server side (MQTT 3.1.1 has no DISCONNECT for it)."""
+        """End the connection from the server side."""
+        await self._goodbye(reason)
         await self.stop()
+
+    async def _goodbye(self, reason: int) -> None:
+        """Tell the client why the server ends the connection: 3.1.1 has no way to."""
 
     # -- reading ------------------------------------------------------------------------
 
@@ -77,8 +85,9 @@ class FleetProtocolHandler(BrokerProtocolHandler):
         # next read); a keep-alive timeout (1.5 x) and any protocol error end the connection.
         assert self.session is not None
         assert self._reader_ready is not None
-        keep_alive = self.session.keep_alive
+        keep_alive = self.session.keep_alive  # the broker caps it (limits.keep_alive)
         timeout = keep_alive * 1.5 if keep_alive > 0 else None
+        limits = self.broker.gate.limits
         tasks: set[asyncio.Task[None]] = set()
         self._reader_ready.set()
         try:
@@ -86,12 +95,20 @@ class FleetProtocolHandler(BrokerProtocolHandler):
                 header = await asyncio.wait_for(MQTTFixedHeader.from_stream(self.reader), timeout)
                 if header is None or header.packet_type in (RESERVED_0, RESERVED_15):
                     break
+                if limits.packet_too_large(header.remaining_length):
+                    # Closed unread: the declared length is the client's word, not bytes.
+                    metrics.CLOSED.labels("packet_too_large").inc()
+                    log.info("mqtt_packet_too_large", extra={"client": self.session.client_id})
+                    await self._goodbye(PACKET_TOO_LARGE)
+                    break
                 task = await self._read_packet(header)
                 if task is not None:
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
         except TimeoutError:
+            metrics.CLOSED.labels("keepalive").inc()
             log.info("mqtt_keepalive_expired", extra={"client": self.session.client_id})
+            await self._goodbye(KEEP_ALIVE_TIMEOUT)
         except (MQTTError, NoDataError, AMQTTError, ConnectionError, asyncio.IncompleteReadError):
             log.debug("mqtt_read_ended", exc_info=True)
         except ValueError:  # a malformed MQTT 5 packet (mqtt5.ProtocolError)
@@ -109,7 +126,7 @@ class FleetProtocolHandler(BrokerProtocolHandler):
 
     async def _read_packet(self, header: MQTTFixedHeader) -> asyncio.Task[None] | None:
         assert self.reader is not None
-        packet = await packet_class(header).from_stream(self.reader, fixed_header=header)
+        packet = await mqtt311.read_packet(self.reader, header)  # held to its length
         if isinstance(packet, PublishPacket):
             packet_id = packet.variable_header.packet_id if packet.variable_header else None
             self._inbound(

@@ -10,7 +10,8 @@ broker's connection lifecycle stay shared with the 3.1.1 handler. What MQTT 5 ad
 - the server says why it ends a connection (DISCONNECT 0x8E session taken over, 0x98
   administrative action, 0x8B server shutting down);
 - session expiry interval instead of the clean flag; CONNACK announces what we do not
-  support (QoS 2, topic aliases, shared subscriptions, subscription identifiers).
+  support (QoS 2, topic aliases, shared subscriptions, subscription identifiers), the
+  largest packet we take and, when we cut the client's, the keep-alive to use (limits.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import contextlib
 import logging
 from typing import Any
 
+from amqtt.errors import NoDataError
 from amqtt.mqtt.disconnect import DisconnectPacket
 from amqtt.mqtt.packet import (
     CONNECT,
@@ -52,6 +54,7 @@ SERVER_PROPERTIES: mqtt5.Properties = {
     mqtt5.TOPIC_ALIAS_MAXIMUM: 0,
 }
 _REFUSED_SUBSCRIPTION = 0x80  # what the shared broker code answers for a refused filter
+GOODBYE_TIMEOUT_S = 5.0  # longest wait to write the DISCONNECT that says why
 
 
 class Mqtt5ProtocolHandler(FleetProtocolHandler):
@@ -72,24 +75,33 @@ class Mqtt5ProtocolHandler(FleetProtocolHandler):
             self.writer.write(data)
             await self.writer.drain()
 
-    async def send_connack(self, session_present: bool, assigned_client_id: str | None) -> None:
-        """Accept, announcing what this server supports."""
+    async def send_connack(
+        self, session_present: bool, assigned_client_id: str | None, *, keep_alive: int | None
+    ) -> None:
+        """Accept, announcing what this server supports, its packet size limit and, when it
+        differs from the client's, the keep-alive the client must use."""
         properties = dict(SERVER_PROPERTIES)
+        properties[mqtt5.MAXIMUM_PACKET_SIZE] = self.broker.gate.limits.max_packet_bytes
+        if keep_alive is not None:
+            properties[mqtt5.SERVER_KEEP_ALIVE] = keep_alive
         if assigned_client_id:
             properties[mqtt5.ASSIGNED_CLIENT_IDENTIFIER] = assigned_client_id
         await self._write(mqtt5.connack(session_present, mqtt5.SUCCESS, properties))
 
-    async def close(self, reason: int) -> None:
-        """Tell the client why (DISCONNECT with a reason code), then close."""
-        with contextlib.suppress(ConnectionError, OSError):
-            await self._write(mqtt5.disconnect(reason))
-        await self.stop()
+    async def _goodbye(self, reason: int) -> None:
+        """Tell the client why: a DISCONNECT with the reason code."""
+        # Bounded: a client that stopped reading must not keep its connection by it.
+        with contextlib.suppress(ConnectionError, OSError, TimeoutError):
+            async with asyncio.timeout(GOODBYE_TIMEOUT_S):
+                await self._write(mqtt5.disconnect(reason))
 
     # -- reading ------------------------------------------------------------------------
 
     async def _read_packet(self, header: MQTTFixedHeader) -> asyncio.Task[None] | None:
         assert self.reader is not None
         body = await self.reader.read(header.remaining_length) if header.remaining_length else b""
+        if len(body) != header.remaining_length:  # a WebSocket peer left inside the packet
+            raise NoDataError("the connection ended inside a packet")
         kind, flags = header.packet_type, header.flags
         try:
             return await self._dispatch5(kind, flags, body)
@@ -99,6 +111,7 @@ class Mqtt5ProtocolHandler(FleetProtocolHandler):
             raise
 
     async def _dispatch5(self, kind: int, flags: int, body: bytes) -> asyncio.Task[None] | None:
+        mqtt5.check_flags(kind, flags)  # reserved fixed header bits (2.1.3): else 0x81
         if kind == PUBLISH:
             publish = mqtt5.parse_publish(flags, body)
             if mqtt5.TOPIC_ALIAS in publish.properties:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from amqtt.mqtt.connack import (
     BAD_USERNAME_PASSWORD,
@@ -24,6 +24,7 @@ __all__ = [
     "ClientInfo",
     "Inbound",
     "Principal",
+    "Provisional",
     "Refused",
     "Verdict",
 ]
@@ -38,6 +39,15 @@ class Principal(Protocol):
 
     @property
     def key(self) -> str: ...
+
+
+@runtime_checkable
+class Provisional(Protocol):
+    """A principal let in for one short errand (provisioning): the broker counts it apart
+    from devices (a smaller limit) and closes its connection after `lifetime_s`."""
+
+    @property
+    def lifetime_s(self) -> float: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ import structlog
 from fleetcore.config import Settings
 from fleetcore.mqtt.broker import FleetBroker
 from fleetcore.mqtt.gateway import MqttGateway
+from fleetcore.mqtt.limits import MqttLimits
 from fleetcore.ops.readiness import NotReady
 
 log = structlog.get_logger(__name__)
@@ -90,7 +91,7 @@ class EmbeddedTransport:
     async def start(self) -> None:
         """Listen on the configured ports."""
         config = broker_config(self.settings)
-        self.broker = FleetBroker(config, self.gateway)
+        self.broker = FleetBroker(config, self.gateway, MqttLimits.from_settings(self.settings))
         self.gateway.attach(self.broker)
         await self.broker.start()
         log.info("mqtt_listening", listeners={k: v["bind"] for k, v in config["listeners"].items()})

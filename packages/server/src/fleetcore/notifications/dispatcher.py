@@ -6,6 +6,11 @@ SKIP LOCKED), sends outside any transaction, then records the outcome only if it
 the lease. A sender that dies between sending and recording leaves a lease that expires, and
 the delivery is sent again: at least once, with the same X-Fleetcore-Delivery id so that the
 receiver can drop the copy. A delivery recorded as delivered is never claimed again.
+
+Each claimed delivery is sent by a task of its own, within a deadline, and its slot is free
+again as soon as it is recorded: no delivery waits for another's. Claims take only what the
+free slots allow (slots.py: in all, per organization, per channel), so a tenant whose
+receivers hang holds a few slots, not the dispatcher.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from fleetcore.notifications.senders import (
     send_webhook,
     webhook_headers,
 )
+from fleetcore.notifications.slots import Slots
 
 log = structlog.get_logger(__name__)
 
@@ -68,6 +74,8 @@ def backoff_s(attempts: int, *, base_s: float, max_s: float) -> float:
 class _Claimed:
     id: uuid.UUID
     token: uuid.UUID
+    organization_id: uuid.UUID
+    channel_id: uuid.UUID
     event: str
     body: str
     attempts: int
@@ -95,15 +103,20 @@ class Dispatcher:
 
     name = "notifications"
 
-    def __init__(self, database: Database, settings: Settings, *, batch_size: int = 50) -> None:
+    def __init__(self, database: Database, settings: Settings) -> None:
         self.database = database
         self.settings = settings
         self.box = SecretBox(settings.secret_key.get_secret_value())
-        self.batch_size = batch_size
+        self.slots = Slots(
+            total=settings.notification_concurrency,
+            per_org=settings.notification_concurrency_per_org,
+            per_channel=settings.notification_concurrency_per_channel,
+        )
         self.rounds = 0  # finished polling rounds (tests wait on it)
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
+        self._sending: set[asyncio.Task[None]] = set()
         self._client: httpx.AsyncClient | None = None
 
     @property
@@ -124,7 +137,7 @@ class Dispatcher:
         self._task = asyncio.create_task(self._run(), name="notifications")
 
     async def stop(self) -> None:
-        """Finish the sends in progress (bounded by the timeout) and record them; stop."""
+        """Finish the sends in progress (bounded by their deadline) and record them; stop."""
         if self._task is None:
             return
         self._stopping = True
@@ -138,45 +151,76 @@ class Dispatcher:
     async def _run(self) -> None:
         while not self._stopping:
             self._wake.clear()
-            busy = False
+            more = False
             try:
-                busy = await self.run_once()
+                more = await self.run_once()
             except Exception as error:  # database down: try again at the next poll
                 log.warning("notifications_round_failed", error=str(error).splitlines()[0])
             self.rounds += 1
-            if busy or self._stopping:
+            if more or self._stopping:
                 continue
+            # Woken by a commit that staged deliveries, or by a send that freed its slot.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.notification_poll_s)
+        if self._sending:
+            await asyncio.gather(*self._sending)
 
     async def run_once(self) -> bool:
-        """Claim due deliveries and send them; True if a whole batch was claimed."""
-        claimed = await self._claim()
-        if claimed:
-            await asyncio.gather(*(self._deliver(c) for c in claimed))
-        return len(claimed) >= self.batch_size
+        """Claim the due deliveries the free slots allow and start sending each; True if
+        more may be due for the slots still free."""
+        if self.slots.free == 0:
+            return False
+        claimed, more = await self._claim()
+        for delivery in claimed:
+            self._start(delivery)
+        return more and self.slots.free > 0
 
-    async def _claim(self) -> list[_Claimed]:
-        now = utcnow()
-        token = uuid.uuid4()
+    def _start(self, claimed: _Claimed) -> None:
+        self.slots.take(claimed.organization_id, claimed.channel_id)
+        task = asyncio.create_task(self._deliver(claimed), name=f"notification-{claimed.id}")
+        self._sending.add(task)
+
+        def done(_: asyncio.Task[None]) -> None:
+            self._sending.discard(task)
+            self.slots.give_back(claimed.organization_id, claimed.channel_id)
+            self._wake.set()
+
+        task.add_done_callback(done)
+
+    def _candidates(self, now: Any, limit: int) -> Any:
         query = (
-            select(NotificationDelivery.id)
+            select(
+                NotificationDelivery.id,
+                NotificationDelivery.organization_id,
+                NotificationDelivery.channel_id,
+            )
             .join(_CHANNEL, _JOIN)
             .where(NotificationChannel.enabled.is_(True), _due(now))
-            .order_by(NotificationDelivery.next_attempt_at)
-            .limit(self.batch_size)
         )
+        if full_orgs := self.slots.full_orgs():
+            query = query.where(NotificationDelivery.organization_id.not_in(full_orgs))
+        if full_channels := self.slots.full_channels():
+            query = query.where(NotificationDelivery.channel_id.not_in(full_channels))
+        return query.order_by(NotificationDelivery.next_attempt_at).limit(limit)
+
+    async def _claim(self) -> tuple[list[_Claimed], bool]:
+        """Lease what fits the free slots; also whether more candidates were left over."""
+        now = utcnow()
+        token = uuid.uuid4()
+        limit = self.slots.free
+        query = self._candidates(now, limit)
         # Look first without taking SQLite's write lock: an idle poll must not make other
         # writers wait (or fail a transaction that read before it writes).
         async with self.database.session() as session:
-            if await session.scalar(query.limit(1)) is None:
-                return []
+            if (await session.execute(query.limit(1))).first() is None:
+                return [], False
         async with self.database.session(write=True) as session:
             if self.database.dialect == "postgresql":
                 query = query.with_for_update(skip_locked=True, of=NotificationDelivery)
-            ids = list((await session.scalars(query)).all())
+            candidates = [tuple(row) for row in (await session.execute(query)).all()]
+            ids = self.slots.pick(candidates)
             if not ids:
-                return []
+                return [], False
             await session.execute(
                 update(NotificationDelivery)
                 .where(NotificationDelivery.id.in_(ids), _due(now))
@@ -203,6 +247,8 @@ class Dispatcher:
                 _Claimed(
                     id=d.id,
                     token=token,
+                    organization_id=d.organization_id,
+                    channel_id=d.channel_id,
                     event=d.event,
                     body=d.body,
                     attempts=d.attempts,
@@ -213,7 +259,8 @@ class Dispatcher:
                 for d, c in rows
             ]
             await session.commit()
-        return claimed
+        # Left over: candidates the caps skipped, or as many as the query's limit.
+        return claimed, len(ids) < len(candidates) or len(candidates) >= limit
 
     async def _deliver(self, claimed: _Claimed) -> None:
         try:
@@ -225,7 +272,14 @@ class Dispatcher:
         except Exception as error:  # a bug must not stop the other deliveries
             log.exception("notification_send_crashed", delivery_id=str(claimed.id))
             outcome = Outcome(False, f"internal error: {type(error).__name__}")
-        await self._record(claimed, outcome)
+        try:
+            await self._record(claimed, outcome)
+        except Exception as error:  # database down: the lease expires, it is sent again
+            log.warning(
+                "notification_record_failed",
+                delivery_id=str(claimed.id),
+                error=str(error).splitlines()[0],
+            )
 
     async def _send(self, claimed: _Claimed) -> Outcome:
         body = claimed.body.encode()
@@ -243,7 +297,11 @@ class Dispatcher:
                 event=claimed.event, delivery_id=str(claimed.id), secret=secret, body=body
             )
             return await send_webhook(
-                self._client, str(claimed.config["url"]), body=body, headers=headers
+                self._client,
+                str(claimed.config["url"]),
+                body=body,
+                headers=headers,
+                deadline_s=self.settings.notification_timeout_s,
             )
         if claimed.channel_type == ChannelType.EMAIL:
             message = email_message(
@@ -320,14 +378,18 @@ class Dispatcher:
             marked = await _mark(session, claimed, **values)
             await session.commit()
         ATTEMPTS.labels(claimed.channel_type, result).inc()
-        event = {"delivery_id": str(claimed.id), "event": claimed.event}
-        event["attempt"] = str(claimed.attempts)
+        # Not "event": that is the log call's own first argument (a TypeError here).
+        fields = {
+            "delivery_id": str(claimed.id),
+            "notification_event": claimed.event,
+            "attempt": claimed.attempts,
+        }
         if not marked:
-            log.warning("notification_lease_lost", **event)
+            log.warning("notification_lease_lost", **fields)
         elif result == "failed":
-            log.warning("notification_given_up", error=outcome.error, **event)
+            log.warning("notification_given_up", error=outcome.error, **fields)
         elif result == "retry":
-            log.info("notification_retry", error=outcome.error, **event)
+            log.info("notification_retry", error=outcome.error, **fields)
 
 
 async def _mark(session: AsyncSession, claimed: _Claimed, **values: Any) -> bool:

@@ -27,11 +27,43 @@ class ForbiddenAddress(httpcore.ConnectError):
     """The host is, or resolves to, an address webhooks may not reach."""
 
 
+# IPv6 ranges Python 3.11's is_global calls global that a webhook must not reach.
+_NOT_PUBLIC_V6 = tuple(
+    ipaddress.IPv6Network(net)
+    for net in (
+        "::/96",  # IPv4-compatible (deprecated), and :: and ::1 with it
+        "64:ff9b:1::/48",  # local-use NAT64: where the IPv4 sits depends on the local setup
+        "fec0::/10",  # site-local (deprecated): routed inside the site only
+        "2001:db8::/32",  # documentation
+        "3fff::/20",  # documentation
+    )
+)
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address] | None:
+    """The IPv4 addresses an IPv6 address carries to (mapped, NAT64, 6to4, Teredo), if any."""
+    if ip.ipv4_mapped is not None:
+        return [ip.ipv4_mapped]
+    if ip in _NAT64:
+        return [ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)]
+    if ip.sixtofour is not None:
+        return [ip.sixtofour]
+    if ip.teredo is not None:
+        return list(ip.teredo)  # the relay server and the client: both are reached
+    return None
+
+
 def is_public(address: str) -> bool:
-    """True for a globally routable unicast address (not loopback, private, link-local, ...)."""
+    """True for a globally routable unicast address (not loopback, private, link-local, ...);
+    an IPv6 address that carries an IPv4 one (mapped, NAT64, 6to4, Teredo) is judged by it."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(ip)
+        if embedded is not None:
+            return all(v4.is_global and not v4.is_multicast for v4 in embedded)
+        if any(ip in net for net in _NOT_PUBLIC_V6):
+            return False
     return ip.is_global and not ip.is_multicast
 
 

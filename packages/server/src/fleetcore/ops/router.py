@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from fleetcore import __version__
 from fleetcore.errors import error_response
 from fleetcore.metrics import exposition
+from fleetcore.ops.metrics_access import require_metrics_access
 from fleetcore.ops.readiness import run_checks
 
 router = APIRouter(tags=["ops"])
@@ -36,8 +37,18 @@ async def ready(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready", "checks": results})
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    dependencies=[Depends(require_metrics_access)],
+    responses={
+        401: {"description": "FLEETCORE_METRICS_TOKEN is set and not given"},
+        403: {"description": "production, no token set, not a loopback client"},
+    },
+)
 async def metrics() -> Response:
-    """Request counts and latencies by route template, process metrics, and more."""
+    """Request counts and latencies by route template, process metrics, and more; with
+    FLEETCORE_METRICS_TOKEN set, only for `Authorization: Bearer <token>`."""
     body, content_type = exposition()
     return Response(body, media_type=content_type)

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcore.auth.principal import Principal
+from fleetcore.csv_cells import escape_cell
 from fleetcore.db import Database
 from fleetcore.devices.models import Device
 from fleetcore.devices.service import get_device
@@ -120,17 +121,32 @@ def format_value(kind: Kind, value: Any) -> str:
     return str(value)
 
 
+def csv_value(kind: Kind, value: Any) -> str:
+    """A value's CSV cell: strings escaped so that no spreadsheet runs them (csv_cells)."""
+    text = format_value(kind, value)
+    return escape_cell(text) if kind is Kind.TEXT else text
+
+
 async def csv_bytes(chunks: AsyncIterator[list[Row]]) -> AsyncIterator[bytes]:
-    """CSV (ts ISO 8601 UTC, ts_ms, key, value, kind), one piece per chunk."""
+    """CSV (ts ISO 8601 UTC, ts_ms, key, value, kind), one piece per chunk; key and string
+    cells that a spreadsheet would run as a formula start with a quote."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    # CRLF (RFC 4180): Python 3.11 quotes a cell holding a line terminator character, and
+    # with "\n" alone a carriage return inside a device string went out bare, ending the row.
+    writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(CSV_HEADER)
     yield buffer.getvalue().encode()
     async for rows in chunks:
         buffer.seek(0)
         buffer.truncate()
         writer.writerows(
-            (ms_to_iso(r.ts), r.ts, r.key, format_value(r.kind, r.value), KIND_NAMES[r.kind])
+            (
+                ms_to_iso(r.ts),
+                r.ts,
+                escape_cell(r.key),
+                csv_value(r.kind, r.value),
+                KIND_NAMES[r.kind],
+            )
             for r in rows
         )
         yield buffer.getvalue().encode()

@@ -5,6 +5,8 @@ kind (number, string, boolean, json; inferred when absent or empty). The file is
 be UTF-8 first, so nothing is stored from a file that is not text; then it is parsed a batch
 at a time and every row is checked by the telemetry codec and the device profile exactly as
 a live reading is. Bad rows are reported by line; the good ones are stored, de-duplicated.
+A key or string cell escaped by an export (csv_cells: a quote before = + - @ ...) is read
+without that quote, so an export imports as exactly what was stored.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcore.audit import service as audit
 from fleetcore.auth.principal import Principal, Role
+from fleetcore.csv_cells import unescape_cell
 from fleetcore.devices.models import DeviceProfile
 from fleetcore.devices.service import get_device
 from fleetcore.errors import Invalid
@@ -34,6 +37,7 @@ from fleetcore.telemetry.ingest import Checked, check_against_profile
 from fleetcore.telemetry.pipeline import IngestPipeline, Overloaded
 from fleetcore.telemetry.query_schemas import ImportAnswer, ImportReport, now_ms, parse_time
 from fleetcore.telemetry.writer import DeviceReadings
+from fleetcore_protocol.jsonvalue import unstorable
 from fleetcore_protocol.telemetry import Limits, Reading, decode_telemetry
 
 BATCH_ROWS = 5_000
@@ -79,7 +83,7 @@ def typed_value(text: str, kind: str) -> Any:
     if kind not in ("", "number", "string", "boolean", "json"):
         raise ValueError("kind must be number, string, boolean or json")
     if kind == "string":
-        return text
+        return unescape_cell(text)
     if not stripped:
         raise ValueError("the value is empty")
     if kind in ("", "number") and _NUMBER.match(stripped):
@@ -97,9 +101,12 @@ def typed_value(text: str, kind: str) -> Any:
         except orjson.JSONDecodeError:
             parsed = None
         if isinstance(parsed, dict | list):
+            # Deeper than the writer's orjson can encode would fail the batch, not the line.
+            if problem := unstorable(parsed):
+                raise ValueError(problem)
             return parsed
     if kind == "":
-        return text
+        return unescape_cell(text)
     raise ValueError(f"the value is not a {kind if kind != 'json' else 'JSON object or array'}")
 
 
@@ -121,7 +128,7 @@ def _line(number: int, record: list[str], columns: list[str]) -> _Line | str:
         value = typed_value(cells["value"], cells.get("kind", "").strip().lower())
     except ValueError as exc:
         return str(exc)
-    return _Line(number, ts, cells["key"].strip(), value)
+    return _Line(number, ts, unescape_cell(cells["key"].strip()), value)
 
 
 def _columns(reader: Any) -> list[str]:

@@ -13,6 +13,7 @@ from starlette.datastructures import UploadFile
 from starlette.types import Message
 
 from fleetcore.auth.deps import PrincipalDep
+from fleetcore.body_limit import body_limit
 from fleetcore.deps import DatabaseDep, SessionDep
 from fleetcore.errors import Invalid, PayloadTooLarge
 from fleetcore.telemetry import export, importing, queries
@@ -201,6 +202,7 @@ async def upload_file(request: Request, limit: int = MAX_UPLOAD_BYTES) -> AsyncI
     summary="Import historical readings from CSV",
     openapi_extra=_CSV_BODY,
 )
+@body_limit(MAX_UPLOAD_BYTES + _MULTIPART_OVERHEAD)
 async def import_telemetry(
     device_id: uuid.UUID, request: Request, session: SessionDep, principal: PrincipalDep
 ) -> ImportAnswer:

@@ -7,9 +7,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
+from fleetcore.body_limit import read_body
 from fleetcore.deps import ReadSessionDep
 from fleetcore.devices.auth_cache import HeaderIngestDevice, IngestDevice, PathIngestDevice
-from fleetcore.errors import PayloadTooLarge
 from fleetcore.telemetry.ingest import LIMITS, ingest
 from fleetcore.telemetry.pipeline import IngestPipeline
 
@@ -25,21 +25,6 @@ class IngestAnswer(BaseModel):
     flagged: list[dict[str, Any]]
 
 
-async def read_body(request: Request, limit: int = LIMITS.max_bytes) -> bytes:
-    """The request body, refusing (413) past `limit` bytes without reading it all."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the body is larger than {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"the body is larger than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def _ingest_request(
     request: Request, session: ReadSessionDep, device: IngestDevice
 ) -> IngestAnswer:
@@ -48,7 +33,7 @@ async def _ingest_request(
     presence = getattr(request.app.state, "presence", None)
     if presence is not None:
         presence.seen(device)  # as it arrives: online, last seen
-    body = await read_body(request)
+    body = await read_body(request, LIMITS.max_bytes)
     answer = await ingest(session, pipeline, device=device, payload=body, transport="http")
     return IngestAnswer.model_validate(answer)
 
