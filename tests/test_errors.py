@@ -6,9 +6,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
+from fleetcore.auth.principal import Role
 from fleetcore.errors import Conflict, Forbidden, Invalid, NotFound, RateLimited
+from tests.support.tenants import Tenant
 
 
 class _Thing(BaseModel):
@@ -37,6 +39,10 @@ def probe_app(app: FastAPI) -> FastAPI:
             raise errors[kind]
         if kind == "locked":
             raise OperationalError("UPDATE devices", {}, Exception("database is locked"))
+        if kind in ("nul", "dberror"):
+            orig = Exception("invalid byte sequence for encoding UTF8: 0x00")
+            orig.sqlstate = "22021" if kind == "nul" else "42P01"  # type: ignore[attr-defined]
+            raise DBAPIError("SELECT 1 WHERE name = $1", {}, orig)
         raise RuntimeError("secret internals: password=hunter2")
 
     return app
@@ -129,3 +135,39 @@ async def test_busy_database_is_503_with_retry_after(
     _assert_envelope(response, 503, "DATABASE_UNAVAILABLE")
     assert response.headers["retry-after"] == "1"
     assert "UPDATE devices" not in response.text
+
+
+async def test_text_the_database_cannot_hold_is_422(
+    probe_app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    _assert_envelope(await client.get("/probe/nul"), 422, "INVALID_CHARACTER")
+    # Any other database error stays a 500, logged.
+    _assert_envelope(await client.get("/probe/dberror"), 500, "INTERNAL_ERROR")
+
+
+async def test_a_nul_character_is_never_a_500(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    """PostgreSQL refuses NUL in text and in jsonb; found on sign-in (before any credential),
+    command params and the search filters of events, audit and telemetry."""
+    device = await client.post(
+        "/api/v1/devices",
+        headers=tenant.headers(Role.MANAGER),
+        json={"name": "nul", "serial_number": "NUL-1"},
+    )
+    device_id = device.json()["id"]
+    admin = tenant.headers(Role.ADMIN)
+    answers = [
+        await client.post("/api/v1/auth/login", json={"email": "a\u0000@x.io", "password": "p"}),
+        await client.post(
+            f"/api/v1/devices/{device_id}/commands",
+            headers=admin,
+            json={"method": "m", "params": {"k": "\u0000"}, "persistent": True},
+        ),
+        await client.get(f"/api/v1/devices/{device_id}/events?type=a%00", headers=admin),
+        await client.get("/api/v1/audit?action=a%00", headers=admin),
+        await client.get(f"/api/v1/devices/{device_id}/telemetry?keys=a%00", headers=admin),
+    ]
+    for response in answers:
+        # SQLite stores a NUL (the command is 201); PostgreSQL cannot: then 422, not 500.
+        assert response.status_code < 500, f"{response.request.url}: {response.text}"
+        if response.status_code >= 400:
+            assert set(response.json()["error"]) == {"code", "message", "details", "request_id"}

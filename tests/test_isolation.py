@@ -1,27 +1,20 @@
 """Tenant isolation sweep: every route that takes an id, called by another organization, is 404.
 
 Walks the OpenAPI schema, so a route added later is swept too; a route whose path parameter
-the sweep does not know fails here until the fixture below creates such an object.
+the sweep does not know fails here until tests/support/sweep.py creates such an object.
 """
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 from fastapi import FastAPI
 
-from fleetcore.alerts.models import Alert
 from fleetcore.auth.principal import Role
-from fleetcore.db import Database
-from fleetcore.deadletters.sink import DeadLetterSink
-from fleetcore.notifications.models import Notification
+from tests.support.sweep import NON_ID_PARAMS, create_objects, minimal_body
 from tests.support.tenants import Tenant
 
-# Path parameters that are not object ids, with a value valid in form.
-NON_ID_PARAMS = {"scope": "server", "key": "some_key"}
 # Routes exempt from the sweep, and why.
 EXEMPT: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/{token}/telemetry"): "device route: the token is the credential, not an id",
@@ -34,172 +27,10 @@ EXEMPT: dict[tuple[str, str], str] = {
 }
 
 
-async def _create_objects(
-    app: FastAPI, client: httpx.AsyncClient, tenant: Tenant
-) -> dict[str, str]:
-    """One object of every kind in organization A; maps path parameter name -> its id."""
-    headers = tenant.headers(Role.ADMIN)
-
-    async def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
-        response = await client.post(path, headers=headers, json=body)
-        assert response.status_code == 201, f"{path}: {response.text}"
-        data: dict[str, Any] = response.json()
-        return data
-
-    profile = await post("/api/v1/device-profiles", {"name": "sweep profile"})
-    asset = await post("/api/v1/assets", {"name": "sweep site", "type": "site"})
-    device = await post(
-        "/api/v1/devices",
-        {"name": "sweep device", "serial_number": "SWEEP-1", "profile_id": profile["id"]},
-    )
-    device_id = device["id"]
-    relation = await post(
-        "/api/v1/relations",
-        {
-            "from_type": "asset",
-            "from_id": asset["id"],
-            "to_type": "device",
-            "to_id": device_id,
-            "type": "contains",
-        },
-    )
-    key = await post("/api/v1/api-keys", {"name": "sweep key"})
-    events = await client.post(
-        "/api/v1/devices/me/events",
-        headers={"X-Device-Token": device["access_token"]},
-        json={"type": "sweep", "data": {"device": device_id}},
-    )
-    assert events.status_code == 201, events.text
-    command = await post(
-        f"/api/v1/devices/{device_id}/commands", {"method": "sweep", "persistent": True}
-    )
-    sink: DeadLetterSink = app.state.dead_letters
-    sink.record(
-        organization_id=tenant.org_id,
-        device_id=uuid.UUID(device_id),
-        transport="mqtt",
-        topic=f"devices/{device_id}/events",  # a uuid the list sweep looks for
-        reason="bad_json",
-        detail="sweep",
-        payload=b"{",
-    )
-    await sink.flush()
-    letters = await client.get("/api/v1/dead-letters", headers=headers)
-    assert letters.status_code == 200, letters.text
-    rule = await post(
-        "/api/v1/rules",
-        {
-            "name": "sweep rule",
-            "device_id": device_id,
-            "condition": {"key": "t", "op": ">", "value": 1},
-        },
-    )
-    # The engine does not run on the test transaction: the alert the rule would open.
-    now = datetime.now(UTC)
-    alert = Alert(
-        organization_id=tenant.org_id,
-        rule_id=uuid.UUID(rule["id"]),
-        device_id=uuid.UUID(device_id),
-        name="sweep rule",
-        severity="major",
-        opened_at=now,
-        last_fired_at=now,
-    )
-    database: Database = app.state.database
-    async with database.session(write=True) as session:
-        session.add(alert)
-        await session.commit()
-    channel = await post(
-        "/api/v1/notification-channels",
-        {
-            "name": "sweep hook",
-            "type": "webhook",
-            "url": "http://127.0.0.1:9/hook",
-            "secret": "sweep-secret-0123456789",
-        },
-    )
-    test = await client.post(f"/api/v1/notification-channels/{channel['id']}/test", headers=headers)
-    assert test.status_code == 202, test.text
-    # The dispatcher does not run on the test transaction: the notification it would write.
-    notification = Notification(
-        organization_id=tenant.org_id,
-        channel_id=uuid.UUID(channel["id"]),
-        delivery_id=uuid.UUID(test.json()["id"]),
-        event="notification.test",
-        title="sweep",
-        payload={},
-    )
-    async with database.session(write=True) as session:
-        session.add(notification)
-        await session.commit()
-    return {
-        "channel_id": channel["id"],
-        "delivery_id": test.json()["id"],
-        "notification_id": str(notification.id),
-        "rule_id": rule["id"],
-        "alert_id": str(alert.id),
-        "dead_letter_id": str(letters.json()["items"][0]["id"]),
-        "device_id": device_id,
-        "command_id": command["id"],
-        "profile_id": profile["id"],
-        "asset_id": asset["id"],
-        "relation_id": relation["id"],
-        "key_id": key["id"],
-        "user_id": str(tenant.user_ids[Role.VIEWER]),
-    }
-
-
-def _resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
-    while "$ref" in schema:
-        name = schema["$ref"].rsplit("/", 1)[-1]
-        schema = spec["components"]["schemas"][name]
-    return schema
-
-
-def _example(spec: dict[str, Any], schema: dict[str, Any]) -> Any:
-    """A minimal value that passes the schema, so validation does not answer before the lookup."""
-    schema = _resolve(spec, schema)
-    for union in ("anyOf", "oneOf"):
-        if union in schema:
-            options = [s for s in schema[union] if _resolve(spec, s).get("type") != "null"]
-            return _example(spec, options[0])
-    if "enum" in schema:
-        return schema["enum"][0]
-    kind = schema.get("type")
-    if kind == "object" or "properties" in schema:
-        props = schema.get("properties", {})
-        return {name: _example(spec, props[name]) for name in schema.get("required", [])}
-    if kind == "array":
-        return []
-    if kind == "integer":
-        return max(int(schema.get("minimum", 1)), 1)
-    if kind == "number":
-        return float(schema.get("minimum", 1))
-    if kind == "boolean":
-        return True
-    fmt = schema.get("format")
-    if fmt == "uuid":
-        return str(uuid.uuid4())
-    if fmt == "email":
-        return "sweep@example.com"
-    if fmt == "date-time":
-        return "2030-01-01T00:00:00Z"
-    return "x" * max(int(schema.get("minLength", 1)), 1)
-
-
-def _body(spec: dict[str, Any], operation: dict[str, Any]) -> tuple[str, Any] | None:
-    content = operation.get("requestBody", {}).get("content", {})
-    if "application/json" in content:
-        return "json", _example(spec, content["application/json"]["schema"])
-    if "multipart/form-data" in content:
-        return "files", {"file": ("sweep.csv", b"name,serial_number\n")}
-    return None
-
-
 async def test_every_id_route_is_404_for_another_organization(
     app: FastAPI, client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant
 ) -> None:
-    ids = await _create_objects(app, client, tenant)
+    ids = await create_objects(app, client, tenant)
     spec = (await client.get("/api/openapi.json")).json()
     intruder = other_tenant.headers(Role.ADMIN)
     swept: list[str] = []
@@ -220,7 +51,7 @@ async def test_every_id_route_is_404_for_another_organization(
                 value = ids.get(param) or NON_ID_PARAMS[param]
                 url = url.replace("{" + param + "}", value)
             kwargs: dict[str, Any] = {"headers": intruder}
-            body = _body(spec, operation)
+            body = minimal_body(spec, operation)
             if body is not None:
                 kwargs[body[0]] = body[1]
             response = await client.request(method.upper(), url, **kwargs)
@@ -236,7 +67,7 @@ async def test_every_id_route_is_404_for_another_organization(
 async def test_lists_never_show_another_organizations_objects(
     app: FastAPI, client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant
 ) -> None:
-    ids = await _create_objects(app, client, tenant)
+    ids = await create_objects(app, client, tenant)
     # Small integer ids would match any text; those records also carry a uuid checked here.
     ids = {name: value for name, value in ids.items() if not value.isdigit()}
     spec = (await client.get("/api/openapi.json")).json()

@@ -26,7 +26,7 @@ from fleetcore.config import Settings
 from fleetcore.db import Database
 from fleetcore.deadletters import retention as dead_letter_retention
 from fleetcore.deadletters.sink import DeadLetterSink
-from fleetcore.errors import install_error_handlers
+from fleetcore.errors import API_ERROR_STATUSES, documented_errors, install_error_handlers
 from fleetcore.jobs import JobScheduler
 from fleetcore.live.hub import InProcessHub
 from fleetcore.live.telemetry import telemetry_publisher
@@ -188,7 +188,9 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     install_page_handlers(app)
     app.mount("/static", StaticFiles(directory=str(files("fleetcore") / "static")), name="static")
     app.include_router(ops_router)
-    for router in (*API_ROUTERS, *PAGE_ROUTERS):
+    for router in API_ROUTERS:
+        app.include_router(router, responses=documented_errors(*API_ERROR_STATUSES))
+    for router in PAGE_ROUTERS:
         app.include_router(router)
 
     @app.get("/api/docs", include_in_schema=False)

@@ -8,9 +8,12 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy.exc import IntegrityError, OperationalError
+from fastapi.routing import iter_route_contexts
+from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from fleetcore.request_context import current_request_id
 from fleetcore.templating import templates
@@ -115,6 +118,33 @@ async def flush_or_conflict(session: AsyncSession, conflict: Conflict) -> None:
         raise conflict from None
 
 
+class ErrorBody(BaseModel):
+    """What went wrong: a stable code, a message for people, details, the request id."""
+
+    code: str
+    message: str
+    details: dict[str, Any]
+    request_id: str | None
+
+
+class ErrorEnvelope(BaseModel):
+    """The body of every error answer."""
+
+    error: ErrorBody
+
+
+# What any API route may answer besides its success, each with the envelope: bad JSON (400),
+# no or bad credentials (401), a role or CSRF refusal (403), a missing object or another
+# organization's (404), a clash (409), a body too large (413), invalid input (422), the
+# database busy or the platform overloaded (503).
+API_ERROR_STATUSES = (400, 401, 403, 404, 409, 413, 422, 503)
+
+
+def documented_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` saying these statuses answer the error envelope."""
+    return {status: {"model": ErrorEnvelope} for status in statuses}
+
+
 def envelope(
     code: str, message: str, details: dict[str, Any] | None = None
 ) -> dict[str, dict[str, Any]]:
@@ -203,6 +233,16 @@ _HTTP_CODES = {
 }
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method served at the request's path: Starlette's 405 names only those of the
+    first route that matched the path, and each method of a resource is a route of its own."""
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.routes):
+        if route.methods and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
 async def _domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DomainError)
     return error_answer(request, exc.status_code, exc.code, exc.message, exc.details, exc.headers)
@@ -218,6 +258,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     else:
         message = str(exc.detail)
     headers = dict(exc.headers) if exc.headers else None
+    if exc.status_code == 405:
+        headers = {**(headers or {}), "Allow": _allowed_methods(request)}
     if wants_html(request) and exc.status_code == 404:
         message = f"There is no page at {request.url.path}."
     return error_answer(request, exc.status_code, code, message, headers=headers)
@@ -258,9 +300,27 @@ async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+# PostgreSQL can neither store nor compare a NUL character (in text: 22021; \u0000 in jsonb:
+# 22P05); SQLite can. A request that carries one to a query is the client's error.
+_UNSTORABLE_TEXT = frozenset({"22021", "22P05"})
+
+
+async def _database_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DBAPIError)
+    if getattr(exc.orig, "sqlstate", None) in _UNSTORABLE_TEXT:
+        return error_answer(
+            request,
+            422,
+            "INVALID_CHARACTER",
+            "the request contains a character that cannot be stored or searched (NUL)",
+        )
+    raise exc  # anything else is ours: the middleware logs it and answers 500
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map every error the app can raise to the envelope (unhandled ones: see middleware)."""
     app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

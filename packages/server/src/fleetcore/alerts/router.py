@@ -42,7 +42,7 @@ async def list_alerts(
     return Page(items=[AlertOut.model_validate(r) for r in rows], next_cursor=next_cursor)
 
 
-@router.get("/alerts/{alert_id}", summary="An alert and its comments", responses={404: {}})
+@router.get("/alerts/{alert_id:uuid}", summary="An alert and its comments")
 async def get_alert(
     alert_id: uuid.UUID, session: SessionDep, principal: PrincipalDep
 ) -> AlertDetail:
@@ -57,9 +57,7 @@ async def get_alert(
     )
 
 
-@router.post(
-    "/alerts/{alert_id}/acknowledge", summary="Acknowledge an alert", responses={404: {}, 409: {}}
-)
+@router.post("/alerts/{alert_id:uuid}/acknowledge", summary="Acknowledge an alert")
 async def acknowledge(
     alert_id: uuid.UUID, session: SessionDep, principal: PrincipalDep, bus: BusDep
 ) -> AlertOut:
@@ -67,7 +65,7 @@ async def acknowledge(
     return AlertOut.model_validate(await service.acknowledge(session, principal, bus, alert_id))
 
 
-@router.post("/alerts/{alert_id}/clear", summary="Clear an alert", responses={404: {}, 409: {}})
+@router.post("/alerts/{alert_id:uuid}/clear", summary="Clear an alert")
 async def clear(
     alert_id: uuid.UUID, session: SessionDep, principal: PrincipalDep, bus: BusDep
 ) -> AlertOut:
@@ -76,10 +74,9 @@ async def clear(
 
 
 @router.post(
-    "/alerts/{alert_id}/comments",
+    "/alerts/{alert_id:uuid}/comments",
     status_code=status.HTTP_201_CREATED,
     summary="Comment on an alert",
-    responses={404: {}, 422: {}},
 )
 async def comment(
     alert_id: uuid.UUID, data: CommentIn, session: SessionDep, principal: PrincipalDep, bus: BusDep
@@ -89,7 +86,7 @@ async def comment(
     return CommentOut.model_validate(found)
 
 
-@router.patch("/alerts/{alert_id}", summary="Assign an alert", responses={404: {}, 422: {}})
+@router.patch("/alerts/{alert_id:uuid}", summary="Assign an alert")
 async def assign(
     alert_id: uuid.UUID, data: AlertPatch, session: SessionDep, principal: PrincipalDep, bus: BusDep
 ) -> AlertOut:

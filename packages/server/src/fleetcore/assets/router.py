@@ -60,13 +60,13 @@ async def asset_tree(session: SessionDep, principal: PrincipalDep) -> list[Asset
     return await service.asset_tree(session, principal)
 
 
-@router.get("/assets/{asset_id}", summary="Get an asset")
+@router.get("/assets/{asset_id:uuid}", summary="Get an asset")
 async def get_asset(asset_id: uuid.UUID, session: SessionDep, principal: PrincipalDep) -> AssetOut:
     """One asset of the organization."""
     return AssetOut.model_validate(await service.get_asset(session, principal, asset_id))
 
 
-@router.patch("/assets/{asset_id}", summary="Change or move an asset")
+@router.patch("/assets/{asset_id:uuid}", summary="Change or move an asset")
 async def update_asset(
     asset_id: uuid.UUID, body: AssetPatch, session: SessionDep, principal: PrincipalDep
 ) -> AssetOut:
@@ -76,14 +76,14 @@ async def update_asset(
 
 
 @router.delete(
-    "/assets/{asset_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete an asset"
+    "/assets/{asset_id:uuid}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete an asset"
 )
 async def delete_asset(asset_id: uuid.UUID, session: SessionDep, principal: PrincipalDep) -> None:
     """Only an empty asset: no children, no devices (409 ASSET_NOT_EMPTY)."""
     await service.delete_asset(session, principal, asset_id)
 
 
-@router.get("/assets/{asset_id}/devices", summary="Devices under an asset")
+@router.get("/assets/{asset_id:uuid}/devices", summary="Devices under an asset")
 async def list_asset_devices(
     asset_id: uuid.UUID,
     session: SessionDep,
@@ -100,7 +100,9 @@ async def list_asset_devices(
     return Page(items=[AssetDeviceOut.model_validate(d) for d in items], next_cursor=next_cursor)
 
 
-@router.put("/assets/{asset_id}/devices/{device_id}", summary="Attach a device to an asset")
+@router.put(
+    "/assets/{asset_id:uuid}/devices/{device_id:uuid}", summary="Attach a device to an asset"
+)
 async def attach_device(
     asset_id: uuid.UUID, device_id: uuid.UUID, session: SessionDep, principal: PrincipalDep
 ) -> AssetDeviceOut:
@@ -110,7 +112,7 @@ async def attach_device(
 
 
 @router.delete(
-    "/assets/{asset_id}/devices/{device_id}",
+    "/assets/{asset_id:uuid}/devices/{device_id:uuid}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Detach a device from an asset",
 )
@@ -158,7 +160,9 @@ async def list_relations(
 
 
 @router.delete(
-    "/relations/{relation_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a relation"
+    "/relations/{relation_id:uuid}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a relation",
 )
 async def delete_relation(
     relation_id: uuid.UUID, session: SessionDep, principal: PrincipalDep

@@ -12,7 +12,7 @@ from fleetcore.attributes.schemas import AttributeScope, DesiredOut, DeviceAttri
 from fleetcore.auth.deps import PrincipalDep
 from fleetcore.deps import SessionDep
 from fleetcore.devices.deps import CurrentDevice, PathTokenDevice
-from fleetcore.errors import RequestTimeout
+from fleetcore.errors import ErrorEnvelope, RequestTimeout
 
 router = APIRouter(prefix="/api/v1", tags=["attributes"])
 
@@ -22,7 +22,7 @@ AttributeValues = Annotated[
 ]
 
 
-# /devices/me/... comes before /devices/{device_id}/... so "me" is never read as an id.
+# /devices/me/... comes before /devices/{device_id:uuid}/... so "me" is never read as an id.
 @router.post("/devices/me/attributes", summary="Report client attributes (device)")
 async def report_attributes(
     values: AttributeValues, session: SessionDep, device: CurrentDevice
@@ -58,7 +58,7 @@ async def desired_attributes(
 @router.get(
     "/{token}/attributes/updates",
     summary="Shared attribute updates (ThingsBoard-compatible long-poll)",
-    responses={408: {"description": "no update within the timeout"}},
+    responses={408: {"model": ErrorEnvelope, "description": "no update within the timeout"}},
 )
 async def thingsboard_attribute_updates(
     request: Request,
@@ -79,7 +79,7 @@ async def thingsboard_attribute_updates(
     return shared
 
 
-@router.get("/devices/{device_id}/attributes", summary="A device's attributes")
+@router.get("/devices/{device_id:uuid}/attributes", summary="A device's attributes")
 async def get_attributes(
     device_id: uuid.UUID, session: SessionDep, principal: PrincipalDep
 ) -> DeviceAttributesOut:
@@ -87,7 +87,9 @@ async def get_attributes(
     return await service.get_attributes(session, principal, device_id)
 
 
-@router.get("/devices/{device_id}/attributes/{scope}", summary="One scope of a device's attributes")
+@router.get(
+    "/devices/{device_id:uuid}/attributes/{scope}", summary="One scope of a device's attributes"
+)
 async def get_scope(
     device_id: uuid.UUID, scope: AttributeScope, session: SessionDep, principal: PrincipalDep
 ) -> ScopeOut:
@@ -95,7 +97,7 @@ async def get_scope(
     return await service.get_scope(session, principal, device_id, scope=scope)
 
 
-@router.put("/devices/{device_id}/attributes/{scope}", summary="Set attributes")
+@router.put("/devices/{device_id:uuid}/attributes/{scope}", summary="Set attributes")
 async def update_scope(
     device_id: uuid.UUID,
     scope: AttributeScope,
@@ -108,7 +110,7 @@ async def update_scope(
 
 
 @router.delete(
-    "/devices/{device_id}/attributes/{scope}/{key}",
+    "/devices/{device_id:uuid}/attributes/{scope}/{key}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete an attribute",
 )

@@ -27,6 +27,7 @@ from fleetcore.auth.schemas import (
     UserPatch,
 )
 from fleetcore.deps import SessionDep, SettingsDep
+from fleetcore.errors import documented_errors
 from fleetcore.pagination import CursorQuery, LimitQuery, Page, page_of
 
 router = APIRouter(prefix="/api/v1", tags=["identity"])
@@ -38,7 +39,9 @@ def _tokens(issued: sessions.IssuedSession, ttl_s: int) -> TokenOut:
     )
 
 
-@router.post("/auth/login", summary="Sign in with email and password")
+@router.post(
+    "/auth/login", summary="Sign in with email and password", responses=documented_errors(429)
+)
 async def login(
     body: LoginIn, request: Request, session: SessionDep, settings: SettingsDep
 ) -> TokenOut:
@@ -57,7 +60,13 @@ async def refresh(body: RefreshIn, session: SessionDep, settings: SettingsDep) -
     return _tokens(issued, settings.access_token_ttl_s)
 
 
-@router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT, summary="End the session")
+@router.post(
+    "/auth/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="End the session",
+    # Credentials are optional ({}): the refresh token in the body alone ends its session.
+    openapi_extra={"security": [{}]},
+)
 async def logout(
     session: SessionDep, principal: OptionalPrincipalDep, body: LogoutIn | None = None
 ) -> Response:
@@ -126,13 +135,13 @@ async def list_users(
     return Page(items=[UserOut.model_validate(u) for u in items], next_cursor=next_cursor)
 
 
-@router.get("/users/{user_id}", summary="Get a user")
+@router.get("/users/{user_id:uuid}", summary="Get a user")
 async def get_user(user_id: uuid.UUID, session: SessionDep, principal: PrincipalDep) -> UserOut:
     """Admins, or the user themself."""
     return UserOut.model_validate(await users.get_user(session, principal, user_id))
 
 
-@router.patch("/users/{user_id}", summary="Change a user's role or deactivate them")
+@router.patch("/users/{user_id:uuid}", summary="Change a user's role or deactivate them")
 async def update_user(
     user_id: uuid.UUID, body: UserPatch, session: SessionDep, principal: PrincipalDep
 ) -> UserOut:
@@ -156,7 +165,7 @@ async def list_api_keys(session: SessionDep, principal: PrincipalDep) -> list[Ap
     return [ApiKeyOut.model_validate(k) for k in await api_keys.list_api_keys(session, principal)]
 
 
-@router.delete("/api-keys/{key_id}", summary="Revoke an API key")
+@router.delete("/api-keys/{key_id:uuid}", summary="Revoke an API key")
 async def revoke_api_key(
     key_id: uuid.UUID, session: SessionDep, principal: PrincipalDep
 ) -> ApiKeyOut:

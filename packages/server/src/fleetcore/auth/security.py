@@ -110,12 +110,14 @@ def decode_access_token(secret: str, token: str) -> AccessClaims:
         )
         if claims.get("typ") != "access":
             raise jwt.InvalidTokenError("not an access token")
+        # Claims are whatever JSON the signer put there: a number for sid, an exp past the
+        # calendar (PyJWT checks only that exp is an integer in the future).
         return AccessClaims(
-            user_id=uuid.UUID(claims["sub"]),
-            session_id=uuid.UUID(claims["sid"]),
-            expires_at=datetime.fromtimestamp(claims["exp"], UTC),
+            user_id=uuid.UUID(str(claims["sub"])),
+            session_id=uuid.UUID(str(claims["sid"])),
+            expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
         )
     except jwt.ExpiredSignatureError:
         raise Unauthorized("the access token has expired", code="TOKEN_EXPIRED") from None
-    except (jwt.InvalidTokenError, ValueError):
+    except (jwt.InvalidTokenError, ValueError, OverflowError, OSError):
         raise Unauthorized("the access token is not valid", code="INVALID_TOKEN") from None

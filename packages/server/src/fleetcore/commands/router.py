@@ -25,7 +25,7 @@ from fleetcore.commands.schemas import (
 )
 from fleetcore.deps import SessionDep
 from fleetcore.devices.auth_cache import HeaderIngestDevice, PathIngestDevice
-from fleetcore.errors import Invalid, RequestTimeout
+from fleetcore.errors import Invalid, RequestTimeout, documented_errors
 from fleetcore.pagination import CursorQuery, LimitQuery, Page
 
 router = APIRouter(prefix="/api/v1", tags=["commands"])
@@ -41,7 +41,7 @@ def _commands(request: Request) -> CommandService:
 CommandsDep = Annotated[CommandService, Depends(_commands)]
 
 
-# /devices/me/... comes before /devices/{device_id}/... so "me" is never read as an id.
+# /devices/me/... comes before /devices/{device_id:uuid}/... so "me" is never read as an id.
 @router.get("/devices/me/commands", summary="Fetch commands (device token, long-poll)")
 async def poll_commands(
     session: SessionDep,
@@ -66,9 +66,7 @@ async def poll_commands(
 
 
 @router.post(
-    "/devices/me/commands/{command_id}/result",
-    summary="Answer a command (device token)",
-    responses={404: {}, 409: {}, 413: {}},
+    "/devices/me/commands/{command_id:uuid}/result", summary="Answer a command (device token)"
 )
 async def post_result(
     command_id: uuid.UUID,
@@ -89,10 +87,9 @@ async def post_result(
 
 
 @router.post(
-    "/devices/{device_id}/commands",
+    "/devices/{device_id:uuid}/commands",
     status_code=status.HTTP_201_CREATED,
     summary="Send a command to a device",
-    responses={404: {}, 422: {}},
 )
 async def create_command(
     device_id: uuid.UUID,
@@ -107,7 +104,7 @@ async def create_command(
     return CommandOut.model_validate(command)
 
 
-@router.get("/devices/{device_id}/commands", summary="A device's commands")
+@router.get("/devices/{device_id:uuid}/commands", summary="A device's commands")
 async def list_commands(
     device_id: uuid.UUID,
     session: SessionDep,
@@ -123,7 +120,7 @@ async def list_commands(
     return Page(items=[CommandOut.model_validate(r) for r in rows], next_cursor=next_cursor)
 
 
-@router.get("/devices/{device_id}/commands/{command_id}", summary="One command")
+@router.get("/devices/{device_id:uuid}/commands/{command_id:uuid}", summary="One command")
 async def get_command(
     device_id: uuid.UUID, command_id: uuid.UUID, session: SessionDep, principal: PrincipalDep
 ) -> CommandOut:
@@ -132,7 +129,9 @@ async def get_command(
     return CommandOut.model_validate(command)
 
 
-@router.post("/devices/{device_id}/commands/{command_id}/cancel", summary="Cancel a command")
+@router.post(
+    "/devices/{device_id:uuid}/commands/{command_id:uuid}/cancel", summary="Cancel a command"
+)
 async def cancel_command(
     device_id: uuid.UUID,
     command_id: uuid.UUID,
@@ -148,7 +147,11 @@ async def cancel_command(
 # -- ThingsBoard-compatible HTTP RPC ------------------------------------------------------
 
 
-@router.get("/{token}/rpc", summary="Fetch one RPC (ThingsBoard, long-poll)", responses={408: {}})
+@router.get(
+    "/{token}/rpc",
+    summary="Fetch one RPC (ThingsBoard, long-poll)",
+    responses=documented_errors(408),
+)
 async def thingsboard_poll(
     session: SessionDep,
     commands: CommandsDep,
@@ -186,7 +189,6 @@ _ANY_JSON: dict[str, Any] = {
     "/{token}/rpc/{request_id}",
     summary="Answer an RPC (ThingsBoard)",
     openapi_extra=_ANY_JSON,
-    responses={404: {}, 409: {}},
 )
 async def thingsboard_result(
     request: Request,

@@ -44,13 +44,12 @@ _BODY_DOC: dict[str, Any] = {
 }
 
 
-# /devices/me/... comes before /devices/{device_id}/... so "me" is never read as an id.
+# /devices/me/... comes before /devices/{device_id:uuid}/... so "me" is never read as an id.
 @router.post(
     "/devices/me/events",
     status_code=status.HTTP_201_CREATED,
     summary="Send events (device token)",
     openapi_extra=_BODY_DOC,
-    responses={413: {}, 422: {}},
 )
 @body_limit(MAX_BODY_BYTES)
 async def post_events(request: Request, session: SessionDep, device: CurrentDevice) -> EventsStored:
@@ -59,7 +58,7 @@ async def post_events(request: Request, session: SessionDep, device: CurrentDevi
     return EventsStored(stored=await service.ingest_payload(session, device, body))
 
 
-@router.get("/devices/{device_id}/events", summary="A device's events")
+@router.get("/devices/{device_id:uuid}/events", summary="A device's events")
 async def list_events(
     device_id: uuid.UUID,
     session: SessionDep,

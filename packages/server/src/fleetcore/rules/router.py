@@ -36,7 +36,6 @@ BusDep = Annotated[AlertBus, Depends(_bus)]
     "/rules",
     status_code=status.HTTP_201_CREATED,
     summary="Create a rule",
-    responses={404: {}, 409: {}, 422: {}},
 )
 async def create_rule(
     data: RuleIn, session: SessionDep, principal: PrincipalDep, engine: EngineDep
@@ -68,13 +67,13 @@ async def dry_run(data: DryRunIn, session: SessionDep, principal: PrincipalDep) 
     return await dryrun.dry_run(session, principal, data)
 
 
-@router.get("/rules/{rule_id}", summary="A rule", responses={404: {}})
+@router.get("/rules/{rule_id:uuid}", summary="A rule")
 async def get_rule(rule_id: uuid.UUID, session: SessionDep, principal: PrincipalDep) -> RuleOut:
     """One rule of the caller's organization."""
     return RuleOut.model_validate(await service.get_rule(session, principal, rule_id))
 
 
-@router.patch("/rules/{rule_id}", summary="Change a rule", responses={404: {}, 409: {}, 422: {}})
+@router.patch("/rules/{rule_id:uuid}", summary="Change a rule")
 async def update_rule(
     rule_id: uuid.UUID,
     data: RulePatch,
@@ -89,10 +88,9 @@ async def update_rule(
 
 
 @router.delete(
-    "/rules/{rule_id}",
+    "/rules/{rule_id:uuid}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a rule",
-    responses={404: {}},
 )
 async def delete_rule(
     rule_id: uuid.UUID, session: SessionDep, principal: PrincipalDep, engine: EngineDep, bus: BusDep

@@ -29,7 +29,7 @@ class StatusChangeOut(BaseModel):
     at: datetime
 
 
-@router.get("/devices/{device_id}/status-history", summary="A device's online/offline history")
+@router.get("/devices/{device_id:uuid}/status-history", summary="A device's online/offline history")
 async def status_history(
     device_id: uuid.UUID,
     session: SessionDep,

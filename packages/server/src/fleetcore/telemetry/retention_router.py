@@ -60,7 +60,6 @@ async def get_retention(
 @router.put(
     "/telemetry/retention",
     summary="Set the organization's retention policy (admins)",
-    responses={422: {}},
 )
 async def put_retention(
     body: RetentionIn, session: SessionDep, principal: PrincipalDep, settings: SettingsDep

@@ -58,7 +58,6 @@ _BODY_DOC: dict[str, Any] = {
     "/devices/me/telemetry",
     summary="Send telemetry (device token)",
     openapi_extra=_BODY_DOC,
-    responses={413: {}, 422: {}, 503: {}},
 )
 async def post_telemetry(
     request: Request, session: ReadSessionDep, device: HeaderIngestDevice
