@@ -104,3 +104,36 @@ def test_multipart_bodies_state_the_parts_the_parser_takes(spec: dict[str, Any])
             assert errors, f"{method} {path} documents five parts as valid"
             checked += 1
     assert checked >= 2
+
+
+async def test_a_malformed_id_is_404_on_every_route(
+    spec: dict[str, Any], bare: httpx.AsyncClient
+) -> None:
+    """Ids are matched as UUIDs by the route: "not-an-id" is no such object (and no hint
+    of the route behind it, whatever the credentials)."""
+    wrong = []
+    for method, path, operation in _api_operations(spec):
+        ids = [
+            p["name"]
+            for p in operation.get("parameters", [])
+            if p["in"] == "path" and p.get("schema", {}).get("format") == "uuid"
+        ]
+        if not ids:
+            continue
+        for name in ids:
+            malformed = _concrete(path.replace("{" + name + "}", "not-an-id"))
+            response = await bare.request(method, malformed)
+            if response.status_code != 404:
+                wrong.append(f"{method} {path} ({name}): {response.status_code}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_documented_errors_carry_the_envelope(spec: dict[str, Any]) -> None:
+    """A route's own `responses={404: {}}` once replaced the envelope with nothing."""
+    bare_errors = [
+        f"{method} {path} {status}"
+        for method, path, operation in _api_operations(spec)
+        for status, response in operation["responses"].items()
+        if status[0] in "45" and "content" not in response
+    ]
+    assert not bare_errors, "\n".join(bare_errors)

@@ -60,8 +60,9 @@ def _api_collections(app: object) -> frozenset[str]:
 
 
 def _route_template(scope: Scope) -> str:
+    # path_format leaves out converters: {device_id}, not {device_id:uuid}, in labels and logs.
     route = scope.get("route")
-    path = getattr(route, "path", None)
+    path = getattr(route, "path_format", None)
     return path if isinstance(path, str) else "<unmatched>"
 
 

@@ -36,7 +36,6 @@ DispatcherDep = Annotated[Dispatcher, Depends(_dispatcher)]
     "/notification-channels",
     status_code=status.HTTP_201_CREATED,
     summary="Create a notification channel",
-    responses={409: {}, 422: {}},
 )
 async def create_channel(
     data: ChannelIn,
@@ -62,9 +61,7 @@ async def list_channels(
     return Page(items=[service.channel_out(r) for r in rows], next_cursor=next_cursor)
 
 
-@router.get(
-    "/notification-channels/{channel_id}", summary="A notification channel", responses={404: {}}
-)
+@router.get("/notification-channels/{channel_id:uuid}", summary="A notification channel")
 async def get_channel(
     channel_id: uuid.UUID, session: SessionDep, principal: PrincipalDep
 ) -> ChannelOut:
@@ -73,9 +70,8 @@ async def get_channel(
 
 
 @router.patch(
-    "/notification-channels/{channel_id}",
+    "/notification-channels/{channel_id:uuid}",
     summary="Change a notification channel",
-    responses={404: {}, 409: {}, 422: {}},
 )
 async def update_channel(
     channel_id: uuid.UUID,
@@ -92,10 +88,9 @@ async def update_channel(
 
 
 @router.delete(
-    "/notification-channels/{channel_id}",
+    "/notification-channels/{channel_id:uuid}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a notification channel",
-    responses={404: {}},
 )
 async def delete_channel(
     channel_id: uuid.UUID, session: SessionDep, principal: PrincipalDep
@@ -105,10 +100,9 @@ async def delete_channel(
 
 
 @router.post(
-    "/notification-channels/{channel_id}/test",
+    "/notification-channels/{channel_id:uuid}/test",
     status_code=status.HTTP_202_ACCEPTED,
     summary="Send a test event",
-    responses={404: {}, 409: {}},
 )
 async def test_channel(
     channel_id: uuid.UUID, session: SessionDep, principal: PrincipalDep, dispatcher: DispatcherDep
@@ -119,9 +113,8 @@ async def test_channel(
 
 
 @router.get(
-    "/notification-channels/{channel_id}/deliveries",
+    "/notification-channels/{channel_id:uuid}/deliveries",
     summary="A channel's deliveries",
-    responses={404: {}},
 )
 async def list_deliveries(
     channel_id: uuid.UUID,
@@ -139,9 +132,8 @@ async def list_deliveries(
 
 
 @router.post(
-    "/notification-deliveries/{delivery_id}/retry",
+    "/notification-deliveries/{delivery_id:uuid}/retry",
     summary="Retry a failed delivery",
-    responses={404: {}, 409: {}},
 )
 async def retry_delivery(
     delivery_id: uuid.UUID, session: SessionDep, principal: PrincipalDep, dispatcher: DispatcherDep
@@ -167,9 +159,8 @@ async def list_notifications(
 
 
 @router.post(
-    "/notifications/{notification_id}/read",
+    "/notifications/{notification_id:uuid}/read",
     summary="Mark an in-app notification read",
-    responses={404: {}},
 )
 async def mark_read(
     notification_id: uuid.UUID, session: SessionDep, principal: PrincipalDep
