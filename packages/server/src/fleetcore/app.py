@@ -160,7 +160,12 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         finally:
             await app.state.jobs.stop()
             for component in reversed(started):
-                await component.stop()
+                try:
+                    await component.stop()
+                except Exception:
+                    # One that cannot finish (its database is down) must not keep the
+                    # others from stopping: the pipeline still writes what it accepted.
+                    log.exception("component_stop_failed", component=component.name)
             if database is None:
                 await db.close()
             log.info("stopped")
