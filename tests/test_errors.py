@@ -7,6 +7,7 @@ import pytest
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from fleetcore.errors import Conflict, Forbidden, Invalid, NotFound, RateLimited
 
@@ -37,6 +38,8 @@ def probe_app(app: FastAPI) -> FastAPI:
             raise errors[kind]
         if kind == "locked":
             raise OperationalError("UPDATE devices", {}, Exception("database is locked"))
+        if kind == "pool":  # what a slow database leaves requests waiting for
+            raise PoolTimeout("QueuePool limit of size 10 overflow 10 reached")
         raise RuntimeError("secret internals: password=hunter2")
 
     return app
@@ -129,3 +132,11 @@ async def test_busy_database_is_503_with_retry_after(
     _assert_envelope(response, 503, "DATABASE_UNAVAILABLE")
     assert response.headers["retry-after"] == "1"
     assert "UPDATE devices" not in response.text
+
+
+async def test_no_free_database_connection_is_503_with_retry_after(
+    probe_app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    response = await client.get("/probe/pool")
+    _assert_envelope(response, 503, "DATABASE_UNAVAILABLE")
+    assert response.headers["retry-after"] == "1"

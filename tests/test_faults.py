@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -14,7 +15,15 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from fleetcore.db import Database
-from tests.support.faults import ServerProcess, provision, read_storage
+from tests.support.faults import (
+    ServerProcess,
+    fill,
+    integrity,
+    provision,
+    read_storage,
+    small_filesystem,
+)
+from tests.support.latency_proxy import LatencyProxy
 from tests.support.postgres import PostgresServer, free_port
 from tests.support.senders import HttpSender, Ledger, MqttSender, check_storage
 from tests.support.wait import wait_until
@@ -78,7 +87,7 @@ async def test_sigkill_mid_ingest_loses_nothing_acknowledged(
             sender.close()
         for h in http:
             await h.close()
-        server.stop()
+        await server.stop()
 
 
 async def test_postgresql_restart_mid_stream_answers_503_and_loses_nothing(tmp_path: Path) -> None:
@@ -122,13 +131,13 @@ async def test_postgresql_restart_mid_stream_answers_503_and_loses_nothing(tmp_p
         assert set().union(*(s.statuses for s in senders)) <= {200, 503}
 
         database.halt("fast")  # a stop while the database is down still stops everything
-        server.stop()
+        await server.stop()
         assert "stopped" in server.events(), server.log_tail()
     finally:
         for sender in senders:
             await sender.close()
         if server is not None:
-            server.stop()
+            await server.stop()
         database.stop()
 
 
@@ -158,3 +167,155 @@ async def test_a_connection_ended_by_the_server_is_an_operational_error(
         await database.ping()
     finally:
         await database.close()
+
+
+async def test_sqlite_disk_full_refuses_clearly_and_recovers_when_space_returns(
+    tmp_path: Path,
+) -> None:
+    with small_filesystem(tmp_path / "small", size_mb=8) as small:
+        server = ServerProcess(tmp_path, data_dir=small)
+        database = small / "fleetcore.db"
+        devices = await provision(server.database_url, 3)
+        ledger = Ledger()
+        mqtt: list[MqttSender] = []
+        http = [HttpSender(d, ledger, server.base) for d in devices[1:]]
+        try:
+            await server.start()
+            mqtt = [MqttSender(devices[0], ledger, server.mqtt_port)]
+            await mqtt[0].connect()
+            stop = asyncio.Event()
+            tasks = [asyncio.create_task(h.run(stop, finish=True)) for h in http]
+            tasks.append(asyncio.create_task(mqtt[0].run(stop)))
+            await wait_until(lambda: all(len(ledger.acked[d.id]) >= 200 for d in devices))
+
+            fill(small / "filler")
+            # Refused, every way: HTTP 503/507 with the envelope; no PUBACK (the broker ends
+            # the connection so the device sends again).
+            await wait_until(lambda: all(h.statuses[503] + h.statuses[507] >= 2 for h in http))
+            await wait_until(lambda: not mqtt[0].connected)
+            assert await server.healthy()
+            assert integrity(database) == "ok"
+
+            (small / "filler").unlink()  # space returns: ingest works again, same process
+            recovered = ledger.acked_count
+            await wait_until(lambda: ledger.acked_count > recovered + 400, within=30)
+            stop.set()
+            await asyncio.gather(*tasks)
+            mqtt.append(MqttSender(devices[0], ledger, server.mqtt_port))
+            await mqtt[-1].connect()
+            await mqtt[-1].resend(ledger.unacked(devices[0].id))
+            check_storage(await read_storage(server.database_url), ledger, complete=True)
+            assert not [p for h in http for p in h.problems]
+            assert set().union(*(h.statuses for h in http)) <= {200, 503, 507}
+            assert not mqtt[-1].refused
+        finally:
+            for sender in mqtt:
+                sender.close()
+            for h in http:
+                await h.close()
+            await server.stop()
+        assert integrity(database) == "ok"
+
+
+QUEUE_DEPTH = "fleetcore_telemetry_queue_depth"
+
+
+async def test_a_slow_database_gets_backpressure_not_memory_growth(
+    tmp_path: Path, postgres_server: PostgresServer | None
+) -> None:
+    assert postgres_server is not None
+    url = postgres_server.create_database(f"faults_slow_{uuid.uuid4().hex[:8]}")
+    proxy = LatencyProxy(postgres_server.port)
+    await proxy.start()
+    max_pending = 1_000
+    server = ServerProcess(
+        tmp_path,
+        database_url=url.replace(f":{postgres_server.port}/", f":{proxy.port}/"),
+        ingest_max_pending=str(max_pending),
+        db_pool_size="2",  # few connections: token look-ups of waiting requests fill them
+    )
+    devices = await provision(url, 20)
+    ledger = Ledger()
+    # 100 clients, each retrying 500 readings: 50 times what the pipeline may hold.
+    senders = [HttpSender(devices[i % 20], ledger, server.base, batch=500) for i in range(100)]
+    try:
+        await server.start()
+        for sender in senders[:20]:  # tokens and series known, connections made
+            await sender.resend(ledger.new(sender.device.id, 100))
+        baseline = server.rss()
+        proxy.delay_s = 0.1  # per packet, each way
+        stop = asyncio.Event()
+        flood = [asyncio.create_task(s.run(stop)) for s in senders]  # a 503: the same again
+        peak_rss, peak_depth, before = baseline, 0.0, ledger.acked_count
+
+        async def ingesting_under_pressure() -> bool:
+            nonlocal peak_rss, peak_depth
+            peak_rss = max(peak_rss, server.rss())
+            peak_depth = max(peak_depth, await server.metric(QUEUE_DEPTH))
+            # The writer keeps committing, however many requests wait for the database.
+            return ledger.acked_count >= before + 4_000
+
+        await wait_until(ingesting_under_pressure, within=60, every=0.2)
+        assert peak_depth <= max_pending
+        assert peak_rss - baseline < 48 * 2**20, (baseline, peak_rss)
+        proxy.delay_s = 0.0  # so the requests still waiting end soon
+        stop.set()
+        await asyncio.gather(*flood)
+        statuses = sum((s.statuses for s in senders), Counter[int]())
+        assert set(statuses) == {200, 503}, statuses
+        assert not [p for s in senders for p in s.problems]  # each 503 with Retry-After
+        check_storage(await read_storage(url), ledger, complete=False)
+    finally:
+        for sender in senders:
+            await sender.close()
+        await server.stop()
+        await proxy.stop()
+
+
+async def test_a_database_that_stops_answering_gets_503_at_once_and_loses_nothing(
+    tmp_path: Path, postgres_server: PostgresServer | None
+) -> None:
+    assert postgres_server is not None
+    url = postgres_server.create_database(f"faults_hung_{uuid.uuid4().hex[:8]}")
+    proxy = LatencyProxy(postgres_server.port)
+    await proxy.start()
+    server = ServerProcess(
+        tmp_path,
+        database_url=url.replace(f":{postgres_server.port}/", f":{proxy.port}/"),
+        ingest_max_pending="100",
+    )
+    first, fresh = await provision(url, 2)
+    ledger = Ledger()
+    senders = [HttpSender(d, ledger, server.base, timeout_s=10) for d in (first, fresh)]
+    try:
+        await server.start()
+        for _ in range(2):  # the first use activates the device and so clears the cache
+            await senders[0].resend(ledger.new(first.id, 10))
+        proxy.hold()  # connections stay open, nothing comes back
+        held = asyncio.create_task(senders[0].send(ledger.new(first.id, 100)))
+
+        async def full() -> bool:
+            return await server.metric(QUEUE_DEPTH) == 100
+
+        await wait_until(full)
+
+        # A device whose token is not cached is refused before anything waits on the
+        # database (its token look-up would hang like the write).
+        late = ledger.new(fresh.id, 10)
+        assert await senders[1].send(late) is not None
+        assert senders[1].codes == {"INGEST_OVERLOADED": 1}, senders[1].problems
+        async with httpx.AsyncClient(base_url=server.base) as http:
+            ready = await http.get("/ready")
+        assert ready.status_code == 503
+        assert ready.json()["error"]["details"]["checks"]["database"].startswith("timed out")
+
+        proxy.release()
+        assert await held is None  # acknowledged once the database answers
+        await senders[1].resend(late)
+        check_storage(await read_storage(url), ledger, complete=True)
+        assert not [p for s in senders for p in s.problems]
+    finally:
+        for sender in senders:
+            await sender.close()
+        await server.stop()
+        await proxy.stop()

@@ -4,12 +4,14 @@ read straight from it, and a small filesystem that can be filled."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import json
 import os
 import secrets
 import signal
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -42,9 +44,16 @@ KEY = "seq"  # every fault test sends numbered readings of this key
 class ServerProcess:
     """`fleetcore serve` on fixed free ports, so a restarted server keeps its addresses."""
 
-    def __init__(self, workdir: Path, *, database_url: str | None = None, **settings: str) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        data_dir: Path | None = None,
+        database_url: str | None = None,
+        **settings: str,
+    ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
-        self.data_dir = workdir / "data"
+        self.data_dir = data_dir or workdir / "data"
         self.data_dir.mkdir(exist_ok=True)
         self.log = workdir / "serve.log"
         self.database_url = database_url or f"sqlite+aiosqlite:///{self.data_dir / 'fleetcore.db'}"
@@ -93,6 +102,11 @@ class ServerProcess:
         except httpx.TransportError:
             return False
 
+    async def healthy(self) -> bool:
+        """/health answers 200."""
+        async with httpx.AsyncClient() as http:
+            return (await http.get(f"{self.base}/health", timeout=5)).status_code == 200
+
     @property
     def alive(self) -> bool:
         """The process is running."""
@@ -105,16 +119,26 @@ class ServerProcess:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(timeout=30)
 
-    def stop(self) -> None:
-        """SIGTERM and wait (SIGKILL if it does not stop)."""
+    async def stop(self) -> None:
+        """SIGTERM and wait (SIGKILL if it does not stop); the event loop keeps running
+        meanwhile, for what the server talks to through it (a proxy in this process)."""
         if not self.alive:
             return
         assert self.process is not None
         self.process.send_signal(signal.SIGTERM)
         try:
-            self.process.wait(timeout=30)
+            await asyncio.to_thread(self.process.wait, 30)
         except subprocess.TimeoutExpired:
             self.kill()
+
+    async def metric(self, name: str) -> float:
+        """The value of an unlabelled metric on /metrics."""
+        async with httpx.AsyncClient() as http:
+            text = (await http.get(f"{self.base}/metrics", timeout=5)).text
+        for line in text.splitlines():
+            if line.startswith(f"{name} "):
+                return float(line.split()[1])
+        raise AssertionError(f"no metric {name}")
 
     def rss(self) -> int:
         """The server's resident memory in bytes."""
@@ -199,7 +223,13 @@ async def read_storage(database_url: str) -> Storage:
     values = _VALUES[Kind.NUMBER]
     storage = Storage()
     try:
-        async with database.connect() as connection:
+        async with database.connect() as plain:
+            # One snapshot for every query, even while the server is writing (a SQLite read
+            # transaction is one already).
+            pg = database.dialect == "postgresql"
+            options = {"isolation_level": "REPEATABLE READ"} if pg else {}
+            connection = await plain.execution_options(**options)
+            await connection.begin()
             rows = await connection.execute(
                 select(series.c.device_id, values.c.ts).join(
                     values, values.c.series_id == series.c.id
@@ -222,6 +252,12 @@ async def read_storage(database_url: str) -> Storage:
     finally:
         await database.close()
     return storage
+
+
+def integrity(path: Path) -> str:
+    """SQLite's PRAGMA integrity_check of the file at `path` ("ok" when sound)."""
+    with contextlib.closing(sqlite3.connect(path, timeout=30)) as connection:
+        return "; ".join(str(row[0]) for row in connection.execute("PRAGMA integrity_check"))
 
 
 @contextmanager

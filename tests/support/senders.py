@@ -94,12 +94,21 @@ class HttpSender:
     """A device posting batches over HTTP; a batch not acknowledged (503, a broken
     connection) is sent again, after the Retry-After the platform asked for."""
 
-    def __init__(self, device: FaultDevice, ledger: Ledger, base: str, *, batch: int = 50) -> None:
+    def __init__(
+        self,
+        device: FaultDevice,
+        ledger: Ledger,
+        base: str,
+        *,
+        batch: int = 50,
+        timeout_s: float = 30.0,
+    ) -> None:
         self.device, self.ledger, self.batch = device, ledger, batch
         self.http = httpx.AsyncClient(
-            base_url=base, timeout=30, headers={"X-Device-Token": device.token}
+            base_url=base, timeout=timeout_s, headers={"X-Device-Token": device.token}
         )
         self.statuses: Counter[int] = Counter()
+        self.codes: Counter[str] = Counter()  # error codes of the refusals
         self.transport_errors = 0
         self.problems: list[str] = []  # answers that break the contract
 
@@ -159,6 +168,7 @@ class HttpSender:
         try:
             error = answer.json()["error"]
             well_formed = bool(error["code"] and error["message"] and error["request_id"])
+            self.codes[str(error["code"])] += 1
         except (ValueError, KeyError, TypeError):
             well_formed = False
         if not retry_after.isdigit() or not well_formed:
