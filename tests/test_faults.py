@@ -15,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from fleetcore.db import Database
+from fleetcore.mqtt.handler import MAX_UNSTORED
 from tests.support.faults import (
     ServerProcess,
     fill,
@@ -24,8 +25,9 @@ from tests.support.faults import (
     small_filesystem,
 )
 from tests.support.latency_proxy import LatencyProxy
+from tests.support.mqtt_raw import PINGREQ, PINGRESP, PUBACK, RawClient, packet, publish_packet
 from tests.support.postgres import PostgresServer, free_port
-from tests.support.senders import HttpSender, Ledger, MqttSender, check_storage
+from tests.support.senders import TOPIC, HttpSender, Ledger, MqttSender, check_storage
 from tests.support.wait import wait_until
 
 
@@ -317,5 +319,58 @@ async def test_a_database_that_stops_answering_gets_503_at_once_and_loses_nothin
     finally:
         for sender in senders:
             await sender.close()
+        await server.stop()
+        await proxy.stop()
+
+
+async def test_an_mqtt_client_is_read_no_further_while_its_messages_wait_for_the_database(
+    tmp_path: Path, postgres_server: PostgresServer | None
+) -> None:
+    # Every message read while the pipeline was full used to wait in a task of its own:
+    # a client sending QoS 1 without waiting for PUBACKs grew the server's memory without
+    # bound (about 2.4 KB a message) while the database hung.
+    assert postgres_server is not None
+    url = postgres_server.create_database(f"faults_mqtt_{uuid.uuid4().hex[:8]}")
+    proxy = LatencyProxy(postgres_server.port)
+    await proxy.start()
+    server = ServerProcess(
+        tmp_path,
+        database_url=url.replace(f":{postgres_server.port}/", f":{proxy.port}/"),
+        ingest_max_pending="100",
+    )
+    (device,) = await provision(url, 1)
+    ledger = Ledger()
+    client: RawClient | None = None
+    try:
+        await server.start()
+        client = await RawClient.connected(server.mqtt_port, "flood", username=device.token)
+        warm = ledger.new(device.id, 1)
+        await client.publish(TOPIC, ledger.payload(warm), qos=1)
+        ledger.ack(device.id, warm)
+        proxy.hold()
+        flood = ledger.new(device.id, 5 * MAX_UNSTORED)
+        await client.send(
+            b"".join(
+                publish_packet(TOPIC, ledger.payload([seq]), qos=1, packet_id=n)
+                for n, seq in enumerate(flood, start=1)
+            )
+            + packet(PINGREQ, 0, b"")
+        )
+        proxy.release()
+        # The server reads the PINGREQ only once all but MAX_UNSTORED of the messages sent
+        # before it are stored (without a bound it answers at once, none stored yet).
+        acked: list[int] = []
+        while (answer := await client.read(wait_s=30)).kind != PINGRESP:
+            assert answer.kind == PUBACK
+            acked.append(answer.packet_id)
+        assert len(acked) >= len(flood) - MAX_UNSTORED
+        while len(acked) < len(flood):
+            acked.append((await client.expect(PUBACK, wait_s=30)).packet_id)
+        assert sorted(acked) == list(range(1, len(flood) + 1))
+        ledger.ack(device.id, flood)
+        check_storage(await read_storage(url), ledger, complete=True)
+    finally:
+        if client is not None:
+            await client.close()
         await server.stop()
         await proxy.stop()
