@@ -31,9 +31,7 @@ from tests.support.senders import TOPIC, HttpSender, Ledger, MqttSender, check_s
 from tests.support.wait import wait_until
 
 
-def _database_url(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest, name: str
-) -> str | None:
+def _database_url(backend: str, request: pytest.FixtureRequest, name: str) -> str | None:
     """None for SQLite (the server's data dir); a fresh database on the shared PostgreSQL."""
     if backend == "sqlite":
         return None
@@ -45,15 +43,13 @@ def _database_url(
 async def test_sigkill_mid_ingest_loses_nothing_acknowledged(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    server = ServerProcess(
-        tmp_path, database_url=_database_url(backend, tmp_path, request, "faults_kill")
-    )
+    server = ServerProcess(tmp_path, database_url=_database_url(backend, request, "faults_kill"))
     devices = await provision(server.database_url, 8)
     ledger = Ledger()
-    await server.start()
     mqtt: list[MqttSender] = []
     http = [HttpSender(d, ledger, server.base) for d in devices[4:]]
     try:
+        await server.start()
         mqtt = [MqttSender(d, ledger, server.mqtt_port) for d in devices[:4]]
         await asyncio.gather(*(m.connect() for m in mqtt))
         stop = asyncio.Event()
@@ -236,11 +232,12 @@ async def test_a_slow_database_gets_backpressure_not_memory_growth(
         ingest_max_pending=str(max_pending),
         db_pool_size="2",  # few connections: token look-ups of waiting requests fill them
     )
-    devices = await provision(url, 20)
     ledger = Ledger()
-    # 100 clients, each retrying 500 readings: 50 times what the pipeline may hold.
-    senders = [HttpSender(devices[i % 20], ledger, server.base, batch=500) for i in range(100)]
+    senders: list[HttpSender] = []
     try:
+        devices = await provision(url, 20)
+        # 100 clients, each retrying 500 readings: 50 times what the pipeline may hold.
+        senders = [HttpSender(devices[i % 20], ledger, server.base, batch=500) for i in range(100)]
         await server.start()
         for sender in senders[:20]:  # tokens and series known, connections made
             await sender.resend(ledger.new(sender.device.id, 100))
@@ -286,10 +283,11 @@ async def test_a_database_that_stops_answering_gets_503_at_once_and_loses_nothin
         database_url=url.replace(f":{postgres_server.port}/", f":{proxy.port}/"),
         ingest_max_pending="100",
     )
-    first, fresh = await provision(url, 2)
     ledger = Ledger()
-    senders = [HttpSender(d, ledger, server.base, timeout_s=10) for d in (first, fresh)]
+    senders: list[HttpSender] = []
     try:
+        first, fresh = await provision(url, 2)
+        senders = [HttpSender(d, ledger, server.base, timeout_s=10) for d in (first, fresh)]
         await server.start()
         for _ in range(2):  # the first use activates the device and so clears the cache
             await senders[0].resend(ledger.new(first.id, 10))
@@ -338,10 +336,10 @@ async def test_an_mqtt_client_is_read_no_further_while_its_messages_wait_for_the
         database_url=url.replace(f":{postgres_server.port}/", f":{proxy.port}/"),
         ingest_max_pending="100",
     )
-    (device,) = await provision(url, 1)
     ledger = Ledger()
     client: RawClient | None = None
     try:
+        (device,) = await provision(url, 1)
         await server.start()
         client = await RawClient.connected(server.mqtt_port, "flood", username=device.token)
         warm = ledger.new(device.id, 1)

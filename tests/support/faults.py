@@ -8,8 +8,6 @@ import asyncio
 import contextlib
 import errno
 import json
-import os
-import secrets
 import signal
 import sqlite3
 import subprocess
@@ -34,6 +32,7 @@ from fleetcore.devices.models import DeviceProfile
 from fleetcore.telemetry.models import LATEST, ROLLUP_1H, ROLLUP_1M, Series, TelemetryKey
 from fleetcore.telemetry.models import VALUE_TABLES as _VALUES
 from fleetcore_protocol.telemetry import Kind
+from tests.support.env import fleetcore_env
 from tests.support.postgres import free_port
 from tests.support.wait import wait_until
 
@@ -59,10 +58,7 @@ class ServerProcess:
         self.database_url = database_url or f"sqlite+aiosqlite:///{self.data_dir / 'fleetcore.db'}"
         self.port, self.mqtt_port = free_port(), free_port()
         self.process: subprocess.Popen[bytes] | None = None
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETCORE_")}
-        env.update(
-            FLEETCORE_ENVIRONMENT="test",
-            FLEETCORE_SECRET_KEY=secrets.token_urlsafe(48),
+        env = fleetcore_env(
             FLEETCORE_DATA_DIR=str(self.data_dir),
             FLEETCORE_DATABASE_URL=self.database_url,
             FLEETCORE_LOG_LEVEL="warning",
