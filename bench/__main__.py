@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import platform
 import sys
 from datetime import UTC, datetime
@@ -15,6 +17,7 @@ from bench import (
     live_latency,
     mqtt_ingest,
     rules_ingest,
+    soak,
     telemetry_ingest,
     telemetry_storage,
 )
@@ -32,17 +35,30 @@ BENCHMARKS = {
 }
 
 
-def main(names: list[str]) -> None:
-    """Run the named benchmarks (all by default)."""
-    selected = names or list(BENCHMARKS)
-    unknown = [name for name in selected if name not in BENCHMARKS]
+# Run only when named: `python -m bench soak [--duration SECONDS]` (30 minutes by default).
+ON_REQUEST = {"soak": soak.run}
+
+
+def main(argv: list[str]) -> None:
+    """Run the named benchmarks (all but the ON_REQUEST ones by default)."""
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("names", nargs="*", help="benchmarks to run (default: all but soak)")
+    parser.add_argument(
+        "--duration", type=float, help="soak: seconds to run (default 1800, BENCH_SOAK_SECONDS)"
+    )
+    args = parser.parse_args(argv)
+    if args.duration is not None:
+        os.environ["BENCH_SOAK_SECONDS"] = str(args.duration)
+    available = {**BENCHMARKS, **ON_REQUEST}
+    selected = args.names or list(BENCHMARKS)
+    unknown = [name for name in selected if name not in available]
     if unknown:
-        sys.exit(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+        sys.exit(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(available)}")
     configure_logging("warning", "console")  # the figures, not Fleetcore's own info lines
     results = []
     for name in selected:
         print(f"== {name}", flush=True)
-        result = BENCHMARKS[name]()
+        result = available[name]()
         print(json.dumps(result, indent=2), flush=True)
         results.append(result)
     path = Path(__file__).parent / "report.json"

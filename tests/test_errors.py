@@ -7,6 +7,7 @@ import pytest
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from fleetcore.auth.principal import Role
 from fleetcore.errors import Conflict, Forbidden, Invalid, NotFound, RateLimited
@@ -43,6 +44,8 @@ def probe_app(app: FastAPI) -> FastAPI:
             orig = Exception("invalid byte sequence for encoding UTF8: 0x00")
             orig.sqlstate = "22021" if kind == "nul" else "42P01"  # type: ignore[attr-defined]
             raise DBAPIError("SELECT 1 WHERE name = $1", {}, orig)
+        if kind == "pool":  # what a slow database leaves requests waiting for
+            raise PoolTimeout("QueuePool limit of size 10 overflow 10 reached")
         raise RuntimeError("secret internals: password=hunter2")
 
     return app
@@ -171,3 +174,11 @@ async def test_a_nul_character_is_never_a_500(client: httpx.AsyncClient, tenant:
         assert response.status_code < 500, f"{response.request.url}: {response.text}"
         if response.status_code >= 400:
             assert set(response.json()["error"]) == {"code", "message", "details", "request_id"}
+
+
+async def test_no_free_database_connection_is_503_with_retry_after(
+    probe_app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    response = await client.get("/probe/pool")
+    _assert_envelope(response, 503, "DATABASE_UNAVAILABLE")
+    assert response.headers["retry-after"] == "1"

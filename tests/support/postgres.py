@@ -67,6 +67,23 @@ class PostgresServer:
                 "--no-sync",
             ]
         )
+        self.resume()
+        self._run(
+            [
+                str(self.bindir / "createdb"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "fleetcore",
+                "fleetcore_test",
+            ]
+        )
+        return self.url("fleetcore_test")
+
+    def resume(self) -> None:
+        """Start the (initialized) server again, on the same port and data."""
         options = (
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
@@ -85,19 +102,11 @@ class PostgresServer:
                 "start",
             ]
         )
-        self._run(
-            [
-                str(self.bindir / "createdb"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-U",
-                "fleetcore",
-                "fleetcore_test",
-            ]
-        )
-        return self.url("fleetcore_test")
+
+    def halt(self, mode: str = "fast") -> None:
+        """Stop the server, keeping its data (`resume` starts it again): `fast` ends every
+        session and checkpoints, `immediate` is a crash."""
+        self._run([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"])
 
     def url(self, database: str) -> str:
         """An asyncpg URL to `database` on this server."""
@@ -122,7 +131,7 @@ class PostgresServer:
     def stop(self) -> None:
         """Stop the server and delete its files."""
         try:
-            if self.data.exists():
+            if (self.data / "postmaster.pid").exists():  # not halted
                 self._run(
                     [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"]
                 )

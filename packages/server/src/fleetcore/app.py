@@ -23,7 +23,7 @@ from fleetcore.auth.security import configure_hasher
 from fleetcore.body_limit import BodyLimitMiddleware
 from fleetcore.commands.delivery import EXPIRY_INTERVAL_S, CommandService
 from fleetcore.config import Settings
-from fleetcore.db import Database
+from fleetcore.db import Database, create_engine
 from fleetcore.deadletters import retention as dead_letter_retention
 from fleetcore.deadletters.sink import DeadLetterSink
 from fleetcore.errors import API_ERROR_STATUSES, documented_errors, install_error_handlers
@@ -77,8 +77,13 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         app.state.database = db
         app.state.readiness_checks = database_checks(db)
         app.state.jobs = JobScheduler()
+        # PostgreSQL: the writer gets a connection of its own, so request sessions (device
+        # token look-ups) can never hold every pooled connection while it waits for one.
+        writer_engine = (
+            create_engine(db.engine.url, pool_size=1) if db.dialect == "postgresql" else None
+        )
         pipeline = IngestPipeline(
-            TelemetryWriter(db.engine),
+            TelemetryWriter(writer_engine or db.engine),
             max_pending=settings.ingest_max_pending,
             batch_size=settings.ingest_batch_size,
             flush_interval_s=settings.ingest_flush_ms / 1000,
@@ -160,7 +165,14 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         finally:
             await app.state.jobs.stop()
             for component in reversed(started):
-                await component.stop()
+                try:
+                    await component.stop()
+                except Exception:
+                    # One that cannot finish (its database is down) must not keep the
+                    # others from stopping: the pipeline still writes what it accepted.
+                    log.exception("component_stop_failed", component=component.name)
+            if writer_engine is not None:
+                await writer_engine.dispose()
             if database is None:
                 await db.close()
             log.info("stopped")

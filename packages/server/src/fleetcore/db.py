@@ -10,7 +10,8 @@ from typing import Any
 
 from sqlalchemy import BigInteger, DateTime, Engine, Integer, MetaData, event, text
 from sqlalchemy import create_engine as sa_create_engine
-from sqlalchemy.engine import URL, Dialect
+from sqlalchemy.engine import URL, Dialect, ExceptionContext
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -53,12 +54,61 @@ def create_engine(url: URL | str, *, pool_size: int = 10) -> AsyncEngine:
         engine = create_async_engine(url, pool_size=pool_size, max_overflow=0)
         _configure_sqlite(engine)
         return engine
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
-        connect_args={"server_settings": {"application_name": "fleetcore"}},
+        connect_args={
+            "server_settings": {"application_name": "fleetcore"},
+            "async_creator_fn": _connect_asyncpg,  # the asyncpg dialect's connect hook
+        },
+    )
+    event.listen(engine.sync_engine, "handle_error", _unavailable_as_operational_error)
+    return engine
+
+
+async def _connect_asyncpg(*args: Any, **kwargs: Any) -> Any:
+    """asyncpg.connect, a refused or timed-out connection raised as a connection exception
+    (SQLSTATE 08001) instead of a bare OSError, which SQLAlchemy would not wrap: callers
+    then see a database error like any other (the app answers 503, not 500)."""
+    import asyncpg  # type: ignore[import-untyped]  # no stubs; imported only for PostgreSQL
+
+    try:
+        return await asyncpg.connect(*args, **kwargs)
+    except OSError as exc:  # refused, unreachable, timed out (TimeoutError is an OSError)
+        raise asyncpg.exceptions.ClientCannotConnectError(
+            f"cannot connect to the database: {exc}"
+        ) from exc
+
+
+# SQLSTATE classes that mean the database cannot serve now, whatever the statement:
+# connection exception, insufficient resources (disk full, too many connections),
+# operator intervention (shutting down, starting up, crashed).
+_UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "57"})
+
+
+def _unavailable_as_operational_error(context: ExceptionContext) -> BaseException | None:
+    """Raise every "database unavailable" error as OperationalError, as SQLite's locks and
+    psycopg's refused connections already are: asyncpg's become a generic DBAPIError or an
+    InterfaceError, which the app would answer with 500 instead of 503 + Retry-After."""
+    if isinstance(context.sqlalchemy_exception, OperationalError):
+        return None
+    original = context.original_exception
+    cause = original.__cause__ or original  # the driver's own error behind the adapter's
+    sqlstate = getattr(cause, "sqlstate", None) or getattr(original, "sqlstate", None)
+    if not (
+        context.is_disconnect
+        or isinstance(cause, OSError)
+        or (isinstance(sqlstate, str) and sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES)
+    ):
+        return None
+    return OperationalError(
+        context.statement,
+        context.parameters,
+        original,
+        hide_parameters=True,  # a telemetry batch's parameters would flood the log
+        connection_invalidated=context.is_disconnect,
     )
 
 

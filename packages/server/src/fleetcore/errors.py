@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
@@ -290,7 +291,8 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 
 async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
-    # Locked (SQLite busy past its timeout) or unreachable: the client may retry; log the cause.
+    # Locked (SQLite busy past its timeout), unreachable, or no pooled connection free in
+    # time (a slow database): the client may retry; log the cause.
     log.warning("database_unavailable", error=str(exc)[:300])
     return error_response(
         503,
@@ -321,6 +323,7 @@ def install_error_handlers(app: FastAPI) -> None:
     """Map every error the app can raise to the envelope (unhandled ones: see middleware)."""
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(PoolTimeout, _database_unavailable)  # every connection busy
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

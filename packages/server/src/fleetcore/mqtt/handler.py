@@ -47,6 +47,10 @@ ADMINISTRATIVE_ACTION = 0x98
 SERVER_SHUTTING_DOWN = 0x8B
 KEEP_ALIVE_TIMEOUT = 0x8D
 PACKET_TOO_LARGE = 0x95
+# Messages of one connection handed to the application and not yet durable; past this the
+# connection is read no further until some are (a slow database pushes back on the client
+# through TCP instead of growing memory with every message it sends).
+MAX_UNSTORED = 100
 
 
 class FleetProtocolHandler(BrokerProtocolHandler):
@@ -61,6 +65,8 @@ class FleetProtocolHandler(BrokerProtocolHandler):
         self.broker = broker
         self.principal = principal
         self._acks: set[asyncio.Task[None]] = set()
+        self._unstored = 0
+        self._room = asyncio.Event()
 
     # -- what the broker calls, per protocol version ----------------------------------
 
@@ -105,6 +111,9 @@ class FleetProtocolHandler(BrokerProtocolHandler):
                 if task is not None:
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
+                while self._unstored >= MAX_UNSTORED:
+                    self._room.clear()
+                    await self._room.wait()
         except TimeoutError:
             metrics.CLOSED.labels("keepalive").inc()
             log.info("mqtt_keepalive_expired", extra={"client": self.session.client_id})
@@ -167,6 +176,8 @@ class FleetProtocolHandler(BrokerProtocolHandler):
         else:
             log.info("mqtt_invalid_topic", extra={"client": self.session.client_id})
             verdict = 0x90  # topic name invalid
+        if isinstance(verdict, asyncio.Future) and not verdict.done():
+            self._hold(verdict)
         if qos == QOS_0 or packet_id is None:
             return
         if qos == QOS_2:
@@ -185,6 +196,18 @@ class FleetProtocolHandler(BrokerProtocolHandler):
         task = asyncio.create_task(self._acknowledge(packet_id, qos, durable, reason))
         self._acks.add(task)
         task.add_done_callback(self._acks.discard)
+        if durable is not None and not isinstance(durable, asyncio.Future):
+            self._hold(task)
+
+    def _hold(self, pending: asyncio.Future[Any]) -> None:
+        """Count a message not yet durable until it is (see MAX_UNSTORED)."""
+        self._unstored += 1
+        pending.add_done_callback(self._durable)
+
+    def _durable(self, _: asyncio.Future[Any]) -> None:
+        self._unstored -= 1
+        if self._unstored < MAX_UNSTORED:
+            self._room.set()
 
     def _puback_when_done(self, packet_id: int, reason: int, future: asyncio.Future[Any]) -> None:
         if future.cancelled() or future.exception() is not None:

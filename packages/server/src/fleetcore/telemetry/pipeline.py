@@ -95,6 +95,14 @@ class IngestPipeline:
             await self._task
             self._task = None
 
+    def check_room(self) -> None:
+        """Raise Overloaded when a submission now would be refused for want of room."""
+        if self._closing or self._task is None:
+            raise Overloaded(retry_after_s=5)
+        if self._pending >= self.max_pending:
+            metrics.REJECTED.labels("overloaded").inc()
+            raise Overloaded()
+
     def enqueue(self, item: DeviceReadings) -> asyncio.Future[Outcome]:
         """Accept a submission or raise Overloaded; the future resolves after the commit."""
         count = len(item.readings)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
 from fleetcore.body_limit import read_body
@@ -13,7 +13,16 @@ from fleetcore.devices.auth_cache import HeaderIngestDevice, IngestDevice, PathI
 from fleetcore.telemetry.ingest import LIMITS, ingest
 from fleetcore.telemetry.pipeline import IngestPipeline
 
-router = APIRouter(prefix="/api/v1", tags=["telemetry"])
+
+def _room_in_pipeline(request: Request) -> None:
+    """503 at once while the pipeline is full, before the device's token is looked up or
+    its body read: under load (a slow database) a refusal then costs no database work."""
+    pipeline: IngestPipeline = request.app.state.pipeline
+    pipeline.check_room()
+
+
+# Route dependencies are resolved before the endpoint's own (the device's token).
+router = APIRouter(prefix="/api/v1", tags=["telemetry"], dependencies=[Depends(_room_in_pipeline)])
 
 
 class IngestAnswer(BaseModel):
