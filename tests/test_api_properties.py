@@ -208,7 +208,7 @@ def world(
     else:
         postgres: PostgresServer | None = request.getfixturevalue("postgres_server")
         if postgres is None:
-            pytest.skip("needs the throwaway PostgreSQL server")
+            pytest.fail("the PostgreSQL run needs the throwaway server")
         url = postgres.create_database("fleetcore_apiprops")
     # Schemathesis signs in with wrong passwords by design: no lockout for the test address.
     server = ThreadedServer(url, tmp, login_max_failures_per_address=1_000_000)
