@@ -68,19 +68,7 @@ class PostgresServer:
             ]
         )
         self.resume()
-        self._run(
-            [
-                str(self.bindir / "createdb"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-U",
-                "fleetcore",
-                "fleetcore_test",
-            ]
-        )
-        return self.url("fleetcore_test")
+        return self.create_database("fleetcore_test")
 
     def resume(self) -> None:
         """Start the (initialized) server again, on the same port and data."""
