@@ -16,6 +16,7 @@ from fleetcore.notifications import models as notification_models
 from fleetcore.rules import models as rule_models
 from fleetcore.status import models as status_models
 from fleetcore.telemetry import models as telemetry_models
+from fleetcore.vending import models as vending_models
 
 metadata = Base.metadata
 __all__ = [
@@ -33,4 +34,5 @@ __all__ = [
     "rule_models",
     "status_models",
     "telemetry_models",
+    "vending_models",
 ]

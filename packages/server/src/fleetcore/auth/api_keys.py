@@ -25,6 +25,8 @@ async def create_api_key(
     principal.require(Role.ADMIN)
     if data.expires_at is not None and data.expires_at <= utcnow():
         raise Invalid("expires_at must be in the future", details={"field": "expires_at"})
+    if data.role is Role.DRIVER:  # a driver is a person assigned to routes, not an integration
+        raise Invalid("an API key cannot have the driver role", details={"field": "role"})
     raw = new_token(KEY_PREFIX)
     key = ApiKey(
         organization_id=principal.org_id,

@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcore.auth.models import ApiKey, RefreshToken, User
-from fleetcore.auth.principal import Principal, PrincipalKind, Role
+from fleetcore.auth.principal import PermissionDenied, Principal, PrincipalKind, Role
 from fleetcore.auth.security import decode_access_token, same, sign, token_hash
 from fleetcore.db import utcnow
 from fleetcore.deps import SessionDep, SettingsDep
@@ -107,10 +107,10 @@ async def optional_principal(
     return principal
 
 
-async def require_principal(
+async def require_any_principal(
     principal: Annotated[Principal | None, Depends(optional_principal)],
 ) -> Principal:
-    """The caller; 401 without credentials."""
+    """The caller, drivers included; 401 without credentials."""
     if principal is None:
         raise Unauthorized(
             "sign in: send a bearer token, the session cookie or an X-API-Key",
@@ -120,5 +120,20 @@ async def require_principal(
     return principal
 
 
+async def require_principal(
+    principal: Annotated[Principal, Depends(require_any_principal)],
+) -> Principal:
+    """The caller; a route driver is refused here, so a route must opt in to drivers."""
+    # Deny by default: a route written later reaches drivers only if it asks for
+    # AnyPrincipalDep and scopes what it answers (fleetcore.vending.scope).
+    if principal.is_driver:
+        raise PermissionDenied(
+            "a driver reaches only the vending routes assigned to them", required="viewer"
+        )
+    return principal
+
+
 PrincipalDep = Annotated[Principal, Depends(require_principal)]
+# Drivers included: only for routes that scope their answer for drivers or are their own.
+AnyPrincipalDep = Annotated[Principal, Depends(require_any_principal)]
 OptionalPrincipalDep = Annotated[Principal | None, Depends(optional_principal)]

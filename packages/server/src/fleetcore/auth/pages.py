@@ -9,6 +9,7 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcore.auth import sessions
 from fleetcore.auth.deps import SESSION_COOKIE, csrf_token, user_principal
@@ -33,6 +34,13 @@ class LoginRequired(Exception):
         self.next_path = next_path
 
 
+class DriverElsewhere(Exception):
+    """A route driver opened a page outside their routes; answered with a redirect there."""
+
+
+DRIVER_HOME = "/vending/routes"
+
+
 def _safe_next(value: str | None) -> str:
     """Only local paths, so the form cannot be used to redirect elsewhere."""
     if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
@@ -46,8 +54,10 @@ def _secure(request: Request) -> bool:
     return settings.environment == "production" or request.url.scheme == "https"
 
 
-async def page_principal(request: Request, session: SessionDep, settings: SettingsDep) -> Principal:
-    """The signed-in user of a page, or a redirect to /auth/login."""
+async def any_page_principal(
+    request: Request, session: SessionDep, settings: SettingsDep
+) -> Principal:
+    """The signed-in user of a page, drivers included, or a redirect to /auth/login."""
     cookie = request.cookies.get(SESSION_COOKIE)
     if not cookie:
         raise LoginRequired(request.url.path)
@@ -61,6 +71,16 @@ async def page_principal(request: Request, session: SessionDep, settings: Settin
     return principal
 
 
+AnyPagePrincipal = Annotated[Principal, Depends(any_page_principal)]
+
+
+async def page_principal(principal: AnyPagePrincipal) -> Principal:
+    """The signed-in user of a page; a route driver is sent to their routes (deny by default)."""
+    if principal.is_driver:
+        raise DriverElsewhere
+    return principal
+
+
 PagePrincipal = Annotated[Principal, Depends(page_principal)]
 
 
@@ -68,6 +88,19 @@ async def page_context(
     request: Request, session: SessionDep, settings: SettingsDep, principal: PagePrincipal
 ) -> dict[str, object]:
     """What every signed-in page's base template shows: user, organization, CSRF token."""
+    return await _context(request, session, settings, principal)
+
+
+async def any_page_context(
+    request: Request, session: SessionDep, settings: SettingsDep, principal: AnyPagePrincipal
+) -> dict[str, object]:
+    """page_context for the pages a driver may open (they scope what they show)."""
+    return await _context(request, session, settings, principal)
+
+
+async def _context(
+    request: Request, session: AsyncSession, settings: Settings, principal: Principal
+) -> dict[str, object]:
     user = await session.get(User, principal.user_id)
     org = (
         await session.get(Organization, principal.organization_id)
@@ -218,6 +251,11 @@ async def _redirect_to_login(request: Request, exc: Exception) -> Response:
     return RedirectResponse(f"/auth/login?next={quote(exc.next_path)}", status_code=303)
 
 
+async def _redirect_driver(request: Request, exc: Exception) -> Response:
+    return RedirectResponse(DRIVER_HOME, status_code=303)
+
+
 def install_page_handlers(app: FastAPI) -> None:
-    """Pages redirect to sign-in instead of answering 401."""
+    """Pages redirect to sign-in instead of answering 401, and drivers to their routes."""
     app.add_exception_handler(LoginRequired, _redirect_to_login)
+    app.add_exception_handler(DriverElsewhere, _redirect_driver)

@@ -16,6 +16,11 @@ class Role(StrEnum):
     MANAGER = "manager"  # devices, profiles, assets, rules
     OPERATOR = "operator"  # sends commands, acknowledges alerts
     VIEWER = "viewer"  # reads
+    # Outside the ranks: a route driver reaches only the vending routes assigned to them
+    # (their service orders and machines) and reads the product catalogue; every other API
+    # route refuses the role (auth.deps.require_principal) and every other page sends the
+    # driver to their routes.
+    DRIVER = "driver"
 
     @property
     def rank(self) -> int:
@@ -23,7 +28,7 @@ class Role(StrEnum):
         return _RANK[self]
 
 
-_RANK = {Role.VIEWER: 0, Role.OPERATOR: 1, Role.MANAGER: 2, Role.ADMIN: 3}
+_RANK = {Role.DRIVER: -1, Role.VIEWER: 0, Role.OPERATOR: 1, Role.MANAGER: 2, Role.ADMIN: 3}
 
 
 class PermissionDenied(Forbidden):
@@ -57,6 +62,11 @@ class Principal:
     def user_id(self) -> uuid.UUID | None:
         """The user behind the call, if a user."""
         return self.subject_id if self.kind is PrincipalKind.USER else None
+
+    @property
+    def is_driver(self) -> bool:
+        """True for a route driver, whose reach the vending module scopes."""
+        return self.role is Role.DRIVER and not self.is_superuser
 
     @property
     def org_id(self) -> uuid.UUID:

@@ -7,7 +7,7 @@ import uuid
 from fastapi import APIRouter, Request, Response, status
 
 from fleetcore.auth import api_keys, sessions, users
-from fleetcore.auth.deps import OptionalPrincipalDep, PrincipalDep
+from fleetcore.auth.deps import AnyPrincipalDep, OptionalPrincipalDep, PrincipalDep
 from fleetcore.auth.models import Organization
 from fleetcore.auth.ratelimit import LoginLimiter
 from fleetcore.auth.schemas import (
@@ -78,7 +78,7 @@ async def logout(
 
 
 @router.get("/auth/me", summary="The signed-in user")
-async def me(session: SessionDep, principal: PrincipalDep) -> MeOut:
+async def me(session: SessionDep, principal: AnyPrincipalDep) -> MeOut:
     """The caller's account and organization."""
     user = await users.get_user(session, principal, principal.user_id or uuid.UUID(int=0))
     out = MeOut.model_validate(user)
@@ -92,7 +92,7 @@ async def me(session: SessionDep, principal: PrincipalDep) -> MeOut:
     "/auth/change-password", status_code=status.HTTP_204_NO_CONTENT, summary="Change own password"
 )
 async def change_password(
-    body: ChangePasswordIn, session: SessionDep, principal: PrincipalDep
+    body: ChangePasswordIn, session: SessionDep, principal: AnyPrincipalDep
 ) -> None:
     """Other sessions of the user end; this one continues."""
     await sessions.change_password(

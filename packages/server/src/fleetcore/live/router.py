@@ -58,7 +58,8 @@ async def _authenticate(websocket: WebSocket, token: str | None) -> Principal | 
 async def live(websocket: WebSocket, token: str | None = None) -> None:
     """Subscribe to live data of your organization."""
     principal = await _authenticate(websocket, token)
-    if principal is None or principal.organization_id is None:
+    # A driver's reach is scoped to their routes; the live feed is organization-wide.
+    if principal is None or principal.organization_id is None or principal.is_driver:
         await websocket.close(code=UNAUTHORIZED, reason="sign in: cookie or ?token=")
         return
     await websocket.accept()

@@ -1,0 +1,41 @@
+"""DEX / EVA-DTS vending audit files: a lenient parser (never raises) and a writer."""
+
+from fleetcore_protocol.dex.model import (
+    DAMAGING,
+    Audit,
+    CashFlow,
+    Counter,
+    CrcCheck,
+    Currency,
+    DexFile,
+    DexWarning,
+    Event,
+    Identity,
+    PaymentBreakdown,
+    PriceLine,
+    Product,
+    RawSegment,
+    ReadInfo,
+    SoldOut,
+    WarningCode,
+)
+
+__all__ = [
+    "DAMAGING",
+    "Audit",
+    "CashFlow",
+    "Counter",
+    "CrcCheck",
+    "Currency",
+    "DexFile",
+    "DexWarning",
+    "Event",
+    "Identity",
+    "PaymentBreakdown",
+    "PriceLine",
+    "Product",
+    "RawSegment",
+    "ReadInfo",
+    "SoldOut",
+    "WarningCode",
+]

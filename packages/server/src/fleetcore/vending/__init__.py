@@ -1,0 +1,1 @@
+"""Vending fleets: DEX audits in, sales and stock out, planograms, routes and service orders."""
