@@ -1,0 +1,186 @@
+"""Accounting an audit into the database: Sale rows, slot stock, the machine's audit state.
+
+Called with the machine row locked (audits.lock_machine), in the transaction that stores
+or accepts the audit, so two audits of one machine are never accounted against the same
+previous one.
+
+Order: audits are accounted in read-time order. An audit older than the machine's latest
+accounted one (a late upload, or a damaged one accepted afterwards) is accounted only when
+its sales cannot overlap what is already counted: on since-reset counters after a read
+that reset them (basis "reset"), its values are its own interval's. On counters since
+initialisation the next audit's difference already covers its interval, so it is kept,
+not accounted, with a LATE warning. A late audit never moves stock levels (they are older
+than what is known).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fleetcore.vending.accounting import BASELINE, RESET, Interval, compute_interval
+from fleetcore.vending.attribution import Attribution, attribution_at
+from fleetcore.vending.machines import insert_or_ignore
+from fleetcore.vending.models import Audit, Machine, Sale, SlotStock
+
+LATE_WARNING = {
+    "code": "LATE",
+    "message": "older than the machine's latest accounted audit: its sales are within the "
+    "next audit's interval, so it is kept but not accounted",
+}
+
+
+def _naive_utc(text: str | None) -> datetime | None:
+    # DEX times carry no zone: taken as UTC, as the audit's read time is.
+    return None if text is None else datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+async def _accounted_before(
+    session: AsyncSession, audit: Audit, *, strictly_before: bool
+) -> Audit | None:
+    query = select(Audit).where(Audit.device_id == audit.device_id, Audit.accounted.is_(True))
+    if strictly_before:
+        query = query.where(Audit.read_at < audit.read_at)
+    return await session.scalar(query.order_by(Audit.read_at.desc(), Audit.id.desc()).limit(1))
+
+
+async def account(session: AsyncSession, machine: Machine, audit: Audit) -> bool:
+    """Account an accepted audit; False when it is kept unaccounted (late)."""
+    latest = await _accounted_before(session, audit, strictly_before=False)
+    late = latest is not None and latest.read_at >= audit.read_at
+    previous = await _accounted_before(session, audit, strictly_before=True) if late else latest
+    interval = compute_interval(previous.summary if previous else None, audit.summary)
+    if late and interval.basis != RESET:
+        audit.warnings = [*audit.warnings, LATE_WARNING]
+        return False
+    period_start = previous.read_at if previous is not None else None
+    if interval.basis != BASELINE:
+        places = await attribution_at(session, machine.device_id, period_start)
+        _add_sales(session, audit, interval, places, period_start, previous)
+    current = await attribution_at(session, machine.device_id, None)
+    soldout = (
+        [] if late else await _update_stock(session, machine, audit, interval, current, previous)
+    )
+    audit.accounted = True
+    audit.warnings = [*audit.warnings, *interval.warnings]
+    audit.summary = {
+        **audit.summary,
+        "accounting": {
+            "basis": interval.basis,
+            "previous_audit_id": previous.id if previous else None,
+            "period_start": period_start.isoformat() if period_start else None,
+            "totals": interval.totals.as_json(),
+            "soldout": soldout,
+            "late": late,
+        },
+    }
+    if machine.last_audit_at is None or audit.read_at > machine.last_audit_at:
+        machine.last_audit_at = audit.read_at
+        if audit.summary.get("currency"):
+            machine.currency = audit.summary["currency"][:3]
+    return True
+
+
+def _add_sales(
+    session: AsyncSession,
+    audit: Audit,
+    interval: Interval,
+    places: Attribution,
+    period_start: datetime | None,
+    previous: Audit | None,
+) -> None:
+    for sold in interval.slots:
+        place = places.place(sold.slot)
+        session.add(
+            Sale(
+                organization_id=audit.organization_id,
+                device_id=audit.device_id,
+                audit_id=audit.id,
+                previous_audit_id=previous.id if previous else None,
+                cabinet_id=place.cabinet_id,
+                slot=sold.slot,
+                product_id=place.product_id,
+                period_start=period_start,
+                period_end=audit.read_at,
+                basis=interval.basis,
+                units=sold.units,
+                revenue=sold.revenue,
+                cash_units=sold.cash_units,
+                cash_revenue=sold.cash_revenue,
+                cashless_units=sold.cashless_units,
+                cashless_revenue=sold.cashless_revenue,
+                test_vends=sold.test_vends,
+                free_vends=sold.free_vends,
+            )
+        )
+
+
+async def _update_stock(
+    session: AsyncSession,
+    machine: Machine,
+    audit: Audit,
+    interval: Interval,
+    places: Attribution,
+    previous: Audit | None,
+) -> list[str]:
+    """Sold since fill, known levels (PA108), sold-out marks; returns the sold-out slots."""
+    units = {s.slot: s.units for s in interval.slots}
+    soldout: list[str] = []
+    for slot, product in sorted(audit.summary["products"].items()):
+        cabinet_id = places.place(slot).cabinet_id
+        if cabinet_id is None:
+            continue
+        stock = await _stock_row(session, machine, cabinet_id, slot)
+        stock.sold_since_fill += units.get(slot, 0)
+        level: int | None = product.get("level")
+        if level is not None:  # the machine counts its stock: that is the known level
+            stock.fill_level, stock.filled_at, stock.sold_since_fill = level, audit.read_at, 0
+        _mark_sold_out(stock, product, audit, previous)
+        if stock.sold_out_at is not None:
+            soldout.append(slot)
+    return soldout
+
+
+def _mark_sold_out(
+    stock: SlotStock, product: dict[str, Any], audit: Audit, previous: Audit | None
+) -> None:
+    level = product.get("level")
+    estimate = None if stock.fill_level is None else stock.fill_level - stock.sold_since_fill
+    reported = _naive_utc(product.get("sold_out_at"))
+    # PA5 keeps the last time the slot sold out, however old: it counts only when later
+    # than both the previous read and the last known fill.
+    since = max(
+        (t for t in (previous.read_at if previous else None, stock.filled_at) if t is not None),
+        default=None,
+    )
+    if reported is not None and (since is None or reported > since):
+        stock.sold_out_at = reported
+    elif level == 0 or (estimate is not None and estimate <= 0):
+        stock.sold_out_at = stock.sold_out_at or audit.read_at
+    elif (level is not None and level > 0) or (estimate is not None and estimate > 0):
+        stock.sold_out_at = None
+
+
+async def _stock_row(
+    session: AsyncSession, machine: Machine, cabinet_id: Any, slot: str
+) -> SlotStock:
+    key = (cabinet_id, slot)
+    stock = await session.get(SlotStock, key)
+    if stock is None:
+        # A driver's fill may create the row at the same moment: the database decides.
+        await insert_or_ignore(
+            session,
+            SlotStock,
+            {
+                "cabinet_id": cabinet_id,
+                "slot": slot,
+                "organization_id": machine.organization_id,
+                "sold_since_fill": 0,
+            },
+        )
+        stock = await session.get(SlotStock, key)
+    assert stock is not None
+    return stock
