@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -129,7 +130,7 @@ def test_auto_reset_reads_take_the_since_reset_values() -> None:
         _audit({"A1": _reset(2, "3.00")}),  # the read before reset the counters
         _audit({"A1": _reset(7, "10.50")}, mode="AUTO"),
     ]
-    intervals = [compute_interval(a, b) for a, b in zip(reads, reads[1:], strict=False)]
+    intervals = [compute_interval(a, b) for a, b in itertools.pairwise(reads)]
     assert [i.basis for i in intervals] == [RESET, RESET]
     assert [_by_slot(i.slots)["A1"] for i in intervals] == [(2, D("3.00")), (7, D("10.50"))]
 
@@ -152,12 +153,8 @@ def test_init_counters_win_over_since_reset_ones() -> None:
 
 
 def test_pa7_splits_cash_and_cashless_per_selection() -> None:
-    first = _audit(
-        {"A1": _init(10, "15.00")}, pa7={"A1": (_init(6, "9.00"), _init(4, "6.00"))}
-    )
-    second = _audit(
-        {"A1": _init(15, "22.50")}, pa7={"A1": (_init(7, "10.50"), _init(8, "12.00"))}
-    )
+    first = _audit({"A1": _init(10, "15.00")}, pa7={"A1": (_init(6, "9.00"), _init(4, "6.00"))})
+    second = _audit({"A1": _init(15, "22.50")}, pa7={"A1": (_init(7, "10.50"), _init(8, "12.00"))})
     (a1,) = compute_interval(first, second).slots
     assert (a1.cash_units, a1.cash_revenue) == (1, D("1.50"))
     assert (a1.cashless_units, a1.cashless_revenue) == (4, D("6.00"))
@@ -186,9 +183,7 @@ def test_without_pa7_the_machine_cash_share_splits_each_selection() -> None:
 
 def test_count_without_value_is_priced_and_test_vends_are_counted() -> None:
     first = _audit({"A1": Counter(count_init=5)}, price="2.00", test={"A1": Counter(count_init=1)})
-    second = _audit(
-        {"A1": Counter(count_init=8)}, price="2.00", test={"A1": Counter(count_init=3)}
-    )
+    second = _audit({"A1": Counter(count_init=8)}, price="2.00", test={"A1": Counter(count_init=3)})
     (a1,) = compute_interval(first, second).slots
     assert (a1.units, a1.revenue, a1.test_vends) == (3, D("6.00"), 2)
 
@@ -206,3 +201,14 @@ def test_slot_codes_become_valid_telemetry_keys() -> None:
     for code, key in [("A1", "A1"), ("A 1", "A_1"), ("1.2", "1_2"), ("é#", "__"), ("", "_")]:
         assert slot_key(code) == key
         assert _KEY.fullmatch(f"sales.{slot_key(code)}")
+
+
+def test_selections_since_reset_only_under_machine_totals_since_initialisation() -> None:
+    # As dex3.dex: VA1 has both, the PA2 records only since-reset values.
+    first = _audit({"A1": _reset(4, "6.00")}, machine=_init(100, "150.00"))
+    second = _audit({"A1": _reset(3, "4.50")}, machine=_init(103, "154.50"))
+    interval = compute_interval(first, second)
+    assert interval.basis == RESET
+    assert [(s.slot, s.basis, s.units, s.revenue) for s in interval.slots] == [
+        ("A1", RESET, 3, D("4.50"))
+    ]

@@ -12,10 +12,12 @@ The rules (each a decision; tests/test_vending_accounting.py holds them to it):
   current values are the sales since then (basis "reinitialised"), with a warning. What
   sold between the previous read and the re-initialisation is lost: no counter has it.
 - Since-reset counters are used only when the since-initialisation ones are absent (some
-  machines send no others). When the previous read reset them (its SD105 mode AUTO, the
-  default, or RESET) the current values are exactly the interval's sales; after a SAVE
-  read they accumulate, so the interval is the difference (a value going down: someone
-  reset the machine by hand, the current value is what sold since). Basis "reset".
+  machines send no others; the choice is made per counter, as a machine may send VA1 since
+  initialisation and its selections since reset only). When the previous read reset them
+  (its SD105 mode AUTO, the default, or RESET) the current values are exactly the
+  interval's sales; after a SAVE read they accumulate, so the interval is the difference
+  (a value going down: someone reset the machine by hand, the current value is what sold
+  since). Basis "reset".
 - The first audit of a machine (no previous) only establishes the baseline: no sales. Its
   since-reset values may describe the interval before it, but that interval has no known
   start, and the rule stays the same for every kind of machine.
@@ -47,6 +49,7 @@ class SlotSales:
     """One selection's sales in one interval."""
 
     slot: str
+    basis: str  # init | reset | reinitialised: how its paid vends were counted
     units: int = 0
     revenue: Decimal = Decimal(0)
     cash_units: int = 0
@@ -80,7 +83,7 @@ class Totals:
 class Interval:
     """What an audit adds to its machine's sales, against the previous accounted one."""
 
-    basis: str
+    basis: str  # the audit's: reinitialised or init when any selection was, else reset
     slots: tuple[SlotSales, ...] = ()
     totals: Totals = field(default_factory=Totals)
     warnings: tuple[dict[str, Any], ...] = ()
@@ -114,30 +117,35 @@ def _reinitialised(previous: Mapping[str, Any], current: Mapping[str, Any]) -> b
 
 
 class _Taker:
-    """Interval amounts of one counter under one audit's basis."""
+    """Interval amounts of one counter: since initialisation when both reads have them,
+    else since reset (see the module docstring); each answer names its basis."""
 
-    def __init__(self, basis: str, previous_cleared: bool) -> None:
-        self.basis = basis
+    def __init__(self, *, reinitialised: bool, previous_cleared: bool) -> None:
+        self.reinitialised = reinitialised
         self.previous_cleared = previous_cleared
 
     def take(
         self, previous: Amounts | None, current: Amounts | None
-    ) -> tuple[int | None, Decimal | None]:
+    ) -> tuple[int | None, Decimal | None, str | None]:
         if current is None:
-            return None, None
-        if self.basis == REINITIALISED:
-            return current.count_init, current.value_init
-        if self.basis == INIT:
+            return None, None, None
+        if current.has_init and self.reinitialised:
+            return current.count_init, current.value_init, REINITIALISED
+        if current.has_init and (previous is None or previous.has_init):
             before = previous or ZERO
             return (
                 _difference(before.count_init, current.count_init),
                 _difference(before.value_init, current.value_init),
+                INIT,
             )
+        if not current.has_reset:
+            return None, None, None
         if self.previous_cleared or previous is None:
-            return current.count_reset, current.value_reset
+            return current.count_reset, current.value_reset, RESET
         return (
             _difference(previous.count_reset, current.count_reset),
             _difference(previous.value_reset, current.value_reset),
+            RESET,
         )
 
 
@@ -171,7 +179,7 @@ def _machine_share(
 ) -> Decimal | None:
     def value(name: str) -> Decimal:
         before = amounts(previous["machine"][name]) if previous else None
-        _, taken = taker.take(before, amounts(current["machine"][name]))
+        _, taken, _ = taker.take(before, amounts(current["machine"][name]))
         return taken or Decimal(0)
 
     cash, cashless = value("cash"), value("cashless")
@@ -190,22 +198,30 @@ def _slot_sales(
     def counter(name: str) -> tuple[Amounts | None, Amounts | None]:
         return (amounts(before[name]) if before else None), amounts(now[name])
 
-    units, value = taker.take(*counter("paid"))
+    units, value, basis = taker.take(*counter("paid"))
     units = units or 0
     revenue = _revenue(units, value, now.get("price"))
-    test, _ = taker.take(*counter("test"))
-    free, _ = taker.take(*counter("free"))
+    test, _, _ = taker.take(*counter("test"))
+    free, _, _ = taker.take(*counter("free"))
     split = (0, Decimal(0), 0, Decimal(0))
     if now.get("pay"):
         previous_pay = (before or {}).get("pay") or {}
         parts = []
         for kind in ("cash", "cashless"):
-            n, v = taker.take(amounts(previous_pay.get(kind)), amounts(now["pay"][kind]))
+            n, v, _ = taker.take(amounts(previous_pay.get(kind)), amounts(now["pay"][kind]))
             parts.append((n or 0, _revenue(n or 0, v, now.get("price"))))
         split = (parts[0][0], parts[0][1], parts[1][0], parts[1][1])
     elif share is not None:
         split = _split(units, revenue, share)
-    return SlotSales(slot, units, revenue, *split, test_vends=test or 0, free_vends=free or 0)
+    return SlotSales(
+        slot,
+        basis or INIT,
+        units,
+        revenue,
+        *split,
+        test_vends=test or 0,
+        free_vends=free or 0,
+    )
 
 
 def _totals(
@@ -223,9 +239,9 @@ def _totals(
         )
     # No per-selection records: the machine's own totals (VA1, CA2, DA2 + DB2).
     machine, before = current["machine"], previous["machine"]
-    units, revenue = taker.take(amounts(before["paid"]), amounts(machine["paid"]))
-    _, cash = taker.take(amounts(before["cash"]), amounts(machine["cash"]))
-    _, cashless = taker.take(amounts(before["cashless"]), amounts(machine["cashless"]))
+    units, revenue, _ = taker.take(amounts(before["paid"]), amounts(machine["paid"]))
+    _, cash, _ = taker.take(amounts(before["cash"]), amounts(machine["cash"]))
+    _, cashless, _ = taker.take(amounts(before["cashless"]), amounts(machine["cashless"]))
     return Totals(units or 0, revenue or Decimal(0), cash or Decimal(0), cashless or Decimal(0))
 
 
@@ -234,25 +250,28 @@ def compute_interval(previous: Mapping[str, Any] | None, current: Mapping[str, A
     if previous is None:
         return Interval(BASELINE)
     warnings: list[dict[str, Any]] = []
-    if _has_init(current) and _has_init(previous):
-        basis = INIT
-        if _reinitialised(previous, current):
-            basis = REINITIALISED
-            warnings.append(
-                {
-                    "code": "REINITIALISED",
-                    "message": "counters since initialisation went down: the machine was "
-                    "re-initialised; this audit's values are the sales since then",
-                }
-            )
-    else:
-        basis = RESET
+    reinitialised = _reinitialised(previous, current)
+    if reinitialised:
+        warnings.append(
+            {
+                "code": "REINITIALISED",
+                "message": "counters since initialisation went down: the machine was "
+                "re-initialised; this audit's values are the sales since then",
+            }
+        )
     cleared = previous.get("reset_mode", "AUTO") in ("AUTO", "RESET")
-    taker = _Taker(basis, previous_cleared=cleared)
+    taker = _Taker(reinitialised=reinitialised, previous_cleared=cleared)
     share = _machine_share(taker, previous, current)
     before = previous["products"]
     slots = tuple(
         _slot_sales(taker, slot, before.get(slot), now, share)
         for slot, now in sorted(current["products"].items())
     )
+    bases = {s.basis for s in slots}
+    if not slots:
+        _, _, machine_basis = taker.take(
+            amounts(previous["machine"]["paid"]), amounts(current["machine"]["paid"])
+        )
+        bases = {machine_basis or INIT}
+    basis = next((b for b in (REINITIALISED, INIT) if b in bases), RESET)
     return Interval(basis, slots, _totals(taker, slots, previous, current), tuple(warnings))

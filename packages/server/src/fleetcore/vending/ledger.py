@@ -105,7 +105,7 @@ def _add_sales(
                 product_id=place.product_id,
                 period_start=period_start,
                 period_end=audit.read_at,
-                basis=interval.basis,
+                basis=sold.basis,
                 units=sold.units,
                 revenue=sold.revenue,
                 cash_units=sold.cash_units,
@@ -150,15 +150,20 @@ def _mark_sold_out(
     level = product.get("level")
     estimate = None if stock.fill_level is None else stock.fill_level - stock.sold_since_fill
     reported = _naive_utc(product.get("sold_out_at"))
-    # PA5 keeps the last time the slot sold out, however old: it counts only when later
-    # than both the previous read and the last known fill.
-    since = max(
-        (t for t in (previous.read_at if previous else None, stock.filled_at) if t is not None),
-        default=None,
-    )
-    if reported is not None and (since is None or reported > since):
-        stock.sold_out_at = reported
-    elif level == 0 or (estimate is not None and estimate <= 0):
+    # PA5 keeps the last time the slot sold out, however old. After a known fill it counts
+    # only when later than the fill; with no fill known, when it is new since the previous
+    # read or the one already marked (nothing refilled it since, as far as we know).
+    if reported is not None:
+        if stock.filled_at is not None:
+            fresh = reported > stock.filled_at
+        else:
+            fresh = (
+                previous is None or reported > previous.read_at or stock.sold_out_at == reported
+            )
+        if fresh:
+            stock.sold_out_at = reported
+            return
+    if level == 0 or (estimate is not None and estimate <= 0):
         stock.sold_out_at = stock.sold_out_at or audit.read_at
     elif (level is not None and level > 0) or (estimate is not None and estimate > 0):
         stock.sold_out_at = None
