@@ -135,7 +135,8 @@ async def test_auto_reset_sequence(client: httpx.AsyncClient, tenant: Tenant) ->
     for hour, (a1, a2) in enumerate(counts):
         files = {"A1": since_reset(a1), "A2": since_reset(a2)}
         answer = await send(client, token, dex(at(hour), files, mode="AUTO"))
-        assert answer["stored"] == 1 and answer["audits"][0]["accounted"]
+        assert answer["stored"] == 1
+        assert answer["audits"][0]["accounted"]
     # The first read is the baseline; each later one brings its own since-reset values.
     rows = await sales(client, tenant, device_id)
     assert units(rows) == {"A1": 7, "A2": 1}
@@ -168,7 +169,7 @@ async def test_reinitialisation_counts_from_zero_and_warns(
 async def test_a_gap_is_covered_by_the_next_audit(
     client: httpx.AsyncClient, tenant: Tenant, db: Database
 ) -> None:
-    device_id, token = await new_device(client, tenant)
+    _, token = await new_device(client, tenant)
     await send(client, token, dex(at(0), {"A1": init(10)}))
     await send(client, token, dex(at(3), {"A1": init(25)}))  # the reads at 1 and 2 are lost
     async with db.session() as session:
@@ -206,7 +207,8 @@ async def test_a_read_from_another_machine_is_foreign_and_never_accounted(
     rejected = await client.post(
         f"/api/v1/vending/audits/{outcome['id']}/reject", headers=tenant.headers(Role.MANAGER)
     )
-    assert rejected.status_code == 200 and rejected.json()["status"] == "rejected"
+    assert rejected.status_code == 200
+    assert rejected.json()["status"] == "rejected"
 
 
 async def test_a_damaged_audit_is_held_until_a_manager_accepts_it(
@@ -301,7 +303,8 @@ async def test_sales_stay_with_the_product_the_slot_had_at_the_start(
     assert by_product == {str(cola.id): 6, str(water.id): 3, None: 1}
     async with db.session() as session:
         cabinets = set(await session.scalars(select(Sale.cabinet_id)))
-    assert len(cabinets) == 1 and None not in cabinets
+    assert len(cabinets) == 1
+    assert None not in cabinets
 
 
 async def test_stock_counts_sales_since_the_fill_and_marks_sold_out(
@@ -320,9 +323,11 @@ async def test_stock_counts_sales_since_the_fill_and_marks_sold_out(
     async with db.session() as session:
         stock = {s.slot: s for s in await session.scalars(select(SlotStock))}
         machine = await session.get(Machine, uuid.UUID(device_id))
-    assert stock["A1"].sold_since_fill == 2 and stock["A1"].sold_out_at is None
+    assert stock["A1"].sold_since_fill == 2
+    assert stock["A1"].sold_out_at is None
     assert stock["A2"].sold_out_at == at(1.5).replace(tzinfo=UTC)  # PA5, after the fill
-    assert machine is not None and machine.last_audit_at == at(2.5).replace(tzinfo=UTC)
+    assert machine is not None
+    assert machine.last_audit_at == at(2.5).replace(tzinfo=UTC)
     assert (machine.currency, machine.dex_serial) == ("EUR", "SN-1")
 
 
@@ -338,7 +343,8 @@ async def test_a_file_that_is_not_dex_is_refused_and_nothing_is_stored(
         assert answer["error"]["code"] == "DEX_INVALID"
     too_big = b"DXS*1*VA*V0/6*1\r\n" + b"X" * (1024 * 1024)
     refused = await client.post(DEVICE_DEX, headers={"X-Device-Token": token}, content=too_big)
-    assert refused.status_code == 413 and "error" in refused.json()
+    assert refused.status_code == 413
+    assert "error" in refused.json()
     assert await count(db, Audit) == 0
     assert await count(db, Machine) == 0
 
@@ -414,7 +420,8 @@ async def test_bad_ids_and_cursors_are_answered_with_the_envelope(
         headers=tenant.headers(),
         params={"cursor": "WyJ2IiwxXQ"},
     )
-    assert bad.status_code == 422 and bad.json()["error"]["code"] == "INVALID_CURSOR"
+    assert bad.status_code == 422
+    assert bad.json()["error"]["code"] == "INVALID_CURSOR"
 
 
 @pytest.mark.skipif(not CORPUS.is_dir(), reason="the DEX corpus lands with the parser")

@@ -157,9 +157,7 @@ def _mark_sold_out(
         if stock.filled_at is not None:
             fresh = reported > stock.filled_at
         else:
-            fresh = (
-                previous is None or reported > previous.read_at or stock.sold_out_at == reported
-            )
+            fresh = previous is None or reported > previous.read_at or stock.sold_out_at == reported
         if fresh:
             stock.sold_out_at = reported
             return
