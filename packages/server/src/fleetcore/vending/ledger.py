@@ -50,7 +50,7 @@ async def _accounted_before(
 async def account(session: AsyncSession, machine: Machine, audit: Audit) -> bool:
     """Account an accepted audit; False when it is kept unaccounted (late)."""
     latest = await _accounted_before(session, audit, strictly_before=False)
-    late = latest is not None and latest.read_at >= audit.read_at
+    late = latest is not None and latest.read_at > audit.read_at
     previous = await _accounted_before(session, audit, strictly_before=True) if late else latest
     interval = compute_interval(previous.summary if previous else None, audit.summary)
     if late and interval.basis != RESET:
