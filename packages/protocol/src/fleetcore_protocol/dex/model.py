@@ -27,6 +27,7 @@ class WarningCode(StrEnum):
     BAD_CHARACTER = "BAD_CHARACTER"  # a byte outside 0x20-0x7E in a line
     TRUNCATED = "TRUNCATED"  # the input ends before SE / DXE
     TEXT_BEFORE_DXS = "TEXT_BEFORE_DXS"
+    MISSING_DXS = "MISSING_DXS"  # an ST set with no DXS envelope before it
     TEXT_AFTER_DXE = "TEXT_AFTER_DXE"
     MULTIPLE_SETS = "MULTIPLE_SETS"  # several ST sets in one file (each returned)
     LOOP_SEGMENTS = "LOOP_SEGMENTS"  # LS/LE loop markers (skipped, not counted by SE)
