@@ -181,7 +181,7 @@ def _audit(s: _Set, lines: list[str]) -> Audit:
     if s.se is None:
         last = s.segments[-1].line if s.segments else s.st.line
         warnings.add(W.TRUNCATED, "the set ends without SE: the file is cut off", last)
-    items = sorted(warnings.result(), key=lambda w: w.line or 0)
+    items = sorted(warnings.result(), key=lambda w: (w.line is None, w.line or 0))
     return Audit(
         control_number=control,
         first_line=s.st.line,
