@@ -376,3 +376,10 @@ def test_pathological_lines_are_bounded() -> None:
     assert len(unknown) == 21  # 20, then one that counts the rest
     assert "480 more" in unknown[-1].message
     assert len(audit.raw_segments) == 501
+
+
+def test_more_products_than_any_machine_is_damaging() -> None:
+    audit = one(dex(*(["PA1*1*100", "PA2*1*100*1*100"] * 10_001)))
+    assert len(audit.products) == 10_000
+    assert audit.damaged
+    assert {w.code for w in audit.warnings} == {W.TOO_LARGE}

@@ -16,9 +16,10 @@ MAX_ELEMENTS = 64
 _EOL = re.compile(r"\r\n|\r|\n")
 _ESCAPE = re.compile(r"\^([0-9A-Fa-f]{2})\^")
 _BAD_CHAR = re.compile(r"[^\x20-\x7e]")
+_BAD_CHAR_OR_EOL = re.compile(r"[^\x20-\x7e\r\n]")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one is built per line, and frozen __init__ is slower
 class Segment:
     """One non-blank line: its 1-based number, id and decoded elements (id excluded)."""
 
@@ -56,11 +57,17 @@ def _unescape(element: str) -> tuple[str, bool]:
     return decoded, bad
 
 
-def tokenize(raw: str, number: int) -> Segment | None:
-    """A line as a segment; None for a blank line."""
+def has_bad_characters(text: str) -> bool:
+    """Whether any character other than CR and LF lies outside 0x20-0x7E."""
+    return _BAD_CHAR_OR_EOL.search(text) is not None
+
+
+def tokenize(raw: str, number: int, check: bool = True) -> Segment | None:
+    """A line as a segment; None for a blank line. `check=False` skips the character check
+    when the whole text is known to be clean (one regex pass instead of one per line)."""
     if not raw.strip():
         return None
-    bad_chars = _BAD_CHAR.search(raw) is not None
+    bad_chars = check and _BAD_CHAR.search(raw) is not None
     parts = raw.split("*", MAX_ELEMENTS + 1)
     cut = len(parts) > MAX_ELEMENTS + 1
     if cut:

@@ -34,11 +34,14 @@ class WarningCode(StrEnum):
     MIXED_LINE_ENDS = "MIXED_LINE_ENDS"
     ORPHAN_SEGMENT = "ORPHAN_SEGMENT"  # e.g. PA2 before any PA1
     OUTSIDE_SET = "OUTSIDE_SET"  # a data segment between DXS and ST, or after SE
+    TOO_LARGE = "TOO_LARGE"  # more products/events/price lines than any machine sends; rest dropped
 
 
 # Warnings that make an audit unfit for accounting until a person accepts it: the data may
 # be incomplete or altered. The others describe a file that is odd but intact.
-DAMAGING = frozenset({WarningCode.CRC_MISMATCH, WarningCode.TRUNCATED, WarningCode.NOT_DEX})
+DAMAGING = frozenset(
+    {WarningCode.CRC_MISMATCH, WarningCode.TRUNCATED, WarningCode.NOT_DEX, WarningCode.TOO_LARGE}
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fleetcore_protocol.dex.lexer import Segment, crc16_arc, split_lines, tokenize
+from fleetcore_protocol.dex.lexer import (
+    Segment,
+    crc16_arc,
+    has_bad_characters,
+    split_lines,
+    tokenize,
+)
 from fleetcore_protocol.dex.model import Audit, CrcCheck, DexFile, DexWarning, WarningCode
 from fleetcore_protocol.dex.segments import LOOP_MARKERS, AuditBuilder
 from fleetcore_protocol.dex.values import Fields, Warnings
@@ -50,8 +56,9 @@ def _parse(data: bytes) -> DexFile:
     after: list[int] = []
     outside: list[Segment] = []
 
+    check = has_bad_characters(text)
     for index, raw in enumerate(lines):
-        segment = tokenize(raw, index + 1)
+        segment = tokenize(raw, index + 1, check)
         if segment is None:
             continue
         sid = segment.id

@@ -52,6 +52,9 @@ _STANDARD = re.compile(
 # data (test2.dex has EA2 lines between a product's PA5 and the next PA1).
 _GROUP_NEUTRAL = frozenset({"EA1", "EA2", "LS", "LE", "MA5"})
 MAX_DECIMAL_PLACES = 4  # Money is stored in 1/10,000 units
+# Real machines send at most a few hundred selections, events and price lines; these bounds
+# keep a pathological file (a megabyte of "PA1*1") from costing seconds of object building.
+MAX_ITEMS = 10_000
 
 
 def counter_value_first(f: Fields, first: int = 1) -> Counter:
@@ -226,7 +229,7 @@ class AuditBuilder:
             self.current = None
             return
         status = f.flag(7)
-        self.current = _Draft(
+        draft = _Draft(
             {
                 "line": f.segment.line,
                 "selection": selection,
@@ -240,7 +243,20 @@ class AuditBuilder:
                 "refill_level": f.count(9),
             }
         )
-        self.products.append(self.current)
+        self.current = draft  # over the bound: read, so PA2..PA8 attach, but not kept
+        if self._room(self.products, f):
+            self.products.append(draft)
+
+    def _room(self, items: list[Any], f: Fields) -> bool:
+        if len(items) < MAX_ITEMS:
+            return True
+        self.warnings.add(
+            WarningCode.TOO_LARGE,
+            f"more than {MAX_ITEMS} {f.segment.id} segments; the rest dropped",
+            f.segment.line,
+            f.segment.id,
+        )
+        return False
 
     def _draft(self, f: Fields) -> _Draft | None:
         if self.current is None:
@@ -296,6 +312,8 @@ class AuditBuilder:
         if selection is None:
             f.bad(2, "", "a product number (LA102 is mandatory)")
             return
+        if not self._room(self.price_lines, f):
+            return
         self.price_lines.append(
             PriceLine(f.text(1) or "", selection, f.money(3), f.count(4), f.count(5))
         )
@@ -306,13 +324,15 @@ class AuditBuilder:
         code = f.text(1)
         if code is None:
             return  # an empty EA1 (test.dex) says "no events"
+        if not self._room(self.events, f):
+            return
         self.events.append(
             Event("EA1", code, f.segment.line, at=f.moment(2, 3), duration_minutes=f.count(4))
         )
 
     def _ea2(self, f: Fields) -> None:
         code = f.text(1)
-        if code is None:
+        if code is None or not self._room(self.events, f):
             return
         self.events.append(
             Event(
