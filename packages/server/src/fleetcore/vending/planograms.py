@@ -35,8 +35,8 @@ from fleetcore.vending.machines import (
 from fleetcore.vending.models import Cabinet, Machine, Planogram, PlanogramSlot, Product
 
 # A PUT that loses the race for a version number retries with the next one this many times
-# (each retry sees the winner's committed version); after that it answers 409.
-VERSION_ATTEMPTS = 3
+# (each retry sees the winners' committed versions); after that it answers 409.
+VERSION_ATTEMPTS = 8
 _COMPARED = ("product_id", "capacity", "par_level", "price")
 
 
