@@ -249,7 +249,12 @@ async def create_version(
         organization_id=cabinet.organization_id,
         target_type="vending_cabinet",
         target_id=cabinet.id,
-        details={"version": planogram.version, "source": data.source, "slots": len(data.slots)},
+        details={
+            "planogram_id": str(planogram.id),
+            "version": planogram.version,
+            "source": data.source,
+            "slots": len(data.slots),
+        },
     )
     await session.commit()
     return planogram
