@@ -429,7 +429,7 @@ async def test_real_files_are_stored_with_their_warnings(
     client: httpx.AsyncClient, tenant: Tenant
 ) -> None:
     for path in sorted(CORPUS.iterdir()):
-        if path.name.endswith(".md"):
+        if path.suffix not in (".dex", ".eva_dts", ".eva"):
             continue
         device_id, token = await new_device(client, tenant)
         answer = await send(client, token, path.read_bytes())

@@ -23,8 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcore.vending.accounting import BASELINE, RESET, Interval, compute_interval
 from fleetcore.vending.attribution import Attribution, attribution_at
-from fleetcore.vending.machines import insert_or_ignore
 from fleetcore.vending.models import Audit, Machine, Sale, SlotStock
+from fleetcore.vending.upsert import insert_or_ignore
 
 LATE_WARNING = {
     "code": "LATE",
