@@ -141,6 +141,21 @@ async def test_auto_reset_sequence(client: httpx.AsyncClient, tenant: Tenant) ->
     rows = await sales(client, tenant, device_id)
     assert units(rows) == {"A1": 7, "A2": 1}
     assert D(rows["A1"]["revenue"]) == D("10.50")
+    days = await sales(client, tenant, device_id, group="day")
+    assert set(days) <= {at(1).date().isoformat(), at(2).date().isoformat()}
+    assert sum(units(days).values()) == 8
+    later = await sales(client, tenant, device_id, since=at(1.5).isoformat() + "Z")
+    assert units(later) == {"A1": 4, "A2": 1}
+    # Newest read first, a page at a time.
+    url = f"/api/v1/vending/machines/{device_id}/audits"
+    first = (await client.get(url, headers=tenant.headers(), params={"limit": 2})).json()
+    rest = await client.get(
+        url, headers=tenant.headers(), params={"limit": 2, "cursor": first["next_cursor"]}
+    )
+    read_times = [a["read_at"] for a in first["items"] + rest.json()["items"]]
+    assert len(read_times) == 3
+    assert read_times == sorted(read_times, reverse=True)
+    assert rest.json()["next_cursor"] is None
     newest = (await audits_of(client, tenant, device_id))[0]
     detail = await client.get(
         f"/api/v1/vending/audits/{newest['id']}", headers=tenant.headers(Role.VIEWER)

@@ -12,7 +12,11 @@
   its audits are stored and accounted, so two audits are never accounted against the same
   previous one.
 - Telemetry (vending.series) is written after the commit and awaited: the answer means
-  the audit and its readings are durable.
+  the audit and its readings are durable. If that write fails the caller gets the error
+  (503) though the audit is stored; the device's retry is a duplicate, whose series are
+  written again.
+- Read time: EA3 (else ID5), taken as UTC (DEX times carry no zone); none, or more than
+  10 minutes ahead of the server, gives the time received (CLOCK_AHEAD warning).
 """
 
 from __future__ import annotations
