@@ -212,3 +212,12 @@ def test_selections_since_reset_only_under_machine_totals_since_initialisation()
     assert [(s.slot, s.basis, s.units, s.revenue) for s in interval.slots] == [
         ("A1", RESET, 3, D("4.50"))
     ]
+
+
+def test_values_no_machine_could_count_are_dropped_not_accounted() -> None:
+    huge = Counter(value_init=D(10) ** 17, count_init=10**17)
+    summary = _audit({"A1": huge, "A2": _init(3, "4.50")})
+    assert summary["out_of_range"] == ["PA2 A1"]
+    assert summary["products"]["A1"]["paid"] == [None, None, None, None]
+    interval = compute_interval(_audit({"A1": _init(1, "1.50"), "A2": _init(1, "1.50")}), summary)
+    assert _by_slot(interval.slots) == {"A1": (0, D(0)), "A2": (2, D("3.00"))}

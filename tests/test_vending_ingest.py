@@ -364,6 +364,19 @@ async def test_a_file_that_is_not_dex_is_refused_and_nothing_is_stored(
     assert await count(db, Machine) == 0
 
 
+async def test_absurd_counters_are_left_out_with_a_warning(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    device_id, token = await new_device(client, tenant)
+    await send(client, token, dex(at(0), {"A1": init(1), "A2": init(1)}))
+    huge = Counter(value_init=D(10) ** 16, count_init=10**16)
+    answer = await send(client, token, dex(at(1), {"A1": huge, "A2": init(3)}))
+    (outcome,) = answer["audits"]
+    assert outcome["accounted"]
+    assert "OUT_OF_RANGE" in {w["code"] for w in outcome["warnings"]}
+    assert units(await sales(client, tenant, device_id)) == {"A1": 0, "A2": 2}
+
+
 async def test_handheld_upload_roles_and_driver_scope(
     client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant, db: Database
 ) -> None:

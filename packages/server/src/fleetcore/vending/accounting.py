@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, TypeVar
 
-from fleetcore.vending.snapshot import ZERO, Amounts, amounts
+from fleetcore.vending.snapshot import MAX_MONEY, ZERO, Amounts, amounts
 
 BASELINE = "baseline"  # the first audit of a machine: no Sale rows
 INIT = "init"
@@ -165,7 +165,8 @@ def _difference(before: _N | None, now: _N | None) -> _N | None:
 def _revenue(units: int, value: Decimal | None, price: str | None) -> Decimal:
     if value is not None:
         return value
-    return units * Decimal(price) if price is not None else Decimal(0)
+    # Both are bounded (snapshot), their product is not: held within what Money stores.
+    return min(units * Decimal(price), MAX_MONEY) if price is not None else Decimal(0)
 
 
 def _split(units: int, revenue: Decimal, share: Decimal) -> tuple[int, Decimal, int, Decimal]:

@@ -221,6 +221,15 @@ async def _store_set(
     status = _status(machine, serial, dex.damaged)
     if status == FOREIGN:
         warnings.append(_foreign_warning(serial, machine.dex_serial))
+    summary = snapshot(dex)
+    if summary["out_of_range"]:
+        warnings.append(
+            {
+                "code": "OUT_OF_RANGE",
+                "message": "values beyond any real machine's were left out: "
+                + ", ".join(summary["out_of_range"][:20]),
+            }
+        )
     audit_id = await _insert(
         session,
         {
@@ -235,7 +244,7 @@ async def _store_set(
             "machine_serial": serial,
             "status": status,
             "warnings": warnings,
-            "summary": snapshot(dex),
+            "summary": summary,
             "raw": raw,
             "accounted": False,
         },

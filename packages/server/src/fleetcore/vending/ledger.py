@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from fleetcore.vending.accounting import BASELINE, RESET, Interval, compute_interval
 from fleetcore.vending.attribution import Attribution, attribution_at
 from fleetcore.vending.models import Audit, Machine, Sale, SlotStock
+from fleetcore.vending.snapshot import MAX_COUNT
 from fleetcore.vending.upsert import insert_or_ignore
 
 LATE_WARNING = {
@@ -134,7 +135,7 @@ async def _update_stock(
         if cabinet_id is None:
             continue
         stock = await _stock_row(session, machine, cabinet_id, slot)
-        stock.sold_since_fill += units.get(slot, 0)
+        stock.sold_since_fill = min(stock.sold_since_fill + units.get(slot, 0), MAX_COUNT)
         level: int | None = product.get("level")
         if level is not None:  # the machine counts its stock: that is the known level
             stock.fill_level, stock.filled_at, stock.sold_since_fill = level, audit.read_at, 0

@@ -22,6 +22,12 @@ CASHLESS_DEVICES = frozenset({"DA", "DB"})  # cashless 1 and 2; tokens (TA) are 
 
 CounterJson = list[Any]  # [count_init, value_init, count_reset, value_reset]
 
+# What the tables can hold (Integer counts, Money of 1/10,000 in a BigInteger) with room to
+# add intervals up; the parser takes up to 18 digits. A value beyond is dropped (None) with
+# an OUT_OF_RANGE warning: a garbled element must not become a sale of billions.
+MAX_COUNT = 100_000_000
+MAX_MONEY = Decimal(10_000_000_000)
+
 
 @dataclass(frozen=True, slots=True)
 class Amounts:
@@ -50,14 +56,36 @@ def _money(value: Decimal | None) -> str | None:
     return None if value is None else str(value)
 
 
+class _Bounds:
+    """Drops values out of range, remembering where (for the audit's warning)."""
+
+    def __init__(self) -> None:
+        self.dropped: list[str] = []
+
+    def count(self, value: int | None, where: str) -> int | None:
+        if value is not None and not 0 <= value <= MAX_COUNT:
+            self.dropped.append(where)
+            return None
+        return value
+
+    def money(self, value: Decimal | None, where: str) -> str | None:
+        if value is not None and not 0 <= value <= MAX_MONEY:
+            self.dropped.append(where)
+            return None
+        return _money(value)
+
+    def counter(self, counter: Counter, where: str) -> CounterJson:
+        return [
+            self.count(counter.count_init, where),
+            self.money(counter.value_init, where),
+            self.count(counter.count_reset, where),
+            self.money(counter.value_reset, where),
+        ]
+
+
 def counter_json(counter: Counter) -> CounterJson:
-    """A parser counter as stored."""
-    return [
-        counter.count_init,
-        _money(counter.value_init),
-        counter.count_reset,
-        _money(counter.value_reset),
-    ]
+    """A parser counter as stored (values out of range dropped)."""
+    return _Bounds().counter(counter, "")
 
 
 def amounts(raw: CounterJson | None) -> Amounts | None:
@@ -95,7 +123,9 @@ def _is_sent(counter: Counter) -> bool:
     )
 
 
-def _by_payment(rows: tuple[PaymentBreakdown, ...]) -> dict[str, CounterJson] | None:
+def _by_payment(
+    rows: tuple[PaymentBreakdown, ...], bounds: _Bounds, where: str
+) -> dict[str, CounterJson] | None:
     if not rows:
         return None
     cash: Counter | None = None
@@ -107,7 +137,10 @@ def _by_payment(rows: tuple[PaymentBreakdown, ...]) -> dict[str, CounterJson] | 
         elif device in CASHLESS_DEVICES:
             cashless = _add(cashless, row.counter)
     none = Counter(value_init=Decimal(0), count_init=0, value_reset=Decimal(0), count_reset=0)
-    return {"cash": counter_json(cash or none), "cashless": counter_json(cashless or none)}
+    return {
+        "cash": bounds.counter(cash or none, where),
+        "cashless": bounds.counter(cashless or none, where),
+    }
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -116,6 +149,7 @@ def _iso(value: datetime | None) -> str | None:
 
 def snapshot(audit: DexAudit) -> dict[str, Any]:
     """The counters accounting needs, as JSON (see the module docstring)."""
+    bounds = _Bounds()
     cashless = _add(audit.cashless1 if _is_sent(audit.cashless1) else None, audit.cashless2)
     products: dict[str, Any] = {}
     for product in audit.products:
@@ -127,13 +161,13 @@ def snapshot(audit: DexAudit) -> dict[str, Any]:
         products.setdefault(
             product.selection,
             {
-                "price": _money(product.price),
+                "price": bounds.money(product.price, f"PA1 {product.selection}"),
                 "name": product.name,
-                "paid": counter_json(product.paid),
-                "test": counter_json(product.test),
-                "free": counter_json(product.free),
-                "pay": _by_payment(product.by_payment),
-                "level": product.current_level,
+                "paid": bounds.counter(product.paid, f"PA2 {product.selection}"),
+                "test": bounds.counter(product.test, f"PA3 {product.selection}"),
+                "free": bounds.counter(product.free, f"PA4 {product.selection}"),
+                "pay": _by_payment(product.by_payment, bounds, f"PA7 {product.selection}"),
+                "level": bounds.count(product.current_level, f"PA1 {product.selection}"),
                 "sold_out_at": _iso(sold_out_at),
             },
         )
@@ -145,13 +179,14 @@ def snapshot(audit: DexAudit) -> dict[str, Any]:
         "currency": audit.currency.alpha_code,
         "reset_mode": mode,
         "machine": {
-            "paid": counter_json(audit.paid),
-            "test": counter_json(audit.test),
-            "free": counter_json(audit.free),
-            "cash": counter_json(audit.cash_sales),
-            "cashless": counter_json(cashless) if _is_sent(cashless) else None,
+            "paid": bounds.counter(audit.paid, "VA1"),
+            "test": bounds.counter(audit.test, "VA2"),
+            "free": bounds.counter(audit.free, "VA3"),
+            "cash": bounds.counter(audit.cash_sales, "CA2"),
+            "cashless": bounds.counter(cashless, "DA2") if _is_sent(cashless) else None,
         },
         "products": products,
+        "out_of_range": sorted(set(bounds.dropped)),
     }
 
 
