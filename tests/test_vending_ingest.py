@@ -377,6 +377,25 @@ async def test_absurd_counters_are_left_out_with_a_warning(
     assert units(await sales(client, tenant, device_id)) == {"A1": 0, "A2": 2}
 
 
+async def test_long_and_odd_selection_codes_are_stored(
+    client: httpx.AsyncClient, tenant: Tenant, db: Database
+) -> None:
+    _, token = await new_device(client, tenant)
+    await send(client, token, dex(at(0), {"A1": init(1)}))
+    # Two codes alike in their first 16 characters; a NUL inside (the parser shows U+FFFD).
+    odd = (
+        b"DXS*X*VA*V0/6*1\r\nST*001*0001\r\nID1*SN-1\r\n"
+        b"PA1*ABCDEFGHIJKLMNOPQRSTUVWXYZ0123\x00*150*Co\x00la\r\nPA2*1*150\r\n"
+        b"PA1*ABCDEFGHIJKLMNOPQRSTUVWXYZ0124*150\r\nPA2*2*300\r\nSE*6*0001\r\nDXE*1*1\r\n"
+    )
+    (outcome,) = (await send(client, token, odd))["audits"]
+    assert outcome["accounted"]
+    assert "OUT_OF_RANGE" in {w["code"] for w in outcome["warnings"]}
+    async with db.session() as session:
+        sold = {s.slot: s.units for s in await session.scalars(select(Sale))}
+    assert sold == {"ABCDEFGHIJKLMNOP": 1}  # the first of the two; new, so from zero
+
+
 async def test_handheld_upload_roles_and_driver_scope(
     client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant, db: Database
 ) -> None:

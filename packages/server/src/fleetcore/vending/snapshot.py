@@ -27,6 +27,7 @@ CounterJson = list[Any]  # [count_init, value_init, count_reset, value_reset]
 # an OUT_OF_RANGE warning: a garbled element must not become a sale of billions.
 MAX_COUNT = 100_000_000
 MAX_MONEY = Decimal(10_000_000_000)
+MAX_SLOT_LENGTH = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,9 +158,13 @@ def snapshot(audit: DexAudit) -> dict[str, Any]:
         sold_out_at = None
         if sold_out is not None and sold_out.date is not None:
             sold_out_at = datetime.combine(sold_out.date, sold_out.time or datetime.min.time())
+        code = product.selection.strip()
+        if len(code) > MAX_SLOT_LENGTH:  # slots are stored in String(16) columns
+            bounds.dropped.append(f"PA101 {code[:40]} (cut to {MAX_SLOT_LENGTH} characters)")
+            code = code[:MAX_SLOT_LENGTH]
         # A selection repeated in one set (several price lines): the first one counts.
         products.setdefault(
-            product.selection,
+            code,
             {
                 "price": bounds.money(product.price, f"PA1 {product.selection}"),
                 "name": product.name,
