@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -484,6 +485,30 @@ async def test_real_files_are_stored_with_their_warnings(
         for outcome in answer["audits"]:
             assert outcome["status"] in ("accepted", "damaged"), path.name
         assert await audits_of(client, tenant, device_id)
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason="the DEX corpus lands with the parser")
+async def test_mangled_real_files_are_stored_or_refused_never_a_500(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    chance = random.Random(15)
+    _, token = await new_device(client, tenant)
+    for path in sorted(CORPUS.iterdir()):
+        if path.suffix not in (".dex", ".eva_dts", ".eva"):
+            continue
+        data = path.read_bytes()
+        lines = data.splitlines(keepends=True)
+        cut = chance.randrange(len(lines))
+        flip = chance.randrange(len(data))
+        for mangled in (
+            data[: len(data) // 2],
+            data[:flip] + bytes([data[flip] ^ 0x5A]) + data[flip + 1 :],
+            b"".join(lines[:cut] + lines[cut + 1 :]),
+        ):
+            response = await client.post(
+                DEVICE_DEX, headers={"X-Device-Token": token}, content=mangled
+            )
+            assert response.status_code in (200, 422), (path.name, response.text)
 
 
 # -- live: concurrency and the telemetry series ---------------------------------------------
