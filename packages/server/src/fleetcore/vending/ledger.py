@@ -15,6 +15,7 @@ than what is known).
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -129,12 +130,17 @@ async def _update_stock(
 ) -> list[str]:
     """Sold since fill, known levels (PA108), sold-out marks; returns the sold-out slots."""
     units = {s.slot: s.units for s in interval.slots}
+    where = {
+        slot: cabinet_id
+        for slot in audit.summary["products"]
+        if (cabinet_id := places.place(slot).cabinet_id) is not None
+    }
+    rows = await _stock_rows(session, machine, {(c, slot) for slot, c in where.items()})
     soldout: list[str] = []
     for slot, product in sorted(audit.summary["products"].items()):
-        cabinet_id = places.place(slot).cabinet_id
-        if cabinet_id is None:
+        if slot not in where:
             continue
-        stock = await _stock_row(session, machine, cabinet_id, slot)
+        stock = rows[(where[slot], slot)]
         stock.sold_since_fill = min(stock.sold_since_fill + units.get(slot, 0), MAX_COUNT)
         level: int | None = product.get("level")
         if level is not None:  # the machine counts its stock: that is the known level
@@ -168,23 +174,38 @@ def _mark_sold_out(
         stock.sold_out_at = None
 
 
-async def _stock_row(
-    session: AsyncSession, machine: Machine, cabinet_id: Any, slot: str
-) -> SlotStock:
-    key = (cabinet_id, slot)
-    stock = await session.get(SlotStock, key)
-    if stock is None:
-        # A driver's fill may create the row at the same moment: the database decides.
+async def _stock_rows(
+    session: AsyncSession, machine: Machine, keys: set[tuple[uuid.UUID, str]]
+) -> dict[tuple[uuid.UUID, str], SlotStock]:
+    """The stock rows of these (cabinet, slot) keys, the missing ones created."""
+
+    async def load() -> dict[tuple[uuid.UUID, str], SlotStock]:
+        if not keys:
+            return {}
+        found = await session.scalars(
+            select(SlotStock).where(
+                SlotStock.cabinet_id.in_({c for c, _ in keys}),
+                SlotStock.slot.in_({s for _, s in keys}),
+            )
+        )
+        return {(r.cabinet_id, r.slot): r for r in found if (r.cabinet_id, r.slot) in keys}
+
+    rows = await load()
+    missing = keys - rows.keys()
+    if missing:
+        # A driver's fill may create one at the same moment: the database decides.
         await insert_or_ignore(
             session,
             SlotStock,
-            {
-                "cabinet_id": cabinet_id,
-                "slot": slot,
-                "organization_id": machine.organization_id,
-                "sold_since_fill": 0,
-            },
+            [
+                {
+                    "cabinet_id": cabinet_id,
+                    "slot": slot,
+                    "organization_id": machine.organization_id,
+                    "sold_since_fill": 0,
+                }
+                for cabinet_id, slot in sorted(missing)
+            ],
         )
-        stock = await session.get(SlotStock, key)
-    assert stock is not None
-    return stock
+        rows = await load()
+    return rows

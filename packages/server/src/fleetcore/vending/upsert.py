@@ -11,11 +11,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcore.db import Base
 
+_CHUNK = 1_000
+
 
 async def insert_or_ignore(
-    session: AsyncSession, model: type[Base], values: dict[str, Any]
+    session: AsyncSession, model: type[Base], values: dict[str, Any] | list[dict[str, Any]]
 ) -> bool:
-    """INSERT ... ON CONFLICT DO NOTHING on either database; True when a row went in."""
+    """INSERT ... ON CONFLICT DO NOTHING of one row or several in one statement, on either
+    database; True when a row went in."""
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    result = await session.execute(insert(model).values(**values).on_conflict_do_nothing())
-    return bool(getattr(result, "rowcount", 0))
+    rows = [values] if isinstance(values, dict) else values
+    inserted = 0
+    for start in range(0, len(rows), _CHUNK):  # within both drivers' bound-parameter limits
+        chunk = rows[start : start + _CHUNK]
+        result = await session.execute(insert(model).values(chunk).on_conflict_do_nothing())
+        inserted += max(getattr(result, "rowcount", 0), 0)
+    return inserted > 0
