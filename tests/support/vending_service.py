@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from sqlalchemy import select
 
 from fleetcore.auth.principal import Role
 from fleetcore.db import Database
@@ -31,7 +32,7 @@ class Slot:
     fill_level: int | None = None
     sold: int = 0
     case_size: int | None = None
-    product: str | None = None  # a product name shared between slots; default one per slot
+    product: str | None = None  # a product's name (shared by name); default one per slot
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,9 @@ async def vending_machine(
         session.add(planogram)
         for spec in slots:
             key = spec.product or f"{name} {spec.slot}"
-            product = by_name.get(key)
+            product = by_name.get(key) or await session.scalar(
+                select(Product).where(Product.organization_id == org.org_id, Product.name == key)
+            )
             if product is None:
                 product = Product(
                     organization_id=org.org_id,
