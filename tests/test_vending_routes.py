@@ -107,8 +107,12 @@ async def test_only_the_organizations_vending_machines_join_a_route(
         json={"device_ids": [theirs.device_id]},
     )
     assert their_route.status_code == 404
+    # Not the driver's route: not there for them, whatever the method.
     driver = await client.put(url, headers=tenant.headers(Role.DRIVER), json={"device_ids": []})
-    assert driver.status_code == 403
+    assert driver.status_code == 404
+    assert (
+        await client.put(url, headers=tenant.headers(Role.VIEWER), json={"device_ids": []})
+    ).status_code == 403
 
 
 async def test_drivers_are_users_with_the_driver_role_and_see_only_their_routes(

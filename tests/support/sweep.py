@@ -18,6 +18,8 @@ from fleetcore.auth.principal import Role
 from fleetcore.db import Database
 from fleetcore.deadletters.sink import DeadLetterSink
 from fleetcore.notifications.models import Notification
+from fleetcore.vending.machines import cabinets_of, ensure_machine
+from fleetcore.vending.models import Planogram, PlanogramSlot, Product
 from tests.support.tenants import Tenant
 
 # Path parameters that are not object ids, with a value valid in form.
@@ -121,7 +123,37 @@ async def create_objects(app: FastAPI, client: httpx.AsyncClient, tenant: Tenant
     async with database.session(write=True) as session:
         session.add(notification)
         await session.commit()
+    # -- vending service (routes, service orders, pick lines) --------------------------------
+    async with database.session(write=True) as session:
+        await ensure_machine(session, organization_id=tenant.org_id, device_id=uuid.UUID(device_id))
+        cabinet = (await cabinets_of(session, uuid.UUID(device_id)))[0]
+        product = Product(organization_id=tenant.org_id, name=f"sweep {tag}", sku=f"SW-{tag}")
+        planogram = Planogram(organization_id=tenant.org_id, cabinet_id=cabinet.id, version=1)
+        session.add_all([product, planogram])
+        await session.flush()
+        session.add(
+            PlanogramSlot(
+                planogram_id=planogram.id, slot="A1", product_id=product.id, capacity=5, par_level=5
+            )
+        )
+        await session.commit()
+    route = await post("/api/v1/vending/routes", {"name": f"sweep route {tag}"})
+    machines = await client.put(
+        f"/api/v1/vending/routes/{route['id']}/machines",
+        headers=headers,
+        json={"device_ids": [device_id]},
+    )
+    assert machines.status_code == 200, machines.text
+    order = await post(
+        f"/api/v1/vending/routes/{route['id']}/service-orders", {"service_date": "2030-01-15"}
+    )
+    vending = {
+        "route_id": route["id"],
+        "order_id": order["id"],
+        "line_id": str(order["stops"][0]["cabinets"][0]["lines"][0]["id"]),
+    }
     return {
+        **vending,
         "channel_id": channel["id"],
         "delivery_id": test.json()["id"],
         "notification_id": str(notification.id),
@@ -173,6 +205,8 @@ def example(spec: dict[str, Any], schema: dict[str, Any]) -> Any:
         return "sweep@example.com"
     if fmt == "date-time":
         return "2030-01-01T00:00:00Z"
+    if fmt == "date":
+        return "2030-01-01"
     return "x" * max(int(schema.get("minLength", 1)), 1)
 
 

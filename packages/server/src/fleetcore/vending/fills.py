@@ -41,8 +41,8 @@ async def plan_line(
     session: AsyncSession, principal: Principal, order_id: uuid.UUID, line_id: int, *, data: PlanIn
 ) -> PickLine:
     """Change a line's planned quantity (managers, draft orders only)."""
-    principal.require(Role.MANAGER)
     order = await get_order(session, principal, order_id)
+    principal.require(Role.MANAGER)
     await hold(session, principal, order, OrderState.DRAFT)
     line = await get_line(session, order, line_id)
     if data.planned > line.capacity:
@@ -99,8 +99,8 @@ async def record_fill(
     plus what was filled, capped at capacity, with nothing sold since. Recording a line
     again corrects it: the level is recomputed from the same estimate, sales since stay.
     """
-    _require_worker(principal)
     order = await get_order(session, principal, order_id)
+    _require_worker(principal)
     await hold(session, principal, order, OrderState.IN_PROGRESS)
     line = await get_line(session, order, line_id)
     if data.filled > line.capacity:
@@ -150,8 +150,8 @@ async def record_visit(
     data: VisitIn,
 ) -> ServiceVisit:
     """Record the cash collected at a machine and that it was serviced (in progress)."""
-    _require_worker(principal)
     order = await get_order(session, principal, order_id)
+    _require_worker(principal)
     await hold(session, principal, order, OrderState.IN_PROGRESS)
     visit = await session.scalar(
         select(ServiceVisit).where(

@@ -108,8 +108,8 @@ async def update_route(
     session: AsyncSession, principal: Principal, route_id: uuid.UUID, *, data: RoutePatch
 ) -> Route:
     """Rename or describe a route (managers)."""
+    route = await get_route(session, principal, route_id)  # 404 before 403: no probing
     principal.require(Role.MANAGER)
-    route = await get_route(session, principal, route_id)
     changes = data.model_dump(exclude_unset=True, exclude_none=True)
     if "name" in changes and changes["name"] != route.name:
         await _check_name_free(session, route.organization_id, changes["name"], exclude=route.id)
@@ -123,8 +123,8 @@ async def update_route(
 
 async def delete_route(session: AsyncSession, principal: Principal, route_id: uuid.UUID) -> None:
     """Delete a route without service orders (managers); its machines leave it."""
+    route = await get_route(session, principal, route_id)  # 404 before 403: no probing
     principal.require(Role.MANAGER)
-    route = await get_route(session, principal, route_id)
     # Orders are history (what was filled, cash collected): a route that has any stays.
     if await session.scalar(select(ServiceOrder.id).where(ServiceOrder.route_id == route.id)):
         raise Conflict("the route has service orders", code="ROUTE_HAS_ORDERS")
@@ -137,8 +137,8 @@ async def set_machines(
     session: AsyncSession, principal: Principal, route_id: uuid.UUID, device_ids: list[uuid.UUID]
 ) -> Route:
     """The route's machines in visit order (managers); a machine on another route moves here."""
+    route = await get_route(session, principal, route_id)  # 404 before 403: no probing
     principal.require(Role.MANAGER)
-    route = await get_route(session, principal, route_id)
     wanted = list(dict.fromkeys(device_ids))
     found = set(
         await session.scalars(
@@ -179,8 +179,8 @@ async def set_drivers(
     session: AsyncSession, principal: Principal, route_id: uuid.UUID, user_ids: list[uuid.UUID]
 ) -> Route:
     """Assign the route's drivers (managers): active users of the organization, driver role."""
+    route = await get_route(session, principal, route_id)  # 404 before 403: no probing
     principal.require(Role.MANAGER)
-    route = await get_route(session, principal, route_id)
     wanted = list(dict.fromkeys(user_ids))
     found = set(
         await session.scalars(

@@ -180,8 +180,8 @@ async def create_order(
     session: AsyncSession, principal: Principal, route_id: uuid.UUID, *, data: OrderIn
 ) -> ServiceOrder:
     """A draft order for the route on a date, with one visit per machine and its pick list."""
+    route = await get_route(session, principal, route_id)  # 404 before 403: no probing
     principal.require(Role.MANAGER)
-    route = await get_route(session, principal, route_id)
     if data.driver_id is not None:
         await _check_driver(session, route.organization_id, route.id, data.driver_id)
     plan = await plan_route(session, route.organization_id, route.id)
@@ -306,8 +306,8 @@ async def issue_order(
     session: AsyncSession, principal: Principal, order_id: uuid.UUID
 ) -> ServiceOrder:
     """draft → issued (managers): the pick list is final."""
-    principal.require(Role.MANAGER)
     order = await get_order(session, principal, order_id)
+    principal.require(Role.MANAGER)
     moved = await _move(session, order, OrderState.ISSUED)
     if moved is None:
         await session.refresh(order)
@@ -360,9 +360,9 @@ async def complete_order(
 ) -> ServiceOrder:
     """in_progress → completed (the assigned driver or a manager): every visit recorded,
     unless skip_unvisited says the others were not visited."""
+    order = await get_order(session, principal, order_id)  # 404 before 403: no probing
     if not principal.is_driver:
         principal.require(Role.MANAGER)
-    order = await get_order(session, principal, order_id)
     unserviced = select(ServiceVisit.device_id).where(
         ServiceVisit.order_id == order.id, ServiceVisit.serviced_at.is_(None)
     )
@@ -400,8 +400,8 @@ async def cancel_order(
     session: AsyncSession, principal: Principal, order_id: uuid.UUID
 ) -> ServiceOrder:
     """draft, issued or in_progress → cancelled (managers)."""
-    principal.require(Role.MANAGER)
     order = await get_order(session, principal, order_id)
+    principal.require(Role.MANAGER)
     previous = order.state
     moved = await _move(session, order, OrderState.CANCELLED)
     if moved is None:

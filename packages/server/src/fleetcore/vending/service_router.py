@@ -1,7 +1,9 @@
 """Routes and service orders API (/api/v1/vending/...).
 
 Drivers reach these routes (AnyPrincipalDep): every service function scopes what they see
-through vending.scope and refuses them every write but their own work on their orders.
+through vending.scope and refuses them every write but their own work on their orders. The
+object named in the path is loaded before the role is checked, so whatever the method, an
+object outside the driver's routes answers 404, never a 403 that would confirm it exists.
 """
 
 from __future__ import annotations
