@@ -568,3 +568,31 @@ async def test_the_list_filters_and_pages(
     bad = await client.get(ORDERS, headers=manager, params={"cursor": "nonsense"})
     assert bad.status_code == 422
     assert (await client.get(ORDERS, headers=manager, params={"state": "lost"})).status_code == 422
+
+
+async def test_a_fill_racing_the_completion_never_lands_after_it(
+    live_client: httpx.AsyncClient, live_database: Database, live_tenant: Tenant
+) -> None:
+    client, tenant = live_client, live_tenant
+    driver = tenant.headers(Role.DRIVER)
+    for _ in range(3):
+        order, first, _ = await _started(client, live_database, tenant)
+        line = _lines(order)["A1"]
+        fill, complete = await asyncio.gather(
+            client.put(
+                f"{ORDERS}/{order['id']}/lines/{line['id']}", headers=driver, json={"filled": 3}
+            ),
+            _post(client, driver, order["id"], "complete", skip_unvisited=True),
+        )
+        assert complete.status_code == 200, complete.text
+        stored = _lines((await client.get(f"{ORDERS}/{order['id']}", headers=driver)).json())["A1"]
+        if fill.status_code == 200:  # the fill went first and the completion waited for it
+            assert stored["filled"] == 3
+            assert (await _stock(live_database, first.cabinet_id, "A1")).fill_level == 3
+        else:
+            assert (fill.status_code, fill.json()["error"]["details"]) == (
+                409,
+                {"state": "completed"},
+            )
+            assert stored["filled"] is None
+            assert (await _stock(live_database, first.cabinet_id, "A1")).fill_level == 6
