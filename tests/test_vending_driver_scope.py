@@ -18,12 +18,14 @@ import httpx
 import pytest
 import websockets
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from sqlalchemy import select
 from websockets.asyncio.client import connect
 
 from fleetcore.auth.deps import SESSION_COOKIE
 from fleetcore.auth.principal import Role
 from fleetcore.db import Database, utcnow
+from fleetcore.routers import PAGE_ROUTERS
 from fleetcore.vending.models import Audit, Planogram
 from tests.conftest import client_for, running_app
 from tests.support.serving import serving
@@ -250,14 +252,28 @@ async def test_the_driver_does_their_work_on_their_own_order(
     assert refused.status_code == 403
 
 
-async def test_a_driver_opening_the_dashboard_is_sent_to_their_routes(
+async def test_a_driver_opening_any_other_page_is_sent_to_their_routes(
     app: FastAPI, tenant: Tenant
 ) -> None:
+    pages = [
+        route.path
+        for router in PAGE_ROUTERS
+        for route in router.routes
+        if isinstance(route, APIRoute)
+        and "GET" in route.methods
+        and not route.path.startswith(("/auth/", "/vending"))
+    ]
+    assert "/dashboard" in pages
     async with client_for(app) as browser:
         browser.cookies.set(SESSION_COOKIE, tenant.tokens[Role.DRIVER])
-        for page in ("/dashboard", "/devices", "/users"):
+        for path in pages:
+            page = _url(path, {p: str(uuid.uuid4()) for p in ("device_id", "alert_id", "rule_id")})
             answer = await browser.get(page)
-            assert (answer.status_code, answer.headers["location"]) == (303, "/vending/routes")
+            redirect = answer.headers.get("location")
+            if path == "/":  # the home page sends everyone to /dashboard, which sends drivers on
+                assert (answer.status_code, redirect) == (303, "/dashboard")
+                continue
+            assert (answer.status_code, redirect) == (303, "/vending/routes"), path
         api = await browser.get("/api/v1/devices")
         assert api.status_code == 403
 
