@@ -1,7 +1,8 @@
 """A route driver's scope, swept over the OpenAPI schema like the tenant isolation sweep.
 
 Every vending route (and a device's DEX upload) called with ids of objects of the driver's
-organization that lie OUTSIDE the driver's routes answers 404; every other API route
+organization that lie OUTSIDE the driver's routes answers 404 (or, for a route that refuses
+drivers outright, the same 403 it gives an id that exists nowhere); every other API route
 answers 403; the live socket is refused and dashboard pages send the driver to their
 routes. A vending route whose path parameter the sweep has no object for fails here until
 `_outside_objects` makes one. The driver's own work on their own order succeeds.
@@ -58,6 +59,11 @@ def _is_device_route(path: str) -> bool:
 
 def _is_vending(path: str) -> bool:
     return path.startswith(VENDING) or path.startswith(VENDING_DEVICE_PATHS)
+
+
+def _code(response: httpx.Response) -> str | None:
+    body = response.json()
+    return body["error"]["code"] if isinstance(body, dict) and "error" in body else None
 
 
 def _url(path: str, ids: dict[str, str]) -> str:
@@ -143,6 +149,8 @@ async def test_every_vending_route_outside_the_drivers_routes_is_404(
     driver = tenant.headers(Role.DRIVER)
     hidden = [v for k, v in outside.items() if k not in READ_ONLY_PARAMS and not v.isdigit()]
     swept: list[str] = []
+    scoped: list[str] = []  # 404: the route lets drivers in and hides what is not theirs
+    refused_outright: list[str] = []  # 403 whatever the id: drivers never reach the route
     failures: list[str] = []
     for path, operations in spec["paths"].items():
         if not _is_vending(path):
@@ -163,22 +171,39 @@ async def test_every_vending_route_outside_the_drivers_routes_is_404(
                 expected = {404}
             else:  # lists answer the driver's part only (or refuse); creating is refused
                 expected = {200, 403} if method == "get" else {403}
+            if answer.status_code == 403 and expected == {404}:
+                # A route that refuses drivers outright (PrincipalDep, deny by default) answers
+                # the same 403 for an id that exists nowhere: no hint of what is there.
+                nowhere = {
+                    p: "999999999" if outside[p].isdigit() else str(uuid.uuid4()) for p in params
+                }
+                probe = await client.request(
+                    method.upper(),
+                    _url(_url(path, nowhere), NON_ID_PARAMS),
+                    **_request(spec, operation, driver),
+                )
+                if (probe.status_code, _code(probe)) == (403, _code(answer)):
+                    refused_outright.append(label)
+                    continue
             if answer.status_code not in expected:
                 failures.append(f"{label}: {answer.status_code} {answer.text[:200]}")
+            elif answer.status_code == 404:
+                scoped.append(label)
             elif answer.status_code == 200 and not params:
                 leaked = [v for v in hidden if v in answer.text]
                 if leaked:
                     failures.append(f"{label} shows objects outside the driver's routes: {leaked}")
     assert not failures, "\n".join(failures)
-    # This part's own routes are all there; other parts' vending routes join as they land.
+    # This part's routes let drivers in and scope them; other parts' join as they land.
     for route in (
         "GET /api/v1/vending/routes/{route_id}",
         "POST /api/v1/vending/routes/{route_id}/service-orders",
         "PUT /api/v1/vending/service-orders/{order_id}/lines/{line_id}",
         "PUT /api/v1/vending/service-orders/{order_id}/visits/{device_id}",
         "POST /api/v1/vending/service-orders/{order_id}/complete",
+        "PATCH /api/v1/vending/routes/{route_id}",
     ):
-        assert route in swept, route
+        assert route in scoped, route
 
 
 async def test_every_other_api_route_is_403_for_a_driver(

@@ -69,10 +69,7 @@ def test_unknown_stock_is_planned_to_par_and_marked() -> None:
     assert need(capacity=5, par_level=8, stock=None, case_size=None) == Need(5, False)
 
 
-def test_estimate_cases_and_level_after_a_fill() -> None:
-    assert picklist.estimated_stock(None, 3) is None
-    assert picklist.estimated_stock(10, 3) == 7
-    assert picklist.estimated_stock(2, 5) == 0
+def test_cases_totals_and_level_after_a_fill() -> None:
     assert picklist.cases(13, 6) == 3
     assert picklist.cases(12, 6) == 2
     assert picklist.cases(0, 6) == 0

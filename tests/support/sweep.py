@@ -18,8 +18,6 @@ from fleetcore.auth.principal import Role
 from fleetcore.db import Database
 from fleetcore.deadletters.sink import DeadLetterSink
 from fleetcore.notifications.models import Notification
-from fleetcore.vending.machines import cabinets_of, ensure_machine
-from fleetcore.vending.models import Planogram, PlanogramSlot, Product
 from tests.support.tenants import Tenant
 
 # Path parameters that are not object ids, with a value valid in form.
@@ -123,20 +121,26 @@ async def create_objects(app: FastAPI, client: httpx.AsyncClient, tenant: Tenant
     async with database.session(write=True) as session:
         session.add(notification)
         await session.commit()
-    # -- vending service (routes, service orders, pick lines) --------------------------------
-    async with database.session(write=True) as session:
-        await ensure_machine(session, organization_id=tenant.org_id, device_id=uuid.UUID(device_id))
-        cabinet = (await cabinets_of(session, uuid.UUID(device_id)))[0]
-        product = Product(organization_id=tenant.org_id, name=f"sweep {tag}", sku=f"SW-{tag}")
-        planogram = Planogram(organization_id=tenant.org_id, cabinet_id=cabinet.id, version=1)
-        session.add_all([product, planogram])
-        await session.flush()
-        session.add(
-            PlanogramSlot(
-                planogram_id=planogram.id, slot="A1", product_id=product.id, capacity=5, par_level=5
-            )
-        )
-        await session.commit()
+    # Vending catalogue: the sweep device as a machine, a product, a cabinet's planogram.
+    product = await post(
+        "/api/v1/vending/products", {"name": f"sweep product {tag}", "sku": f"SWEEP-{tag}"}
+    )
+    machine = await post("/api/v1/vending/machines", {"device_id": device_id})
+    cabinet_id = machine["cabinets"][0]["id"]
+    planogram = await client.put(
+        f"/api/v1/vending/cabinets/{cabinet_id}/planogram",
+        headers=headers,
+        json={
+            "slots": [{"slot": "A1", "product_id": product["id"], "capacity": 8, "par_level": 6}]
+        },
+    )
+    assert planogram.status_code == 200, planogram.text
+    catalog_ids = {
+        "product_id": product["id"],
+        "cabinet_id": cabinet_id,
+        "planogram_id": planogram.json()["id"],
+    }
+    # -- vending service: a route with the sweep machine, and a service order ---------------
     route = await post("/api/v1/vending/routes", {"name": f"sweep route {tag}"})
     machines = await client.put(
         f"/api/v1/vending/routes/{route['id']}/machines",
@@ -147,13 +151,14 @@ async def create_objects(app: FastAPI, client: httpx.AsyncClient, tenant: Tenant
     order = await post(
         f"/api/v1/vending/routes/{route['id']}/service-orders", {"service_date": "2030-01-15"}
     )
-    vending = {
+    service_ids = {
         "route_id": route["id"],
         "order_id": order["id"],
         "line_id": str(order["stops"][0]["cabinets"][0]["lines"][0]["id"]),
     }
     return {
-        **vending,
+        **catalog_ids,
+        **service_ids,
         "channel_id": channel["id"],
         "delivery_id": test.json()["id"],
         "notification_id": str(notification.id),

@@ -17,6 +17,7 @@ from fleetcore.auth.principal import Principal, Role
 from fleetcore.db import utcnow
 from fleetcore.errors import Invalid, NotFound
 from fleetcore.vending import picklist
+from fleetcore.vending.machines import estimated_stock
 from fleetcore.vending.models import PickLine, ServiceVisit, SlotStock
 from fleetcore.vending.scope import get_order
 from fleetcore.vending.service_orders import audit_order, get_line, hold
@@ -109,7 +110,7 @@ async def record_fill(
     stock = await _locked_stock(session, line)
     correction = line.filled is not None
     if not correction:
-        line.stock_before = picklist.estimated_stock(stock.fill_level, stock.sold_since_fill)
+        line.stock_before = estimated_stock(stock)
         stock.sold_since_fill = 0
         stock.filled_at = now
     stock.fill_level = picklist.level_after_fill(

@@ -5,7 +5,8 @@ fits (capacity minus stock). Where the product comes in cases it is rounded UP t
 cases, unless a whole case would not fit: then it is what fits (capacity minus stock), and
 the rest of the opened case goes back to the van. A slot whose stock is unknown (never
 filled through us, no level from an audit) is planned to par (never above capacity) and
-marked so: the driver counts it on site.
+marked so: the driver counts it on site. The estimate itself is
+vending.machines.estimated_stock.
 """
 
 from __future__ import annotations
@@ -13,14 +14,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-
-
-def estimated_stock(fill_level: int | None, sold_since_fill: int) -> int | None:
-    """Units left in a slot: the level at the last fill minus what sold since; None unknown."""
-    # TODO(lead): vending/machines.py is to get the catalog's own version; use it once merged.
-    if fill_level is None:
-        return None
-    return max(0, fill_level - sold_since_fill)
 
 
 @dataclass(frozen=True, slots=True)

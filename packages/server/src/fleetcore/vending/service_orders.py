@@ -25,11 +25,10 @@ from fleetcore.devices.models import Device
 from fleetcore.errors import Conflict, Forbidden, Invalid, NotFound
 from fleetcore.pagination import decode_cursor, page_of, paginate
 from fleetcore.vending import picklist
-from fleetcore.vending.machines import cabinets_of
+from fleetcore.vending.machines import cabinets_of, current_planograms, estimated_stock
 from fleetcore.vending.models import (
     Machine,
     PickLine,
-    Planogram,
     PlanogramSlot,
     Product,
     ServiceOrder,
@@ -107,32 +106,23 @@ async def plan_route(session: AsyncSession, org_id: uuid.UUID, route_id: uuid.UU
         )
     )
     for device_id in plan.device_ids:
-        for cabinet in await cabinets_of(session, device_id):
-            current = await session.scalar(
-                select(Planogram.id)
-                .where(Planogram.cabinet_id == cabinet.id)
-                .order_by(Planogram.version.desc())
-                .limit(1)
-            )
-            if current is None:
+        cabinets = await cabinets_of(session, device_id)
+        current = await current_planograms(session, [c.id for c in cabinets])
+        for cabinet in cabinets:
+            if cabinet.id not in current:
                 continue
             rows = await session.execute(
-                select(
-                    PlanogramSlot,
-                    Product.case_size,
-                    SlotStock.fill_level,
-                    SlotStock.sold_since_fill,
-                )
-                .join(Product, Product.id == PlanogramSlot.product_id)
+                select(PlanogramSlot, Product.case_size, SlotStock)
+                .join(Product, Product.id == PlanogramSlot.product_id)  # empty slots: no need
                 .outerjoin(
                     SlotStock,
                     (SlotStock.cabinet_id == cabinet.id) & (SlotStock.slot == PlanogramSlot.slot),
                 )
-                .where(PlanogramSlot.planogram_id == current)
+                .where(PlanogramSlot.planogram_id == current[cabinet.id].id)
                 .order_by(PlanogramSlot.slot)
             )
-            for slot, case_size, fill_level, sold in rows:
-                stock = picklist.estimated_stock(fill_level, sold or 0)
+            for slot, case_size, stock_row in rows:
+                stock = estimated_stock(stock_row)
                 need = picklist.need(
                     capacity=slot.capacity,
                     par_level=slot.par_level,
