@@ -121,7 +121,44 @@ async def create_objects(app: FastAPI, client: httpx.AsyncClient, tenant: Tenant
     async with database.session(write=True) as session:
         session.add(notification)
         await session.commit()
+    # Vending catalogue: the sweep device as a machine, a product, a cabinet's planogram.
+    product = await post(
+        "/api/v1/vending/products", {"name": f"sweep product {tag}", "sku": f"SWEEP-{tag}"}
+    )
+    machine = await post("/api/v1/vending/machines", {"device_id": device_id})
+    cabinet_id = machine["cabinets"][0]["id"]
+    planogram = await client.put(
+        f"/api/v1/vending/cabinets/{cabinet_id}/planogram",
+        headers=headers,
+        json={
+            "slots": [{"slot": "A1", "product_id": product["id"], "capacity": 8, "par_level": 6}]
+        },
+    )
+    assert planogram.status_code == 200, planogram.text
+    catalog_ids = {
+        "product_id": product["id"],
+        "cabinet_id": cabinet_id,
+        "planogram_id": planogram.json()["id"],
+    }
+    # -- vending service: a route with the sweep machine, and a service order ---------------
+    route = await post("/api/v1/vending/routes", {"name": f"sweep route {tag}"})
+    machines = await client.put(
+        f"/api/v1/vending/routes/{route['id']}/machines",
+        headers=headers,
+        json={"device_ids": [device_id]},
+    )
+    assert machines.status_code == 200, machines.text
+    order = await post(
+        f"/api/v1/vending/routes/{route['id']}/service-orders", {"service_date": "2030-01-15"}
+    )
+    service_ids = {
+        "route_id": route["id"],
+        "order_id": order["id"],
+        "line_id": str(order["stops"][0]["cabinets"][0]["lines"][0]["id"]),
+    }
     return {
+        **catalog_ids,
+        **service_ids,
         "channel_id": channel["id"],
         "delivery_id": test.json()["id"],
         "notification_id": str(notification.id),
@@ -173,6 +210,8 @@ def example(spec: dict[str, Any], schema: dict[str, Any]) -> Any:
         return "sweep@example.com"
     if fmt == "date-time":
         return "2030-01-01T00:00:00Z"
+    if fmt == "date":
+        return "2030-01-01"
     return "x" * max(int(schema.get("minLength", 1)), 1)
 
 
