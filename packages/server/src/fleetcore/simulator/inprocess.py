@@ -12,6 +12,7 @@ import structlog
 import uvicorn
 
 from fleetcore.simulator.runner import Simulation
+from fleetcore.simulator.vending_runner import VendingSimulation
 
 DEMO_DEVICES = 6
 DEMO_RATE = 3.0  # readings/s for the whole demo fleet: a message per device every 4 s
@@ -19,14 +20,17 @@ DEMO_RATE = 3.0  # readings/s for the whole demo fleet: a message per device eve
 log = structlog.get_logger(__name__)
 
 
-async def serve_with(server: uvicorn.Server, simulation: Simulation) -> None:
-    """Serve; once started, run `simulation` until the server is asked to stop."""
+async def serve_with(
+    server: uvicorn.Server, simulation: Simulation, vending: VendingSimulation | None = None
+) -> None:
+    """Serve; once started, run `simulation` (and `vending`) until the server is asked to stop."""
     serving = asyncio.create_task(server.serve())
     while not server.started:
         if serving.done():
             return await serving
         await asyncio.sleep(0.05)
     running = asyncio.create_task(simulation.run())
+    selling = asyncio.create_task(vending.run()) if vending is not None else None
     while not server.should_exit:  # uvicorn sets it on SIGINT/SIGTERM, no event to await
         done, _ = await asyncio.wait(
             {serving, running}, timeout=0.1, return_when=asyncio.FIRST_COMPLETED
@@ -34,6 +38,21 @@ async def serve_with(server: uvicorn.Server, simulation: Simulation) -> None:
         if done:
             break
     simulation.stop.set()
+    if vending is not None and selling is not None:
+        vending.stop.set()
+        try:
+            stats = await selling
+        except Exception:  # as below: never the server's failure
+            log.exception("vending simulator failed")
+        else:
+            log.info(
+                "vending simulator stopped",
+                reads=stats.reads,
+                stored=stats.stored,
+                duplicates=stats.duplicates,
+                damaged=stats.damaged,
+                refused=stats.refused,
+            )
     try:
         outcome = await running
     except Exception:  # the demo fleet failing must never take the server down
@@ -49,7 +68,9 @@ async def serve_with(server: uvicorn.Server, simulation: Simulation) -> None:
     await serving
 
 
-def run_server_with(server: uvicorn.Server, simulation: Simulation) -> None:
-    """`server.run()`, with the simulation beside it on the same event loop."""
+def run_server_with(
+    server: uvicorn.Server, simulation: Simulation, vending: VendingSimulation | None = None
+) -> None:
+    """`server.run()`, with the simulations beside it on the same event loop."""
     with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
-        runner.run(serve_with(server, simulation))
+        runner.run(serve_with(server, simulation, vending))

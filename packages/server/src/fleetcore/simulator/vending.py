@@ -21,15 +21,16 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
+from fleetcore_protocol.dex.model import Audit as DexAudit
 from fleetcore_protocol.dex.model import Counter, SoldOut
 from fleetcore_protocol.dex.writer import MachineAudit, Selection, write
 
 STEP = timedelta(minutes=5)
-READ_EVERY_H = 4.0  # a read every 4 h ± 1 h of simulated time
+READ_EVERY_H = 4.0  # a read every 4 h ± 25 % of simulated time
 VISIT_EVERY_DAYS = (2, 3)  # a refill visit every 2 or 3 days, at the first read after 9:00
 CASHLESS_SHARE = 0.55
 FREE_VEND_RATE = 0.01
@@ -267,9 +268,16 @@ class VendingMachine:
     """One simulated machine, from `start` on; `next_read()` advances it to its next read."""
 
     def __init__(
-        self, plan: MachinePlan, *, start: datetime, seed: int = 0, odd: OddRates = OddRates()
+        self,
+        plan: MachinePlan,
+        *,
+        start: datetime,
+        seed: int = 0,
+        odd: OddRates = OddRates(),
+        read_every_h: float = READ_EVERY_H,
     ) -> None:
         self.plan, self.odd_rates = plan, odd
+        self.read_every_h = read_every_h  # may change between reads (the demo's history)
         self.clock = start
         self.slots = {p.slot: _Slot(p, p.capacity) for p in plan.slots}
         self.truth = {p.slot: SlotTruth() for p in plan.slots}
@@ -310,9 +318,38 @@ class VendingMachine:
             slot.selected_while_sold_out = 0
         if at >= self._next_visit:
             self._visit(at)
-        hours = self._rnd.uniform(READ_EVERY_H - 1, READ_EVERY_H + 1)
+        hours = self.read_every_h * self._rnd.uniform(0.75, 1.25)
         self.next_read_at = at + timedelta(hours=hours)
         return Read(self._number, at, data, odd)
+
+    def resume(self, audit: DexAudit, *, now: datetime) -> None:
+        """Carry on from a machine's last audit (another run's): its counters since
+        initialisation, slot levels and sold-out times; the next read is at `now`."""
+        for product in audit.products:
+            slot = self.slots.get(product.selection)
+            if slot is None:
+                continue
+            payments = {p.device: p.counter for p in product.by_payment}
+            for pair, counter in (
+                (slot.paid, product.paid),
+                (slot.cash, payments.get("CA")),
+                (slot.cashless, payments.get("DA")),
+                (slot.test, product.test),
+                (slot.free, product.free),
+            ):
+                if counter is not None:
+                    pair[0].count = counter.count_init or 0
+                    pair[0].value = counter.value_init or Decimal(0)
+            if product.current_level is not None:
+                slot.level = product.current_level
+            sold_out = product.sold_out
+            if sold_out is not None and sold_out.date is not None:
+                slot.sold_out_at = datetime.combine(sold_out.date, sold_out.time or time())
+        self.reads = (audit.read.reads_with_reset_init if audit.read else None) or 0
+        self._number = max(self._number, 1)  # not the machine's first read any more
+        self.clock = min(audit.read_time or now, now)
+        self.next_read_at = now
+        self._next_visit = now.replace(hour=9, minute=0, second=0, microsecond=0)
 
     def _draw_odd(self) -> Odd | None:
         draw, rates = self._odd.random(), self.odd_rates
@@ -438,4 +475,3 @@ def fleet(
         VendingMachine(machine_plan(i, seed), start=start, seed=seed, odd=odd)
         for i in range(1, count + 1)
     ]
-
