@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import uuid
 from collections import Counter as Tally
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from fleetcore.auth.models import User
 from fleetcore.db import Database
+from fleetcore.demo import DEMO_SLUG, ensure_demo
 from fleetcore.devices.models import Device
 from fleetcore.simulator.vending import (
     CATALOGUE,
@@ -27,8 +30,17 @@ from fleetcore.simulator.vending import (
     fleet,
     machine_plan,
 )
+from fleetcore.simulator.vending_demo import (
+    DEMO_MACHINES,
+    DRIVER_EMAIL,
+    DemoVending,
+    ensure_demo_vending,
+    fill_demo_vending,
+)
 from fleetcore.simulator.vending_fleet import ensure_driver, provision_vending
+from fleetcore.simulator.vending_runner import DEX_PATH, VendingSimulation, wall_now
 from fleetcore.vending.models import (
+    Audit,
     Cabinet,
     Machine,
     Planogram,
@@ -36,10 +48,15 @@ from fleetcore.vending.models import (
     Product,
     Route,
     RouteDriver,
+    Sale,
+    ServiceOrder,
+    SlotStock,
 )
 from fleetcore_protocol.dex import parse
 from fleetcore_protocol.dex.model import WarningCode
 from tests.support.env import fleetcore_env
+from tests.support.serving import serving
+from tests.support.wait import wait_until
 
 FLEETCORE = str(Path(sys.executable).parent / "fleetcore")
 START = datetime(2026, 3, 2, 7, 0)  # a Monday
@@ -69,7 +86,8 @@ def test_same_seed_same_files() -> None:
 
 def test_catalogue_and_layouts_are_realistic() -> None:
     for item in CATALOGUE:
-        assert ean13(item.ean[:12]) == item.ean and len(item.ean) == 13
+        assert ean13(item.ean[:12]) == item.ean
+        assert len(item.ean) == 13
         assert item.unit_cost < item.price
     assert len({i.sku for i in CATALOGUE}) == len(CATALOGUE)
     for index in range(1, 7):
@@ -96,7 +114,10 @@ def test_files_parse_cleanly_except_the_damaged_ones() -> None:
                 assert codes == set(), (read.number, parsed.all_warnings)
             assert parsed.audits[0].machine.serial == machine.plan.serial
             assert parsed.audits[0].read_time == read.at.replace(microsecond=0)
-    assert odd[Odd.DAMAGED] and odd[Odd.REINITIALISED] and odd[Odd.DUPLICATE] and odd[None]
+    assert odd[Odd.DAMAGED]
+    assert odd[Odd.REINITIALISED]
+    assert odd[Odd.DUPLICATE]
+    assert odd[None]
 
 
 def test_counters_grow_except_at_a_reinitialisation_and_match_the_truth() -> None:
@@ -158,7 +179,8 @@ def test_a_sold_out_slot_stops_selling_and_counts_selections() -> None:
     empty = [p for p in products.values() if p.current_level == 0]
     assert empty
     for product in empty:
-        assert product.sold_out is not None and product.sold_out.date is not None
+        assert product.sold_out is not None
+        assert product.sold_out.date is not None
         dispensed = (product.paid.count_init, product.free.count_init, product.test.count_init)
         assert sum(n or 0 for n in dispensed) == product.capacity
     assert sum(p.sold_out.selected_while_sold_out or 0 for p in empty if p.sold_out) > 0
@@ -220,7 +242,8 @@ async def test_provisioning_is_idempotent(live_database: Database) -> None:
     )
     assert await _counts(live_database) == counts
     assert (first.created, first.reused, again.created, again.reused) == (3, 0, 0, 3)
-    assert first.products_created == len(CATALOGUE) and again.products_created == 0
+    assert first.products_created == len(CATALOGUE)
+    assert again.products_created == 0
     assert [m.device_id for m in again.machines] == [m.device_id for m in first.machines]
     assert password != second_password
     plans = [machine_plan(i) for i in (1, 2, 3)]
@@ -228,3 +251,188 @@ async def test_provisioning_is_idempotent(live_database: Database) -> None:
     assert counts["PlanogramSlot"] == sum(len(p.slots) for p in plans)
     assert counts["Planogram"] == counts["Cabinet"]
     assert counts["RouteDriver"] == 1
+
+
+# -- against a real server ------------------------------------------------------------------
+
+
+async def _accounted(
+    database: Database, device_ids: list[uuid.UUID]
+) -> dict[tuple[uuid.UUID, str], tuple[object, ...]]:
+    async with database.session() as session:
+        rows = await session.execute(
+            select(
+                Sale.device_id,
+                Sale.slot,
+                func.sum(Sale.units),
+                func.sum(Sale.revenue),
+                func.sum(Sale.cash_units),
+                func.sum(Sale.cashless_units),
+                func.sum(Sale.test_vends),
+                func.sum(Sale.free_vends),
+            )
+            .where(Sale.device_id.in_(device_ids))
+            .group_by(Sale.device_id, Sale.slot)
+        )
+        # sum() keeps the Money type: revenue comes back as Decimal.
+        return {(row[0], row[1]): tuple(row[2:]) for row in rows}
+
+
+async def test_the_platform_accounts_exactly_what_the_machines_sold(
+    live_app: FastAPI, live_database: Database
+) -> None:
+    vending = await provision_vending(live_database, organization="vend-org", count=2, seed=7)
+    async with serving(live_app) as address:
+        simulation = VendingSimulation(
+            vending.machines, http_url=f"http://{address}", speed=86_400 * 2, seed=7, odd=ODD
+        )
+        running = asyncio.create_task(simulation.run())
+        try:
+            await wait_until(lambda: simulation.stats.reads >= 60 or running.done(), within=60)
+        finally:
+            simulation.stop.set()
+        stats = await running
+        # One clean read more, so the last read of each machine is one the books count.
+        async with httpx.AsyncClient(base_url=f"http://{address}") as http:
+            for machine, model in zip(vending.machines, simulation.models, strict=True):
+                model.odd_rates = NO_ODDITIES
+                read = model.next_read()
+                answer = await http.post(
+                    DEX_PATH, content=read.data, headers={"X-Device-Token": machine.token}
+                )
+                assert answer.status_code in (200, 201), answer.text
+    assert stats.refused == 0, stats.last_error
+    assert stats.odd.get("damaged")
+    assert stats.odd.get("duplicate")
+    assert stats.odd.get("reinitialised")
+    assert stats.damaged == stats.odd["damaged"]
+    assert stats.duplicates == stats.odd["duplicate"]
+    accounted = await _accounted(live_database, [m.device_id for m in vending.machines])
+    for machine, model in zip(vending.machines, simulation.models, strict=True):
+        for slot, truth in model.truth.items():
+            expected = (
+                truth.units,
+                truth.revenue,
+                truth.cash_units,
+                truth.cashless_units,
+                truth.test_vends,
+                truth.free_vends,
+            )
+            got = accounted.get((machine.device_id, slot), (0, Decimal(0), 0, 0, 0, 0))
+            assert got == expected, (machine.plan.serial, slot)
+    assert sum(t.units for m in simulation.models for t in m.truth.values()) > 500
+
+
+def _simulate(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [FLEETCORE, "simulate", "--kind", "vending", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+async def test_the_command_provisions_and_uploads_to_a_running_server(
+    live_app: FastAPI, live_database: Database, tmp_path: Path
+) -> None:
+    if live_database.engine.dialect.name != "sqlite":
+        pytest.skip("the command reads the server's SQLite file here")  # one backend suffices
+    env = fleetcore_env()
+    env["FLEETCORE_DATA_DIR"] = str(tmp_path)
+    (tmp_path / "fleetcore.db").symlink_to(tmp_path / "live.db")
+    async with serving(live_app) as address:
+        result = await asyncio.to_thread(
+            _simulate,
+            "--devices",
+            "2",
+            "--duration",
+            "4",
+            "--speed",
+            "20000",
+            "--url",
+            f"http://{address}",
+            env=env,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "2 vending machines in organization 'demo' (2 created, 0 reused" in result.stdout
+        async with live_database.session() as session:
+            stored = await session.scalar(select(func.count()).select_from(Audit))
+        assert stored
+        assert stored >= 4
+        assert f"stored {stored:,}" in result.stdout
+        again = await asyncio.to_thread(
+            _simulate, "--devices", "2", "--duration", "1", "--url", f"http://{address}", env=env
+        )
+    assert again.returncode == 0, again.stderr
+    assert "(0 created, 2 reused" in again.stdout
+    async with live_database.session() as session:
+        devices = await session.scalar(select(func.count()).select_from(Device))
+    assert devices == 2
+
+
+# -- the demo (make run) --------------------------------------------------------------------
+
+
+async def _demo_counts(database: Database) -> dict[str, int]:
+    async with database.session() as session:
+        return {
+            table.__name__: int(await session.scalar(select(func.count()).select_from(table)) or 0)
+            for table in (Device, Product, Audit, Sale, ServiceOrder, User, RouteDriver)
+        }
+
+
+async def test_the_demo_has_history_once_and_every_part_of_the_vending_pages_has_data(
+    live_database: Database,
+) -> None:
+    login = await ensure_demo(live_database)
+
+    async def start() -> DemoVending:
+        demo = await ensure_demo_vending(live_database, organization=DEMO_SLUG)
+        await fill_demo_vending(live_database, demo, admin_email=login.email)
+        return demo
+
+    first = await start()
+    counts = await _demo_counts(live_database)
+    again = await start()
+    assert await _demo_counts(live_database) == counts  # nothing made twice
+    assert first.backfilled > 4 * 25  # a read a day, a month
+    assert again.backfilled == 0
+    assert (first.order_created, again.order_created) == (True, False)
+    assert first.driver_password != again.driver_password
+    assert len(again.live) == len(again.models) == DEMO_MACHINES - 1
+    now = datetime.now(UTC)
+    async with live_database.session() as session:
+        statuses = Tally(await session.scalars(select(Audit.status)))
+        assert statuses["damaged"] == 1  # waiting for a manager
+        assert statuses["accepted"] == counts["Audit"] - 1
+        reinit = await session.scalar(
+            select(func.count()).select_from(Sale).where(Sale.basis == "reinitialised")
+        )
+        assert reinit
+        last = list(
+            await session.scalars(select(Machine.last_audit_at).order_by(Machine.last_audit_at))
+        )
+        assert last[0] is not None
+        assert last[0] < now - timedelta(days=2)
+        assert all(t is not None and t > now - timedelta(hours=6) for t in last[1:])
+        day = await session.scalar(
+            select(func.sum(Sale.units)).where(Sale.period_end > now - timedelta(days=1))
+        )
+        month = await session.scalar(select(func.sum(Sale.units)))
+        assert day
+        assert month
+        assert month > 20 * day
+        sold_out = await session.scalar(
+            select(func.count()).select_from(SlotStock).where(SlotStock.sold_out_at.is_not(None))
+        )
+        assert sold_out
+        order = await session.scalar(select(ServiceOrder))
+        assert order is not None
+        assert order.state == "issued"
+        assert order.service_date == wall_now().date()
+        driver = await session.scalar(select(User).where(User.email == DRIVER_EMAIL))
+        assert driver is not None
+        assert driver.role == "driver"
+        assert order.driver_id == driver.id

@@ -21,8 +21,7 @@ from fleetcore.vending import cli as vending_cli
 if TYPE_CHECKING:
     from fleetcore.simulator.provision import Fleet
     from fleetcore.simulator.runner import Simulation
-    from fleetcore.simulator.vending_demo import DemoVending
-    from fleetcore.simulator.vending_runner import VendingSimulation
+    from fleetcore.simulator.vending_demo import DemoVending, DemoVendingRun
 
 app = typer.Typer(
     help="Fleetcore IoT platform. Settings come from options, FLEETCORE_* variables, "
@@ -103,18 +102,22 @@ def serve(
             fg="red",
             bold=True,
         )
-    fleets = _prepare_demo(settings, simulate=simulate) if demo else None
+    prepared = _prepare_demo(settings, simulate=simulate) if demo else None
     from fleetcore.server import build_server, tune_gc
 
     server = build_server(settings)
     tune_gc()
-    if fleets is None:
+    if prepared is None:
         server.run()
     else:
         from fleetcore.simulator.inprocess import run_server_with
 
-        fleet, vending = fleets
-        run_server_with(server, _demo_simulation(settings, fleet), _demo_vending(settings, vending))
+        fleet, vending = prepared
+        run_server_with(
+            server,
+            None if fleet is None else _demo_simulation(settings, fleet),
+            _demo_vending(settings, vending, live=simulate),
+        )
     if not server.started:
         raise typer.Exit(1)
 
@@ -162,7 +165,7 @@ def db_current() -> None:
     asyncio.run(run())
 
 
-def _prepare_demo(settings: Settings, *, simulate: bool) -> tuple[Fleet, DemoVending] | None:
+def _prepare_demo(settings: Settings, *, simulate: bool) -> tuple[Fleet | None, DemoVending]:
     """The demo data, its sign-ins printed, and (with `simulate`) the simulated devices."""
     if settings.environment == "production":
         typer.echo(
@@ -188,9 +191,8 @@ def _prepare_demo(settings: Settings, *, simulate: bool) -> tuple[Fleet, DemoVen
         fleet = None
         try:
             login = await ensure_demo(database)
-            vending = await ensure_demo_vending(
-                database, organization=DEMO_SLUG, admin_email=login.email
-            )
+            vending = await ensure_demo_vending(database, organization=DEMO_SLUG)
+            vending.admin_email = login.email
             if simulate:
                 fleet = await provision(
                     database,
@@ -232,12 +234,13 @@ def _prepare_demo(settings: Settings, *, simulate: bool) -> tuple[Fleet, DemoVen
             "readings/s once the server is up; --no-simulate turns them off, "
             "`fleetcore simulate` runs a bigger fleet.\n"
         )
-        typer.echo(
-            f"Vending: {len(vending.fleet.machines)} machines on route {VENDING_ROUTE!r}"
-            f" ({vending.backfilled} audits of history uploaded now); {len(vending.live)} keep "
-            "selling and send a DEX audit about once a minute.\n"
-        )
-    return None if fleet is None else (fleet, vending)
+    typer.echo(
+        f"Vending: {len(vending.fleet.machines)} machines on route {VENDING_ROUTE!r}; their "
+        "history (30 days of DEX audits, once per data directory) is accounted once the "
+        "server answers"
+        + (", then they send a DEX audit about once a minute.\n" if simulate else ".\n")
+    )
+    return fleet, vending
 
 
 def _demo_simulation(settings: Settings, fleet: Fleet) -> Simulation:
@@ -255,17 +258,18 @@ def _demo_simulation(settings: Settings, fleet: Fleet) -> Simulation:
     return Simulation(fleet.devices, rate=inprocess.DEMO_RATE, transport=transport, target=target)
 
 
-def _demo_vending(settings: Settings, vending: DemoVending) -> VendingSimulation:
-    """The demo's vending machines against this very server, carrying on from their history."""
+def _demo_vending(settings: Settings, vending: DemoVending, *, live: bool) -> DemoVendingRun:
+    """The demo's vending history, then (`live`) its machines against this very server."""
+    from fleetcore.app import open_database
     from fleetcore.simulator.cli import local_address
-    from fleetcore.simulator.vending_demo import DEMO_SPEED
-    from fleetcore.simulator.vending_runner import VendingSimulation
+    from fleetcore.simulator.vending_demo import DemoVendingRun
 
-    return VendingSimulation(
-        vending.live,
+    return DemoVendingRun(
+        vending,
+        open_database=lambda: open_database(settings),
+        admin_email=vending.admin_email,
         http_url=f"http://{local_address(settings.host)}:{settings.port}",
-        speed=DEMO_SPEED,
-        models=vending.models,
+        live=live,
     )
 
 

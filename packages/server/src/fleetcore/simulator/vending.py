@@ -290,32 +290,44 @@ class VendingMachine:
             for s, p in self.slots.items()
         }
         self._next_visit = start.replace(hour=9, minute=0, second=0, microsecond=0)
-        self._previous_clean = True
+        self._reinitialised = False  # since the last read: the next one shows it
         self.next_read_at = start  # the first read: the machine as installed, all zero
 
     def next_read(
-        self, *, odd: Odd | None = None, stamp: Callable[[datetime], datetime] | None = None
+        self,
+        *,
+        odd: Odd | None = None,
+        stamp: Callable[[datetime], datetime] | None = None,
     ) -> Read:
         """Sell until the next scheduled read and make its file.
 
-        `odd` forces an odd case (else one is drawn at the configured rates); `stamp` maps
+        `odd` forces an odd case, else one is drawn at the configured rates. A forced
+        REINITIALISED re-initialises the machine just after this read, so the NEXT read is
+        the one that shows it (and says so); nothing sold is lost in between. `stamp` maps
         simulated times to the times written in the file (default: the same).
         """
         self._advance(self.next_read_at)
         at, self._number = self.next_read_at, self._number + 1
-        if odd is None and self._number > 1:
-            odd = self._draw_odd()
-        if odd is Odd.REINITIALISED:
-            odd = None if self._number == 1 else self._reinitialise()
+        reinitialise_after = odd is Odd.REINITIALISED
+        if self._reinitialised:
+            odd = Odd.REINITIALISED  # it shows now, whatever else was asked for
+        elif odd is None or reinitialise_after:
+            odd = self._draw_odd() if self._number > 1 else None
         self.reads += 1
         data = write(self._audit(at, stamp or (lambda t: t)))
         if odd is Odd.DAMAGED:
             data = _damage(data, self._odd)
-        self._previous_clean = odd is not Odd.DAMAGED
         for slot in self.slots.values():  # SD1 AUTO: the read clears the since-reset counters
             for pair in slot.groups():
                 pair[1].count, pair[1].value = 0, Decimal(0)
             slot.selected_while_sold_out = 0
+        # Re-initialised just after a clean read: after a damaged one, the damaged read's
+        # interval would be lost for good (no counter keeps it) and truth would not compare.
+        self._reinitialised = odd is not Odd.DAMAGED and (
+            reinitialise_after or self._odd.random() < self.odd_rates.reinitialised
+        )
+        if self._reinitialised:
+            self._reinitialise()
         if at >= self._next_visit:
             self._visit(at)
         hours = self.read_every_h * self._rnd.uniform(0.75, 1.25)
@@ -357,21 +369,15 @@ class VendingMachine:
             return Odd.DAMAGED
         if draw < rates.damaged + rates.duplicate:
             return Odd.DUPLICATE
-        # A machine re-initialised right after a damaged read would lose that read's
-        # interval for good (no counter keeps it): kept apart so truth stays comparable.
-        if draw < rates.damaged + rates.duplicate + rates.reinitialised and self._previous_clean:
-            return Odd.REINITIALISED
         return None
 
-    def _reinitialise(self) -> Odd:
-        # Just after the previous read, so nothing sold in between is lost.
+    def _reinitialise(self) -> None:
         for slot in self.slots.values():
             for pair in slot.groups():
                 for counts in pair:
                     counts.count, counts.value = 0, Decimal(0)
             slot.sold_out_at, slot.selected_while_sold_out = None, 0
         self.reads = 0
-        return Odd.REINITIALISED
 
     def _visit(self, at: datetime) -> None:
         """A driver's visit after the read: every slot refilled, one test vend."""

@@ -1,6 +1,8 @@
 """The vending side of `make run`: a fleet with 30 days of audits, a driver, today's order.
 
-Done once per data directory (a fleet that has audits is left as it is): the machines'
+The fleet and the driver are made before the server starts; the rest once it answers
+(DemoVendingRun), as accounting a month of audits takes seconds. Done once per data
+directory (a fleet that has audits carries on from its last ones): the machines'
 history is simulated from 30 days ago to now and each read goes through the platform's
 ingest service, as an upload would, with its read time in the past. A few reads are made
 odd on purpose so every part of /vending has something to show: a damaged audit waiting
@@ -11,10 +13,13 @@ left out of the live simulation). Then the others carry on selling, faster than 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import structlog
 from sqlalchemy import select
 
 from fleetcore.auth.models import User
@@ -27,14 +32,14 @@ from fleetcore.simulator.vending_fleet import (
     ensure_driver,
     provision_vending,
 )
-from fleetcore.simulator.vending_runner import wall_now
+from fleetcore.simulator.vending_runner import DexStats, VendingSimulation, wall_now
 from fleetcore.vending.models import Audit, ServiceOrder
 from fleetcore_protocol.dex import parse
 from fleetcore_protocol.dex.model import Audit as DexAudit
 
 DEMO_MACHINES = 4
 HISTORY = timedelta(days=30)
-HISTORY_READ_EVERY_H = 12.0  # two reads a day in the history: a fast start
+HISTORY_READ_EVERY_H = 24.0  # a read a day in the history: fewer audits to account
 DEMO_SPEED = 240.0  # live: 4 simulated hours a minute, so an audit a minute per machine
 ROUTE = "Demo route"
 DRIVER_EMAIL = "driver@demo.example.com"
@@ -43,14 +48,17 @@ QUIET_FOR = timedelta(days=3)  # the last machine's silence (pages flag 48 h)
 FORCED = {1: (Odd.DAMAGED, timedelta(hours=20)), 2: (Odd.DUPLICATE, timedelta(days=10))}
 FORCED_REINIT = (3, timedelta(days=15))
 
+log = structlog.get_logger(__name__)
+
 
 @dataclass(slots=True)
 class DemoVending:
-    """What the demo made: the fleet, the live machines (None once history existed)."""
+    """The demo's vending side: the fleet and driver, then what fill_demo_vending did."""
 
     fleet: VendingFleet
     driver_email: str
     driver_password: str
+    admin_email: str = ""  # whose name today's service order is created in
     backfilled: int = 0  # audits uploaded now (0: the history was there)
     order_created: bool = False
     live: list[SimMachine] = field(default_factory=list)
@@ -58,9 +66,9 @@ class DemoVending:
 
 
 async def ensure_demo_vending(
-    database: Database, *, organization: str, admin_email: str, seed: int = 0
+    database: Database, *, organization: str, seed: int = 0
 ) -> DemoVending:
-    """The demo's vending fleet, driver, history and today's issued service order."""
+    """The demo's vending fleet and driver (fast: before the server starts)."""
     fleet = await provision_vending(
         database, organization=organization, count=DEMO_MACHINES, seed=seed, route=ROUTE
     )
@@ -70,10 +78,26 @@ async def ensure_demo_vending(
         route_id=fleet.route_id,
         email=DRIVER_EMAIL,
     )
-    demo = DemoVending(fleet, DRIVER_EMAIL, password)
-    now = wall_now()
+    return DemoVending(fleet, DRIVER_EMAIL, password)
+
+
+async def fill_demo_vending(
+    database: Database,
+    demo: DemoVending,
+    *,
+    admin_email: str,
+    seed: int = 0,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """The history (once), today's issued service order (once), and the live machines.
+
+    Seconds of work on SQLite (each audit is accounted slot by slot), so `serve --demo`
+    runs it once the server answers. `stop` cuts the history short: the next start
+    carries on from each machine's last audit, and the next read covers the gap.
+    """
+    fleet, now = demo.fleet, wall_now()
     last_reads = await _last_reads(database, fleet)
-    # No history yet: from 30 days ago, read twice a day; else from each machine's last audit.
+    # No history yet: from 30 days ago, a read a day; else from each machine's last audit.
     start = (now - HISTORY).replace(hour=6, minute=0, second=0) if not last_reads else now
     models = [
         VendingMachine(
@@ -82,15 +106,56 @@ async def ensure_demo_vending(
         for m in fleet.machines
     ]
     if not last_reads:
-        demo.backfilled = await _backfill(database, fleet, models, now)
+        demo.backfilled = await _backfill(database, fleet, models, now, stop or asyncio.Event())
     for machine, model in zip(fleet.machines, models, strict=True):
         if (last := last_reads.get(machine.device_id)) is not None:
             model.resume(last, now=now)
     demo.live, demo.models = fleet.machines[:-1], models[:-1]  # the last one went quiet
     for model in demo.models:
+        if model.next_read_at < now:  # a history cut short: carry on from now
+            model.next_read_at = now
         model.read_every_h, model.odd_rates = 4.0, OddRates()
     demo.order_created = await _todays_order(database, fleet, admin_email)
-    return demo
+
+
+class DemoVendingRun:
+    """`serve --demo`'s vending work once the server answers: the history, then (with
+    `live`) the machines selling and uploading to the server until `stop` is set."""
+
+    def __init__(
+        self,
+        demo: DemoVending,
+        *,
+        open_database: Callable[[], Database],
+        admin_email: str,
+        http_url: str,
+        live: bool,
+    ) -> None:
+        self.demo, self.open_database, self.admin_email = demo, open_database, admin_email
+        self.http_url, self.live = http_url, live
+        self.stop = asyncio.Event()
+
+    async def run(self) -> DexStats:
+        """Fill, then sell until stopped; the live uploads' counts."""
+        database = self.open_database()
+        try:
+            await fill_demo_vending(
+                database, self.demo, admin_email=self.admin_email, stop=self.stop
+            )
+        finally:
+            await database.close()
+        log.info(
+            "vending demo ready",
+            history_audits=self.demo.backfilled,
+            order_created=self.demo.order_created,
+        )
+        if not self.live or self.stop.is_set():
+            return DexStats()
+        simulation = VendingSimulation(
+            self.demo.live, http_url=self.http_url, speed=DEMO_SPEED, models=self.demo.models
+        )
+        simulation.stop = self.stop
+        return await simulation.run()
 
 
 async def _last_reads(database: Database, fleet: VendingFleet) -> dict[uuid.UUID, DexAudit]:
@@ -120,6 +185,8 @@ def _history(model: VendingMachine, index: int, now: datetime, last: int) -> lis
     pending = sorted(forced, key=lambda f: -f[1])  # the oldest first
     reads: list[Read] = []
     while model.next_read_at <= until:
+        if model.next_read_at >= now - timedelta(days=1):
+            model.read_every_h = 4.0  # today's sales visible by the hour
         odd = None
         if pending and model.next_read_at >= now - pending[0][1]:
             odd = pending.pop(0)[0]
@@ -128,13 +195,19 @@ def _history(model: VendingMachine, index: int, now: datetime, last: int) -> lis
 
 
 async def _backfill(
-    database: Database, fleet: VendingFleet, models: list[VendingMachine], now: datetime
+    database: Database,
+    fleet: VendingFleet,
+    models: list[VendingMachine],
+    now: datetime,
+    stop: asyncio.Event,
 ) -> int:
     from fleetcore.vending.audits import ingest_dex
 
     uploads = 0
     for machine, model in zip(fleet.machines, models, strict=True):
         for read in _history(model, machine.plan.index, now, len(models)):
+            if stop.is_set():
+                return uploads
             for _ in range(2 if read.odd is Odd.DUPLICATE else 1):
                 async with database.session(write=True) as session:
                     await ingest_dex(
