@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
 import subprocess
 import sys
 import uuid
@@ -57,6 +59,7 @@ from fleetcore_protocol.dex.model import WarningCode
 from tests.support.env import fleetcore_env
 from tests.support.serving import serving
 from tests.support.wait import wait_until
+from tests.test_simulator import _serve_demo, _sqlite_count, _stop
 
 FLEETCORE = str(Path(sys.executable).parent / "fleetcore")
 START = datetime(2026, 3, 2, 7, 0)  # a Monday
@@ -436,3 +439,29 @@ async def test_the_demo_has_history_once_and_every_part_of_the_vending_pages_has
         assert driver is not None
         assert driver.role == "driver"
         assert order.driver_id == driver.id
+
+
+async def test_serve_demo_shows_vending_history_then_live_audits(tmp_path: Path) -> None:
+    database = tmp_path / "fleetcore.db"
+    process, _ = _serve_demo(tmp_path)
+    audits = "SELECT count(*) FROM vending_audits"
+    live = "SELECT count(*) FROM vending_audits WHERE source = 'http'"
+    try:
+        await wait_until(
+            lambda: _sqlite_count(database, live) >= 3 or process.poll() is not None,
+            within=90,
+            every=0.2,
+        )
+    finally:
+        output = _stop(process)
+    assert process.returncode in (0, 130, -signal.SIGINT), output
+    assert "Traceback" not in output
+    assert f"Driver    {DRIVER_EMAIL}" in output
+    assert _sqlite_count(database, audits) > 4 * 25
+    assert _sqlite_count(database, "SELECT count(*) FROM vending_service_orders") == 1
+    stopped = [
+        json.loads(line) for line in output.splitlines() if "vending simulator stopped" in line
+    ]
+    assert len(stopped) == 1, output
+    assert stopped[0]["refused"] == 0
+    assert stopped[0]["stored"] == _sqlite_count(database, live)
