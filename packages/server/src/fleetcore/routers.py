@@ -29,6 +29,7 @@ from fleetcore.status.router import router as status_router
 from fleetcore.telemetry.query_router import router as telemetry_query_router
 from fleetcore.telemetry.retention_router import router as retention_router
 from fleetcore.telemetry.router import router as telemetry_router
+from fleetcore.vending.pages import router as vending_pages
 
 API_ROUTERS: tuple[APIRouter, ...] = (
     live_router,
@@ -59,4 +60,5 @@ PAGE_ROUTERS: tuple[APIRouter, ...] = (
     dead_letters_pages,
     admin_pages,
     audit_pages,
+    vending_pages,
 )
