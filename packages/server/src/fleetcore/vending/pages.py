@@ -105,5 +105,5 @@ async def service_order(
 
 def _works_orders(principal: Principal) -> bool:
     """Who gets the start, fill and complete controls: a driver (of this route: the order
-    loaded) or an operator and up; the service decides again on each write."""
-    return principal.is_driver or principal.has(Role.OPERATOR)
+    loaded) or a manager; the service decides again on each write."""
+    return principal.is_driver or principal.has(Role.MANAGER)

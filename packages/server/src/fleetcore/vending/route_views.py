@@ -196,13 +196,18 @@ def _totals(found: dict[uuid.UUID | None, tuple[Product | None, int]]) -> list[T
     return totals
 
 
-async def pick_line(
-    session: AsyncSession, principal: Principal, order_id: uuid.UUID, line_id: int
-) -> Line:
-    """One line of a pick list the caller may see (the fragment a fill answers with), or 404."""
-    pick = await pick_list(session, principal, order_id)
+def find_line(pick: PickList, line_id: int) -> Line:
+    """One line of a pick list (the fragment a fill answers with), or 404."""
     for stop in pick.stops:
         for line in stop.lines:
             if line.line.id == line_id:
                 return line
     raise NotFound("pick line not found", code="PICK_LINE_NOT_FOUND")
+
+
+def find_stop(pick: PickList, device_id: uuid.UUID) -> Stop:
+    """One machine of a pick list, or 404."""
+    for stop in pick.stops:
+        if stop.visit.device_id == device_id:
+            return stop
+    raise NotFound("this machine is not in the service order", code="VISIT_NOT_FOUND")
