@@ -75,6 +75,7 @@ async def planogram(planogram_id: uuid.UUID, session: SessionDep, context: Conte
         "vending/planogram.html",
         view=view,
         suggestion=None,
+        changes=[],
         can_apply=principal.has(Role.MANAGER),
     )
 
