@@ -121,7 +121,27 @@ async def create_objects(app: FastAPI, client: httpx.AsyncClient, tenant: Tenant
     async with database.session(write=True) as session:
         session.add(notification)
         await session.commit()
+    # Vending catalogue: the sweep device as a machine, a product, a cabinet's planogram.
+    product = await post(
+        "/api/v1/vending/products", {"name": f"sweep product {tag}", "sku": f"SWEEP-{tag}"}
+    )
+    machine = await post("/api/v1/vending/machines", {"device_id": device_id})
+    cabinet_id = machine["cabinets"][0]["id"]
+    planogram = await client.put(
+        f"/api/v1/vending/cabinets/{cabinet_id}/planogram",
+        headers=headers,
+        json={
+            "slots": [{"slot": "A1", "product_id": product["id"], "capacity": 8, "par_level": 6}]
+        },
+    )
+    assert planogram.status_code == 200, planogram.text
+    catalog_ids = {
+        "product_id": product["id"],
+        "cabinet_id": cabinet_id,
+        "planogram_id": planogram.json()["id"],
+    }
     return {
+        **catalog_ids,
         "channel_id": channel["id"],
         "delivery_id": test.json()["id"],
         "notification_id": str(notification.id),

@@ -16,6 +16,7 @@ from fleetcore.config import ConfigError, Settings, load_settings
 from fleetcore.logging import configure_logging
 from fleetcore.simulator import cli as simulator_cli
 from fleetcore.telemetry import cli as telemetry_cli
+from fleetcore.vending import cli as vending_cli
 
 if TYPE_CHECKING:
     from fleetcore.simulator.provision import Fleet
@@ -299,6 +300,8 @@ def create_superuser(
 app.command("export")(telemetry_cli.export)
 app.command("import")(telemetry_cli.import_)
 app.command("simulate")(simulator_cli.simulate)
+
+app.add_typer(vending_cli.dex_app, name="dex")  # vending (issue 15): fleetcore dex parse
 
 
 def main() -> None:

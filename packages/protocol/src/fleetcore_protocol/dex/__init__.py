@@ -19,6 +19,7 @@ from fleetcore_protocol.dex.model import (
     SoldOut,
     WarningCode,
 )
+from fleetcore_protocol.dex.parser import parse
 
 __all__ = [
     "DAMAGING",
@@ -38,4 +39,5 @@ __all__ = [
     "ReadInfo",
     "SoldOut",
     "WarningCode",
+    "parse",
 ]

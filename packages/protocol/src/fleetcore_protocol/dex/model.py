@@ -27,17 +27,21 @@ class WarningCode(StrEnum):
     BAD_CHARACTER = "BAD_CHARACTER"  # a byte outside 0x20-0x7E in a line
     TRUNCATED = "TRUNCATED"  # the input ends before SE / DXE
     TEXT_BEFORE_DXS = "TEXT_BEFORE_DXS"
+    MISSING_DXS = "MISSING_DXS"  # an ST set with no DXS envelope before it
     TEXT_AFTER_DXE = "TEXT_AFTER_DXE"
     MULTIPLE_SETS = "MULTIPLE_SETS"  # several ST sets in one file (each returned)
     LOOP_SEGMENTS = "LOOP_SEGMENTS"  # LS/LE loop markers (skipped, not counted by SE)
     MIXED_LINE_ENDS = "MIXED_LINE_ENDS"
     ORPHAN_SEGMENT = "ORPHAN_SEGMENT"  # e.g. PA2 before any PA1
     OUTSIDE_SET = "OUTSIDE_SET"  # a data segment between DXS and ST, or after SE
+    TOO_LARGE = "TOO_LARGE"  # more products/events/price lines than any machine sends; rest dropped
 
 
 # Warnings that make an audit unfit for accounting until a person accepts it: the data may
 # be incomplete or altered. The others describe a file that is odd but intact.
-DAMAGING = frozenset({WarningCode.CRC_MISMATCH, WarningCode.TRUNCATED, WarningCode.NOT_DEX})
+DAMAGING = frozenset(
+    {WarningCode.CRC_MISMATCH, WarningCode.TRUNCATED, WarningCode.NOT_DEX, WarningCode.TOO_LARGE}
+)
 
 
 @dataclass(frozen=True, slots=True)
