@@ -7,7 +7,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -19,6 +19,14 @@ from fleetcore.db import Database
 from tests.conftest import client_for
 from tests.support.devices import new_device
 from tests.support.tenants import Tenant
+from tests.support.vending_catalog import (
+    driver_route,
+    new_machine,
+    new_product,
+    put_planogram,
+    seed_sales,
+    seed_visits,
+)
 from tests.support.vending_fleet import DAMAGED_WARNING, MONTH, TODAY, WEEK, Fleet, seed_fleet
 
 
@@ -239,3 +247,138 @@ async def test_a_viewer_gets_no_write_buttons(app: FastAPI, tenant: Tenant, flee
         assert 'method="post" action="/vending' not in answer.text, name
         assert 'action="/service-orders' not in answer.text, name
         assert "hx-post" not in answer.text, name
+
+
+def csrf_of(page: httpx.Response) -> str:
+    found = re.search(r'data-csrf="([^"]+)"', page.text)
+    assert found, "the page carries no CSRF token"
+    return found.group(1)
+
+
+async def test_a_manager_adds_a_product_with_the_form(
+    app: FastAPI, tenant: Tenant, fleet: Fleet
+) -> None:
+    async with signed_in(app, tenant, Role.MANAGER) as http:
+        csrf = csrf_of(await http.get("/vending/products"))
+        form = {"name": "Lemonade", "sku": "LEM-33", "default_price": "2.20", "case_size": "24"}
+        refused = await http.post("/vending/products", data=form)
+        assert refused.status_code == 403
+        assert refused.json()["error"]["code"] == "CSRF_FAILED"
+        added = await http.post("/vending/products", data={**form, "csrf_token": csrf})
+        assert added.status_code == 303
+        listed = await http.get(added.headers["location"])
+        row = listed.text[listed.text.index("Lemonade") :].split("</tr>")[0]
+        assert "LEM-33" in row
+        assert "2.20" in row
+        # Refused input comes back in the form with what is wrong, nothing added.
+        again = await http.post("/vending/products", data={**form, "csrf_token": csrf})
+        assert again.status_code == 422
+        assert 'class="form-errors"' in again.text
+        assert "sku:" in again.text
+        bad = await http.post(
+            "/vending/products",
+            data={"name": "Bad", "default_price": "-1", "csrf_token": csrf},
+        )
+        assert bad.status_code == 422
+        assert "default_price:" in bad.text
+        assert 'value="-1"' in bad.text  # what was typed is kept
+        assert "<td>Bad</td>" not in bad.text
+    async with signed_in(app, tenant, Role.VIEWER) as http:
+        csrf = csrf_of(await http.get("/vending/products"))
+        denied = await http.post("/vending/products", data={"name": "X", "csrf_token": csrf})
+        assert denied.status_code == 403
+        assert denied.json()["error"]["code"] == "PERMISSION_DENIED"
+
+
+async def test_the_planogram_page_shows_and_applies_the_suggestion(
+    app: FastAPI, client: httpx.AsyncClient, tenant: Tenant, db: Database
+) -> None:
+    planogram_id = await suggested_cabinet(client, tenant, db)
+    async with signed_in(app, tenant, Role.MANAGER) as http:
+        page = await http.get(f"/vending/planograms/{planogram_id}")
+        assert page.status_code == 200, page.text[:500]
+        diff = section(page.text, "data-suggestion")
+        a1 = diff[diff.index('data-change="A1"') :].split("</tr>")[0]
+        assert "capacity 8" in a1
+        assert "capacity 20" in a1
+        assert "sold out 5 of the last 7 visits" in a1
+        assert 'data-change="A2"' in diff  # a donor of facings
+        assert "Apply as version 2" in diff
+        applied = await http.post(
+            f"/vending/planograms/{planogram_id}/apply",
+            data={"csrf_token": csrf_of(page), "based_on_version": "1"},
+        )
+        assert applied.status_code == 303, applied.text
+        new = await http.get(applied.headers["location"])
+        assert "Planogram v2" in new.text
+        assert "suggestion" in new.text
+        a1_row = new.text[new.text.index('<tr data-slot="A1"') :].split("</tr>")[0]
+        assert '<td class="num">20</td>' in a1_row
+        stale = await http.post(
+            f"/vending/planograms/{planogram_id}/apply",
+            data={"csrf_token": csrf_of(page), "based_on_version": "1"},
+        )
+        assert stale.status_code == 409  # the page was out of date: nothing applied twice
+        old = await http.get(f"/vending/planograms/{planogram_id}")
+        assert "Suggestions are made for the current version" in old.text
+    async with signed_in(app, tenant, Role.VIEWER) as http:
+        shown = await http.get(applied.headers["location"])
+        assert "/apply" not in shown.text
+
+
+async def test_too_few_data_says_so_instead_of_suggesting(
+    app: FastAPI, tenant: Tenant, fleet: Fleet
+) -> None:
+    async with signed_in(app, tenant, Role.MANAGER) as http:
+        page = await http.get(f"/vending/planograms/{fleet.planogram}")
+    diff = section(page.text, "data-suggestion")
+    assert 'data-suggestion-status="insufficient_data"' in diff
+    assert "visits: 0 service visits recorded, 3 needed" in diff
+    assert "/apply" not in diff
+
+
+async def suggested_cabinet(client: httpx.AsyncClient, tenant: Tenant, db: Database) -> str:
+    """A cabinet whose A1 sells out at 5 of 7 visits (as in test_vending_suggestions); the
+    id of its planogram version 1."""
+    route_id = await driver_route(db, tenant)
+    machine = await new_machine(client, tenant, route_id=str(route_id))
+    cabinet_id = machine["cabinets"][0]["id"]
+    ids = {
+        name: (
+            await new_product(
+                client, tenant, name=name, category=cat, unit_cost="0.3", default_price=price
+            )
+        )["id"]
+        for name, cat, price in (
+            ("Cola", "drinks", "1.50"),
+            ("Chips", "snacks", "1.00"),
+            ("Nuts", "snacks", "1.20"),
+        )
+    }
+    slots = [
+        {"slot": "A1", "product_id": ids["Cola"], "capacity": 8, "par_level": 8},
+        {"slot": "A2", "product_id": ids["Chips"], "capacity": 10, "par_level": 6},
+        {"slot": "A3", "product_id": ids["Nuts"], "capacity": 10, "par_level": 5},
+    ]
+    put = await put_planogram(client, tenant, cabinet_id, slots)
+    assert put.status_code == 200, put.text
+    now = datetime.now(UTC)
+    weekly = {"A1": 28, "A2": 4, "A3": 7}
+    product_of = {"A1": ids["Cola"], "A2": ids["Chips"], "A3": ids["Nuts"]}
+    rows = [
+        (
+            slot,
+            product_of[slot],
+            units,
+            now - timedelta(days=7 * (week + 1)),
+            now - timedelta(days=7 * week),
+        )
+        for week in range(4)
+        for slot, units in weekly.items()
+    ]
+    await seed_sales(db, tenant, machine["device_id"], cabinet_id, rows)
+    visits = [
+        (now - timedelta(days=4 * k), {"A1": k < 5, "A2": False, "A3": False}) for k in range(7)
+    ]
+    await seed_visits(db, tenant, route_id, machine["device_id"], cabinet_id, visits)
+    return str(put.json()["id"])

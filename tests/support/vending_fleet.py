@@ -69,7 +69,7 @@ async def seed_fleet(
 ) -> Fleet:
     """Write the fleet for two existing devices of `tenant`."""
     org = tenant.org_id
-    async with db.session() as session:
+    async with db.session(write=True) as session:
         products = {
             name: Product(
                 organization_id=org,

@@ -17,9 +17,10 @@ from fastapi.responses import HTMLResponse
 from fleetcore.auth.principal import Principal, Role
 from fleetcore.dashboard.web import AnyContext, Context, principal_of, render
 from fleetcore.deps import SessionDep
-from fleetcore.vending import route_views, views
+from fleetcore.vending import catalog_pages, route_views, suggestions, views
 
 router = APIRouter(include_in_schema=False)
+router.include_router(catalog_pages.router)
 
 
 def _now() -> datetime:
@@ -70,12 +71,18 @@ async def planogram(planogram_id: uuid.UUID, session: SessionDep, context: Conte
     """One planogram version, its history, and the cabinet's current suggestion."""
     principal = principal_of(context)
     view = await views.planogram_page(session, principal, planogram_id)
+    # Advice is for the current version only: a past one is history.
+    suggestion = (
+        await suggestions.cabinet_suggestion(session, principal, view.cabinet.id)
+        if view.current
+        else None
+    )
     return render(
         context,
         "vending/planogram.html",
         view=view,
-        suggestion=None,
-        changes=[],
+        suggestion=suggestion,
+        changes=catalog_pages.slot_diff(view.slots, suggestion) if suggestion else [],
         can_apply=principal.has(Role.MANAGER),
     )
 

@@ -21,7 +21,7 @@ from fleetcore.auth.principal import Principal
 from fleetcore.devices.models import Device
 from fleetcore.errors import NotFound
 from fleetcore.vending import scope
-from fleetcore.vending.machines import cabinets_of
+from fleetcore.vending.machines import cabinets_of, current_planograms, estimated_stock
 from fleetcore.vending.models import (
     Audit,
     Cabinet,
@@ -117,13 +117,6 @@ class MachineView:
 def _names() -> Any:
     """Device id and name of live devices (a deleted device's machine is not shown)."""
     return and_(Device.id == Machine.device_id, Device.deleted_at.is_(None))
-
-
-def estimated_stock(stock: SlotStock | None) -> int | None:
-    """Fill level at the last fill minus what sold since; None when never filled."""
-    if stock is None or stock.fill_level is None:
-        return None
-    return max(stock.fill_level - stock.sold_since_fill, 0)
 
 
 def _sold_out_condition() -> ColumnElement[bool]:
@@ -269,7 +262,9 @@ async def machine_page(
     name = (await machine_names(session, principal, [device_id])).get(device_id)
     if name is None:  # the device was deleted: its vending side goes with it
         raise NotFound("vending machine not found", code="MACHINE_NOT_FOUND")
-    cabinets = [await _cabinet(session, c) for c in await cabinets_of(session, device_id)]
+    found = await cabinets_of(session, device_id)
+    current = await current_planograms(session, [c.id for c in found])
+    cabinets = [await _cabinet(session, c, current.get(c.id)) for c in found]
     days, units, revenue = await _daily(session, device_id, now=now)
     audits = await session.scalars(
         select(Audit)
@@ -281,19 +276,9 @@ async def machine_page(
     return MachineView(machine, name, cabinets, days, units, revenue, list(audits))
 
 
-async def current_planogram(session: AsyncSession, cabinet_id: uuid.UUID) -> Planogram | None:
-    """The highest version of a cabinet's planogram."""
-    found: Planogram | None = await session.scalar(
-        select(Planogram)
-        .where(Planogram.cabinet_id == cabinet_id)
-        .order_by(Planogram.version.desc())
-        .limit(1)
-    )
-    return found
-
-
-async def _cabinet(session: AsyncSession, cabinet: Cabinet) -> CabinetView:
-    planogram = await current_planogram(session, cabinet.id)
+async def _cabinet(
+    session: AsyncSession, cabinet: Cabinet, planogram: Planogram | None
+) -> CabinetView:
     if planogram is None:
         return CabinetView(cabinet, None, [])
     stocks = {
