@@ -140,8 +140,25 @@ async def create_objects(app: FastAPI, client: httpx.AsyncClient, tenant: Tenant
         "cabinet_id": cabinet_id,
         "planogram_id": planogram.json()["id"],
     }
+    # -- vending service: a route with the sweep machine, and a service order ---------------
+    route = await post("/api/v1/vending/routes", {"name": f"sweep route {tag}"})
+    machines = await client.put(
+        f"/api/v1/vending/routes/{route['id']}/machines",
+        headers=headers,
+        json={"device_ids": [device_id]},
+    )
+    assert machines.status_code == 200, machines.text
+    order = await post(
+        f"/api/v1/vending/routes/{route['id']}/service-orders", {"service_date": "2030-01-15"}
+    )
+    service_ids = {
+        "route_id": route["id"],
+        "order_id": order["id"],
+        "line_id": str(order["stops"][0]["cabinets"][0]["lines"][0]["id"]),
+    }
     return {
         **catalog_ids,
+        **service_ids,
         "channel_id": channel["id"],
         "delivery_id": test.json()["id"],
         "notification_id": str(notification.id),
@@ -193,6 +210,8 @@ def example(spec: dict[str, Any], schema: dict[str, Any]) -> Any:
         return "sweep@example.com"
     if fmt == "date-time":
         return "2030-01-01T00:00:00Z"
+    if fmt == "date":
+        return "2030-01-01"
     return "x" * max(int(schema.get("minLength", 1)), 1)
 
 

@@ -72,3 +72,21 @@ async def make_superuser(client: httpx.AsyncClient, db: Database) -> dict[str, s
         )
     token = (await login(client, email))["access_token"]
     return {"Authorization": f"Bearer {token}"}
+
+
+# -- vending service (routes and drivers) ---------------------------------------------------
+async def driver_headers(
+    client: httpx.AsyncClient, db: Database, tenant: Tenant
+) -> tuple[uuid.UUID, dict[str, str]]:
+    """Another route driver of the tenant, signed in: (user id, auth headers)."""
+    email = f"driver-{uuid.uuid4().hex[:8]}@{tenant.slug}.example.com"
+    async with db.session() as session:
+        user = await users.create_user(
+            session,
+            None,
+            data=UserIn(
+                email=email, password=PASSWORD, role=Role.DRIVER, organization_id=tenant.org_id
+            ),
+        )
+    token = (await login(client, email))["access_token"]
+    return user.id, {"Authorization": f"Bearer {token}"}

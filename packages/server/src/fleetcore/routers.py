@@ -31,6 +31,7 @@ from fleetcore.telemetry.retention_router import router as retention_router
 from fleetcore.telemetry.router import router as telemetry_router
 from fleetcore.vending.catalog_router import router as vending_catalog_router
 from fleetcore.vending.pages import router as vending_pages
+from fleetcore.vending.service_router import router as vending_service_router
 
 API_ROUTERS: tuple[APIRouter, ...] = (
     live_router,
@@ -49,6 +50,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     retention_router,
     telemetry_query_router,
     vending_catalog_router,
+    vending_service_router,  # vending: routes and service orders
     # Last: its ThingsBoard route /api/v1/{token}/telemetry must not shadow the others.
     telemetry_router,
 )

@@ -121,6 +121,7 @@ class Machine(Base):
     route_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("vending_routes.id", ondelete="SET NULL"), index=True
     )
+    route_position: Mapped[int] = mapped_column(Integer, default=0)  # visit order on the route
     location: Mapped[str] = mapped_column(String(200), default="")
     # ID101 of the machine's audits; None = learnt from the first accepted audit.
     dex_serial: Mapped[str | None] = mapped_column(String(64))
@@ -355,6 +356,9 @@ class PickLine(Base):
     estimated_stock: Mapped[int | None] = mapped_column(Integer)  # None: unknown, fill to par
     planned: Mapped[int] = mapped_column(Integer)
     filled: Mapped[int | None] = mapped_column(Integer)
+    # The estimate when the driver first recorded the fill (None: unknown), so a corrected
+    # fill recomputes the slot's level from the same starting point.
+    stock_before: Mapped[int | None] = mapped_column(Integer)
     sold_out: Mapped[bool] = mapped_column(Boolean, default=False)  # found empty at the visit
     filled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     filled_by: Mapped[uuid.UUID | None] = mapped_column(Uuid)
