@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from fleetcore.auth.deps import SESSION_COOKIE
 from fleetcore.auth.principal import Role
 from fleetcore.db import Database
+from fleetcore.vending.models import SlotStock
 from tests.conftest import client_for
 from tests.support.devices import new_device
 from tests.support.tenants import Tenant
@@ -382,3 +383,65 @@ async def suggested_cabinet(client: httpx.AsyncClient, tenant: Tenant, db: Datab
     ]
     await seed_visits(db, tenant, route_id, machine["device_id"], cabinet_id, visits)
     return str(put.json()["id"])
+
+
+async def test_a_driver_works_the_pick_list_with_page_writes(
+    app: FastAPI, tenant: Tenant, fleet: Fleet, db: Database
+) -> None:
+    order = f"/service-orders/{fleet.order}"
+    async with signed_in(app, tenant, Role.DRIVER) as http:
+        page = await http.get(order)
+        csrf = csrf_of(page)
+        htmx = {"HX-Request": "true", "X-CSRF-Token": csrf}
+        assert (await http.post(f"{order}/start")).status_code == 403  # no CSRF token
+        started = await http.post(f"{order}/start", data={"csrf_token": csrf})
+        assert started.status_code == 303
+        page = await http.get(order)
+        assert page.text.count('class="fill-form"') == 3
+        line = fleet.lines["A1"]
+        filled = await http.post(f"{order}/lines/{line}", headers=htmx, data={"filled": "4"})
+        assert filled.status_code == 200, filled.text
+        assert text_of(filled.text, "data-filled") == "4"
+        assert filled.text.lstrip().startswith(f'<li class="pick-line done" id="line-{line}"')
+        for value, code in (("abc", "VALIDATION_ERROR"), ("11", "ABOVE_CAPACITY")):
+            bad = await http.post(f"{order}/lines/{line}", headers=htmx, data={"filled": value})
+            assert bad.status_code == 422, value
+            assert bad.json()["error"]["code"] == code
+        plain = await http.post(
+            f"{order}/lines/{fleet.lines['A2']}",
+            data={"filled": "5", "sold_out": "1", "csrf_token": csrf},
+        )
+        assert plain.status_code == 303  # without JavaScript: back to the line
+        assert plain.headers["location"] == f"{order}#line-{fleet.lines['A2']}"
+        unvisited = await http.post(f"{order}/complete", data={"csrf_token": csrf})
+        assert unvisited.status_code == 409
+        assert unvisited.json()["error"]["code"] == "VISITS_UNSERVICED"
+        bad_cash = await http.post(
+            f"{order}/visits/{fleet.machine}/cash", headers=htmx, data={"amount": "ten"}
+        )
+        assert bad_cash.status_code == 422
+        cash = await http.post(
+            f"{order}/visits/{fleet.machine}/cash", headers=htmx, data={"amount": "12.5"}
+        )
+        assert cash.status_code == 200, cash.text
+        assert "Recorded 12.50" in cash.text
+        other = await http.post(
+            f"/service-orders/{fleet.other_order}/start", data={"csrf_token": csrf}
+        )
+        assert other.status_code == 404
+        done = await http.post(f"{order}/complete", data={"csrf_token": csrf})
+        assert done.status_code == 303
+        page = await http.get(order)
+        assert text_of(page.text, "data-order-state") == "completed"
+        assert "fill-form" not in page.text
+    async with db.session() as session:
+        stock = await session.get_one(SlotStock, {"cabinet_id": fleet.cabinet, "slot": "A2"})
+        assert (stock.fill_level, stock.sold_since_fill) == (5, 0)
+
+
+async def test_a_viewer_cannot_work_an_order(app: FastAPI, tenant: Tenant, fleet: Fleet) -> None:
+    async with signed_in(app, tenant, Role.VIEWER) as http:
+        csrf = csrf_of(await http.get(f"/service-orders/{fleet.order}"))
+        refused = await http.post(f"/service-orders/{fleet.order}/start", data={"csrf_token": csrf})
+        assert refused.status_code == 403
+        assert refused.json()["error"]["code"] == "PERMISSION_DENIED"

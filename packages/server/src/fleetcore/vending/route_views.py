@@ -57,7 +57,7 @@ async def routes_page(
         await session.scalars(
             select(Machine)
             .where(Machine.route_id.in_(ids), scope.machine_visible(principal))
-            .order_by(Machine.location, Machine.device_id)
+            .order_by(Machine.route_position, Machine.location, Machine.device_id)
         )
     )
     names = await machine_names(session, principal, [m.device_id for m in machines])
