@@ -18,6 +18,7 @@ from fleetcore.auth.principal import Role
 from fleetcore.db import Database
 from fleetcore.deadletters.sink import DeadLetterSink
 from fleetcore.notifications.models import Notification
+from fleetcore_protocol.dex.writer import MachineAudit, write
 from tests.support.tenants import Tenant
 
 # Path parameters that are not object ids, with a value valid in form.
@@ -156,9 +157,18 @@ async def create_objects(app: FastAPI, client: httpx.AsyncClient, tenant: Tenant
         "order_id": order["id"],
         "line_id": str(order["stops"][0]["cabinets"][0]["lines"][0]["id"]),
     }
+    # Vending accounting: the machine uploads a DEX audit.
+    audit_file = write(MachineAudit(serial=f"SWEEP-{tag}", read_at=datetime(2025, 1, 1)))
+    uploaded = await client.post(
+        "/api/v1/devices/me/dex",
+        headers={"X-Device-Token": device["access_token"]},
+        content=audit_file,
+    )
+    assert uploaded.status_code == 200, uploaded.text
     return {
         **catalog_ids,
         **service_ids,
+        "audit_id": str(uploaded.json()["audits"][0]["id"]),
         "channel_id": channel["id"],
         "delivery_id": test.json()["id"],
         "notification_id": str(notification.id),

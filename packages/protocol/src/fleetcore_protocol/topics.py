@@ -28,6 +28,7 @@ class Channel(StrEnum):
     CONFIG = "config"
     ATTRIBUTE_REQUEST = "attribute_request"  # ThingsBoard: v1/devices/me/attributes/request/{id}
     CLIENT_RPC = "client_rpc"  # ThingsBoard: v1/devices/me/rpc/request/{id} (device asks)
+    DEX = "dex"  # a vending machine's DEX/EVA-DTS audit file, raw bytes
 
 
 # Which way each channel flows: up (device to platform) or down.
@@ -40,6 +41,7 @@ UPSTREAM = frozenset(
         Channel.COMMAND_RESULT,
         Channel.ATTRIBUTE_REQUEST,
         Channel.CLIENT_RPC,
+        Channel.DEX,
     }
 )
 
@@ -117,7 +119,7 @@ def parse(topic: str) -> Topic:
 
 
 _RPC_ID = re.compile(r"[0-9]{1,10}")
-_TB_UP = {"telemetry": Channel.TELEMETRY, "attributes": Channel.ATTRIBUTES}
+_TB_UP = {"telemetry": Channel.TELEMETRY, "attributes": Channel.ATTRIBUTES, "dex": Channel.DEX}
 _TB_UP_WITH_ID = {
     ("rpc", "response"): Channel.COMMAND_RESULT,  # the device answers a server-side RPC
     ("rpc", "request"): Channel.CLIENT_RPC,  # the device asks the platform
@@ -142,6 +144,8 @@ def _render_thingsboard(topic: Topic) -> str:
         return f"{THINGSBOARD_PREFIX}/telemetry"
     if topic.channel is Channel.ATTRIBUTES:
         return f"{THINGSBOARD_PREFIX}/attributes"
+    if topic.channel is Channel.DEX:
+        return f"{THINGSBOARD_PREFIX}/dex"
     if topic.channel is Channel.COMMANDS:
         return f"{THINGSBOARD_PREFIX}/rpc/request/{topic.command_id}"
     if topic.channel is Channel.COMMAND_RESULT:

@@ -45,6 +45,7 @@ from fleetcore.telemetry import partitions, retention
 from fleetcore.telemetry.pipeline import IngestPipeline
 from fleetcore.telemetry.writer import TelemetryWriter
 from fleetcore.templating import templates
+from fleetcore.vending.dex_messages import DexReceiver
 
 log = structlog.get_logger(__name__)
 
@@ -134,6 +135,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
             gateway.on_traffic = presence.seen
             gateway.listeners.append(commands)
             gateway.command_results = commands.mqtt_result
+            gateway.dex_uploads = DexReceiver(db, pipeline).receive
             # Last to start, first to stop: what it acknowledged is already in the pipeline.
             transport = EmbeddedTransport(settings, gateway)
             commands.transport = transport

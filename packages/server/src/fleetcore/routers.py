@@ -29,6 +29,7 @@ from fleetcore.status.router import router as status_router
 from fleetcore.telemetry.query_router import router as telemetry_query_router
 from fleetcore.telemetry.retention_router import router as retention_router
 from fleetcore.telemetry.router import router as telemetry_router
+from fleetcore.vending.audit_router import router as vending_audit_router
 from fleetcore.vending.catalog_router import router as vending_catalog_router
 from fleetcore.vending.pages import router as vending_pages
 from fleetcore.vending.service_router import router as vending_service_router
@@ -51,6 +52,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     telemetry_query_router,
     vending_catalog_router,
     vending_service_router,  # vending: routes and service orders
+    vending_audit_router,
     # Last: its ThingsBoard route /api/v1/{token}/telemetry must not shadow the others.
     telemetry_router,
 )

@@ -113,7 +113,7 @@ class CashFlow:
     manually_dispensed_reset: Decimal | None = None
     dispensed_init: Decimal | None = None
     manually_dispensed_init: Decimal | None = None
-    bills_whole_units: bool = False  # CA304/CA308 were read as whole currency units
+    bills_whole_units: bool = False  # CA304/CA308 read as whole units (segments.bills_whole_units)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from fleetcore_protocol.dex.lexer import Segment
@@ -365,12 +365,7 @@ class AuditBuilder:
 
     def result(self) -> dict[str, Any]:
         """The Audit keyword arguments gathered from the data segments."""
-        products = tuple(
-            replace(Product(**d.fields), by_payment=tuple(d.by_payment))
-            if d.by_payment
-            else Product(**d.fields)
-            for d in self.products
-        )
+        products = tuple(Product(**d.fields, by_payment=tuple(d.by_payment)) for d in self.products)
         return {
             **self.values,
             "currency": self.currency,

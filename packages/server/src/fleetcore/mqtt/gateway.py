@@ -132,6 +132,9 @@ class DeviceListener(Protocol):
 CommandResults = Callable[
     [auth_cache.IngestDevice, str, dict[str, Any], bool], Awaitable[int | None]
 ]
+# A DEX audit file from a device: (device, payload) -> None once stored (and accounted),
+# else the dead letter's (reason, detail). The vending module provides it.
+DexUploads = Callable[[auth_cache.IngestDevice, bytes], Awaitable[tuple[str, str] | None]]
 
 
 class MqttGateway:
@@ -158,6 +161,7 @@ class MqttGateway:
         self._stop_listening: list[Callable[[], None]] = []
         self.listeners: list[DeviceListener] = []
         self.command_results: CommandResults | None = None
+        self.dex_uploads: DexUploads | None = None
         # Called as each device message arrives (presence: online, last seen).
         self.on_traffic: Callable[[auth_cache.IngestDevice], None] | None = None
 
@@ -294,6 +298,10 @@ class MqttGateway:
             return self._spawn(self._attribute_request(principal, topic, request))
         if channel is Channel.CLIENT_RPC:
             return self._client_rpc(principal, topic, message)
+        if channel is Channel.DEX:
+            if self.dex_uploads is None:
+                return self._dead(principal, message, "unknown_topic", "no DEX audits here")
+            return self._in_lane(principal, self._dex(principal, message))
         raise AssertionError(channel)  # pragma: no cover - UPSTREAM is exhaustive
 
     def _telemetry(self, principal: DevicePrincipal, message: Inbound) -> Verdict:
@@ -387,6 +395,14 @@ class MqttGateway:
         return await self.command_results(
             principal.device, topic.command_id, body, topic.device_id is None
         )
+
+    async def _dex(self, principal: DevicePrincipal, message: Inbound) -> int | None:
+        """Stored (PUBACK after the commit), or a dead letter when it is no DEX file."""
+        assert self.dex_uploads is not None
+        refused = await self.dex_uploads(principal.device, message.payload)
+        if refused is None:
+            return None
+        return self._dead(principal, message, *refused)
 
     async def _store_events(self, principal: DevicePrincipal, parsed: Sequence[Any]) -> None:
         async with self.database.session() as session:

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import exists, func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcore.audit import service as audit
 from fleetcore.auth.principal import Principal, Role
+from fleetcore.db import new_id, utcnow
 from fleetcore.devices.models import Device
 from fleetcore.devices.service import get_device
 from fleetcore.errors import Conflict, Invalid, NotFound, flush_or_conflict
@@ -39,6 +39,7 @@ from fleetcore.vending.models import (
     Sale,
     SlotStock,
 )
+from fleetcore.vending.upsert import insert_or_ignore
 
 DEFAULT_CABINET = "main"
 
@@ -48,18 +49,44 @@ async def ensure_machine(
 ) -> Machine:
     """The device's vending machine, created with one cabinet ("main") if it has none.
 
-    The caller has already checked the device belongs to `organization_id`; flushes, does
-    not commit.
+    The caller has already checked the device belongs to `organization_id`; does not
+    commit. Two first uploads of one device at once both succeed (see insert_machine).
     """
     machine = await session.get(Machine, device_id)
-    if machine is not None:
-        return machine
-    machine = Machine(device_id=device_id, organization_id=organization_id)
-    session.add(machine)
-    await session.flush()
-    session.add(Cabinet(organization_id=organization_id, device_id=device_id, name=DEFAULT_CABINET))
-    await session.flush()
+    if machine is None:
+        await insert_machine(session, organization_id=organization_id, device_id=device_id)
+        machine = await session.get(Machine, device_id)
+    assert machine is not None
     return machine
+
+
+async def insert_machine(
+    session: AsyncSession, *, organization_id: uuid.UUID, device_id: uuid.UUID
+) -> bool:
+    """Insert the machine and its "main" cabinet; False when the machine exists already.
+
+    INSERT ... ON CONFLICT DO NOTHING: of two concurrent inserts the database lets one in
+    and the other (waiting for it, on PostgreSQL) inserts nothing, without an error.
+    """
+    created = await insert_or_ignore(
+        session,
+        Machine,
+        {"device_id": device_id, "organization_id": organization_id, "created_at": utcnow()},
+    )
+    if created:
+        await insert_or_ignore(
+            session,
+            Cabinet,
+            {
+                "id": new_id(),
+                "organization_id": organization_id,
+                "device_id": device_id,
+                "name": DEFAULT_CABINET,
+                "position": 0,
+                "created_at": utcnow(),
+            },
+        )
+    return created
 
 
 async def cabinets_of(session: AsyncSession, device_id: uuid.UUID) -> list[Cabinet]:
@@ -172,16 +199,14 @@ async def create_machine(
         await scope.get_route(session, principal, data.route_id)
     if await session.get(Machine, data.device_id) is not None:
         raise machine_exists()
-    try:
-        machine = await ensure_machine(
-            session, organization_id=principal.org_id, device_id=data.device_id
-        )
-    except IntegrityError:
-        # Another request made it a machine since the check: the primary key decided.
-        await session.rollback()
-        if await session.get(Machine, data.device_id) is not None:
-            raise machine_exists() from None
-        raise
+    # Another request made it a machine since the check: the primary key decided.
+    if not await insert_machine(
+        session, organization_id=principal.org_id, device_id=data.device_id
+    ):
+        raise machine_exists()
+    machine = await ensure_machine(
+        session, organization_id=principal.org_id, device_id=data.device_id
+    )
     machine.location = data.location
     machine.route_id = data.route_id
     machine.dex_serial = data.dex_serial
