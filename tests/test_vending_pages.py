@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import httpx
 import pytest
@@ -17,6 +18,8 @@ from fleetcore.auth.deps import SESSION_COOKIE
 from fleetcore.auth.principal import Role
 from fleetcore.db import Database
 from fleetcore.vending.models import SlotStock
+from fleetcore_protocol.dex.model import Counter
+from fleetcore_protocol.dex.writer import MachineAudit, Selection, write
 from tests.conftest import client_for
 from tests.support.devices import new_device
 from tests.support.tenants import Tenant
@@ -445,3 +448,58 @@ async def test_a_viewer_cannot_work_an_order(app: FastAPI, tenant: Tenant, fleet
         refused = await http.post(f"/service-orders/{fleet.order}/start", data={"csrf_token": csrf})
         assert refused.status_code == 403
         assert refused.json()["error"]["code"] == "PERMISSION_DENIED"
+
+
+def damaged_dex(serial: str, read_at: datetime, vends: int) -> bytes:
+    """A well-formed one-audit file with its G85 CRC made wrong (a transmission error)."""
+    paid = Counter(value_init=Decimal("1.50") * vends, count_init=vends)
+    selection = Selection("A1", Decimal("1.50"), paid=paid)
+    raw = write(MachineAudit(serial=serial, selections=[selection], read_at=read_at))
+    head, _, tail = raw.partition(b"G85*")
+    return head + b"G85*" + (b"0000" if tail[:4] != b"0000" else b"FFFF") + tail[4:]
+
+
+async def test_a_manager_accepts_or_rejects_a_damaged_audit_on_the_machine_page(
+    app: FastAPI, client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    device_id, token = await new_device(client, tenant, name="Depot")
+    read = datetime.now(UTC).replace(microsecond=0, tzinfo=None)
+    ids = []
+    for hours, vends in ((2, 10), (1, 14)):
+        sent = await client.post(
+            "/api/v1/devices/me/dex",
+            headers={"X-Device-Token": token, "Content-Type": "text/plain"},
+            content=damaged_dex("SN-9", read - timedelta(hours=hours), vends),
+        )
+        assert sent.status_code == 200, sent.text
+        ids.append(sent.json()["audits"][0]["id"])
+    first, second = ids
+    page_url = f"/vending/machines/{device_id}"
+    async with signed_in(app, tenant, Role.VIEWER) as http:
+        assert "/accept" not in (await http.get(page_url)).text
+    async with signed_in(app, tenant, Role.MANAGER) as http:
+        page = await http.get(page_url)
+        for audit_id in ids:
+            row = page.text[page.text.index(f'data-audit="{audit_id}"') :].split("</tr>")[0]
+            assert "damaged" in row
+            assert f'action="/vending/audits/{audit_id}/accept"' in row
+        csrf = csrf_of(page)
+        accepted = await http.post(f"/vending/audits/{first}/accept", data={"csrf_token": csrf})
+        assert accepted.status_code == 303
+        assert accepted.headers["location"].startswith(page_url)
+        rejected = await http.post(f"/vending/audits/{second}/reject", data={"csrf_token": csrf})
+        assert rejected.status_code == 303
+        again = await http.post(f"/vending/audits/{second}/accept", data={"csrf_token": csrf})
+        assert again.status_code == 409
+        page = await http.get(page_url)
+    rows = {
+        audit_id: page.text[page.text.index(f'data-audit="{audit_id}"') :].split("</tr>")[0]
+        for audit_id in ids
+    }
+    assert "state-audit-accepted" in rows[first]
+    assert "state-audit-rejected" in rows[second]
+    assert "/accept" not in page.text
+    listed = await client.get(
+        f"/api/v1/vending/audits/{first}", headers=tenant.headers(Role.VIEWER)
+    )
+    assert listed.json()["status"] == "accepted"

@@ -17,11 +17,19 @@ from fastapi.responses import HTMLResponse
 from fleetcore.auth.principal import Principal, Role
 from fleetcore.dashboard.web import AnyContext, Context, principal_of, render
 from fleetcore.deps import SessionDep
-from fleetcore.vending import catalog_pages, order_pages, route_views, suggestions, views
+from fleetcore.vending import (
+    catalog_pages,
+    order_pages,
+    review_pages,
+    route_views,
+    suggestions,
+    views,
+)
 
 router = APIRouter(include_in_schema=False)
 router.include_router(catalog_pages.router)
 router.include_router(order_pages.router)
+router.include_router(review_pages.router)
 
 
 def _now() -> datetime:
