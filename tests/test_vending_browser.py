@@ -91,6 +91,15 @@ async def test_a_manager_sees_the_fleet_and_a_machine_with_its_chart(
         await expect(page.locator('[data-slot="A1"] meter')).to_have_attribute("value", "6")
         await expect(page.locator("table.audits")).to_contain_text("damaged")
         await screenshot(page, "vending-machine")
+
+        await page.get_by_role("link", name="planogram v2").click()
+        await page.wait_for_url(f"{base}/vending/planograms/{fleet.planogram}")
+        await expect(page.locator('tr[data-slot="A2"]')).to_contain_text("Chips")
+        await expect(page.locator("[data-suggestion]")).to_contain_text("Too few data")
+        await screenshot(page, "vending-planogram")
+        await page.goto(f"{base}/vending/products")
+        await expect(page.locator("table.products tbody tr")).to_have_count(4)
+        await screenshot(page, "vending-products")
         console.assert_none()
     finally:
         await context.close()
@@ -137,6 +146,15 @@ async def test_a_driver_works_a_service_order_on_a_phone(
         await no_horizontal_overflow(page)
         assert await small_targets(page) == []
         await screenshot(page, "vending-phone-routes")
+
+        # Their machine fits the phone too (the chart drawn at its width).
+        await page.get_by_role("link", name="Lobby snacks").tap()
+        await page.wait_for_url(f"{base}/vending/machines/{fleet.machine}")
+        await expect(page.locator("#sales-chart")).to_have_attribute("data-rendered", "30")
+        await no_horizontal_overflow(page)
+        await screenshot(page, "vending-phone-machine")
+        await page.go_back()
+        await page.wait_for_url(f"{base}/vending/routes")
 
         await page.locator(f'[data-order="{fleet.order}"]').tap()
         await page.wait_for_url(f"{base}/service-orders/{fleet.order}")

@@ -225,6 +225,7 @@ async def test_a_driver_sees_only_their_routes_and_orders(
         machine = await http.get(f"/vending/machines/{fleet.machine}")
         assert machine.status_code == 200
         assert 'href="/devices/' not in machine.text
+        assert 'href="/vending/planograms/' not in machine.text  # a page they cannot open
         for path in (
             f"/service-orders/{fleet.other_order}",
             f"/vending/machines/{fleet.other_machine}",
