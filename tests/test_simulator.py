@@ -396,7 +396,12 @@ async def test_serve_demo_runs_simulated_devices_and_stops_cleanly(tmp_path: Pat
     assert len(stopped) == 1, output
     assert stopped[0]["errors"] == 0
     assert stopped[0]["refused"] == 0
-    assert stopped[0]["acked"] == _sqlite_count(database, "SELECT count(*) FROM ts_num") > 0
+    # The simulated sensors' readings (the demo's vending machines write sales series too).
+    sensors = (
+        "SELECT count(*) FROM ts_num WHERE series_id IN (SELECT s.id FROM ts_series s "
+        "JOIN devices d ON d.id = s.device_id WHERE d.name LIKE 'sim-%')"
+    )
+    assert stopped[0]["acked"] == _sqlite_count(database, sensors) > 0
     names = _sqlite_count(database, "SELECT count(*) FROM devices WHERE name LIKE 'sim-%'")
     assert names == DEMO_DEVICES
     rules = _sqlite_count(database, "SELECT count(*) FROM rules WHERE enabled")
@@ -427,7 +432,8 @@ async def test_serve_demo_without_simulation(tmp_path: Path) -> None:
         output = _stop(process)
     assert process.returncode in (0, 130, -signal.SIGINT), output  # uvicorn re-raises it
     assert "Simulating" not in output
-    assert _sqlite_count(tmp_path / "fleetcore.db", "SELECT count(*) FROM devices") == 3
+    # The demo's three devices and its vending machines (issue 15: simulator.vending_demo).
+    assert _sqlite_count(tmp_path / "fleetcore.db", "SELECT count(*) FROM devices") == 3 + 4
     assert _sqlite_count(tmp_path / "fleetcore.db", "SELECT count(*) FROM rules") == 0
 
 

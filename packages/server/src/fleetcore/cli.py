@@ -21,6 +21,7 @@ from fleetcore.vending import cli as vending_cli
 if TYPE_CHECKING:
     from fleetcore.simulator.provision import Fleet
     from fleetcore.simulator.runner import Simulation
+    from fleetcore.simulator.vending_demo import DemoVending, DemoVendingRun
 
 app = typer.Typer(
     help="Fleetcore IoT platform. Settings come from options, FLEETCORE_* variables, "
@@ -101,17 +102,22 @@ def serve(
             fg="red",
             bold=True,
         )
-    fleet = _prepare_demo(settings, simulate=simulate) if demo else None
+    prepared = _prepare_demo(settings, simulate=simulate) if demo else None
     from fleetcore.server import build_server, tune_gc
 
     server = build_server(settings)
     tune_gc()
-    if fleet is None:
+    if prepared is None:
         server.run()
     else:
         from fleetcore.simulator.inprocess import run_server_with
 
-        run_server_with(server, _demo_simulation(settings, fleet))
+        fleet, vending = prepared
+        run_server_with(
+            server,
+            None if fleet is None else _demo_simulation(settings, fleet),
+            _demo_vending(settings, vending, live=simulate),
+        )
     if not server.started:
         raise typer.Exit(1)
 
@@ -159,8 +165,8 @@ def db_current() -> None:
     asyncio.run(run())
 
 
-def _prepare_demo(settings: Settings, *, simulate: bool) -> Fleet | None:
-    """The demo data, its sign-in printed, and (with `simulate`) the simulated devices."""
+def _prepare_demo(settings: Settings, *, simulate: bool) -> tuple[Fleet | None, DemoVending]:
+    """The demo data, its sign-ins printed, and (with `simulate`) the simulated devices."""
     if settings.environment == "production":
         typer.echo(
             "fleetcore: --demo is refused in production (FLEETCORE_ENVIRONMENT=development "
@@ -177,12 +183,16 @@ def _prepare_demo(settings: Settings, *, simulate: bool) -> Fleet | None:
     from fleetcore.simulator.cli import DEFAULT_PROFILE
     from fleetcore.simulator.provision import provision
     from fleetcore.simulator.runner import readings_per_round
+    from fleetcore.simulator.vending_demo import ROUTE as VENDING_ROUTE
+    from fleetcore.simulator.vending_demo import ensure_demo_vending
 
-    async def run() -> tuple[str, str, str, Fleet | None]:
+    async def run() -> tuple[str, str, str, Fleet | None, DemoVending]:
         database = open_database(settings)
         fleet = None
         try:
             login = await ensure_demo(database)
+            vending = await ensure_demo_vending(database, organization=DEMO_SLUG)
+            vending.admin_email = login.email
             if simulate:
                 fleet = await provision(
                     database,
@@ -194,9 +204,9 @@ def _prepare_demo(settings: Settings, *, simulate: bool) -> Fleet | None:
                 await ensure_demo_rules(database, fleet.organization_id, fleet.profile_id)
         finally:
             await database.close()
-        return login.email, login.password, login.device_token, fleet
+        return login.email, login.password, login.device_token, fleet, vending
 
-    email, password, token, fleet = asyncio.run(run())
+    email, password, token, fleet, vending = asyncio.run(run())
     wildcard = settings.host in ("0.0.0.0", "::")  # noqa: S104 (only choosing what to print)
     url = f"http://{'127.0.0.1' if wildcard else settings.host}:{settings.port}"
     Console().print(
@@ -205,7 +215,10 @@ def _prepare_demo(settings: Settings, *, simulate: bool) -> Fleet | None:
             f"Open      {url}/auth/login\n"
             f"Email     {email}\n"
             f"Password  {password}   (new on every start)\n"
-            f"API docs  {url}/api/docs",
+            f"API docs  {url}/api/docs\n\n"
+            f"Vending   {url}/vending   (driver's pick lists: {url}/vending/routes)\n"
+            f"Driver    {vending.driver_email}\n"
+            f"Password  {vending.driver_password}   (new on every start)",
             title="sign in",
         )
     )
@@ -221,7 +234,13 @@ def _prepare_demo(settings: Settings, *, simulate: bool) -> Fleet | None:
             "readings/s once the server is up; --no-simulate turns them off, "
             "`fleetcore simulate` runs a bigger fleet.\n"
         )
-    return fleet
+    typer.echo(
+        f"Vending: {len(vending.fleet.machines)} machines on route {VENDING_ROUTE!r}; their "
+        "history (30 days of DEX audits, once per data directory) is accounted once the "
+        "server answers"
+        + (", then they send a DEX audit about once a minute.\n" if simulate else ".\n")
+    )
+    return fleet, vending
 
 
 def _demo_simulation(settings: Settings, fleet: Fleet) -> Simulation:
@@ -237,6 +256,21 @@ def _demo_simulation(settings: Settings, fleet: Fleet) -> Simulation:
     )
     transport = Transport.MQTT if settings.mqtt_port else Transport.HTTP
     return Simulation(fleet.devices, rate=inprocess.DEMO_RATE, transport=transport, target=target)
+
+
+def _demo_vending(settings: Settings, vending: DemoVending, *, live: bool) -> DemoVendingRun:
+    """The demo's vending history, then (`live`) its machines against this very server."""
+    from fleetcore.app import open_database
+    from fleetcore.simulator.cli import local_address
+    from fleetcore.simulator.vending_demo import DemoVendingRun
+
+    return DemoVendingRun(
+        vending,
+        open_database=lambda: open_database(settings),
+        admin_email=vending.admin_email,
+        http_url=f"http://{local_address(settings.host)}:{settings.port}",
+        live=live,
+    )
 
 
 @admin_app.command("create-superuser")

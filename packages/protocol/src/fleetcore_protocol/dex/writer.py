@@ -38,6 +38,7 @@ class Selection:
     sold_out: SoldOut | None = None  # PA5
     cash: Counter | None = None  # PA7 by cash (CA), summed into CA2
     cashless: Counter | None = None  # PA7 by cashless 1 (DA), summed into DA2
+    current_level: int | None = None  # PA108: units in the slot, for machines that count them
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +200,9 @@ def _product(s: Selection, places: int) -> list[str]:
             _text(s.name),
             _int(s.capacity),
             _int(s.par_level),
+            None,  # PA106 dispensed quantity
+            None,  # PA107 mechanism status
+            _int(s.current_level),
         ),
         _line("PA2", *_count_first(s.paid, places)),
     ]

@@ -10,17 +10,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from typing import TYPE_CHECKING, Annotated
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Protocol
 
 import typer
 
 if TYPE_CHECKING:
     from fleetcore.config import Settings
     from fleetcore.simulator.provision import Fleet
-    from fleetcore.simulator.runner import Outcome, Simulation, Target, Transport
+    from fleetcore.simulator.runner import Outcome, Target, Transport
 
 DEFAULT_PROFILE = "Simulated devices"
 DEFAULT_ORGANIZATION = "demo"
+DEFAULT_DEVICES = {"sensors": 10, "vending": 4}
+
+
+class Kind(StrEnum):
+    """What the simulated fleet is."""
+
+    SENSORS = "sensors"  # telemetry over MQTT or HTTP
+    VENDING = "vending"  # vending machines uploading DEX audits over HTTP
 
 
 def _positive(value: float | None) -> float | None:
@@ -49,8 +58,14 @@ def local_address(host: str) -> str:
 
 def simulate(
     devices: Annotated[
-        int, typer.Option("--devices", min=1, max=10_000, help="how many devices (sim-0001…)")
-    ] = 10,
+        int | None,
+        typer.Option(
+            "--devices",
+            min=1,
+            max=10_000,
+            help="how many devices (sim-0001…; vending: VSIM-0001…) [default: 10; vending 4]",
+        ),
+    ] = None,
     rate: Annotated[
         float,
         typer.Option("--rate", callback=_positive, help="readings per second, the whole fleet"),
@@ -77,10 +92,35 @@ def simulate(
     seed: Annotated[
         int, typer.Option(help="seed of the signal models (same seed, same values)")
     ] = 0,
+    kind: Annotated[
+        Kind, typer.Option(help="sensors (telemetry) or vending (DEX audits over HTTP)")
+    ] = Kind.SENSORS,
+    speed: Annotated[
+        float,
+        typer.Option(
+            callback=_positive,
+            help="vending: simulated seconds per real second (3600: an hour a second)",
+        ),
+    ] = 3600.0,
 ) -> None:
-    """Simulate a fleet: diurnal cycles, noise, drift and faults, at a total rate of readings."""
+    """Simulate a fleet: sensors (diurnal cycles, noise, drift and faults, at a total rate of
+    readings) or vending machines (sales by the hour, a DEX audit every few hours)."""
     settings = _load_settings()
     host = local_address(settings.host)
+    devices = devices or DEFAULT_DEVICES[kind.value]
+    if kind is Kind.VENDING:
+        from fleetcore.simulator.vending_cli import simulate_vending
+
+        simulate_vending(
+            settings,
+            organization=organization,
+            count=devices,
+            http_url=url or f"http://{host}:{settings.port}",
+            duration=duration,
+            seed=seed,
+            speed=speed,
+        )
+        return
     from fleetcore.errors import DomainError
     from fleetcore.simulator.runner import Target, Transport
 
@@ -155,7 +195,7 @@ async def _run(
     from fleetcore.simulator.status import StatusLine
 
     simulation = Simulation(fleet.devices, rate=rate, transport=transport, target=target, seed=seed)
-    _stop_on_signals(simulation)
+    stop_on_signals(simulation)
     done = asyncio.Event()
     status = asyncio.create_task(StatusLine(simulation, Console(stderr=True)).run(done))
     try:
@@ -165,7 +205,13 @@ async def _run(
         await status
 
 
-def _stop_on_signals(simulation: Simulation) -> None:
+class Stoppable(Protocol):
+    """A run that ends when its `stop` event is set."""
+
+    stop: asyncio.Event
+
+
+def stop_on_signals(simulation: Stoppable) -> None:
     """Ctrl-C (or SIGTERM) stops sending, waits for what is in flight, then disconnects;
     a second Ctrl-C interrupts that wait."""
     loop = asyncio.get_running_loop()

@@ -7,11 +7,13 @@ broker closes), so the dashboard of `make run` is alive without a second command
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
 import structlog
 import uvicorn
 
 from fleetcore.simulator.runner import Simulation
+from fleetcore.simulator.vending_runner import DexStats
 
 DEMO_DEVICES = 6
 DEMO_RATE = 3.0  # readings/s for the whole demo fleet: a message per device every 4 s
@@ -19,21 +21,53 @@ DEMO_RATE = 3.0  # readings/s for the whole demo fleet: a message per device eve
 log = structlog.get_logger(__name__)
 
 
-async def serve_with(server: uvicorn.Server, simulation: Simulation) -> None:
-    """Serve; once started, run `simulation` until the server is asked to stop."""
+class VendingRun(Protocol):
+    """Vending work beside the server (simulator.vending_demo.DemoVendingRun)."""
+
+    stop: asyncio.Event
+
+    async def run(self) -> DexStats:
+        """Work until `stop` is set."""
+
+
+async def serve_with(
+    server: uvicorn.Server, simulation: Simulation | None, vending: VendingRun | None = None
+) -> None:
+    """Serve; once started, run `simulation` and `vending` until the server is asked to stop."""
     serving = asyncio.create_task(server.serve())
     while not server.started:
         if serving.done():
             return await serving
         await asyncio.sleep(0.05)
-    running = asyncio.create_task(simulation.run())
+    running = asyncio.create_task(simulation.run()) if simulation is not None else None
+    selling = asyncio.create_task(vending.run()) if vending is not None else None
     while not server.should_exit:  # uvicorn sets it on SIGINT/SIGTERM, no event to await
         done, _ = await asyncio.wait(
-            {serving, running}, timeout=0.1, return_when=asyncio.FIRST_COMPLETED
+            {serving} | ({running} if running is not None else set()),
+            timeout=0.1,
+            return_when=asyncio.FIRST_COMPLETED,
         )
         if done:
             break
-    simulation.stop.set()
+    if simulation is not None:
+        simulation.stop.set()
+    if vending is not None and selling is not None:
+        vending.stop.set()
+        try:
+            stats = await selling
+        except Exception:  # as below: never the server's failure
+            log.exception("vending simulator failed")
+        else:
+            log.info(
+                "vending simulator stopped",
+                reads=stats.reads,
+                stored=stats.stored,
+                duplicates=stats.duplicates,
+                damaged=stats.damaged,
+                refused=stats.refused,
+            )
+    if running is None:
+        return await serving
     try:
         outcome = await running
     except Exception:  # the demo fleet failing must never take the server down
@@ -49,7 +83,9 @@ async def serve_with(server: uvicorn.Server, simulation: Simulation) -> None:
     await serving
 
 
-def run_server_with(server: uvicorn.Server, simulation: Simulation) -> None:
-    """`server.run()`, with the simulation beside it on the same event loop."""
+def run_server_with(
+    server: uvicorn.Server, simulation: Simulation | None, vending: VendingRun | None = None
+) -> None:
+    """`server.run()`, with the simulations beside it on the same event loop."""
     with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
-        runner.run(serve_with(server, simulation))
+        runner.run(serve_with(server, simulation, vending))
