@@ -12,7 +12,9 @@ CRC fails), a machine re-initialised (every counter back to zero just after a re
 the same file uploaded twice.
 
 Nothing here does I/O or reads the clock: the same seed and start give the same files.
-`Truth` keeps what really sold, for tests to compare with the platform's accounting.
+`Truth` keeps what really sold up to the last read, for tests to compare with the
+platform's accounting: a visit due at a read is carried out when the machine moves on
+(the next `next_read`), so its test vend never counts before a read can show it.
 """
 
 from __future__ import annotations
@@ -230,7 +232,7 @@ class _Slot:
 
 @dataclass(slots=True)
 class SlotTruth:
-    """What a slot really sold over the model's life (re-initialisations do not clear it)."""
+    """What a slot really sold up to the last read (re-initialisations do not clear it)."""
 
     units: int = 0
     revenue: Decimal = Decimal(0)
@@ -290,6 +292,7 @@ class VendingMachine:
             for s, p in self.slots.items()
         }
         self._next_visit = start.replace(hour=9, minute=0, second=0, microsecond=0)
+        self._visit_due: datetime | None = None  # a visit at the last read, not yet made
         self._reinitialised = False  # since the last read: the next one shows it
         self.next_read_at = start  # the first read: the machine as installed, all zero
 
@@ -306,6 +309,9 @@ class VendingMachine:
         the one that shows it (and says so); nothing sold is lost in between. `stamp` maps
         simulated times to the times written in the file (default: the same).
         """
+        if self._visit_due is not None:  # the driver read the machine, now fills it
+            self._visit(self._visit_due)
+            self._visit_due = None
         self._advance(self.next_read_at)
         at, self._number = self.next_read_at, self._number + 1
         reinitialise_after = odd is Odd.REINITIALISED
@@ -329,7 +335,9 @@ class VendingMachine:
         if self._reinitialised:
             self._reinitialise()
         if at >= self._next_visit:
-            self._visit(at)
+            # Made when the machine moves on: were it made now, `truth` would count a test
+            # vend that no read shows if this read were the last (the runner stops anywhere).
+            self._visit_due = at
         hours = self.read_every_h * self._rnd.uniform(0.75, 1.25)
         self.next_read_at = at + timedelta(hours=hours)
         return Read(self._number, at, data, odd)
@@ -362,6 +370,7 @@ class VendingMachine:
         self.clock = min(audit.read_time or now, now)
         self.next_read_at = now
         self._next_visit = now.replace(hour=9, minute=0, second=0, microsecond=0)
+        self._visit_due = None
 
     def _draw_odd(self) -> Odd | None:
         draw, rates = self._odd.random(), self.odd_rates
