@@ -13,8 +13,8 @@ the same file uploaded twice.
 
 Nothing here does I/O or reads the clock: the same seed and start give the same files.
 `Truth` keeps what really sold up to the last read, for tests to compare with the
-platform's accounting: a visit due at a read is carried out when the machine moves on
-(the next `next_read`), so its test vend never counts before a read can show it.
+platform's accounting: the test vend of a visit made just after a read joins it at the
+next read, so the truth never holds one that no read shows (the runner stops anywhere).
 """
 
 from __future__ import annotations
@@ -292,8 +292,8 @@ class VendingMachine:
             for s, p in self.slots.items()
         }
         self._next_visit = start.replace(hour=9, minute=0, second=0, microsecond=0)
-        self._visit_due: datetime | None = None  # a visit at the last read, not yet made
         self._reinitialised = False  # since the last read: the next one shows it
+        self._tested: str | None = None  # the slot test-vended since the last read
         self.next_read_at = start  # the first read: the machine as installed, all zero
 
     def next_read(
@@ -309,9 +309,9 @@ class VendingMachine:
         the one that shows it (and says so); nothing sold is lost in between. `stamp` maps
         simulated times to the times written in the file (default: the same).
         """
-        if self._visit_due is not None:  # the driver read the machine, now fills it
-            self._visit(self._visit_due)
-            self._visit_due = None
+        if self._tested is not None:  # the visit's test vend, in the file from this read on
+            self.truth[self._tested].test_vends += 1
+            self._tested = None
         self._advance(self.next_read_at)
         at, self._number = self.next_read_at, self._number + 1
         reinitialise_after = odd is Odd.REINITIALISED
@@ -335,9 +335,7 @@ class VendingMachine:
         if self._reinitialised:
             self._reinitialise()
         if at >= self._next_visit:
-            # Made when the machine moves on: were it made now, `truth` would count a test
-            # vend that no read shows if this read were the last (the runner stops anywhere).
-            self._visit_due = at
+            self._visit(at)
         hours = self.read_every_h * self._rnd.uniform(0.75, 1.25)
         self.next_read_at = at + timedelta(hours=hours)
         return Read(self._number, at, data, odd)
@@ -370,7 +368,7 @@ class VendingMachine:
         self.clock = min(audit.read_time or now, now)
         self.next_read_at = now
         self._next_visit = now.replace(hour=9, minute=0, second=0, microsecond=0)
-        self._visit_due = None
+        self._tested = None
 
     def _draw_odd(self) -> Odd | None:
         draw, rates = self._odd.random(), self.odd_rates
@@ -397,7 +395,7 @@ class VendingMachine:
         slot.level -= 1
         for counts in slot.test:
             counts.add(slot.plan.price)
-        self.truth[tested].test_vends += 1
+        self._tested = tested  # the truth counts it at the next read, the first to show it
         days = self._rnd.choice(VISIT_EVERY_DAYS)
         self._next_visit = (at + timedelta(days=days)).replace(hour=9, minute=0, second=0)
 
