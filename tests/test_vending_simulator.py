@@ -12,6 +12,7 @@ from collections import Counter as Tally
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -27,6 +28,7 @@ from fleetcore.simulator.vending import (
     NO_ODDITIES,
     Odd,
     OddRates,
+    SlotTruth,
     VendingMachine,
     ean13,
     fleet,
@@ -41,6 +43,7 @@ from fleetcore.simulator.vending_demo import (
 )
 from fleetcore.simulator.vending_fleet import ensure_driver, provision_vending
 from fleetcore.simulator.vending_runner import DEX_PATH, VendingSimulation, wall_now
+from fleetcore.vending.accounting import compute_interval
 from fleetcore.vending.models import (
     Audit,
     Cabinet,
@@ -54,6 +57,7 @@ from fleetcore.vending.models import (
     ServiceOrder,
     SlotStock,
 )
+from fleetcore.vending.snapshot import snapshot
 from fleetcore_protocol.dex import parse
 from fleetcore_protocol.dex.model import WarningCode
 from tests.support.env import fleetcore_env
@@ -149,6 +153,55 @@ def test_counters_grow_except_at_a_reinitialisation_and_match_the_truth() -> Non
         paid = products[slot].paid
         assert (paid.count_init, paid.value_init) == (truth.units, truth.revenue)
         assert products[slot].test.count_init == truth.test_vends
+
+
+def _sold(machine: VendingMachine) -> dict[str, tuple[object, ...]]:
+    return {
+        slot: (t.units, t.revenue, t.cash_units, t.cashless_units, t.test_vends, t.free_vends)
+        for slot, t in machine.truth.items()
+        if t != SlotTruth()
+    }
+
+
+def test_the_reads_show_all_the_truth_counts_wherever_the_run_stops() -> None:
+    """Stopped after any clean read, the reads account the truth exactly: nothing in the
+    truth that no read shows (a visit's test vend after the last read, a sale before it)."""
+    checked = visit_reads = 0
+    odd: Tally[Odd | None] = Tally()
+    for start in (START, START.replace(hour=10, minute=30), START.replace(hour=23, minute=50)):
+        machine = VendingMachine(machine_plan(1, 7), start=start, seed=7, odd=ODD)
+        accounted: dict[str, tuple[Any, ...]] = {}
+        previous: dict[str, object] | None = None
+        tested = 0
+        while machine.next_read_at <= start + timedelta(days=10):
+            read = machine.next_read()  # the truth is checked as it stands after each read
+            odd[read.odd] += 1
+            if sum(t.test_vends for t in machine.truth.values()) > tested:
+                visit_reads += 1  # the previous read was a visit's, and was checked
+                tested = sum(t.test_vends for t in machine.truth.values())
+            if read.odd is Odd.DAMAGED:
+                continue  # held by the platform: the next clean read covers its interval
+            current = snapshot(parse(read.data).audits[0])
+            for s in compute_interval(previous, current).slots:
+                row = (
+                    s.units,
+                    s.revenue,
+                    s.cash_units,
+                    s.cashless_units,
+                    s.test_vends,
+                    s.free_vends,
+                )
+                total = accounted.get(s.slot, (0, Decimal(0), 0, 0, 0, 0))
+                accounted[s.slot] = tuple(a + b for a, b in zip(total, row, strict=True))
+            previous = current
+            got = {slot: total for slot, total in accounted.items() if any(total)}
+            assert got == _sold(machine), (start, read.number, read.odd)
+            checked += 1
+    assert checked > 100
+    assert visit_reads >= 9
+    assert odd[Odd.DAMAGED]
+    assert odd[Odd.REINITIALISED]
+    assert odd[Odd.DUPLICATE]
 
 
 def test_sales_follow_the_day_and_products_differ() -> None:
@@ -287,7 +340,12 @@ async def test_the_platform_accounts_exactly_what_the_machines_sold(
     vending = await provision_vending(live_database, organization="vend-org", count=2, seed=7)
     async with serving(live_app) as address:
         simulation = VendingSimulation(
-            vending.machines, http_url=f"http://{address}", speed=86_400 * 2, seed=7, odd=ODD
+            vending.machines,
+            http_url=f"http://{address}",
+            speed=86_400 * 2,
+            seed=7,
+            odd=ODD,
+            start=START,  # the simulated days (visits at 9:00) do not follow the wall clock
         )
         running = asyncio.create_task(simulation.run())
         try:
@@ -299,7 +357,8 @@ async def test_the_platform_accounts_exactly_what_the_machines_sold(
         async with httpx.AsyncClient(base_url=f"http://{address}") as http:
             for machine, model in zip(vending.machines, simulation.models, strict=True):
                 model.odd_rates = NO_ODDITIES
-                read = model.next_read()
+                # Written at the real time, as the runner's are: the latest of the machine.
+                read = model.next_read(stamp=lambda _: wall_now())
                 answer = await http.post(
                     DEX_PATH, content=read.data, headers={"X-Device-Token": machine.token}
                 )

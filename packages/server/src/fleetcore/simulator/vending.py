@@ -12,7 +12,9 @@ CRC fails), a machine re-initialised (every counter back to zero just after a re
 the same file uploaded twice.
 
 Nothing here does I/O or reads the clock: the same seed and start give the same files.
-`Truth` keeps what really sold, for tests to compare with the platform's accounting.
+`Truth` keeps what really sold up to the last read, for tests to compare with the
+platform's accounting: the test vend of a visit made just after a read joins it at the
+next read, so the truth never holds one that no read shows (the runner stops anywhere).
 """
 
 from __future__ import annotations
@@ -230,7 +232,7 @@ class _Slot:
 
 @dataclass(slots=True)
 class SlotTruth:
-    """What a slot really sold over the model's life (re-initialisations do not clear it)."""
+    """What a slot really sold up to the last read (re-initialisations do not clear it)."""
 
     units: int = 0
     revenue: Decimal = Decimal(0)
@@ -291,6 +293,7 @@ class VendingMachine:
         }
         self._next_visit = start.replace(hour=9, minute=0, second=0, microsecond=0)
         self._reinitialised = False  # since the last read: the next one shows it
+        self._tested: str | None = None  # the slot test-vended since the last read
         self.next_read_at = start  # the first read: the machine as installed, all zero
 
     def next_read(
@@ -306,6 +309,9 @@ class VendingMachine:
         the one that shows it (and says so); nothing sold is lost in between. `stamp` maps
         simulated times to the times written in the file (default: the same).
         """
+        if self._tested is not None:  # the visit's test vend, in the file from this read on
+            self.truth[self._tested].test_vends += 1
+            self._tested = None
         self._advance(self.next_read_at)
         at, self._number = self.next_read_at, self._number + 1
         reinitialise_after = odd is Odd.REINITIALISED
@@ -362,6 +368,7 @@ class VendingMachine:
         self.clock = min(audit.read_time or now, now)
         self.next_read_at = now
         self._next_visit = now.replace(hour=9, minute=0, second=0, microsecond=0)
+        self._tested = None
 
     def _draw_odd(self) -> Odd | None:
         draw, rates = self._odd.random(), self.odd_rates
@@ -388,7 +395,7 @@ class VendingMachine:
         slot.level -= 1
         for counts in slot.test:
             counts.add(slot.plan.price)
-        self.truth[tested].test_vends += 1
+        self._tested = tested  # the truth counts it at the next read, the first to show it
         days = self._rnd.choice(VISIT_EVERY_DAYS)
         self._next_visit = (at + timedelta(days=days)).replace(hour=9, minute=0, second=0)
 

@@ -184,9 +184,13 @@ def _history(model: VendingMachine, index: int, now: datetime, last: int) -> lis
         forced.add((Odd.REINITIALISED, FORCED_REINIT[1]))
     pending = sorted(forced, key=lambda f: -f[1])  # the oldest first
     reads: list[Read] = []
+    # Today's sales visible by the hour: a read every 4 h from the daily read whose successor
+    # may fall within the last day (a daily read comes up to 1.25 days after the one before;
+    # switching later could leave the last read a day old, whatever the time of day).
+    hourly_from = now - timedelta(days=1, hours=1.25 * HISTORY_READ_EVERY_H)
     while model.next_read_at <= until:
-        if model.next_read_at >= now - timedelta(days=1):
-            model.read_every_h = 4.0  # today's sales visible by the hour
+        if model.next_read_at >= hourly_from:
+            model.read_every_h = 4.0
         odd = None
         if pending and model.next_read_at >= now - pending[0][1]:
             odd = pending.pop(0)[0]
