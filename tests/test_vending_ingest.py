@@ -592,3 +592,38 @@ async def test_a_dex_upload_is_device_traffic(
     assert device.last_seen_at is not None
     assert device.last_seen_at > long_ago
     assert changes == ["traffic"]
+
+
+async def test_test_and_free_vends_are_series_of_each_interval(
+    live_client: httpx.AsyncClient, live_tenant: Tenant
+) -> None:
+    device_id, token = await new_device(live_client, live_tenant)
+
+    def read(hours: float, slots: dict[str, tuple[int, int, int]]) -> bytes:
+        """Per slot: (paid, test, free) vends since initialisation."""
+        selections = [
+            Selection(
+                slot,
+                D("1.50"),
+                paid=init(paid),
+                test=Counter(count_init=test),
+                free=Counter(count_init=free),
+            )
+            for slot, (paid, test, free) in slots.items()
+        ]
+        return write(MachineAudit(serial="SN-1", selections=selections, read_at=at(hours)))
+
+    async def latest() -> dict[str, Any]:
+        response = await live_client.get(
+            f"/api/v1/devices/{device_id}/telemetry/latest", headers=live_tenant.headers()
+        )
+        assert response.status_code == 200, response.text
+        return {k: v["value"] for k, v in response.json()["values"].items()}
+
+    await send(live_client, token, read(0, {"A1": (10, 2, 1), "A2": (3, 0, 0)}))
+    baseline = await latest()
+    assert "soldout_slots" in baseline
+    assert "vend_test" not in baseline  # the first read has no interval
+    await send(live_client, token, read(1, {"A1": (12, 5, 1), "A2": (4, 1, 3)}))
+    values = await latest()
+    assert (values["vend_units"], values["vend_test"], values["vend_free"]) == (3, 4, 3)
