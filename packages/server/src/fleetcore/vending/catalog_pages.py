@@ -16,7 +16,7 @@ from fleetcore.auth.principal import Role
 from fleetcore.dashboard.web import Context, PageWriter, render
 from fleetcore.deps import SessionDep
 from fleetcore.errors import Conflict
-from fleetcore.vending import products, suggestions, views
+from fleetcore.vending import products, suggestion_service, views
 from fleetcore.vending.catalog_schemas import ProductIn, SuggestionOut
 from fleetcore.vending.models import PlanogramSlot, Product
 
@@ -80,7 +80,7 @@ async def apply(
 ) -> Response:
     """Managers: the cabinet's current suggestion becomes a new planogram version."""
     view = await views.planogram_page(session, principal, planogram_id)
-    created = await suggestions.apply_suggestion(
+    created = await suggestion_service.apply_suggestion(
         session,
         principal,
         view.cabinet.id,

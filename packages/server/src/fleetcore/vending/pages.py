@@ -22,7 +22,7 @@ from fleetcore.vending import (
     order_pages,
     review_pages,
     route_views,
-    suggestions,
+    suggestion_service,
     views,
 )
 
@@ -82,7 +82,7 @@ async def planogram(planogram_id: uuid.UUID, session: SessionDep, context: Conte
     view = await views.planogram_page(session, principal, planogram_id)
     # Advice is for the current version only: a past one is history.
     suggestion = (
-        await suggestions.cabinet_suggestion(session, principal, view.cabinet.id)
+        await suggestion_service.cabinet_suggestion(session, principal, view.cabinet.id)
         if view.current
         else None
     )
