@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bench import (
     dashboard_render,
+    dex,
     fleet_simulation,
     http_overhead,
     live_latency,
@@ -32,6 +33,7 @@ BENCHMARKS = {
     "rules_ingest": rules_ingest.run,
     "dashboard_render": dashboard_render.run,
     "fleet_simulation": fleet_simulation.run,
+    "dex": dex.run,
 }
 
 

@@ -20,6 +20,7 @@ class LoadResult:
     p50_ms: float
     p99_ms: float
     errors: dict[str, int] = field(default_factory=dict)  # status line -> count
+    p95_ms: float = float("nan")
 
     @property
     def rate(self) -> float:
@@ -78,6 +79,7 @@ async def run_requests(
         p50_ms=_percentile(latencies, 0.5),
         p99_ms=_percentile(latencies, 0.99),
         errors=errors,
+        p95_ms=_percentile(latencies, 0.95),
     )
 
 

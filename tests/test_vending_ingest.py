@@ -19,6 +19,8 @@ from sqlalchemy import func, select, update
 from fleetcore.audit.models import AuditEvent
 from fleetcore.auth.principal import Role
 from fleetcore.db import Database
+from fleetcore.devices.models import Device
+from fleetcore.status.models import DeviceStatusChange
 from fleetcore.vending.models import (
     Audit,
     Cabinet,
@@ -554,3 +556,74 @@ async def test_sales_become_telemetry_that_rules_and_queries_see(
         return len(await alerts_of(live_client, live_tenant, device_id=device_id)) == 1
 
     await wait_until(alert_open)
+
+
+async def test_a_dex_upload_is_device_traffic(
+    live_app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, live_database: Database
+) -> None:
+    device_id, token = await new_device(live_client, live_tenant)
+    await send(live_client, token, dex(at(0), {"A1": init(10)}))  # the token's first use
+    long_ago = datetime.now(UTC) - timedelta(days=1)
+    async with live_database.session(write=True) as session:
+        await session.execute(
+            update(Device).where(Device.id == uuid.UUID(device_id)).values(last_seen_at=long_ago)
+        )
+        await session.commit()
+    await send(live_client, token, dex(at(1), {"A1": init(12)}))
+
+    async def online() -> bool:
+        response = await live_client.get(
+            f"/api/v1/devices/{device_id}", headers=live_tenant.headers()
+        )
+        return bool(response.json()["connectivity"] == "online")
+
+    await wait_until(online)
+    await live_app.state.presence.sweep()  # writes the last-seen times noted
+    async with live_database.session() as session:
+        device = await session.get(Device, uuid.UUID(device_id))
+        changes = (
+            await session.scalars(
+                select(DeviceStatusChange.reason).where(
+                    DeviceStatusChange.device_id == uuid.UUID(device_id)
+                )
+            )
+        ).all()
+    assert device is not None
+    assert device.last_seen_at is not None
+    assert device.last_seen_at > long_ago
+    assert changes == ["traffic"]
+
+
+async def test_test_and_free_vends_are_series_of_each_interval(
+    live_client: httpx.AsyncClient, live_tenant: Tenant
+) -> None:
+    device_id, token = await new_device(live_client, live_tenant)
+
+    def read(hours: float, slots: dict[str, tuple[int, int, int]]) -> bytes:
+        """Per slot: (paid, test, free) vends since initialisation."""
+        selections = [
+            Selection(
+                slot,
+                D("1.50"),
+                paid=init(paid),
+                test=Counter(count_init=test),
+                free=Counter(count_init=free),
+            )
+            for slot, (paid, test, free) in slots.items()
+        ]
+        return write(MachineAudit(serial="SN-1", selections=selections, read_at=at(hours)))
+
+    async def latest() -> dict[str, Any]:
+        response = await live_client.get(
+            f"/api/v1/devices/{device_id}/telemetry/latest", headers=live_tenant.headers()
+        )
+        assert response.status_code == 200, response.text
+        return {k: v["value"] for k, v in response.json()["values"].items()}
+
+    await send(live_client, token, read(0, {"A1": (10, 2, 1), "A2": (3, 0, 0)}))
+    baseline = await latest()
+    assert "soldout_slots" in baseline
+    assert "vend_test" not in baseline  # the first read has no interval
+    await send(live_client, token, read(1, {"A1": (12, 5, 1), "A2": (4, 1, 3)}))
+    values = await latest()
+    assert (values["vend_units"], values["vend_test"], values["vend_free"]) == (3, 4, 3)

@@ -31,6 +31,7 @@ from fleetcore.telemetry.retention_router import router as retention_router
 from fleetcore.telemetry.router import router as telemetry_router
 from fleetcore.vending.audit_router import router as vending_audit_router
 from fleetcore.vending.catalog_router import router as vending_catalog_router
+from fleetcore.vending.pages import router as vending_pages
 from fleetcore.vending.service_router import router as vending_service_router
 
 API_ROUTERS: tuple[APIRouter, ...] = (
@@ -65,4 +66,5 @@ PAGE_ROUTERS: tuple[APIRouter, ...] = (
     dead_letters_pages,
     admin_pages,
     audit_pages,
+    vending_pages,
 )

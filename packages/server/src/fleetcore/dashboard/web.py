@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse
 from starlette.routing import Match, Router
 
 from fleetcore.auth.deps import CSRF_HEADER, csrf_token
-from fleetcore.auth.pages import PagePrincipal, page_context
+from fleetcore.auth.pages import AnyPagePrincipal, PagePrincipal, any_page_context, page_context
 from fleetcore.auth.principal import Principal, Role
 from fleetcore.auth.security import same
 from fleetcore.deps import SettingsDep
@@ -17,6 +17,8 @@ from fleetcore.errors import Forbidden
 from fleetcore.templating import templates
 
 Context = Annotated[dict[str, object], Depends(page_context)]
+# Pages a route driver may open too (vending routes, service orders): they scope what they show.
+AnyContext = Annotated[dict[str, object], Depends(any_page_context)]
 
 # The navigation, in order: (path, label, least role). A link shows once its page is
 # registered, so pages added later (alerts, rules) appear without touching this.
@@ -28,18 +30,26 @@ NAV: tuple[tuple[str, str, Role], ...] = (
     ("/profiles", "Profiles", Role.VIEWER),
     ("/assets", "Assets", Role.VIEWER),
     ("/dead-letters", "Dead letters", Role.VIEWER),
+    ("/vending", "Vending", Role.VIEWER),
     ("/users", "Users", Role.ADMIN),
     ("/api-keys", "API keys", Role.ADMIN),
     ("/audit", "Audit", Role.ADMIN),
 )
 
 
+# A route driver's whole navigation: every other page sends them back to their routes.
+DRIVER_NAV: tuple[tuple[str, str], ...] = (("/vending/routes", "My routes"),)
+
+
 def nav_links(request: Request, principal: Principal) -> list[tuple[str, str]]:
     """The navigation links this user may follow, among the pages the app serves."""
     served: frozenset[str] | None = getattr(request.app.state, "page_paths", None)
     if served is None:
-        served = frozenset(path for path, _, _ in NAV if _serves(request.app.router, path))
+        paths = [path for path, _, _ in NAV] + [path for path, _ in DRIVER_NAV]
+        served = frozenset(path for path in paths if _serves(request.app.router, path))
         request.app.state.page_paths = served
+    if principal.is_driver:
+        return [(path, label) for path, label in DRIVER_NAV if path in served]
     return [(path, label) for path, label, role in NAV if path in served and principal.has(role)]
 
 
@@ -83,6 +93,19 @@ async def page_writer(
 ) -> Principal:
     """The signed-in user of a page write, which must carry the session's CSRF token
     (the X-CSRF-Token header htmx sends, or the form field csrf_token)."""
+    await _check_csrf(request, settings, principal)
+    return principal
+
+
+async def any_page_writer(
+    request: Request, settings: SettingsDep, principal: AnyPagePrincipal
+) -> Principal:
+    """page_writer for the writes a route driver may make (their service orders)."""
+    await _check_csrf(request, settings, principal)
+    return principal
+
+
+async def _check_csrf(request: Request, settings: SettingsDep, principal: Principal) -> None:
     expected = csrf_token(settings.secret_key.get_secret_value(), principal.session_id)
     sent = request.headers.get(CSRF_HEADER)
     if sent is None:
@@ -91,7 +114,7 @@ async def page_writer(
         sent = field if isinstance(field, str) else ""
     if not same(sent, expected):
         raise Forbidden(f"a page write needs the {CSRF_HEADER} header", code="CSRF_FAILED")
-    return principal
 
 
 PageWriter = Annotated[Principal, Depends(page_writer)]
+AnyPageWriter = Annotated[Principal, Depends(any_page_writer)]

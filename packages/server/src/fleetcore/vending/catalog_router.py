@@ -15,7 +15,7 @@ from fleetcore.auth.deps import AnyPrincipalDep, PrincipalDep
 from fleetcore.deps import SessionDep
 from fleetcore.devices.schemas import SearchText
 from fleetcore.pagination import CursorQuery, LimitQuery, Page
-from fleetcore.vending import machines, planograms, products, suggestions
+from fleetcore.vending import machines, planograms, products, suggestion_service
 from fleetcore.vending.catalog_schemas import (
     CabinetIn,
     CabinetOut,
@@ -259,7 +259,7 @@ async def get_suggestion(
 ) -> SuggestionOut:
     """Advice from sales velocity, sold-out visits and margin; each change says why.
     status insufficient_data lists what is missing instead of guessing."""
-    return await suggestions.cabinet_suggestion(session, principal, cabinet_id)
+    return await suggestion_service.cabinet_suggestion(session, principal, cabinet_id)
 
 
 @router.post(
@@ -272,7 +272,7 @@ async def apply_suggestion(
 ) -> PlanogramOut:
     """Managers. A new version (source suggestion, the reasons as its note); 409 when the
     current version is no longer based_on_version."""
-    planogram = await suggestions.apply_suggestion(
+    planogram = await suggestion_service.apply_suggestion(
         session,
         principal,
         cabinet_id,

@@ -1,9 +1,11 @@
 """An accounted audit as telemetry, so charts, rules and alerts work on sales.
 
 Readings at the audit's read time on the machine's device: vend_units, vend_revenue,
-vend_cash_revenue, vend_cashless_revenue (the interval's totals), sales.<slot> (units per
-selection), soldout.<slot> (1 or 0) and soldout_slots (how many). A baseline audit (the
-machine's first) has no interval: it writes the sold-out readings only.
+vend_cash_revenue, vend_cashless_revenue (the interval's totals), vend_test and vend_free
+(test and free vends, PA3/PA4 summed over the selections: written only when the audit has
+per-selection records), sales.<slot> (units per selection), soldout.<slot> (1 or 0) and
+soldout_slots (how many). A baseline audit (the machine's first) has no interval: it writes
+the sold-out readings only.
 
 They go through the ingest pipeline like any device's readings, after the audit's
 transaction committed, and are built from what is stored (the audit's summary and its Sale
@@ -16,7 +18,7 @@ the platform's, not the device's.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from decimal import Decimal
 
 from fleetcore.telemetry.pipeline import IngestPipeline
@@ -37,7 +39,7 @@ def _number(key: str, ts: int, value: int | Decimal) -> Reading:
     return Reading(key, ts, Kind.NUMBER, int(value) if isinstance(value, int) else float(value))
 
 
-def readings_of(audit: Audit, sales: Iterable[Sale]) -> list[Reading]:
+def readings_of(audit: Audit, sales: Sequence[Sale]) -> list[Reading]:
     """The readings of an accounted audit (empty for one not accounted)."""
     accounting = audit.summary.get("accounting")
     if not audit.accounted or not accounting:
@@ -52,6 +54,11 @@ def readings_of(audit: Audit, sales: Iterable[Sale]) -> list[Reading]:
             _number("vend_cash_revenue", ts, Decimal(totals["cash_revenue"])),
             _number("vend_cashless_revenue", ts, Decimal(totals["cashless_revenue"])),
         ]
+        if sales:
+            out += [
+                _number("vend_test", ts, sum(s.test_vends for s in sales)),
+                _number("vend_free", ts, sum(s.free_vends for s in sales)),
+            ]
         out += [_number(f"sales.{slot_key(s.slot)}", ts, s.units) for s in sales]
     if not accounting.get("late"):
         soldout = set(accounting.get("soldout", ()))
