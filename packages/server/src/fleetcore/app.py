@@ -26,6 +26,7 @@ from fleetcore.config import Settings
 from fleetcore.db import Database, create_engine
 from fleetcore.deadletters import retention as dead_letter_retention
 from fleetcore.deadletters.sink import DeadLetterSink
+from fleetcore.device_messages.inbound import DeviceMessages
 from fleetcore.errors import API_ERROR_STATUSES, documented_errors, install_error_handlers
 from fleetcore.jobs import JobScheduler
 from fleetcore.live.hub import InProcessHub
@@ -125,20 +126,18 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         ]
         app.state.gateway = app.state.transport = None
         if settings.mqtt_port:
+            messages = DeviceMessages(db, pipeline, dead_letters)
+            messages.listeners.append(presence)
+            messages.on_traffic = presence.seen
+            messages.listeners.append(commands)
+            messages.command_results = commands.mqtt_result
+            messages.dex_uploads = DexReceiver(db, pipeline).receive
             gateway = MqttGateway(
-                db,
-                pipeline,
-                dead_letters,
-                provisioning=ProvisioningLimits.from_settings(settings),
+                db, messages, provisioning=ProvisioningLimits.from_settings(settings)
             )
-            gateway.listeners.append(presence)
-            gateway.on_traffic = presence.seen
-            gateway.listeners.append(commands)
-            gateway.command_results = commands.mqtt_result
-            gateway.dex_uploads = DexReceiver(db, pipeline).receive
             # Last to start, first to stop: what it acknowledged is already in the pipeline.
             transport = EmbeddedTransport(settings, gateway)
-            commands.transport = transport
+            commands.outbox = transport
             components.append(transport)
             app.state.readiness_checks["mqtt"] = transport.ready
             app.state.gateway, app.state.transport = gateway, transport
