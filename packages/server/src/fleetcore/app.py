@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from importlib.resources import files
 from pathlib import Path
 from typing import Protocol
@@ -21,6 +22,7 @@ from fleetcore.auth.pages import install_page_handlers
 from fleetcore.auth.ratelimit import LoginLimiter
 from fleetcore.auth.security import configure_hasher
 from fleetcore.body_limit import BodyLimitMiddleware
+from fleetcore.commands import service as commands_service
 from fleetcore.commands.delivery import EXPIRY_INTERVAL_S, CommandService
 from fleetcore.config import Settings
 from fleetcore.db import Database, create_engine
@@ -124,14 +126,17 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
             desired,
             commands,
         ]
+        # Device messages from every transport (MQTT, HTTP) go through one layer.
+        messages = DeviceMessages(db, pipeline, dead_letters)
+        messages.listeners.append(presence)
+        messages.on_traffic = presence.seen
+        messages.listeners.append(commands)
+        messages.command_results = commands.mqtt_result
+        messages.http_results = partial(commands_service.device_result, commands)
+        messages.dex_uploads = DexReceiver(db, pipeline).receive
+        app.state.device_messages = messages
         app.state.gateway = app.state.transport = None
         if settings.mqtt_port:
-            messages = DeviceMessages(db, pipeline, dead_letters)
-            messages.listeners.append(presence)
-            messages.on_traffic = presence.seen
-            messages.listeners.append(commands)
-            messages.command_results = commands.mqtt_result
-            messages.dex_uploads = DexReceiver(db, pipeline).receive
             gateway = MqttGateway(
                 db, messages, provisioning=ProvisioningLimits.from_settings(settings)
             )

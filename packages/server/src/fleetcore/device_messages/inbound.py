@@ -33,6 +33,7 @@ from fleetcore.device_messages.ports import (
     DeviceListener,
     DeviceOutbox,
     DexUploads,
+    ResultRecorder,
     Verdict,
 )
 from fleetcore.device_messages.sessions import DeviceSession, Provisioner
@@ -77,6 +78,7 @@ class DeviceMessages:
         self.listeners: list[DeviceListener] = []
         self.command_results: CommandResults | None = None
         self.dex_uploads: DexUploads | None = None
+        self.http_results: ResultRecorder | None = None  # HTTP's command results
         # Called as each device message arrives (presence: online, last seen).
         self.on_traffic: Callable[[auth_cache.IngestDevice], None] | None = None
         self._buckets: dict[str, TokenBucket] = {}
@@ -115,6 +117,11 @@ class DeviceMessages:
 
     # -- inbound -----------------------------------------------------------------------
 
+    def note_traffic(self, device: auth_cache.IngestDevice) -> None:
+        """A device sent something, as it arrives (presence: online, last seen)."""
+        if self.on_traffic is not None:
+            self.on_traffic(device)
+
     def receive(
         self,
         sender: DeviceSession,
@@ -127,8 +134,8 @@ class DeviceMessages:
     ) -> Verdict:
         """Take one message, synchronously and in order; the awaitable completes once durable."""
         dead = _Dead(self, sender, topic, payload, transport)
-        if self.on_traffic is not None and not will:
-            self.on_traffic(sender.device)
+        if not will:
+            self.note_traffic(sender.device)
         if len(payload) > sender.max_payload:
             return dead(
                 "oversize", f"{len(payload)} bytes; the profile allows {sender.max_payload}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -49,3 +50,33 @@ CommandResults = Callable[[IngestDevice, str, dict[str, Any], bool], Awaitable[i
 # A DEX audit file from a device: (device, payload) -> None once stored (and accounted),
 # else the dead letter's (reason, detail). The vending module provides it.
 DexUploads = Callable[[IngestDevice, bytes], Awaitable[tuple[str, str] | None]]
+
+
+class RecordedResult(Protocol):
+    """A command a device's result was recorded on (the commands domain's row)."""
+
+    @property
+    def id(self) -> uuid.UUID:
+        """The command's id."""
+
+    @property
+    def status(self) -> str:
+        """Its state now (succeeded or failed)."""
+
+
+class ResultRecorder(Protocol):
+    """The commands service taking a result over HTTP; raises the domain error that says why
+    not (404 unknown, 409 not open, 413 too large, 422 not storable)."""
+
+    async def __call__(
+        self,
+        device: IngestDevice,
+        *,
+        command_id: uuid.UUID | None = None,
+        rpc_id: int | None = None,
+        succeeded: bool,
+        result: Any = None,
+        error: str | None = None,
+    ) -> RecordedResult:
+        """The command, with the result recorded."""
+        ...
