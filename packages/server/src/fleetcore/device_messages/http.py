@@ -11,10 +11,14 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from fleetcore.attributes import service as attributes
+from fleetcore.attributes.schemas import ScopeOut
 from fleetcore.device_messages.inbound import DeviceMessages
 from fleetcore.device_messages.ports import RecordedResult
 from fleetcore.devices.auth_cache import IngestDevice
+from fleetcore.devices.models import Device
 from fleetcore.errors import Unavailable
+from fleetcore.events import service as events
 from fleetcore.telemetry.ingest import ingest
 from fleetcore_protocol import messages as m
 
@@ -50,3 +54,15 @@ async def command_result(
         result=result,
         error=error,
     )
+
+
+async def device_events(session: AsyncSession, device: Device, message: m.Event) -> int:
+    """Every event stored, or Invalid naming the bad one and none stored (as over MQTT)."""
+    return await events.ingest_payload(session, device, message.payload)
+
+
+async def client_attributes(
+    session: AsyncSession, device: Device, message: m.ClientAttributes
+) -> ScopeOut:
+    """The device's reported attributes merged into its client scope (as over MQTT)."""
+    return await attributes.report_client_attributes(session, device, values=message.values)
