@@ -23,6 +23,7 @@ from tests.support.tenants import Tenant, make_superuser, make_tenant
 
 BACKENDS = ("sqlite", "postgresql")
 TEST_SECRET = secrets.token_urlsafe(48)
+BROKER_SECRET = secrets.token_urlsafe(24)  # the external broker's (fleetcore.broker_auth)
 
 
 @pytest.fixture(scope="session")
@@ -97,6 +98,7 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
         # argon2id still, at a cost that keeps the suite fast
         "password_hash_time_cost": 1,
         "password_hash_memory_kib": 1024,
+        "broker_auth_secret": BROKER_SECRET,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -219,6 +219,23 @@ class Settings(BaseSettings):
         description="proxies trusted to set X-Forwarded-For (comma-separated addresses or *); "
         "the per-address sign-in limits see the client address they report",
     )
+    # -- HTTP authentication for an external broker (fleetcore.broker_auth) --
+    broker_auth_secret: SecretStr | None = Field(
+        None,
+        min_length=16,
+        description="shared secret EMQX or mosquitto-go-auth sends to /api/v1/broker/...; "
+        "unset: those endpoints answer 404",
+    )
+    broker_auth_cache_s: float = Field(
+        5.0, ge=0, le=300, description="seconds a broker authentication answer is reused"
+    )
+    broker_auth_platform_username: str = Field(
+        "fleetcore",
+        min_length=3,
+        max_length=64,
+        description="MQTT username of the platform's own client on an external broker "
+        "(its password is FLEETCORE_BROKER_AUTH_SECRET)",
+    )
     redis_url: str | None = Field(
         None, description="redis://... for shared rate limits and fan-out"
     )

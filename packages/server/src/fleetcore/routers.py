@@ -14,6 +14,7 @@ from fleetcore.audit.router import router as audit_router
 from fleetcore.auth.admin_pages import router as admin_pages
 from fleetcore.auth.pages import router as auth_pages
 from fleetcore.auth.router import router as auth_router
+from fleetcore.broker_auth.router import router as broker_auth_router
 from fleetcore.commands.router import router as commands_router
 from fleetcore.dashboard.pages import router as dashboard_pages
 from fleetcore.deadletters.pages import router as dead_letters_pages
@@ -53,6 +54,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     vending_catalog_router,
     vending_service_router,  # vending: routes and service orders
     vending_audit_router,
+    broker_auth_router,  # machine-to-machine: an external broker's auth checks
     # Last: its ThingsBoard route /api/v1/{token}/telemetry must not shadow the others.
     telemetry_router,
 )

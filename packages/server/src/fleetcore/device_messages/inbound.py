@@ -27,7 +27,7 @@ from fleetcore.attributes import signals
 from fleetcore.buckets import TokenBucket
 from fleetcore.db import Database
 from fleetcore.deadletters.sink import DeadLetterSink, Transport
-from fleetcore.device_messages import metrics, replies
+from fleetcore.device_messages import acl, metrics, replies
 from fleetcore.device_messages.ports import (
     CommandResults,
     DeviceListener,
@@ -47,7 +47,6 @@ from fleetcore.telemetry.ingest import decode_and_check
 from fleetcore.telemetry.pipeline import IngestPipeline, Overloaded
 from fleetcore.telemetry.writer import DeviceReadings
 from fleetcore_protocol import messages as m
-from fleetcore_protocol import topics
 from fleetcore_protocol.topics import TopicError
 
 log = structlog.get_logger(__name__)
@@ -143,15 +142,12 @@ class DeviceMessages:
         if not will and not sender.bucket.take():
             return dead("rate_limited", "over the profile's message rate")
         try:
-            parsed = topics.parse(topic)
+            parsed = acl.upstream_topic(sender.key, topic)
         except TopicError as exc:
             return dead("unknown_topic", str(exc))
-        if parsed.device_id is not None and parsed.device_id != sender.key:
+        except acl.NotAllowed as exc:
             metrics.ACL_DENIED.labels("publish").inc()
-            return dead("not_allowed", "a device publishes on its own topics")
-        if parsed.channel not in topics.UPSTREAM:
-            metrics.ACL_DENIED.labels("publish").inc()
-            return dead("not_allowed", "this topic flows to the device")
+            return dead("not_allowed", str(exc))
         message = m.decode_payload(parsed, payload, loads=orjson.loads)
         if isinstance(message, m.Undecodable):
             dead(message.reason, message.detail)
@@ -271,7 +267,7 @@ class DeviceMessages:
     def receive_provisioning(self, sender: Provisioner, topic: str, payload: bytes) -> Verdict:
         """A provisioning client's request: answered with a token, or why not."""
         dead = _Dead(self, sender, topic, payload, "mqtt")
-        if topic != topics.PROVISION_REQUEST:
+        if not acl.provisioner_may("publish", topic):
             return dead("not_allowed", "a provisioning connection may only ask")
         if not sender.rate.take(sender.address):
             self.send(sender.key, m.ProvisionReply(error="too many provisioning requests"))

@@ -16,7 +16,6 @@ message to the device-message layer (fleetcore.device_messages), which decides t
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Callable, Sequence
 
 import orjson
@@ -25,6 +24,7 @@ from sqlalchemy import select
 
 from fleetcore.auth.security import token_hash
 from fleetcore.db import Database
+from fleetcore.device_messages import acl
 from fleetcore.device_messages import metrics as message_metrics
 from fleetcore.device_messages.inbound import DeviceMessages
 from fleetcore.device_messages.sessions import DeviceSession, Provisioner
@@ -49,11 +49,7 @@ from fleetcore_protocol.topics import Channel, topic_matches
 
 log = structlog.get_logger(__name__)
 
-PROVISION_USERNAME = "provision"
-
-
-def _native_device_prefix(device_id: str) -> str:
-    return f"{topics.NATIVE_PREFIX}/{device_id}/"
+PROVISION_USERNAME = acl.PROVISION_USERNAME  # the ThingsBoard provisioning client
 
 
 class MqttGateway:
@@ -98,7 +94,7 @@ class MqttGateway:
                 metrics.CONNECTIONS_REFUSED.labels("provisioning_rate").inc()
                 raise Refused(mqtt5.CONNECTION_RATE_EXCEEDED, "provisioning too often")
             return Provisioner(address, self.provisioning.session_s, self._provisioning_rate)
-        token, claimed_id = _credentials(client)
+        token, claimed_id = acl.credentials(client.username, client.password)
         if not token:
             raise Refused(NOT_AUTHORIZED, "no device token")
         try:
@@ -120,10 +116,8 @@ class MqttGateway:
     def may_subscribe(self, principal: Principal, topic_filter: str) -> bool:
         """Only filters that can match nothing but this principal's own downstream topics."""
         if isinstance(principal, Provisioner):
-            return topic_filter == topics.PROVISION_RESPONSE
-        allowed = topic_filter.startswith(
-            (_native_device_prefix(principal.key), topics.THINGSBOARD_PREFIX + "/")
-        )
+            return acl.provisioner_may("subscribe", topic_filter)
+        allowed = acl.may_subscribe(principal.key, topic_filter)
         if not allowed:
             message_metrics.ACL_DENIED.labels("subscribe").inc()
         return allowed
@@ -214,13 +208,3 @@ class MqttGateway:
             log.info("mqtt_session_revoked", device_id=key)
             await self.broker.drop(key)
         return len(revoked)
-
-
-def _credentials(client: ClientInfo) -> tuple[str | None, str | None]:
-    """(token, claimed device id) from a CONNECT's username and password."""
-    if client.password:
-        try:
-            return client.password, str(uuid.UUID(client.username or ""))
-        except ValueError:
-            return client.password if not client.username else client.username, None
-    return client.username, None
