@@ -4,16 +4,18 @@ one transaction, de-duplicated on (series, ts).
 Python touches each reading once, to look up its series and make a (series, ts, value)
 row; de-duplication, roll-ups and latest values are computed by the database from the new
 rows. PostgreSQL: one statement per kind (arrays unnested, INSERT ... ON CONFLICT DO NOTHING
-RETURNING feeding the roll-up and latest upserts as data-modifying CTEs), which returns
-only a count unless some reading was a duplicate. SQLite: the rows go into a temporary
-table in multi-row INSERTs (a few statements, not one per row), then INSERT ... SELECT into
-the value table and the upserts from it.
+RETURNING), which returns only a count unless some reading was a duplicate; new numbers are
+logged and merged into roll-ups and latest values by one more statement, for several
+batches at once while the pipeline is busy (see pg_sql.py). SQLite: the rows go into a
+temporary table in multi-row INSERTs (a few statements, not one per row), then INSERT ...
+SELECT into the value table and the upserts from it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fleetcore.db import SQLITE_BEGIN_OPTION, create_sync_sqlite_engine
+from fleetcore.telemetry import pg_sql
 from fleetcore.telemetry.models import ROLLUPS, VALUE_TABLES, Series, TelemetryKey
 from fleetcore_protocol.telemetry import Kind, Reading
 
@@ -182,22 +185,13 @@ class _Dialect:
     def __init__(self, name: str) -> None:
         self.name = name
         self.pg = name == "postgresql"
-        self.least = "LEAST" if self.pg else "min"
-        self.greatest = "GREATEST" if self.pg else "max"
 
 
-_STAGE_TYPES = {
-    Kind.NUMBER: ("REAL", "double precision"),
-    Kind.TEXT: ("TEXT", "text"),
-    Kind.BOOLEAN: ("INTEGER", "boolean"),
-    Kind.JSON: ("TEXT", "jsonb"),
-}
-_LATEST_COLUMN = {Kind.NUMBER: "num", Kind.TEXT: "text", Kind.BOOLEAN: "bool", Kind.JSON: "json"}
-_LATEST_UPDATE = (
-    "ts = excluded.ts, num = excluded.num, text = excluded.text, bool = excluded.bool, "
-    "json = excluded.json WHERE excluded.ts >= ts_latest.ts"
-)
 _SQLITE_CHUNK = 5_000  # rows per multi-row INSERT (3 parameters each; SQLite allows 32,766)
+# While the pipeline is busy, logged numbers wait for a merge into roll-ups and latest values
+# at most this many readings or seconds (what a reader of roll-ups may lag behind then).
+DEFER_READINGS = 250_000
+DEFER_SECONDS = 1.0
 
 
 class TelemetryWriter:
@@ -212,9 +206,18 @@ class TelemetryWriter:
         # device -> (key, kind) -> series id: the one lookup per reading on the hot path
         self._device_series: dict[uuid.UUID, dict[tuple[str, int], int]] = {}
         self._sql: dict[tuple[str, ...], str] = {}
+        self._unmerged = 0  # numbers this writer logged and no merge of its own claimed yet
+        self._oldest_unmerged = 0.0  # when the first of them was logged (monotonic)
 
-    async def write(self, batch: Sequence[DeviceReadings]) -> WriteResult:
+    async def write(
+        self, batch: Sequence[DeviceReadings], *, defer_rollups: bool = False
+    ) -> WriteResult:
         """Store a batch durably; returns only after the commit.
+
+        `defer_rollups` (PostgreSQL; the pipeline sets it while more batches are queued)
+        lets the roll-ups and latest numbers of this batch be merged with a later batch's,
+        within DEFER_READINGS or DEFER_SECONDS; without it every logged number is merged
+        before the commit, so a reader sees them as soon as the write returns.
 
         The work is synchronous SQL on one connection, run in one go: in a thread on SQLite
         (a statement per event-loop wake-up costs milliseconds once the loop is busy with
@@ -223,14 +226,16 @@ class TelemetryWriter:
         if self._sync_engine is not None:
             return await asyncio.to_thread(self._write_sqlite, batch)
         async with self.engine.connect() as connection:
-            return await connection.run_sync(self._run, batch)
+            return await connection.run_sync(self._run, batch, defer_rollups)
 
     def _write_sqlite(self, batch: Sequence[DeviceReadings]) -> WriteResult:
         assert self._sync_engine is not None
         with self._sync_engine.connect() as connection:
             return self._run(connection, batch)
 
-    def _run(self, connection: Connection, batch: Sequence[DeviceReadings]) -> WriteResult:
+    def _run(
+        self, connection: Connection, batch: Sequence[DeviceReadings], defer: bool = False
+    ) -> WriteResult:
         rows = self._rows(batch)
         if rows is None:  # some series is not interned yet
             self._intern(connection, batch)
@@ -239,11 +244,11 @@ class TelemetryWriter:
         connection = connection.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
         try:
             with connection.begin():
-                return self._write(connection, batch, rows, careful=False)
+                return self._write(connection, batch, rows, careful=False, defer=defer)
         except _Duplicates:  # rolled back; again, finding out which readings were stored
             pass
         with connection.begin():
-            return self._write(connection, batch, rows, careful=True)
+            return self._write(connection, batch, rows, careful=True, defer=defer)
 
     def _rows(self, batch: Sequence[DeviceReadings]) -> list[list[Row]] | None:
         """(series_id, ts, value) rows per kind (indexed by kind), in submission order;
@@ -265,14 +270,16 @@ class TelemetryWriter:
     def _intern(self, connection: Connection, batch: Sequence[DeviceReadings]) -> None:
         """Series id of every (device, key, kind) in the batch, creating missing ones."""
         wanted_keys = {(r.key, int(r.kind)) for item in batch for r in item.readings}
-        missing_keys = wanted_keys - self._keys.keys()
+        # Sorted, as every insert here: concurrent writers then wait for each other's new
+        # rows in one order and cannot deadlock.
+        missing_keys = sorted(wanted_keys - self._keys.keys())
         if missing_keys:
             self._insert_ignore(
                 connection, TelemetryKey, [{"name": n, "kind": k} for n, k in missing_keys]
             )
             keys = connection.execute(
                 select(TelemetryKey.id, TelemetryKey.name, TelemetryKey.kind).where(
-                    tuple_(TelemetryKey.name, TelemetryKey.kind).in_(list(missing_keys))
+                    tuple_(TelemetryKey.name, TelemetryKey.kind).in_(missing_keys)
                 )
             )
             self._keys.update({(name, kind): key_id for key_id, name, kind in keys})
@@ -282,7 +289,7 @@ class TelemetryWriter:
             org_of[item.device_id] = item.organization_id
             for r in item.readings:
                 wanted_series.add((item.device_id, self._keys[(r.key, int(r.kind))]))
-        missing_series = wanted_series - self._series.keys()
+        missing_series = sorted(wanted_series - self._series.keys())
         if missing_series:
             self._insert_ignore(
                 connection,
@@ -292,7 +299,7 @@ class TelemetryWriter:
                     for d, k in missing_series
                 ],
             )
-            for chunk in _chunks(list(missing_series), 500):
+            for chunk in _chunks(missing_series, 500):
                 rows = connection.execute(
                     select(Series.id, Series.device_id, Series.key_id).where(
                         tuple_(Series.device_id, Series.key_id).in_(chunk)
@@ -321,6 +328,7 @@ class TelemetryWriter:
         rows: list[list[Row]],
         *,
         careful: bool,
+        defer: bool = False,
     ) -> WriteResult:
         inserted: Inserted = [None] * len(rows)
         for kind in Kind:
@@ -330,6 +338,8 @@ class TelemetryWriter:
                     inserted[kind] = self._store_pg(connection, kind, db_rows)
                 else:
                     inserted[kind] = self._store_sqlite(connection, kind, db_rows, careful=careful)
+        if self.dialect.pg:
+            self._merge_pg(connection, logged=len(rows[Kind.NUMBER]), defer=defer)
         if all(new is None for new in inserted):  # the usual case: nothing was a duplicate
             return WriteResult(_AllStored(batch, rows), [len(item.readings) for item in batch])
         per_item = [0] * len(batch)
@@ -361,33 +371,28 @@ class TelemetryWriter:
 
     def _pg_sql(self, kind: Kind) -> str:
         sql = self._sql.get(("pg", kind.name))
-        if sql is not None:
-            return sql
-        table = VALUE_TABLES[kind].name
-        value_type = _STAGE_TYPES[kind][1]
-        parts = [
-            "WITH batch AS (SELECT * FROM unnest($1::integer[], $2::bigint[], "
-            f"$3::{value_type}[]) WITH ORDINALITY AS b (series_id, ts, value, ord)), "
-            f"ins AS (INSERT INTO {table} (series_id, ts, value) "
-            "SELECT series_id, ts, value FROM batch ORDER BY ord "  # the first copy wins
-            "ON CONFLICT DO NOTHING RETURNING series_id, ts, value)"
-        ]
-        if kind is Kind.NUMBER:
-            for n, (width, rollup) in enumerate(ROLLUPS.items()):
-                parts.append(f", rollup{n} AS ({self._rollup_sql(rollup.name, width, 'ins')})")
-        column = _LATEST_COLUMN[kind]
-        parts.append(
-            f", latest AS (INSERT INTO ts_latest (series_id, ts, {column}) "
-            "SELECT DISTINCT ON (series_id) series_id, ts, value FROM ins "
-            f"ORDER BY series_id, ts DESC ON CONFLICT (series_id) DO UPDATE SET {_LATEST_UPDATE})"
-        )
-        # Only a count, unless something was a duplicate: then which rows were new.
-        parts.append(
-            " SELECT count(*), CASE WHEN count(*) < $4 THEN array_agg(series_id) END, "
-            "CASE WHEN count(*) < $4 THEN array_agg(ts) END FROM ins"
-        )
-        sql = self._sql[("pg", kind.name)] = "".join(parts)
+        if sql is None:
+            sql = self._sql[("pg", kind.name)] = pg_sql.insert_sql(kind)
         return sql
+
+    def _merge_pg(self, connection: Connection, *, logged: int, defer: bool) -> None:
+        """Merge the logged numbers into roll-ups and latest values, unless deferring within
+        the bounds. A merge claims every writer's log rows (a crashed writer's too)."""
+        if logged and not self._unmerged:
+            self._oldest_unmerged = time.monotonic()
+        self._unmerged += logged
+        if not self._unmerged:
+            return
+        if defer and (
+            self._unmerged < DEFER_READINGS
+            and time.monotonic() - self._oldest_unmerged < DEFER_SECONDS
+        ):
+            return
+        sql = self._sql.get(("pg", "apply"))
+        if sql is None:
+            sql = self._sql[("pg", "apply")] = pg_sql.apply_sql()
+        connection.exec_driver_sql(sql)
+        self._unmerged = 0  # a rollback leaves the rows logged: merged by the next merge
 
     # -- SQLite -------------------------------------------------------------------------
 
@@ -406,8 +411,8 @@ class TelemetryWriter:
         stage = f"stage_{table}"
         connection.exec_driver_sql(
             f"CREATE TEMP TABLE IF NOT EXISTS {stage} (series_id INTEGER NOT NULL, "
-            f"ts INTEGER NOT NULL, value {_STAGE_TYPES[kind][0]}, PRIMARY KEY (series_id, ts)) "
-            "WITHOUT ROWID"
+            f"ts INTEGER NOT NULL, value {pg_sql.STAGE_TYPES[kind][0]}, "
+            "PRIMARY KEY (series_id, ts)) WITHOUT ROWID"
         )
         connection.exec_driver_sql(f"DELETE FROM {stage}")
         for chunk in _chunks(rows, _SQLITE_CHUNK):
@@ -435,11 +440,13 @@ class TelemetryWriter:
             raise _Duplicates
         if kind is Kind.NUMBER:
             for width, rollup in ROLLUPS.items():
-                connection.exec_driver_sql(self._rollup_sql(rollup.name, width, stage))
+                connection.exec_driver_sql(
+                    pg_sql.rollup_sql(rollup.name, width, stage, least="min", greatest="max")
+                )
         connection.exec_driver_sql(
-            f"INSERT INTO ts_latest (series_id, ts, {_LATEST_COLUMN[kind]}) "
+            f"INSERT INTO ts_latest (series_id, ts, {pg_sql.LATEST_COLUMN[kind]}) "
             f"SELECT series_id, max(ts), value FROM {stage} WHERE true GROUP BY series_id "
-            f"ON CONFLICT (series_id) DO UPDATE SET {_LATEST_UPDATE}"
+            f"ON CONFLICT (series_id) DO UPDATE SET {pg_sql.LATEST_UPDATE}"
         )
         return inserted
 
@@ -452,50 +459,6 @@ class TelemetryWriter:
                 + ", ".join(["(?, ?, ?)"] * count)
             )
         return sql
-
-    # -- both ---------------------------------------------------------------------------
-
-    def _rollup_sql(self, table: str, width: int, source: str) -> str:
-        """Merge the new numbers in `source` (unique per series and ts) into the roll-up
-        buckets of `table`; late data included."""
-        d = self.dialect
-        bucket = f"ts - ((ts % {width}) + {width}) % {width}"  # floor, as for negative ts
-        return (
-            f"INSERT INTO {table} ({', '.join(_ROLLUP_COLUMNS)}) "
-            "SELECT g.series_id, g.bucket, g.cnt, g.total, g.vmin, g.vmax, "
-            "g.first_ts, f.value, g.last_ts, l.value "
-            f"FROM (SELECT series_id, {bucket} AS bucket, count(*) AS cnt, sum(value) AS total, "
-            "min(value) AS vmin, max(value) AS vmax, min(ts) AS first_ts, max(ts) AS last_ts "
-            f"FROM {source} GROUP BY 1, 2) AS g "
-            f"JOIN {source} AS f ON f.series_id = g.series_id AND f.ts = g.first_ts "
-            f"JOIN {source} AS l ON l.series_id = g.series_id AND l.ts = g.last_ts "
-            "WHERE true ORDER BY 1, 2 "
-            "ON CONFLICT (series_id, bucket) DO UPDATE SET "
-            f"cnt = {table}.cnt + excluded.cnt, "
-            f"total = {table}.total + excluded.total, "
-            f"vmin = {d.least}({table}.vmin, excluded.vmin), "
-            f"vmax = {d.greatest}({table}.vmax, excluded.vmax), "
-            f"vfirst = CASE WHEN excluded.first_ts < {table}.first_ts "
-            f"THEN excluded.vfirst ELSE {table}.vfirst END, "
-            f"first_ts = {d.least}({table}.first_ts, excluded.first_ts), "
-            f"vlast = CASE WHEN excluded.last_ts >= {table}.last_ts "
-            f"THEN excluded.vlast ELSE {table}.vlast END, "
-            f"last_ts = {d.greatest}({table}.last_ts, excluded.last_ts)"
-        )
-
-
-_ROLLUP_COLUMNS = (
-    "series_id",
-    "bucket",
-    "cnt",
-    "total",
-    "vmin",
-    "vmax",
-    "first_ts",
-    "vfirst",
-    "last_ts",
-    "vlast",
-)
 
 
 def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
