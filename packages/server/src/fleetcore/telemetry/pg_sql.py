@@ -82,35 +82,70 @@ def rollup_sql(table: str, width: int, source: str, *, least: str, greatest: str
     )
 
 
+def stage_sql(kind: Kind) -> str:
+    """The session's staging table of a kind, which the batch's rows are copied into (binary
+    COPY: no per-value parsing) and which every commit empties."""
+    return (
+        f"CREATE TEMP TABLE IF NOT EXISTS {stage_name(kind)} (series_id integer NOT NULL, "
+        f"ts bigint NOT NULL, value {STAGE_TYPES[kind][1]} NOT NULL) ON COMMIT DELETE ROWS"
+    )
+
+
+def stage_name(kind: Kind) -> str:
+    """The name of a kind's staging table."""
+    return f"stage_{VALUE_TABLES[kind].name}"
+
+
 def insert_sql(kind: Kind) -> str:
-    """Insert a batch's rows of one kind ($1 series ids, $2 stamps, $3 values, $4 count),
-    first copy of a (series, ts) winning; numbers are logged for `apply_sql`, other kinds
-    merged into latest at once. Returns a count, and which rows were new when some were not."""
+    """Insert the staged rows of one kind ($1: how many), first copy of a (series, ts)
+    winning; returns how many were new, and for kinds other than numbers which ones when
+    some were not (numbers: `new_numbers_sql`).
+
+    Numbers are logged for `apply_sql` when all were new (the usual case, logged straight
+    from the stage); other kinds are merged into latest at once.
+    """
     table = VALUE_TABLES[kind].name
+    stage = stage_name(kind)
+    returning = "1" if kind is Kind.NUMBER else "series_id, ts, value"
     parts = [
-        "WITH batch AS (SELECT * FROM unnest($1::integer[], $2::bigint[], "
-        f"$3::{STAGE_TYPES[kind][1]}[]) WITH ORDINALITY AS b (series_id, ts, value, ord)), "
-        f"ins AS (INSERT INTO {table} (series_id, ts, value) "
-        "SELECT series_id, ts, value FROM batch ORDER BY series_id, ts, ord "  # lock order
-        "ON CONFLICT DO NOTHING RETURNING series_id, ts, value)"
+        f"WITH ins AS (INSERT INTO {table} (series_id, ts, value) "
+        # Sorted by key: concurrent writers wait for each other's rows in one order. The
+        # stage holds this batch alone, copied in order, so ctid order is batch order.
+        f"SELECT series_id, ts, value FROM {stage} ORDER BY series_id, ts, ctid "
+        f"ON CONFLICT DO NOTHING RETURNING {returning})"
     ]
     if kind is Kind.NUMBER:
         parts.append(
-            ", log AS (INSERT INTO ts_rollup_pending (series_ids, stamps, vals) "
-            "SELECT array_agg(series_id), array_agg(ts), array_agg(value) FROM ins "
-            "HAVING count(*) > 0)"
+            ", n AS (SELECT count(*) AS count FROM ins), "
+            "log AS (INSERT INTO ts_rollup_pending (series_ids, stamps, vals) "
+            f"SELECT array_agg(series_id), array_agg(ts), array_agg(value) FROM {stage} "
+            "WHERE (SELECT count FROM n) = $1 HAVING count(*) > 0) "
+            "SELECT count, NULL::integer[], NULL::bigint[] FROM n"
         )
-    else:
-        parts.append(
-            f", latest AS (INSERT INTO ts_latest (series_id, ts, {LATEST_COLUMN[kind]}) "
-            "SELECT DISTINCT ON (series_id) series_id, ts, value FROM ins "
-            f"ORDER BY series_id, ts DESC ON CONFLICT (series_id) DO UPDATE SET {LATEST_UPDATE})"
-        )
+        return "".join(parts)
     parts.append(
-        " SELECT count(*), CASE WHEN count(*) < $4 THEN array_agg(series_id) END, "
-        "CASE WHEN count(*) < $4 THEN array_agg(ts) END FROM ins"
+        f", latest AS (INSERT INTO ts_latest (series_id, ts, {LATEST_COLUMN[kind]}) "
+        "SELECT DISTINCT ON (series_id) series_id, ts, value FROM ins "
+        f"ORDER BY series_id, ts DESC ON CONFLICT (series_id) DO UPDATE SET {LATEST_UPDATE})"
+        " SELECT count(*), CASE WHEN count(*) < $1 THEN array_agg(series_id) END, "
+        "CASE WHEN count(*) < $1 THEN array_agg(ts) END FROM ins"
     )
     return "".join(parts)
+
+
+def new_numbers_sql() -> str:
+    """After `insert_sql` found duplicates among the staged numbers: log the new ones (the
+    rows this transaction wrote, by xmin; it has no subtransactions) and return them."""
+    stage = stage_name(Kind.NUMBER)
+    return (
+        "WITH new AS (SELECT DISTINCT n.series_id, n.ts, n.value "
+        f"FROM {stage} AS s JOIN ts_num AS n ON n.series_id = s.series_id AND n.ts = s.ts "
+        "WHERE n.xmin = pg_current_xact_id()::xid), "
+        "log AS (INSERT INTO ts_rollup_pending (series_ids, stamps, vals) "
+        "SELECT array_agg(series_id), array_agg(ts), array_agg(value) FROM new "
+        "HAVING count(*) > 0) "
+        "SELECT coalesce(array_agg(series_id), '{}'), coalesce(array_agg(ts), '{}') FROM new"
+    )
 
 
 def apply_sql() -> str:

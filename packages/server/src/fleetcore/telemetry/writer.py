@@ -1,14 +1,15 @@
-"""The bulk writer: a batch of readings into the value tables, roll-ups and latest values in
-one transaction, de-duplicated on (series, ts).
+"""The bulk writer: a batch of readings into the value tables, roll-ups and latest values,
+durably before it returns, de-duplicated on (series, ts).
 
 Python touches each reading once, to look up its series and make a (series, ts, value)
 row; de-duplication, roll-ups and latest values are computed by the database from the new
-rows. PostgreSQL: one statement per kind (arrays unnested, INSERT ... ON CONFLICT DO NOTHING
-RETURNING), which returns only a count unless some reading was a duplicate; new numbers are
-logged and merged into roll-ups and latest values by one more statement, for several
-batches at once while the pipeline is busy (see pg_sql.py). SQLite: the rows go into a
-temporary table in multi-row INSERTs (a few statements, not one per row), then INSERT ...
-SELECT into the value table and the upserts from it.
+rows. PostgreSQL: per kind, the rows are copied (binary COPY) into a session stage, then
+one INSERT ... SELECT ... ON CONFLICT DO NOTHING, which returns only a count unless some
+reading was a duplicate. New numbers are logged in the same statement and merged into
+roll-ups and latest values by one more, for many batches at once and beside the next
+inserts while the pipeline is busy (see pg_sql.py). SQLite: the rows go into a temporary
+table in multi-row INSERTs (a few statements, not one per row), then INSERT ... SELECT into
+the value table and the upserts from it, in the batch's transaction.
 """
 
 from __future__ import annotations
@@ -22,15 +23,19 @@ from dataclasses import dataclass, field
 from typing import Any, overload
 
 import orjson
+import structlog
 from sqlalchemy import Connection, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.util import await_only
 
 from fleetcore.db import SQLITE_BEGIN_OPTION, create_sync_sqlite_engine
 from fleetcore.telemetry import pg_sql
 from fleetcore.telemetry.models import ROLLUPS, VALUE_TABLES, Series, TelemetryKey
 from fleetcore_protocol.telemetry import Kind, Reading
+
+log = structlog.get_logger(__name__)
 
 Row = tuple[int, int, Any]  # (series_id, ts, value)
 
@@ -208,16 +213,18 @@ class TelemetryWriter:
         self._sql: dict[tuple[str, ...], str] = {}
         self._unmerged = 0  # numbers this writer logged and no merge of its own claimed yet
         self._oldest_unmerged = 0.0  # when the first of them was logged (monotonic)
+        self._merging: asyncio.Task[None] | None = None
 
     async def write(
         self, batch: Sequence[DeviceReadings], *, defer_rollups: bool = False
     ) -> WriteResult:
         """Store a batch durably; returns only after the commit.
 
-        `defer_rollups` (PostgreSQL; the pipeline sets it while more batches are queued)
-        lets the roll-ups and latest numbers of this batch be merged with a later batch's,
-        within DEFER_READINGS or DEFER_SECONDS; without it every logged number is merged
-        before the commit, so a reader sees them as soon as the write returns.
+        `defer_rollups` (PostgreSQL; the pipeline sets it while more batches are queued):
+        the batch's numbers are merged into roll-ups and latest values later, with other
+        batches', by a merge in the background once DEFER_READINGS or DEFER_SECONDS are
+        reached. Without it, every number logged so far is merged before the commit, so a
+        reader sees them as soon as the write returns.
 
         The work is synchronous SQL on one connection, run in one go: in a thread on SQLite
         (a statement per event-loop wake-up costs milliseconds once the loop is busy with
@@ -225,8 +232,14 @@ class TelemetryWriter:
         """
         if self._sync_engine is not None:
             return await asyncio.to_thread(self._write_sqlite, batch)
+        if not defer_rollups and self._merging is not None:
+            await asyncio.shield(self._merging)  # what it claimed is part of "all merged"
         async with self.engine.connect() as connection:
-            return await connection.run_sync(self._run, batch, defer_rollups)
+            result = await connection.run_sync(self._run, batch, defer_rollups)
+        if defer_rollups and self._merging is None and self._merge_due():
+            self._unmerged = 0
+            self._merging = asyncio.create_task(self._merge_in_background())
+        return result
 
     def _write_sqlite(self, batch: Sequence[DeviceReadings]) -> WriteResult:
         assert self._sync_engine is not None
@@ -358,15 +371,22 @@ class TelemetryWriter:
     def _store_pg(
         self, connection: Connection, kind: Kind, rows: list[Row]
     ) -> set[tuple[int, int]] | None:
-        """Insert the rows, merge the new ones into roll-ups and latest, in one statement;
-        None when all were new, else the (series_id, ts) inserted."""
-        series_ids, stamps, values = zip(*rows, strict=True)
-        result = connection.exec_driver_sql(
-            self._pg_sql(kind), (list(series_ids), list(stamps), list(values), len(rows))
-        ).one()
+        """Copy the rows into the stage, insert the new ones (numbers logged, others merged
+        into latest); None when all were new, else the (series_id, ts) inserted."""
+        # Through SQLAlchemy first: that begins the transaction the COPY must be part of.
+        connection.exec_driver_sql(pg_sql.stage_sql(kind))
+        raw = connection.connection.driver_connection
+        await_only(
+            raw.copy_records_to_table(  # type: ignore[union-attr]
+                pg_sql.stage_name(kind), records=rows, columns=("series_id", "ts", "value")
+            )
+        )
+        result = connection.exec_driver_sql(self._pg_sql(kind), (len(rows),)).one()
         count, new_series, new_stamps = int(result[0]), result[1], result[2]
         if count == len(rows):
             return None
+        if kind is Kind.NUMBER:  # not logged yet: which ones were new
+            new_series, new_stamps = connection.exec_driver_sql(pg_sql.new_numbers_sql()).one()
         return set(zip(new_series or (), new_stamps or (), strict=True))
 
     def _pg_sql(self, kind: Kind) -> str:
@@ -376,23 +396,39 @@ class TelemetryWriter:
         return sql
 
     def _merge_pg(self, connection: Connection, *, logged: int, defer: bool) -> None:
-        """Merge the logged numbers into roll-ups and latest values, unless deferring within
-        the bounds. A merge claims every writer's log rows (a crashed writer's too)."""
+        """Count the numbers logged; unless deferring, merge every logged number into the
+        roll-ups and latest values (any writer's log rows: a crashed writer's too)."""
         if logged and not self._unmerged:
             self._oldest_unmerged = time.monotonic()
         self._unmerged += logged
-        if not self._unmerged:
+        if defer or not self._unmerged:
             return
-        if defer and (
-            self._unmerged < DEFER_READINGS
-            and time.monotonic() - self._oldest_unmerged < DEFER_SECONDS
-        ):
-            return
+        connection.exec_driver_sql(self._apply_sql())
+        self._unmerged = 0  # a rollback leaves the rows logged: merged by the next merge
+
+    def _merge_due(self) -> bool:
+        return self._unmerged > 0 and (
+            self._unmerged >= DEFER_READINGS
+            or time.monotonic() - self._oldest_unmerged >= DEFER_SECONDS
+        )
+
+    async def _merge_in_background(self) -> None:
+        """Merge the logged numbers in a transaction of its own, beside the next inserts
+        (another connection; the rows it locks are not the ones they lock)."""
+        try:
+            async with self.engine.begin() as connection:
+                await connection.exec_driver_sql(self._apply_sql())
+        except Exception:
+            log.exception("telemetry_rollup_merge_failed")
+            self._unmerged = max(self._unmerged, 1)  # still logged: the next merge takes them
+        finally:
+            self._merging = None
+
+    def _apply_sql(self) -> str:
         sql = self._sql.get(("pg", "apply"))
         if sql is None:
             sql = self._sql[("pg", "apply")] = pg_sql.apply_sql()
-        connection.exec_driver_sql(sql)
-        self._unmerged = 0  # a rollback leaves the rows logged: merged by the next merge
+        return sql
 
     # -- SQLite -------------------------------------------------------------------------
 
