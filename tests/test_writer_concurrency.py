@@ -21,6 +21,7 @@ from fleetcore.auth import users
 from fleetcore.auth.schemas import OrganizationIn
 from fleetcore.db import Database, create_engine
 from fleetcore.devices.models import Device
+from fleetcore.telemetry.pipeline import IngestPipeline
 from fleetcore.telemetry.writer import DeviceReadings, TelemetryWriter
 from fleetcore_protocol.telemetry import Kind, Reading
 from tests.support.postgres import PostgresServer
@@ -182,3 +183,42 @@ async def test_concurrent_writers_store_each_reading_once_without_deadlock(
         "ORDER BY series_id, ts DESC) AS t ORDER BY 1",
     )
     assert latest == newest
+
+
+async def test_busy_pipeline_defers_roll_ups_and_the_last_batch_merges_them(
+    database: Database,
+) -> None:
+    org_id, devices = await _devices(database)
+    pipeline = IngestPipeline(TelemetryWriter(database.engine), batch_size=1_000)
+    await pipeline.start()
+    try:
+        # Queued at once: every batch but the last finds more waiting, and defers.
+        futures = [
+            pipeline.enqueue(
+                DeviceReadings(
+                    devices[n % DEVICES],
+                    org_id,
+                    [
+                        Reading(k, BASE_TS + (n // DEVICES * 50 + i) * 1000, Kind.NUMBER, float(i))
+                        for k in KEYS
+                        for i in range(50)
+                    ],
+                )
+            )
+            for n in range(4 * DEVICES)
+        ]
+        outcomes = await asyncio.gather(*futures)
+    finally:
+        await pipeline.stop()
+    assert sum(o.stored for o in outcomes) == 4 * DEVICES * len(KEYS) * 50
+    # The last acknowledgement came after every roll-up and latest value was merged.
+    expected = await _rows(database, _FROM_RAW.format(w=60_000))
+    assert await _rows(database, _ROLLUP.format(table="ts_rollup_1m")) == expected
+    assert sum(row[2] for row in expected) == 4 * DEVICES * len(KEYS) * 50
+    [(latest_wrong, pending)] = await _rows(
+        database,
+        "SELECT (SELECT count(*) FROM ts_latest AS l JOIN (SELECT series_id, max(ts) AS ts "
+        "FROM ts_num GROUP BY 1) AS n USING (series_id) WHERE l.ts <> n.ts), "
+        "(SELECT count(*) FROM ts_rollup_pending)",
+    )
+    assert (latest_wrong, pending) == (0, 0)

@@ -154,6 +154,10 @@ class IngestPipeline:
                 rest.append(pending)
         if rest:
             await self._flush(rest, sum(len(p.item.readings) for p in rest))
+        try:
+            await self.writer.settle()  # the last batch may have left its roll-ups deferred
+        except Exception:  # still logged in the database: the next writer merges them
+            log.exception("telemetry_settle_failed")
 
     async def _flush(self, batch: list[_Pending], size: int) -> None:
         begin = time.perf_counter()

@@ -27,7 +27,7 @@ import structlog
 from sqlalchemy import Connection, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.util import await_only
 
 from fleetcore.db import SQLITE_BEGIN_OPTION, create_sync_sqlite_engine
@@ -214,6 +214,7 @@ class TelemetryWriter:
         self._unmerged = 0  # numbers this writer logged and no merge of its own claimed yet
         self._oldest_unmerged = 0.0  # when the first of them was logged (monotonic)
         self._merging: asyncio.Task[None] | None = None
+        self._held: AsyncConnection | None = None
 
     async def write(
         self, batch: Sequence[DeviceReadings], *, defer_rollups: bool = False
@@ -234,12 +235,35 @@ class TelemetryWriter:
             return await asyncio.to_thread(self._write_sqlite, batch)
         if not defer_rollups and self._merging is not None:
             await asyncio.shield(self._merging)  # what it claimed is part of "all merged"
-        async with self.engine.connect() as connection:
+        # While busy, the connection is kept for the next batch: no pool check-out and ping
+        # per batch. The write that empties the queue gives it back.
+        connection, self._held = self._held or await self.engine.connect(), None
+        try:
             result = await connection.run_sync(self._run, batch, defer_rollups)
+        except BaseException:
+            await connection.close()
+            raise
+        if defer_rollups:
+            self._held = connection
+        else:
+            await connection.close()
         if defer_rollups and self._merging is None and self._merge_due():
             self._unmerged = 0
             self._merging = asyncio.create_task(self._merge_in_background())
         return result
+
+    async def settle(self) -> None:
+        """Merge every number logged so far and give back the kept connection (the
+        pipeline's last act; a later write would merge them too)."""
+        if self._merging is not None:
+            await asyncio.shield(self._merging)
+        if self._held is not None:
+            await self._held.close()
+            self._held = None
+        if self._unmerged:
+            async with self.engine.begin() as connection:
+                await connection.exec_driver_sql(self._apply_sql())
+            self._unmerged = 0
 
     def _write_sqlite(self, batch: Sequence[DeviceReadings]) -> WriteResult:
         assert self._sync_engine is not None
