@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import httpx
-import pytest
 from sqlalchemy import select
 
 from fleetcore.db import Database
@@ -127,11 +126,6 @@ async def test_level_zero_marks_the_slot_sold_out_and_a_level_clears_it(
     assert refilled["A1"].sold_out_at is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ledger: a reported level sets filled_at to the read time before the PA5 check, "
-    "so a PA5 time since the previous read is taken as stale and the read time is kept",
-)
 async def test_a_pa5_time_wins_over_the_read_time_for_level_zero(
     client: httpx.AsyncClient, tenant: Tenant, db: Database
 ) -> None:
@@ -142,6 +136,17 @@ async def test_a_pa5_time_wins_over_the_read_time_for_level_zero(
     row = (await stock(db))["A1"]
     assert row.fill_level == 0
     assert row.sold_out_at == utc(0.5)  # when it sold out, not when it was read
+
+    # Still empty, the same PA5: the mark stays.
+    await send(client, token, dex(at(2), {"A1": (13, 0)}, sold_out=emptied))
+    assert (await stock(db))["A1"].sold_out_at == utc(0.5)
+
+    # Refilled, then empty again with a PA5 older than that fill (the machine never
+    # updated it): the read is the first time it is known empty.
+    await send(client, token, dex(at(3), {"A1": (13, 6)}, sold_out=emptied))
+    assert (await stock(db))["A1"].sold_out_at is None
+    await send(client, token, dex(at(4), {"A1": (19, 0)}, sold_out=emptied))
+    assert (await stock(db))["A1"].sold_out_at == utc(4)
 
 
 async def test_a_late_audit_never_moves_the_known_level(

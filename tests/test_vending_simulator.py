@@ -37,7 +37,11 @@ from fleetcore.simulator.vending import (
 from fleetcore.simulator.vending_demo import (
     DEMO_MACHINES,
     DRIVER_EMAIL,
+    HISTORY,
+    HISTORY_READ_EVERY_H,
+    QUIET_FOR,
     DemoVending,
+    _history,
     ensure_demo_vending,
     fill_demo_vending,
 )
@@ -68,6 +72,9 @@ from tests.test_simulator import _serve_demo, _sqlite_count, _stop
 FLEETCORE = str(Path(sys.executable).parent / "fleetcore")
 START = datetime(2026, 3, 2, 7, 0)  # a Monday
 ODD = OddRates(damaged=0.08, reinitialised=0.05, duplicate=0.08)
+# The demo's history ends here: a Monday evening when none of the live machines' last reads
+# has an empty slot (what the history shows depends on the weekday and time of day only).
+DEMO_NOW = datetime(2025, 12, 1, 20, 45)
 
 
 def _reads(machine: VendingMachine, until: datetime) -> list:  # type: ignore[type-arg]
@@ -437,6 +444,32 @@ async def test_the_command_provisions_and_uploads_to_a_running_server(
 # -- the demo (make run) --------------------------------------------------------------------
 
 
+def test_the_demo_history_ends_with_a_sold_out_slot_at_any_time_of_day() -> None:
+    # The quiet machine's history: the one that guarantees a sold-out slot (whether the
+    # live machines' last reads have one depends on the time of day).
+    quiet = DEMO_MACHINES
+    for day in (DEMO_NOW, DEMO_NOW + timedelta(days=5)):  # a Monday, a Saturday
+        for hour in range(0, 24, 2):
+            now = day.replace(hour=hour, minute=25)
+            start = (now - HISTORY).replace(hour=6, minute=0, second=0)
+            model = VendingMachine(
+                machine_plan(quiet),
+                start=start,
+                odd=NO_ODDITIES,
+                read_every_h=HISTORY_READ_EVERY_H,
+            )
+            *_, before, last = _history(model, quiet, now, DEMO_MACHINES)
+            assert last.at == now - QUIET_FOR
+            empty = [p for p in parse(last.data).audits[0].products if p.current_level == 0]
+            assert empty, now
+            times = [
+                datetime.combine(out.date, out.time)
+                for p in empty
+                if (out := p.sold_out) is not None and out.date and out.time
+            ]
+            assert any(before.at < t <= last.at for t in times), now
+
+
 async def _demo_counts(database: Database) -> dict[str, int]:
     async with database.session() as session:
         return {
@@ -452,7 +485,7 @@ async def test_the_demo_has_history_once_and_every_part_of_the_vending_pages_has
 
     async def start() -> DemoVending:
         demo = await ensure_demo_vending(live_database, organization=DEMO_SLUG)
-        await fill_demo_vending(live_database, demo, admin_email=login.email)
+        await fill_demo_vending(live_database, demo, admin_email=login.email, now=DEMO_NOW)
         return demo
 
     first = await start()
@@ -464,7 +497,7 @@ async def test_the_demo_has_history_once_and_every_part_of_the_vending_pages_has
     assert (first.order_created, again.order_created) == (True, False)
     assert first.driver_password != again.driver_password
     assert len(again.live) == len(again.models) == DEMO_MACHINES - 1
-    now = datetime.now(UTC)
+    now = DEMO_NOW.replace(tzinfo=UTC)
     async with live_database.session() as session:
         statuses = Tally(await session.scalars(select(Audit.status)))
         assert statuses["damaged"] == 1  # waiting for a manager
@@ -486,14 +519,25 @@ async def test_the_demo_has_history_once_and_every_part_of_the_vending_pages_has
         assert day
         assert month
         assert month > 20 * day
-        sold_out = await session.scalar(
-            select(func.count()).select_from(SlotStock).where(SlotStock.sold_out_at.is_not(None))
+        # The quiet machine's last read shows a run on a product that emptied a slot: marked
+        # when it sold out (PA5, since the read before), not when it was read.
+        quiet = await session.scalar(select(Machine).order_by(Machine.last_audit_at).limit(1))
+        assert quiet is not None
+        sold_out = list(
+            await session.scalars(
+                select(SlotStock)
+                .join(Cabinet, Cabinet.id == SlotStock.cabinet_id)
+                .where(Cabinet.device_id == quiet.device_id, SlotStock.sold_out_at.is_not(None))
+            )
         )
-        assert sold_out
+        assert any(
+            s.fill_level == 0 and s.sold_out_at is not None and s.sold_out_at < last[0]
+            for s in sold_out
+        )
         order = await session.scalar(select(ServiceOrder))
         assert order is not None
         assert order.state == "issued"
-        assert order.service_date == wall_now().date()
+        assert order.service_date == DEMO_NOW.date()
         driver = await session.scalar(select(User).where(User.email == DRIVER_EMAIL))
         assert driver is not None
         assert driver.role == "driver"

@@ -55,6 +55,19 @@ PROVISION_REQUEST = "/provision/request"
 PROVISION_RESPONSE = "/provision/response"
 
 
+def topic_matches(topic: str, topic_filter: str) -> bool:
+    """Whether an MQTT topic matches a subscription filter (+ one level, # the rest)."""
+    if topic.startswith("$") and topic_filter.startswith(("+", "#")):
+        return False
+    levels, parts = topic_filter.split("/"), topic.split("/")
+    for index, level in enumerate(levels):
+        if level == "#":
+            return index == len(levels) - 1
+        if index >= len(parts) or level not in ("+", parts[index]):
+            return False
+    return len(levels) == len(parts)
+
+
 class TopicError(ValueError):
     """A topic outside the grammar; the message says why."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from importlib.resources import files
 from pathlib import Path
 from typing import Protocol
@@ -21,11 +22,13 @@ from fleetcore.auth.pages import install_page_handlers
 from fleetcore.auth.ratelimit import LoginLimiter
 from fleetcore.auth.security import configure_hasher
 from fleetcore.body_limit import BodyLimitMiddleware
+from fleetcore.commands import service as commands_service
 from fleetcore.commands.delivery import EXPIRY_INTERVAL_S, CommandService
 from fleetcore.config import Settings
 from fleetcore.db import Database, create_engine
 from fleetcore.deadletters import retention as dead_letter_retention
 from fleetcore.deadletters.sink import DeadLetterSink
+from fleetcore.device_messages.inbound import DeviceMessages
 from fleetcore.errors import API_ERROR_STATUSES, documented_errors, install_error_handlers
 from fleetcore.jobs import JobScheduler
 from fleetcore.live.hub import InProcessHub
@@ -123,22 +126,23 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
             desired,
             commands,
         ]
+        # Device messages from every transport (MQTT, HTTP) go through one layer.
+        messages = DeviceMessages(db, pipeline, dead_letters)
+        messages.listeners.append(presence)
+        messages.on_traffic = presence.seen
+        messages.listeners.append(commands)
+        messages.command_results = commands.mqtt_result
+        messages.http_results = partial(commands_service.device_result, commands)
+        messages.dex_uploads = DexReceiver(db, pipeline).receive
+        app.state.device_messages = messages
         app.state.gateway = app.state.transport = None
         if settings.mqtt_port:
             gateway = MqttGateway(
-                db,
-                pipeline,
-                dead_letters,
-                provisioning=ProvisioningLimits.from_settings(settings),
+                db, messages, provisioning=ProvisioningLimits.from_settings(settings)
             )
-            gateway.listeners.append(presence)
-            gateway.on_traffic = presence.seen
-            gateway.listeners.append(commands)
-            gateway.command_results = commands.mqtt_result
-            gateway.dex_uploads = DexReceiver(db, pipeline).receive
             # Last to start, first to stop: what it acknowledged is already in the pipeline.
             transport = EmbeddedTransport(settings, gateway)
-            commands.transport = transport
+            commands.outbox = transport
             components.append(transport)
             app.state.readiness_checks["mqtt"] = transport.ready
             app.state.gateway, app.state.transport = gateway, transport

@@ -11,8 +11,10 @@ from fleetcore.attributes import service
 from fleetcore.attributes.schemas import AttributeScope, DesiredOut, DeviceAttributesOut, ScopeOut
 from fleetcore.auth.deps import PrincipalDep
 from fleetcore.deps import SessionDep
+from fleetcore.device_messages import http as device_http
 from fleetcore.devices.deps import CurrentDevice, PathTokenDevice
 from fleetcore.errors import ErrorEnvelope, RequestTimeout
+from fleetcore_protocol.messages import ClientAttributes
 
 router = APIRouter(prefix="/api/v1", tags=["attributes"])
 
@@ -28,7 +30,7 @@ async def report_attributes(
     values: AttributeValues, session: SessionDep, device: CurrentDevice
 ) -> ScopeOut:
     """The device merges what it reports into its client scope; null deletes a key."""
-    return await service.report_client_attributes(session, device, values=values)
+    return await device_http.client_attributes(session, device, ClientAttributes(values))
 
 
 @router.get("/devices/me/attributes", summary="Desired configuration (device; long-poll)")

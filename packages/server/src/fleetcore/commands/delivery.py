@@ -1,9 +1,10 @@
 """Getting commands to devices and their answers back; expiry; who can be reached.
 
-`CommandService` is a lifespan component (app.state.commands). It sends over MQTT (the
-native topic `devices/{id}/commands`, else ThingsBoard `v1/devices/me/rpc/request/{rpc_id}`)
-or hands commands to HTTP long-pollers, takes results from the MQTT gateway and the HTTP
-routes, and expires what runs out of time.
+`CommandService` is a lifespan component (app.state.commands). It sends through the
+device-message layer's outbox (over MQTT: the native topic `devices/{id}/commands`, else
+ThingsBoard `v1/devices/me/rpc/request/{rpc_id}`) or hands commands to HTTP long-pollers,
+takes results from the device-message layer and the HTTP routes, and expires what runs out
+of time.
 
 - Sent = handed to a connected MQTT session of the device (the transport does not report
   the device's PUBACK); over HTTP, fetching a command makes it sent and delivered at once.
@@ -34,13 +35,12 @@ from fleetcore.audit import service as audit
 from fleetcore.commands.models import OPEN, CommandStatus, DeviceCommand
 from fleetcore.commands.transitions import live_message, move
 from fleetcore.db import Database, utcnow
+from fleetcore.device_messages.ports import DeviceOutbox
 from fleetcore.live.hub import LiveEvent, LiveHub
-from fleetcore.mqtt import metrics as mqtt_metrics
-from fleetcore.mqtt.broker import topic_matches
-from fleetcore.mqtt.transport import DeviceTransport
 from fleetcore_protocol import topics
 from fleetcore_protocol.jsonvalue import unstorable
-from fleetcore_protocol.topics import Channel
+from fleetcore_protocol.messages import Command, Family
+from fleetcore_protocol.topics import Channel, topic_matches
 
 log = structlog.get_logger(__name__)
 
@@ -48,7 +48,7 @@ BATCH = 100  # commands sent or claimed per round
 MAX_RPC_ID = 2**31 - 1
 EXPIRY_INTERVAL_S = 1.0
 RETRY_AFTER_FAILURE = timedelta(seconds=30)  # when the database could not be asked
-# MQTT 5 reason codes for refused results (the gateway's PUBACK may carry them).
+# MQTT 5 reason codes for refused results (the device-message layer answers with them).
 NOT_AUTHORIZED = 0x87
 UNSPECIFIED_ERROR = 0x80
 IMPLEMENTATION_SPECIFIC_ERROR = 0x83
@@ -119,12 +119,12 @@ class CommandService:
         hub: LiveHub,
         *,
         presence: Callable[[], Presence | None] = lambda: None,
-        transport: DeviceTransport | None = None,
+        outbox: DeviceOutbox | None = None,
     ) -> None:
         self.database = database
         self.hub = hub
         self.presence = presence
-        self.transport = transport
+        self.outbox = outbox
         self._locks: weakref.WeakValueDictionary[uuid.UUID, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
@@ -159,13 +159,13 @@ class CommandService:
     # -- who can be reached ------------------------------------------------------------
 
     def is_online(self, device_id: uuid.UUID) -> bool:
-        """Connected over MQTT (presence, or the transport) or waiting in a long-poll."""
+        """Connected over MQTT (presence, or the outbox) or waiting in a long-poll."""
         if self._pollers.get(device_id):
             return True
         presence = self.presence()
         if presence is not None:
             return bool(presence.is_online(device_id))
-        return self.transport is not None and str(device_id) in self.transport.online()
+        return self.outbox is not None and str(device_id) in self.outbox.online()
 
     def _lock(self, device_id: uuid.UUID) -> asyncio.Lock:
         lock = self._locks.get(device_id)
@@ -197,20 +197,13 @@ class CommandService:
 
     def _send_mqtt(self, command: DeviceCommand) -> str | None:
         """Hand the command to the device's MQTT sessions; returns the channel used."""
-        if self.transport is None:
+        if self.outbox is None:
             return None
-        device_id = command.device_id
-        native = orjson.dumps(
-            {"id": str(command.id), "method": command.method, "params": command.params}
-        )
-        if self.transport.send(device_id, topics.native(str(device_id), Channel.COMMANDS), native):
-            mqtt_metrics.MESSAGES_OUT.inc()
-            return "mqtt"
-        rpc = orjson.dumps({"method": command.method, "params": command.params})
-        if self.transport.send(device_id, f"{topics.TB_RPC_REQUEST}{command.rpc_id}", rpc):
-            mqtt_metrics.MESSAGES_OUT.inc()
-            return "thingsboard"
-        return None
+        message = Command(str(command.id), command.method, command.params, command.rpc_id)
+        family = self.outbox.send(str(command.device_id), message)
+        if family is None:
+            return None
+        return "mqtt" if family is Family.NATIVE else "thingsboard"
 
     async def deliver_queued(self, device_id: uuid.UUID) -> None:
         """Send the device's queued commands over MQTT, oldest first; else wake its pollers."""
@@ -246,7 +239,7 @@ class CommandService:
         if len(sent) < len(queued):
             self._wake(device_id)
 
-    # -- the device listener (fleetcore.mqtt.gateway.DeviceListener) ---------------------
+    # -- the device listener (fleetcore.device_messages.ports.DeviceListener) -------------
 
     async def device_connected(self, device: Any) -> None:
         """Nothing to do: commands go out when the device subscribes to them."""
@@ -393,7 +386,7 @@ class CommandService:
     async def mqtt_result(
         self, device: DeviceRef, command_id: str, body: dict[str, Any], thingsboard: bool
     ) -> int | None:
-        """The gateway's command_results: None when taken, else an MQTT 5 reason code."""
+        """The device-message layer's command_results: None when taken, else a reason code."""
         if thingsboard:
             if int(command_id) > MAX_RPC_ID:
                 return UNSPECIFIED_ERROR

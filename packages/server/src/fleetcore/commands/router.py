@@ -24,6 +24,8 @@ from fleetcore.commands.schemas import (
     ThingsBoardRpc,
 )
 from fleetcore.deps import SessionDep
+from fleetcore.device_messages import http as device_http
+from fleetcore.device_messages.inbound import DeviceMessages
 from fleetcore.devices.auth_cache import HeaderIngestDevice, PathIngestDevice
 from fleetcore.errors import Invalid, RequestTimeout, documented_errors
 from fleetcore.pagination import CursorQuery, LimitQuery, Page
@@ -39,6 +41,15 @@ def _commands(request: Request) -> CommandService:
 
 
 CommandsDep = Annotated[CommandService, Depends(_commands)]
+
+
+def _device_messages(request: Request) -> DeviceMessages:
+    layer: DeviceMessages = request.app.state.device_messages
+    return layer
+
+
+# Devices' results go through the device-message layer, as they do over MQTT.
+DeviceMessagesDep = Annotated[DeviceMessages, Depends(_device_messages)]
 
 
 # /devices/me/... comes before /devices/{device_id:uuid}/... so "me" is never read as an id.
@@ -71,12 +82,12 @@ async def poll_commands(
 async def post_result(
     command_id: uuid.UUID,
     data: CommandResultIn,
-    commands: CommandsDep,
+    layer: DeviceMessagesDep,
     device: HeaderIngestDevice,
 ) -> ResultAccepted:
     """{"status": "succeeded", "result": ...} or {"status": "failed", "error": "..."}."""
-    command = await service.device_result(
-        commands,
+    command = await device_http.command_result(
+        layer,
         device,
         command_id=command_id,
         succeeded=data.status == "succeeded",
@@ -193,7 +204,7 @@ _ANY_JSON: dict[str, Any] = {
 async def thingsboard_result(
     request: Request,
     request_id: Annotated[int, Path(ge=1, le=MAX_RPC_ID)],
-    commands: CommandsDep,
+    layer: DeviceMessagesDep,
     device: PathIngestDevice,
 ) -> ResultAccepted:
     """Any JSON body: the command succeeded with it as the result."""
@@ -202,7 +213,7 @@ async def thingsboard_result(
         result = orjson.loads(body)
     except orjson.JSONDecodeError:
         raise Invalid("the body is not JSON", code="BAD_JSON") from None
-    command = await service.device_result(
-        commands, device, rpc_id=request_id, succeeded=True, result=result
+    command = await device_http.command_result(
+        layer, device, rpc_id=request_id, succeeded=True, result=result
     )
     return ResultAccepted(id=command.id, status=CommandStatus(command.status))

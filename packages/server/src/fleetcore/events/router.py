@@ -11,11 +11,13 @@ from fastapi import APIRouter, Query, Request, status
 from fleetcore.auth.deps import PrincipalDep
 from fleetcore.body_limit import body_limit, read_body
 from fleetcore.deps import SessionDep
+from fleetcore.device_messages import http as device_http
 from fleetcore.devices.deps import CurrentDevice
 from fleetcore.events import service
 from fleetcore.events.codec import MAX_EVENTS
 from fleetcore.events.schemas import EventOut, EventsStored, Severity
 from fleetcore.pagination import CursorQuery, LimitQuery, Page
+from fleetcore_protocol.messages import Event
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
 
@@ -55,7 +57,7 @@ _BODY_DOC: dict[str, Any] = {
 async def post_events(request: Request, session: SessionDep, device: CurrentDevice) -> EventsStored:
     """One event object or an array of up to 100; one bad event refuses them all (422)."""
     body = await read_body(request, MAX_BODY_BYTES)
-    return EventsStored(stored=await service.ingest_payload(session, device, body))
+    return EventsStored(stored=await device_http.device_events(session, device, Event(body)))
 
 
 @router.get("/devices/{device_id:uuid}/events", summary="A device's events")

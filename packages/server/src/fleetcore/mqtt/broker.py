@@ -69,6 +69,7 @@ from fleetcore.mqtt.hooks import (
     Refused,
 )
 from fleetcore.mqtt.limits import Admission, ConnectionGate, MqttLimits
+from fleetcore_protocol.topics import topic_matches
 
 log = logging.getLogger(__name__)
 
@@ -552,19 +553,6 @@ class FleetBroker(Broker):
             )
             self._outbound.add(task)
             task.add_done_callback(self._outbound.discard)
-
-
-def topic_matches(topic: str, topic_filter: str) -> bool:
-    """Whether an MQTT topic matches a subscription filter (+ one level, # the rest)."""
-    if topic.startswith("$") and topic_filter.startswith(("+", "#")):
-        return False
-    levels, parts = topic_filter.split("/"), topic.split("/")
-    for index, level in enumerate(levels):
-        if level == "#":
-            return index == len(levels) - 1
-        if index >= len(parts) or level not in ("+", parts[index]):
-            return False
-    return len(levels) == len(parts)
 
 
 async def _read_connect(

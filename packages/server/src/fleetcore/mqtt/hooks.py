@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -13,6 +13,8 @@ from amqtt.mqtt.connack import (
     SERVER_UNAVAILABLE,
     UNACCEPTABLE_PROTOCOL_VERSION,
 )
+
+from fleetcore.device_messages import ports as device_messages_ports
 
 __all__ = [
     "BAD_USERNAME_PASSWORD",
@@ -29,9 +31,9 @@ __all__ = [
     "Verdict",
 ]
 
-# What accept() answers: something to await until the message is durable, nothing (done),
-# or an MQTT 5 reason code saying why the message was refused (it is acknowledged anyway).
-Verdict = Awaitable[object] | int | None
+# What accept() answers (the device-message layer's answer): something to await until the
+# message is durable, nothing (done), or an MQTT 5 reason code saying why it was refused.
+Verdict = device_messages_ports.Verdict
 
 
 class Principal(Protocol):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
 
+from fleetcore.device_messages import metrics as message_metrics
+
 CONNECTED = Gauge("fleetcore_mqtt_connections", "MQTT connections open now.")
 CONNECTIONS_ADMITTED = Counter(
     "fleetcore_mqtt_connections_admitted_total", "MQTT connections let past the limits at accept."
@@ -16,11 +18,10 @@ CLOSED = Counter(
     "MQTT connections the server closed for a limit (keep-alive, packet size, lifetime).",
     ["reason"],
 )
-MESSAGES = Counter("fleetcore_mqtt_messages_total", "MQTT messages handled.", ["direction"])
-ACL_DENIED = Counter(
-    "fleetcore_mqtt_acl_denied_total", "Publishes and subscriptions refused by the ACL.", ["action"]
+# Counted by the device-message layer, for every transport; named here as before.
+MESSAGES, MESSAGES_IN, MESSAGES_OUT, ACL_DENIED = (
+    message_metrics.MESSAGES,
+    message_metrics.MESSAGES_IN,
+    message_metrics.MESSAGES_OUT,
+    message_metrics.ACL_DENIED,
 )
-
-# Children looked up once: these are counted for every message.
-MESSAGES_IN = MESSAGES.labels("in")
-MESSAGES_OUT = MESSAGES.labels("out")

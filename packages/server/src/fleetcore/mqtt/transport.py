@@ -1,9 +1,9 @@
 """How the platform reaches devices over MQTT, behind one small interface.
 
-`DeviceTransport` is what the rest of the platform uses (send to a device, who is online,
-drop a device). `EmbeddedTransport` implements it with the broker inside the process; an
-external broker cluster (Mosquitto, EMQX) with shared subscriptions is another class of
-the same shape.
+`DeviceTransport` is what the application wiring uses (start, stop, ready, drop a device);
+it is also the device-message layer's `DeviceOutbox` (send to a device, who is online).
+`EmbeddedTransport` implements it with the broker inside the process; an external broker
+cluster (Mosquitto, EMQX) with shared subscriptions is another class of the same shape.
 """
 
 from __future__ import annotations
@@ -11,13 +11,16 @@ from __future__ import annotations
 import uuid
 from typing import Any, Protocol
 
+import orjson
 import structlog
 
 from fleetcore.config import Settings
+from fleetcore.device_messages.metrics import MESSAGES_OUT
 from fleetcore.mqtt.broker import FleetBroker
 from fleetcore.mqtt.gateway import MqttGateway
 from fleetcore.mqtt.limits import MqttLimits
 from fleetcore.ops.readiness import NotReady
+from fleetcore_protocol.messages import Family, OutboundMessage, encode
 
 log = structlog.get_logger(__name__)
 
@@ -31,16 +34,8 @@ class DeviceTransport(Protocol):
 
     async def stop(self) -> None: ...
 
-    def send(
-        self,
-        device_id: uuid.UUID,
-        topic: str,
-        payload: bytes,
-        *,
-        qos: int = 1,
-        retain: bool = False,
-    ) -> int:
-        """Send to that device's subscribed sessions only; returns how many got or queued it."""
+    def send(self, recipient: str, message: OutboundMessage) -> Family | None:
+        """Send to that device's subscribed sessions only; the topic family that took it."""
         ...
 
     def online(self) -> set[str]:
@@ -93,6 +88,7 @@ class EmbeddedTransport:
         config = broker_config(self.settings)
         self.broker = FleetBroker(config, self.gateway, MqttLimits.from_settings(self.settings))
         self.gateway.attach(self.broker)
+        self.gateway.messages.attach(self)
         await self.broker.start()
         log.info("mqtt_listening", listeners={k: v["bind"] for k, v in config["listeners"].items()})
 
@@ -101,21 +97,22 @@ class EmbeddedTransport:
         if self.broker is not None:
             await self.broker.shutdown()
             await self.gateway.detach()
+            await self.gateway.messages.detach()
             self.broker = None
 
-    def send(
-        self,
-        device_id: uuid.UUID,
-        topic: str,
-        payload: bytes,
-        *,
-        qos: int = 1,
-        retain: bool = False,
-    ) -> int:
-        """Send to the device's own sessions."""
+    def send(self, recipient: str, message: OutboundMessage) -> Family | None:
+        """To the recipient's own sessions, on the first topic family one subscribed to."""
         if self.broker is None:
-            return 0
-        return self.broker.deliver(str(device_id), topic, payload, qos, retain=retain)
+            return None
+        for family in message.families:
+            encoded = encode(message, recipient, family, dumps=orjson.dumps)
+            if encoded is None:
+                continue
+            topic, payload = encoded
+            if self.broker.deliver(recipient, topic, payload, 1, retain=message.retain):
+                MESSAGES_OUT.inc()
+                return family
+        return None
 
     def online(self) -> set[str]:
         """Ids of connected devices."""

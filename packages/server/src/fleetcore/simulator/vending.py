@@ -32,6 +32,7 @@ from fleetcore_protocol.dex.model import Counter, SoldOut
 from fleetcore_protocol.dex.writer import MachineAudit, Selection, write
 
 STEP = timedelta(minutes=5)
+RUN_BEFORE_READ = timedelta(minutes=30)  # next_read(run_on=): when the slot sells out
 READ_EVERY_H = 4.0  # a read every 4 h ± 25 % of simulated time
 VISIT_EVERY_DAYS = (2, 3)  # a refill visit every 2 or 3 days, at the first read after 9:00
 CASHLESS_SHARE = 0.55
@@ -301,19 +302,28 @@ class VendingMachine:
         *,
         odd: Odd | None = None,
         stamp: Callable[[datetime], datetime] | None = None,
+        run_on: str | None = None,
     ) -> Read:
         """Sell until the next scheduled read and make its file.
 
         `odd` forces an odd case, else one is drawn at the configured rates. A forced
         REINITIALISED re-initialises the machine just after this read, so the NEXT read is
         the one that shows it (and says so); nothing sold is lost in between. `stamp` maps
-        simulated times to the times written in the file (default: the same).
+        simulated times to the times written in the file (default: the same). `run_on`
+        (a selection) is a run on that product shortly before the read: it sells until
+        the slot is empty, so the read shows it sold out.
         """
         if self._tested is not None:  # the visit's test vend, in the file from this read on
             self.truth[self._tested].test_vends += 1
             self._tested = None
+        since = self.clock
         self._advance(self.next_read_at)
         at, self._number = self.next_read_at, self._number + 1
+        if run_on is not None:
+            # Within the interval this read covers: its PA5 time is news since the last read.
+            run_at = max(since + (at - since) / 2, at - RUN_BEFORE_READ)
+            while self.slots[run_on].level > 0:
+                self._sell(run_on, run_at)
         reinitialise_after = odd is Odd.REINITIALISED
         if self._reinitialised:
             odd = Odd.REINITIALISED  # it shows now, whatever else was asked for
@@ -411,6 +421,9 @@ class VendingMachine:
     def _customer(self, at: datetime) -> None:
         codes = list(self._weights)
         code = self._rnd.choices(codes, weights=[self._weights[c] for c in codes])[0]
+        self._sell(code, at)
+
+    def _sell(self, code: str, at: datetime) -> None:
         slot, truth = self.slots[code], self.truth[code]
         if slot.level <= 0:
             slot.selected_while_sold_out += 1

@@ -7,8 +7,10 @@ history is simulated from 30 days ago to now and each read goes through the plat
 ingest service, as an upload would, with its read time in the past. A few reads are made
 odd on purpose so every part of /vending has something to show: a damaged audit waiting
 for a manager (machine 1, yesterday), a duplicate upload (machine 2), a re-initialised
-machine (machine 3), and a machine whose modem went quiet three days ago (the last one,
-left out of the live simulation). Then the others carry on selling, faster than real time.
+machine (machine 3), and a machine whose modem went quiet three days ago with a slot sold
+out (the last one, left out of the live simulation). Then the others carry on selling,
+faster than real time. `now` is a parameter (the wall clock in production) so that what
+the history shows can be checked at any time of day.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import asyncio
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import structlog
 from sqlalchemy import select
@@ -86,16 +88,18 @@ async def fill_demo_vending(
     demo: DemoVending,
     *,
     admin_email: str,
+    now: datetime,
     seed: int = 0,
     stop: asyncio.Event | None = None,
 ) -> None:
     """The history (once), today's issued service order (once), and the live machines.
 
     Seconds of work on SQLite (each audit is accounted slot by slot), so `serve --demo`
-    runs it once the server answers. `stop` cuts the history short: the next start
-    carries on from each machine's last audit, and the next read covers the gap.
+    runs it once the server answers. `now` (naive UTC, as DEX times) ends the history and
+    dates the order. `stop` cuts the history short: the next start carries on from each
+    machine's last audit, and the next read covers the gap.
     """
-    fleet, now = demo.fleet, wall_now()
+    fleet = demo.fleet
     last_reads = await _last_reads(database, fleet)
     # No history yet: from 30 days ago, a read a day; else from each machine's last audit.
     start = (now - HISTORY).replace(hour=6, minute=0, second=0) if not last_reads else now
@@ -115,7 +119,7 @@ async def fill_demo_vending(
         if model.next_read_at < now:  # a history cut short: carry on from now
             model.next_read_at = now
         model.read_every_h, model.odd_rates = 4.0, OddRates()
-    demo.order_created = await _todays_order(database, fleet, admin_email)
+    demo.order_created = await _todays_order(database, fleet, admin_email, now.date())
 
 
 class DemoVendingRun:
@@ -140,7 +144,7 @@ class DemoVendingRun:
         database = self.open_database()
         try:
             await fill_demo_vending(
-                database, self.demo, admin_email=self.admin_email, stop=self.stop
+                database, self.demo, admin_email=self.admin_email, now=wall_now(), stop=self.stop
             )
         finally:
             await database.close()
@@ -178,7 +182,8 @@ async def _last_reads(database: Database, fleet: VendingFleet) -> dict[uuid.UUID
 
 def _history(model: VendingMachine, index: int, now: datetime, last: int) -> list[Read]:
     """The machine's reads up to now (the last machine's stop QUIET_FOR ago)."""
-    until = now - QUIET_FOR if index == last else now
+    quiet = index == last
+    until = now - QUIET_FOR if quiet else now
     forced = {FORCED[index]} if index in FORCED else set()
     if index == FORCED_REINIT[0]:
         forced.add((Odd.REINITIALISED, FORCED_REINIT[1]))
@@ -188,13 +193,19 @@ def _history(model: VendingMachine, index: int, now: datetime, last: int) -> lis
     # may fall within the last day (a daily read comes up to 1.25 days after the one before;
     # switching later could leave the last read a day old, whatever the time of day).
     hourly_from = now - timedelta(days=1, hours=1.25 * HISTORY_READ_EVERY_H)
-    while model.next_read_at <= until:
+    while model.next_read_at < until:
         if model.next_read_at >= hourly_from:
             model.read_every_h = 4.0
         odd = None
         if pending and model.next_read_at >= now - pending[0][1]:
             odd = pending.pop(0)[0]
         reads.append(model.next_read(odd=odd))
+    if quiet:
+        # Its last read, as the modem went quiet, shows a slot sold out: whether the live
+        # machines' last reads have one depends on the time of day, and /vending should
+        # show one at any time. Nothing reads this machine again, so the slot stays so.
+        model.next_read_at = until
+        reads.append(model.next_read(run_on=model.plan.slots[0].slot))
     return reads
 
 
@@ -225,12 +236,13 @@ async def _backfill(
     return uploads
 
 
-async def _todays_order(database: Database, fleet: VendingFleet, admin_email: str) -> bool:
+async def _todays_order(
+    database: Database, fleet: VendingFleet, admin_email: str, today: date
+) -> bool:
     """An issued service order for today on the demo route, unless the route has one."""
     from fleetcore.vending.service_orders import create_order, issue_order
     from fleetcore.vending.service_schemas import OrderIn
 
-    today = wall_now().date()
     async with database.session(write=True) as session:
         exists = await session.scalar(
             select(ServiceOrder.id).where(

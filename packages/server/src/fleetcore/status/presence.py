@@ -1,6 +1,6 @@
 """Device presence: one source of truth for online/offline, every transition recorded.
 
-Inputs, all in this process: MQTT connects and disconnects (the gateway's listener calls),
+Inputs, all in this process: MQTT connects and disconnects (device_messages' listener calls),
 traffic (a message accepted over MQTT or HTTP, noted synchronously when it arrives — never
 after its commit, so a message committed after a disconnect cannot bring the device back
 online), and a periodic sweep that turns devices silent for longer than their profile's

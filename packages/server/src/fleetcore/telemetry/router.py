@@ -9,9 +9,12 @@ from pydantic import BaseModel
 
 from fleetcore.body_limit import read_body
 from fleetcore.deps import ReadSessionDep
+from fleetcore.device_messages import http as device_http
+from fleetcore.device_messages.inbound import DeviceMessages
 from fleetcore.devices.auth_cache import HeaderIngestDevice, IngestDevice, PathIngestDevice
-from fleetcore.telemetry.ingest import LIMITS, ingest
+from fleetcore.telemetry.ingest import LIMITS
 from fleetcore.telemetry.pipeline import IngestPipeline
+from fleetcore_protocol.messages import Telemetry
 
 
 def _room_in_pipeline(request: Request) -> None:
@@ -38,12 +41,10 @@ async def _ingest_request(
     request: Request, session: ReadSessionDep, device: IngestDevice
 ) -> IngestAnswer:
     """Both ingest routes: read the body, store it, answer after the commit."""
-    pipeline: IngestPipeline = request.app.state.pipeline
-    presence = getattr(request.app.state, "presence", None)
-    if presence is not None:
-        presence.seen(device)  # as it arrives: online, last seen
+    layer: DeviceMessages = request.app.state.device_messages
+    layer.note_traffic(device)  # as it arrives, before the body: online, last seen
     body = await read_body(request, LIMITS.max_bytes)
-    answer = await ingest(session, pipeline, device=device, payload=body, transport="http")
+    answer = await device_http.telemetry(layer, session, device, Telemetry(body))
     return IngestAnswer.model_validate(answer)
 
 

@@ -1,6 +1,6 @@
 """DEX files arriving over MQTT (devices/{id}/dex, v1/devices/me/dex).
 
-The MQTT gateway calls `DexReceiver.receive` for each message (vending never imports the
+The device-message layer calls `DexReceiver.receive` for each message (vending never imports the
 broker's side): the audit is stored, accounted and its telemetry committed before it
 returns, so the PUBACK that waits on it means durable. A payload that is no DEX file comes
 back as the dead letter's (reason, detail); a database that cannot be reached raises, so

@@ -144,17 +144,37 @@ async def _update_stock(
         stock.sold_since_fill = min(stock.sold_since_fill + units.get(slot, 0), MAX_COUNT)
         level: int | None = product.get("level")
         if level is not None:  # the machine counts its stock: that is the known level
+            _mark_at_level(stock, level, product, audit, previous)
             stock.fill_level, stock.filled_at, stock.sold_since_fill = level, audit.read_at, 0
-        _mark_sold_out(stock, product, audit, previous)
+        else:
+            _mark_sold_out(stock, product, audit, previous)
         if stock.sold_out_at is not None:
             soldout.append(slot)
     return soldout
 
 
+def _mark_at_level(
+    stock: SlotStock, level: int, product: dict[str, Any], audit: Audit, previous: Audit | None
+) -> None:
+    # Called before the level replaces the last fill: a PA5 time is news only when later
+    # than both the previous read and the fill known until now (PA5 keeps the last
+    # sell-out however old); otherwise the slot was already seen empty (keep that mark)
+    # or it emptied unseen since (the read is the first time it is known empty).
+    if level > 0:
+        stock.sold_out_at = None
+        return
+    reported = _naive_utc(product.get("sold_out_at"))
+    known = [t for t in (stock.filled_at, previous.read_at if previous else None) if t]
+    if reported is not None and reported <= audit.read_at and all(reported > t for t in known):
+        stock.sold_out_at = reported
+    else:
+        stock.sold_out_at = stock.sold_out_at or audit.read_at
+
+
 def _mark_sold_out(
     stock: SlotStock, product: dict[str, Any], audit: Audit, previous: Audit | None
 ) -> None:
-    level = product.get("level")
+    # No level reported: the estimate from the last known fill and PA5 decide.
     estimate = None if stock.fill_level is None else stock.fill_level - stock.sold_since_fill
     reported = _naive_utc(product.get("sold_out_at"))
     # PA5 keeps the last time the slot sold out, however old. After a known fill it counts
@@ -168,9 +188,9 @@ def _mark_sold_out(
         if fresh:
             stock.sold_out_at = reported
             return
-    if level == 0 or (estimate is not None and estimate <= 0):
+    if estimate is not None and estimate <= 0:
         stock.sold_out_at = stock.sold_out_at or audit.read_at
-    elif (level is not None and level > 0) or (estimate is not None and estimate > 0):
+    elif estimate is not None and estimate > 0:
         stock.sold_out_at = None
 
 

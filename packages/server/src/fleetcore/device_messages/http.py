@@ -1,0 +1,68 @@
+"""Device messages that arrive over HTTP: the routes decode the request, the layer does the
+rest, with the same checks as MQTT and HTTP's own answers (counts, the error envelope).
+
+HTTP answers the sender directly, so nothing becomes a dead letter here: a refusal is a 4xx.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fleetcore.attributes import service as attributes
+from fleetcore.attributes.schemas import ScopeOut
+from fleetcore.device_messages.inbound import DeviceMessages
+from fleetcore.device_messages.ports import RecordedResult
+from fleetcore.devices.auth_cache import IngestDevice
+from fleetcore.devices.models import Device
+from fleetcore.errors import Unavailable
+from fleetcore.events import service as events
+from fleetcore.telemetry.ingest import ingest
+from fleetcore_protocol import messages as m
+
+
+async def telemetry(
+    layer: DeviceMessages, session: AsyncSession, device: IngestDevice, message: m.Telemetry
+) -> dict[str, Any]:
+    """Readings stored (answered after the commit), with every refused one named."""
+    layer.note_traffic(device)
+    return await ingest(
+        session, layer.pipeline, device=device, payload=message.payload, transport="http"
+    )
+
+
+async def command_result(
+    layer: DeviceMessages,
+    device: IngestDevice,
+    *,
+    command_id: uuid.UUID | None = None,
+    rpc_id: int | None = None,
+    succeeded: bool,
+    result: Any = None,
+    error: str | None = None,
+) -> RecordedResult:
+    """A device's answer to one of its commands, by id (native) or RPC id (ThingsBoard)."""
+    if layer.http_results is None:
+        raise Unavailable("commands are not served here", code="COMMANDS_UNAVAILABLE")
+    return await layer.http_results(
+        device,
+        command_id=command_id,
+        rpc_id=rpc_id,
+        succeeded=succeeded,
+        result=result,
+        error=error,
+    )
+
+
+async def device_events(session: AsyncSession, device: Device, message: m.Event) -> int:
+    """Every event stored, or Invalid naming the bad one and none stored (as over MQTT)."""
+    return await events.ingest_payload(session, device, message.payload)
+
+
+async def client_attributes(
+    session: AsyncSession, device: Device, message: m.ClientAttributes
+) -> ScopeOut:
+    """The device's reported attributes merged into its client scope (as over MQTT)."""
+    return await attributes.report_client_attributes(session, device, values=message.values)

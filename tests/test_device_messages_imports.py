@@ -1,0 +1,47 @@
+"""The layering promise: only the embedded broker's package and the app wiring import
+fleetcore.mqtt; the device-message layer and every domain reach devices without it."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import fleetcore
+
+PACKAGE = Path(fleetcore.__file__).parent
+# Who may import the broker: itself, and the application that wires it in.
+ALLOWED = {PACKAGE / "app.py"}
+
+
+def _imports_of(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _mqtt(name: str) -> bool:
+    return name == "fleetcore.mqtt" or name.startswith("fleetcore.mqtt.")
+
+
+def test_only_the_broker_and_the_wiring_import_fleetcore_mqtt() -> None:
+    offenders = sorted(
+        f"{path.relative_to(PACKAGE)} imports {name}"
+        for path in PACKAGE.rglob("*.py")
+        if path not in ALLOWED and not path.is_relative_to(PACKAGE / "mqtt")
+        for name in _imports_of(path)
+        if _mqtt(name)
+    )
+    assert offenders == []
+
+
+def test_the_walk_sees_the_wiring_and_the_broker() -> None:
+    # Guards the test above against walking nothing (a moved package, a wrong root).
+    assert any(_mqtt(name) for name in _imports_of(PACKAGE / "app.py"))
+    assert "fleetcore.device_messages.inbound" in _imports_of(PACKAGE / "mqtt" / "gateway.py")
+    assert len(list(PACKAGE.rglob("*.py"))) > 50
