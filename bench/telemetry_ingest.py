@@ -171,8 +171,11 @@ def writer_batch(org_id: uuid.UUID, devices: list[uuid.UUID], ts: int) -> list[D
     ]
 
 
-async def writer_rate(url: str, readings: int, *, base: int) -> int:
-    """Fleetcore's TelemetryWriter: readings/s over `readings` in batches of BATCH."""
+async def writer_rate(url: str, readings: int, *, base: int, busy: bool = True) -> int:
+    """Fleetcore's TelemetryWriter: readings/s over `readings` in batches of BATCH, until
+    the last is committed with its roll-ups and latest values. `busy`: as the pipeline
+    writes while more batches wait (roll-ups merged for several batches at once);
+    otherwise merged batch by batch, as when each batch is the last one queued."""
     database = Database(create_engine(url, pool_size=4))
     try:
         org_id, devices = await make_devices(database, DEVICES)
@@ -183,8 +186,8 @@ async def writer_rate(url: str, readings: int, *, base: int) -> int:
             writer_batch(org_id, devices, base + b * 1000) for b in range(readings // per_batch)
         ]
         begin = time.perf_counter()
-        for batch in batches:
-            result = await writer.write(batch)
+        for n, batch in enumerate(batches, 1):
+            result = await writer.write(batch, defer_rollups=busy and n < len(batches))
             assert len(result.stored) == per_batch, result.duplicates
         return rate(readings, begin)
     finally:
@@ -193,8 +196,9 @@ async def writer_rate(url: str, readings: int, *, base: int) -> int:
 
 async def _ceilings_and_writer(server: PostgresServer, data_dir: Path) -> dict[str, Any]:
     pg_ceiling, pg_writer = server.create_database("ceiling"), server.create_database("writer")
+    pg_idle = server.create_database("writer_idle")
     sqlite_url = f"sqlite+aiosqlite:///{data_dir / 'writer.db'}"
-    for url in (pg_ceiling, pg_writer, sqlite_url):
+    for url in (pg_ceiling, pg_writer, pg_idle, sqlite_url):
         await migrated(url)
     rows = ceiling_rows(now_ms() - 3_600_000)
     copy = await pg_copy(asyncpg_dsn(pg_ceiling), rows)
@@ -203,6 +207,7 @@ async def _ceilings_and_writer(server: PostgresServer, data_dir: Path) -> dict[s
     base = now_ms() - 7_200_000
     writer = {
         "postgresql": await writer_rate(pg_writer, ROWS, base=base),
+        "postgresql_merged_per_batch": await writer_rate(pg_idle, ROWS, base=base, busy=False),
         "sqlite": await writer_rate(sqlite_url, ROWS, base=base),
     }
     return {
@@ -215,6 +220,9 @@ async def _ceilings_and_writer(server: PostgresServer, data_dir: Path) -> dict[s
         "writer_readings_per_s": writer,
         "writer_ratio": {
             "postgresql_vs_pg_dedup": round(writer["postgresql"] / dedup, 3),
+            "postgresql_merged_per_batch_vs_pg_dedup": round(
+                writer["postgresql_merged_per_batch"] / dedup, 3
+            ),
             "sqlite_vs_sqlite_executemany": round(writer["sqlite"] / lite, 3),
         },
     }

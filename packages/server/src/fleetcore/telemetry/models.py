@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -20,14 +21,16 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     SmallInteger,
     String,
     Table,
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.dialects.postgresql import DOUBLE_PRECISION, JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, DOUBLE_PRECISION, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.types import TypeEngine
 
 from fleetcore.db import Base, UTCDateTime, utcnow
 from fleetcore_protocol.telemetry import Kind
@@ -98,6 +101,7 @@ def _rollup_table(name: str) -> Table:
         Column("last_ts", BigInteger, nullable=False),
         Column("vlast", Double, nullable=False),
         sqlite_with_rowid=False,
+        postgresql_with={"fillfactor": 70},  # room for in-place (HOT) updates; migration 0016
     )
 
 
@@ -115,6 +119,7 @@ LATEST = Table(
     Column("text", Text),
     Column("bool", Boolean),
     Column("json", JsonValue),
+    postgresql_with={"fillfactor": 70},
 )
 
 
@@ -138,3 +143,19 @@ _PARTITION = re.compile(r"^ts_(num|text|bool|json)_(default|p\d{8})$")
 def is_partition(table_name: str) -> bool:
     """True for the partitions of the value tables (managed at run time, not by Alembic)."""
     return _PARTITION.match(table_name) is not None
+
+
+def _array(item: type[TypeEngine[Any]]) -> TypeEngine[Any]:
+    return LargeBinary().with_variant(ARRAY(item), "postgresql")
+
+
+# PostgreSQL: each batch's new numbers, logged with them and merged into the roll-ups and
+# latest values soon after (see pg_sql.py). Unused on SQLite, which merges at once.
+ROLLUP_PENDING = Table(
+    "ts_rollup_pending",
+    Base.metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("series_ids", _array(Integer), nullable=False),
+    Column("stamps", _array(BigInteger), nullable=False),
+    Column("vals", _array(DOUBLE_PRECISION), nullable=False),
+)

@@ -154,11 +154,18 @@ class IngestPipeline:
                 rest.append(pending)
         if rest:
             await self._flush(rest, sum(len(p.item.readings) for p in rest))
+        try:
+            await self.writer.settle()  # the last batch may have left its roll-ups deferred
+        except Exception:  # still logged in the database: the next writer merges them
+            log.exception("telemetry_settle_failed")
 
     async def _flush(self, batch: list[_Pending], size: int) -> None:
         begin = time.perf_counter()
         try:
-            result = await self.writer.write([p.item for p in batch])
+            # While more is queued, roll-ups and latest values may be merged with a later
+            # batch's (far fewer upserts); the batch that empties the queue merges them all.
+            busy = not self._closing and not self._queue.empty()
+            result = await self.writer.write([p.item for p in batch], defer_rollups=busy)
         except Exception as exc:
             log.exception("telemetry_write_failed", readings=size)
             metrics.WRITE_FAILURES.inc()

@@ -1,33 +1,41 @@
-"""The bulk writer: a batch of readings into the value tables, roll-ups and latest values in
-one transaction, de-duplicated on (series, ts).
+"""The bulk writer: a batch of readings into the value tables, roll-ups and latest values,
+durably before it returns, de-duplicated on (series, ts).
 
 Python touches each reading once, to look up its series and make a (series, ts, value)
 row; de-duplication, roll-ups and latest values are computed by the database from the new
-rows. PostgreSQL: one statement per kind (arrays unnested, INSERT ... ON CONFLICT DO NOTHING
-RETURNING feeding the roll-up and latest upserts as data-modifying CTEs), which returns
-only a count unless some reading was a duplicate. SQLite: the rows go into a temporary
+rows. PostgreSQL: per kind, the rows are copied (binary COPY) into a session stage, then
+one INSERT ... SELECT ... ON CONFLICT DO NOTHING, which returns only a count unless some
+reading was a duplicate. New numbers are logged in the same statement and merged into
+roll-ups and latest values by one more, for many batches at once and beside the next
+inserts while the pipeline is busy (see pg_sql.py). SQLite: the rows go into a temporary
 table in multi-row INSERTs (a few statements, not one per row), then INSERT ... SELECT into
-the value table and the upserts from it.
+the value table and the upserts from it, in the batch's transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, overload
 
 import orjson
+import structlog
 from sqlalchemy import Connection, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.util import await_only
 
 from fleetcore.db import SQLITE_BEGIN_OPTION, create_sync_sqlite_engine
+from fleetcore.telemetry import pg_sql
 from fleetcore.telemetry.models import ROLLUPS, VALUE_TABLES, Series, TelemetryKey
 from fleetcore_protocol.telemetry import Kind, Reading
+
+log = structlog.get_logger(__name__)
 
 Row = tuple[int, int, Any]  # (series_id, ts, value)
 
@@ -182,22 +190,13 @@ class _Dialect:
     def __init__(self, name: str) -> None:
         self.name = name
         self.pg = name == "postgresql"
-        self.least = "LEAST" if self.pg else "min"
-        self.greatest = "GREATEST" if self.pg else "max"
 
 
-_STAGE_TYPES = {
-    Kind.NUMBER: ("REAL", "double precision"),
-    Kind.TEXT: ("TEXT", "text"),
-    Kind.BOOLEAN: ("INTEGER", "boolean"),
-    Kind.JSON: ("TEXT", "jsonb"),
-}
-_LATEST_COLUMN = {Kind.NUMBER: "num", Kind.TEXT: "text", Kind.BOOLEAN: "bool", Kind.JSON: "json"}
-_LATEST_UPDATE = (
-    "ts = excluded.ts, num = excluded.num, text = excluded.text, bool = excluded.bool, "
-    "json = excluded.json WHERE excluded.ts >= ts_latest.ts"
-)
 _SQLITE_CHUNK = 5_000  # rows per multi-row INSERT (3 parameters each; SQLite allows 32,766)
+# While the pipeline is busy, logged numbers wait for a merge into roll-ups and latest values
+# at most this many readings or seconds (what a reader of roll-ups may lag behind then).
+DEFER_READINGS = 250_000
+DEFER_SECONDS = 1.0
 
 
 class TelemetryWriter:
@@ -212,9 +211,21 @@ class TelemetryWriter:
         # device -> (key, kind) -> series id: the one lookup per reading on the hot path
         self._device_series: dict[uuid.UUID, dict[tuple[str, int], int]] = {}
         self._sql: dict[tuple[str, ...], str] = {}
+        self._unmerged = 0  # numbers this writer logged and no merge of its own claimed yet
+        self._oldest_unmerged = 0.0  # when the first of them was logged (monotonic)
+        self._merging: asyncio.Task[None] | None = None
+        self._held: AsyncConnection | None = None
 
-    async def write(self, batch: Sequence[DeviceReadings]) -> WriteResult:
+    async def write(
+        self, batch: Sequence[DeviceReadings], *, defer_rollups: bool = False
+    ) -> WriteResult:
         """Store a batch durably; returns only after the commit.
+
+        `defer_rollups` (PostgreSQL; the pipeline sets it while more batches are queued):
+        the batch's numbers are merged into roll-ups and latest values later, with other
+        batches', by a merge in the background once DEFER_READINGS or DEFER_SECONDS are
+        reached. Without it, every number logged so far is merged before the commit, so a
+        reader sees them as soon as the write returns.
 
         The work is synchronous SQL on one connection, run in one go: in a thread on SQLite
         (a statement per event-loop wake-up costs milliseconds once the loop is busy with
@@ -222,15 +233,46 @@ class TelemetryWriter:
         """
         if self._sync_engine is not None:
             return await asyncio.to_thread(self._write_sqlite, batch)
-        async with self.engine.connect() as connection:
-            return await connection.run_sync(self._run, batch)
+        if not defer_rollups and self._merging is not None:
+            await asyncio.shield(self._merging)  # what it claimed is part of "all merged"
+        # While busy, the connection is kept for the next batch: no pool check-out and ping
+        # per batch. The write that empties the queue gives it back.
+        connection, self._held = self._held or await self.engine.connect(), None
+        try:
+            result = await connection.run_sync(self._run, batch, defer_rollups)
+        except BaseException:
+            await connection.close()
+            raise
+        if defer_rollups:
+            self._held = connection
+        else:
+            await connection.close()
+        if defer_rollups and self._merging is None and self._merge_due():
+            self._unmerged = 0
+            self._merging = asyncio.create_task(self._merge_in_background())
+        return result
+
+    async def settle(self) -> None:
+        """Merge every number logged so far and give back the kept connection (the
+        pipeline's last act; a later write would merge them too)."""
+        if self._merging is not None:
+            await asyncio.shield(self._merging)
+        if self._held is not None:
+            await self._held.close()
+            self._held = None
+        if self._unmerged:
+            async with self.engine.begin() as connection:
+                await connection.exec_driver_sql(self._apply_sql())
+            self._unmerged = 0
 
     def _write_sqlite(self, batch: Sequence[DeviceReadings]) -> WriteResult:
         assert self._sync_engine is not None
         with self._sync_engine.connect() as connection:
             return self._run(connection, batch)
 
-    def _run(self, connection: Connection, batch: Sequence[DeviceReadings]) -> WriteResult:
+    def _run(
+        self, connection: Connection, batch: Sequence[DeviceReadings], defer: bool = False
+    ) -> WriteResult:
         rows = self._rows(batch)
         if rows is None:  # some series is not interned yet
             self._intern(connection, batch)
@@ -239,11 +281,11 @@ class TelemetryWriter:
         connection = connection.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
         try:
             with connection.begin():
-                return self._write(connection, batch, rows, careful=False)
+                return self._write(connection, batch, rows, careful=False, defer=defer)
         except _Duplicates:  # rolled back; again, finding out which readings were stored
             pass
         with connection.begin():
-            return self._write(connection, batch, rows, careful=True)
+            return self._write(connection, batch, rows, careful=True, defer=defer)
 
     def _rows(self, batch: Sequence[DeviceReadings]) -> list[list[Row]] | None:
         """(series_id, ts, value) rows per kind (indexed by kind), in submission order;
@@ -265,14 +307,16 @@ class TelemetryWriter:
     def _intern(self, connection: Connection, batch: Sequence[DeviceReadings]) -> None:
         """Series id of every (device, key, kind) in the batch, creating missing ones."""
         wanted_keys = {(r.key, int(r.kind)) for item in batch for r in item.readings}
-        missing_keys = wanted_keys - self._keys.keys()
+        # Sorted, as every insert here: concurrent writers then wait for each other's new
+        # rows in one order and cannot deadlock.
+        missing_keys = sorted(wanted_keys - self._keys.keys())
         if missing_keys:
             self._insert_ignore(
                 connection, TelemetryKey, [{"name": n, "kind": k} for n, k in missing_keys]
             )
             keys = connection.execute(
                 select(TelemetryKey.id, TelemetryKey.name, TelemetryKey.kind).where(
-                    tuple_(TelemetryKey.name, TelemetryKey.kind).in_(list(missing_keys))
+                    tuple_(TelemetryKey.name, TelemetryKey.kind).in_(missing_keys)
                 )
             )
             self._keys.update({(name, kind): key_id for key_id, name, kind in keys})
@@ -282,7 +326,7 @@ class TelemetryWriter:
             org_of[item.device_id] = item.organization_id
             for r in item.readings:
                 wanted_series.add((item.device_id, self._keys[(r.key, int(r.kind))]))
-        missing_series = wanted_series - self._series.keys()
+        missing_series = sorted(wanted_series - self._series.keys())
         if missing_series:
             self._insert_ignore(
                 connection,
@@ -292,7 +336,7 @@ class TelemetryWriter:
                     for d, k in missing_series
                 ],
             )
-            for chunk in _chunks(list(missing_series), 500):
+            for chunk in _chunks(missing_series, 500):
                 rows = connection.execute(
                     select(Series.id, Series.device_id, Series.key_id).where(
                         tuple_(Series.device_id, Series.key_id).in_(chunk)
@@ -321,6 +365,7 @@ class TelemetryWriter:
         rows: list[list[Row]],
         *,
         careful: bool,
+        defer: bool = False,
     ) -> WriteResult:
         inserted: Inserted = [None] * len(rows)
         for kind in Kind:
@@ -330,6 +375,8 @@ class TelemetryWriter:
                     inserted[kind] = self._store_pg(connection, kind, db_rows)
                 else:
                     inserted[kind] = self._store_sqlite(connection, kind, db_rows, careful=careful)
+        if self.dialect.pg:
+            self._merge_pg(connection, logged=len(rows[Kind.NUMBER]), defer=defer)
         if all(new is None for new in inserted):  # the usual case: nothing was a duplicate
             return WriteResult(_AllStored(batch, rows), [len(item.readings) for item in batch])
         per_item = [0] * len(batch)
@@ -348,45 +395,63 @@ class TelemetryWriter:
     def _store_pg(
         self, connection: Connection, kind: Kind, rows: list[Row]
     ) -> set[tuple[int, int]] | None:
-        """Insert the rows, merge the new ones into roll-ups and latest, in one statement;
-        None when all were new, else the (series_id, ts) inserted."""
-        series_ids, stamps, values = zip(*rows, strict=True)
-        result = connection.exec_driver_sql(
-            self._pg_sql(kind), (list(series_ids), list(stamps), list(values), len(rows))
-        ).one()
+        """Copy the rows into the stage, insert the new ones (numbers logged, others merged
+        into latest); None when all were new, else the (series_id, ts) inserted."""
+        # Through SQLAlchemy first: that begins the transaction the COPY must be part of.
+        connection.exec_driver_sql(pg_sql.stage_sql(kind))
+        raw = connection.connection.driver_connection
+        await_only(
+            raw.copy_records_to_table(  # type: ignore[union-attr]
+                pg_sql.stage_name(kind), records=rows, columns=("series_id", "ts", "value")
+            )
+        )
+        result = connection.exec_driver_sql(self._pg_sql(kind), (len(rows),)).one()
         count, new_series, new_stamps = int(result[0]), result[1], result[2]
         if count == len(rows):
             return None
+        if kind is Kind.NUMBER:  # not logged yet: which ones were new
+            new_series, new_stamps = connection.exec_driver_sql(pg_sql.new_numbers_sql()).one()
         return set(zip(new_series or (), new_stamps or (), strict=True))
 
     def _pg_sql(self, kind: Kind) -> str:
         sql = self._sql.get(("pg", kind.name))
-        if sql is not None:
-            return sql
-        table = VALUE_TABLES[kind].name
-        value_type = _STAGE_TYPES[kind][1]
-        parts = [
-            "WITH batch AS (SELECT * FROM unnest($1::integer[], $2::bigint[], "
-            f"$3::{value_type}[]) WITH ORDINALITY AS b (series_id, ts, value, ord)), "
-            f"ins AS (INSERT INTO {table} (series_id, ts, value) "
-            "SELECT series_id, ts, value FROM batch ORDER BY ord "  # the first copy wins
-            "ON CONFLICT DO NOTHING RETURNING series_id, ts, value)"
-        ]
-        if kind is Kind.NUMBER:
-            for n, (width, rollup) in enumerate(ROLLUPS.items()):
-                parts.append(f", rollup{n} AS ({self._rollup_sql(rollup.name, width, 'ins')})")
-        column = _LATEST_COLUMN[kind]
-        parts.append(
-            f", latest AS (INSERT INTO ts_latest (series_id, ts, {column}) "
-            "SELECT DISTINCT ON (series_id) series_id, ts, value FROM ins "
-            f"ORDER BY series_id, ts DESC ON CONFLICT (series_id) DO UPDATE SET {_LATEST_UPDATE})"
+        if sql is None:
+            sql = self._sql[("pg", kind.name)] = pg_sql.insert_sql(kind)
+        return sql
+
+    def _merge_pg(self, connection: Connection, *, logged: int, defer: bool) -> None:
+        """Count the numbers logged; unless deferring, merge every logged number into the
+        roll-ups and latest values (any writer's log rows: a crashed writer's too)."""
+        if logged and not self._unmerged:
+            self._oldest_unmerged = time.monotonic()
+        self._unmerged += logged
+        if defer or not self._unmerged:
+            return
+        connection.exec_driver_sql(self._apply_sql())
+        self._unmerged = 0  # a rollback leaves the rows logged: merged by the next merge
+
+    def _merge_due(self) -> bool:
+        return self._unmerged > 0 and (
+            self._unmerged >= DEFER_READINGS
+            or time.monotonic() - self._oldest_unmerged >= DEFER_SECONDS
         )
-        # Only a count, unless something was a duplicate: then which rows were new.
-        parts.append(
-            " SELECT count(*), CASE WHEN count(*) < $4 THEN array_agg(series_id) END, "
-            "CASE WHEN count(*) < $4 THEN array_agg(ts) END FROM ins"
-        )
-        sql = self._sql[("pg", kind.name)] = "".join(parts)
+
+    async def _merge_in_background(self) -> None:
+        """Merge the logged numbers in a transaction of its own, beside the next inserts
+        (another connection; the rows it locks are not the ones they lock)."""
+        try:
+            async with self.engine.begin() as connection:
+                await connection.exec_driver_sql(self._apply_sql())
+        except Exception:
+            log.exception("telemetry_rollup_merge_failed")
+            self._unmerged = max(self._unmerged, 1)  # still logged: the next merge takes them
+        finally:
+            self._merging = None
+
+    def _apply_sql(self) -> str:
+        sql = self._sql.get(("pg", "apply"))
+        if sql is None:
+            sql = self._sql[("pg", "apply")] = pg_sql.apply_sql()
         return sql
 
     # -- SQLite -------------------------------------------------------------------------
@@ -406,8 +471,8 @@ class TelemetryWriter:
         stage = f"stage_{table}"
         connection.exec_driver_sql(
             f"CREATE TEMP TABLE IF NOT EXISTS {stage} (series_id INTEGER NOT NULL, "
-            f"ts INTEGER NOT NULL, value {_STAGE_TYPES[kind][0]}, PRIMARY KEY (series_id, ts)) "
-            "WITHOUT ROWID"
+            f"ts INTEGER NOT NULL, value {pg_sql.STAGE_TYPES[kind][0]}, "
+            "PRIMARY KEY (series_id, ts)) WITHOUT ROWID"
         )
         connection.exec_driver_sql(f"DELETE FROM {stage}")
         for chunk in _chunks(rows, _SQLITE_CHUNK):
@@ -435,11 +500,13 @@ class TelemetryWriter:
             raise _Duplicates
         if kind is Kind.NUMBER:
             for width, rollup in ROLLUPS.items():
-                connection.exec_driver_sql(self._rollup_sql(rollup.name, width, stage))
+                connection.exec_driver_sql(
+                    pg_sql.rollup_sql(rollup.name, width, stage, least="min", greatest="max")
+                )
         connection.exec_driver_sql(
-            f"INSERT INTO ts_latest (series_id, ts, {_LATEST_COLUMN[kind]}) "
+            f"INSERT INTO ts_latest (series_id, ts, {pg_sql.LATEST_COLUMN[kind]}) "
             f"SELECT series_id, max(ts), value FROM {stage} WHERE true GROUP BY series_id "
-            f"ON CONFLICT (series_id) DO UPDATE SET {_LATEST_UPDATE}"
+            f"ON CONFLICT (series_id) DO UPDATE SET {pg_sql.LATEST_UPDATE}"
         )
         return inserted
 
@@ -452,50 +519,6 @@ class TelemetryWriter:
                 + ", ".join(["(?, ?, ?)"] * count)
             )
         return sql
-
-    # -- both ---------------------------------------------------------------------------
-
-    def _rollup_sql(self, table: str, width: int, source: str) -> str:
-        """Merge the new numbers in `source` (unique per series and ts) into the roll-up
-        buckets of `table`; late data included."""
-        d = self.dialect
-        bucket = f"ts - ((ts % {width}) + {width}) % {width}"  # floor, as for negative ts
-        return (
-            f"INSERT INTO {table} ({', '.join(_ROLLUP_COLUMNS)}) "
-            "SELECT g.series_id, g.bucket, g.cnt, g.total, g.vmin, g.vmax, "
-            "g.first_ts, f.value, g.last_ts, l.value "
-            f"FROM (SELECT series_id, {bucket} AS bucket, count(*) AS cnt, sum(value) AS total, "
-            "min(value) AS vmin, max(value) AS vmax, min(ts) AS first_ts, max(ts) AS last_ts "
-            f"FROM {source} GROUP BY 1, 2) AS g "
-            f"JOIN {source} AS f ON f.series_id = g.series_id AND f.ts = g.first_ts "
-            f"JOIN {source} AS l ON l.series_id = g.series_id AND l.ts = g.last_ts "
-            "WHERE true ORDER BY 1, 2 "
-            "ON CONFLICT (series_id, bucket) DO UPDATE SET "
-            f"cnt = {table}.cnt + excluded.cnt, "
-            f"total = {table}.total + excluded.total, "
-            f"vmin = {d.least}({table}.vmin, excluded.vmin), "
-            f"vmax = {d.greatest}({table}.vmax, excluded.vmax), "
-            f"vfirst = CASE WHEN excluded.first_ts < {table}.first_ts "
-            f"THEN excluded.vfirst ELSE {table}.vfirst END, "
-            f"first_ts = {d.least}({table}.first_ts, excluded.first_ts), "
-            f"vlast = CASE WHEN excluded.last_ts >= {table}.last_ts "
-            f"THEN excluded.vlast ELSE {table}.vlast END, "
-            f"last_ts = {d.greatest}({table}.last_ts, excluded.last_ts)"
-        )
-
-
-_ROLLUP_COLUMNS = (
-    "series_id",
-    "bucket",
-    "cnt",
-    "total",
-    "vmin",
-    "vmax",
-    "first_ts",
-    "vfirst",
-    "last_ts",
-    "vlast",
-)
 
 
 def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
