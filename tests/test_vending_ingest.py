@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select, update
 
@@ -474,7 +473,6 @@ async def test_bad_ids_and_cursors_are_answered_with_the_envelope(
     assert bad.json()["error"]["code"] == "INVALID_CURSOR"
 
 
-@pytest.mark.skipif(not CORPUS.is_dir(), reason="the DEX corpus lands with the parser")
 async def test_real_files_are_stored_with_their_warnings(
     client: httpx.AsyncClient, tenant: Tenant
 ) -> None:
@@ -489,7 +487,6 @@ async def test_real_files_are_stored_with_their_warnings(
         assert await audits_of(client, tenant, device_id)
 
 
-@pytest.mark.skipif(not CORPUS.is_dir(), reason="the DEX corpus lands with the parser")
 async def test_mangled_real_files_are_stored_or_refused_never_a_500(
     client: httpx.AsyncClient, tenant: Tenant
 ) -> None:

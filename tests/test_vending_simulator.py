@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
@@ -406,11 +405,14 @@ def _simulate(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[st
 async def test_the_command_provisions_and_uploads_to_a_running_server(
     live_app: FastAPI, live_database: Database, tmp_path: Path
 ) -> None:
-    if live_database.engine.dialect.name != "sqlite":
-        pytest.skip("the command reads the server's SQLite file here")  # one backend suffices
     env = fleetcore_env()
     env["FLEETCORE_DATA_DIR"] = str(tmp_path)
-    (tmp_path / "fleetcore.db").symlink_to(tmp_path / "live.db")
+    if live_database.engine.dialect.name == "sqlite":
+        (tmp_path / "fleetcore.db").symlink_to(tmp_path / "live.db")
+    else:  # the command provisions through the server's database, as export/import do
+        env["FLEETCORE_DATABASE_URL"] = live_database.engine.url.render_as_string(
+            hide_password=False
+        )
     async with serving(live_app) as address:
         result = await asyncio.to_thread(
             _simulate,
