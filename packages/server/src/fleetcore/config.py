@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -72,6 +73,23 @@ class Settings(BaseSettings):
     mqtt_tls_cert: Path | None = Field(None, description="PEM certificate for MQTT over TLS")
     mqtt_tls_key: Path | None = Field(None, description="PEM private key for MQTT over TLS")
     mqtt_ws_port: int = Field(0, ge=0, le=65535, description="MQTT over WebSocket port; 0 = off")
+    # -- an external broker instead of the embedded one (fleetcore.external_broker) --
+    mqtt_url: SecretStr | None = Field(
+        None,
+        description="mqtt://user:password@host:1883 or mqtts://... of an external broker "
+        "(Mosquitto, EMQX); set, the embedded broker is off and --mqtt-port is ignored",
+    )
+    mqtt_share_group: str = Field(
+        "fleetcore",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="the shared-subscription group ingest workers join ($share/<group>/...)",
+    )
+    mqtt_dynsec: bool = Field(
+        False,
+        description="keep device credentials in Mosquitto's dynamic-security plugin (through "
+        "the platform client of FLEETCORE_MQTT_URL, which must be a dynsec admin)",
+    )
+    mqtt_ca_file: Path | None = Field(None, description="CA bundle for an mqtts:// broker")
     presence_sweep_s: float = Field(
         5.0, ge=0.1, le=3600, description="how often silent devices are checked for offline"
     )
@@ -264,6 +282,21 @@ class Settings(BaseSettings):
     def _check_database_url(cls, value: str | None) -> str | None:
         return None if value in (None, "") else normalize_database_url(value)
 
+    @field_validator("mqtt_url")
+    @classmethod
+    def _check_mqtt_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        url = urlsplit(value.get_secret_value())
+        if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
+            # The URL carries a password: never echo it back.
+            raise ValueError("must look like mqtt://user:password@host:1883 or mqtts://...")
+        try:
+            url.port  # noqa: B018 (raises on a bad port)
+        except ValueError:
+            raise ValueError("the port must be a number from 1 to 65535") from None
+        return value
+
     @model_validator(mode="after")
     def _lease_outlasts_a_send(self) -> Settings:
         # A lease that expires during a send lets a second sender send the same delivery.
@@ -315,6 +348,11 @@ class Settings(BaseSettings):
                 f"(environment={self.environment}); only FLEETCORE_ENVIRONMENT=development "
                 "may run with the built-in key"
             )
+
+    @property
+    def external_broker(self) -> bool:
+        """True when devices talk to an external broker (FLEETCORE_MQTT_URL)."""
+        return self.mqtt_url is not None
 
     @property
     def is_sqlite(self) -> bool:
