@@ -164,3 +164,42 @@ def _render_thingsboard(topic: Topic) -> str:
     if topic.channel is Channel.COMMAND_RESULT:
         return f"{THINGSBOARD_PREFIX}/rpc/response/{topic.command_id}"
     raise TopicError(f"no ThingsBoard topic for {topic.channel.value}")
+
+
+# -- per-client mount points on an external broker ----------------------------------------
+#
+# ThingsBoard topics are the same string for every device, so an external broker mounts each
+# such client under its username (the device id): EMQX with a listener
+# `mountpoint = "tb/${username}/"`, Mosquitto with Fleetcore's plugin (deploy/mosquitto).
+# Upstream the platform sees `tb/{device_id}/v1/devices/me/telemetry`; it publishes
+# `tb/{device_id}/v1/devices/me/rpc/request/7` and only that device receives
+# `v1/devices/me/rpc/request/7`.
+MOUNT_PREFIX = "tb"
+
+
+def mount(device_id: str, topic: str) -> str:
+    """The broker-side topic of a mounted client's `topic`."""
+    if not _valid_segment(device_id):
+        raise TopicError(f"invalid device id {device_id!r}")
+    return f"{MOUNT_PREFIX}/{device_id}/{topic}"
+
+
+def unmount(topic: str) -> tuple[str, str]:
+    """(device id, the topic as the device used it) of a mounted topic; TopicError if it
+    is not one."""
+    prefix, _, rest = topic.partition("/")
+    device_id, _, inner = rest.partition("/")
+    if prefix != MOUNT_PREFIX or not inner or not _valid_segment(device_id):
+        raise TopicError(f"not a mounted topic: {topic!r}")
+    return device_id, inner
+
+
+def sender(topic: str) -> tuple[str, str]:
+    """(device id, the topic as the device used it) of a topic an external broker hands the
+    platform: a native topic names its device, a mounted one its client's username."""
+    if topic.startswith(MOUNT_PREFIX + "/"):
+        return unmount(topic)
+    parsed = parse(topic)
+    if parsed.device_id is None:  # an unmounted ThingsBoard topic: nobody to attribute it to
+        raise TopicError(f"a ThingsBoard topic outside a mount point: {topic!r}")
+    return parsed.device_id, topic

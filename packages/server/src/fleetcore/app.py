@@ -30,6 +30,7 @@ from fleetcore.deadletters import retention as dead_letter_retention
 from fleetcore.deadletters.sink import DeadLetterSink
 from fleetcore.device_messages.inbound import DeviceMessages
 from fleetcore.errors import API_ERROR_STATUSES, documented_errors, install_error_handlers
+from fleetcore.external_broker.transport import ExternalTransport
 from fleetcore.jobs import JobScheduler
 from fleetcore.live.hub import InProcessHub
 from fleetcore.live.telemetry import telemetry_publisher
@@ -136,7 +137,15 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         messages.dex_uploads = DexReceiver(db, pipeline).receive
         app.state.device_messages = messages
         app.state.gateway = app.state.transport = None
-        if settings.mqtt_port:
+        if settings.external_broker:
+            # Devices talk to an external broker; this process is one of its ingest workers.
+            external = ExternalTransport(settings, messages, consume=True)
+            messages.on_status = presence.reported
+            commands.outbox = external
+            components.append(external)
+            app.state.readiness_checks["mqtt"] = external.ready
+            app.state.transport = external
+        elif settings.mqtt_port:
             gateway = MqttGateway(
                 db, messages, provisioning=ProvisioningLimits.from_settings(settings)
             )
@@ -206,6 +215,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     install_page_handlers(app)
     app.mount("/static", StaticFiles(directory=str(files("fleetcore") / "static")), name="static")
     app.include_router(ops_router)
+    if settings.role == "ingest":
+        return app  # an ingest worker serves /health, /ready and /metrics only
     for router in API_ROUTERS:
         app.include_router(router, responses=documented_errors(*API_ERROR_STATUSES))
     for router in PAGE_ROUTERS:

@@ -85,9 +85,16 @@ def serve(
         bool,
         typer.Option(help="with --demo: run a few simulated devices in the server's process"),
     ] = True,
+    role: Annotated[
+        str | None,
+        typer.Option(
+            help="all (default): everything in one process; ingest: an ingest worker of the "
+            "external broker in FLEETCORE_MQTT_URL (env FLEETCORE_ROLE)"
+        ),
+    ] = None,
 ) -> None:
     """Start the platform: HTTP API and pages, MQTT, background jobs."""
-    settings = _settings(host=host, port=port, mqtt_port=mqtt_port, data_dir=data_dir)
+    settings = _settings(host=host, port=port, mqtt_port=mqtt_port, data_dir=data_dir, role=role)
     configure_logging(settings.log_level, settings.log_format)
     try:
         settings.check_signing_key()

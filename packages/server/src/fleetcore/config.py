@@ -90,6 +90,29 @@ class Settings(BaseSettings):
         "the platform client of FLEETCORE_MQTT_URL, which must be a dynsec admin)",
     )
     mqtt_ca_file: Path | None = Field(None, description="CA bundle for an mqtts:// broker")
+    mqtt_ingest_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="this ingest worker's stable id (its MQTT client id is fleetcore-ingest-<id>; "
+        "default <host>-<http port>): a restarted worker resumes its broker session",
+    )
+    mqtt_ingest_session_expiry_s: int = Field(
+        86_400,
+        ge=0,
+        le=7 * 86_400,
+        description="how long the broker keeps a stopped worker's session and its messages",
+    )
+    mqtt_ingest_inflight: int = Field(
+        2_000,
+        ge=10,
+        le=65_535,
+        description="unacknowledged messages a worker accepts at once (MQTT 5 receive maximum)",
+    )
+    role: Literal["all", "ingest"] = Field(
+        "all",
+        description="all: everything in one process; ingest: consume device traffic from "
+        "FLEETCORE_MQTT_URL (HTTP serves /health, /ready and /metrics only)",
+    )
     presence_sweep_s: float = Field(
         5.0, ge=0.1, le=3600, description="how often silent devices are checked for offline"
     )
@@ -296,6 +319,14 @@ class Settings(BaseSettings):
         except ValueError:
             raise ValueError("the port must be a number from 1 to 65535") from None
         return value
+
+    @model_validator(mode="after")
+    def _ingest_needs_a_broker(self) -> Settings:
+        if self.role == "ingest" and self.mqtt_url is None:
+            raise ValueError(
+                "FLEETCORE_ROLE=ingest consumes from an external broker: set FLEETCORE_MQTT_URL"
+            )
+        return self
 
     @model_validator(mode="after")
     def _lease_outlasts_a_send(self) -> Settings:

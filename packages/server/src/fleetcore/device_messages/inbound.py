@@ -80,6 +80,9 @@ class DeviceMessages:
         self.http_results: ResultRecorder | None = None  # HTTP's command results
         # Called as each device message arrives (presence: online, last seen).
         self.on_traffic: Callable[[auth_cache.IngestDevice], None] | None = None
+        # Called with a device's own "online"/"offline" status message (its birth and last
+        # will): presence where no broker hook reports connections (an external broker).
+        self.on_status: Callable[[auth_cache.IngestDevice, str], None] | None = None
         self._buckets: dict[str, TokenBucket] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stop_listening: Callable[[], None] | None = None
@@ -235,6 +238,8 @@ class DeviceMessages:
             case m.Event():
                 payload = message.payload
             case m.Status():
+                if self.on_status is not None:
+                    self.on_status(sender.device, message.status)
                 payload = orjson.dumps({"type": "status", "data": {"status": message.status}})
             case m.CommandResult():  # no commands service: kept as an event
                 data = {"command_id": message.command_id, "result": message.body}

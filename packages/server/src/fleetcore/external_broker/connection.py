@@ -59,15 +59,16 @@ class BrokerUrl:
 
     __str__ = __repr__
 
-    def client(self, role: str, *, clean_start: bool = True, **options: object) -> paho.Client:
+    def client(
+        self, role: str, *, client_id: str | None = None, manual_ack: bool = False
+    ) -> paho.Client:
         """A paho-mqtt MQTT 5 client with these credentials (not yet connected); its client
-        id is `fleetcore-<role>-<random>` unless `client_id` is given in `options`."""
-        client_id = str(options.pop("client_id", f"fleetcore-{role}-{uuid.uuid4().hex[:12]}"))
+        id is `fleetcore-<role>-<random>` unless given."""
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=client_id,
+            client_id=client_id or f"fleetcore-{role}-{uuid.uuid4().hex[:12]}",
             protocol=MQTTProtocolVersion.MQTTv5,
-            **options,  # type: ignore[arg-type]
+            manual_ack=manual_ack,
         )
         if self.username is not None:
             client.username_pw_set(self.username, self.password)

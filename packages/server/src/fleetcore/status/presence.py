@@ -103,6 +103,12 @@ class Presence:
     async def device_subscribed(self, device: IngestDevice, topic_filter: str) -> None:
         """Subscriptions do not change presence."""
 
+    def reported(self, device: IngestDevice, status: str) -> None:
+        """The device's own status message (birth or last will) on an external broker, where
+        no connection hook exists: "online" or "offline"; anything else changes nothing."""
+        if status in ("online", "offline") and self._state.get(device.id) != status:
+            self._note(device, status, "status")
+
     def _note(self, device: IngestDevice, status: str, reason: str) -> None:
         self._state[device.id] = status
         self._queue.put_nowait(_Change(device.id, device.organization_id, status, reason, utcnow()))
