@@ -69,6 +69,7 @@ ONLINE_WINDOW_S = 600.0  # a device heard from this recently counts as reachable
 RECONNECT_MIN_S, RECONNECT_MAX_S = 1.0, 30.0
 # Failures that mean "not stored, try again later": the message is delivered again.
 RETRYABLE = (SQLAlchemyError, OSError, Unavailable, TimeoutError)
+STOP_TIMEOUT_S = 15.0  # a stopping worker's wait for what it received to be stored
 
 
 def upstream_filters(group: str) -> list[str]:
@@ -119,6 +120,8 @@ class ExternalTransport:
         self._connected = asyncio.Event()
         self._subscribed = asyncio.Event()
         self._generation = 0  # bumped at every connection loss: older acks are void
+        self._in_flight = 0  # received, handed to the layer, not yet durable
+        self._owed = False  # a message of this connection was not stored: keep the session
         self._sessions: dict[str, DeviceSession] = {}
         self._families: dict[str, Family] = {}
         self._heard: dict[str, float] = {}
@@ -142,22 +145,46 @@ class ExternalTransport:
             log.warning("mqtt_external_not_connected", broker=str(self.url))
 
     async def stop(self) -> None:
-        """Stop taking messages, let those in flight settle, disconnect."""
+        """Leave the group cleanly: unsubscribe, settle what was received (acknowledged once
+        durable), then end the session, so the broker routes nothing more to this id."""
         self._stopping = True
-        client, self.client = self.client, None
+        client = self.client
+        if client is not None and self.consume and self._connected.is_set():
+            try:
+                async with asyncio.timeout(STOP_TIMEOUT_S):
+                    await self._leave(client)
+            except TimeoutError:
+                log.warning("mqtt_external_stop_unsettled", in_flight=self._in_flight)
+        await self.messages.detach()
+        self.client = None
         if client is not None:
-            if self.consume:
-                # Unsubscribing would end the shared subscription for the session; just
-                # stop reading: what is unacknowledged goes to this id's next session.
-                client.on_message = None
-            await self.messages.detach()
-            client.disconnect()
+            properties = _properties(PacketTypes.DISCONNECT)
+            properties.SessionExpiryInterval = 0  # nothing is left for a next session
+            # Ended only when everything received was acknowledged; else the broker keeps
+            # the session (and delivers the rest again to this id's next start).
+            done = self._quiet() and not self._owed
+            client.disconnect(properties=properties if done else None)
             await asyncio.to_thread(client.loop_stop)
         for task in (self._runner, self._bouncing):
             if task is not None:
                 task.cancel()
         self._stop_listening()
         self.directory.close()
+
+    async def _leave(self, client: paho.Client) -> None:
+        unsubscribed = asyncio.Event()
+        client.on_unsubscribe = lambda *_: self._call(unsubscribed.set)
+        client.unsubscribe(upstream_filters(self.group))
+        await unsubscribed.wait()
+        while not self._quiet():
+            self._wake.set()
+            await asyncio.sleep(0.01)
+
+    def _quiet(self) -> bool:
+        """Nothing received is waiting to be handled or to become durable."""
+        with self._inbox_lock:
+            waiting = len(self._inbox)
+        return waiting == 0 and self._in_flight == 0
 
     def _connect(self) -> None:
         client = self.url.client(
@@ -233,6 +260,7 @@ class ExternalTransport:
 
     def _lost(self) -> None:
         self._generation += 1
+        self._owed = False  # the next session gets every unacknowledged message again
         self._connected.clear()
         self._subscribed.clear()
 
@@ -265,6 +293,7 @@ class ExternalTransport:
                 await self.directory.load(unknown)
             except RETRYABLE:
                 log.exception("mqtt_external_lookup_failed")
+                self._owed = True
                 self._retry_later(generation)  # nothing of this batch is acknowledged
                 return
         for message, sent in zip(batch, senders, strict=True):
@@ -299,8 +328,10 @@ class ExternalTransport:
         self, message: paho.MQTTMessage, verdict: Awaitable[object], generation: int
     ) -> None:
         future = asyncio.ensure_future(verdict)
+        self._in_flight += 1
 
         def settled(done: asyncio.Future[object]) -> None:
+            self._in_flight -= 1
             if done.cancelled():
                 self._retry_later(generation)
                 return
@@ -308,6 +339,7 @@ class ExternalTransport:
             if error is None:
                 self._ack(message, generation)
             elif isinstance(error, RETRYABLE):
+                self._owed = True
                 self._retry_later(generation)
             else:  # a defect, not an outage: delivering it again would fail the same way
                 self._refuse(message, "internal_error", type(error).__name__)
