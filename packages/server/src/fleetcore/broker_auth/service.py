@@ -5,7 +5,7 @@
   provisioning user ("provision", no password). A device touches only its own topics, and
   device ids are global, so a device of one organization never reaches another's topics.
 - The platform's own client (FLEETCORE_BROKER_AUTH_PLATFORM_USERNAME, the shared secret
-  as password) may hold $share/fleetcore/... subscriptions and publish to down topics.
+  as password) may hold $share/<FLEETCORE_MQTT_SHARE_GROUP>/... subscriptions and publish to down topics.
 - Answers are cached for FLEETCORE_BROKER_AUTH_CACHE_S, keyed by a hash of what was asked
   (never the raw token), and forgotten when device credentials change in this process; a
   change made by another process is seen once the entry expires.
@@ -48,7 +48,6 @@ CHECKS = Counter(
 CACHE = Counter(
     "fleetcore_broker_auth_cache_total", "Broker auth answers from the cache or not.", ["outcome"]
 )
-SHARED_GROUP = "$share/fleetcore/"
 FAILURES_PER_MIN = 30.0  # per client address, after a burst of FAILURE_BURST
 FAILURE_BURST = 10
 MAX_ENTRIES = 100_000
@@ -85,6 +84,7 @@ class BrokerAuth:
         secret = settings.broker_auth_secret
         self._secret = secret.get_secret_value().encode() if secret is not None else None
         self.platform_username = settings.broker_auth_platform_username
+        self.shared_group = f"$share/{settings.mqtt_share_group}/"  # the ingest workers'
         self._answers: dict[bytes, tuple[float, Identity | None]] = {}
         self._failures = KeyedBuckets(FAILURES_PER_MIN / 60, FAILURE_BURST)
         self._blocked: dict[str, float] = {}
@@ -138,7 +138,7 @@ class BrokerAuth:
     async def authorize(self, *, username: str, topic: str, action: Action) -> bool:
         """Whether the client with this username may publish or subscribe to `topic`."""
         if username == self.platform_username:
-            allowed = _platform_may(action, topic)
+            allowed = _platform_may(action, topic, self.shared_group)
         elif username == acl.PROVISION_USERNAME:
             allowed = acl.provisioner_may(action, topic)
         else:
@@ -212,10 +212,10 @@ def _device_may(device_key: str, action: Action, topic: str) -> bool:
     return acl.may_subscribe(device_key, topic)
 
 
-def _platform_may(action: Action, topic: str) -> bool:
+def _platform_may(action: Action, topic: str, shared_group: str) -> bool:
     """The platform's client: shared subscriptions of its group; publishes down topics."""
     if action == "subscribe":
-        return topic.startswith(SHARED_GROUP) and len(topic) > len(SHARED_GROUP)
+        return topic.startswith(shared_group) and len(topic) > len(shared_group)
     if "+" in topic or "#" in topic:
         return False
     if f"{topics.THINGSBOARD_PREFIX}/" in topic or topic.endswith(topics.PROVISION_RESPONSE):
