@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import subprocess
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -315,3 +316,52 @@ async def test_not_ready_without_the_broker(live_database: Database, tmp_path: P
         assert response.status_code == 503
         assert "mqtt" in response.text
         assert transport.online() == set()
+
+
+# paho-mqtt's reconnect loop drops the socket of a failed TLS handshake without closing it.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_mqtts_with_a_private_ca(live_database: Database, tmp_path: Path) -> None:
+    certificate, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(certificate),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    server = OpenMosquitto(tls=(certificate, key))
+    server.start()
+    try:
+        url = f"mqtts://fleetcore:secret@localhost:{server.tls_port}"
+        async with running_app(
+            live_database,
+            tmp_path,
+            mqtt_port=0,
+            mqtt_url=url,
+            mqtt_ca_file=certificate,
+            mqtt_ingest_session_expiry_s=0,
+        ) as application:
+            await application.state.transport.wait_ready()
+        # Without the CA the certificate is not trusted: never connected, so not ready.
+        async with (
+            running_app(live_database, tmp_path, mqtt_port=0, mqtt_url=url) as application,
+            client_for(application) as http,
+        ):
+            assert (await http.get("/ready")).status_code == 503
+    finally:
+        server.stop()

@@ -22,8 +22,10 @@ MOSQUITTO = Path("/usr/sbin/mosquitto")
 class OpenMosquitto:
     """mosquitto -c <config> on a free loopback port, anonymous clients allowed."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: tuple[Path, Path] | None = None) -> None:
         self.port = free_port()
+        self.tls = tls  # (certificate, key): a second listener, TLS only, on tls_port
+        self.tls_port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="fleetcore-open-mosquitto-"))
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -35,7 +37,7 @@ class OpenMosquitto:
             "persistence false\n"
             "max_inflight_messages 1000\n"
             "max_queued_messages 0\n"
-            "log_dest stderr\n" + ("user root\n" if os.geteuid() == 0 else "")
+            "log_dest stderr\n" + ("user root\n" if os.geteuid() == 0 else "") + self._tls()
         )
         with (self.root / "log").open("wb") as log:
             self.process = subprocess.Popen(
@@ -49,6 +51,12 @@ class OpenMosquitto:
                 return
             time.sleep(0.05)
         raise RuntimeError("mosquitto did not start within 10 s")
+
+    def _tls(self) -> str:
+        if self.tls is None:
+            return ""
+        certificate, key = self.tls
+        return f"listener {self.tls_port} 127.0.0.1\ncertfile {certificate}\nkeyfile {key}\n"
 
     def stop(self) -> None:
         if self.process is not None:
