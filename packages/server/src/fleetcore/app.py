@@ -136,6 +136,14 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         messages.dex_uploads = DexReceiver(db, pipeline).receive
         app.state.device_messages = messages
         app.state.gateway = app.state.transport = None
+        # -- Mosquitto dynamic security: device credentials through an outbox (broker_sync) --
+        app.state.broker_sync = None
+        if settings.mqtt_dynsec:
+            from fleetcore.broker_sync.dispatcher import BrokerSync
+
+            app.state.broker_sync = BrokerSync(db, settings)
+            components.insert(0, app.state.broker_sync)  # stops last: staged rows still applied
+        # -- end broker_sync --
         if settings.mqtt_port:
             gateway = MqttGateway(
                 db, messages, provisioning=ProvisioningLimits.from_settings(settings)
