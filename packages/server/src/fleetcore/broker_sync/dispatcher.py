@@ -183,12 +183,13 @@ class BrokerSync:
     async def _retry_now(self) -> None:
         """The broker is back: what waited for it is due at once."""
         now = utcnow()
+        waiting = (Outbox.done_at.is_(None), Outbox.next_attempt_at > now)
+        # Look first: an UPDATE takes SQLite's write lock even when it changes nothing.
+        async with self.database.session() as session:
+            if await session.scalar(select(Outbox.id).where(*waiting).limit(1)) is None:
+                return
         async with self.database.session(write=True) as session:
-            await session.execute(
-                update(Outbox)
-                .where(Outbox.done_at.is_(None), Outbox.next_attempt_at > now)
-                .values(next_attempt_at=now)
-            )
+            await session.execute(update(Outbox).where(*waiting).values(next_attempt_at=now))
             await session.commit()
 
     async def _claim(self) -> list[_Claimed]:
