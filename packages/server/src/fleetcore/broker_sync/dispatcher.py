@@ -85,11 +85,12 @@ class BrokerSync:
         settings: Settings,
         *,
         poll_s: float = 3.0,
-        batch: int = 100,
-        lease_s: float = 60.0,
+        batch: int = 32,
+        lease_s: float = 120.0,
         retry_base_s: float = 1.0,
         retry_max_s: float = 60.0,
         connect_wait_s: float = 3.0,
+        concurrency: int = 8,
     ) -> None:
         self.database = database
         self.url = BrokerUrl.from_settings(settings)
@@ -100,6 +101,7 @@ class BrokerSync:
         self.retry_base_s = retry_base_s
         self.retry_max_s = retry_max_s
         self.connect_wait_s = connect_wait_s
+        self.concurrency = concurrency
         self.rounds = 0  # finished rounds (tests wait on it)
         self.dynsec: DynsecClient | None = None
         self._wake = asyncio.Event()
@@ -175,8 +177,15 @@ class BrokerSync:
                 {c.id: (c, _Outcome(False, str(error), "unavailable")) for c in claimed}
             )
             return False
-        # Distinct devices (one head row each): their order does not matter.
-        outcomes = await asyncio.gather(*(self._apply(c) for c in claimed))
+        # Distinct devices (one head row each): their order does not matter. A few at once:
+        # the broker handles commands one by one (and rewrites its whole file at each).
+        limit = asyncio.Semaphore(self.concurrency)
+
+        async def bounded(row: _Claimed) -> _Outcome:
+            async with limit:
+                return await self._apply(row)
+
+        outcomes = await asyncio.gather(*(bounded(c) for c in claimed))
         await self._record({c.id: (c, o) for c, o in zip(claimed, outcomes, strict=True)})
         return len(claimed) >= self.batch and all(o.done for o in outcomes)
 
