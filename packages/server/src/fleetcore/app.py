@@ -22,6 +22,7 @@ from fleetcore.auth.pages import install_page_handlers
 from fleetcore.auth.ratelimit import LoginLimiter
 from fleetcore.auth.security import configure_hasher
 from fleetcore.body_limit import BodyLimitMiddleware
+from fleetcore.broker_sync.dispatcher import BrokerSync
 from fleetcore.commands import service as commands_service
 from fleetcore.commands.delivery import EXPIRY_INTERVAL_S, CommandService
 from fleetcore.config import Settings
@@ -137,6 +138,11 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         messages.dex_uploads = DexReceiver(db, pipeline).receive
         app.state.device_messages = messages
         app.state.gateway = app.state.transport = None
+        # Mosquitto dynamic security: device credentials reach the broker through an outbox.
+        app.state.broker_sync = None
+        if settings.mqtt_dynsec:
+            app.state.broker_sync = BrokerSync(db, settings)
+            components.insert(0, app.state.broker_sync)  # stops last: staged rows still applied
         if settings.external_broker:
             # Devices talk to an external broker; this process is one of its ingest workers.
             external = ExternalTransport(settings, messages, consume=True)

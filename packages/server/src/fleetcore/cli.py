@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from fleetcore import __version__
+from fleetcore.broker_sync import cli as broker_sync_cli
 from fleetcore.config import ConfigError, Settings, load_settings
 from fleetcore.logging import configure_logging
 from fleetcore.simulator import cli as simulator_cli
@@ -343,6 +344,7 @@ app.command("import")(telemetry_cli.import_)
 app.command("simulate")(simulator_cli.simulate)
 
 app.add_typer(vending_cli.dex_app, name="dex")  # vending (issue 15): fleetcore dex parse
+app.add_typer(broker_sync_cli.mqtt_app, name="mqtt")  # fleetcore mqtt sync (dynsec)
 
 
 def main() -> None:

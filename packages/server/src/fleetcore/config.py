@@ -326,6 +326,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 "FLEETCORE_ROLE=ingest consumes from an external broker: set FLEETCORE_MQTT_URL"
             )
+        if self.mqtt_dynsec and self.mqtt_url is None:
+            raise ValueError(
+                "FLEETCORE_MQTT_DYNSEC manages credentials in an external Mosquitto: "
+                "set FLEETCORE_MQTT_URL"
+            )
         return self
 
     @model_validator(mode="after")

@@ -7,6 +7,7 @@ from fleetcore.assets import models as asset_models
 from fleetcore.attributes import models as attribute_models
 from fleetcore.audit import models as audit_models
 from fleetcore.auth import models as auth_models
+from fleetcore.broker_sync import models as broker_sync_models
 from fleetcore.commands import models as command_models
 from fleetcore.db import Base
 from fleetcore.deadletters import models as dead_letter_models
@@ -25,6 +26,7 @@ __all__ = [
     "attribute_models",
     "audit_models",
     "auth_models",
+    "broker_sync_models",
     "command_models",
     "dead_letter_models",
     "device_models",

@@ -17,7 +17,7 @@ from fleetcore.audit import service as audit
 from fleetcore.audit.models import AuditEvent
 from fleetcore.auth.principal import Principal, Role
 from fleetcore.db import new_id, utcnow
-from fleetcore.devices import credentials
+from fleetcore.devices import credential_events, credentials
 from fleetcore.devices.models import (
     Device,
     DeviceCredential,
@@ -209,7 +209,12 @@ async def import_devices(
         target_type="device",
         details={"created": len(good), "failed": len(results) - len(good)},
     )
-    created = iter(await _insert(session, org_id, good, summary))
+    tokens = await _insert(session, org_id, good, summary)
+    await credential_events.publish(
+        session,
+        *(credential_events.upsert(org_id, device_id, token) for device_id, token in tokens),
+    )
+    created = iter(tokens)
     for result in results:
         if result.status == "created":
             result.device_id, result.access_token = next(created)

@@ -7,7 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcore.audit import service as audit
 from fleetcore.auth.security import same, token_hash
-from fleetcore.devices import credentials
+from fleetcore.devices import credential_events, credentials
 from fleetcore.devices.models import Device, DeviceProfile, DeviceStatus
 from fleetcore.devices.schemas import ProvisionIn
 from fleetcore.devices.service import live_devices, new_device, serial_taken
@@ -80,6 +80,9 @@ async def provision(session: AsyncSession, *, data: ProvisionIn) -> tuple[Device
             "profile_id": str(profile.id),
             "reprovision": not created,
         },
+    )
+    await credential_events.publish(
+        session, credential_events.upsert(device.organization_id, device.id, token)
     )
     await session.commit()
     return device, token, created

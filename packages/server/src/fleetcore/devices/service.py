@@ -17,7 +17,8 @@ from fleetcore.assets.schemas import EntityType
 from fleetcore.audit import service as audit
 from fleetcore.auth.principal import Principal, Role
 from fleetcore.db import new_id, utcnow
-from fleetcore.devices import credentials
+from fleetcore.devices import credential_events, credentials
+from fleetcore.devices.credential_events import CredentialAction
 from fleetcore.devices.models import Device, DeviceLabel, DeviceProfile, DeviceStatus
 from fleetcore.devices.schemas import DeviceIn, DevicePatch, Location
 from fleetcore.errors import Conflict, Invalid, NotFound, flush_or_conflict
@@ -158,6 +159,7 @@ async def create_device(
         target_id=device.id,
         details={"serial_number": device.serial_number, "name": device.name},
     )
+    await credential_events.publish(session, credential_events.upsert(org_id, device.id, token))
     await session.commit()
     return device, token
 
@@ -253,10 +255,17 @@ async def update_device(
     if "location" in sent:
         _set_location(device, data.location)
         changed["location"] = True
+    credential_change: CredentialAction | None = None
     if data.status is not None:
         status = _next_status(device, data.status)
         if status != device.status:
             changed["status"] = [device.status, status]
+            if DeviceStatus.DISABLED in (device.status, status):
+                credential_change = (
+                    CredentialAction.DISABLE
+                    if status == DeviceStatus.DISABLED
+                    else CredentialAction.ENABLE
+                )
             device.status = status
     if changed:
         details: dict[str, Any] = {"fields": sorted(changed)}
@@ -273,6 +282,11 @@ async def update_device(
             target_id=device.id,
             details=details,
         )
+        if credential_change is not None:
+            await credential_events.publish(
+                session,
+                credential_events.change(device.organization_id, device.id, credential_change),
+            )
         await session.commit()
     return device
 
@@ -307,6 +321,10 @@ async def delete_device(session: AsyncSession, principal: Principal, device_id: 
         target_id=device.id,
         details={"serial_number": device.serial_number},
     )
+    await credential_events.publish(
+        session,
+        credential_events.change(device.organization_id, device.id, CredentialAction.DELETE),
+    )
     await session.commit()
 
 
@@ -324,6 +342,9 @@ async def rotate_credentials(
         organization_id=device.organization_id,
         target_type="device",
         target_id=device.id,
+    )
+    await credential_events.publish(
+        session, credential_events.upsert(device.organization_id, device.id, token)
     )
     await session.commit()
     return device, token
