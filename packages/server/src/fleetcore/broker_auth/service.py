@@ -5,7 +5,8 @@
   provisioning user ("provision", no password). A device touches only its own topics, and
   device ids are global, so a device of one organization never reaches another's topics.
 - The platform's own client (FLEETCORE_BROKER_AUTH_PLATFORM_USERNAME, the shared secret
-  as password) may hold $share/<FLEETCORE_MQTT_SHARE_GROUP>/... subscriptions and publish to down topics.
+  as password) may hold $share/<FLEETCORE_MQTT_SHARE_GROUP>/... subscriptions and publish
+  to down topics.
 - Answers are cached for FLEETCORE_BROKER_AUTH_CACHE_S, keyed by a hash of what was asked
   (never the raw token), and forgotten when device credentials change in this process; a
   change made by another process is seen once the entry expires.
