@@ -229,12 +229,12 @@ async def test_commands_reach_the_device_on_its_own_family(
 
 
 async def _command(
-    http: httpx.AsyncClient, org: Tenant, device_id: str, method: str
+    http: httpx.AsyncClient, org: Tenant, device_id: str, method: str, **extra: Any
 ) -> dict[str, Any]:
     response = await http.post(
         f"/api/v1/devices/{device_id}/commands",
         headers=org.headers(Role.OPERATOR),
-        json={"method": method, "params": {}},
+        json={"method": method, "params": {}, **extra},
     )
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
@@ -365,3 +365,17 @@ async def test_mqtts_with_a_private_ca(live_database: Database, tmp_path: Path) 
             assert (await http.get("/ready")).status_code == 503
     finally:
         server.stop()
+
+
+async def test_a_command_queued_for_a_silent_device_goes_out_when_it_is_heard(
+    ext_app: FastAPI, ext_http: httpx.AsyncClient, ext_org: Tenant, peer: Peer
+) -> None:
+    device_id, _ = await new_device(ext_http, ext_org)
+    waiting = await _command(ext_http, ext_org, device_id, "calibrate", persistent=True)
+    assert waiting["status"] == "queued"  # never heard from: nobody to send it to
+    peer.subscribe(f"devices/{device_id}/commands")
+    peer.publish(f"devices/{device_id}/telemetry", {"t": 1})  # back: it listens again
+    message = await peer.next()
+    assert message.topic == f"devices/{device_id}/commands"
+    assert orjson.loads(message.payload)["id"] == waiting["id"]
+    await wait_until(lambda: _status(ext_http, ext_org, device_id, waiting["id"], "sent"))

@@ -125,6 +125,7 @@ class ExternalTransport:
         self._sessions: dict[str, DeviceSession] = {}
         self._families: dict[str, Family] = {}
         self._heard: dict[str, float] = {}
+        self._notices: set[asyncio.Future[None]] = set()
         self._runner: asyncio.Task[None] | None = None
         self._bouncing: asyncio.Task[None] | None = None
         self._stopping = False
@@ -311,11 +312,15 @@ class ExternalTransport:
         if device is None:
             self._refuse(message, "unknown_device", "no enabled device has this id")
             return
-        self._heard[key] = time.monotonic()
+        now = time.monotonic()
+        back = self._heard.get(key, -ONLINE_WINDOW_S) < now - ONLINE_WINDOW_S
+        self._heard[key] = now
         if topic.startswith(topics.THINGSBOARD_PREFIX + "/"):
             self._families[key] = Family.THINGSBOARD
         else:
             self._families.setdefault(key, Family.NATIVE)
+        if back:
+            self._reachable(device, self._families[key])
         verdict = self.messages.receive(
             self._session(device), topic, bytes(message.payload), qos=message.qos
         )
@@ -345,6 +350,19 @@ class ExternalTransport:
                 self._refuse(message, "internal_error", type(error).__name__)
 
         future.add_done_callback(settled)
+
+    def _reachable(self, device: auth_cache.IngestDevice, family: Family) -> None:
+        """A device heard from after a silence: no broker tells us it subscribed, so take its
+        traffic as the sign that it listens on its commands topic (commands waiting for it
+        go out, as on the embedded broker's subscription)."""
+        commands = (
+            topics.native(str(device.id), Channel.COMMANDS)
+            if family is Family.NATIVE
+            else f"{topics.TB_RPC_REQUEST}+"
+        )
+        task = asyncio.ensure_future(self.messages.subscribed(device, commands))
+        self._notices.add(task)
+        task.add_done_callback(self._notices.discard)
 
     def _session(self, device: auth_cache.IngestDevice) -> DeviceSession:
         key = str(device.id)
