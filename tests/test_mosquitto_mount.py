@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -293,3 +295,13 @@ async def test_restart_keeps_a_persistent_sessions_queued_messages(
             (f"devices/{creds.username}/telemetry", b'{"n": 1}'),
             (f"tb/{creds.username}/v1/devices/me/telemetry", b'{"n": 2}'),
         }
+
+
+def test_the_plugin_logic_holds_for_a_hundred_thousand_devices(tmp_path: Path) -> None:
+    """tests/support/mount_plugin_check.c: the plugin with stubbed broker calls, under ASan."""
+    source = Path(__file__).parent / "support" / "mount_plugin_check.c"
+    binary = tmp_path / "mount_plugin_check"
+    flags = ["-O1", "-g", "-Wall", "-Wextra", "-Werror", "-fsanitize=address,undefined"]
+    subprocess.run(["gcc", *flags, "-o", str(binary), str(source)], check=True, timeout=120)
+    checked = subprocess.run([str(binary)], capture_output=True, text=True, timeout=60)
+    assert (checked.returncode, checked.stdout) == (0, "ok\n"), checked.stderr
