@@ -21,7 +21,7 @@ import pytest
 from tests.support.mosquitto_dynsec import Credentials, DynsecMosquitto, dynsec_mosquitto
 from tests.support.paho_device import PahoDevice
 
-SUCCESS, NO_SUBSCRIBERS, NOT_AUTHORIZED = 0, 0x10, 0x87
+SUCCESS, NO_SUBSCRIBERS, NOT_AUTHORIZED, ADMINISTRATIVE = 0, 0x10, 0x87, 0x98
 TB_UP = "$share/fleetcore/tb/+/v1/devices/me/#"
 NATIVE_UP = "$share/fleetcore/devices/#"
 
@@ -66,6 +66,21 @@ async def connect(
         assert connected.data["reason"] >= 0x80
         client.client.reconnect_delay_set(60, 60)  # no retries during the test
     return client
+
+
+async def refused_publish(
+    clients: list[PahoDevice],
+    broker: DynsecMosquitto,
+    who: Credentials,
+    topic: str,
+    *,
+    client_id: str | None = None,
+) -> None:
+    """On a connection of its own: Mosquitto 2.0.11 closes it after any refused PUBLISH."""
+    client = await connect(clients, broker, who, client_id=client_id)
+    client.client.reconnect_delay_set(60, 60)
+    assert await client.publish(topic, b'{"forged": 1}') == NOT_AUTHORIZED, topic
+    await client.next("disconnect")
 
 
 async def platform(clients: list[PahoDevice], broker: DynsecMosquitto, *filters: str) -> PahoDevice:
@@ -173,11 +188,7 @@ async def test_a_device_cannot_reach_into_another_devices_mount_or_topics(
         f"tb/{a.username}/v1/devices/me/telemetry",  # its own mount, written directly
         f"devices/{b.username}/telemetry",
     ):
-        forger = await connect(clients, broker, a)
-        forger.client.reconnect_delay_set(60, 60)
-        assert await forger.publish(topic, b'{"forged": 1}') == NOT_AUTHORIZED, topic
-        # Mosquitto 2.0.11 then closes the connection (any refused PUBLISH, any QoS).
-        await forger.next("disconnect")
+        await refused_publish(clients, broker, a, topic)
     assert await device_a.publish(f"devices/{a.username}/telemetry", b'{"real": 1}') == SUCCESS
     assert await message(ingest) == (f"devices/{a.username}/telemetry", b'{"real": 1}')
 
@@ -199,7 +210,7 @@ async def test_a_disabled_client_is_refused_and_dropped(
     connected = await connect(clients, broker, creds)
     connected.client.reconnect_delay_set(60, 60)
     await asyncio.to_thread(broker.ctrl, "disableClient", creds.username)
-    assert (await connected.next("disconnect")).data["reason"] != SUCCESS
+    assert (await connected.next("disconnect")).data["reason"] == ADMINISTRATIVE
     await connect(clients, broker, creds, expect=0x86)
     await asyncio.to_thread(broker.ctrl, "enableClient", creds.username)
     await connect(clients, broker, creds)
@@ -226,7 +237,7 @@ async def test_the_platform_administers_dynamic_security(broker: DynsecMosquitto
     assert creds.username in listed.split()
 
 
-async def test_dynsec_2_0_11_has_no_acl_patterns_and_no_passwordless_clients(
+async def test_dynsec_2_0_11_facts_the_platform_builds_on(
     broker: DynsecMosquitto, clients: list[PahoDevice]
 ) -> None:
     """Pins what the platform's sync code is built on; an upgrade that changes it fails here."""
@@ -240,11 +251,15 @@ async def test_dynsec_2_0_11_has_no_acl_patterns_and_no_passwordless_clients(
         ("addClientRole", user, role),
     ):
         await asyncio.to_thread(broker.ctrl, *args)
-    client_id = f"{user}-client"
-    client = await connect(clients, broker, Credentials(user, "pw"), client_id=client_id)
-    assert await client.publish(f"probe/{user}/x", b"1") == NOT_AUTHORIZED
-    assert await client.publish(f"probe/{client_id}/x", b"1") == NOT_AUTHORIZED
+    probe, client_id = Credentials(user, "pw"), f"{user}-client"
+    await refused_publish(clients, broker, probe, f"probe/{user}/x", client_id=client_id)
+    await refused_publish(clients, broker, probe, f"probe/{client_id}/x", client_id=client_id)
+    client = await connect(clients, broker, probe, client_id=client_id)
     assert await client.publish("probe/%u/x", b"1") == NO_SUBSCRIBERS  # literal only
+    # A change to a role drops every client holding it (hence one role per device).
+    client.client.reconnect_delay_set(60, 60)
+    await asyncio.to_thread(broker.ctrl, "addRoleACL", role, "publishClientSend", "p/#", "allow")
+    assert (await client.next("disconnect")).data["reason"] == ADMINISTRATIVE
 
     token = f"tok-{secrets.token_hex(8)}"  # ThingsBoard style: the token as username only
     await asyncio.to_thread(broker.ctrl, "createClient", token)  # no -p: no password
