@@ -22,9 +22,11 @@
  *     rpc/request/{n}, attributes). Hence an MQTT 5 PUBACK to the platform says 0x10 (no
  *     matching subscribers) whether or not the device got the copy.
  *   - defence in depth beside the dynamic-security ACLs: a non-platform client may not
- *     publish, subscribe to or receive anything under tb/ or $fleetcore/ (MOSQ_EVT_ACL_CHECK answers
- *     MOSQ_ERR_ACL_DENIED; every other check is deferred to dynamic security), and a
- *     publish under tb/ that got past the ACLs is refused again in MOSQ_EVT_MESSAGE.
+ *     publish, subscribe to or receive anything under tb/ or $fleetcore/
+ *     (MOSQ_EVT_ACL_CHECK answers MOSQ_ERR_ACL_DENIED; every other check is deferred to
+ *     dynamic security), and a publish under tb/ that got past the ACLs is refused again in
+ *     MOSQ_EVT_MESSAGE. Mosquitto 2.0.11 answers any refused PUBLISH (PUBACK 0x87 at QoS 1)
+ *     and then closes the client's connection, whoever refused it.
  *   - readiness notice: when a non-platform client subscribes to a filter under
  *     v1/devices/me/, the plugin publishes the filter (QoS 1) on
  *     fleetcore/subscribed/{username}, so the platform knows a ThingsBoard device is ready
@@ -47,7 +49,8 @@
  * Configure (mosquitto.conf; Mosquitto 2.0 allows several `plugin` lines, and each
  * `plugin_opt_*` belongs to the `plugin` line above it). Load this plugin BEFORE dynamic
  * security: the first plugin that does not defer an ACL check decides it, and this one must
- * see every check to record clients and to deny tb/ to devices:
+ * see every check to record clients and to deny tb/ to devices (loaded after dynamic
+ * security it sees only the checks dynsec denies: no notices, devices never recorded):
  *   per_listener_settings false
  *   plugin /path/to/fleetcore_mount.so
  *   plugin_opt_platform_username fleetcore
