@@ -38,6 +38,9 @@ def clients() -> Iterator[list[PahoDevice]]:
     yield made
     for client in made:
         client.stop()
+        # paho closes its wake-up socket pair only in __del__; a client in a reference cycle
+        # can reach the collector with them open (ResourceWarning, an error under pytest).
+        client.client._reset_sockets()
 
 
 async def add_device(broker: DynsecMosquitto) -> Credentials:
