@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the test suite uses (PostgreSQL, Mosquitto, Chromium), when missing.
+# Installs the Debian packages the test suite uses (PostgreSQL, Mosquitto and its plugin
+# headers, a C compiler, Chromium), when missing.
 set -euo pipefail
 
 missing=()
@@ -8,6 +9,12 @@ missing=()
 # external-broker tests.
 command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+# The external-broker tests build deploy/mosquitto/fleetcore_mount.c (a Mosquitto plugin)
+# with scripts/build-mosquitto-plugin.sh.
+command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+[ -e /usr/include/stdio.h ] || missing+=(libc6-dev)
+{ [ -e /usr/include/mosquitto_broker.h ] && [ -e /usr/include/mosquitto_plugin.h ]; } || missing+=(mosquitto-dev)
+[ -e /usr/include/mosquitto.h ] || missing+=(libmosquitto-dev)
 
 # The dashboard tests and benchmark drive Debian's Chromium through Playwright.
 [ -x /usr/bin/chromium ] || missing+=(chromium)
