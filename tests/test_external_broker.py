@@ -15,7 +15,7 @@ import queue
 import subprocess
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,8 @@ from sqlalchemy import select
 from fleetcore.auth.principal import Role
 from fleetcore.db import Database
 from fleetcore.deadletters.models import DeadLetter
+from fleetcore.devices import auth_cache
+from fleetcore.external_broker.directory import DeviceDirectory
 from fleetcore.external_broker.transport import ORIGIN, ExternalTransport, upstream_filters
 from tests.conftest import client_for, running_app
 from tests.support.devices import new_device
@@ -379,3 +381,25 @@ async def test_a_command_queued_for_a_silent_device_goes_out_when_it_is_heard(
     assert message.topic == f"devices/{device_id}/commands"
     assert orjson.loads(message.payload)["id"] == waiting["id"]
     await wait_until(lambda: _status(ext_http, ext_org, device_id, waiting["id"], "sent"))
+
+
+class ClearedMeanwhile(DeviceDirectory):
+    """A directory whose cache is cleared right after each look-up, as when a commit that
+    touches devices (presence, a rotation) lands between the look-up and the delivery."""
+
+    async def load(self, keys: Iterable[str]) -> dict[str, auth_cache.IngestDevice | None]:
+        answer = await super().load(keys)
+        auth_cache.invalidate()
+        return answer
+
+
+async def test_a_batch_uses_its_own_look_up_even_if_the_cache_is_cleared(
+    ext_app: FastAPI, ext_http: httpx.AsyncClient, ext_org: Tenant, peer: Peer
+) -> None:
+    transport: ExternalTransport = ext_app.state.transport
+    transport.directory.close()
+    transport.directory = ClearedMeanwhile(transport.messages.database)
+    device_id, _ = await new_device(ext_http, ext_org)
+    peer.publish(f"devices/{device_id}/telemetry", {"first": 1.0})
+    await wait_until(lambda: _has(ext_http, ext_org, device_id, "first"))
+    assert await dead_letters(ext_app) == []

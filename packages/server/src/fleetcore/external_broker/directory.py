@@ -43,8 +43,10 @@ class DeviceDirectory:
             return False, None
         return True, hit[1]
 
-    async def load(self, keys: Iterable[str]) -> None:
-        """Look up these ids in one query; ids that are no live device are remembered too."""
+    async def load(self, keys: Iterable[str]) -> dict[str, auth_cache.IngestDevice | None]:
+        """Look up these ids in one query and return what was found (None: no live device);
+        both are remembered. Use the answer, not a later `cached`: a credential change in
+        between may clear the cache."""
         wanted: dict[str, uuid.UUID | None] = {}
         for key in keys:
             try:
@@ -73,5 +75,9 @@ class DeviceDirectory:
         if len(self._entries) + len(wanted) > MAX_ENTRIES:
             self._entries.clear()
         expires = time.monotonic() + TTL_S
-        for key, wanted_id in wanted.items():
-            self._entries[key] = (expires, found.get(wanted_id) if wanted_id else None)
+        answer = {
+            key: found.get(wanted_id) if wanted_id else None for key, wanted_id in wanted.items()
+        }
+        for key, device in answer.items():
+            self._entries[key] = (expires, device)
+        return answer

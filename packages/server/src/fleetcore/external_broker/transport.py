@@ -279,6 +279,7 @@ class ExternalTransport:
 
     async def _take(self, batch: list[paho.MQTTMessage], generation: int) -> None:
         senders: list[tuple[paho.MQTTMessage, str, str] | None] = []
+        devices: dict[str, auth_cache.IngestDevice | None] = {}
         unknown: set[str] = set()
         for message in batch:
             try:
@@ -287,11 +288,15 @@ class ExternalTransport:
                 senders.append(None)
                 continue
             senders.append((message, key, topic))
-            if not self.directory.cached(key)[0]:
+            hit, device = self.directory.cached(key)
+            if hit:
+                devices[key] = device
+            else:
                 unknown.add(key)
         if unknown:
             try:
-                await self.directory.load(unknown)
+                # This batch uses these answers even if the cache is cleared meanwhile.
+                devices.update(await self.directory.load(unknown))
             except RETRYABLE:
                 log.exception("mqtt_external_lookup_failed")
                 self._owed = True
@@ -305,10 +310,17 @@ class ExternalTransport:
             elif sent is None:
                 self._refuse(message, "unknown_topic", "not a device topic of this platform")
             else:
-                self._deliver(*sent, generation)
+                _, key, topic = sent
+                self._deliver(message, key, topic, devices[key], generation)
 
-    def _deliver(self, message: paho.MQTTMessage, key: str, topic: str, generation: int) -> None:
-        device = self.directory.cached(key)[1]
+    def _deliver(
+        self,
+        message: paho.MQTTMessage,
+        key: str,
+        topic: str,
+        device: auth_cache.IngestDevice | None,
+        generation: int,
+    ) -> None:
         if device is None:
             self._refuse(message, "unknown_device", "no enabled device has this id")
             return
