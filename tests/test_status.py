@@ -18,6 +18,7 @@ from websockets.asyncio.client import connect
 
 from fleetcore.auth.principal import Role
 from fleetcore.db import Database, utcnow
+from fleetcore.devices import auth_cache
 from fleetcore.devices.models import Device
 from tests.conftest import client_for, running_app
 from tests.support.devices import new_device
@@ -161,3 +162,29 @@ async def test_status_changes_are_pushed_live(
         await client.close()
         offline: dict[str, Any] = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
         assert (offline["status"], offline["reason"]) == ("offline", "will")
+
+
+async def test_presence_changes_do_not_clear_the_device_auth_cache(
+    app: FastAPI, http: httpx.AsyncClient, org: Tenant
+) -> None:
+    """Connectivity is not a credential: going online or offline must not make every broker
+    re-check every session. Disabling a device still does."""
+    cleared: list[int] = []
+    stop = auth_cache.on_invalidate(lambda: cleared.append(1))
+    try:
+        device_id, token = await new_device(http, org)
+        cleared.clear()
+        client = await RawClient.connected(port(app), "quiet", username=token)
+        await wait_until(lambda: _is(http, org, device_id, "online"))
+        await client.disconnect()
+        await wait_until(lambda: _is(http, org, device_id, "offline"))
+        assert cleared == []
+        disabled = await http.patch(
+            f"/api/v1/devices/{device_id}",
+            headers=org.headers(Role.MANAGER),
+            json={"status": "disabled"},
+        )
+        assert disabled.status_code == 200, disabled.text
+        assert cleared
+    finally:
+        stop()

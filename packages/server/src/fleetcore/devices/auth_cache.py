@@ -26,6 +26,7 @@ from fleetcore.auth.security import token_hash
 from fleetcore.deps import ReadSessionDep
 from fleetcore.devices.deps import _token_bearer, _token_header, authenticate_device
 from fleetcore.devices.models import (
+    CREDENTIALS_UNCHANGED,
     DEFAULT_MAX_PAYLOAD_BYTES,
     DEFAULT_MQTT_BURST,
     DEFAULT_MQTT_RATE_PER_S,
@@ -105,6 +106,8 @@ def _note_changed_objects(session: Session, _: Any) -> None:
 
 @event.listens_for(Session, "do_orm_execute")
 def _note_bulk_changes(state: ORMExecuteState) -> None:
+    if state.execution_options.get(CREDENTIALS_UNCHANGED):
+        return
     if (state.is_update or state.is_delete) and any(
         mapper.class_ in _WATCHED for mapper in state.all_mappers
     ):

@@ -14,7 +14,12 @@ from starlette.datastructures import UploadFile
 from fleetcore.auth.security import token_hash
 from fleetcore.db import utcnow
 from fleetcore.deps import SessionDep
-from fleetcore.devices.models import Device, DeviceCredential, DeviceStatus
+from fleetcore.devices.models import (
+    CREDENTIALS_UNCHANGED,
+    Device,
+    DeviceCredential,
+    DeviceStatus,
+)
 from fleetcore.errors import Invalid, PayloadTooLarge, Unauthorized
 
 MAX_TOKEN_LENGTH = 256
@@ -66,7 +71,8 @@ async def authenticate_device(session: AsyncSession, token: str) -> Device:
             update(Device)
             .where(Device.id == device.id, Device.status == DeviceStatus.PROVISIONED)
             .values(status=DeviceStatus.ACTIVE, last_seen_at=now)
-            .execution_options(synchronize_session=False)
+            # Provisioned and active devices authenticate alike: nothing cached is stale.
+            .execution_options(synchronize_session=False, **{CREDENTIALS_UNCHANGED: True})
         )
         await session.commit()
         device.status = DeviceStatus.ACTIVE

@@ -26,6 +26,11 @@ DEFAULT_MQTT_RATE_PER_S = 50.0
 DEFAULT_MQTT_BURST = 200
 DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024
 
+# Execution option of a bulk UPDATE of devices that cannot change who may authenticate
+# (presence, last seen, provisioned -> active): without it every connectivity change would
+# clear every device auth cache and make the embedded broker re-check all its sessions.
+CREDENTIALS_UNCHANGED = "fleetcore_credentials_unchanged"
+
 
 class DeviceProfile(Base):
     """What a kind of device reports and may be told: keys, ranges, limits, timeouts."""

@@ -29,7 +29,7 @@ from sqlalchemy import Table, and_, bindparam, select, update
 
 from fleetcore.db import Database, utcnow
 from fleetcore.devices.auth_cache import IngestDevice
-from fleetcore.devices.models import Device, DeviceProfile
+from fleetcore.devices.models import CREDENTIALS_UNCHANGED, Device, DeviceProfile
 from fleetcore.live.hub import LiveEvent, LiveHub
 from fleetcore.status.models import DeviceStatusChange
 
@@ -140,7 +140,7 @@ class Presence:
                 update(Device)
                 .where(Device.id == change.device_id, Device.connectivity != change.status)
                 .values(**values)
-                .execution_options(synchronize_session=False)
+                .execution_options(synchronize_session=False, **{CREDENTIALS_UNCHANGED: True})
             )
             if not getattr(result, "rowcount", 0):
                 await session.rollback()
