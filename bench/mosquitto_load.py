@@ -122,7 +122,7 @@ def _publish(port: int, login: tuple[str, str], count: int, make: Make, out: Que
             client.publish(topic, payload, qos=1)
         if not done.wait(600):
             raise TimeoutError(f"{acked} of {count} PUBACKs")
-        out.put({"seconds": time.monotonic() - begin, "published": count})
+        out.put({"began": begin, "seconds": time.monotonic() - begin, "published": count})
         client.disconnect()
         client.loop_stop()
     except BaseException as exc:  # the parent reports it rather than hanging
@@ -148,7 +148,8 @@ class Publishers:
             process.start()
 
     def wait(self, timeout: float = 600) -> dict[str, Any]:
-        """Every publisher's PUBACKs in: their total and the slowest one's seconds."""
+        """Every publisher's PUBACKs in: how many, how fast, and when the first one began
+        publishing (time.monotonic)."""
         try:
             parts = [self._out.get(timeout=timeout) for _ in self._processes]
         finally:
@@ -161,14 +162,24 @@ class Publishers:
             raise RuntimeError(f"publisher failed: {errors}")
         seconds = max(p["seconds"] for p in parts)
         published = sum(p["published"] for p in parts)
-        return {"published": published, "publish_messages_per_s": round(published / seconds)}
+        return {
+            "published": published,
+            "publish_messages_per_s": round(published / seconds),
+            "first_publish_at": min(p["began"] for p in parts),
+        }
 
 
 def spread(values: Sequence[float]) -> dict[str, Any]:
-    """Median, min and max of repeated measurements, and the runs themselves."""
+    """Median, min and max of repeated measurements, and the runs themselves (whole numbers
+    for rates, two decimals for small figures such as cores)."""
+    digits = 0 if max(abs(v) for v in values) >= 100 else 2
+
+    def shown(value: float) -> float:
+        return round(value) if digits == 0 else round(value, digits)
+
     return {
-        "median": round(statistics.median(values)),
-        "min": round(min(values)),
-        "max": round(max(values)),
-        "runs": [round(v) for v in values],
+        "median": shown(statistics.median(values)),
+        "min": shown(min(values)),
+        "max": shown(max(values)),
+        "runs": [shown(v) for v in values],
     }

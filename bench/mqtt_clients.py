@@ -25,6 +25,7 @@ import asyncio
 import multiprocessing
 import os
 import queue
+import resource
 import subprocess
 import threading
 import time
@@ -265,11 +266,17 @@ def _prepare_session(broker: Broker, client_id: str) -> None:
     client.loop_stop()
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this process and of the children it waited for (mosquitto_sub)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
 def _child(consume: Consume, broker: Broker, client_id: str, delay: float, out: Queue[Any]) -> None:
     try:
-        cpu, begin = time.process_time(), time.monotonic()
+        cpu, begin = _cpu_s(), time.monotonic()
         consume(broker, client_id, delay)
-        out.put({"seconds": time.monotonic() - begin, "cpu_s": time.process_time() - cpu})
+        out.put({"seconds": time.monotonic() - begin, "cpu_s": _cpu_s() - cpu})
     except BaseException as exc:
         out.put({"error": repr(exc)})
 
@@ -358,8 +365,11 @@ def run() -> dict[str, Any]:
         "runs": RUNS,
         "subscribers": figures,
         "fastest_manual_ack": max(late, key=late.__getitem__),
+        "fastest_manual_ack_public_api": max(
+            (k for k in late if "private" not in k), key=late.__getitem__
+        ),
         "note": "drain of a queue Mosquitto holds for an offline persistent session "
         f"({TOPIC_FILTER.format(group='g')}, MQTT 5, QoS 1): CONNECT to last PUBACK, "
-        "subscriber in its own process; batches of {BATCH} acknowledged after the commit delay; "
+        f"subscriber in its own process; batches of {BATCH} acknowledged after the commit delay; "
         f"receive maximum {RECEIVE_MAXIMUM}; {os.cpu_count()} cores shared with other work",
     }
