@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import signal
 import subprocess
 import sys
@@ -64,7 +65,10 @@ from fleetcore.db import Database
 BIN = Path(sys.executable).parent
 DEVICES = 200
 PUBLISHERS = 2  # processes; the machine has 2 cores
-WORKER_COUNTS = (1, 2)
+# (workers, FLEETCORE_MQTT_INGEST_INFLIGHT or None for the default): a worker's receive
+# maximum bounds its rate at about window / commit latency
+WORKER_SETS: tuple[tuple[int, int | None], ...] = ((1, None), (2, None), (1, 10_000))
+WARM_UP_MESSAGES = 5  # per device, before the measured runs: first traffic of each device
 MESSAGES = {10: 20_000, 1: 30_000}  # readings per message -> messages per run
 RUNS = 3
 CEILING_RUNS = 3
@@ -79,10 +83,14 @@ def worker_command() -> list[str]:
     return [str(BIN / "fleetcore"), "serve", "--role", "ingest"]
 
 
-def worker_env(broker: Broker, database_url: str, http_port: int, worker: int) -> dict[str, str]:
+def worker_env(
+    broker: Broker, database_url: str, http_port: int, worker: int, inflight: int | None = None
+) -> dict[str, str]:
     """A worker's environment: the broker as the platform user, the database, production."""
     user, password = broker.platform
+    extra = {} if inflight is None else {"FLEETCORE_MQTT_INGEST_INFLIGHT": str(inflight)}
     env = fleetcore_env(
+        **extra,
         FLEETCORE_MQTT_URL=f"mqtt://{user}:{password}@127.0.0.1:{broker.port}",
         FLEETCORE_DATABASE_URL=database_url,
         FLEETCORE_SECRET_KEY=uuid.uuid4().hex + uuid.uuid4().hex[:8],
@@ -109,17 +117,17 @@ def _wait_ready(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
 
 @contextlib.contextmanager
 def workers(
-    broker: Broker, database_url: str, count: int, logs: Path
+    broker: Broker, database_url: str, count: int, logs: Path, inflight: int | None = None
 ) -> Iterator[list[subprocess.Popen[bytes]]]:
     """`count` ingest workers, ready (subscribed); stopped with SIGTERM after."""
     processes: list[subprocess.Popen[bytes]] = []
     try:
         for n in range(count):
-            port, log = free_port(), logs / f"worker-{count}-{n}.log"
+            port, log = free_port(), logs / f"worker-{count}-{inflight}-{n}.log"
             with log.open("ab") as sink:
                 process = subprocess.Popen(
                     worker_command(),
-                    env=worker_env(broker, database_url, port, n),
+                    env=worker_env(broker, database_url, port, n, inflight),
                     stdout=sink,
                     stderr=subprocess.STDOUT,
                 )
@@ -145,11 +153,11 @@ def _message(devices: Sequence[str], keys: int, base_ts: int, i: int) -> tuple[s
     return f"devices/{device}/telemetry", telemetry_payload(base_ts + i // len(devices), keys)
 
 
-def _postmaster_tree(server: PostgresServer) -> list[int]:
-    """The postmaster's pid and its children's (backends, writer, ...)."""
-    root = int((server.data / "postmaster.pid").read_text().split()[0])
-    children = Path(f"/proc/{root}/task/{root}/children").read_text().split()
-    return [root, *map(int, children)]
+def _machine_busy_s() -> float:
+    """CPU seconds every core of the machine spent busy so far (not idle, not waiting)."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def _cpu(pids: Sequence[int]) -> float:
@@ -164,7 +172,7 @@ _PROGRESS = "SELECT (SELECT count(*) FROM ts_num), (SELECT count(*) FROM dead_le
 
 
 async def _committed(
-    dsn: str, publishers: Publishers, expected: int, keys: int
+    dsn: str, publishers: Publishers, expected: int, keys: int, stall_s: float
 ) -> tuple[float, dict[str, Any]]:
     """Start the publishers, poll until `expected` more rows are in ts_num (a message
     dead-lettered instead counts as its `keys` rows: it is acknowledged and gone); returns
@@ -182,7 +190,7 @@ async def _committed(
             now = time.monotonic()
             if (rows, dead_now) != (seen, dead):
                 seen, dead, progress_at = rows, dead_now, now
-            elif now - progress_at > STALL_S:
+            elif now - progress_at > stall_s:
                 raise RuntimeError(f"{seen} of {expected} rows, {dead} dead letters")
         done_at = time.monotonic()
         published = await asyncio.get_running_loop().run_in_executor(None, publishers.wait)
@@ -200,7 +208,6 @@ async def _committed(
 
 def ingest_run(
     broker: Broker,
-    server: PostgresServer,
     database_url: str,
     devices: Sequence[str],
     worker_pids: Sequence[int],
@@ -208,6 +215,7 @@ def ingest_run(
     keys: int,
     messages: int,
     base_ts: int,
+    stall_s: float = STALL_S,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """`messages` of `keys` readings through the workers: the committed rate and who
     used the cores meanwhile; a sample of the dead letters, if any."""
@@ -216,10 +224,9 @@ def ingest_run(
     counts[-1] += messages - sum(counts)
     makes = [functools.partial(_message, share, keys, base_ts) for share in shares]
     publishers = Publishers(broker, counts, makes)
-    postgres = _postmaster_tree(server)
-    cpu = (_cpu(worker_pids), _cpu([broker.pid]), _cpu(postgres))
+    cpu = (_cpu(worker_pids), _cpu([broker.pid]), _machine_busy_s())
     done_at, published = asyncio.run(
-        _committed(asyncpg_dsn(database_url), publishers, messages * keys, keys)
+        _committed(asyncpg_dsn(database_url), publishers, messages * keys, keys, stall_s)
     )
     seconds = done_at - published["first_publish_at"]
     stored = messages - published["dead_letters"]
@@ -229,7 +236,7 @@ def ingest_run(
         "publish_messages_per_s": published["publish_messages_per_s"],
         "worker_cores": (_cpu(worker_pids) - cpu[0]) / seconds,
         "mosquitto_cores": (_cpu([broker.pid]) - cpu[1]) / seconds,
-        "postgres_cores": (_cpu(postgres) - cpu[2]) / seconds,
+        "machine_busy_cores": (_machine_busy_s() - cpu[2]) / seconds,
         "dead_letters": published["dead_letters"],
     }, published["dead_letter_sample"]
 
@@ -265,21 +272,44 @@ async def _fleet(url: str) -> list[str]:
     return [str(d) for d in devices]
 
 
+def _warm_up(broker: Broker, url: str, devices: Sequence[str], pids: list[int], ts: int) -> Any:
+    """WARM_UP_MESSAGES 1-reading messages per device, not measured (each device's first
+    traffic, the workers' caches); returns what went wrong, if anything, or None."""
+    try:
+        _, sample = ingest_run(
+            broker,
+            url,
+            devices,
+            pids,
+            keys=1,
+            messages=WARM_UP_MESSAGES * len(devices),
+            base_ts=ts,
+            stall_s=15,
+        )
+    except RuntimeError as exc:
+        return {"error": str(exc)}
+    return {"dead_letter_sample": sample} if sample else None
+
+
 def _measure(server: PostgresServer, logs: Path) -> dict[str, Any]:
     url = server.create_database("external")
     devices = asyncio.run(_fleet(url))
     figures: dict[str, Any] = {}
     base_ts = now_ms() - 3_600_000
     with mosquitto(PUBLISHERS) as broker:
-        for count in WORKER_COUNTS:
-            with workers(broker, url, count, logs) as processes:
+        for count, inflight in WORKER_SETS:
+            with workers(broker, url, count, logs, inflight) as processes:
                 pids = [p.pid for p in processes]
+                prefix = f"workers_{count}" + (f"_inflight_{inflight}" if inflight else "")
+                warm = _warm_up(broker, url, devices, pids, base_ts)
+                base_ts += WARM_UP_MESSAGES + 1
+                if warm is not None:
+                    figures[f"{prefix}_warm_up_problem"] = warm
                 for keys, messages in MESSAGES.items():
                     runs, samples = [], []
                     for _ in range(RUNS):
                         result, sample = ingest_run(
                             broker,
-                            server,
                             url,
                             devices,
                             pids,
@@ -290,7 +320,7 @@ def _measure(server: PostgresServer, logs: Path) -> dict[str, Any]:
                         runs.append(result)
                         samples += sample
                         base_ts += messages // DEVICES + 1
-                    label = f"workers_{count}_readings_per_message_{keys}"
+                    label = f"{prefix}_readings_per_message_{keys}"
                     figures[label] = {k: spread([r[k] for r in runs]) for k in runs[0]}
                     figures[label]["dead_letter_sample"] = samples[:3]
                     print(f"  {label}: {figures[label]['readings_per_s']}", flush=True)
@@ -302,7 +332,7 @@ def _ratio(value: float, ceiling: float) -> float:
 
 
 def run() -> dict[str, Any]:
-    """The ceilings, then 1 and 2 workers with 10-reading and 1-reading messages."""
+    """The ceilings, then each of WORKER_SETS with 10-reading and 1-reading messages."""
     pass_through = _pass_through()
     server = PostgresServer()
     server.start()
@@ -315,10 +345,13 @@ def run() -> dict[str, Any]:
     pass_readings = pass_through["messages_per_s"]["median"] * max(MESSAGES)
     composed = min(pass_readings, dedup["median"])
     best = max(
-        figures[f"workers_{n}_readings_per_message_{max(MESSAGES)}"]["readings_per_s"]["median"]
-        for n in WORKER_COUNTS
+        result["readings_per_s"]["median"]
+        for label, result in figures.items()
+        if label.endswith(f"_readings_per_message_{max(MESSAGES)}")
     )
     for label, result in figures.items():
+        if "_readings_per_message_" not in label:
+            continue
         keys = int(label.rsplit("_", 1)[1])
         ceiling = min(pass_through["messages_per_s"]["median"] * keys, dedup["median"])
         result["composed_ceiling_readings_per_s"] = round(ceiling)
