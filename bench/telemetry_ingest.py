@@ -23,6 +23,7 @@ from fleetcore import migrate
 from fleetcore.auth import users
 from fleetcore.auth.schemas import OrganizationIn
 from fleetcore.db import Database, create_engine
+from fleetcore.devices.models import DeviceProfile
 from fleetcore.devices.service import new_device
 from fleetcore.telemetry.partitions import ensure_partitions
 from fleetcore.telemetry.writer import DeviceReadings, TelemetryWriter
@@ -143,14 +144,29 @@ def sqlite_executemany(path: Path, rows: list[Row]) -> int:
         connection.close()
 
 
-async def make_devices(database: Database, count: int) -> tuple[uuid.UUID, list[uuid.UUID]]:
-    """An organization with `count` devices, through the ORM."""
+async def make_devices(
+    database: Database, count: int, *, mqtt_limits: tuple[float, int] | None = None
+) -> tuple[uuid.UUID, list[uuid.UUID]]:
+    """An organization with `count` devices, through the ORM; with `mqtt_limits` (messages
+    per second, burst), of a profile allowing that much MQTT traffic per device."""
     slug = f"bench-{uuid.uuid4().hex[:8]}"
     async with database.session() as session:
         org = await users.create_organization(
             session, None, data=OrganizationIn(name=slug, slug=slug)
         )
-        devices = [new_device(org.id, name=f"d{i}", serial_number=f"S{i}")[0] for i in range(count)]
+        profile_id = None
+        if mqtt_limits is not None:
+            rate, burst = mqtt_limits
+            profile = DeviceProfile(
+                organization_id=org.id, name="bench", mqtt_rate_per_s=rate, mqtt_burst=burst
+            )
+            session.add(profile)
+            await session.flush()
+            profile_id = profile.id
+        devices = [
+            new_device(org.id, name=f"d{i}", serial_number=f"S{i}", profile_id=profile_id)[0]
+            for i in range(count)
+        ]
         session.add_all(devices)
         await session.commit()
         return org.id, [d.id for d in devices]

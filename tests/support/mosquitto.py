@@ -25,13 +25,25 @@ RECORDER = ("recorder", "recorder-secret")
 class MosquittoServer:
     """mosquitto -c <generated config> on a free loopback port."""
 
-    def __init__(self, users: dict[str, str]) -> None:
+    def __init__(
+        self,
+        users: dict[str, str],
+        *,
+        acl_rules: str = "",
+        username_as_clientid: bool = True,
+        extra_config: str = "",
+    ) -> None:
+        """`acl_rules` are appended to the ACL file, `extra_config` to mosquitto.conf (a
+        benchmark's limits); `username_as_clientid=False` lets one user hold several
+        connections (ingest workers sharing a subscription)."""
         if not MOSQUITTO.exists():
             raise RuntimeError(f"{MOSQUITTO} not found; `make system-deps` installs mosquitto")
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="fleetcore-mosquitto-"))
         self.root.chmod(0o755)
         self.users = {**users, PLATFORM[0]: PLATFORM[1], RECORDER[0]: RECORDER[1]}
+        self.acl_rules, self.extra_config = acl_rules, extra_config
+        self.username_as_clientid = username_as_clientid
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -46,7 +58,8 @@ class MosquittoServer:
         acl = self.root / "acl"
         acl.write_text(
             "".join(f"user {name}\ntopic readwrite #\n\n" for name in (PLATFORM[0], RECORDER[0]))
-            + "pattern readwrite devices/%u/#\n"
+            + "pattern readwrite devices/%u/#\n\n"
+            + self.acl_rules
         )
         config = self.root / "mosquitto.conf"
         config.write_text(
@@ -54,10 +67,10 @@ class MosquittoServer:
             "allow_anonymous false\n"
             f"password_file {passwords}\n"
             f"acl_file {acl}\n"
-            "use_username_as_clientid true\n"
-            "persistence false\n"
+            + ("use_username_as_clientid true\n" if self.username_as_clientid else "")
+            + "persistence false\n"
             "max_queued_messages 0\n"  # the recording client may fall behind a burst
-            "log_dest stderr\n" + ("user root\n" if os.geteuid() == 0 else "")
+            "log_dest stderr\n" + ("user root\n" if os.geteuid() == 0 else "") + self.extra_config
         )
         for path in (passwords, acl, config):
             path.chmod(0o644)
