@@ -67,7 +67,7 @@ DEVICES = 200
 PUBLISHERS = 2  # processes; the machine has 2 cores
 # (workers, FLEETCORE_MQTT_INGEST_INFLIGHT or None for the default): a worker's receive
 # maximum bounds its rate at about window / commit latency
-WORKER_SETS: tuple[tuple[int, int | None], ...] = ((1, None), (2, None), (1, 10_000))
+WORKER_SETS: tuple[tuple[int, int | None], ...] = ((1, None), (2, None), (2, 2_000))
 WARM_UP_MESSAGES = 5  # per device, before the measured runs: first traffic of each device
 MESSAGES = {10: 20_000, 1: 30_000}  # readings per message -> messages per run
 RUNS = 3

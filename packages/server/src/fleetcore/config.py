@@ -103,7 +103,7 @@ class Settings(BaseSettings):
         description="how long the broker keeps a stopped worker's session and its messages",
     )
     mqtt_ingest_inflight: int = Field(
-        2_000,
+        10_000,
         ge=10,
         le=65_535,
         description="unacknowledged messages a worker accepts at once (MQTT 5 receive maximum)",
