@@ -233,6 +233,8 @@ class ExternalTransport:
             log.warning("mqtt_external_refused", broker=str(self.url), reason=str(reason))
             return
         if self.consume:
+            # Even when the session is present: Mosquitto 2.0 does not save shared
+            # subscriptions, so a restarted broker resumes the session without them.
             options = SubscribeOptions(qos=1)
             client.subscribe([(f, options) for f in upstream_filters(self.group)])
             self._call(self._subscribed.set)
@@ -308,7 +310,9 @@ class ExternalTransport:
             if _from_platform(message):
                 self._ack(message, generation)
             elif sent is None:
-                self._refuse(message, "unknown_topic", "not a device topic of this platform")
+                self._refuse(
+                    message, "unknown_topic", "not a device topic of this platform", generation
+                )
             else:
                 _, key, topic = sent
                 self._deliver(message, key, topic, devices[key], generation)
@@ -322,7 +326,7 @@ class ExternalTransport:
         generation: int,
     ) -> None:
         if device is None:
-            self._refuse(message, "unknown_device", "no enabled device has this id")
+            self._refuse(message, "unknown_device", "no enabled device has this id", generation)
             return
         now = time.monotonic()
         back = self._heard.get(key, -ONLINE_WINDOW_S) < now - ONLINE_WINDOW_S
@@ -359,7 +363,7 @@ class ExternalTransport:
                 self._owed = True
                 self._retry_later(generation)
             else:  # a defect, not an outage: delivering it again would fail the same way
-                self._refuse(message, "internal_error", type(error).__name__)
+                self._refuse(message, "internal_error", type(error).__name__, generation)
 
         future.add_done_callback(settled)
 
@@ -383,7 +387,7 @@ class ExternalTransport:
             session = self._sessions[key] = self.messages.session(device, token_hash="")
         return session
 
-    def _refuse(self, message: paho.MQTTMessage, reason: str, detail: str) -> None:
+    def _refuse(self, message: paho.MQTTMessage, reason: str, detail: str, generation: int) -> None:
         self.messages.dead_letters.record(
             organization_id=None,
             device_id=None,
@@ -394,7 +398,8 @@ class ExternalTransport:
             payload=bytes(message.payload),
             source="external-broker",
         )
-        self._ack(message, self._generation)
+        # The connection the message came on: on a later one its packet id may be another's.
+        self._ack(message, generation)
 
     def _ack(self, message: paho.MQTTMessage, generation: int) -> None:
         client = self.client
