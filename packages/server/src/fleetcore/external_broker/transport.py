@@ -66,7 +66,9 @@ log = structlog.get_logger(__name__)
 # The user property on everything the platform publishes; a worker skips such messages.
 ORIGIN = ("fleetcore-origin", "platform")
 ONLINE_WINDOW_S = 600.0  # a device heard from this recently counts as reachable
-RECONNECT_MIN_S, RECONNECT_MAX_S = 1.0, 30.0
+# Short: Mosquitto 2.0 does not keep shared subscriptions over a restart, and until the
+# workers subscribe again it acknowledges device messages and drops them (measured).
+RECONNECT_MIN_S, RECONNECT_MAX_S = 1.0, 3.0
 # Failures that mean "not stored, try again later": the message is delivered again.
 RETRYABLE = (SQLAlchemyError, OSError, Unavailable, TimeoutError)
 STOP_TIMEOUT_S = 15.0  # a stopping worker's wait for what it received to be stored
