@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import queue
-import subprocess
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -34,6 +33,7 @@ from fleetcore.devices import auth_cache
 from fleetcore.external_broker.directory import DeviceDirectory
 from fleetcore.external_broker.transport import ORIGIN, ExternalTransport, upstream_filters
 from tests.conftest import client_for, running_app
+from tests.support.certs import self_signed
 from tests.support.devices import new_device
 from tests.support.dynsec_free_broker import OpenMosquitto
 from tests.support.postgres import free_port
@@ -323,29 +323,7 @@ async def test_not_ready_without_the_broker(live_database: Database, tmp_path: P
 # paho-mqtt's reconnect loop drops the socket of a failed TLS handshake without closing it.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_mqtts_with_a_private_ca(live_database: Database, tmp_path: Path) -> None:
-    certificate, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost",
-            "-keyout",
-            str(key),
-            "-out",
-            str(certificate),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    certificate, key = self_signed(tmp_path)
     server = OpenMosquitto(tls=(certificate, key))
     server.start()
     try:

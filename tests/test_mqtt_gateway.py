@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -21,6 +20,7 @@ from fleetcore.db import Database
 from fleetcore.telemetry.models import VALUE_TABLES
 from fleetcore_protocol.telemetry import Kind
 from tests.conftest import client_for, running_app
+from tests.support.certs import self_signed
 from tests.support.devices import new_device, port_of
 from tests.support.mqtt_raw import PUBACK, PUBLISH, RawClient
 from tests.support.paho_device import PahoDevice
@@ -341,28 +341,7 @@ async def test_acknowledged_messages_survive_a_stop_right_after(
 
 @pytest.fixture
 def certificate(tmp_path: Path) -> tuple[Path, Path]:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
+    return self_signed(tmp_path)
 
 
 async def test_tls_and_websocket_listeners(

@@ -12,6 +12,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 
@@ -121,3 +123,12 @@ def decode_access_token(secret: str, token: str) -> AccessClaims:
         raise Unauthorized("the access token has expired", code="TOKEN_EXPIRED") from None
     except (jwt.InvalidTokenError, ValueError, OverflowError, OSError):
         raise Unauthorized("the access token is not valid", code="INVALID_TOKEN") from None
+
+
+def derive_key(app_secret: str, purpose: bytes) -> bytes:
+    """A 32-byte key for one purpose (e.g. b"fleetcore notification channel secrets v1"),
+    derived from the app's secret key by HKDF-SHA256: secrets at rest get keys of their own,
+    and changing the secret key makes them unreadable."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=b"fleetcore", info=purpose).derive(
+        app_secret.encode()
+    )

@@ -15,13 +15,12 @@ import uuid
 from collections.abc import Callable, Sequence
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import event, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from fleetcore.auth.security import derive_key
 from fleetcore.broker_sync.models import BrokerCredentialOutbox
 from fleetcore.db import utcnow
 from fleetcore.devices.credential_events import CredentialEvent
@@ -34,13 +33,7 @@ class SecretBox:
     """Encrypts a device token for the outbox; only the dispatcher decrypts it."""
 
     def __init__(self, app_secret: str) -> None:
-        key = HKDF(
-            algorithm=hashes.SHA256(),
-            length=32,
-            salt=b"fleetcore",
-            info=b"fleetcore broker credential outbox v1",
-        ).derive(app_secret.encode())
-        self._aead = AESGCM(key)
+        self._aead = AESGCM(derive_key(app_secret, b"fleetcore broker credential outbox v1"))
 
     def encrypt(self, token: str, device_id: uuid.UUID) -> str:
         """The token as text to store (nonce + ciphertext, base64)."""

@@ -7,20 +7,15 @@ import hashlib
 import hmac
 
 from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from fleetcore.auth.security import derive_key
 
 
 class SecretBox:
     """Encrypts and decrypts channel secrets (Fernet: AES-128-CBC + HMAC-SHA256)."""
 
     def __init__(self, app_secret: str) -> None:
-        key = HKDF(
-            algorithm=hashes.SHA256(),
-            length=32,
-            salt=b"fleetcore",
-            info=b"fleetcore notification channel secrets v1",
-        ).derive(app_secret.encode())
+        key = derive_key(app_secret, b"fleetcore notification channel secrets v1")
         self._fernet = Fernet(base64.urlsafe_b64encode(key))
 
     def encrypt(self, secret: str) -> str:
