@@ -32,7 +32,7 @@ from fleetcore.devices import credential_events
 from fleetcore.external_broker.connection import BrokerUrl
 from tests.conftest import client_for, running_app
 from tests.support.devices import new_device
-from tests.support.dynsec_broker import ADMIN, DynsecBroker
+from tests.support.mosquitto_dynsec import DynsecMosquitto as DynsecBroker
 from tests.support.tenants import Tenant, make_tenant
 from tests.support.wait import wait_until
 
@@ -184,7 +184,7 @@ async def test_a_device_lives_its_whole_life_in_dynamic_security(
     (row,) = await rows(live_database, device_id)
     assert (row.action, row.secret, row.last_error) == ("upsert", None, None)
 
-    platform = Probe(broker.port, *ADMIN)
+    platform = Probe(broker.port, broker.platform.username, broker.platform.password)
     assert await platform.connect()
     await platform.subscribe("devices/#")
     device = Probe(broker.port, device_id, token)

@@ -59,10 +59,6 @@ def broker() -> Iterator[DynsecMosquitto]:
         server.close()
 
 
-def _url(broker: DynsecMosquitto) -> str:
-    return f"mqtt://{broker.platform.username}:{broker.platform.password}@127.0.0.1:{broker.port}"
-
-
 class Worker:
     """`fleetcore serve --role ingest` in a process of its own."""
 
@@ -70,7 +66,7 @@ class Worker:
         self.port = free_port()
         env = {
             **os.environ,
-            "FLEETCORE_MQTT_URL": _url(broker),
+            "FLEETCORE_MQTT_URL": broker.url,
             "FLEETCORE_DATABASE_URL": database_url,
             "FLEETCORE_SECRET_KEY": secrets.token_urlsafe(48),
             "FLEETCORE_ENVIRONMENT": "production",
@@ -124,7 +120,7 @@ async def app(
     async with running_app(
         live_database,
         tmp_path,
-        mqtt_url=_url(broker),
+        mqtt_url=broker.url,
         mqtt_dynsec=True,
         mqtt_share_group=GROUP,
         mqtt_ingest_id=f"api-{secrets.token_hex(4)}",

@@ -161,6 +161,12 @@ class DynsecMosquitto:
         self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
 
+    @property
+    def url(self) -> str:
+        """FLEETCORE_MQTT_URL of the platform client (a dynamic-security administrator)."""
+        user = self.platform
+        return f"mqtt://{user.username}:{user.password}@127.0.0.1:{self.port}"
+
     def log(self) -> str:
         """What the broker wrote so far."""
         return self.log_file.read_text(errors="replace")
