@@ -1,6 +1,6 @@
 """Device credentials in Mosquitto's dynamic security, kept in step through the outbox.
 
-A real Mosquitto 2.0.11 with the dynsec plugin (tests/support/dynsec_broker.py), the app on a
+A real Mosquitto 2.0.11 with the dynsec plugin (tests/support/mosquitto_dynsec.py), the app on a
 live database (SQLite and PostgreSQL), devices made through the API, and paho clients that
 log in as the devices.
 """
