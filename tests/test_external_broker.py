@@ -381,3 +381,19 @@ async def test_a_batch_uses_its_own_look_up_even_if_the_cache_is_cleared(
     peer.publish(f"devices/{device_id}/telemetry", {"first": 1.0})
     await wait_until(lambda: _has(ext_http, ext_org, device_id, "first"))
     assert await dead_letters(ext_app) == []
+
+
+async def test_a_mounted_device_subscribing_gets_what_waits(
+    ext_app: FastAPI, ext_http: httpx.AsyncClient, ext_org: Tenant, peer: Peer
+) -> None:
+    """Fleetcore's Mosquitto plugin says when a ThingsBoard device subscribes (as the
+    embedded broker's hook does): the commands waiting for it go out on its mount."""
+    device_id, _ = await new_device(ext_http, ext_org)
+    waiting = await _command(ext_http, ext_org, device_id, "reboot", persistent=True)
+    assert waiting["status"] == "queued"
+    peer.subscribe(f"tb/{device_id}/v1/devices/me/rpc/request/+")
+    # What the plugin publishes when the device subscribes.
+    peer.publish(f"fleetcore/subscribed/{device_id}", b"v1/devices/me/rpc/request/+")
+    message = await peer.next()
+    assert message.topic == f"tb/{device_id}/v1/devices/me/rpc/request/{waiting['rpc_id']}"
+    assert orjson.loads(message.payload)["method"] == "reboot"

@@ -177,6 +177,19 @@ def _render_thingsboard(topic: Topic) -> str:
 MOUNT_PREFIX = "tb"
 
 
+# Fleetcore's Mosquitto plugin publishes the filter a mounted client subscribed to on
+# `fleetcore/subscribed/{device_id}`: the platform learns a ThingsBoard device is listening.
+SUBSCRIBED_NOTICE_PREFIX = "fleetcore/subscribed"
+
+
+def subscribed_notice(topic: str) -> str | None:
+    """The device id a plugin's subscription notice names; None for any other topic."""
+    prefix, _, device_id = topic.rpartition("/")
+    if prefix != SUBSCRIBED_NOTICE_PREFIX or not _valid_segment(device_id):
+        return None
+    return device_id
+
+
 def mount(device_id: str, topic: str) -> str:
     """The broker-side topic of a mounted client's `topic`."""
     if not _valid_segment(device_id):

@@ -84,7 +84,8 @@ def upstream_filters(group: str) -> list[str]:
     ]
     native.append(f"{topics.NATIVE_PREFIX}/+/commands/+/result")
     mounted = f"{topics.MOUNT_PREFIX}/+/{topics.THINGSBOARD_PREFIX}/#"
-    return [f"$share/{group}/{topic_filter}" for topic_filter in [*native, mounted]]
+    notices = f"{topics.SUBSCRIBED_NOTICE_PREFIX}/+"
+    return [f"$share/{group}/{topic_filter}" for topic_filter in [*native, mounted, notices]]
 
 
 def default_ingest_id(settings: Settings) -> str:
@@ -286,8 +287,9 @@ class ExternalTransport:
         devices: dict[str, auth_cache.IngestDevice | None] = {}
         unknown: set[str] = set()
         for message in batch:
+            notice = topics.subscribed_notice(message.topic)
             try:
-                key, topic = topics.sender(message.topic)
+                key, topic = (notice, "") if notice else topics.sender(message.topic)
             except TopicError:
                 senders.append(None)
                 continue
@@ -315,6 +317,8 @@ class ExternalTransport:
                 self._refuse(
                     message, "unknown_topic", "not a device topic of this platform", generation
                 )
+            elif not sent[2]:  # the broker's notice: the device subscribed to this filter
+                self._device_subscribed(message, devices[sent[1]], generation)
             else:
                 _, key, topic = sent
                 self._deliver(message, key, topic, devices[key], generation)
@@ -369,6 +373,23 @@ class ExternalTransport:
 
         future.add_done_callback(settled)
 
+    def _device_subscribed(
+        self, message: paho.MQTTMessage, device: auth_cache.IngestDevice | None, generation: int
+    ) -> None:
+        """A mounted (ThingsBoard) device subscribed: send what waits for it, as the embedded
+        broker does on a subscription."""
+        self._ack(message, generation)
+        if device is None:
+            return
+        self._families[str(device.id)] = Family.THINGSBOARD
+        topic_filter = bytes(message.payload).decode(errors="replace")
+        self._notify(self.messages.subscribed(device, topic_filter))
+
+    def _notify(self, notice: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(notice)
+        self._notices.add(task)
+        task.add_done_callback(self._notices.discard)
+
     def _reachable(self, device: auth_cache.IngestDevice, family: Family) -> None:
         """A device heard from after a silence: no broker tells us it subscribed, so take its
         traffic as the sign that it listens on its commands topic (commands waiting for it
@@ -378,9 +399,7 @@ class ExternalTransport:
             if family is Family.NATIVE
             else f"{topics.TB_RPC_REQUEST}+"
         )
-        task = asyncio.ensure_future(self.messages.subscribed(device, commands))
-        self._notices.add(task)
-        task.add_done_callback(self._notices.discard)
+        self._notify(self.messages.subscribed(device, commands))
 
     def _session(self, device: auth_cache.IngestDevice) -> DeviceSession:
         key = str(device.id)
