@@ -30,7 +30,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, overload
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]  # no stubs
 import orjson
 import structlog
 from sqlalchemy import Connection, select, tuple_
