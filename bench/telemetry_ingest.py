@@ -6,9 +6,10 @@ back to back in ROUNDS rounds (a fresh database each) and the writer's ratio is 
 of the rounds' ratios, so a burst of load from elsewhere skews one round, not the figure.
 Loopback only, bounded in time (about two and a half minutes).
 
-Measured on the 2-core development box, busy with other work (five runs, median and range):
-writer / de-dup ceiling 0.86 (0.46-1.26) in single pairs, PostgreSQL writer 249 k readings/s
-(151-286 k); before numbers were copied straight into ts_num, 0.64 (0.36-0.92) and 155 k/s.
+Measured on the 2-core development box, busy with other work (five runs each, alternated,
+median and range): writer / de-dup ceiling 0.87 (0.77-1.07), PostgreSQL writer 283 k
+readings/s (229-394 k); before numbers were copied straight into ts_num, 0.69 (0.63-0.69)
+and 223 k/s (154-250 k).
 """
 
 from __future__ import annotations
