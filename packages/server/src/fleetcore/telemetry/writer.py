@@ -3,25 +3,34 @@ durably before it returns, de-duplicated on (series, ts).
 
 Python touches each reading once, to look up its series and make a (series, ts, value)
 row; de-duplication, roll-ups and latest values are computed by the database from the new
-rows. PostgreSQL: per kind, the rows are copied (binary COPY) into a session stage, then
-one INSERT ... SELECT ... ON CONFLICT DO NOTHING, which returns only a count unless some
-reading was a duplicate. New numbers are logged in the same statement and merged into
-roll-ups and latest values by one more, for many batches at once and beside the next
-inserts while the pipeline is busy (see pg_sql.py). SQLite: the rows go into a temporary
-table in multi-row INSERTs (a few statements, not one per row), then INSERT ... SELECT into
-the value table and the upserts from it, in the batch's transaction.
+rows. Duplicates are rare (redeliveries), so a batch is first written as if it had none and,
+if one turns up, rolled back and written again `careful`ly; after a batch with duplicates
+the next one starts careful (redeliveries come in runs).
+
+PostgreSQL: numbers are copied (binary COPY, sorted by key) straight into ts_num and logged
+for the roll-ups from the same arrays; a unique violation means a duplicate. Careful, and
+for the other kinds always, the rows are copied into a session stage, then one INSERT ...
+SELECT ... ON CONFLICT DO NOTHING, which returns only a count unless some reading was a
+duplicate (new numbers logged in the same statement). Logged numbers are merged into
+roll-ups and latest values by one more statement, for many batches at once and beside the
+next inserts while the pipeline is busy (see pg_sql.py); a new writer merges whatever an
+earlier one (a crashed process) left logged with its first write. SQLite: the rows go into
+a temporary table in multi-row INSERTs (a few statements, not one per row), then INSERT ...
+SELECT into the value table and the upserts from it, in the batch's transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, overload
 
+import asyncpg  # type: ignore[import-untyped]  # no stubs
 import orjson
 import structlog
 from sqlalchemy import Connection, select, tuple_
@@ -181,7 +190,7 @@ def device_runs(stored: Sequence[Stored]) -> list[DeviceRun]:
 
 
 class _Duplicates(Exception):
-    """Some reading of the batch was a duplicate (SQLite's first, optimistic attempt)."""
+    """Some reading of the batch was a duplicate (found by the first, optimistic attempt)."""
 
 
 class _Dialect:
@@ -211,8 +220,12 @@ class TelemetryWriter:
         # device -> (key, kind) -> series id: the one lookup per reading on the hot path
         self._device_series: dict[uuid.UUID, dict[tuple[str, int], int]] = {}
         self._sql: dict[tuple[str, ...], str] = {}
-        self._unmerged = 0  # numbers this writer logged and no merge of its own claimed yet
-        self._oldest_unmerged = 0.0  # when the first of them was logged (monotonic)
+        # Numbers logged and not merged by a merge of this writer's yet (when the first of
+        # them was logged, monotonic). At first, unknown: a writer that died may have left
+        # some, so the first write merges at once (inline, or in the background if deferred).
+        self._unmerged = 1 if self.dialect.pg else 0
+        self._oldest_unmerged = -math.inf
+        self._wary = False  # the last batch had duplicates: start the next one careful
         self._merging: asyncio.Task[None] | None = None
         self._held: AsyncConnection | None = None
 
@@ -281,11 +294,12 @@ class TelemetryWriter:
         connection = connection.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
         try:
             with connection.begin():
-                return self._write(connection, batch, rows, careful=False, defer=defer)
+                result = self._write(connection, batch, rows, careful=self._wary, defer=defer)
         except _Duplicates:  # rolled back; again, finding out which readings were stored
-            pass
-        with connection.begin():
-            return self._write(connection, batch, rows, careful=True, defer=defer)
+            with connection.begin():
+                result = self._write(connection, batch, rows, careful=True, defer=defer)
+        self._wary = result.duplicates > 0
+        return result
 
     def _rows(self, batch: Sequence[DeviceReadings]) -> list[list[Row]] | None:
         """(series_id, ts, value) rows per kind (indexed by kind), in submission order;
@@ -371,7 +385,9 @@ class TelemetryWriter:
         for kind in Kind:
             if rows[kind]:
                 db_rows = self._db_rows(kind, rows[kind])
-                if self.dialect.pg:
+                if self.dialect.pg and kind is Kind.NUMBER and not careful:
+                    self._copy_numbers_pg(connection, db_rows)
+                elif self.dialect.pg:
                     inserted[kind] = self._store_pg(connection, kind, db_rows)
                 else:
                     inserted[kind] = self._store_sqlite(connection, kind, db_rows, careful=careful)
@@ -392,11 +408,33 @@ class TelemetryWriter:
 
     # -- PostgreSQL ---------------------------------------------------------------------
 
+    def _copy_numbers_pg(self, connection: Connection, rows: list[Row]) -> None:
+        """Log the numbers and copy them straight into ts_num; _Duplicates when one was
+        already stored or is twice in the batch (the transaction is then void)."""
+        # Sorted by key, as the staged INSERT: concurrent writers wait for each other's rows
+        # in one order. (Numbers compare, should a (series, ts) come twice.)
+        rows = sorted(rows)
+        series_ids, stamps, values = zip(*rows, strict=True)
+        # Through SQLAlchemy first: that begins the transaction the COPY must be part of.
+        connection.exec_driver_sql(pg_sql.LOG_SQL, (list(series_ids), list(stamps), list(values)))
+        raw = connection.connection.driver_connection
+        try:
+            await_only(
+                raw.copy_records_to_table(  # type: ignore[union-attr]
+                    VALUE_TABLES[Kind.NUMBER].name,
+                    records=rows,
+                    columns=("series_id", "ts", "value"),
+                )
+            )
+        except asyncpg.UniqueViolationError:
+            raise _Duplicates from None
+
     def _store_pg(
         self, connection: Connection, kind: Kind, rows: list[Row]
     ) -> set[tuple[int, int]] | None:
         """Copy the rows into the stage, insert the new ones (numbers logged, others merged
-        into latest); None when all were new, else the (series_id, ts) inserted."""
+        into latest); None when all were new, else the (series_id, ts) inserted. Numbers go
+        this way only `careful`ly."""
         # Through SQLAlchemy first: that begins the transaction the COPY must be part of.
         connection.exec_driver_sql(pg_sql.stage_sql(kind))
         raw = connection.connection.driver_connection
