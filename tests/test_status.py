@@ -188,3 +188,20 @@ async def test_presence_changes_do_not_clear_the_device_auth_cache(
         assert cleared
     finally:
         stop()
+
+
+async def test_a_device_that_only_polls_for_commands_is_online(
+    app: FastAPI, http: httpx.AsyncClient, org: Tenant
+) -> None:
+    native_id, native_token = await new_device(http, org)
+    tb_id, tb_token = await new_device(http, org)
+    polled = await http.get(
+        "/api/v1/devices/me/commands",
+        params={"timeout": 0},
+        headers={"X-Device-Token": native_token},
+    )
+    assert polled.status_code == 200, polled.text
+    rpc = await http.get(f"/api/v1/{tb_token}/rpc", params={"timeout": 0})
+    assert rpc.status_code == 408, rpc.text  # nothing waits: still the device's traffic
+    await wait_until(lambda: _is(http, org, native_id, "online"))
+    await wait_until(lambda: _is(http, org, tb_id, "online"))

@@ -57,6 +57,7 @@ DeviceMessagesDep = Annotated[DeviceMessages, Depends(_device_messages)]
 async def poll_commands(
     session: SessionDep,
     commands: CommandsDep,
+    layer: DeviceMessagesDep,
     device: HeaderIngestDevice,
     wait_s: Annotated[
         float,
@@ -65,6 +66,7 @@ async def poll_commands(
     limit: Annotated[int, Query(ge=1, le=100)] = 100,
 ) -> PolledCommands:
     """The queued commands, oldest first, now delivered; waits for one if there is none."""
+    layer.note_traffic(device)  # a poll is the device's traffic: online, last seen
     found = await service.poll(
         session,
         commands,
@@ -166,6 +168,7 @@ async def cancel_command(
 async def thingsboard_poll(
     session: SessionDep,
     commands: CommandsDep,
+    layer: DeviceMessagesDep,
     device: PathIngestDevice,
     wait_ms: Annotated[
         int,
@@ -175,6 +178,7 @@ async def thingsboard_poll(
     ] = 30_000,
 ) -> ThingsBoardRpc:
     """The oldest queued command as {"id", "method", "params"}; 408 if none came in time."""
+    layer.note_traffic(device)
     found = await service.poll(
         session,
         commands,

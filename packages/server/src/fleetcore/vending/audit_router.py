@@ -18,11 +18,11 @@ from starlette.datastructures import UploadFile
 from fleetcore.auth.deps import AnyPrincipalDep, PrincipalDep
 from fleetcore.body_limit import body_limit, read_body
 from fleetcore.deps import SessionDep
+from fleetcore.device_messages.inbound import DeviceMessages
 from fleetcore.devices.auth_cache import IngestDevice
 from fleetcore.devices.deps import MULTIPART_OVERHEAD, CurrentDevice
 from fleetcore.errors import Invalid, PayloadTooLarge
 from fleetcore.pagination import CursorQuery, LimitQuery, Page
-from fleetcore.status.presence import Presence
 from fleetcore.telemetry.pipeline import IngestPipeline
 from fleetcore.vending import audits
 from fleetcore.vending.audit_schemas import (
@@ -113,11 +113,10 @@ async def post_device_dex(
     request: Request, session: SessionDep, device: CurrentDevice, pipeline: SeriesPipeline
 ) -> DexUploadOut:
     """Any content type; a file sent again is answered as duplicates, not stored twice."""
-    presence: Presence | None = getattr(request.app.state, "presence", None)
-    if presence is not None:
-        # An upload is the device's traffic, as telemetry is: online, last seen (noted as
-        # it arrives, like the telemetry route and MQTT, where DEX is traffic already).
-        presence.seen(IngestDevice(device.id, device.organization_id, profile=None))
+    # An upload is the device's traffic, as telemetry is: online, last seen (noted as it
+    # arrives, through the device-message layer as over MQTT).
+    layer: DeviceMessages = request.app.state.device_messages
+    layer.note_traffic(IngestDevice(device.id, device.organization_id, profile=None))
     raw = await read_body(request, audits.MAX_DEX_BYTES)
     result = await audits.ingest_dex(
         session,
