@@ -1,0 +1,71 @@
+"""The advisory boundary: analytics advises and never acts. Nothing under fleetcore.analytics
+may import the commands domain, a transport (the embedded broker, the external broker's
+client, paho), the device-message layer or the web layer; recommendations become commands
+only through approval and the safety validator, outside analytics."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import fleetcore
+
+PACKAGE = Path(fleetcore.__file__).parent
+ANALYTICS = PACKAGE / "analytics"
+FORBIDDEN = (
+    "fleetcore.commands",
+    "fleetcore.mqtt",
+    "fleetcore.external_broker",
+    "fleetcore.device_messages",
+    "fleetcore.broker_sync",
+    "paho",
+    "gmqtt",
+    "fastapi",
+    "starlette",
+)
+
+
+def _imports_of(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against the module's package
+                base = path.parent.relative_to(PACKAGE.parent).parts
+                base = base[: len(base) - (node.level - 1)]
+                module = ".".join([*base, node.module] if node.module else base)
+            else:
+                module = node.module or ""
+            names.add(module)
+            names.update(f"{module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _forbidden(name: str) -> bool:
+    return any(name == root or name.startswith(root + ".") for root in FORBIDDEN)
+
+
+def test_analytics_cannot_reach_a_device() -> None:
+    offenders = sorted(
+        f"{path.relative_to(PACKAGE)} imports {name}"
+        for path in ANALYTICS.rglob("*.py")
+        for name in _imports_of(path)
+        if _forbidden(name)
+    )
+    assert offenders == []
+
+
+def test_the_check_sees_what_it_checks(tmp_path: Path) -> None:
+    # Guards the test above: it walks real files, and it would catch each way of importing.
+    assert len(list(ANALYTICS.rglob("*.py"))) >= 2
+    for source in (
+        "import fleetcore.commands.service\n",
+        "from fleetcore.commands import delivery\n",
+        "from fleetcore.mqtt.transport import EmbeddedTransport\n",
+        "import paho.mqtt.client as mqtt\n",
+    ):
+        probe = tmp_path / "probe.py"
+        probe.write_text(source)
+        assert any(_forbidden(name) for name in _imports_of(probe)), source
