@@ -11,11 +11,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from fleetcore.db import Database
 from fleetcore.mqtt.handler import MAX_UNSTORED
+from tests.support.devices import new_device
 from tests.support.faults import (
     ServerProcess,
     fill,
@@ -28,6 +31,8 @@ from tests.support.latency_proxy import LatencyProxy
 from tests.support.mqtt_raw import PINGREQ, PINGRESP, PUBACK, RawClient, packet, publish_packet
 from tests.support.postgres import PostgresServer, free_port
 from tests.support.senders import TOPIC, HttpSender, Ledger, MqttSender, check_storage
+from tests.support.serving import serving
+from tests.support.tenants import Tenant
 from tests.support.wait import wait_until
 
 
@@ -375,3 +380,34 @@ async def test_an_mqtt_client_is_read_no_further_while_its_messages_wait_for_the
             await client.close()
         await server.stop()
         await proxy.stop()
+
+
+async def test_a_client_leaving_mid_body_is_no_server_error(
+    live_app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant
+) -> None:
+    """A device that drops its connection halfway through a body is counted as 499 (the
+    client closed the request), not logged as an unhandled error, and stores nothing."""
+    device_id, token = await new_device(live_client, live_tenant)
+    route = "/api/v1/devices/me/telemetry"
+
+    def count(status: str) -> float:
+        labels = {"method": "POST", "route": route, "status": status}
+        return REGISTRY.get_sample_value("fleetcore_http_requests_total", labels) or 0.0
+
+    before_499, before_500 = count("499"), count("500")
+    async with serving(live_app) as address:
+        host, port = address.split(":")
+        _reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            f"POST {route} HTTP/1.1\r\nHost: {address}\r\nX-Device-Token: {token}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n".encode()
+            + b'{"t": 1'
+        )
+        await writer.drain()
+        writer.close()
+        await wait_until(lambda: count("499") > before_499)
+    assert count("500") == before_500
+    latest = await live_client.get(
+        f"/api/v1/devices/{device_id}/telemetry/latest", headers=live_tenant.headers()
+    )
+    assert latest.json()["values"] == {}

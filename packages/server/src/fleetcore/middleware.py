@@ -6,6 +6,7 @@ import time
 
 import orjson
 import structlog
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fleetcore.errors import envelope
@@ -19,6 +20,7 @@ from fleetcore.request_context import (
 )
 
 log = structlog.get_logger("fleetcore.http")
+CLIENT_CLOSED_REQUEST = 499  # the status proxies log for a client that left mid-request
 
 
 def loggable_path(scope: Scope) -> str:
@@ -102,6 +104,11 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            # The client went away before its body was read: nobody to answer, nothing of
+            # ours failed. Counted as 499 (the client closed the request), not logged as an error.
+            status = CLIENT_CLOSED_REQUEST
+            log.info("client_disconnected", method=scope.get("method"), path=loggable_path(scope))
         except Exception:
             log.exception("unhandled_error", method=scope.get("method"), path=loggable_path(scope))
             if scope["type"] == "http" and not started:
