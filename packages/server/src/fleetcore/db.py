@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -80,6 +81,23 @@ async def _connect_asyncpg(*args: Any, **kwargs: Any) -> Any:
         raise asyncpg.exceptions.ClientCannotConnectError(
             f"cannot connect to the database: {exc}"
         ) from exc
+
+
+def storage_full(exc: BaseException) -> bool:
+    """Whether a database error means its disk is full: SQLite's SQLITE_FULL ("database or
+    disk is full"), PostgreSQL's disk_full (SQLSTATE 53100), or ENOSPC from the OS."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if getattr(current, "sqlstate", None) == "53100":
+            return True
+        if isinstance(current, OSError) and current.errno == errno.ENOSPC:
+            return True
+        if "database or disk is full" in str(current) or "No space left on device" in str(current):
+            return True
+        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
+    return False
 
 
 # SQLSTATE classes that mean the database cannot serve now, whatever the statement:

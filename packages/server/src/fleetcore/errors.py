@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from fleetcore.db import storage_full
 from fleetcore.request_context import current_request_id
 from fleetcore.templating import templates
 
@@ -107,6 +108,13 @@ class Unavailable(DomainError):
 
     status_code = 503
     default_code = "UNAVAILABLE"
+
+
+class InsufficientStorage(DomainError):
+    """The database's disk is full: nothing more can be stored until space is freed."""
+
+    status_code = 507
+    default_code = "STORAGE_FULL"
 
 
 async def flush_or_conflict(session: AsyncSession, conflict: Conflict) -> None:
@@ -293,6 +301,14 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
     # Locked (SQLite busy past its timeout), unreachable, or no pooled connection free in
     # time (a slow database): the client may retry; log the cause.
+    if storage_full(exc):
+        log.error("database_storage_full", error=str(exc)[:300])
+        return error_response(
+            507,
+            "STORAGE_FULL",
+            "the database's disk is full; nothing was stored",
+            headers={"Retry-After": "60"},
+        )
     log.warning("database_unavailable", error=str(exc)[:300])
     return error_response(
         503,

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import structlog
 
-from fleetcore.errors import Unavailable
+from fleetcore.db import storage_full
+from fleetcore.errors import DomainError, InsufficientStorage, Unavailable
 from fleetcore.telemetry import metrics
 from fleetcore.telemetry.writer import DeviceReadings, Stored, TelemetryWriter, WriteResult
 
@@ -169,10 +170,17 @@ class IngestPipeline:
         except Exception as exc:
             log.exception("telemetry_write_failed", readings=size)
             metrics.WRITE_FAILURES.inc()
-            error = Unavailable(
-                "the readings could not be stored; retry",
-                code="INGEST_WRITE_FAILED",
-                headers={"Retry-After": "1"},
+            error: DomainError = (
+                InsufficientStorage(
+                    "the database's disk is full; the readings were not stored",
+                    headers={"Retry-After": "60"},
+                )
+                if storage_full(exc)
+                else Unavailable(
+                    "the readings could not be stored; retry",
+                    code="INGEST_WRITE_FAILED",
+                    headers={"Retry-After": "1"},
+                )
             )
             error.__cause__ = exc
             for p in batch:
