@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import struct
 import time
 import uuid
 from pathlib import Path
@@ -22,7 +23,7 @@ from fleetcore_protocol.telemetry import Kind
 from tests.conftest import client_for, running_app
 from tests.support.certs import self_signed
 from tests.support.devices import new_device, port_of
-from tests.support.mqtt_raw import PUBACK, PUBLISH, RawClient
+from tests.support.mqtt_raw import CONNECT, PUBACK, PUBLISH, RawClient, packet
 from tests.support.paho_device import PahoDevice
 from tests.support.postgres import free_port
 from tests.support.tenants import Tenant, make_tenant
@@ -379,3 +380,36 @@ async def test_tls_and_websocket_listeners(
         assert "over_tls" in str(stored)
         assert "over_ws" in str(stored)
         await RawClient.close_all()
+
+
+@pytest.mark.parametrize(
+    ("client_id", "username"),
+    [
+        (b"\xff\xfe-not-utf8", None),  # a client id that is not UTF-8
+        (b"esp32-\x00-nul", None),  # U+0000 is not allowed in MQTT text
+        (b"esp32-ok", b"\xc3\x28"),  # a user name that is not UTF-8
+    ],
+)
+async def test_a_311_connect_with_malformed_text_is_closed_unanswered(
+    mqtt_app: FastAPI,
+    http: httpx.AsyncClient,
+    org: Tenant,
+    client_id: bytes,
+    username: bytes | None,
+) -> None:
+    """MQTT 3.1.1 [MQTT-1.5.3-1]: malformed UTF-8 closes the connection without a CONNACK
+    (amqtt accepted such a client id as the text "b'...'", even with a valid token)."""
+    _, token = await new_device(http, org)
+    user = username if username is not None else token.encode()
+    header = struct.pack("!H", 4) + b"MQTT" + bytes([4, 0x02 | 0x80]) + struct.pack("!H", 60)
+    payload = struct.pack("!H", len(client_id)) + client_id + struct.pack("!H", len(user)) + user
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(mqtt_app))
+    writer.write(packet(CONNECT, 0, header + payload))
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 5)  # everything until the broker closes
+    writer.close()
+    assert answer == b""  # no CONNACK at all
+    # The same CONNECT with well-formed text is accepted.
+    accepted = await RawClient.open(port_of(mqtt_app))
+    code, _ = await accepted.connect("esp32-ok", username=token)
+    assert code == 0

@@ -581,6 +581,8 @@ async def _read_connect(
             return (5, exc.reason)
     if level != _MQTT_311:
         return (4, UNACCEPTABLE_PROTOCOL_VERSION)
+    if not _strings_are_utf8(body):
+        return None  # malformed: close without a CONNACK ([MQTT-1.5.3-1])
     connect = await ConnectPacket.from_stream(BufferReader(body), fixed_header=header)
     refusal = _check_connect(connect)
     if refusal is not None:
@@ -624,6 +626,29 @@ def _from_mqtt5(connect: mqtt5.Connect, remote: str) -> _Connect:
         session_expiry=connect.session_expiry,
         max_packet_size=connect.maximum_packet_size,
     )
+
+
+def _strings_are_utf8(body: bytes) -> bool:
+    """Whether an MQTT 3.1.1 CONNECT's text fields (client id, will topic, user name) are
+    well-formed UTF-8 without U+0000. amqtt would turn a bad one into the text "b'...'"
+    and accept it; a body too short for its flags is left to amqtt's own checks."""
+    flags = body[7] if len(body) > 7 else 0
+    will, username = bool(flags & 0x04), bool(flags & 0x80)
+    # The payload in order: client id, [will topic, will message], [user name], [password].
+    kinds = ["text", *(["text", "binary"] if will else []), *(["text"] if username else [])]
+    offset = 10  # after the variable header: protocol name, level, flags, keep-alive
+    for kind in kinds:
+        if offset + 2 > len(body):
+            return True
+        size = int.from_bytes(body[offset : offset + 2], "big")
+        field, offset = body[offset + 2 : offset + 2 + size], offset + 2 + size
+        if kind == "text":
+            try:
+                if "\x00" in field.decode("utf-8"):
+                    return False
+            except UnicodeDecodeError:
+                return False
+    return True
 
 
 def _check_connect(connect: ConnectPacket) -> int | None:
