@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import secrets
-import subprocess
+import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -36,15 +35,13 @@ from fleetcore.auth.principal import Role
 from fleetcore.db import Database
 from tests.conftest import client_for, running_app
 from tests.support.devices import new_device
+from tests.support.ingest_workers import IngestWorker
 from tests.support.mosquitto_dynsec import DynsecMosquitto
-from tests.support.postgres import free_port
 from tests.support.tenants import Tenant, make_tenant
 from tests.support.wait import wait_until
 from tests.test_mqtt_thingsboard_sdk import sdk_python
 
 PG_ONLY = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
-ROOT = Path(__file__).resolve().parents[1]
-FLEETCORE = ROOT / ".venv" / "bin" / "fleetcore"
 SDK_DEVICE = Path(__file__).parent / "support" / "tb_sdk_basic_device.py"
 GROUP = "fleetcore"  # the share group the harness's platform role may subscribe to
 
@@ -59,58 +56,12 @@ def broker() -> Iterator[DynsecMosquitto]:
         server.close()
 
 
-class Worker:
-    """`fleetcore serve --role ingest` in a process of its own."""
-
-    def __init__(self, broker: DynsecMosquitto, database_url: str, ingest_id: str) -> None:
-        self.port = free_port()
-        env = {
-            **os.environ,
-            "FLEETCORE_MQTT_URL": broker.url,
-            "FLEETCORE_DATABASE_URL": database_url,
-            "FLEETCORE_SECRET_KEY": secrets.token_urlsafe(48),
-            "FLEETCORE_ENVIRONMENT": "production",
-            "FLEETCORE_PORT": str(self.port),
-            "FLEETCORE_MQTT_INGEST_ID": ingest_id,
-            "FLEETCORE_MQTT_INGEST_SESSION_EXPIRY_S": "0",
-            "FLEETCORE_LOG_FORMAT": "json",
-        }
-        self.log = Path(os.environ.get("TMPDIR", "/tmp")) / f"worker-{ingest_id}-{self.port}.log"
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [str(FLEETCORE), "serve", "--role", "ingest"],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    async def ready(self) -> None:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port}") as http:
-
-            async def answers() -> bool:
-                if self.process.poll() is not None:
-                    raise AssertionError(self.log.read_text()[-3000:])
-                try:
-                    return (await http.get("/ready")).status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            await wait_until(answers, within=30, every=0.1)
-
-    async def received(self) -> float:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port}") as http:
-            text = (await http.get("/metrics")).text
-        found = re.search(r"^fleetcore_mqtt_external_received_total (\S+)$", text, re.M)
-        return float(found.group(1)) if found else 0.0
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.log.unlink(missing_ok=True)
+async def received(worker: IngestWorker) -> float:
+    """Messages the worker took from the broker (its /metrics)."""
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{worker.port}") as http:
+        text = (await http.get("/metrics")).text
+    found = re.search(r"^fleetcore_mqtt_external_received_total (\S+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
 
 
 @pytest.fixture
@@ -132,13 +83,18 @@ async def app(
 
 
 @pytest.fixture
-async def worker(app: FastAPI, broker: DynsecMosquitto, live_pg_url: str) -> AsyncIterator[Worker]:
-    second = Worker(broker, live_pg_url, f"w-{secrets.token_hex(4)}")
+async def worker(
+    app: FastAPI, broker: DynsecMosquitto, live_pg_url: str, tmp_path: Path
+) -> AsyncIterator[IngestWorker]:
+    second = IngestWorker(
+        f"w-{secrets.token_hex(4)}", broker_url=broker.url, database_url=live_pg_url, root=tmp_path
+    )
+    second.start()
     try:
-        await second.ready()
+        await wait_until(second.ready, within=30, every=0.2)
         yield second
     finally:
-        second.stop()
+        second.kill(signal.SIGTERM)
 
 
 class Device:
@@ -211,7 +167,7 @@ async def stored_readings(database: Database, device_id: str) -> int:
 
 @PG_ONLY
 async def test_two_workers_share_a_native_stream_and_the_broker_enforces_credentials(
-    app: FastAPI, worker: Worker, broker: DynsecMosquitto, live_database: Database
+    app: FastAPI, worker: IngestWorker, broker: DynsecMosquitto, live_database: Database
 ) -> None:
     async with client_for(app) as http:
         org = await make_tenant(http, live_database)
@@ -239,7 +195,7 @@ async def test_two_workers_share_a_native_stream_and_the_broker_enforces_credent
             device.close()
         assert await stored_readings(live_database, other_id) == 0
         # Both workers took a share of the stream.
-        assert await worker.received() > 0
+        assert await received(worker) > 0
         assert app.state.transport.directory.cached(device_id)[0]
 
         rotated = await http.post(
@@ -269,7 +225,7 @@ async def _refused(broker: DynsecMosquitto, device_id: str, token: str) -> bool:
 
 @PG_ONLY
 async def test_thingsboard_sdk_through_the_mount(
-    app: FastAPI, worker: Worker, broker: DynsecMosquitto, live_database: Database
+    app: FastAPI, worker: IngestWorker, broker: DynsecMosquitto, live_database: Database
 ) -> None:
     python = await asyncio.to_thread(sdk_python)
     async with client_for(app) as http:
