@@ -5,10 +5,10 @@ only through approval and the safety validator, outside analytics."""
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import fleetcore
+from tests.support.imports import imports_of
 
 PACKAGE = Path(fleetcore.__file__).parent
 ANALYTICS = PACKAGE / "analytics"
@@ -26,21 +26,7 @@ FORBIDDEN = (
 
 
 def _imports_of(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:  # relative: resolve against the module's package
-                base = path.parent.relative_to(PACKAGE.parent).parts
-                base = base[: len(base) - (node.level - 1)]
-                module = ".".join([*base, node.module] if node.module else base)
-            else:
-                module = node.module or ""
-            names.add(module)
-            names.update(f"{module}.{alias.name}" for alias in node.names)
-    return names
+    return imports_of(path, PACKAGE.parent)
 
 
 def _forbidden(name: str) -> bool:

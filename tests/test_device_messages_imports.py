@@ -4,10 +4,10 @@ and paho-mqtt); the device-message layer and every domain reach devices without 
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import fleetcore
+from tests.support.imports import imports_of
 
 PACKAGE = Path(fleetcore.__file__).parent
 # Who may import the broker: itself, and the application that wires it in.
@@ -15,15 +15,7 @@ ALLOWED = {PACKAGE / "app.py"}
 
 
 def _imports_of(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return names
+    return imports_of(path, PACKAGE.parent)
 
 
 def _mqtt(name: str) -> bool:
