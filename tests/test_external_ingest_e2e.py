@@ -42,7 +42,7 @@ from tests.support.wait import wait_until
 from tests.test_mqtt_thingsboard_sdk import sdk_python
 
 PG_ONLY = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
-SDK_DEVICE = Path(__file__).parent / "support" / "tb_sdk_basic_device.py"
+SDK_DEVICE = Path(__file__).parent / "support" / "tb_sdk_device.py"
 GROUP = "fleetcore"  # the share group the harness's platform role may subscribe to
 
 
@@ -241,6 +241,7 @@ async def test_thingsboard_sdk_through_the_mount(
         process = await asyncio.create_subprocess_exec(
             str(python),
             str(SDK_DEVICE),
+            "basic",
             str(broker.port),
             device_id,
             token,

@@ -80,6 +80,7 @@ async def test_thingsboard_sdk_device(
         process = await asyncio.create_subprocess_exec(
             str(python),
             str(SCRIPT),
+            "provision",
             str(mqtt_app.state.settings.mqtt_port),
             body["provision_key"],
             body["provision_secret"],

@@ -1,10 +1,14 @@
 """A device written with ThingsBoard's own Python SDK (tb-mqtt-client, MQTT 5), unchanged.
 
-Run by tests/test_mqtt_thingsboard_sdk.py with the SDK's own virtualenv (the SDK brings a
-fork of paho under the same package name, so it cannot share the project's). Prints one
-JSON line per step; the test drives and checks them.
+Run by the tests with the SDK's own virtualenv (the SDK brings a fork of paho under the same
+package name, so it cannot share the project's). Prints one JSON line per step; the test
+drives and checks them.
 
-    python tb_sdk_device.py PORT PROVISION_KEY PROVISION_SECRET DEVICE_NAME
+    python tb_sdk_device.py provision PORT PROVISION_KEY PROVISION_SECRET DEVICE_NAME
+        provisions itself (embedded broker), then logs in with the token as user name
+    python tb_sdk_device.py basic PORT USERNAME PASSWORD
+        logs in with ThingsBoard's "MQTT Basic" credentials (device id and token, as on a
+        Mosquitto with dynamic security) and also answers one server-side RPC
 """
 
 import json
@@ -19,14 +23,33 @@ def say(step: str, **data: object) -> None:
     print(json.dumps({"step": step, **data}), flush=True)
 
 
+def login() -> "tuple[TBDeviceMqttClient, bool]":
+    """The client (not yet connected) and whether to wait for a server-side RPC."""
+    mode, port = sys.argv[1], int(sys.argv[2])
+    if mode == "provision":
+        key, secret, name = sys.argv[3], sys.argv[4], sys.argv[5]
+        credentials = TBDeviceMqttClient.provision(
+            "127.0.0.1", key, secret, port=port, device_name=name
+        )
+        say("provisioned", ok=bool(credentials and credentials.get("credentialsValue")))
+        token = credentials["credentialsValue"]
+        return TBDeviceMqttClient("127.0.0.1", port=port, username=token), False
+    username, password = sys.argv[3], sys.argv[4]
+    client = TBDeviceMqttClient("127.0.0.1", port=port, username=username, password=password)
+    return client, True
+
+
 def main() -> None:
-    port, key, secret, name = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-    credentials = TBDeviceMqttClient.provision(
-        "127.0.0.1", key, secret, port=port, device_name=name
-    )
-    say("provisioned", ok=bool(credentials and credentials.get("credentialsValue")))
-    token = credentials["credentialsValue"]
-    client = TBDeviceMqttClient("127.0.0.1", port=port, username=token)
+    client, rpc_too = login()
+    rpc = threading.Event()
+    got: dict[str, object] = {}
+
+    def on_rpc(request_id: object, request: object) -> None:
+        got["rpc"] = request
+        client.send_rpc_reply(request_id, {"done": True})
+        rpc.set()
+
+    client.set_server_side_rpc_request_handler(on_rpc)
     client.connect(timeout=10)
     deadline = time.monotonic() + 15
     while not (client.is_connected() and client.rate_limits_received):
@@ -38,7 +61,6 @@ def main() -> None:
     say("telemetry", rc=client.send_telemetry({"sdk_temp": 21.5}).get())
     say("attributes", rc=client.send_attributes({"sdk_fw": "1.0.3"}).get())
     answered = threading.Event()
-    got: dict[str, object] = {}
 
     def on_attributes(response: object, *_: object) -> None:
         got["response"] = response
@@ -59,6 +81,12 @@ def main() -> None:
     say("subscribed")
     updated.wait(15)
     say("updated", update=got.get("update"))
+    if rpc_too:
+        say("rpc_ready")
+        deadline = time.monotonic() + 20
+        while not rpc.wait(0.5) and time.monotonic() < deadline:
+            client.send_telemetry({"heartbeat": 1})  # whichever worker hears it sends what waits
+        say("rpc", request=got.get("rpc"))
     client.disconnect()
 
 
