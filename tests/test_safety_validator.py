@@ -8,6 +8,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, localcontext
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -791,3 +792,17 @@ def test_passing_means_every_rule_holds(
     assert verdict.passed == _expected_ok(limits, rpm, current, history, critical_alert), (
         verdict.codes
     )
+
+
+def test_the_documented_example_is_a_valid_policy() -> None:
+    text = (Path(__file__).parents[1] / "docs" / "safety.md").read_text()
+    example = text.split("```json", 1)[1].split("```", 1)[0]
+    pump = SafetyPolicy.model_validate_json(example)
+    assert pump.methods["stop"].critical
+    ctx = SafetyContext(now=NOW, values={"pump_speed": 1500})
+    assert validate(pump, request(params={"rpm": 1650}), ctx).passed
+    assert validate(pump, request(params={"rpm": 1651}), ctx).codes == [
+        "STEP_TOO_LARGE",
+        "STEP_TOO_LARGE_RELATIVE",
+    ]
+    assert validate(pump, request("stop", {}), ctx).awaiting_approval
