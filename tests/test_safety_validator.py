@@ -806,3 +806,8 @@ def test_the_documented_example_is_a_valid_policy() -> None:
         "STEP_TOO_LARGE_RELATIVE",
     ]
     assert validate(pump, request("stop", {}), ctx).awaiting_approval
+
+
+def test_a_context_without_a_time_denies() -> None:
+    broken = SafetyContext(now="now")  # type: ignore[arg-type]
+    assert validate(POLICY, request(), broken).codes == ["CONTEXT_INVALID"]

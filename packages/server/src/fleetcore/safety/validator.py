@@ -11,6 +11,7 @@ it against). The safe default is refusal: no policy, an invalid policy, an unkno
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -90,6 +91,8 @@ def validate(
     parsed = _policy(policy)
     if isinstance(parsed, Reason):
         return Verdict((parsed,))
+    if not isinstance(context, SafetyContext) or not isinstance(context.now, datetime):
+        return Verdict((Reason(Code.CONTEXT_INVALID, "the context has no time of decision"),))
     shape = _shape(request)
     if shape:
         return Verdict(tuple(shape))

@@ -16,6 +16,7 @@ class Code(StrEnum):
 
     POLICY_INVALID = "POLICY_INVALID"  # the policy itself does not validate: deny
     REQUEST_MALFORMED = "REQUEST_MALFORMED"  # method/params/requester/approvals of a wrong shape
+    CONTEXT_INVALID = "CONTEXT_INVALID"  # the caller's context has no usable time: deny
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"  # not in the policy (the empty policy: any)
     PARAM_UNKNOWN = "PARAM_UNKNOWN"  # a param the method's policy does not list
     PARAM_MISSING = "PARAM_MISSING"  # a required param is absent
