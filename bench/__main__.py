@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import (
+    analytics_eval,
     dashboard_render,
     dex,
     external_ingest,
@@ -38,6 +39,7 @@ BENCHMARKS = {
     "dashboard_render": dashboard_render.run,
     "fleet_simulation": fleet_simulation.run,
     "dex": dex.run,
+    "analytics_eval": analytics_eval.run,
 }
 
 

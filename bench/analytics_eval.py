@@ -239,6 +239,15 @@ def score(
                 result[type_][f"recall_{kind}"] = (
                     round(len(hit) / len(of_kind), 3) if of_kind else None
                 )
+                ts_of = data
+                early = [
+                    e
+                    for e in hit
+                    if detected[e] <= ts_of[(e.machine, e.key)][0][e.end] - window(e)[0]
+                ]
+                result[type_][f"detected_before_end_{kind}"] = (
+                    round(len(early) / len(of_kind), 3) if of_kind else None
+                )
                 kd = [detected[e] / 60_000 for e in hit]
                 result[type_][f"median_delay_{kind}_min"] = (
                     round(statistics.median(kd), 1) if kd else None

@@ -35,7 +35,8 @@ class Sensitivity:
     seasonal: bool = True
     season_min_count: int = 20  # readings in every hourly bin before the daily baseline is used
     season_cap: int = 200  # a bin averages its last ~200 readings (about 3 days at 1/min)
-    offset_alpha: float = 0.005  # slow level offset on the daily baseline: lets drift show
+    offset_alpha: float = 0.01  # level offset on the daily baseline (~100 readings): slow
+    # enough for a shift to show as drift, fast enough to absorb day-to-day changes of the cycle
     # Spikes: one reading far from the level, the next one back near it
     spike: bool = True
     spike_threshold: float = 8.0  # MAD-sigmas; higher than z: a single reading is cheap noise
@@ -48,8 +49,9 @@ class Sensitivity:
     stuck_tolerance: float = 0.0  # |change| at or below this counts as no change
     # Drift: two-sided CUSUM on the standardised EWMA residual
     drift: bool = True
-    drift_k: float = 0.75  # allowance, sigmas: detects sustained shifts from ~1.5 sigma
-    drift_h: float = 12.0  # decision interval: in-control run length well over a week at 1/min
+    drift_k: float = 1.25  # allowance, sigmas: sustained shifts from ~2 sigma; smaller ones
+    # are within what a day-to-day change of the daily cycle does to the residual
+    drift_h: float = 10.0  # decision interval: a 3-sigma shift is found in ~6 readings
     drift_clip: float = 4.0  # residuals clipped so one spike cannot make a drift
     drift_quiet: int = 360  # a same-direction re-detection within 6 h of the last is not news
     # Range violation (from the device profile)

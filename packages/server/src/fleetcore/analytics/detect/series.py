@@ -94,7 +94,10 @@ class SeriesDetector:
             self._spike(reading, med, scale, found)
             self._robust_z(reading, med, scale, found)
             self._ewma(reading, expected, sigma, found)
-            self._drift(reading, expected, sigma, found)
+            # With a daily cycle expected, drift waits for the daily baseline: a lagging
+            # EWMA on a daily slope would read as a drift.
+            if not self.sens.seasonal or self._season_ready():
+                self._drift(reading, expected, sigma, found)
         self._learn(reading.ts, value, med, scale, expected, sigma, warm)
         return found
 
@@ -416,4 +419,7 @@ class SeriesDetector:
             self.offset += s.offset_alpha * (x - self._season(ts) - self.offset)
         hour = (ts // HOUR_MS) % 24
         self.counts[hour] = min(self.counts[hour] + 1, s.season_cap)
-        self.bins[hour] += (x - self.offset - self.bins[hour]) / self.counts[hour]
+        # A plain mean until the baseline is ready, then slow: the offset follows the level,
+        # the bins only the shape of the day (a fast bin would absorb a drift).
+        weight = s.season_cap if ready else self.counts[hour]
+        self.bins[hour] += (x - self.offset - self.bins[hour]) / weight
