@@ -30,12 +30,14 @@ class Sensitivity:
     # EWMA residual, with the daily baseline once every hourly bin has enough data
     ewma: bool = True
     ewma_alpha: float = 0.05  # level EWMA (~20 readings): follows a daily cycle at 1/min
-    var_alpha: float = 0.01  # residual variance EWMA (~100 readings): a stable sigma
+    var_alpha: float = 0.01  # noise variance around the residual's own EWMA (~100 readings)
+    model_alpha: float = 0.001  # mean square of that EWMA, the baseline's usual error: learned
+    # over most of a day, so a daily cycle that varies widens sigma and a drift of hours does not
     ewma_threshold: float = 6.0  # residual sigmas, as robust_z
     seasonal: bool = True
     season_min_count: int = 20  # readings in every hourly bin before the daily baseline is used
     season_cap: int = 200  # a bin averages its last ~200 readings (about 3 days at 1/min)
-    offset_alpha: float = 0.01  # level offset on the daily baseline (~100 readings): slow
+    offset_alpha: float = 0.0075  # level offset on the daily baseline (~130 readings): slow
     # enough for a shift to show as drift, fast enough to absorb day-to-day changes of the cycle
     # Spikes: one reading far from the level, the next one back near it
     spike: bool = True
@@ -49,9 +51,9 @@ class Sensitivity:
     stuck_tolerance: float = 0.0  # |change| at or below this counts as no change
     # Drift: two-sided CUSUM on the standardised EWMA residual
     drift: bool = True
-    drift_k: float = 1.25  # allowance, sigmas: sustained shifts from ~2 sigma; smaller ones
+    drift_k: float = 1.5  # allowance, sigmas: sustained shifts from ~2 sigma; smaller ones
     # are within what a day-to-day change of the daily cycle does to the residual
-    drift_h: float = 10.0  # decision interval: a 3-sigma shift is found in ~6 readings
+    drift_h: float = 10.0  # decision interval: a 3-sigma shift is found in ~7 readings
     drift_clip: float = 4.0  # residuals clipped so one spike cannot make a drift
     drift_quiet: int = 360  # a same-direction re-detection within 6 h of the last is not news
     # Range violation (from the device profile)

@@ -4,6 +4,11 @@ Each reading costs bounded work (a 60-value window, a few EWMAs, 24 hourly bins,
 sums), and the whole state is a small JSON-able dict, so a detector saved at any reading
 and restored continues exactly as one that never stopped.
 
+The EWMA and drift methods standardise the residual against the expected value (the daily
+baseline plus a level offset once every hourly bin has data, a level EWMA before) by a sigma
+of two parts: the noise around the residual's own fast EWMA, and the slow mean square of that
+EWMA (how wrong the baseline usually is). A drift moves the second only slowly, so it shows.
+
 Alert storms are avoided twice over. Each method keeps an "active" flag: it reports when an
 anomaly starts and stays silent until the anomaly has cleared (the score back under half
 the threshold for `clear_after` readings). And a flagged reading is learned only clipped to
@@ -48,6 +53,8 @@ class SeriesDetector:
         # EWMA and the daily baseline
         self.level = 0.0
         self.var = 0.0
+        self.bias = 0.0  # fast EWMA of the residual: var is the spread around it
+        self.bias_var = 0.0  # slow mean square of the bias: how wrong the baseline usually is
         self.offset = 0.0
         self.bins = [0.0] * 24
         self.counts = [0] * 24
@@ -115,6 +122,8 @@ class SeriesDetector:
             "mad_ref": self.mad_ref,
             "level": self.level,
             "var": self.var,
+            "bias": self.bias,
+            "bias_var": self.bias_var,
             "offset": self.offset,
             "bins": list(self.bins),
             "counts": list(self.counts),
@@ -141,6 +150,8 @@ class SeriesDetector:
         d.n = int(data["n"])
         d.mad_ref = float(data["mad_ref"])
         d.level, d.var, d.offset = float(data["level"]), float(data["var"]), float(data["offset"])
+        d.bias = float(data["bias"])
+        d.bias_var = float(data["bias_var"])
         d.bins = [float(b) for b in data["bins"]]
         d.counts = [int(c) for c in data["counts"]]
         d.z_run, d.z_calm, d.z_active = data["z"]
@@ -219,7 +230,7 @@ class SeriesDetector:
         """The EWMA baseline (daily where ready) and the residual sigma, floored."""
         expected = self._season(ts) + self.offset if self._season_ready() else self.level
         floor = max(MAD_TO_SIGMA * self._floor(expected), 0.5 * scale)
-        return expected, max(math.sqrt(self.var), floor)
+        return expected, max(math.sqrt(self.var + self.bias_var), floor)
 
     # -- methods -----------------------------------------------------------------------
 
@@ -408,7 +419,10 @@ class SeriesDetector:
             band = s.ewma_threshold * sigma
             x = _clip(value, expected - band, expected + band)
             residual = x - expected
-            self.var += s.var_alpha * (residual * residual - self.var)
+            self.bias += s.ewma_alpha * (residual - self.bias)
+            self.bias_var += s.model_alpha * (self.bias * self.bias - self.bias_var)
+            spread = residual - self.bias
+            self.var += s.var_alpha * (spread * spread - self.var)
         else:
             x = value
             residual = value - self.level
