@@ -167,9 +167,9 @@ def test_the_daily_baseline_is_used_once_every_bin_has_data() -> None:
     for i, v in enumerate(values):
         found += detector.observe(Reading(T0 + i * step, v))
     assert found == []
-    assert min(detector.counts) >= detector.sens.season_min_count
+    assert detector.baseline.ready()
     noon = T0 + 6 * 3_600_000
-    assert abs(detector._season(noon) + detector.offset - 25.0) < 0.5
+    assert abs(detector.baseline.expected(noon) - 25.0) < 0.5
 
 
 def test_bad_values_are_ignored_and_counted() -> None:

@@ -4,10 +4,8 @@ Each reading costs bounded work (a 60-value window, a few EWMAs, 24 hourly bins,
 sums), and the whole state is a small JSON-able dict, so a detector saved at any reading
 and restored continues exactly as one that never stopped.
 
-The EWMA and drift methods standardise the residual against the expected value (the daily
-baseline plus a level offset once every hourly bin has data, a level EWMA before) by a sigma
-of two parts: the noise around the residual's own fast EWMA, and the slow mean square of that
-EWMA (how wrong the baseline usually is). A drift moves the second only slowly, so it shows.
+The EWMA and drift methods standardise the residual against the expected value and sigma
+of fleetcore.analytics.detect.baseline (a daily baseline once it has the data).
 
 Alert storms are avoided twice over. Each method keeps an "active" flag: it reports when an
 anomaly starts and stays silent until the anomaly has cleared (the score back under half
@@ -22,6 +20,7 @@ import math
 from collections import deque
 from typing import Any
 
+from fleetcore.analytics.detect.baseline import Baseline
 from fleetcore.analytics.detect.sensitivity import Sensitivity
 from fleetcore.analytics.detect.window import RollingWindow
 from fleetcore.analytics.findings import MAX_EVIDENCE, Finding, Method, Reading
@@ -29,8 +28,6 @@ from fleetcore.analytics.findings import MAX_EVIDENCE, Finding, Method, Reading
 STATE_VERSION = 1
 MAX_ABS = 1e15  # larger is no physical reading; squares of it stay finite
 MAD_TO_SIGMA = 1.4826  # a MAD times this estimates a Gaussian sigma
-HOUR_MS = 3_600_000
-DAY_MS = 24 * HOUR_MS
 _TINY = 1e-12
 
 
@@ -50,14 +47,7 @@ class SeriesDetector:
         self.last_ts: int | None = None
         self.n = 0  # accepted readings
         self.mad_ref = 0.0  # slow memory of the MAD: the floor after a quiet spell
-        # EWMA and the daily baseline
-        self.level = 0.0
-        self.var = 0.0
-        self.bias = 0.0  # fast EWMA of the residual: var is the spread around it
-        self.bias_var = 0.0  # slow mean square of the bias: how wrong the baseline usually is
-        self.offset = 0.0
-        self.bins = [0.0] * 24
-        self.counts = [0] * 24
+        self.baseline = Baseline(self.sens)
         # Per-method anomaly state: consecutive flagged, consecutive calm, active
         self.z_run = self.z_calm = 0
         self.z_active = False
@@ -103,7 +93,7 @@ class SeriesDetector:
             self._ewma(reading, expected, sigma, found)
             # With a daily cycle expected, drift waits for the daily baseline: a lagging
             # EWMA on a daily slope would read as a drift.
-            if not self.sens.seasonal or self._season_ready():
+            if not self.sens.seasonal or self.baseline.ready():
                 self._drift(reading, expected, sigma, found)
         self._learn(reading.ts, value, med, scale, expected, sigma, warm)
         return found
@@ -120,13 +110,7 @@ class SeriesDetector:
             "last_ts": self.last_ts,
             "n": self.n,
             "mad_ref": self.mad_ref,
-            "level": self.level,
-            "var": self.var,
-            "bias": self.bias,
-            "bias_var": self.bias_var,
-            "offset": self.offset,
-            "bins": list(self.bins),
-            "counts": list(self.counts),
+            "baseline": self.baseline.state(),
             "z": [self.z_run, self.z_calm, self.z_active],
             "e": [self.e_run, self.e_calm, self.e_active],
             "spike": [self.spike_pending, self.spike_calm, self.spike_active],
@@ -149,11 +133,7 @@ class SeriesDetector:
         d.last_ts = data["last_ts"]
         d.n = int(data["n"])
         d.mad_ref = float(data["mad_ref"])
-        d.level, d.var, d.offset = float(data["level"]), float(data["var"]), float(data["offset"])
-        d.bias = float(data["bias"])
-        d.bias_var = float(data["bias_var"])
-        d.bins = [float(b) for b in data["bins"]]
-        d.counts = [int(c) for c in data["counts"]]
+        d.baseline = Baseline.from_state(sens, data["baseline"])
         d.z_run, d.z_calm, d.z_active = data["z"]
         d.e_run, d.e_calm, d.e_active = data["e"]
         pending, d.spike_calm, d.spike_active = data["spike"]
@@ -216,21 +196,11 @@ class SeriesDetector:
         mad = self.window.mad(med) if len(self.window) else 0.0
         return MAD_TO_SIGMA * max(mad, self._floor(med))
 
-    def _season_ready(self) -> bool:
-        return self.sens.seasonal and min(self.counts) >= self.sens.season_min_count
-
-    def _season(self, ts: int) -> float:
-        """The daily baseline at ts: linear between the centres of the hourly bins."""
-        pos = (ts % DAY_MS) / HOUR_MS - 0.5
-        low = math.floor(pos)
-        frac = pos - low
-        return self.bins[low % 24] * (1.0 - frac) + self.bins[(low + 1) % 24] * frac
-
     def _expected(self, ts: int, scale: float) -> tuple[float, float]:
-        """The EWMA baseline (daily where ready) and the residual sigma, floored."""
-        expected = self._season(ts) + self.offset if self._season_ready() else self.level
+        """The baseline's expected value and sigma, floored (as the MAD, and half the scale)."""
+        expected = self.baseline.expected(ts)
         floor = max(MAD_TO_SIGMA * self._floor(expected), 0.5 * scale)
-        return expected, max(math.sqrt(self.var + self.bias_var), floor)
+        return expected, self.baseline.sigma(floor)
 
     # -- methods -----------------------------------------------------------------------
 
@@ -375,8 +345,7 @@ class SeriesDetector:
             if total <= s.drift_h:
                 continue
             shift = self.cusum_sum[side] / self.cusum_len[side]
-            self.offset += shift
-            self.level += shift
+            self.baseline.shift(shift)
             quiet = self.n - self.drift_last[side] > s.drift_quiet
             self.drift_last[side] = self.n
             if s.drift and quiet:
@@ -413,27 +382,7 @@ class SeriesDetector:
         else:
             clipped = value
         self.window.push(clipped)
-        if self.n == 1:
-            self.level = value
         if warm:
             band = s.ewma_threshold * sigma
-            x = _clip(value, expected - band, expected + band)
-            residual = x - expected
-            self.bias += s.ewma_alpha * (residual - self.bias)
-            self.bias_var += s.model_alpha * (self.bias * self.bias - self.bias_var)
-            spread = residual - self.bias
-            self.var += s.var_alpha * (spread * spread - self.var)
-        else:
-            x = value
-            residual = value - self.level
-            self.var += (1.0 / self.n) * (residual * residual - self.var)
-        self.level += s.ewma_alpha * (x - self.level)
-        ready = self._season_ready()
-        if ready:
-            self.offset += s.offset_alpha * (x - self._season(ts) - self.offset)
-        hour = (ts // HOUR_MS) % 24
-        self.counts[hour] = min(self.counts[hour] + 1, s.season_cap)
-        # A plain mean until the baseline is ready, then slow: the offset follows the level,
-        # the bins only the shape of the day (a fast bin would absorb a drift).
-        weight = s.season_cap if ready else self.counts[hour]
-        self.bins[hour] += (x - self.offset - self.bins[hour]) / weight
+            value = _clip(value, expected - band, expected + band)
+        self.baseline.learn(ts, value, expected, self.n, warm)
