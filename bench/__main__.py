@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import (
+    analytics_eval,
     analytics_rul,
     dashboard_render,
     dex,
@@ -40,6 +41,7 @@ BENCHMARKS = {
     "fleet_simulation": fleet_simulation.run,
     "dex": dex.run,
     "analytics_rul": analytics_rul.run,
+    "analytics_eval": analytics_eval.run,
 }
 
 

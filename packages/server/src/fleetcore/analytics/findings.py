@@ -1,6 +1,6 @@
 """What the detectors report: a finding with its method, score, expected band and evidence.
 
-Pure data, shared by the detectors (fleetcore.analytics.detectors), health and wear
+Pure data, shared by the detectors (fleetcore.analytics.detect), health and wear
 (fleetcore.analytics.wear) and the services that store and show findings.
 """
 
