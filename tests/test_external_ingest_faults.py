@@ -182,7 +182,7 @@ def broker() -> Iterator[MosquittoServer]:
 
 async def _database(postgres_server: PostgresServer | None) -> Database:
     if postgres_server is None:
-        pytest.skip("needs the throwaway PostgreSQL server")
+        pytest.fail("the external-broker fault tests need the throwaway PostgreSQL server")
     url = postgres_server.create_database(f"ext_faults_{uuid.uuid4().hex[:8]}")
     database = Database.from_url(url, pool_size=2)
     await migrate.upgrade(database)

@@ -17,14 +17,12 @@ from typing import Any
 import pytest
 
 from fleetcore import migrate
-from fleetcore.auth import users
-from fleetcore.auth.schemas import OrganizationIn
 from fleetcore.db import Database, create_engine
-from fleetcore.devices.models import Device
 from fleetcore.telemetry.pipeline import IngestPipeline
 from fleetcore.telemetry.writer import DeviceReadings, TelemetryWriter
 from fleetcore_protocol.telemetry import Kind, Reading
 from tests.support.postgres import PostgresServer
+from tests.support.writer_db import make_devices, rows
 
 WRITERS = 4
 DEVICES = 8
@@ -105,22 +103,11 @@ async def _write_all(
 
 
 async def _devices(database: Database) -> tuple[uuid.UUID, list[uuid.UUID]]:
-    async with database.session() as session:
-        org = await users.create_organization(
-            session, None, data=OrganizationIn(name="w", slug=f"w-{uuid.uuid4().hex[:8]}")
-        )
-        devices = [
-            Device(organization_id=org.id, name=f"d{i}", serial_number=uuid.uuid4().hex)
-            for i in range(DEVICES)
-        ]
-        session.add_all(devices)
-        await session.commit()
-        return org.id, [d.id for d in devices]
+    return await make_devices(database, DEVICES)
 
 
 async def _rows(database: Database, sql: str) -> list[tuple[Any, ...]]:
-    async with database.engine.connect() as connection:
-        return [tuple(r) for r in (await connection.exec_driver_sql(sql)).all()]
+    return await rows(database, sql)
 
 
 # Roll-ups recomputed from the stored readings, in the roll-up tables' column order.

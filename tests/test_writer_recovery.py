@@ -19,14 +19,12 @@ from typing import Any
 import pytest
 
 from fleetcore import migrate
-from fleetcore.auth import users
-from fleetcore.auth.schemas import OrganizationIn
 from fleetcore.db import Database, create_engine
-from fleetcore.devices.models import Device
 from fleetcore.telemetry.writer import DeviceReadings, TelemetryWriter
 from fleetcore_protocol.telemetry import Kind, Reading
 from tests.support.postgres import PostgresServer
 from tests.support.wait import wait_until
+from tests.support.writer_db import make_devices, rows
 
 DEAD_WRITER = Path(__file__).parent / "support" / "deferring_writer.py"
 DEVICES = 3
@@ -66,22 +64,11 @@ async def database(postgres_server: PostgresServer | None) -> AsyncIterator[Data
 
 
 async def _devices(database: Database) -> tuple[uuid.UUID, list[uuid.UUID]]:
-    async with database.session() as session:
-        org = await users.create_organization(
-            session, None, data=OrganizationIn(name="r", slug=f"r-{uuid.uuid4().hex[:8]}")
-        )
-        devices = [
-            Device(organization_id=org.id, name=f"d{i}", serial_number=uuid.uuid4().hex)
-            for i in range(DEVICES)
-        ]
-        session.add_all(devices)
-        await session.commit()
-        return org.id, [d.id for d in devices]
+    return await make_devices(database, DEVICES)
 
 
 async def _rows(database: Database, sql: str) -> list[tuple[Any, ...]]:
-    async with database.engine.connect() as connection:
-        return [tuple(r) for r in (await connection.exec_driver_sql(sql)).all()]
+    return await rows(database, sql)
 
 
 async def _pending(database: Database) -> int:
