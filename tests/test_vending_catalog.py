@@ -302,6 +302,14 @@ async def test_cabinet_rules(client: httpx.AsyncClient, tenant: Tenant, db: Data
         f"{VENDING}/cabinets/{drinks.json()['id']}", headers=manager, json={"name": None}
     )
     assert nulled.status_code == 422
+    # JSON false is not position 0 (pydantic would coerce it; schemathesis found it).
+    for body in ({"position": False}, {"position": True}, {"position": "1"}):
+        coerced = await client.patch(
+            f"{VENDING}/cabinets/{drinks.json()['id']}", headers=manager, json=body
+        )
+        assert coerced.status_code == 422, body
+    flagged = await client.post(url, headers=manager, json={"name": "flag", "position": True})
+    assert flagged.status_code == 422
 
     main_id = machine["cabinets"][0]["id"]
     now = utcnow()

@@ -48,7 +48,10 @@ async def add_product(
         "default_price": default_price,
         "case_size": case_size,
     }
-    sent = {k: v.strip() for k, v in form.items() if v.strip()}
+    sent: dict[str, object] = {k: v.strip() for k, v in form.items() if v.strip()}
+    case_size_text = str(sent.get("case_size", ""))
+    if case_size_text.isdecimal():  # a form sends text; the API's count is a strict integer
+        sent["case_size"] = int(case_size_text)
     errors: dict[str, str] = {}
     try:
         await products.create_product(session, principal, data=ProductIn.model_validate(sent))

@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from fleetcore.devices.schemas import ONE_LINE, Name, not_null
 
-# Money as sent: at most 4 decimals (the storage scale), never negative, far below the
+# Counts and positions are strict integers: JSON true/false is not 1/0 (pydantic would
+# coerce it). Money as sent: at most 4 decimals (the storage scale), never negative, far below the
 # BigInteger range the Money type stores it in.
 MoneyIn = Annotated[Decimal, Field(ge=0, le=1_000_000, decimal_places=4, allow_inf_nan=False)]
 Sku = Annotated[
@@ -32,7 +33,7 @@ CabinetName = Annotated[
 # A DEX selection code (PA101): alphanumeric, 1 to 6 characters.
 SLOT_PATTERN = r"^[A-Za-z0-9]{1,6}$"
 SlotCode = Annotated[str, StringConstraints(strip_whitespace=True, pattern=SLOT_PATTERN)]
-Position = Annotated[int, Field(ge=0, le=1000)]
+Position = Annotated[int, Field(ge=0, le=1000, strict=True)]
 EAN_LENGTHS = (8, 12, 13, 14)
 
 
@@ -69,7 +70,7 @@ class ProductIn(BaseModel):
     category: Category = ""
     unit_cost: MoneyIn | None = None
     default_price: MoneyIn | None = None
-    case_size: int | None = Field(None, ge=1, le=10_000)
+    case_size: int | None = Field(None, ge=1, le=10_000, strict=True)
 
     check_ean = field_validator("ean")(_ean)
 
@@ -85,7 +86,7 @@ class ProductPatch(BaseModel):
     category: Category | None = None
     unit_cost: MoneyIn | None = None
     default_price: MoneyIn | None = None
-    case_size: int | None = Field(None, ge=1, le=10_000)
+    case_size: int | None = Field(None, ge=1, le=10_000, strict=True)
 
     reject_null = field_validator("name", "category", mode="before")(not_null)
     check_ean = field_validator("ean")(_ean)
@@ -205,8 +206,8 @@ class SlotIn(BaseModel):
 
     slot: SlotCode
     product_id: uuid.UUID | None = Field(None, description="null: an empty slot")
-    capacity: int = Field(ge=1, le=999)
-    par_level: int = Field(ge=0, le=999)
+    capacity: int = Field(ge=1, le=999, strict=True)
+    par_level: int = Field(ge=0, le=999, strict=True)
     price: MoneyIn | None = Field(None, description="default: the product's default price")
 
 
@@ -339,7 +340,7 @@ class SuggestionApply(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    based_on_version: int = Field(ge=1)
+    based_on_version: int = Field(ge=1, strict=True)
     changes: list[Annotated[str, StringConstraints(max_length=40)]] | None = Field(
         None, max_length=500, description="ids of the changes to apply; default all"
     )

@@ -113,7 +113,7 @@ class PlanIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    planned: int = Field(ge=0, le=100_000)
+    planned: int = Field(ge=0, le=100_000, strict=True)
 
 
 class FillIn(BaseModel):
@@ -121,7 +121,7 @@ class FillIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    filled: int = Field(ge=0, le=100_000)
+    filled: int = Field(ge=0, le=100_000, strict=True)
     sold_out: bool = Field(False, description="the slot was found empty")
 
 
