@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -40,7 +39,6 @@ import pytest
 from paho.mqtt import publish
 from sqlalchemy import text
 
-from fleetcore import migrate
 from fleetcore.db import Database
 from tests.conftest import client_for, running_app
 from tests.support.devices import new_device
@@ -55,6 +53,7 @@ from tests.support.mosquitto import PLATFORM, RECORDER, MosquittoServer
 from tests.support.postgres import PostgresServer
 from tests.support.tenants import make_tenant
 from tests.support.wait import wait_until
+from tests.support.writer_db import own_database
 
 pytestmark = pytest.mark.pg
 
@@ -181,12 +180,7 @@ def broker() -> Iterator[MosquittoServer]:
 
 
 async def _database(postgres_server: PostgresServer | None) -> Database:
-    if postgres_server is None:
-        pytest.fail("the external-broker fault tests need the throwaway PostgreSQL server")
-    url = postgres_server.create_database(f"ext_faults_{uuid.uuid4().hex[:8]}")
-    database = Database.from_url(url, pool_size=2)
-    await migrate.upgrade(database)
-    return database
+    return await own_database(postgres_server, "ext_faults")
 
 
 async def _devices(database: Database, tmp_path: Path) -> list[str]:

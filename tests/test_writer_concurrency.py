@@ -16,13 +16,12 @@ from typing import Any
 
 import pytest
 
-from fleetcore import migrate
 from fleetcore.db import Database, create_engine
 from fleetcore.telemetry.pipeline import IngestPipeline
 from fleetcore.telemetry.writer import DeviceReadings, TelemetryWriter
 from fleetcore_protocol.telemetry import Kind, Reading
 from tests.support.postgres import PostgresServer
-from tests.support.writer_db import make_devices, rows
+from tests.support.writer_db import make_devices, own_database, rows
 
 WRITERS = 4
 DEVICES = 8
@@ -35,11 +34,7 @@ Item = tuple[int, str, int]  # device index, key, ts
 @pytest.fixture
 async def database(postgres_server: PostgresServer | None) -> AsyncIterator[Database]:
     """A migrated PostgreSQL database of this test's own, on the throwaway server."""
-    if postgres_server is None:
-        pytest.fail("the writer concurrency test needs the throwaway PostgreSQL server")
-    url = postgres_server.create_database(f"writers_{uuid.uuid4().hex[:8]}")
-    database = Database(create_engine(url, pool_size=4))
-    await migrate.upgrade(database)
+    database = await own_database(postgres_server, "writers", pool_size=4)
     try:
         yield database
     finally:

@@ -18,13 +18,12 @@ from typing import Any
 
 import pytest
 
-from fleetcore import migrate
 from fleetcore.db import Database, create_engine
 from fleetcore.telemetry.writer import DeviceReadings, TelemetryWriter
 from fleetcore_protocol.telemetry import Kind, Reading
 from tests.support.postgres import PostgresServer
 from tests.support.wait import wait_until
-from tests.support.writer_db import make_devices, rows
+from tests.support.writer_db import make_devices, own_database, rows
 
 DEAD_WRITER = Path(__file__).parent / "support" / "deferring_writer.py"
 DEVICES = 3
@@ -52,11 +51,7 @@ WRONG_LATEST = (
 @pytest.fixture
 async def database(postgres_server: PostgresServer | None) -> AsyncIterator[Database]:
     """A migrated PostgreSQL database of this test's own, on the throwaway server."""
-    if postgres_server is None:
-        pytest.fail("the writer recovery test needs the throwaway PostgreSQL server")
-    url = postgres_server.create_database(f"recovery_{uuid.uuid4().hex[:8]}")
-    database = Database(create_engine(url, pool_size=2))
-    await migrate.upgrade(database)
+    database = await own_database(postgres_server, "recovery", pool_size=2)
     try:
         yield database
     finally:

@@ -1,14 +1,32 @@
-"""A PostgreSQL database of devices for the telemetry writer tests, and raw SQL reads."""
+"""A PostgreSQL database of a test's own (migrated, on the throwaway server), devices in it,
+and raw SQL reads: for the writer and external-broker tests."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
+import pytest
+
+from fleetcore import migrate
 from fleetcore.auth import users
 from fleetcore.auth.schemas import OrganizationIn
-from fleetcore.db import Database
+from fleetcore.db import Database, create_engine
 from fleetcore.devices.models import Device
+from tests.support.postgres import PostgresServer
+
+
+async def own_database(
+    postgres_server: PostgresServer | None, name: str, *, pool_size: int = 2
+) -> Database:
+    """A new migrated database `<name>_<random>` on the throwaway server (the caller closes
+    it); fails the test when there is no throwaway server."""
+    if postgres_server is None:
+        pytest.fail(f"{name}: this test needs the throwaway PostgreSQL server")
+    url = postgres_server.create_database(f"{name}_{uuid.uuid4().hex[:8]}")
+    database = Database(create_engine(url, pool_size=pool_size))
+    await migrate.upgrade(database)
+    return database
 
 
 async def make_devices(database: Database, count: int) -> tuple[uuid.UUID, list[uuid.UUID]]:
