@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fleetcore.alerts import models as alert_models
+from fleetcore.analytics import models as analytics_models
 from fleetcore.assets import models as asset_models
 from fleetcore.attributes import models as attribute_models
 from fleetcore.audit import models as audit_models
@@ -22,6 +23,7 @@ from fleetcore.vending import models as vending_models
 metadata = Base.metadata
 __all__ = [
     "alert_models",
+    "analytics_models",
     "asset_models",
     "attribute_models",
     "audit_models",

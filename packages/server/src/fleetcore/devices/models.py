@@ -50,6 +50,11 @@ class DeviceProfile(Base):
     # {"<method>": {"<param>": {"min", "max", "allowed": [...]}}}
     command_limits: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     offline_timeout_s: Mapped[int] = mapped_column(Integer, default=600)
+    # Advisory analytics: which keys are watched and how (fleetcore.analytics.config).
+    analytics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
+    # The control side's gate on every command to its devices (fleetcore.safety.policy);
+    # None: no gate beyond command_limits.
+    safety_policy: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # MQTT limits per device: a token bucket (sustained rate, burst) and the largest payload.
     mqtt_rate_per_s: Mapped[float] = mapped_column(
         Float, default=DEFAULT_MQTT_RATE_PER_S, server_default=text("50.0")
