@@ -16,6 +16,8 @@ from fastapi.staticfiles import StaticFiles
 
 from fleetcore import __version__, migrate
 from fleetcore.alerts.events import AlertBus
+from fleetcore.analytics import explain
+from fleetcore.analytics.engine import AnalyticsEngine, health_reading
 from fleetcore.attributes.desired import DesiredState
 from fleetcore.audit.handlers import install_audit_handlers
 from fleetcore.auth.pages import install_page_handlers
@@ -117,12 +119,27 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         app.state.rules = rules = RulesEngine(db, bus)
         pipeline.add_handler(rules.on_committed)
         app.state.jobs.register("rules.no-data", settings.rules_sweep_s, rules.sweep)
+        # Advisory analytics after the rules: its health readings go back through the
+        # pipeline as the key analytics.health, where rules may alert on them.
+        app.state.analytics = analytics = None
+        if settings.analytics_enabled:
+            analytics = AnalyticsEngine(
+                db,
+                live,
+                flush_interval_s=settings.analytics_flush_s,
+                explainer=explain.load(settings.analytics_explainer),
+                health_sink=health_reading(pipeline),
+            )
+            app.state.analytics = analytics
+            pipeline.add_handler(analytics.on_committed)
+            app.state.jobs.register("analytics.health", 600, analytics.refresh_health)
         # The engine stops after the pipeline (reversed order): it evaluates the last batch.
         # Stopped after the engine: alert changes staged at its last batch are sent if they can.
         components: list[Component] = [
             dead_letters,
             notifications,
             rules,
+            *([analytics] if analytics is not None else []),
             pipeline,
             presence,
             desired,

@@ -116,6 +116,15 @@ class Settings(BaseSettings):
     presence_sweep_s: float = Field(
         5.0, ge=0.1, le=3600, description="how often silent devices are checked for offline"
     )
+    analytics_enabled: bool = Field(
+        True, description="judge the keys profiles watch (advisory analytics); off: none"
+    )
+    analytics_flush_s: float = Field(
+        30.0, ge=0.1, le=3600, description="how often analytics saves its per-series state"
+    )
+    analytics_explainer: str | None = Field(
+        None, description='a plug-in "module:attribute" putting findings in words (off)'
+    )
     rules_sweep_s: float = Field(
         15.0, ge=0.1, le=3600, description='how often "no data" rules are evaluated'
     )

@@ -1,0 +1,709 @@
+"""The analytics engine: watches committed telemetry and advises. It finds anomalies, keeps
+each device's health and wear estimates, and proposes recommendations; it never acts.
+
+It is an after-commit handler of the ingest pipeline, with its own task behind a bounded
+queue (as the rules engine): ingest waits only when the engine is a whole queue behind, and
+then slows rather than skipping anything. Only numeric keys a device's profile watches
+(DeviceProfile.analytics) are judged; a batch of unwatched devices costs a dict look-up.
+
+State: one SeriesDetector (and, for degrading keys, one WearState) per watched series, loaded
+lazily the first time the series is seen, and flushed to analytics_series every
+`flush_interval_s` and at stop. After a crash, the readings stored since the last flush are
+replayed from the telemetry tables before new ones (the telemetry tables are the log), so a
+restart neither skips nor judges twice; a finding the replay repeats (same key, method and
+timestamp as a stored one) is not stored again.
+
+Outputs, in one transaction per batch: findings, the devices' health rows and proposed
+recommendations (at most one proposed per device and topic); then, after the commit, findings
+on the live channel "analytics" and each changed health score as the telemetry key
+`analytics.health` (so rules can open alerts on it, and charts show its history).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fleetcore.analytics import config as settings
+from fleetcore.analytics import explain, proposals
+from fleetcore.analytics.detect import SeriesDetector
+from fleetcore.analytics.findings import Finding, Method, Reading
+from fleetcore.analytics.health import WINDOW_MS, Health, health
+from fleetcore.analytics.models import (
+    AnalyticsFinding,
+    AnalyticsSeries,
+    DeviceHealth,
+    Recommendation,
+    RecommendationStatus,
+)
+from fleetcore.analytics.wear import Estimate, WearState, estimate
+from fleetcore.db import Database, utcnow
+from fleetcore.devices.models import Device, DeviceProfile
+from fleetcore.live.hub import LiveEvent, LiveHub
+from fleetcore.telemetry.pipeline import IngestPipeline, Overloaded
+from fleetcore.telemetry.queries import SeriesRef, device_series, latest_values, read_rows
+from fleetcore.telemetry.query_schemas import now_ms
+from fleetcore.telemetry.writer import DeviceReadings, DeviceRun, Sample, Stored, device_runs
+from fleetcore_protocol.telemetry import Kind
+from fleetcore_protocol.telemetry import Reading as Raw
+
+log = structlog.get_logger(__name__)
+
+HEALTH_KEY = "analytics.health"
+CHANNEL = "analytics"
+DEVICE_TTL_S = 30.0  # profile settings are re-read this often (a profile edit takes effect)
+REPLAY_MAX = 100_000  # readings replayed per series after a restart; older ones are skipped
+RECENT_FINDINGS = 500  # per device, kept for health (7 days at most)
+HEALTH_STEP = 0.005  # a smaller change is not written as analytics.health
+_READINGS_PER_YIELD = 2_000
+
+HealthSink = Callable[[uuid.UUID, uuid.UUID, int, float], None]
+
+
+@dataclass(slots=True)
+class _Series:
+    detector: SeriesDetector
+    wear: WearState | None
+    wear_spec: settings.WearSpec | None
+    last_ts: int
+    estimate: Estimate | None = None
+    estimated_buckets: int = -1  # closed buckets when last estimated
+    dirty: bool = False
+
+
+@dataclass(slots=True)
+class _Device:
+    organization_id: uuid.UUID
+    name: str
+    config: settings.AnalyticsConfig
+    ranges: dict[str, dict[str, Any]]  # the profile's telemetry keys by name
+    loaded_at: float
+    findings: deque[Finding] = field(default_factory=lambda: deque(maxlen=RECENT_FINDINGS))
+    current: dict[str, float] = field(default_factory=dict)  # latest numeric values seen
+    health: float | None = None
+    changed: bool = False
+
+
+@dataclass(slots=True)
+class _Batch:
+    """What one batch produced, written in one transaction."""
+
+    findings: list[tuple[uuid.UUID, Finding]] = field(default_factory=list)
+    triggers: list[tuple[uuid.UUID, proposals.Trigger]] = field(default_factory=list)
+
+
+class AnalyticsEngine:
+    """One per process that ingests (as the rules engine)."""
+
+    name = "analytics-engine"
+
+    def __init__(
+        self,
+        database: Database,
+        live: LiveHub,
+        *,
+        flush_interval_s: float = 30.0,
+        max_batches: int = 64,
+        explainer: explain.Explainer | None = None,
+        health_sink: HealthSink | None = None,
+    ) -> None:
+        self.database = database
+        self.live = live
+        self.flush_interval_s = flush_interval_s
+        self.explainer = explainer
+        self.health_sink = health_sink
+        self._series: dict[tuple[uuid.UUID, str], _Series] = {}
+        self._devices: dict[uuid.UUID, _Device | None] = {}  # None: nothing watched
+        self._checked: dict[uuid.UUID, float] = {}  # when a device's settings were read
+        self._queue: asyncio.Queue[list[DeviceRun] | None] = asyncio.Queue(max_batches)
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._flushed_at = time.monotonic()
+        self._inflight = 0
+        self.readings = 0  # judged since start (for tests and metrics)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @property
+    def enabled(self) -> bool:
+        """False on a database bound to one test transaction (no background writers)."""
+        return not self.database.shared_connection
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued or being judged."""
+        return self._inflight == 0
+
+    async def start(self) -> None:
+        """Start judging committed batches."""
+        if self.enabled:
+            self._task = asyncio.create_task(self._run(), name="analytics-engine")
+
+    async def stop(self) -> None:
+        """Judge what was already committed, save every series' state, then stop."""
+        if self._task is not None:
+            await self._queue.put(None)
+            await self._task
+            self._task = None
+        if self.enabled:
+            async with self._lock:
+                await self._flush()
+
+    def forget_settings(self) -> None:
+        """Re-read every device's profile settings at its next batch (a profile changed)."""
+        self._checked.clear()
+
+    async def on_committed(self, stored: Sequence[Stored]) -> None:
+        """After-commit handler: queue the runs of devices that may be watched."""
+        if self._task is None:
+            return
+        runs = [run for run in device_runs(stored) if self._maybe_watched(run[0])]
+        if runs:
+            self._inflight += 1
+            await self._queue.put(runs)
+
+    def _maybe_watched(self, device_id: uuid.UUID) -> bool:
+        if device_id not in self._devices:
+            return True
+        if self._devices[device_id] is not None:
+            return True
+        # Known to watch nothing: look again once its settings are stale.
+        return time.monotonic() - self._checked.get(device_id, 0.0) > DEVICE_TTL_S
+
+    # -- the loop ------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            timeout = max(self.flush_interval_s - (time.monotonic() - self._flushed_at), 0.05)
+            try:
+                runs = await asyncio.wait_for(self._queue.get(), timeout)
+            except TimeoutError:
+                runs = []
+            if runs is None:
+                return
+            try:
+                async with self._lock:
+                    if runs:
+                        await self._judge(runs)
+                    if time.monotonic() - self._flushed_at >= self.flush_interval_s:
+                        await self._flush()
+            except Exception:
+                log.exception("analytics_batch_failed")
+            finally:
+                if runs:
+                    self._inflight -= 1
+
+    async def _judge(self, runs: list[DeviceRun]) -> None:
+        by_device: dict[uuid.UUID, list[Sample]] = {}
+        for device_id, _, readings in runs:
+            by_device.setdefault(device_id, []).extend(readings)
+        await self._load_devices(list(by_device))
+        batch = _Batch()
+        since_yield = 0
+        for device_id, readings in by_device.items():
+            device = self._devices.get(device_id)
+            if device is None:
+                continue
+            per_key: dict[str, list[Sample]] = {}
+            for reading in readings:
+                if reading.kind is not Kind.NUMBER:
+                    continue
+                device.current[reading.key] = float(reading.value)  # type: ignore[arg-type]  # NUMBER
+                if reading.key in device.config.keys:
+                    per_key.setdefault(reading.key, []).append(reading)
+            if not per_key:
+                continue
+            first_ts = {key: min(r.ts for r in items) for key, items in per_key.items()}
+            await self._load_series(device_id, device, first_ts)
+            for key, items in per_key.items():
+                items.sort(key=lambda r: r.ts)
+                self._observe(device_id, device, key, items, batch)
+                since_yield += len(items)
+                if since_yield >= _READINGS_PER_YIELD:
+                    since_yield = 0
+                    await asyncio.sleep(0)  # the broker and the writer go on meanwhile
+        if batch.findings or batch.triggers or any(d and d.changed for d in self._devices.values()):
+            await self._persist(batch)
+
+    def _observe(
+        self,
+        device_id: uuid.UUID,
+        device: _Device,
+        key: str,
+        readings: Sequence[Sample],
+        batch: _Batch,
+    ) -> None:
+        series = self._series[(device_id, key)]
+        known = {(f.key, f.method, f.ts) for f in device.findings if f.key == key}
+        for sample in readings:
+            if sample.ts <= series.last_ts:
+                continue  # judged before (replayed, or late)
+            reading = Reading(sample.ts, float(sample.value))  # type: ignore[arg-type]  # NUMBER
+            for finding in series.detector.observe(reading):
+                if (finding.key, finding.method, finding.ts) in known:
+                    continue  # judged before a crash, stored then: not twice
+                device.findings.append(finding)
+                batch.findings.append((device_id, finding))
+                device.changed = True
+                batch.triggers.append((device_id, _finding_trigger(finding)))
+            if series.wear is not None:
+                series.wear.update(reading)
+            series.last_ts = sample.ts
+            series.dirty = True
+            self.readings += 1
+        if series.wear is not None and series.wear_spec is not None:
+            closed = len(series.wear.ring)
+            if closed != series.estimated_buckets:  # a bucket closed: estimate again
+                series.estimated_buckets = closed
+                series.estimate = estimate(series.wear, series.wear_spec.config())
+                device.changed = True
+                trigger = proposals.wear_trigger(
+                    key, series.estimate, series.wear_spec.warn_within_ms
+                )
+                if trigger is not None:
+                    batch.triggers.append((device_id, trigger))
+
+    # -- loading -------------------------------------------------------------------------
+
+    async def _load_devices(self, device_ids: list[uuid.UUID]) -> None:
+        """Read the profile settings of devices not seen or stale."""
+        clock = time.monotonic()
+        stale = [d for d in device_ids if clock - self._checked.get(d, 0.0) > DEVICE_TTL_S]
+        if not stale:
+            return
+        async with self.database.session() as session:
+            rows = (
+                await session.execute(
+                    select(
+                        Device.id,
+                        Device.organization_id,
+                        Device.name,
+                        DeviceProfile.analytics,
+                        DeviceProfile.telemetry_keys,
+                    )
+                    .join(DeviceProfile, DeviceProfile.id == Device.profile_id)
+                    .where(Device.id.in_(stale), Device.deleted_at.is_(None))
+                )
+            ).all()
+            found = {row[0]: row for row in rows}
+            for device_id in stale:
+                self._checked[device_id] = clock
+                row = found.get(device_id)
+                config = settings.parse(row[3]) if row is not None else None
+                if row is None or config is None or not config.watching:
+                    self._drop_device(device_id)
+                    continue
+                ranges = {k["key"]: k for k in row[4] or [] if isinstance(k, dict) and "key" in k}
+                old = self._devices.get(device_id)
+                if old is not None and old.config == config and old.ranges == ranges:
+                    continue
+                self._drop_device(device_id)
+                device = _Device(row[1], row[2], config, ranges, clock)
+                since = now_ms() - WINDOW_MS
+                stored = (
+                    await session.scalars(
+                        select(AnalyticsFinding)
+                        .where(AnalyticsFinding.device_id == device_id, AnalyticsFinding.ts > since)
+                        .order_by(AnalyticsFinding.ts.desc())
+                        .limit(RECENT_FINDINGS)
+                    )
+                ).all()
+                device.findings.extend(_finding_of(row) for row in reversed(stored))
+                self._devices[device_id] = device
+
+    def _drop_device(self, device_id: uuid.UUID) -> None:
+        self._devices[device_id] = None
+        for key in [k for k in self._series if k[0] == device_id]:
+            del self._series[key]  # its state was flushed or is replayed from telemetry
+
+    async def _load_series(
+        self, device_id: uuid.UUID, device: _Device, first_ts: dict[str, int]
+    ) -> None:
+        """Load (or start) the series not in memory, replaying what their state missed."""
+        missing = [key for key in first_ts if (device_id, key) not in self._series]
+        if not missing:
+            return
+        async with self.database.session() as session:
+            saved = {
+                row.key: row
+                for row in (
+                    await session.scalars(
+                        select(AnalyticsSeries).where(
+                            AnalyticsSeries.device_id == device_id,
+                            AnalyticsSeries.key.in_(missing),
+                        )
+                    )
+                ).all()
+            }
+            refs = {
+                ref.key: ref
+                for ref in await device_series(
+                    session, device_id, device.organization_id, missing, kind=Kind.NUMBER
+                )
+            }
+            for key in missing:
+                series = self._start_series(device, key, saved.get(key))
+                self._series[(device_id, key)] = series
+                ref = refs.get(key)
+                if key in saved and ref is not None and series.last_ts < first_ts[key] - 1:
+                    await self._replay(session, device_id, device, key, ref, first_ts[key])
+
+    def _start_series(self, device: _Device, key: str, row: AnalyticsSeries | None) -> _Series:
+        key_settings = device.config.keys[key]
+        sens = settings.sensitivity(key_settings, device.ranges.get(key))
+        spec = key_settings.wear
+        if row is not None:
+            try:
+                detector = SeriesDetector.from_state(row.detector, sens)
+                wear = WearState.from_dict(row.wear) if spec and row.wear else None
+                if spec is not None and wear is None:
+                    wear = WearState.for_config(spec.config())
+                return _Series(detector, wear, spec, row.last_ts)
+            except (KeyError, TypeError, ValueError):
+                log.warning("analytics_state_unreadable", key=key)  # start afresh
+        wear = WearState.for_config(spec.config()) if spec is not None else None
+        return _Series(SeriesDetector(key, sens), wear, spec, -1)
+
+    async def _replay(
+        self,
+        session: AsyncSession,
+        device_id: uuid.UUID,
+        device: _Device,
+        key: str,
+        ref: SeriesRef,
+        until: int,
+    ) -> None:
+        """Judge the stored readings between the saved state and this batch."""
+        series = self._series[(device_id, key)]
+        rows = await read_rows(session, [ref], series.last_ts + 1, until, limit=REPLAY_MAX)
+        if not rows:
+            return
+        samples = [Raw(key, row.ts, Kind.NUMBER, row.value) for row in rows]
+        log.info("analytics_replay", device_id=str(device_id), key=key, readings=len(samples))
+        batch = _Batch()
+        self._observe(device_id, device, key, samples, batch)
+        if batch.findings or batch.triggers:
+            await self._persist(batch)
+
+    # -- writing -------------------------------------------------------------------------
+
+    async def _persist(self, batch: _Batch) -> None:
+        """Findings, health and proposals in one transaction; then tell the live hub."""
+        now = now_ms()
+        stored: list[tuple[uuid.UUID, AnalyticsFinding]] = []
+        healths: dict[uuid.UUID, Health] = {}
+        async with self.database.session(write=True) as session:
+            for device_id, finding in batch.findings:
+                device = self._devices.get(device_id)
+                if device is None:
+                    continue
+                row = _finding_row(device_id, device.organization_id, finding)
+                row.explanation = await explain.explain(self.explainer, finding, device.name)
+                session.add(row)
+                stored.append((device_id, row))
+            for device_id, device in self._devices.items():
+                if device is None or not device.changed:
+                    continue
+                device.changed = False
+                healths[device_id] = await self._save_health(session, device_id, device, now)
+            await session.flush()
+            for device_id, trigger in batch.triggers:
+                device = self._devices.get(device_id)
+                if device is not None:
+                    await self._propose(session, device_id, device, trigger, stored)
+            await session.commit()
+        for device_id, row in stored:
+            self._publish(device_id, row)
+        for device_id, result in healths.items():
+            device = self._devices.get(device_id)
+            if device is None or self.health_sink is None:
+                continue
+            if device.health is None or abs(result.score - device.health) >= HEALTH_STEP:
+                device.health = result.score
+                self.health_sink(device_id, device.organization_id, now, round(result.score, 4))
+
+    async def _save_health(
+        self, session: AsyncSession, device_id: uuid.UUID, device: _Device, now: int
+    ) -> Health:
+        estimates = {
+            key: s.estimate
+            for (d, key), s in self._series.items()
+            if d == device_id and s.estimate is not None
+        }
+        latest = max((s.last_ts for (d, _), s in self._series.items() if d == device_id), default=0)
+        result = health(device.findings, estimates, max(now, latest))
+        wear = {
+            key: {**proposals.estimate_dict(e), "threshold": self._threshold(device, key)}
+            for key, e in estimates.items()
+        }
+        open_findings = sum(1 for f in device.findings if max(now, latest) - f.ts <= WINDOW_MS)
+        values: dict[str, Any] = {
+            "device_id": device_id,
+            "organization_id": device.organization_id,
+            "score": result.score,
+            "score_day_ago": result.score_day_ago,
+            "trend": result.trend,
+            "contributors": [
+                {"key": c.key, "source": c.source, "reason": c.reason, "penalty": c.penalty}
+                for c in result.contributors
+            ],
+            "wear": wear,
+            "open_findings": open_findings,
+            "updated_at": utcnow(),
+        }
+        insert = (postgresql.insert if self.database.dialect == "postgresql" else sqlite.insert)(
+            DeviceHealth
+        ).values(**values)
+        await session.execute(
+            insert.on_conflict_do_update(
+                index_elements=[DeviceHealth.device_id],
+                set_={k: insert.excluded[k] for k in values if k != "device_id"},
+            )
+        )
+        return result
+
+    @staticmethod
+    def _threshold(device: _Device, key: str) -> float | None:
+        spec = device.config.keys[key].wear if key in device.config.keys else None
+        return spec.threshold if spec is not None else None
+
+    async def _propose(
+        self,
+        session: AsyncSession,
+        device_id: uuid.UUID,
+        device: _Device,
+        trigger: proposals.Trigger,
+        stored: list[tuple[uuid.UUID, AnalyticsFinding]],
+    ) -> None:
+        """Insert each proposal unless one on its topic is already waiting."""
+        rules = device.config.recommend
+        wanted = {
+            rule.params[name].from_key  # type: ignore[union-attr]
+            for rule in rules
+            for name in rule.params
+            if isinstance(rule.params[name], settings.ParamFrom)
+        }
+        if wanted - device.current.keys():
+            latest = await latest_values(session, device.organization_id, [device_id])
+            for name, value in latest.get(device_id, {}).items():
+                if isinstance(value.value, int | float) and not isinstance(value.value, bool):
+                    device.current.setdefault(name, float(value.value))
+        evidence_id = next(
+            (
+                row.id
+                for d, row in stored
+                if d == device_id and row.key == trigger.key and row.method == trigger.on
+            ),
+            None,
+        )
+        for proposal in proposals.propose(trigger, rules, device.current):
+            waiting = await session.scalar(
+                select(Recommendation.id).where(
+                    Recommendation.device_id == device_id,
+                    Recommendation.topic == proposal.topic,
+                    Recommendation.status == RecommendationStatus.PROPOSED,
+                )
+            )
+            if waiting is not None:
+                continue
+            evidence = dict(proposal.evidence)
+            if evidence_id is not None:
+                evidence["finding_id"] = evidence_id
+            created = utcnow()
+            try:
+                async with session.begin_nested():
+                    session.add(
+                        Recommendation(
+                            organization_id=device.organization_id,
+                            device_id=device_id,
+                            kind=proposal.kind,
+                            topic=proposal.topic,
+                            title=proposal.title,
+                            rationale=proposal.rationale,
+                            method=proposal.method,
+                            params=proposal.params,
+                            evidence=evidence,
+                            created_at=created,
+                            expires_at=created + timedelta(seconds=proposal.expires_after_s),
+                        )
+                    )
+            except IntegrityError:  # proposed meanwhile by another process: one is enough
+                continue
+            log.info("recommendation_proposed", device_id=str(device_id), topic=proposal.topic)
+
+    def _publish(self, device_id: uuid.UUID, row: AnalyticsFinding) -> None:
+        org = row.organization_id
+        if not self.live.wanted(org, CHANNEL):
+            return
+        message = {"type": "finding", "device_id": str(device_id), "finding": finding_json(row)}
+        self.live.publish(LiveEvent(org, CHANNEL, device_id, message))
+
+    async def _flush(self) -> None:
+        """Save the state of every series judged since the last flush."""
+        self._flushed_at = time.monotonic()
+        dirty = [(key, s) for key, s in self._series.items() if s.dirty]
+        if not dirty:
+            return
+        rows = []
+        stamp = utcnow()
+        for (device_id, key), series in dirty:
+            device = self._devices.get(device_id)
+            if device is None:
+                continue
+            rows.append(
+                {
+                    "device_id": device_id,
+                    "key": key,
+                    "organization_id": device.organization_id,
+                    "detector": series.detector.state(),
+                    "wear": series.wear.to_dict() if series.wear is not None else None,
+                    "last_ts": series.last_ts,
+                    "updated_at": stamp,
+                }
+            )
+        if not rows:
+            return
+        dialect = postgresql if self.database.dialect == "postgresql" else sqlite
+        async with self.database.session(write=True) as session:
+            live = set(
+                (
+                    await session.scalars(
+                        select(Device.id).where(
+                            Device.id.in_({r["device_id"] for r in rows}),
+                            Device.deleted_at.is_(None),
+                        )
+                    )
+                ).all()
+            )
+            rows = [r for r in rows if r["device_id"] in live]  # a deleted device: nothing
+            for first in range(0, len(rows), 200):
+                insert = dialect.insert(AnalyticsSeries).values(rows[first : first + 200])
+                await session.execute(
+                    insert.on_conflict_do_update(
+                        index_elements=[AnalyticsSeries.device_id, AnalyticsSeries.key],
+                        set_={
+                            "detector": insert.excluded.detector,
+                            "wear": insert.excluded.wear,
+                            "last_ts": insert.excluded.last_ts,
+                            "updated_at": insert.excluded.updated_at,
+                        },
+                    )
+                )
+            await session.commit()
+        for _, series in dirty:
+            series.dirty = False
+
+    async def refresh_health(self) -> None:
+        """Periodic: recompute health of devices with findings, as they age."""
+        async with self._lock:
+            for device in self._devices.values():
+                if device is not None and device.findings:
+                    device.changed = True
+            await self._persist(_Batch())
+
+    async def forget_device_data(self, device_id: uuid.UUID) -> None:
+        """The device's analytics data was deleted: drop what memory holds of it."""
+        async with self._lock:
+            self._drop_device(device_id)
+            self._checked.pop(device_id, None)
+            self._devices.pop(device_id, None)
+            async with self.database.session(write=True) as session:
+                await session.execute(
+                    delete(AnalyticsSeries).where(AnalyticsSeries.device_id == device_id)
+                )
+                await session.commit()
+
+
+def health_reading(pipeline: IngestPipeline) -> HealthSink:
+    """A health sink writing the score as the device's analytics.health reading."""
+
+    def sink(device_id: uuid.UUID, organization_id: uuid.UUID, ts: int, score: float) -> None:
+        reading = Raw(HEALTH_KEY, ts, Kind.NUMBER, score)
+        item = DeviceReadings(device_id, organization_id, [reading])
+        try:
+            pipeline.enqueue(item)
+        except Overloaded:  # a derived value: the next change writes it again
+            log.info("analytics_health_not_written", device_id=str(device_id))
+
+    return sink
+
+
+def _finding_trigger(finding: Finding) -> proposals.Trigger:
+    return proposals.Trigger(
+        on=finding.method.value,
+        key=finding.key,
+        severity=finding.severity,
+        rationale=explain.template(finding),
+        evidence={
+            "finding": {
+                "method": finding.method.value,
+                "score": finding.score,
+                "threshold": finding.threshold,
+                "expected_low": finding.expected_low,
+                "expected_high": finding.expected_high,
+                "ts": finding.ts,
+            }
+        },
+    )
+
+
+def _finding_row(
+    device_id: uuid.UUID, organization_id: uuid.UUID, finding: Finding
+) -> AnalyticsFinding:
+    return AnalyticsFinding(
+        organization_id=organization_id,
+        device_id=device_id,
+        key=finding.key,
+        method=finding.method.value,
+        severity=finding.severity,
+        ts=finding.ts,
+        score=finding.score,
+        threshold=finding.threshold,
+        expected_low=finding.expected_low,
+        expected_high=finding.expected_high,
+        evidence=[[r.ts, r.value] for r in finding.evidence],
+    )
+
+
+def _finding_of(row: AnalyticsFinding) -> Finding:
+    return Finding(
+        method=Method(row.method),
+        key=row.key,
+        ts=row.ts,
+        score=row.score,
+        threshold=row.threshold,
+        expected_low=row.expected_low,
+        expected_high=row.expected_high,
+        evidence=tuple(Reading(int(ts), float(v)) for ts, v in row.evidence),
+        severity="critical" if row.severity == "critical" else "warning",
+    )
+
+
+def finding_json(row: AnalyticsFinding) -> dict[str, Any]:
+    """A stored finding as JSON (the live message and the API)."""
+    return {
+        "id": row.id,
+        "device_id": str(row.device_id),
+        "key": row.key,
+        "method": row.method,
+        "severity": row.severity,
+        "ts": row.ts,
+        "score": row.score,
+        "threshold": row.threshold,
+        "expected_low": row.expected_low,
+        "expected_high": row.expected_high,
+        "evidence": row.evidence,
+        "explanation": row.explanation,
+    }
