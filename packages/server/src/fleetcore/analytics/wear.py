@@ -6,20 +6,32 @@ default) kept in a bounded ring (30 days). An estimate is computed on demand fro
 a fit over at most `capacity` points.
 
 The estimate fits two trends by least squares in a transformed space g(y): linear (g = y)
-and exponential, i.e. log-linear (g = log y, only when every point is positive). They are
-compared by AIC on the original scale (the log model's likelihood carries the Jacobian
-sum(log y)); the lower wins. The failure time is where the fitted trend reaches
-g(threshold). Its interval is the inverse-regression (Fieller) interval: the set of times at
-which g(threshold) lies inside the regression's confidence band for the trend at the given
-level. It is the band of the mean, not of one observation, because failure is the trend
-reaching the threshold, not one noisy bucket crossing it. Bucket means of real machines are
-autocorrelated, which makes the plain band too narrow: the residual variance is inflated by
-(1 + r) / (1 - r) (r the lag-1 autocorrelation of the residuals, the AR(1) effective-sample
-correction) and the degrees of freedom shrink to the effective sample size. A residual
-bootstrap was not chosen: it costs hundreds of refits per estimate, and resampling
-independent residuals has the same blindness to autocorrelation. When the slope is not
-significant at the level, the set is unbounded on the far side: `high_ms` is None ("not
+and exponential, i.e. log-linear (g = log y, only when every point is positive). Both have
+two parameters and are compared on the original scale (residual sum of squares, which is
+AIC under the same additive noise); the lower wins and gives the point estimate: where the
+fitted trend reaches g(threshold). Its interval is the inverse-regression (Fieller)
+interval: the set of times at which g(threshold) lies inside the regression's confidence
+band for the trend at the given level. It is the band of the mean, not of one observation,
+because failure is the trend reaching the threshold, not one noisy bucket crossing it.
+
+Bucket means of real machines are autocorrelated (load, ambient: a wander lasting hours),
+and what the band needs is the long-run variance of the noise, not its plain variance. A
+kernel (Newey-West) estimate on the residuals, and the AR(1) (1 + r) / (1 - r) shortcut,
+both came out several times too small for slow wander: detrending removes the wander's
+low frequencies from the residuals, and white measurement noise hides the wander's memory
+from the lag-1 correlation. So the noise is modelled as white noise plus an AR(1) wander,
+fitted to the residual autocovariances after adding back what the trend fit took out (see
+_long_run_variance), and the degrees of freedom shrink to the effective sample size. When
+the two trends are within 2 quasi-AIC units (AIC with the evidence divided by that
+variance inflation) the data cannot tell them apart, and the interval is the union of
+both; a wrongly chosen trend otherwise always misses. A bootstrap was not chosen: it costs
+hundreds of refits per estimate and is no better than its noise model. When the slope is
+not significant at the level, the set is unbounded on the far side: `high_ms` is None ("not
 before the horizon, as far as the data says").
+
+Known limitation: the log-linear fit weighs every point equally although the noise is
+additive, so its intervals are a little wide late in life (over-cover), never too narrow in
+the bench (bench/analytics_rul.py).
 """
 
 from __future__ import annotations
@@ -159,12 +171,12 @@ class WearState:
 class _Fit:
     model: Model
     x: NDArray[np.float64]  # days relative to now
-    g: NDArray[np.float64]  # transformed values
     slope: float
     intercept: float
-    sigma2: float  # residual variance, inflated for autocorrelation
-    df: float
+    sigma2: float  # long-run variance of the residuals: the autocorrelation is in it
+    df: float  # effective sample size less the two parameters
     y_rss: float  # residual sum of squares on the original scale
+    inflation: float  # long-run over plain variance: one effective point per this many
 
 
 def _fit(model: Model, x: NDArray[np.float64], y: NDArray[np.float64]) -> _Fit:
@@ -173,49 +185,75 @@ def _fit(model: Model, x: NDArray[np.float64], y: NDArray[np.float64]) -> _Fit:
     slope, intercept = (float(v) for v in np.polyfit(x, g, 1))
     resid = g - (intercept + slope * x)
     fitted_y = np.exp(intercept + slope * x) if model == "exponential" else intercept + slope * x
-    y_rss = float(((y - fitted_y) ** 2).sum())
-    inflation = _long_run_inflation(resid)
+    long_run, plain = _long_run_variance(resid)
+    long_run = max(long_run, 1e-300)
+    inflation = max(long_run / plain, 1.0) if plain > 0 else 1.0
     return _Fit(
         model=model,
         x=x,
-        g=g,
         slope=slope,
         intercept=intercept,
-        sigma2=max(float(resid @ resid), 1e-300) / (n - 2) * inflation,
-        df=max(n / inflation, 3.0) - 2,
-        y_rss=y_rss,
+        sigma2=long_run,
+        df=max(n / inflation - 2, 1.0),
+        y_rss=float(((y - fitted_y) ** 2).sum()),
+        inflation=inflation,
     )
 
 
-def _long_run_inflation(resid: NDArray[np.float64]) -> float:
-    """Long-run over plain variance of the residuals (Newey-West, Bartlett kernel), >= 1.
+_PHIS = np.linspace(0.0, 0.995, 200)  # candidate lag-1 coefficients of the slow component
 
-    The bandwidth is sqrt(n) buckets, wider than the textbook n^(2/9) rule: wear residuals
-    wander for many hours (load, ambient), and a short window misses most of that memory.
+
+def _long_run_variance(resid: NDArray[np.float64]) -> tuple[float, float]:
+    """(long-run variance, plain variance) of the noise behind detrended residuals.
+
+    The noise is modelled as white measurement noise plus a slow AR(1) wander: autocovariances
+    gamma_k = A phi^k for k >= 1. Removing a fitted trend takes about 2 LRV / n off every
+    short-lag autocovariance (both parameters soak up low-frequency wander), which is why a
+    kernel (Newey-West) estimate on residuals, and an AR(1) shortcut, come out far too small
+    when the wander is slow. So the sample autocovariances up to n/8 lags get that offset
+    back, A and phi are fitted to them, LRV = gamma_0 + 2 A phi / (1 - phi), and the offset
+    is recomputed from the new LRV until it settles.
     """
     n = len(resid)
-    gamma0 = float(resid @ resid) / n
-    if gamma0 <= 0:
-        return 1.0
-    lags = int(math.sqrt(n))
-    total = gamma0
-    for lag in range(1, min(lags, n - 1) + 1):
-        weight = 1 - lag / (lags + 1)
-        total += 2 * weight * float(resid[lag:] @ resid[:-lag]) / n
-    return max(total / gamma0, 1.0)
+    lags = max(n // 8, 4)
+    c = np.array([float(resid[k:] @ resid[: n - k]) / (n - k) for k in range(lags + 1)])
+    if c[0] <= 0:
+        return 0.0, 0.0
+    powers = _PHIS[:, None] ** np.arange(1, lags + 1)[None, :]
+    norms = np.maximum((powers * powers).sum(axis=1), 1e-300)
+    ceiling = n * float(c[0]) / 3  # at least three effective points
+    lrv = float(c[0])
+    for _ in range(50):
+        g = c + 2 * lrv / n
+        amplitude = np.maximum(powers @ g[1:] / norms, 0.0)
+        sse = ((g[1:] - amplitude[:, None] * powers) ** 2).sum(axis=1)
+        best = int(np.argmin(sse))
+        phi = float(_PHIS[best])
+        new = min(float(g[0]) + 2 * float(amplitude[best]) * phi / (1 - phi), ceiling)
+        if abs(new - lrv) <= 1e-9 * lrv:
+            return new, float(c[0]) + 2 * new / n
+        lrv = new
+    return lrv, float(c[0]) + 2 * lrv / n
 
 
-def _best_fit(x: NDArray[np.float64], y: NDArray[np.float64], threshold: float) -> _Fit:
-    """The linear fit, or the log-linear one when every value is positive and it fits better.
+def _candidates(x: NDArray[np.float64], y: NDArray[np.float64], threshold: float) -> list[_Fit]:
+    """The better of linear and log-linear first, then the other one if it is about as good.
 
-    "Better" is the smaller residual sum of squares on the original scale: both trends
-    have two parameters, so this is AIC under the same (additive) noise model.
+    Both trends have two parameters and are judged on the original scale, so AIC reduces to
+    n log RSS. Autocorrelated buckets carry fewer than n points of evidence, so the
+    difference is divided by the inflation (quasi-AIC); within 2 units the data cannot
+    tell the models apart and both are kept.
     """
     linear = _fit("linear", x, y)
     if threshold <= 0 or not bool(np.all(y > 0)):
-        return linear
+        return [linear]
     exponential = _fit("exponential", x, y)
-    return exponential if exponential.y_rss < linear.y_rss else linear
+    best, other = (
+        (exponential, linear) if exponential.y_rss < linear.y_rss else (linear, exponential)
+    )
+    n = len(x)
+    qaic_gap = n * math.log(max(other.y_rss, 1e-300) / max(best.y_rss, 1e-300)) / linear.inflation
+    return [best, other] if qaic_gap < 2 else [best]
 
 
 def _inverse_interval(fit: _Fit, target: float, level: float) -> tuple[float, float | None]:
@@ -261,8 +299,9 @@ def estimate(state: WearState, config: WearConfig) -> Estimate:
     ts = np.array([t for t, _ in buckets], dtype=np.float64)
     y = np.array([v for _, v in buckets], dtype=np.float64)
     x = (ts - now_ms) / DAY_MS
-    fit = _best_fit(x, y, config.threshold)
-    target = math.log(config.threshold) if fit.model == "exponential" else config.threshold
+    fits = _candidates(x, y, config.threshold)
+    fit = fits[0]
+    target = _target(fit, config.threshold)
     current_g = fit.intercept  # x = 0 is now
     current = math.exp(current_g) if fit.model == "exponential" else current_g
     sign = 1.0 if config.direction == "rising" else -1.0
@@ -276,7 +315,7 @@ def estimate(state: WearState, config: WearConfig) -> Estimate:
         return replace(base, status="not_degrading")
     intervals = []
     for level in config.levels:
-        low, high = _inverse_interval(fit, target, level)
+        low, high = _union_interval(fits, config.threshold, sign, level)
         intervals.append(
             Interval(
                 level=level,
@@ -293,3 +332,27 @@ def estimate(state: WearState, config: WearConfig) -> Estimate:
         level=first.level,
         intervals=tuple(intervals),
     )
+
+
+def _target(fit: _Fit, threshold: float) -> float:
+    return math.log(threshold) if fit.model == "exponential" else threshold
+
+
+def _union_interval(
+    fits: list[_Fit], threshold: float, sign: float, level: float
+) -> tuple[float, float | None]:
+    """Days from now covered by any candidate's interval; a candidate that does not see the
+    key degrading leaves the far side open, one already past the threshold opens it at now."""
+    low: float = math.inf
+    high: float | None = -math.inf
+    for fit in fits:
+        target = _target(fit, threshold)
+        if sign * (fit.intercept - target) >= 0:
+            low = 0.0
+        elif sign * fit.slope <= 0:
+            high = None
+        else:
+            lo, hi = _inverse_interval(fit, target, level)
+            low = min(low, lo)
+            high = None if hi is None or high is None else max(high, hi)
+    return low, high
