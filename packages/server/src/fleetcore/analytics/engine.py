@@ -94,6 +94,7 @@ class _Device:
     current: dict[str, float] = field(default_factory=dict)  # latest numeric values seen
     health: float | None = None
     changed: bool = False
+    by_clock: bool = False  # the next health is as of the clock, not the latest reading
 
 
 @dataclass(slots=True)
@@ -443,12 +444,16 @@ class AnalyticsEngine:
             if d == device_id and s.estimate is not None
         }
         latest = max((s.last_ts for (d, _), s in self._series.items() if d == device_id), default=0)
-        result = health(device.findings, estimates, max(now, latest))
+        # As of the device's latest reading (history sent late is judged as of its time);
+        # the periodic refresh ages it by the clock.
+        now = max(now, latest) if device.by_clock else latest
+        device.by_clock = False
+        result = health(device.findings, estimates, now)
         wear = {
             key: {**proposals.estimate_dict(e), "threshold": self._threshold(device, key)}
             for key, e in estimates.items()
         }
-        open_findings = sum(1 for f in device.findings if max(now, latest) - f.ts <= WINDOW_MS)
+        open_findings = sum(1 for f in device.findings if now - f.ts <= WINDOW_MS)
         values: dict[str, Any] = {
             "device_id": device_id,
             "organization_id": device.organization_id,
@@ -610,7 +615,7 @@ class AnalyticsEngine:
         async with self._lock:
             for device in self._devices.values():
                 if device is not None and device.findings:
-                    device.changed = True
+                    device.changed = device.by_clock = True
             await self._persist(_Batch())
 
     async def forget_device_data(self, device_id: uuid.UUID) -> None:
