@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bench import (
     analytics_eval,
+    analytics_ingest,
     analytics_rul,
     dashboard_render,
     dex,
@@ -37,6 +38,7 @@ BENCHMARKS = {
     "external_ingest": external_ingest.run,
     "live_latency": live_latency.run,
     "rules_ingest": rules_ingest.run,
+    "analytics_ingest": analytics_ingest.run,
     "dashboard_render": dashboard_render.run,
     "fleet_simulation": fleet_simulation.run,
     "dex": dex.run,

@@ -424,17 +424,24 @@ def _env(mqtt_port: int, **extra: str) -> dict[str, str]:
 
 
 async def provision(
-    port: int, rules: Callable[[int, str], list[dict[str, Any]]] | None = None
+    port: int,
+    rules: Callable[[int, str], list[dict[str, Any]]] | None = None,
+    profile_extra: dict[str, Any] | None = None,
 ) -> list[str]:
-    """Organization, admin, a profile with the MQTT rate limit out of the way and DEVICES
-    devices of it, through the API, and the rules `rules(i, device_id)` gives for device i;
-    returns the device tokens."""
+    """Organization, admin, a profile with the MQTT rate limit out of the way (and the
+    settings `profile_extra` adds) and DEVICES devices of it, through the API, and the rules
+    `rules(i, device_id)` gives for device i; returns the device tokens."""
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
         admin = await organization_admin(http)
         profile = await http.post(
             "/api/v1/device-profiles",
             headers=admin,
-            json={"name": "mqtt bench", "mqtt_rate_per_s": RATE_PER_S, "mqtt_burst": BURST},
+            json={
+                "name": "mqtt bench",
+                "mqtt_rate_per_s": RATE_PER_S,
+                "mqtt_burst": BURST,
+                **(profile_extra or {}),
+            },
         )
         profile.raise_for_status()
         tokens = []
@@ -525,10 +532,12 @@ def embedded(
     tmp: Path,
     *,
     rules: Callable[[int, str], list[dict[str, Any]]] | None = None,
+    profile_extra: dict[str, Any] | None = None,
     label: str = "",
 ) -> dict[str, Any]:
     """A `fleetcore serve` on `database` ("sqlite" or "postgresql") under the MQTT load,
-    with the rules `rules(i, device_id)` gives for each device."""
+    with the rules `rules(i, device_id)` gives for each device and the profile settings
+    `profile_extra`."""
     mqtt_port, http_port = free_port(), free_port()
     if database == "sqlite":
         data_dir = tmp / f"mqtt-sqlite{label}"
@@ -543,7 +552,7 @@ def embedded(
     _cli(env, "admin", "create-superuser", "--email", ROOT, "--password", PASSWORD)
     with serving(env, http_port, tmp / f"serve-mqtt-{database}{label}.log") as process:
         _wait_for_mqtt(mqtt_port)
-        tokens = asyncio.run(provision(http_port, rules))
+        tokens = asyncio.run(provision(http_port, rules, profile_extra))
         figures = drive(mqtt_port, tokens, now_ms() - 3_600_000, process.pid, count)
         figures["metrics"] = _server_metrics(http_port)
     stored = count()  # after a clean stop: everything accepted is written

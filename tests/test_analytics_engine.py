@@ -3,6 +3,8 @@ health, wear estimates, proposals, the live channel, and state that survives a r
 
 from __future__ import annotations
 
+import os
+import signal
 import uuid
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ import orjson
 from fastapi import FastAPI
 from sqlalchemy import func, select, update
 
+from fleetcore.analytics.host import InlineRunner, ProcessRunner
 from fleetcore.analytics.models import (
     AnalyticsFinding,
     AnalyticsSeries,
@@ -264,3 +267,52 @@ async def test_a_changed_profile_takes_effect_and_bad_settings_watch_nothing(
     await judged(live_app)
     [spike] = await _findings(live_database, device_id)
     assert spike.ts == T0 + 351 * MIN
+
+
+async def test_the_detectors_process_dying_loses_nothing(
+    live_app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, live_database: Database
+) -> None:
+    """The child process judging the readings is killed: the next batch starts a new one,
+    which reloads the series and replays what the dead one had not finished."""
+    engine = live_app.state.analytics
+    assert isinstance(engine.runner, ProcessRunner)
+    profile = await watched_profile(live_client, live_tenant, live_database, VIB)
+    device_id, token = await new_device(live_client, live_tenant, profile_id=profile)
+    values = noise(9, 400)
+    values[300] = 40.0
+    await send_series(live_client, token, "vib", values[:200])
+    await judged(live_app)
+    first = engine.runner.pid
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    await send_series(live_client, token, "vib", values[200:320], start=T0 + 200 * MIN)
+    await judged(live_app)  # this batch found the host dead: it is judged again below
+    await send_series(live_client, token, "vib", values[320:], start=T0 + 320 * MIN)
+    await judged(live_app)
+    assert engine.runner.pid not in (None, first)
+    [spike] = await _findings(live_database, device_id)
+    assert (spike.method, spike.ts) == ("spike", T0 + 301 * MIN)
+    await engine.stop()  # saves the state
+    async with live_database.session() as session:
+        series = await session.get(AnalyticsSeries, (uuid.UUID(device_id), "vib"))
+        assert series is not None
+        assert series.detector["n"] == 400  # judged from the first reading, once each
+
+
+async def test_the_detectors_may_run_in_the_ingest_process(
+    live_database: Database, tmp_path: Path
+) -> None:
+    async with (
+        running_app(live_database, tmp_path, analytics_process=False) as app,
+        client_for(app) as http,
+    ):
+        assert isinstance(app.state.analytics.runner, InlineRunner)
+        org = await make_tenant(http, live_database)
+        profile = await watched_profile(http, org, live_database, VIB)
+        device_id, token = await new_device(http, org, profile_id=profile)
+        values = noise(10, 300)
+        values[250] = 35.0
+        await send_series(http, token, "vib", values)
+        await judged(app)
+    [spike] = await _findings(live_database, device_id)
+    assert (spike.method, spike.ts) == ("spike", T0 + 251 * MIN)

@@ -18,6 +18,7 @@ from fleetcore import __version__, migrate
 from fleetcore.alerts.events import AlertBus
 from fleetcore.analytics import explain
 from fleetcore.analytics.engine import AnalyticsEngine, health_reading
+from fleetcore.analytics.host import InlineRunner, ProcessRunner
 from fleetcore.attributes.desired import DesiredState
 from fleetcore.audit.handlers import install_audit_handlers
 from fleetcore.auth.pages import install_page_handlers
@@ -129,6 +130,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
                 flush_interval_s=settings.analytics_flush_s,
                 explainer=explain.load(settings.analytics_explainer),
                 health_sink=health_reading(pipeline),
+                runner=ProcessRunner() if settings.analytics_process else InlineRunner(),
             )
             app.state.analytics = analytics
             pipeline.add_handler(analytics.on_committed)

@@ -119,6 +119,10 @@ class Settings(BaseSettings):
     analytics_enabled: bool = Field(
         True, description="judge the keys profiles watch (advisory analytics); off: none"
     )
+    analytics_process: bool = Field(
+        True,
+        description="judge in a child process of its own (another core), not the ingest one",
+    )
     analytics_flush_s: float = Field(
         30.0, ge=0.1, le=3600, description="how often analytics saves its per-series state"
     )

@@ -38,9 +38,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcore.analytics import config as settings
 from fleetcore.analytics import explain, proposals
-from fleetcore.analytics.detect import SeriesDetector
 from fleetcore.analytics.findings import Finding, Method, Reading
 from fleetcore.analytics.health import WINDOW_MS, Health, health
+from fleetcore.analytics.host import HostLost, InlineRunner, Judged, Runner, SeriesId, Setup
 from fleetcore.analytics.models import (
     AnalyticsFinding,
     AnalyticsSeries,
@@ -48,7 +48,7 @@ from fleetcore.analytics.models import (
     Recommendation,
     RecommendationStatus,
 )
-from fleetcore.analytics.wear import Estimate, WearState, estimate
+from fleetcore.analytics.wear import Estimate
 from fleetcore.db import Database, utcnow
 from fleetcore.devices.models import Device, DeviceProfile
 from fleetcore.live.hub import LiveEvent, LiveHub
@@ -74,13 +74,12 @@ HealthSink = Callable[[uuid.UUID, uuid.UUID, int, float], None]
 
 @dataclass(slots=True)
 class _Series:
-    detector: SeriesDetector
-    wear: WearState | None
+    """What the engine knows of a series the host judges."""
+
     wear_spec: settings.WearSpec | None
-    last_ts: int
+    last_ts: int  # the latest reading sent to the host
     estimate: Estimate | None = None
-    estimated_buckets: int = -1  # closed buckets when last estimated
-    dirty: bool = False
+    dirty: bool = False  # judged since the last flush
 
 
 @dataclass(slots=True)
@@ -119,13 +118,19 @@ class AnalyticsEngine:
         max_batches: int = 64,
         explainer: explain.Explainer | None = None,
         health_sink: HealthSink | None = None,
+        runner: Runner | None = None,
     ) -> None:
         self.database = database
         self.live = live
         self.flush_interval_s = flush_interval_s
         self.explainer = explainer
         self.health_sink = health_sink
+        self.runner: Runner = runner or InlineRunner()
         self._series: dict[tuple[uuid.UUID, str], _Series] = {}
+        self._dropped: list[SeriesId] = []  # series the host should forget at the next flush
+        # Series judged by this process before: loaded again (host lost, settings changed),
+        # they replay the stored readings since their saved state, or all if none was saved.
+        self._known: set[tuple[uuid.UUID, str]] = set()
         self._devices: dict[uuid.UUID, _Device | None] = {}  # None: nothing watched
         self._checked: dict[uuid.UUID, float] = {}  # when a device's settings were read
         self._queue: asyncio.Queue[list[DeviceRun] | None] = asyncio.Queue(max_batches)
@@ -160,7 +165,10 @@ class AnalyticsEngine:
             self._task = None
         if self.enabled:
             async with self._lock:
-                await self._flush()
+                try:
+                    await self._flush()
+                finally:
+                    await self.runner.close()
 
     def forget_settings(self) -> None:
         """Re-read every device's profile settings at its next batch (a profile changed)."""
@@ -212,7 +220,7 @@ class AnalyticsEngine:
             by_device.setdefault(device_id, []).extend(readings)
         await self._load_devices(list(by_device))
         batch = _Batch()
-        since_yield = 0
+        work: list[tuple[tuple[uuid.UUID, str], Sequence[Sample]]] = []
         for device_id, readings in by_device.items():
             device = self._devices.get(device_id)
             if device is None:
@@ -230,51 +238,62 @@ class AnalyticsEngine:
             await self._load_series(device_id, device, first_ts)
             for key, items in per_key.items():
                 items.sort(key=lambda r: r.ts)
-                self._observe(device_id, device, key, items, batch)
-                since_yield += len(items)
-                if since_yield >= _READINGS_PER_YIELD:
-                    since_yield = 0
-                    await asyncio.sleep(0)  # the broker and the writer go on meanwhile
+                work.append(((device_id, key), items))
+        await self._send(work, batch)
         if batch.findings or batch.triggers or any(d and d.changed for d in self._devices.values()):
             await self._persist(batch)
 
-    def _observe(
-        self,
-        device_id: uuid.UUID,
-        device: _Device,
-        key: str,
-        readings: Sequence[Sample],
-        batch: _Batch,
+    async def _send(
+        self, work: list[tuple[tuple[uuid.UUID, str], Sequence[Sample]]], batch: _Batch
     ) -> None:
-        series = self._series[(device_id, key)]
-        known = {(f.key, f.method, f.ts) for f in device.findings if f.key == key}
-        for sample in readings:
-            if sample.ts <= series.last_ts:
+        """Have the host judge the readings not judged yet; take in what it found."""
+        calls: list[tuple[SeriesId, list[tuple[int, float]]]] = []
+        for (device_id, key), items in work:
+            series = self._series.get((device_id, key))
+            if series is None:
+                continue
+            fresh = [(r.ts, float(r.value)) for r in items if r.ts > series.last_ts]  # type: ignore[arg-type]  # NUMBER
+            if not fresh:
                 continue  # judged before (replayed, or late)
-            reading = Reading(sample.ts, float(sample.value))  # type: ignore[arg-type]  # NUMBER
-            for finding in series.detector.observe(reading):
+            series.last_ts = fresh[-1][0]
+            series.dirty = True
+            self.readings += len(fresh)
+            calls.append(((device_id.hex, key), fresh))
+        if not calls:
+            return
+        try:
+            results: list[Judged] = await self.runner.call("judge", calls)
+        except HostLost:
+            self._host_lost()
+            raise
+        for judged in results:
+            device_id, key = uuid.UUID(judged.sid[0]), judged.sid[1]
+            device = self._devices.get(device_id)
+            series = self._series.get((device_id, key))
+            if device is None or series is None:
+                continue
+            known = {(f.key, f.method, f.ts) for f in device.findings if f.key == key}
+            for finding in judged.findings:
                 if (finding.key, finding.method, finding.ts) in known:
                     continue  # judged before a crash, stored then: not twice
                 device.findings.append(finding)
                 batch.findings.append((device_id, finding))
                 device.changed = True
                 batch.triggers.append((device_id, _finding_trigger(finding)))
-            if series.wear is not None:
-                series.wear.update(reading)
-            series.last_ts = sample.ts
-            series.dirty = True
-            self.readings += 1
-        if series.wear is not None and series.wear_spec is not None:
-            closed = len(series.wear.ring)
-            if closed != series.estimated_buckets:  # a bucket closed: estimate again
-                series.estimated_buckets = closed
-                series.estimate = estimate(series.wear, series.wear_spec.config())
+            if judged.estimate is not None and series.wear_spec is not None:
+                series.estimate = judged.estimate
                 device.changed = True
                 trigger = proposals.wear_trigger(
-                    key, series.estimate, series.wear_spec.warn_within_ms
+                    key, judged.estimate, series.wear_spec.warn_within_ms
                 )
                 if trigger is not None:
                     batch.triggers.append((device_id, trigger))
+
+    def _host_lost(self) -> None:
+        """The host died: every series loads again (saved state, then the stored readings
+        since), at its device's next batch."""
+        log.error("analytics_host_lost", series=len(self._series))
+        self._series.clear()
 
     # -- loading -------------------------------------------------------------------------
 
@@ -326,8 +345,11 @@ class AnalyticsEngine:
 
     def _drop_device(self, device_id: uuid.UUID) -> None:
         self._devices[device_id] = None
-        for key in [k for k in self._series if k[0] == device_id]:
+        gone = [k for k in self._series if k[0] == device_id]
+        for key in gone:
             del self._series[key]  # its state was flushed or is replayed from telemetry
+        if gone:
+            self._dropped.extend((device_id.hex, key) for _, key in gone)
 
     async def _load_series(
         self, device_id: uuid.UUID, device: _Device, first_ts: dict[str, int]
@@ -354,34 +376,42 @@ class AnalyticsEngine:
                     session, device_id, device.organization_id, missing, kind=Kind.NUMBER
                 )
             }
+            setups = []
             for key in missing:
-                series = self._start_series(device, key, saved.get(key))
-                self._series[(device_id, key)] = series
-                ref = refs.get(key)
-                if key in saved and ref is not None and series.last_ts < first_ts[key] - 1:
-                    await self._replay(session, device_id, device, key, ref, first_ts[key])
-
-    def _start_series(self, device: _Device, key: str, row: AnalyticsSeries | None) -> _Series:
-        key_settings = device.config.keys[key]
-        sens = settings.sensitivity(key_settings, device.ranges.get(key))
-        spec = key_settings.wear
-        if row is not None:
+                key_settings = device.config.keys[key]
+                spec = key_settings.wear
+                row = saved.get(key)
+                setups.append(
+                    Setup(
+                        sid=(device_id.hex, key),
+                        sensitivity=settings.sensitivity(
+                            key_settings, device.ranges.get(key)
+                        ).to_dict(),
+                        wear=spec.config() if spec is not None else None,
+                        detector_state=row.detector if row is not None else None,
+                        wear_state=row.wear if row is not None else None,
+                    )
+                )
+                self._series[(device_id, key)] = _Series(spec, -1 if row is None else row.last_ts)
             try:
-                detector = SeriesDetector.from_state(row.detector, sens)
-                wear = WearState.from_dict(row.wear) if spec and row.wear else None
-                if spec is not None and wear is None:
-                    wear = WearState.for_config(spec.config())
-                return _Series(detector, wear, spec, row.last_ts)
-            except (KeyError, TypeError, ValueError):
-                log.warning("analytics_state_unreadable", key=key)  # start afresh
-        wear = WearState.for_config(spec.config()) if spec is not None else None
-        return _Series(SeriesDetector(key, sens), wear, spec, -1)
+                fresh = await self.runner.call("setup", setups)
+            except HostLost:
+                self._host_lost()
+                raise
+            for _, key in fresh:
+                log.warning("analytics_state_unreadable", device_id=str(device_id), key=key)
+            for key in missing:
+                ref = refs.get(key)
+                last_ts = self._series[(device_id, key)].last_ts
+                judged_before = key in saved or (device_id, key) in self._known
+                self._known.add((device_id, key))
+                if judged_before and ref is not None and last_ts < first_ts[key] - 1:
+                    await self._replay(session, device_id, key, ref, first_ts[key])
 
     async def _replay(
         self,
         session: AsyncSession,
         device_id: uuid.UUID,
-        device: _Device,
         key: str,
         ref: SeriesRef,
         until: int,
@@ -394,7 +424,7 @@ class AnalyticsEngine:
         samples = [Raw(key, row.ts, Kind.NUMBER, row.value) for row in rows]
         log.info("analytics_replay", device_id=str(device_id), key=key, readings=len(samples))
         batch = _Batch()
-        self._observe(device_id, device, key, samples, batch)
+        await self._send([((device_id, key), samples)], batch)
         if batch.findings or batch.triggers:
             await self._persist(batch)
 
@@ -558,22 +588,32 @@ class AnalyticsEngine:
     async def _flush(self) -> None:
         """Save the state of every series judged since the last flush."""
         self._flushed_at = time.monotonic()
+        if self._dropped:
+            dropped, self._dropped = self._dropped, []
+            await self.runner.call("drop", dropped)
         dirty = [(key, s) for key, s in self._series.items() if s.dirty]
         if not dirty:
             return
+        try:
+            states = await self.runner.call("snapshot", [(d.hex, k) for (d, k), _ in dirty])
+        except HostLost:
+            self._host_lost()
+            raise
         rows = []
         stamp = utcnow()
-        for (device_id, key), series in dirty:
+        for (device_hex, key), detector, wear in states:
+            device_id = uuid.UUID(device_hex)
             device = self._devices.get(device_id)
-            if device is None:
+            series = self._series.get((device_id, key))
+            if device is None or series is None:
                 continue
             rows.append(
                 {
                     "device_id": device_id,
                     "key": key,
                     "organization_id": device.organization_id,
-                    "detector": series.detector.state(),
-                    "wear": series.wear.to_dict() if series.wear is not None else None,
+                    "detector": detector,
+                    "wear": wear,
                     "last_ts": series.last_ts,
                     "updated_at": stamp,
                 }
@@ -624,6 +664,8 @@ class AnalyticsEngine:
             self._drop_device(device_id)
             self._checked.pop(device_id, None)
             self._devices.pop(device_id, None)
+            dropped, self._dropped = self._dropped, []
+            await self.runner.call("drop", dropped)
             async with self.database.session(write=True) as session:
                 await session.execute(
                     delete(AnalyticsSeries).where(AnalyticsSeries.device_id == device_id)
