@@ -30,7 +30,7 @@ from tests.support.analytics import MIN, T0, judged, noise, send_series, watched
 from tests.support.devices import new_device
 from tests.support.tenants import Tenant, make_tenant
 
-VIB = {"keys": {"vib": {}}}
+VIB: dict[str, Any] = {"keys": {"vib": {}}}
 
 
 async def _findings(database: Database, device_id: str) -> list[AnalyticsFinding]:

@@ -29,7 +29,7 @@ async def watched_profile(
     telemetry_keys: list[dict[str, Any]] | None = None,
 ) -> str:
     """A profile whose devices analytics watches as `analytics` says; its id."""
-    body = {"name": f"machine {uuid.uuid4().hex[:8]}", "out_of_range": "flag"}
+    body: dict[str, Any] = {"name": f"machine {uuid.uuid4().hex[:8]}", "out_of_range": "flag"}
     if telemetry_keys is not None:
         body["telemetry_keys"] = telemetry_keys
     response = await http.post(
