@@ -432,8 +432,9 @@ async def test_serve_demo_without_simulation(tmp_path: Path) -> None:
         output = _stop(process)
     assert process.returncode in (0, 130, -signal.SIGINT), output  # uvicorn re-raises it
     assert "Simulating" not in output
-    # The demo's three devices and its vending machines (issue 15: simulator.vending_demo).
-    assert _sqlite_count(tmp_path / "fleetcore.db", "SELECT count(*) FROM devices") == 3 + 4
+    # The demo's three devices, its vending machines (issue 15: simulator.vending_demo) and
+    # its motors (issue 17: simulator.machines_demo).
+    assert _sqlite_count(tmp_path / "fleetcore.db", "SELECT count(*) FROM devices") == 3 + 4 + 4
     assert _sqlite_count(tmp_path / "fleetcore.db", "SELECT count(*) FROM rules") == 0
 
 

@@ -20,6 +20,7 @@ from fleetcore.telemetry import cli as telemetry_cli
 from fleetcore.vending import cli as vending_cli
 
 if TYPE_CHECKING:
+    from fleetcore.simulator.machines_demo import DemoMachines, DemoMachinesRun
     from fleetcore.simulator.provision import Fleet
     from fleetcore.simulator.runner import Simulation
     from fleetcore.simulator.vending_demo import DemoVending, DemoVendingRun
@@ -120,11 +121,12 @@ def serve(
     else:
         from fleetcore.simulator.inprocess import run_server_with
 
-        fleet, vending = prepared
+        fleet, vending, machines = prepared
         run_server_with(
             server,
             None if fleet is None else _demo_simulation(settings, fleet),
             _demo_vending(settings, vending, live=simulate),
+            _demo_machines(settings, machines, live=simulate),
         )
     if not server.started:
         raise typer.Exit(1)
@@ -173,7 +175,9 @@ def db_current() -> None:
     asyncio.run(run())
 
 
-def _prepare_demo(settings: Settings, *, simulate: bool) -> tuple[Fleet | None, DemoVending]:
+def _prepare_demo(
+    settings: Settings, *, simulate: bool
+) -> tuple[Fleet | None, DemoVending, DemoMachines]:
     """The demo data, its sign-ins printed, and (with `simulate`) the simulated devices."""
     if settings.environment == "production":
         typer.echo(
@@ -189,18 +193,20 @@ def _prepare_demo(settings: Settings, *, simulate: bool) -> tuple[Fleet | None, 
     from fleetcore.demo import DEMO_SLUG, ensure_demo, ensure_demo_rules
     from fleetcore.simulator import inprocess
     from fleetcore.simulator.cli import DEFAULT_PROFILE
+    from fleetcore.simulator.machines_demo import ensure_demo_machines
     from fleetcore.simulator.provision import provision
     from fleetcore.simulator.runner import readings_per_round
     from fleetcore.simulator.vending_demo import ROUTE as VENDING_ROUTE
     from fleetcore.simulator.vending_demo import ensure_demo_vending
 
-    async def run() -> tuple[str, str, str, Fleet | None, DemoVending]:
+    async def run() -> tuple[str, str, str, Fleet | None, DemoVending, DemoMachines]:
         database = open_database(settings)
         fleet = None
         try:
             login = await ensure_demo(database)
             vending = await ensure_demo_vending(database, organization=DEMO_SLUG)
             vending.admin_email = login.email
+            machines = await ensure_demo_machines(database, organization=DEMO_SLUG)
             if simulate:
                 fleet = await provision(
                     database,
@@ -212,9 +218,9 @@ def _prepare_demo(settings: Settings, *, simulate: bool) -> tuple[Fleet | None, 
                 await ensure_demo_rules(database, fleet.organization_id, fleet.profile_id)
         finally:
             await database.close()
-        return login.email, login.password, login.device_token, fleet, vending
+        return login.email, login.password, login.device_token, fleet, vending, machines
 
-    email, password, token, fleet, vending = asyncio.run(run())
+    email, password, token, fleet, vending, machines = asyncio.run(run())
     wildcard = settings.host in ("0.0.0.0", "::")  # noqa: S104 (only choosing what to print)
     url = f"http://{'127.0.0.1' if wildcard else settings.host}:{settings.port}"
     Console().print(
@@ -226,7 +232,8 @@ def _prepare_demo(settings: Settings, *, simulate: bool) -> tuple[Fleet | None, 
             f"API docs  {url}/api/docs\n\n"
             f"Vending   {url}/vending   (driver's pick lists: {url}/vending/routes)\n"
             f"Driver    {vending.driver_email}\n"
-            f"Password  {vending.driver_password}   (new on every start)",
+            f"Password  {vending.driver_password}   (new on every start)\n\n"
+            f"Machines  {url}/analytics   (recommendations: {url}/recommendations)",
             title="sign in",
         )
     )
@@ -248,7 +255,13 @@ def _prepare_demo(settings: Settings, *, simulate: bool) -> tuple[Fleet | None, 
         "server answers"
         + (", then they send a DEX audit about once a minute.\n" if simulate else ".\n")
     )
-    return fleet, vending
+    typer.echo(
+        f"Machines: {len(machines.machines)} press line motors watched by analytics "
+        f"({machines.degrading.spec.name} is wearing out); their history (8 days, once per "
+        "data directory) is sent once the server answers"
+        + (", then they report every few seconds.\n" if simulate else ".\n")
+    )
+    return fleet, vending, machines
 
 
 def _demo_simulation(settings: Settings, fleet: Fleet) -> Simulation:
@@ -276,6 +289,20 @@ def _demo_vending(settings: Settings, vending: DemoVending, *, live: bool) -> De
         vending,
         open_database=lambda: open_database(settings),
         admin_email=vending.admin_email,
+        http_url=f"http://{local_address(settings.host)}:{settings.port}",
+        live=live,
+    )
+
+
+def _demo_machines(settings: Settings, machines: DemoMachines, *, live: bool) -> DemoMachinesRun:
+    """The demo motors' history, then (`live`) their readings against this very server."""
+    from fleetcore.app import open_database
+    from fleetcore.simulator.cli import local_address
+    from fleetcore.simulator.machines_demo import DemoMachinesRun
+
+    return DemoMachinesRun(
+        machines,
+        open_database=lambda: open_database(settings),
         http_url=f"http://{local_address(settings.host)}:{settings.port}",
         live=live,
     )

@@ -30,10 +30,24 @@ class VendingRun(Protocol):
         """Work until `stop` is set."""
 
 
+class SideRun(Protocol):
+    """Other demo work beside the server that logs its own outcome
+    (simulator.machines_demo.DemoMachinesRun)."""
+
+    stop: asyncio.Event
+
+    async def run(self) -> None:
+        """Work until `stop` is set."""
+
+
 async def serve_with(
-    server: uvicorn.Server, simulation: Simulation | None, vending: VendingRun | None = None
+    server: uvicorn.Server,
+    simulation: Simulation | None,
+    vending: VendingRun | None = None,
+    machines: SideRun | None = None,
 ) -> None:
-    """Serve; once started, run `simulation` and `vending` until the server is asked to stop."""
+    """Serve; once started, run `simulation`, `vending` and `machines` until the server is
+    asked to stop."""
     serving = asyncio.create_task(server.serve())
     while not server.started:
         if serving.done():
@@ -41,6 +55,7 @@ async def serve_with(
         await asyncio.sleep(0.05)
     running = asyncio.create_task(simulation.run()) if simulation is not None else None
     selling = asyncio.create_task(vending.run()) if vending is not None else None
+    working = asyncio.create_task(machines.run()) if machines is not None else None
     while not server.should_exit:  # uvicorn sets it on SIGINT/SIGTERM, no event to await
         done, _ = await asyncio.wait(
             {serving} | ({running} if running is not None else set()),
@@ -51,6 +66,12 @@ async def serve_with(
             break
     if simulation is not None:
         simulation.stop.set()
+    if machines is not None and working is not None:
+        machines.stop.set()
+        try:
+            await working
+        except Exception:  # as below: never the server's failure
+            log.exception("machines simulator failed")
     if vending is not None and selling is not None:
         vending.stop.set()
         try:
@@ -84,8 +105,11 @@ async def serve_with(
 
 
 def run_server_with(
-    server: uvicorn.Server, simulation: Simulation | None, vending: VendingRun | None = None
+    server: uvicorn.Server,
+    simulation: Simulation | None,
+    vending: VendingRun | None = None,
+    machines: SideRun | None = None,
 ) -> None:
     """`server.run()`, with the simulations beside it on the same event loop."""
     with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
-        runner.run(serve_with(server, simulation, vending))
+        runner.run(serve_with(server, simulation, vending, machines))
