@@ -32,7 +32,7 @@ from fleetcore.commands.schemas import CommandIn
 from fleetcore.commands.transitions import move
 from fleetcore.db import utcnow
 from fleetcore.devices import service as devices
-from fleetcore.devices.models import Device, DeviceProfile
+from fleetcore.devices.models import DeviceProfile
 from fleetcore.errors import Conflict, Invalid, NotFound, PayloadTooLarge
 from fleetcore.pagination import decode_cursor, page_of, paginate
 from fleetcore.safety.inputs import Approval, SafetyRequest
@@ -139,9 +139,10 @@ async def create_command(
             request = SafetyRequest(data.method, data.params, requested_by, tuple(approvals))
             verdict = validate(policy, request, context)
             if not verdict.passed:
+                target = (device.organization_id, device.id)  # the rollback expires `device`
                 await session.rollback()  # nothing of the attempt stays; the guard is let go
                 if not verdict.awaiting_approval:
-                    await _audit_refusal(session, principal, device, data, verdict, details)
+                    await _audit_refusal(session, principal, target, data, verdict, details)
                 raise SafetyRefused(verdict)
         online = commands.is_online(device.id)
         values: dict[str, object] = {
@@ -201,23 +202,24 @@ async def _policy(session: AsyncSession, profile_id: uuid.UUID | None) -> Safety
 async def _audit_refusal(
     session: AsyncSession,
     principal: Principal,
-    device: Device,
+    target: tuple[uuid.UUID, uuid.UUID],
     data: CommandIn,
     verdict: Verdict,
     details: dict[str, Any],
 ) -> None:
     """Record the refusal in a transaction of its own (the command's was rolled back)."""
+    organization_id, device_id = target
     audit.record(
         session,
         action="command.safety_refused",
         actor=principal,
-        organization_id=device.organization_id,
+        organization_id=organization_id,
         target_type="device",
-        target_id=device.id,
+        target_id=device_id,
         outcome="denied",
         details={
             **details,
-            "device_id": str(device.id),
+            "device_id": str(device_id),
             "method": data.method,
             "reasons": verdict.codes,
         },
