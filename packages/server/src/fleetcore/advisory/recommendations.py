@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -122,14 +123,14 @@ async def describe(
             .join(DeviceProfile, DeviceProfile.id == Device.profile_id)
             .where(Device.id.in_(devices))
         )
-        policies = dict((await session.execute(query)).tuples().all())
+        policies = {row[0]: row[1] for row in (await session.execute(query)).all()}
     command_ids = [r.command_id for r in rows if r.command_id is not None]
     statuses: dict[uuid.UUID, str] = {}
     if command_ids:
         query_status = select(DeviceCommand.id, DeviceCommand.status).where(
             DeviceCommand.id.in_(command_ids)
         )
-        statuses = dict((await session.execute(query_status)).tuples().all())
+        statuses = {row[0]: row[1] for row in (await session.execute(query_status)).all()}
     return {
         r.id: {
             "approvals_needed": _needed(policies.get(r.device_id), r.method),
@@ -154,7 +155,7 @@ def _audit(
     session: AsyncSession,
     principal: Principal | None,
     action: str,
-    recommendation: Recommendation,
+    recommendation: Recommendation | _Seen,
     **details: Any,
 ) -> None:
     audit.record(
@@ -193,12 +194,26 @@ async def _move(
     return list((await session.scalars(statement)).all())
 
 
-def _unchanged(recommendation: Recommendation) -> tuple[ColumnElement[bool], ...]:
+def _unchanged(seen: _Seen) -> tuple[ColumnElement[bool], ...]:
     """This recommendation, as long as nobody changed it since it was read."""
-    return (
-        Recommendation.id == recommendation.id,
-        Recommendation.updated_at == recommendation.updated_at,
-    )
+    return (Recommendation.id == seen.id, Recommendation.updated_at == seen.updated_at)
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """What was read of a recommendation (a rollback expires the ORM object, and reading it
+    again would fetch a newer version than the one decided on)."""
+
+    id: uuid.UUID
+    organization_id: uuid.UUID
+    device_id: uuid.UUID
+    kind: str
+    status: str
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, row: Recommendation) -> _Seen:
+        return cls(row.id, row.organization_id, row.device_id, row.kind, row.status, row.updated_at)
 
 
 def _role(principal: Principal) -> str:
@@ -217,7 +232,9 @@ async def _open(
             details={"status": recommendation.status},
         )
     if recommendation.expires_at <= utcnow():
-        await _move(session, *_unchanged(recommendation), expected=S.OPEN, status=S.EXPIRED)
+        await _move(
+            session, *_unchanged(_Seen.of(recommendation)), expected=S.OPEN, status=S.EXPIRED
+        )
         await session.commit()
         raise Conflict(
             "the recommendation expired before anyone decided it",
@@ -258,6 +275,7 @@ async def _approve_once(
     note: str,
 ) -> Recommendation:
     recommendation = await _open(session, principal, recommendation_id)
+    seen = _Seen.of(recommendation)
     live = await session.scalar(
         live_devices(principal.org_id)
         .with_only_columns(Device.id)
@@ -282,7 +300,7 @@ async def _approve_once(
     }
     if recommendation.method is None:  # an inspection: nothing to send, a person looks
         moved = await _move(
-            session, *_unchanged(recommendation), expected=S.OPEN, status=S.APPROVED, **decided
+            session, *_unchanged(seen), expected=S.OPEN, status=S.APPROVED, **decided
         )
         if not moved:
             raise _Changed
@@ -307,7 +325,7 @@ async def _approve_once(
         # the command back with it.
         moved = await _move(
             command_session,
-            *_unchanged(recommendation),
+            *_unchanged(seen),
             expected=S.OPEN,
             status=S.APPROVED,
             command_id=command.id,
@@ -333,28 +351,28 @@ async def _approve_once(
             data=data,
             approvals=[Approval(by=a["by"], role=a["role"]) for a in approvals],
             requested_by=REQUESTER,
-            audit_details={"recommendation_id": str(recommendation.id)},
+            audit_details={"recommendation_id": str(seen.id)},
             on_created=claim,
         )
     except SafetyRefused as refused:
         if refused.verdict.awaiting_approval:
-            return await _store_approval(session, principal, recommendation, approvals, note)
-        await _store_refusal(session, principal, recommendation, refused)
+            return await _store_approval(session, principal, seen, approvals, note)
+        await _store_refusal(session, principal, seen, refused)
         raise
-    return await get_recommendation(session, principal, recommendation_id)
+    return await get_recommendation(session, principal, seen.id)
 
 
 async def _store_approval(
     session: AsyncSession,
     principal: Principal,
-    recommendation: Recommendation,
+    seen: _Seen,
     approvals: list[dict[str, Any]],
     note: str,
 ) -> Recommendation:
     """Sound so far, waiting for more people: keep it proposed with this approval."""
     moved = await _move(
         session,
-        *_unchanged(recommendation),
+        *_unchanged(seen),
         expected=S.OPEN,
         approvals=approvals,
         safety=[],
@@ -375,21 +393,16 @@ async def _store_approval(
 
 
 async def _store_refusal(
-    session: AsyncSession,
-    principal: Principal,
-    recommendation: Recommendation,
-    refused: SafetyRefused,
+    session: AsyncSession, principal: Principal, seen: _Seen, refused: SafetyRefused
 ) -> None:
     """The validator said no: keep its reasons for display, audit the attempt, nothing else."""
     reasons = [reason.as_dict() for reason in refused.verdict.reasons]
-    moved = await _move(
-        session, Recommendation.id == recommendation.id, expected=S.OPEN, safety=reasons
-    )
+    moved = await _move(session, Recommendation.id == seen.id, expected=S.OPEN, safety=reasons)
     _audit(
         session,
         principal,
         "recommendation.approve_refused",
-        moved[0] if moved else recommendation,
+        moved[0] if moved else seen,
         reasons=refused.verdict.codes,
     )
     await session.commit()
@@ -404,7 +417,7 @@ async def reject(
         recommendation = await _open(session, principal, recommendation_id)
         moved = await _move(
             session,
-            *_unchanged(recommendation),
+            *_unchanged(_Seen.of(recommendation)),
             expected=S.OPEN,
             status=S.REJECTED,
             decided_by=principal.user_id,
