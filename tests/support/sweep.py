@@ -7,13 +7,14 @@ path parameter has no object here fails them until `create_objects` makes one.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 from fastapi import FastAPI
 
 from fleetcore.alerts.models import Alert
+from fleetcore.analytics.models import Recommendation
 from fleetcore.auth.principal import Role
 from fleetcore.db import Database
 from fleetcore.deadletters.sink import DeadLetterSink
@@ -99,6 +100,20 @@ async def create_objects(app: FastAPI, client: httpx.AsyncClient, tenant: Tenant
     async with database.session(write=True) as session:
         session.add(alert)
         await session.commit()
+    # The analytics engine does not run on the test transaction: a recommendation it would
+    # make (an inspection: approving it sends nothing).
+    recommendation = Recommendation(
+        organization_id=tenant.org_id,
+        device_id=uuid.UUID(device_id),
+        kind="inspect",
+        topic=f"sweep:{tag}",
+        title="sweep inspection",
+        evidence={},
+        expires_at=now + timedelta(days=1),
+    )
+    async with database.session(write=True) as session:
+        session.add(recommendation)
+        await session.commit()
     channel = await post(
         "/api/v1/notification-channels",
         {
@@ -174,6 +189,7 @@ async def create_objects(app: FastAPI, client: httpx.AsyncClient, tenant: Tenant
         "notification_id": str(notification.id),
         "rule_id": rule["id"],
         "alert_id": str(alert.id),
+        "recommendation_id": str(recommendation.id),
         "dead_letter_id": str(letters.json()["items"][0]["id"]),
         "device_id": device_id,
         "command_id": command["id"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from fleetcore.advisory.recommendations_router import router as recommendations_router
 from fleetcore.alerts.pages import router as alerts_pages
 from fleetcore.alerts.router import router as alerts_router
 from fleetcore.assets.pages import router as assets_pages
@@ -45,6 +46,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     commands_router,
     rules_router,
     alerts_router,
+    recommendations_router,
     notifications_router,
     status_router,
     audit_router,

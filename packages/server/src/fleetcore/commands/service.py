@@ -1,19 +1,23 @@
-"""Device commands for users: create (checked against the profile's allow-list), list,
-read, cancel. Delivery, results and expiry are in fleetcore.commands.delivery."""
+"""Device commands for users: create (checked against the profile's allow-list and its
+safety policy, safety_gate.py), list, read, cancel. Delivery, results and expiry are in
+fleetcore.commands.delivery."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcore.audit import service as audit
 from fleetcore.auth.principal import Principal, Role
+from fleetcore.commands import safety_gate
 from fleetcore.commands.delivery import (
     MAX_RESULT_BYTES,
     MAX_RPC_ID,
@@ -23,6 +27,7 @@ from fleetcore.commands.delivery import (
 )
 from fleetcore.commands.limits import check_command
 from fleetcore.commands.models import CANCELLABLE, CommandStatus, DeviceCommand
+from fleetcore.commands.safety_gate import SafetyRefused
 from fleetcore.commands.schemas import CommandIn
 from fleetcore.commands.transitions import move
 from fleetcore.db import utcnow
@@ -30,9 +35,16 @@ from fleetcore.devices import service as devices
 from fleetcore.devices.models import DeviceProfile
 from fleetcore.errors import Conflict, Invalid, NotFound, PayloadTooLarge
 from fleetcore.pagination import decode_cursor, page_of, paginate
+from fleetcore.safety.inputs import Approval, SafetyRequest
+from fleetcore.safety.policy import SafetyPolicy
+from fleetcore.safety.validator import validate
+from fleetcore.safety.verdict import Verdict
 
 OFFLINE = "device offline"
 _INSERT_ATTEMPTS = 5
+
+# Runs in a new command's transaction, before its commit (the approval flow's transition).
+OnCreated = Callable[[AsyncSession, DeviceCommand], Awaitable[None]]
 
 
 def _not_found() -> NotFound:
@@ -40,7 +52,11 @@ def _not_found() -> NotFound:
 
 
 def _audit(
-    session: AsyncSession, principal: Principal, action: str, command: DeviceCommand
+    session: AsyncSession,
+    principal: Principal,
+    action: str,
+    command: DeviceCommand,
+    extra: dict[str, Any] | None = None,
 ) -> None:
     audit.record(
         session,
@@ -50,6 +66,7 @@ def _audit(
         target_type="command",
         target_id=command.id,
         details={
+            **(extra or {}),
             "device_id": str(command.device_id),
             "method": command.method,
             "status": command.status,
@@ -85,11 +102,18 @@ async def create_command(
     device_id: uuid.UUID,
     *,
     data: CommandIn,
+    approvals: Sequence[Approval] | None = None,
+    requested_by: str | None = None,
+    audit_details: dict[str, Any] | None = None,
+    on_created: OnCreated | None = None,
 ) -> DeviceCommand:
     """Queue a command (operators) and send it if the device is online.
 
-    Refused (422) when the profile's allow-list does not let the method or its params; a
-    non-persistent command to an offline device is stored as failed ("device offline").
+    Refused (422) when the profile's allow-list does not let the method or its params, and
+    (SAFETY_REFUSED) when the profile has a safety policy the command does not pass: a direct
+    call is requested and approved by its caller alone, so a critical method never passes it.
+    `on_created` runs in the command's transaction before its commit (raising rolls the
+    command back). A non-persistent command to an offline device is stored as failed.
     """
     principal.require(Role.OPERATOR)
     device = await devices.get_device(session, principal, device_id)
@@ -99,25 +123,51 @@ async def create_command(
     # On a worker thread: the check is bounded (safe_schema.py) but may take a few hundred
     # milliseconds of CPU, which the event loop must not wait out.
     await asyncio.to_thread(check_command, limits, data.method, data.params)
-    online = commands.is_online(device.id)
-    now = utcnow()
-    values: dict[str, object] = {
-        "id": uuid.uuid4(),
-        "organization_id": device.organization_id,
-        "device_id": device.id,
-        "method": data.method,
-        "params": data.params,
-        "persistent": data.persistent,
-        "timeout_s": data.timeout_s,
-        "status": CommandStatus.QUEUED,
-        "created_at": now,
-        "expires_at": now + timedelta(seconds=data.timeout_s),
-    }
-    if not online and not data.persistent:
-        values.update(status=CommandStatus.FAILED, error=OFFLINE, completed_at=now)
-    command = await _insert(session, values)
-    _audit(session, principal, "command.create", command)
-    await session.commit()
+    if requested_by is None:
+        requested_by = str(principal.subject_id)
+    if approvals is None:
+        approvals = [Approval(by=requested_by, role=_role(principal))]
+    details = dict(audit_details or {})
+    # Every command to the device passes here one at a time (safety_gate.guard): the context
+    # is read, judged and the command inserted and committed before the next one is judged,
+    # so two concurrent commands cannot both pass an hourly limit measured without the other.
+    async with safety_gate.guard(session, device.id) as profile_id:
+        now = utcnow()
+        policy = await _policy(session, profile_id)
+        if policy is not None:
+            context = await safety_gate.context_for(session, device.id, policy, now)
+            request = SafetyRequest(data.method, data.params, requested_by, tuple(approvals))
+            verdict = validate(policy, request, context)
+            if not verdict.passed:
+                target = (device.organization_id, device.id)  # the rollback expires `device`
+                await session.rollback()  # nothing of the attempt stays; the guard is let go
+                if not verdict.awaiting_approval:
+                    await _audit_refusal(session, principal, target, data, verdict, details)
+                raise SafetyRefused(verdict)
+        online = commands.is_online(device.id)
+        values: dict[str, object] = {
+            "id": uuid.uuid4(),
+            "organization_id": device.organization_id,
+            "device_id": device.id,
+            "method": data.method,
+            "params": data.params,
+            "persistent": data.persistent,
+            "timeout_s": data.timeout_s,
+            "status": CommandStatus.QUEUED,
+            "created_at": now,
+            "expires_at": now + timedelta(seconds=data.timeout_s),
+        }
+        if not online and not data.persistent:
+            values.update(status=CommandStatus.FAILED, error=OFFLINE, completed_at=now)
+        command = await _insert(session, values)
+        if on_created is not None:
+            try:
+                await on_created(session, command)
+            except BaseException:
+                await session.rollback()  # the command goes with the caller's step
+                raise
+        _audit(session, principal, "command.create", command, details)
+        await session.commit()
     if command.status == CommandStatus.QUEUED:
         commands.note_deadline(command.expires_at)
     commands.publish([command])
@@ -126,6 +176,55 @@ async def create_command(
         await session.refresh(command)
         await session.commit()
     return command
+
+
+def _role(principal: Principal) -> str:
+    """The role an approval by the caller carries (a superuser approves as an admin)."""
+    return Role.ADMIN.value if principal.is_superuser else principal.role.value
+
+
+async def _policy(session: AsyncSession, profile_id: uuid.UUID | None) -> SafetyPolicy | None:
+    """The profile's safety policy; None without one. A stored policy that no longer
+    validates is returned as the empty policy, which refuses every method."""
+    if profile_id is None:
+        return None
+    stored = await session.scalar(
+        select(DeviceProfile.safety_policy).where(DeviceProfile.id == profile_id)
+    )
+    if stored is None:
+        return None
+    try:
+        return SafetyPolicy.model_validate(stored)
+    except ValidationError:
+        return SafetyPolicy()
+
+
+async def _audit_refusal(
+    session: AsyncSession,
+    principal: Principal,
+    target: tuple[uuid.UUID, uuid.UUID],
+    data: CommandIn,
+    verdict: Verdict,
+    details: dict[str, Any],
+) -> None:
+    """Record the refusal in a transaction of its own (the command's was rolled back)."""
+    organization_id, device_id = target
+    audit.record(
+        session,
+        action="command.safety_refused",
+        actor=principal,
+        organization_id=organization_id,
+        target_type="device",
+        target_id=device_id,
+        outcome="denied",
+        details={
+            **details,
+            "device_id": str(device_id),
+            "method": data.method,
+            "reasons": verdict.codes,
+        },
+    )
+    await session.commit()
 
 
 async def get_command(

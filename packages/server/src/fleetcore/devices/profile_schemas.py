@@ -12,10 +12,12 @@ from pydantic import (
     Field,
     FiniteFloat,
     StringConstraints,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from fleetcore.analytics.config import AnalyticsConfig
 from fleetcore.commands.limits import MAX_SCHEMA_OBJECTS, shape_problem
 from fleetcore.commands.safe_schema import count_objects
 from fleetcore.devices.models import (
@@ -24,8 +26,11 @@ from fleetcore.devices.models import (
     DEFAULT_MQTT_RATE_PER_S,
 )
 from fleetcore.devices.schemas import ONE_LINE, Name, not_null
+from fleetcore.safety.policy import SafetyPolicy
 
 MAX_TELEMETRY_KEYS = 1000
+# ProfilePatch fields that may be sent as null (to clear them).
+NULLABLE_PATCH_FIELDS = frozenset({"safety_policy"})
 
 Identifier = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:/-]+$")
@@ -134,6 +139,12 @@ class ProfileIn(BaseModel):
     provision_key: ProvisionKey | None = None
     provision_secret: ProvisionSecret | None = Field(None, description="write-only")
     allow_reprovision: bool = False
+    analytics: AnalyticsConfig = Field(
+        default_factory=AnalyticsConfig, description="advisory analytics: keys watched and how"
+    )
+    safety_policy: SafetyPolicy | None = Field(
+        None, description="the gate on every command to its devices (docs/safety.md); null: none"
+    )
 
     check_keys = field_validator("telemetry_keys")(_unique_keys)
 
@@ -166,8 +177,15 @@ class ProfilePatch(BaseModel):
     provision_key: ProvisionKey | None = None
     provision_secret: ProvisionSecret | None = Field(None, description="write-only")
     allow_reprovision: bool | None = None
+    analytics: AnalyticsConfig | None = None
+    safety_policy: SafetyPolicy | None = Field(None, description="null removes the policy")
 
-    reject_null = field_validator("*", mode="before")(not_null)
+    @field_validator("*", mode="before")
+    @classmethod
+    def _reject_null(cls, value: Any, info: ValidationInfo) -> Any:
+        # Null means "remove" for the safety policy alone; every other field is left out.
+        return value if info.field_name in NULLABLE_PATCH_FIELDS else not_null(value)
+
     check_keys = field_validator("telemetry_keys")(_unique_keys)
 
     @model_validator(mode="after")
@@ -196,6 +214,8 @@ class ProfileOut(BaseModel):
     provisioning_enabled: bool
     provision_key: str | None
     allow_reprovision: bool
+    analytics: dict[str, Any]
+    safety_policy: dict[str, Any] | None
     created_at: datetime
     updated_at: datetime
 

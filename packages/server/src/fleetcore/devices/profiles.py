@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from sqlalchemy import func, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from fleetcore.analytics.config import AnalyticsConfig
 from fleetcore.audit import service as audit
 from fleetcore.auth.principal import Principal, Role
 from fleetcore.auth.security import new_token, token_hash
@@ -17,6 +19,7 @@ from fleetcore.devices.models import Device, DeviceProfile
 from fleetcore.devices.profile_schemas import ProfileIn, ProfilePatch
 from fleetcore.errors import Conflict, NotFound, flush_or_conflict
 from fleetcore.pagination import paginate
+from fleetcore.safety.policy import SafetyPolicy
 
 PROVISION_KEY_PREFIX = "fcp_"
 PROVISION_SECRET_PREFIX = "fcps_"  # noqa: S105 (a prefix, not a secret)
@@ -32,6 +35,16 @@ _PLAIN_FIELDS = (
     "max_payload_bytes",
     "allow_reprovision",
 )
+
+
+def _analytics(config: AnalyticsConfig) -> dict[str, Any]:
+    """What DeviceProfile.analytics holds: every setting, defaults included."""
+    return config.model_dump(mode="json", exclude_defaults=False)
+
+
+def _policy(policy: SafetyPolicy | None) -> dict[str, Any] | None:
+    """What DeviceProfile.safety_policy holds (None: no gate beyond command_limits)."""
+    return None if policy is None else policy.model_dump(mode="json")
 
 
 async def get_profile(
@@ -131,6 +144,8 @@ async def create_profile(
         mqtt_burst=data.mqtt_burst,
         max_payload_bytes=data.max_payload_bytes,
         allow_reprovision=data.allow_reprovision,
+        analytics=_analytics(data.analytics),
+        safety_policy=_policy(data.safety_policy),
     )
     generated = None
     if data.provisioning_enabled:
@@ -181,6 +196,12 @@ async def update_profile(
     if data.command_limits is not None:
         profile.command_limits = data.command_limits.stored()
         changed.append("command_limits")
+    if data.analytics is not None and _analytics(data.analytics) != profile.analytics:
+        profile.analytics = _analytics(data.analytics)
+        changed.append("analytics")
+    if "safety_policy" in sent and _policy(data.safety_policy) != profile.safety_policy:
+        profile.safety_policy = _policy(data.safety_policy)
+        changed.append("safety_policy")
     generated = None
     if data.provisioning_enabled is False:
         profile.provision_key = profile.provision_secret_hash = None
