@@ -234,6 +234,24 @@ async def test_the_hour_starts_at_the_latest_earlier_command(
     ]
 
 
+async def test_without_an_earlier_command_the_hour_starts_at_its_reading(
+    live_client: httpx.AsyncClient, live_tenant: Tenant, live_database: Database
+) -> None:
+    """A device never commanded before: the speed it reported when the hour began is where
+    the hour's movement starts, so a second command in the hour is judged, not refused for
+    want of a starting point."""
+    device_id = await pump(live_client, live_tenant)
+    await report(live_database, live_tenant, device_id, "pump_speed", 900, ago=timedelta(hours=3))
+    await report(live_database, live_tenant, device_id, "pump_speed", 1000, ago=timedelta(hours=2))
+    await report(live_database, live_tenant, device_id, "pump_speed", 1000)
+    for rpm in (1100, 1000, 1150):  # 100 + 100 + 150 = 350 rpm from 1000
+        created(await command(live_client, live_tenant, device_id, "set_speed", rpm=rpm))
+    answer = await command(live_client, live_tenant, device_id, "set_speed", rpm=1050)
+    assert refused(answer) == ["RATE_TOO_HIGH"]
+    details = answer.json()["error"]["details"]["reasons"][0]["details"]
+    assert (details["movement"], details["commands_in_hour"]) == (450, 3)
+
+
 async def test_an_open_critical_alert_holds_the_interlock(
     live_client: httpx.AsyncClient, live_tenant: Tenant, live_database: Database
 ) -> None:

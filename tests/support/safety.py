@@ -71,11 +71,18 @@ async def pump(
 
 
 async def report(
-    database: Database, tenant: Tenant, device_id: str, key: str, value: float | str
+    database: Database,
+    tenant: Tenant,
+    device_id: str,
+    key: str,
+    value: float | str,
+    *,
+    ago: timedelta = timedelta(0),
 ) -> None:
-    """Store one reading now, as the pipeline would."""
+    """Store one reading (now, or `ago`), as the pipeline would."""
     kind = Kind.TEXT if isinstance(value, str) else Kind.NUMBER
-    reading = Reading(key, time.time_ns() // 1_000_000, kind, value)
+    at = time.time_ns() // 1_000_000 - int(ago.total_seconds() * 1000)
+    reading = Reading(key, at, kind, value)
     item = DeviceReadings(uuid.UUID(device_id), tenant.org_id, [reading])
     await TelemetryWriter(database.engine).write([item])
 

@@ -251,6 +251,41 @@ async def _alerts(session: AsyncSession, device_id: uuid.UUID) -> list[ActiveAle
     ]
 
 
+async def _hour_start(
+    session: AsyncSession, device_id: uuid.UUID, policy: SafetyPolicy, now: datetime
+) -> dict[str, Any]:
+    """Each hourly-limited key's newest numeric reading at or before now - 1 h: where the
+    sliding hour began when no earlier command set the key."""
+    keys = sorted(
+        {
+            key_of(name, rule)
+            for method in policy.methods.values()
+            for name, rule in method.params.items()
+            if rule.max_change_per_hour is not None
+        }
+    )
+    if not keys:
+        return {}
+    numbers = VALUE_TABLES[Kind.NUMBER]
+    cutoff = int((now - WINDOW).timestamp() * 1000)
+    series = (
+        select(Series.id, Key.name)
+        .join(Key, Key.id == Series.key_id)
+        .where(Series.device_id == device_id, Key.kind == int(Kind.NUMBER), Key.name.in_(keys))
+    )
+    found: dict[str, Any] = {}
+    for series_id, name in (await session.execute(series)).all():
+        value = await session.scalar(
+            select(numbers.c.value)
+            .where(numbers.c.series_id == series_id, numbers.c.ts <= cutoff)
+            .order_by(numbers.c.ts.desc())
+            .limit(1)
+        )
+        if value is not None:
+            found[name] = value
+    return found
+
+
 async def context_for(
     session: AsyncSession, device_id: uuid.UUID, policy: SafetyPolicy, now: datetime
 ) -> SafetyContext:
@@ -260,4 +295,5 @@ async def context_for(
         values=await _values(session, device_id, _watched_keys(policy)),
         recent=await _recent(session, device_id, policy, now),
         alerts=await _alerts(session, device_id),
+        hour_start=await _hour_start(session, device_id, policy, now),
     )

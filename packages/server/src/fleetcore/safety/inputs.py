@@ -70,9 +70,13 @@ class SafetyContext:
     device's commands created in the last hour, plus the latest one before that hour which
     set each limited key (the hourly limit measures the first step in the hour from it);
     older ones are ignored. `alerts`: its open alerts. `now`: the time of the decision.
+    `hour_start`: each hourly-limited key's value when the sliding hour began (the newest
+    reading at or before now - 1 h), where known: the hour's starting point when no earlier
+    command set the key.
     """
 
     now: datetime
     values: Mapping[str, Any] = field(default_factory=dict)
     recent: Sequence[PastCommand] = ()
     alerts: Sequence[ActiveAlert] = ()
+    hour_start: Mapping[str, Any] = field(default_factory=dict)

@@ -9,7 +9,8 @@ The hourly limit bounds the key's total movement: the path from where the hour s
 through the target of every command in the hour that set the key (commands that may have
 taken effect) to the new value. Where the hour started: the device's current value when no
 command in the hour set the key; otherwise the target of the latest such command before the
-hour, and when the context lists none the start is unknown and the request refused.
+hour, else the key's reading when the hour began (context.hour_start), and when neither is
+known the start is unknown and the request refused.
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ def check_motion(
         origins = [("current", current)] + ([("pending", pending[-1])] if pending else [])
         reasons.extend(_step(rule, new, origins, base, method, name))
         if rule.max_change_per_hour is not None:
-            reasons.extend(_hour(rule.max_change_per_hour, new, current, targets, now, base))
+            began = exact(context.hour_start.get(key)) if key in context.hour_start else None
+            reasons.extend(_hour(rule.max_change_per_hour, new, current, began, targets, now, base))
     return reasons
 
 
@@ -145,6 +147,7 @@ def _hour(
     per_hour: float,
     new: Fraction,
     current: Fraction,
+    began: Fraction | None,
     targets: list[tuple[PastCommand, Fraction]],
     now: datetime,
     base: dict[str, Any],
@@ -156,6 +159,8 @@ def _hour(
         start = current
     elif before:
         start = before[-1]
+    elif began is not None:
+        start = began
     else:
         yield Reason(
             Code.RATE_BASELINE_UNKNOWN,

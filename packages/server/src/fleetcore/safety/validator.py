@@ -79,7 +79,10 @@ def _context(context: SafetyContext) -> SafetyContext:
     values = context.values if isinstance(context.values, Mapping) else {}
     recent = context.recent if isinstance(context.recent, Sequence) else ()
     alerts = context.alerts if isinstance(context.alerts, Sequence) else ()
-    return SafetyContext(now=context.now, values=values, recent=recent, alerts=alerts)
+    began = context.hour_start if isinstance(context.hour_start, Mapping) else {}
+    return SafetyContext(
+        now=context.now, values=values, recent=recent, alerts=alerts, hour_start=began
+    )
 
 
 def validate(
