@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from fleetcore.advisory.analytics_router import router as analytics_router
+from fleetcore.advisory.pages import router as advisory_pages
 from fleetcore.alerts.pages import router as alerts_pages
 from fleetcore.alerts.router import router as alerts_router
 from fleetcore.assets.pages import router as assets_pages
@@ -45,6 +47,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     commands_router,
     rules_router,
     alerts_router,
+    analytics_router,
     notifications_router,
     status_router,
     audit_router,
@@ -64,6 +67,7 @@ PAGE_ROUTERS: tuple[APIRouter, ...] = (
     devices_pages,
     alerts_pages,
     rules_pages,
+    advisory_pages,
     assets_pages,
     dead_letters_pages,
     admin_pages,

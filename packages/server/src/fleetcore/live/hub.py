@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import orjson
 
-CHANNELS = ("telemetry", "status", "alerts", "commands")
+CHANNELS = ("telemetry", "status", "alerts", "commands", "analytics")
 DEFAULT_BUFFER = 1_000
 
 
