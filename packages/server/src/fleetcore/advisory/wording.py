@@ -32,14 +32,27 @@ def number(value: Any, digits: int = 3) -> str:
     return text if "e" not in text else f"{value:.2e}"
 
 
-def duration(ms: int) -> str:
-    """A span of time in the largest sensible unit: 3 hours, 12 days."""
+def _span(ms: int) -> tuple[str, str]:
+    """A span of time as (amount, unit) in the largest sensible unit."""
     if ms < 2 * HOUR_MS:
         minutes = max(round(ms / 60_000), 0)
-        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+        return str(minutes), "minute" if minutes == 1 else "minutes"
     if ms < 2 * DAY_MS:
-        return f"{round(ms / HOUR_MS)} hours"
-    return f"{number(ms / DAY_MS, 2) if ms < 10 * DAY_MS else round(ms / DAY_MS)} days"
+        return str(round(ms / HOUR_MS)), "hours"
+    return (number(ms / DAY_MS, 2) if ms < 10 * DAY_MS else str(round(ms / DAY_MS))), "days"
+
+
+def duration(ms: int) -> str:
+    """A span of time: 3 hours, 12 days."""
+    return " ".join(_span(ms))
+
+
+def between(low_ms: int, high_ms: int) -> str:
+    """Two spans, the unit said once when they share it: "between 12 and 30 days"."""
+    (low, low_unit), (high, high_unit) = _span(low_ms), _span(high_ms)
+    if low_unit == high_unit:
+        return f"between {low} and {high} {high_unit}"
+    return f"between {low} {low_unit} and {high} {high_unit}"
 
 
 def when(ms: int | None) -> str:
@@ -60,8 +73,8 @@ def rul(wear: WearView) -> str:
         low = duration(max(wear.low_ms - wear.now_ms, 0))
         if wear.high_ms is None:
             return f"not before {low} ({percent(wear.level)}); no upper bound from the data yet"
-        high = duration(max(wear.high_ms - wear.now_ms, 0))
-        return f"between {low} and {high}, {percent(wear.level)}"
+        span = between(max(wear.low_ms - wear.now_ms, 0), max(wear.high_ms - wear.now_ms, 0))
+        return f"{span}, {percent(wear.level)}"
     if wear.status == "not_enough_data":
         return f"not enough data ({wear.points} of {wear.min_points} hourly points)"
     if wear.status == "not_degrading":
