@@ -101,7 +101,7 @@ async def fleet_health(
     principal.require(Role.VIEWER)
     if cursor is not None:
         score, device_id = decode_cursor(cursor)
-        if not isinstance(score, int | float) or not isinstance(device_id, uuid.UUID):
+        if type(score) is not float or not isinstance(device_id, uuid.UUID):
             raise Invalid("the cursor does not fit this list", code="INVALID_CURSOR")
     query = cast(
         Select[Any],
@@ -148,6 +148,11 @@ def _number(value: Any, default: float) -> float:
     return default
 
 
+def _bigint(value: Any) -> bool:
+    """An int a BIGINT column can be compared with (a forged cursor may hold any number)."""
+    return type(value) is int and -(2**63) <= value < 2**63
+
+
 def _findings_query(principal: Principal) -> Select[Any]:
     return cast(
         Select[Any],
@@ -176,7 +181,7 @@ async def list_findings(
         raise Invalid("from must be before to", code="INVALID_RANGE", details={"field": "from"})
     if cursor is not None:
         ts, finding_id = decode_cursor(cursor)
-        if type(ts) is not int or type(finding_id) is not int:
+        if not (_bigint(ts) and _bigint(finding_id)):
             raise Invalid("the cursor does not fit this list", code="INVALID_CURSOR")
     query = _findings_query(principal)
     if f.device_id is not None:
