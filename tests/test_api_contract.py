@@ -66,7 +66,13 @@ def test_every_api_operation_documents_its_errors_with_the_envelope(
 
 def _concrete(path: str) -> str:
     """The path with a well-formed value in each parameter."""
-    integer_ids = {"dead_letter_id": "1", "request_id": "1", "line_id": "1", "audit_id": "1"}
+    integer_ids = {
+        "dead_letter_id": "1",
+        "request_id": "1",
+        "line_id": "1",
+        "audit_id": "1",
+        "finding_id": "1",
+    }
     values = {**NON_ID_PARAMS, **integer_ids, "token": "some-token"}
     for name in [part.strip("{}") for part in path.split("/") if part.startswith("{")]:
         path = path.replace("{" + name + "}", values.get(name, str(uuid.uuid4())))

@@ -14,7 +14,7 @@ import httpx
 from fastapi import FastAPI
 
 from fleetcore.alerts.models import Alert
-from fleetcore.analytics.models import Recommendation
+from fleetcore.analytics.models import AnalyticsFinding, DeviceHealth, Recommendation
 from fleetcore.auth.principal import Role
 from fleetcore.db import Database
 from fleetcore.deadletters.sink import DeadLetterSink
@@ -114,6 +114,31 @@ async def create_objects(app: FastAPI, client: httpx.AsyncClient, tenant: Tenant
     async with database.session(write=True) as session:
         session.add(recommendation)
         await session.commit()
+    # Analytics: the engine does not run on the test transaction; its finding and health row.
+    finding = AnalyticsFinding(
+        organization_id=tenant.org_id,
+        device_id=uuid.UUID(device_id),
+        key="t",
+        method="spike",
+        severity="warning",
+        ts=1_700_000_000_000,
+        score=9.0,
+        threshold=4.0,
+        evidence=[[1_700_000_000_000, 99.0]],
+    )
+    health = DeviceHealth(
+        device_id=uuid.UUID(device_id),
+        organization_id=tenant.org_id,
+        score=0.5,
+        score_day_ago=0.6,
+        trend="worsening",
+        contributors=[{"key": "t", "source": "findings", "reason": "sweep", "penalty": 0.5}],
+        wear={},
+        open_findings=1,
+    )
+    async with database.session(write=True) as session:
+        session.add_all([finding, health])
+        await session.commit()
     channel = await post(
         "/api/v1/notification-channels",
         {
@@ -190,6 +215,7 @@ async def create_objects(app: FastAPI, client: httpx.AsyncClient, tenant: Tenant
         "rule_id": rule["id"],
         "alert_id": str(alert.id),
         "recommendation_id": str(recommendation.id),
+        "finding_id": str(finding.id),
         "dead_letter_id": str(letters.json()["items"][0]["id"]),
         "device_id": device_id,
         "command_id": command["id"],

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from fleetcore.advisory.analytics_router import router as analytics_router
+from fleetcore.advisory.pages import router as advisory_pages
 from fleetcore.advisory.recommendations_router import router as recommendations_router
 from fleetcore.alerts.pages import router as alerts_pages
 from fleetcore.alerts.router import router as alerts_router
@@ -47,6 +49,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     rules_router,
     alerts_router,
     recommendations_router,
+    analytics_router,
     notifications_router,
     status_router,
     audit_router,
@@ -66,6 +69,7 @@ PAGE_ROUTERS: tuple[APIRouter, ...] = (
     devices_pages,
     alerts_pages,
     rules_pages,
+    advisory_pages,
     assets_pages,
     dead_letters_pages,
     admin_pages,

@@ -27,6 +27,8 @@ NAV: tuple[tuple[str, str, Role], ...] = (
     ("/devices", "Devices", Role.VIEWER),
     ("/alerts", "Alerts", Role.VIEWER),
     ("/rules", "Rules", Role.VIEWER),
+    ("/analytics", "Analytics", Role.VIEWER),
+    ("/recommendations", "Recommendations", Role.VIEWER),
     ("/profiles", "Profiles", Role.VIEWER),
     ("/assets", "Assets", Role.VIEWER),
     ("/dead-letters", "Dead letters", Role.VIEWER),

@@ -10,7 +10,9 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
 
+from fleetcore.advisory import wording
 from fleetcore.alerts import service as alerts
+from fleetcore.analytics import queries as analytics_queries
 from fleetcore.attributes import service as attributes
 from fleetcore.auth.principal import Role
 from fleetcore.commands import service as commands
@@ -77,7 +79,8 @@ def _uuid_or_none(value: str | None) -> uuid.UUID | None:
 
 @router.get("/devices/{device_id}")
 async def device_page(device_id: uuid.UUID, session: SessionDep, context: Context) -> HTMLResponse:
-    """Profile, labels, attributes, status history, charts, latest values, commands, events."""
+    """Profile, labels, attributes, status history, health and wear, charts (anomalies marked),
+    latest values, commands, events."""
     principal = principal_of(context)
     device = await devices.get_device(session, principal, device_id)
     profile = (
@@ -93,6 +96,7 @@ async def device_page(device_id: uuid.UUID, session: SessionDep, context: Contex
     event_rows, _ = await events.list_events(
         session, principal, device.id, filters=EventFilter(), cursor=None, limit=10
     )
+    found = await analytics_queries.device_analytics(session, principal, device.id)
     numeric = sorted(
         k
         for k, v in latest.values.items()
@@ -112,6 +116,9 @@ async def device_page(device_id: uuid.UUID, session: SessionDep, context: Contex
         open_alerts=await alerts.open_alerts_of_device(session, principal, device.id),
         can_command=principal.has(Role.OPERATOR),
         max_timeout_s=MAX_TIMEOUT_S,
+        # The health section shows for a profile that watches keys, or a device scored before.
+        analytics=found if found.configured or found.health is not None else None,
+        **wording.FOR_TEMPLATES,
     )
 
 

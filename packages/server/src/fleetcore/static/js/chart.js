@@ -1,5 +1,6 @@
 // Device charts: one uPlot per numeric key; range presets (raw for 1 h, roll-ups beyond),
-// drag to zoom (re-read at a finer resolution), live points appended from the WebSocket.
+// drag to zoom (re-read at a finer resolution), live points appended from the WebSocket,
+// and on devices with analytics a dashed line at each finding of the key (live ones too).
 (function () {
   "use strict";
   const root = document.getElementById("charts");
@@ -14,6 +15,9 @@
   let keys = JSON.parse(root.dataset.keys || "[]");
   let view = { preset: "1h", start: 0, end: 0, live: true };
   let loading = 0;
+  const withMarks = root.dataset.analytics === "1";
+  let marks = new Map(); // key -> [{t: seconds, severity}] of the findings in view
+  const MARKS_CAP = 2000;
 
   // The finest source that keeps a range to a few thousand points.
   function resolution(span) {
@@ -65,6 +69,59 @@
     return out;
   }
 
+  // Findings of the range, by key (newest first from the API; order does not matter here).
+  async function readMarks(start, end) {
+    const out = new Map();
+    if (!withMarks) return out;
+    let cursor = null, total = 0;
+    do {
+      const q = new URLSearchParams({ device_id: deviceId, from: String(start), to: String(end + 1), limit: "500" });
+      if (cursor) q.set("cursor", cursor);
+      const page = await getJSON("/api/v1/analytics/findings?" + q);
+      for (const f of page.items) addMark(out, f);
+      total += page.items.length;
+      cursor = page.next_cursor;
+    } while (cursor && total < MARKS_CAP);
+    return out;
+  }
+
+  function addMark(into, f) {
+    if (!f || typeof f.ts !== "number" || typeof f.key !== "string") return;
+    if (!into.has(f.key)) into.set(f.key, []);
+    into.get(f.key).push({ t: f.ts / 1000, severity: f.severity });
+  }
+
+  // A uPlot draw hook: a dashed vertical line and a small triangle at each finding in view.
+  function drawMarks(u) {
+    const figure = u.root.parentNode;
+    const list = marks.get(u.series[1].label) || [];
+    const css = getComputedStyle(document.body);
+    const err = css.getPropertyValue("--err").trim() || "#a4161a";
+    const warn = css.getPropertyValue("--off").trim() || "#7a4d00";
+    const ctx = u.ctx, top = u.bbox.top, bottom = u.bbox.top + u.bbox.height;
+    let shown = 0;
+    ctx.save();
+    ctx.lineWidth = 1.5 * devicePixelRatio;
+    ctx.setLineDash([4 * devicePixelRatio, 3 * devicePixelRatio]);
+    for (const m of list) {
+      if (m.t < u.scales.x.min || m.t > u.scales.x.max) continue;
+      const x = Math.round(u.valToPos(m.t, "x", true));
+      const color = m.severity === "critical" ? err : warn;
+      ctx.strokeStyle = color;
+      ctx.beginPath(); ctx.moveTo(x, top); ctx.lineTo(x, bottom); ctx.stroke();
+      ctx.fillStyle = color;
+      const s = 5 * devicePixelRatio;
+      ctx.beginPath(); ctx.moveTo(x - s, top); ctx.lineTo(x + s, top); ctx.lineTo(x, top + s * 1.5); ctx.fill();
+      shown++;
+    }
+    ctx.restore();
+    if (figure && figure.dataset) {
+      figure.dataset.marks = String(shown);
+      const note = figure.querySelector("[data-marks-note]");
+      if (note) note.textContent = shown ? " · " + shown + (shown === 1 ? " finding" : " findings") : "";
+    }
+  }
+
   function colors() {
     const css = getComputedStyle(document.body);
     return {
@@ -81,6 +138,12 @@
       box.className = "chart";
       const caption = document.createElement("figcaption");
       caption.textContent = key;
+      if (withMarks) {
+        const note = document.createElement("span");
+        note.className = "muted small";
+        note.dataset.marksNote = "";
+        caption.append(note);
+      }
       box.append(caption);
       root.append(box);
     } else {
@@ -97,7 +160,7 @@
       axes: [axis, axis],
       legend: { live: true },
       cursor: { drag: { x: true, y: false, setScale: false } },
-      hooks: { setSelect: [zoomTo], draw: [drawn] },
+      hooks: { setSelect: [zoomTo], draw: withMarks ? [drawMarks, drawn] : [drawn] },
     }, data, box);
     plot.over.addEventListener("dblclick", () => show(view.preset === "zoom" ? lastPreset : view.preset));
     charts.set(key, { plot: plot, data: data, box: box });
@@ -137,10 +200,15 @@
     const t0 = performance.now();
     try {
       const interval = resolution(view.end - view.start);
-      const series = keys.length
-        ? interval ? await readAggregates(view.start, view.end, interval) : await readRaw(view.start, view.end)
-        : new Map();
+      const [series, found] = await Promise.all([
+        keys.length
+          ? interval ? readAggregates(view.start, view.end, interval) : readRaw(view.start, view.end)
+          : new Map(),
+        // A failed read of the findings leaves the charts without marks, not without data.
+        readMarks(view.start, view.end).catch(() => new Map()),
+      ]);
       if (ticket !== loading) return; // a newer range was asked for meanwhile
+      marks = found;
       stats.fetchMs = performance.now() - t0;
       let points = 0;
       series.forEach((data, key) => { makePlot(key, data); points += data[0].length; });
@@ -252,6 +320,16 @@
   if (window.FC && FC.live) {
     FC.live.on("telemetry", (msg) => { if (msg.device_id === deviceId) onTelemetry(msg); });
     FC.live.subscribe("telemetry", deviceId);
+    if (withMarks) {
+      // {"type": "finding", "device_id", "finding": {...}}: mark it while the view reaches now.
+      FC.live.on("finding", (msg) => {
+        if (msg.device_id !== deviceId || !view.live || !msg.finding) return;
+        addMark(marks, msg.finding);
+        const c = charts.get(msg.finding.key);
+        if (c) c.plot.redraw(false, false);
+      });
+      FC.live.subscribe("analytics", deviceId);
+    }
   }
   show(root.dataset.range || "1h");
 })();
