@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from fleetcore import __version__, migrate
+from fleetcore.advisory.recommendations import expire_due, sync_commands
 from fleetcore.alerts.events import AlertBus
 from fleetcore.analytics import explain
 from fleetcore.analytics.engine import AnalyticsEngine, health_reading
@@ -135,6 +136,13 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
             app.state.analytics = analytics
             pipeline.add_handler(analytics.on_committed)
             app.state.jobs.register("analytics.health", 600, analytics.refresh_health)
+        # Recommendations nobody decided expire; approved ones follow their command's end.
+        app.state.jobs.register(
+            "recommendations.expire", settings.recommendations_sweep_s, partial(expire_due, db)
+        )
+        app.state.jobs.register(
+            "recommendations.sync", settings.recommendations_sweep_s, partial(sync_commands, db)
+        )
         # The engine stops after the pipeline (reversed order): it evaluates the last batch.
         # Stopped after the engine: alert changes staged at its last batch are sent if they can.
         components: list[Component] = [

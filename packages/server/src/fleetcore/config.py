@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     analytics_flush_s: float = Field(
         30.0, ge=0.1, le=3600, description="how often analytics saves its per-series state"
     )
+    recommendations_sweep_s: float = Field(
+        15.0, ge=0.1, le=3600, description="how often recommendations expire and follow commands"
+    )
     analytics_explainer: str | None = Field(
         None, description='a plug-in "module:attribute" putting findings in words (off)'
     )
