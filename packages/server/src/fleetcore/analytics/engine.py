@@ -28,10 +28,11 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from operator import attrgetter
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -61,14 +62,15 @@ from fleetcore_protocol.telemetry import Reading as Raw
 
 log = structlog.get_logger(__name__)
 
+_TS = attrgetter("ts")
 HEALTH_KEY = "analytics.health"
 CHANNEL = "analytics"
 DEVICE_TTL_S = 30.0  # profile settings are re-read this often (a profile edit takes effect)
 REPLAY_MAX = 100_000  # readings replayed per series after a restart; older ones are skipped
 RECENT_FINDINGS = 500  # per device, kept for health (7 days at most)
 HEALTH_STEP = 0.005  # a smaller change is not written as analytics.health
-_READINGS_PER_YIELD = 2_000
 
+Call = tuple[SeriesId, list[int], list[float]]  # a series' timestamps and values, to judge
 HealthSink = Callable[[uuid.UUID, uuid.UUID, int, float], None]
 
 
@@ -89,8 +91,11 @@ class _Device:
     config: settings.AnalyticsConfig
     ranges: dict[str, dict[str, Any]]  # the profile's telemetry keys by name
     loaded_at: float
+    hex: str  # the device id as the host's series ids spell it
     findings: deque[Finding] = field(default_factory=lambda: deque(maxlen=RECENT_FINDINGS))
-    current: dict[str, float] = field(default_factory=dict)  # latest numeric values seen
+    series: dict[str, _Series] = field(default_factory=dict)  # by key, those loaded
+    wanted: frozenset[str] = frozenset()  # keys whose current value a proposal may need
+    current: dict[str, float] = field(default_factory=dict)  # their latest values seen
     health: float | None = None
     changed: bool = False
     by_clock: bool = False  # the next health is as of the clock, not the latest reading
@@ -126,7 +131,7 @@ class AnalyticsEngine:
         self.explainer = explainer
         self.health_sink = health_sink
         self.runner: Runner = runner or InlineRunner()
-        self._series: dict[tuple[uuid.UUID, str], _Series] = {}
+        self._changed: set[uuid.UUID] = set()  # devices whose health must be written
         self._dropped: list[SeriesId] = []  # series the host should forget at the next flush
         # Series judged by this process before: loaded again (host lost, settings changed),
         # they replay the stored readings since their saved state, or all if none was saved.
@@ -215,50 +220,55 @@ class AnalyticsEngine:
                     self._inflight -= 1
 
     async def _judge(self, runs: list[DeviceRun]) -> None:
+        # The hot path (every reading of a watched device passes here, in the ingest
+        # process): plain loops, str-keyed dicts, no per-reading objects beyond a list slot.
         by_device: dict[uuid.UUID, list[Sample]] = {}
         for device_id, _, readings in runs:
             by_device.setdefault(device_id, []).extend(readings)
         await self._load_devices(list(by_device))
         batch = _Batch()
-        work: list[tuple[tuple[uuid.UUID, str], Sequence[Sample]]] = []
+        calls: list[Call] = []
+        number = Kind.NUMBER
         for device_id, readings in by_device.items():
             device = self._devices.get(device_id)
             if device is None:
                 continue
+            watched, wanted = device.config.keys, device.wanted
             per_key: dict[str, list[Sample]] = {}
             for reading in readings:
-                if reading.kind is not Kind.NUMBER:
+                key = reading.key
+                if reading.kind is not number:
                     continue
-                device.current[reading.key] = float(reading.value)  # type: ignore[arg-type]  # NUMBER
-                if reading.key in device.config.keys:
-                    per_key.setdefault(reading.key, []).append(reading)
+                if key in watched:
+                    per_key.setdefault(key, []).append(reading)
+                if key in wanted:
+                    device.current[key] = float(reading.value)  # type: ignore[arg-type]  # NUMBER
             if not per_key:
                 continue
-            first_ts = {key: min(r.ts for r in items) for key, items in per_key.items()}
-            await self._load_series(device_id, device, first_ts)
+            series_of = device.series
+            missing = {k: min(r.ts for r in v) for k, v in per_key.items() if k not in series_of}
+            if missing:
+                await self._load_series(device_id, device, missing)
             for key, items in per_key.items():
-                items.sort(key=lambda r: r.ts)
-                work.append(((device_id, key), items))
-        await self._send(work, batch)
-        if batch.findings or batch.triggers or any(d and d.changed for d in self._devices.values()):
+                series = device.series.get(key)
+                if series is None:
+                    continue
+                if len(items) > 1:
+                    items.sort(key=_TS)
+                if items[0].ts <= series.last_ts:  # judged before (replayed, or late)
+                    items = [r for r in items if r.ts > series.last_ts]
+                    if not items:
+                        continue
+                series.last_ts = items[-1].ts
+                series.dirty = True
+                self.readings += len(items)
+                calls.append(((device.hex, key), [r.ts for r in items], [r.value for r in items]))  # type: ignore[misc]  # NUMBER
+        await self._send(calls, batch)
+        if batch.findings or batch.triggers or self._changed:
             await self._persist(batch)
 
-    async def _send(
-        self, work: list[tuple[tuple[uuid.UUID, str], Sequence[Sample]]], batch: _Batch
-    ) -> None:
-        """Have the host judge the readings not judged yet; take in what it found."""
-        calls: list[tuple[SeriesId, list[tuple[int, float]]]] = []
-        for (device_id, key), items in work:
-            series = self._series.get((device_id, key))
-            if series is None:
-                continue
-            fresh = [(r.ts, float(r.value)) for r in items if r.ts > series.last_ts]  # type: ignore[arg-type]  # NUMBER
-            if not fresh:
-                continue  # judged before (replayed, or late)
-            series.last_ts = fresh[-1][0]
-            series.dirty = True
-            self.readings += len(fresh)
-            calls.append(((device_id.hex, key), fresh))
+    async def _send(self, calls: list[Call], batch: _Batch) -> None:
+        """Have the host judge the readings; take in what it found."""
         if not calls:
             return
         try:
@@ -269,7 +279,7 @@ class AnalyticsEngine:
         for judged in results:
             device_id, key = uuid.UUID(judged.sid[0]), judged.sid[1]
             device = self._devices.get(device_id)
-            series = self._series.get((device_id, key))
+            series = device.series.get(key) if device is not None else None
             if device is None or series is None:
                 continue
             known = {(f.key, f.method, f.ts) for f in device.findings if f.key == key}
@@ -278,11 +288,11 @@ class AnalyticsEngine:
                     continue  # judged before a crash, stored then: not twice
                 device.findings.append(finding)
                 batch.findings.append((device_id, finding))
-                device.changed = True
+                self._changed.add(device_id)
                 batch.triggers.append((device_id, _finding_trigger(finding)))
             if judged.estimate is not None and series.wear_spec is not None:
                 series.estimate = judged.estimate
-                device.changed = True
+                self._changed.add(device_id)
                 trigger = proposals.wear_trigger(
                     key, judged.estimate, series.wear_spec.warn_within_ms
                 )
@@ -292,8 +302,10 @@ class AnalyticsEngine:
     def _host_lost(self) -> None:
         """The host died: every series loads again (saved state, then the stored readings
         since), at its device's next batch."""
-        log.error("analytics_host_lost", series=len(self._series))
-        self._series.clear()
+        loaded = [d for d in self._devices.values() if d is not None]
+        log.error("analytics_host_lost", series=sum(len(d.series) for d in loaded))
+        for device in loaded:
+            device.series.clear()
 
     # -- loading -------------------------------------------------------------------------
 
@@ -330,7 +342,13 @@ class AnalyticsEngine:
                 if old is not None and old.config == config and old.ranges == ranges:
                     continue
                 self._drop_device(device_id)
-                device = _Device(row[1], row[2], config, ranges, clock)
+                device = _Device(row[1], row[2], config, ranges, clock, device_id.hex)
+                device.wanted = frozenset(
+                    value.from_key
+                    for rule in config.recommend
+                    for value in rule.params.values()
+                    if isinstance(value, settings.ParamFrom)
+                )
                 since = now_ms() - WINDOW_MS
                 stored = (
                     await session.scalars(
@@ -344,18 +362,19 @@ class AnalyticsEngine:
                 self._devices[device_id] = device
 
     def _drop_device(self, device_id: uuid.UUID) -> None:
+        """Forget a device's settings and series (their state since the last flush is
+        replayed from telemetry when they are loaded again)."""
+        device = self._devices.get(device_id)
         self._devices[device_id] = None
-        gone = [k for k in self._series if k[0] == device_id]
-        for key in gone:
-            del self._series[key]  # its state was flushed or is replayed from telemetry
-        if gone:
-            self._dropped.extend((device_id.hex, key) for _, key in gone)
+        self._changed.discard(device_id)
+        if device is not None:
+            self._dropped.extend((device.hex, key) for key in device.series)
 
     async def _load_series(
         self, device_id: uuid.UUID, device: _Device, first_ts: dict[str, int]
     ) -> None:
         """Load (or start) the series not in memory, replaying what their state missed."""
-        missing = [key for key in first_ts if (device_id, key) not in self._series]
+        missing = [key for key in first_ts if key not in device.series]
         if not missing:
             return
         async with self.database.session() as session:
@@ -392,7 +411,7 @@ class AnalyticsEngine:
                         wear_state=row.wear if row is not None else None,
                     )
                 )
-                self._series[(device_id, key)] = _Series(spec, -1 if row is None else row.last_ts)
+                device.series[key] = _Series(spec, -1 if row is None else row.last_ts)
             try:
                 fresh = await self.runner.call("setup", setups)
             except HostLost:
@@ -402,29 +421,33 @@ class AnalyticsEngine:
                 log.warning("analytics_state_unreadable", device_id=str(device_id), key=key)
             for key in missing:
                 ref = refs.get(key)
-                last_ts = self._series[(device_id, key)].last_ts
+                last_ts = device.series[key].last_ts
                 judged_before = key in saved or (device_id, key) in self._known
                 self._known.add((device_id, key))
                 if judged_before and ref is not None and last_ts < first_ts[key] - 1:
-                    await self._replay(session, device_id, key, ref, first_ts[key])
+                    await self._replay(session, device_id, device, key, ref, first_ts[key])
 
     async def _replay(
         self,
         session: AsyncSession,
         device_id: uuid.UUID,
+        device: _Device,
         key: str,
         ref: SeriesRef,
         until: int,
     ) -> None:
         """Judge the stored readings between the saved state and this batch."""
-        series = self._series[(device_id, key)]
+        series = device.series[key]
         rows = await read_rows(session, [ref], series.last_ts + 1, until, limit=REPLAY_MAX)
         if not rows:
             return
-        samples = [Raw(key, row.ts, Kind.NUMBER, row.value) for row in rows]
-        log.info("analytics_replay", device_id=str(device_id), key=key, readings=len(samples))
+        log.info("analytics_replay", device_id=str(device_id), key=key, readings=len(rows))
+        series.last_ts = rows[-1].ts
+        series.dirty = True
+        self.readings += len(rows)
         batch = _Batch()
-        await self._send([((device_id, key), samples)], batch)
+        call = ((device.hex, key), [r.ts for r in rows], [float(r.value) for r in rows])
+        await self._send([call], batch)
         if batch.findings or batch.triggers:
             await self._persist(batch)
 
@@ -444,11 +467,11 @@ class AnalyticsEngine:
                 row.explanation = await explain.explain(self.explainer, finding, device.name)
                 session.add(row)
                 stored.append((device_id, row))
-            for device_id, device in self._devices.items():
-                if device is None or not device.changed:
-                    continue
-                device.changed = False
-                healths[device_id] = await self._save_health(session, device_id, device, now)
+            changed, self._changed = self._changed, set()
+            for device_id in changed:
+                device = self._devices.get(device_id)
+                if device is not None:
+                    healths[device_id] = await self._save_health(session, device_id, device, now)
             await session.flush()
             for device_id, trigger in batch.triggers:
                 device = self._devices.get(device_id)
@@ -468,12 +491,8 @@ class AnalyticsEngine:
     async def _save_health(
         self, session: AsyncSession, device_id: uuid.UUID, device: _Device, now: int
     ) -> Health:
-        estimates = {
-            key: s.estimate
-            for (d, key), s in self._series.items()
-            if d == device_id and s.estimate is not None
-        }
-        latest = max((s.last_ts for (d, _), s in self._series.items() if d == device_id), default=0)
+        estimates = {key: s.estimate for key, s in device.series.items() if s.estimate is not None}
+        latest = max((s.last_ts for s in device.series.values()), default=0)
         # As of the device's latest reading (history sent late is judged as of its time);
         # the periodic refresh ages it by the clock.
         now = max(now, latest) if device.by_clock else latest
@@ -524,13 +543,7 @@ class AnalyticsEngine:
     ) -> None:
         """Insert each proposal unless one on its topic is already waiting."""
         rules = device.config.recommend
-        wanted = {
-            rule.params[name].from_key  # type: ignore[union-attr]
-            for rule in rules
-            for name in rule.params
-            if isinstance(rule.params[name], settings.ParamFrom)
-        }
-        if wanted - device.current.keys():
+        if device.wanted - device.current.keys():
             latest = await latest_values(session, device.organization_id, [device_id])
             for name, value in latest.get(device_id, {}).items():
                 if isinstance(value.value, int | float) and not isinstance(value.value, bool):
@@ -591,22 +604,30 @@ class AnalyticsEngine:
         if self._dropped:
             dropped, self._dropped = self._dropped, []
             await self.runner.call("drop", dropped)
-        dirty = [(key, s) for key, s in self._series.items() if s.dirty]
+        dirty = [
+            (device.hex, key)
+            for device in self._devices.values()
+            if device is not None
+            for key, series in device.series.items()
+            if series.dirty
+        ]
         if not dirty:
             return
         try:
-            states = await self.runner.call("snapshot", [(d.hex, k) for (d, k), _ in dirty])
+            states = await self.runner.call("snapshot", dirty)
         except HostLost:
             self._host_lost()
             raise
         rows = []
+        flushed: list[_Series] = []
         stamp = utcnow()
         for (device_hex, key), detector, wear in states:
             device_id = uuid.UUID(device_hex)
             device = self._devices.get(device_id)
-            series = self._series.get((device_id, key))
+            series = device.series.get(key) if device is not None else None
             if device is None or series is None:
                 continue
+            flushed.append(series)
             rows.append(
                 {
                     "device_id": device_id,
@@ -647,30 +668,17 @@ class AnalyticsEngine:
                     )
                 )
             await session.commit()
-        for _, series in dirty:
+        for series in flushed:  # (a failed write leaves them dirty: the next flush retries)
             series.dirty = False
 
     async def refresh_health(self) -> None:
         """Periodic: recompute health of devices with findings, as they age."""
         async with self._lock:
-            for device in self._devices.values():
+            for device_id, device in self._devices.items():
                 if device is not None and device.findings:
-                    device.changed = device.by_clock = True
+                    device.by_clock = True
+                    self._changed.add(device_id)
             await self._persist(_Batch())
-
-    async def forget_device_data(self, device_id: uuid.UUID) -> None:
-        """The device's analytics data was deleted: drop what memory holds of it."""
-        async with self._lock:
-            self._drop_device(device_id)
-            self._checked.pop(device_id, None)
-            self._devices.pop(device_id, None)
-            dropped, self._dropped = self._dropped, []
-            await self.runner.call("drop", dropped)
-            async with self.database.session(write=True) as session:
-                await session.execute(
-                    delete(AnalyticsSeries).where(AnalyticsSeries.device_id == device_id)
-                )
-                await session.commit()
 
 
 def health_reading(pipeline: IngestPipeline) -> HealthSink:

@@ -87,18 +87,19 @@ class DetectorHost:
             self.series[item.sid] = _Series(detector, wear, item.wear)
         return fresh
 
-    def judge(self, work: list[tuple[SeriesId, list[tuple[int, float]]]]) -> list[Judged]:
-        """Observe each series' readings (in time order); what they produced."""
+    def judge(self, work: list[tuple[SeriesId, list[int], list[float]]]) -> list[Judged]:
+        """Observe each series' readings (timestamps and values, in time order); what they
+        produced."""
         out: list[Judged] = []
-        for sid, readings in work:
+        for sid, stamps, values in work:
             series = self.series.get(sid)
             if series is None:
                 continue
             found: list[Finding] = []
             observe = series.detector.observe
             wear = series.wear
-            for ts, value in readings:
-                reading = Reading(ts, value)
+            for ts, value in zip(stamps, values, strict=True):
+                reading = Reading(ts, float(value))
                 found.extend(observe(reading))
                 if wear is not None:
                     wear.update(reading)
