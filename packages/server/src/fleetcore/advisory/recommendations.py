@@ -133,14 +133,17 @@ async def describe(
         statuses = {row[0]: row[1] for row in (await session.execute(query_status)).all()}
     return {
         r.id: {
-            "approvals_needed": _needed(policies.get(r.device_id), r.method),
+            "approvals_needed": approvals_needed(policies.get(r.device_id), r.method),
             "command_status": statuses.get(r.command_id) if r.command_id else None,
         }
         for r in rows
     }
 
 
-def _needed(stored: object, method: str | None) -> int:
+def approvals_needed(stored: object, method: str | None) -> int:
+    """Approvals the method needs under a device's stored safety policy: two for a method the
+    policy marks critical, else one (an inspection, or a policy that does not validate: the
+    validator refuses that anyway)."""
     if method is None or not isinstance(stored, dict):
         return 1
     try:

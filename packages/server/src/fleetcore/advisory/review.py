@@ -12,18 +12,14 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fleetcore.advisory import wording
+from fleetcore.advisory import recommendations, wording
 from fleetcore.analytics.models import Recommendation, RecommendationKind, RecommendationStatus
 from fleetcore.auth.models import User
 from fleetcore.auth.principal import Principal, Role
 from fleetcore.devices.models import Device, DeviceProfile
-from fleetcore.errors import NotFound
-from fleetcore.safety.approvals import needed
-from fleetcore.safety.policy import SafetyPolicy
 
 HISTORY = 50
 PROPOSED = 100
@@ -85,14 +81,7 @@ async def one(
 ) -> RecommendationView:
     """One recommendation of the caller's organization."""
     principal.require(Role.VIEWER)
-    rec = await session.scalar(
-        select(Recommendation).where(
-            Recommendation.id == recommendation_id,
-            Recommendation.organization_id == principal.org_id,
-        )
-    )
-    if rec is None:
-        raise NotFound("recommendation not found", code="RECOMMENDATION_NOT_FOUND")
+    rec = await recommendations.get_recommendation(session, principal, recommendation_id)
     return (await _views(session, principal, [rec]))[0]
 
 
@@ -140,7 +129,7 @@ async def _views(
             RecommendationView(
                 rec=rec,
                 device_name=name,
-                needed=_needed(policy, rec.method),
+                needed=recommendations.approvals_needed(policy, rec.method),
                 evidence=wording.evidence_lines(rec.evidence),
                 approvers=approvers,
                 decided_by=emails.get(rec.decided_by) if rec.decided_by else None,
@@ -152,16 +141,3 @@ async def _views(
             )
         )
     return views
-
-
-def _needed(stored_policy: Any, method: str | None) -> int:
-    """Approvals the method needs under the device's safety policy (one for an inspection,
-    or when the policy does not validate: the validator refuses that anyway)."""
-    if method is None or not stored_policy:
-        return needed(False)
-    try:
-        policy = SafetyPolicy.model_validate(stored_policy)
-    except ValidationError:
-        return needed(False)
-    rule = policy.methods.get(method)
-    return needed(rule is not None and rule.critical)
