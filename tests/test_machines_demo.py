@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 from sqlalchemy.orm import InstrumentedAttribute
 
+from fleetcore.alerts.models import Alert
 from fleetcore.analytics.config import AnalyticsConfig
 from fleetcore.analytics.engine import HEALTH_KEY
 from fleetcore.analytics.models import AnalyticsFinding, DeviceHealth, Recommendation
@@ -35,6 +36,7 @@ from fleetcore.simulator.motors import DAY_MS, HOUR_MS, ISO_10816_CLASS_II_LIMIT
 from fleetcore.telemetry.models import VALUE_TABLES, Series, TelemetryKey
 from fleetcore_protocol.telemetry import Kind
 from tests.support.analytics import judged
+from tests.support.rules import settled
 
 ORG = "press-shop"
 ROWS_PER_MACHINE = HISTORY_MS // STEP_MS  # 8 days at one reading every 10 minutes
@@ -70,6 +72,7 @@ async def test_the_history_shows_a_motor_wearing_out_and_a_recommendation_waitin
 ) -> None:
     now = now_ms()
     demo = await ensure_demo_machines(live_database, organization=ORG, now=now)
+    await live_app.state.rules.reload()  # (make run makes the demo before the server starts)
     # A first start an hour ago sent the history up to then; this start fills the hour since.
     assert await fill_demo_machines(live_client, live_database, demo, now=now - HOUR_MS) == (
         4 * ROWS_PER_MACHINE
@@ -80,8 +83,17 @@ async def test_the_history_shows_a_motor_wearing_out_and_a_recommendation_waitin
     assert all(a.token != b.token for a, b in zip(again.machines, demo.machines, strict=True))
     assert await fill_demo_machines(live_client, live_database, again, now=now) == 4 * 6
     await judged(live_app)
+    await settled(live_app)
 
     async with live_database.session() as session:
+        # The degrading motor's health, a reading like any other, opened the demo's alert.
+        alerts = (
+            await session.scalars(
+                select(Alert).where(Alert.organization_id == demo.organization_id)
+            )
+        ).all()
+        assert [a.device_id for a in alerts] == [demo.degrading.device_id]
+        assert alerts[0].severity == "major"
         profile = await session.get(DeviceProfile, demo.profile_id)
         assert profile is not None
         assert AnalyticsConfig.model_validate(profile.analytics).watching

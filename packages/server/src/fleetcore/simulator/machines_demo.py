@@ -23,11 +23,12 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 import structlog
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcore.analytics.config import AnalyticsConfig
 from fleetcore.audit import service as audit
@@ -37,6 +38,8 @@ from fleetcore.db import Database
 from fleetcore.devices import credentials
 from fleetcore.devices import service as devices
 from fleetcore.devices.models import Device, DeviceProfile
+from fleetcore.rules.models import Rule
+from fleetcore.rules.schemas import RuleIn
 from fleetcore.safety.policy import SafetyPolicy
 from fleetcore.simulator.motor_profile import (
     ANALYTICS,
@@ -181,6 +184,7 @@ async def ensure_demo_machines(
             )
             session.add(profile)
             await session.flush()
+        await _ensure_health_rule(session, org.id, profile.id)
         existing = {
             d.serial_number: d
             for d in await session.scalars(
@@ -221,6 +225,35 @@ async def ensure_demo_machines(
         )
         await session.commit()
         return DemoMachines(org.id, profile.id, machines)
+
+
+# Findings reach alerts through the rules: the engine writes each device's health as the
+# telemetry key analytics.health, and this rule alerts when a motor's health drops.
+HEALTH_RULE: dict[str, Any] = {
+    "name": "Motor health low",
+    "description": "Demo rule: advisory analytics scores a motor below 0.6.",
+    "condition": {"key": "analytics.health", "op": "<", "value": 0.6},
+    "clear_condition": {"key": "analytics.health", "op": ">=", "value": 0.7},
+    "severity": "major",
+}
+
+
+async def _ensure_health_rule(
+    session: AsyncSession, organization_id: uuid.UUID, profile_id: uuid.UUID
+) -> None:
+    """The health rule on the motors' profile, made once (by name)."""
+    taken = await session.scalar(
+        select(Rule.id).where(
+            Rule.organization_id == organization_id, Rule.name == HEALTH_RULE["name"]
+        )
+    )
+    if taken is not None:
+        return
+    values = RuleIn.model_validate({**HEALTH_RULE, "profile_id": profile_id}).model_dump(
+        mode="json", exclude_none=True
+    )
+    values["profile_id"] = profile_id
+    session.add(Rule(organization_id=organization_id, **values))
 
 
 async def fill_demo_machines(
