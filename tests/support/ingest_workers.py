@@ -32,7 +32,7 @@ from tests.support.postgres import free_port
 FLEETCORE = Path(sys.executable).parent / "fleetcore"
 READINGS_PER_MESSAGE = 5
 # Readings carry their own distinct timestamps, from an hour ago: recent enough that no
-# retention job (a worker runs them too) removes them, and never in the future.
+# retention job removes them, and never in the future.
 BASE_TS = int(time.time() * 1000) - 3_600_000
 
 

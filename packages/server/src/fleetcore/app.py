@@ -36,6 +36,7 @@ from fleetcore.deadletters.sink import DeadLetterSink
 from fleetcore.device_messages.inbound import DeviceMessages
 from fleetcore.errors import API_ERROR_STATUSES, documented_errors, install_error_handlers
 from fleetcore.external_broker.transport import ExternalTransport
+from fleetcore.job_leases import PostgresLeases
 from fleetcore.jobs import JobScheduler
 from fleetcore.live.hub import InProcessHub
 from fleetcore.live.telemetry import telemetry_publisher
@@ -46,6 +47,7 @@ from fleetcore.mqtt.transport import EmbeddedTransport
 from fleetcore.notifications.dispatcher import Dispatcher
 from fleetcore.ops.readiness import database_checks
 from fleetcore.ops.router import router as ops_router
+from fleetcore.roles import runs
 from fleetcore.routers import API_ROUTERS, PAGE_ROUTERS
 from fleetcore.rules.engine import RulesEngine
 from fleetcore.security_headers import SecurityHeadersMiddleware
@@ -57,6 +59,8 @@ from fleetcore.templating import templates
 from fleetcore.vending.dex_messages import DexReceiver
 
 log = structlog.get_logger(__name__)
+
+RULES_REFRESH_S = 5.0  # beside other processes: how soon a rule changed elsewhere applies
 
 
 class Component(Protocol):
@@ -86,11 +90,22 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         db = database or open_database(settings)
         app.state.database = db
         app.state.readiness_checks = database_checks(db)
-        app.state.jobs = JobScheduler()
+        # Which part runs here: fleetcore.roles.RUNS_IN, one table for every role.
+        role = settings.role
+        here = partial(runs, role=role)
+        shared = role != "all"  # other processes share the work (PostgreSQL)
+        # PostgreSQL: several processes may run the jobs; each tick is run by one of them.
+        app.state.jobs = JobScheduler(
+            guard=PostgresLeases(db.engine.url)
+            if db.dialect == "postgresql" and not db.shared_connection
+            else None
+        )
         # PostgreSQL: the writer gets a connection of its own, so request sessions (device
         # token look-ups) can never hold every pooled connection while it waits for one.
         writer_engine = (
-            create_engine(db.engine.url, pool_size=1) if db.dialect == "postgresql" else None
+            create_engine(db.engine.url, pool_size=1)
+            if db.dialect == "postgresql" and here("telemetry-pipeline")
+            else None
         )
         pipeline = IngestPipeline(
             TelemetryWriter(writer_engine or db.engine),
@@ -100,17 +115,28 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         )
         app.state.pipeline = pipeline
         app.state.live = live = InProcessHub()
-        pipeline.add_handler(telemetry_publisher(live))
+        if here("handler.live"):
+            pipeline.add_handler(telemetry_publisher(live))
         dead_letters = DeadLetterSink(
             db, rate_per_s=settings.dead_letters_rate_per_s, burst=settings.dead_letters_burst
         )
         app.state.dead_letters = dead_letters
         dead_letter_retention.register_job(app.state.jobs, db, settings)
         # Stopped in reverse: the sink outlives everything that records into it.
-        presence = Presence(db, live)
+        presence = Presence(db, live, shared=shared)
         app.state.presence = presence
-        app.state.jobs.register("presence-sweep", settings.presence_sweep_s, presence.sweep)
-        commands = CommandService(db, live, presence=lambda: getattr(app.state, "presence", None))
+        if shared:  # last-seen times here, the offline check once per tick in a worker
+            app.state.jobs.register(
+                "presence.seen", settings.presence_sweep_s, presence.flush_seen, per_process=True
+            )
+            app.state.jobs.register(
+                "presence.sweep", settings.presence_sweep_s, presence.check_offline
+            )
+        else:
+            app.state.jobs.register("presence.sweep", settings.presence_sweep_s, presence.sweep)
+        commands = CommandService(
+            db, live, presence=lambda: getattr(app.state, "presence", None), shared=shared
+        )
         app.state.commands = commands
         app.state.jobs.register("commands.expire", EXPIRY_INTERVAL_S, commands.expire_due)
         app.state.desired = desired = DesiredState(db, live)
@@ -118,13 +144,19 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         # Deliveries are staged with the alert change; the dispatcher is woken after commit.
         app.state.notifications = notifications = Dispatcher(db, settings)
         bus.listeners.append(notifications.wake)
-        app.state.rules = rules = RulesEngine(db, bus)
-        pipeline.add_handler(rules.on_committed)
+        # A worker's engine evaluates no batch: its sweep judges on saved states.
+        app.state.rules = rules = RulesEngine(db, bus, sweep_from_storage=not here("handler.rules"))
+        if here("handler.rules"):
+            pipeline.add_handler(rules.on_committed)
         app.state.jobs.register("rules.no-data", settings.rules_sweep_s, rules.sweep)
+        if shared:  # a rule changed through another process
+            app.state.jobs.register(
+                "rules.refresh", RULES_REFRESH_S, rules.check_rules, per_process=True
+            )
         # Advisory analytics after the rules: its health readings go back through the
         # pipeline as the key analytics.health, where rules may alert on them.
         app.state.analytics = analytics = None
-        if settings.analytics_enabled:
+        if settings.analytics_enabled and here("analytics-engine"):
             analytics = AnalyticsEngine(
                 db,
                 live,
@@ -134,8 +166,11 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
                 runner=ProcessRunner() if settings.analytics_process else InlineRunner(),
             )
             app.state.analytics = analytics
-            pipeline.add_handler(analytics.on_committed)
-            app.state.jobs.register("analytics.health", 600, analytics.refresh_health)
+            if here("handler.analytics"):
+                pipeline.add_handler(analytics.on_committed)
+            app.state.jobs.register(
+                "analytics.health", 600, analytics.refresh_health, per_process=True
+            )
         # Recommendations nobody decided expire; approved ones follow their command's end.
         app.state.jobs.register(
             "recommendations.expire", settings.recommendations_sweep_s, partial(expire_due, db)
@@ -170,15 +205,16 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         if settings.mqtt_dynsec:
             app.state.broker_sync = BrokerSync(db, settings)
             components.insert(0, app.state.broker_sync)  # stops last: staged rows still applied
-        if settings.external_broker:
-            # Devices talk to an external broker; this process is one of its ingest workers.
-            external = ExternalTransport(settings, messages, consume=True)
+        if settings.external_broker and here("mqtt-external"):
+            # Devices talk to an external broker: this process consumes (ingest) or only
+            # publishes commands and configuration (api).
+            external = ExternalTransport(settings, messages, consume=here("mqtt.consume"))
             messages.on_status = presence.reported
             commands.outbox = external
             components.append(external)
             app.state.readiness_checks["mqtt"] = external.ready
             app.state.transport = external
-        elif settings.mqtt_port:
+        elif not settings.external_broker and settings.mqtt_port and here("mqtt-broker"):
             gateway = MqttGateway(
                 db, messages, provisioning=ProvisioningLimits.from_settings(settings)
             )
@@ -198,6 +234,12 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
                     db.engine, days_ahead=settings.partitions_ahead_days
                 )
             retention.register_jobs(app.state.jobs, db, settings)
+            # Built everywhere (routes read some of them); started where the table says.
+            components = [c for c in components if here(c.name)]
+            app.state.components = [c.name for c in components]
+            for name in app.state.jobs.names:
+                if not here(name):
+                    app.state.jobs.unregister(name)
             for component in components:
                 await component.start()
                 started.append(component)
@@ -205,6 +247,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
             log.info(
                 "started",
                 version=__version__,
+                role=role,
                 database=db.dialect,
                 jobs=app.state.jobs.names,
                 components=[c.name for c in components],
@@ -248,8 +291,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     install_page_handlers(app)
     app.mount("/static", StaticFiles(directory=str(files("fleetcore") / "static")), name="static")
     app.include_router(ops_router)
-    if settings.role == "ingest":
-        return app  # an ingest worker serves /health, /ready and /metrics only
+    if not runs("routes.api", settings.role):
+        return app  # ingest and worker processes serve /health, /ready and /metrics only
     for router in API_ROUTERS:
         app.include_router(router, responses=documented_errors(*API_ERROR_STATUSES))
     for router in PAGE_ROUTERS:

@@ -90,13 +90,29 @@ def serve(
     role: Annotated[
         str | None,
         typer.Option(
-            help="all (default): everything in one process; ingest: an ingest worker of the "
-            "external broker in FLEETCORE_MQTT_URL (env FLEETCORE_ROLE)"
+            help="all (default): everything in one process; api: HTTP and WebSocket; ingest: "
+            "device traffic (embedded broker or FLEETCORE_MQTT_URL); worker: periodic jobs and "
+            "notifications. Roles other than all need PostgreSQL (env FLEETCORE_ROLE)"
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="with --role api: this many api processes sharing the HTTP port "
+            "(env FLEETCORE_WORKERS, default 1)"
         ),
     ] = None,
 ) -> None:
     """Start the platform: HTTP API and pages, MQTT, background jobs."""
-    settings = _settings(host=host, port=port, mqtt_port=mqtt_port, data_dir=data_dir, role=role)
+    overrides: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "mqtt_port": mqtt_port,
+        "data_dir": data_dir,
+        "role": role,
+        "workers": workers,
+    }
+    settings = _settings(**overrides)
     configure_logging(settings.log_level, settings.log_format)
     try:
         settings.check_signing_key()
@@ -111,6 +127,14 @@ def serve(
             fg="red",
             bold=True,
         )
+    if settings.workers > 1:
+        if demo:
+            typer.echo("fleetcore: --demo runs in one process; drop --workers", err=True)
+            raise typer.Exit(2)
+        from fleetcore.server import run_workers
+
+        # The worker processes build their settings from the environment, options included.
+        raise typer.Exit(run_workers(settings, overrides))
     prepared = _prepare_demo(settings, simulate=simulate) if demo else None
     from fleetcore.server import build_server, tune_gc
 

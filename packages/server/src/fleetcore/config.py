@@ -108,10 +108,19 @@ class Settings(BaseSettings):
         le=65_535,
         description="unacknowledged messages a worker accepts at once (MQTT 5 receive maximum)",
     )
-    role: Literal["all", "ingest"] = Field(
+    role: Literal["all", "api", "ingest", "worker"] = Field(
         "all",
-        description="all: everything in one process; ingest: consume device traffic from "
-        "FLEETCORE_MQTT_URL (HTTP serves /health, /ready and /metrics only)",
+        description="all: everything in one process; api: HTTP and WebSocket; ingest: device "
+        "traffic (the embedded broker, or FLEETCORE_MQTT_URL's); worker: periodic jobs and "
+        "notifications (ingest and worker serve /health, /ready and /metrics only; every role "
+        "but all needs PostgreSQL)",
+    )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="api processes sharing the HTTP port (uvicorn workers; role api on "
+        "PostgreSQL only)",
     )
     presence_sweep_s: float = Field(
         5.0, ge=0.1, le=3600, description="how often silent devices are checked for offline"
@@ -337,10 +346,28 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _ingest_needs_a_broker(self) -> Settings:
-        if self.role == "ingest" and self.mqtt_url is None:
+    def _roles_need_postgresql(self) -> Settings:
+        # SQLite is one process's file: a second process (another role) would be a second
+        # writer with its own copy of every in-memory state.
+        if self.role != "all" and self.is_sqlite:
             raise ValueError(
-                "FLEETCORE_ROLE=ingest consumes from an external broker: set FLEETCORE_MQTT_URL"
+                f"FLEETCORE_ROLE={self.role} runs beside other processes, which needs "
+                "PostgreSQL (FLEETCORE_DATABASE_URL); on SQLite run one process, role all"
+            )
+        if self.workers > 1 and (self.role != "api" or self.is_sqlite):
+            raise ValueError(
+                "FLEETCORE_WORKERS > 1 starts several api processes: it needs "
+                "FLEETCORE_ROLE=api and PostgreSQL (the embedded broker, the jobs and SQLite "
+                "belong to one process)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _ingest_needs_a_broker(self) -> Settings:
+        if self.role == "ingest" and self.mqtt_url is None and not self.mqtt_port:
+            raise ValueError(
+                "FLEETCORE_ROLE=ingest takes device traffic: set FLEETCORE_MQTT_URL (an "
+                "external broker) or FLEETCORE_MQTT_PORT (the embedded one)"
             )
         if self.mqtt_dynsec and self.mqtt_url is None:
             raise ValueError(

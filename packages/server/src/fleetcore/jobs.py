@@ -1,10 +1,19 @@
-"""In-process periodic jobs (retention, offline detection, expiry) with clean shutdown."""
+"""Periodic jobs (retention, offline detection, expiry) with clean shutdown.
+
+Every job runs at the wall-clock multiples of its interval (its ticks). With a guard
+(PostgreSQL: fleetcore.job_leases) a tick of a cluster-wide job is run by one process of
+all those that wake for it; per-process jobs (state held in this process's memory) and
+every job without a guard (SQLite: one process) run at each tick here.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import structlog
 
@@ -15,26 +24,49 @@ log = structlog.get_logger(__name__)
 JobFunc = Callable[[], Awaitable[None]]
 
 
+class JobGuard(Protocol):
+    """Decides which process runs a tick (fleetcore.job_leases.PostgresLeases)."""
+
+    def claim(self, name: str, tick: int) -> AbstractAsyncContextManager[bool]:
+        """Enter to learn whether this process runs `name` at `tick`; exit when it is done."""
+        ...
+
+    async def close(self) -> None:
+        """Release what the guard holds."""
+        ...
+
+
 @dataclass(slots=True)
 class _Job:
     name: str
     interval_s: float
     func: JobFunc
+    per_process: bool
     task: asyncio.Task[None] | None = field(default=None)
 
 
 class JobScheduler:
-    """Runs each registered job every interval; a failing run is logged, not fatal."""
+    """Runs each registered job at every tick of its interval; a failing run is logged."""
 
-    def __init__(self) -> None:
+    def __init__(self, guard: JobGuard | None = None) -> None:
+        self.guard = guard
         self._jobs: dict[str, _Job] = {}
         self._stopping = asyncio.Event()
 
-    def register(self, name: str, interval_s: float, func: JobFunc) -> None:
-        """Add a job; it starts with the scheduler."""
+    def register(
+        self, name: str, interval_s: float, func: JobFunc, *, per_process: bool = False
+    ) -> None:
+        """Add a job; it starts with the scheduler. `per_process`: it works on this process's
+        own memory, so every process runs it (no guard)."""
         if name in self._jobs:
             raise ValueError(f"job {name!r} is already registered")
-        self._jobs[name] = _Job(name, interval_s, func)
+        self._jobs[name] = _Job(name, interval_s, func, per_process)
+
+    def unregister(self, name: str) -> None:
+        """Remove a job that is not started (the lifespan drops jobs of other roles)."""
+        job = self._jobs.pop(name)
+        if job.task is not None:
+            raise RuntimeError(f"job {name!r} is running")
 
     @property
     def names(self) -> list[str]:
@@ -48,24 +80,48 @@ class JobScheduler:
             job.task = asyncio.create_task(self._loop(job), name=f"job:{job.name}")
 
     async def run_once(self, name: str) -> None:
-        """Run one job now (used by the CLI and tests)."""
+        """Run one job now, unguarded (used by the CLI and tests)."""
         await self._run(self._jobs[name])
 
     async def stop(self) -> None:
-        """Let a run in progress finish, then stop every loop."""
+        """Let a run in progress finish, then stop every loop; release the guard."""
         self._stopping.set()
         tasks = [job.task for job in self._jobs.values() if job.task is not None]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         for job in self._jobs.values():
             job.task = None
+        if self.guard is not None:
+            await self.guard.close()
 
     async def _loop(self, job: _Job) -> None:
+        last = -1
         while not self._stopping.is_set():
+            now = time.time()
+            # The next boundary; never the same tick twice (a timer may fire a hair early).
+            tick = max(int(now // job.interval_s) + 1, last + 1)
             try:
-                await asyncio.wait_for(self._stopping.wait(), timeout=job.interval_s)
+                await asyncio.wait_for(
+                    self._stopping.wait(), timeout=max(0.0, tick * job.interval_s - now)
+                )
             except TimeoutError:
-                await self._run(job)
+                last = tick
+                await self._tick(job, tick)
+
+    async def _tick(self, job: _Job, tick: int) -> None:
+        if self.guard is None or job.per_process:
+            await self._run(job)
+            return
+        try:
+            async with self.guard.claim(job.name, tick) as mine:
+                if mine:
+                    await self._run(job)
+                else:
+                    JOB_RUNS.labels(job.name, "skipped").inc()  # another process has it
+        except Exception:
+            # Database unreachable: nobody can claim the tick; the next one tries again.
+            JOB_RUNS.labels(job.name, "error").inc()
+            log.exception("job_claim_failed", job=job.name, tick=tick)
 
     async def _run(self, job: _Job) -> None:
         try:

@@ -14,6 +14,7 @@ from fleetcore.db import Base
 from fleetcore.deadletters import models as dead_letter_models
 from fleetcore.devices import models as device_models
 from fleetcore.events import models as event_models
+from fleetcore.job_leases import JobRun
 from fleetcore.notifications import models as notification_models
 from fleetcore.rules import models as rule_models
 from fleetcore.status import models as status_models
@@ -22,6 +23,7 @@ from fleetcore.vending import models as vending_models
 
 metadata = Base.metadata
 __all__ = [
+    "JobRun",
     "alert_models",
     "analytics_models",
     "asset_models",

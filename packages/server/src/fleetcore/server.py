@@ -3,31 +3,63 @@
 from __future__ import annotations
 
 import gc
+import os
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.supervisors import Multiprocess
 
 from fleetcore.app import create_app
-from fleetcore.config import Settings
+from fleetcore.config import Settings, load_settings
+from fleetcore.logging import configure_logging
 
 
 def build_server(settings: Settings, app: FastAPI | None = None) -> uvicorn.Server:
     """On SIGINT/SIGTERM uvicorn stops accepting, lets in-flight requests finish (up to
     shutdown_grace_s), then runs the lifespan shutdown: jobs, broker, database, in order."""
-    config = uvicorn.Config(
-        app or create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        proxy_headers=True,
-        # Only these proxies may name the client address (the sign-in limits count by it).
-        forwarded_allow_ips=settings.forwarded_allow_ips,
-        server_header=False,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
-        lifespan="on",
-    )
+    config = uvicorn.Config(app or create_app(settings), **_options(settings))
     return uvicorn.Server(config)
+
+
+def _options(settings: Settings) -> dict[str, Any]:
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        "access_log": False,
+        "proxy_headers": True,
+        # Only these proxies may name the client address (the sign-in limits count by it).
+        "forwarded_allow_ips": settings.forwarded_allow_ips,
+        "server_header": False,
+        "timeout_graceful_shutdown": int(settings.shutdown_grace_s),
+        "lifespan": "on",
+    }
+
+
+def run_workers(settings: Settings, overrides: dict[str, Any]) -> int:
+    """Serve with `settings.workers` api processes on one port (uvicorn's supervisor); the
+    exit status. Each process loads its settings from the environment, where the command
+    line's options are put first."""
+    for name, value in overrides.items():
+        if value is not None:
+            os.environ[f"FLEETCORE_{name.upper()}"] = str(value)
+    config = uvicorn.Config(
+        "fleetcore.server:worker_app",
+        factory=True,
+        workers=settings.workers,
+        **_options(settings),
+    )
+    Multiprocess(config, sockets=[config.bind_socket()]).run()
+    return 0
+
+
+def worker_app() -> FastAPI:
+    """One api process of `run_workers` (uvicorn imports and calls this in each process)."""
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    tune_gc()
+    return create_app(settings)
 
 
 def tune_gc() -> None:

@@ -12,7 +12,9 @@ of time.
 - Per device, sending and HTTP claiming hold an in-process lock: a command goes out once,
   and a result that overtakes the commit of "sent" waits for it.
 - Expiry runs every second but queries only when the earliest known deadline has passed
-  (known = found at start, or created by this process since).
+  (known = found at start, or created by this process since). Beside other processes
+  (`shared`: commands are created on api processes, expired by a worker) it cannot know
+  theirs, so each run asks the database for the earliest deadline first (one indexed query).
 """
 
 from __future__ import annotations
@@ -120,9 +122,11 @@ class CommandService:
         *,
         presence: Callable[[], Presence | None] = lambda: None,
         outbox: DeviceOutbox | None = None,
+        shared: bool = False,
     ) -> None:
         self.database = database
         self.hub = hub
+        self.shared = shared
         self.presence = presence
         self.outbox = outbox
         self._locks: weakref.WeakValueDictionary[uuid.UUID, asyncio.Lock] = (
@@ -433,6 +437,9 @@ class CommandService:
     async def expire_due(self) -> None:
         """Expire open commands whose time is up (a job, every second)."""
         now = utcnow()
+        if self.shared and not self.database.shared_connection:
+            async with self.database.session() as session:
+                self._next_deadline = await self._earliest_deadline(session)
         if self._next_deadline is None or self._next_deadline > now:
             return
         self._noted = None

@@ -7,6 +7,12 @@ skipped). Its state lives in memory and, where it matters across a restart (pend
 durations, open alerts), in rule_states, written in the transaction that changes alerts.
 Readings older than what was already evaluated for their device are stored but not
 evaluated (the dry run evaluates history).
+
+Beside other processes (roles, fleetcore.roles): the engines of api and ingest processes
+evaluate the batches they commit and notice rules changed elsewhere (`check_rules`, a job of
+each process); the worker's engine runs the "no data" sweep and, holding no batches of its
+own, re-reads rules and saved states before each sweep (`sweep_from_storage`), so that
+whichever worker runs a tick judges on what is stored.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from operator import attrgetter
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -32,7 +38,7 @@ from fleetcore.rules import metrics
 from fleetcore.rules.conditions import DeviceView
 from fleetcore.rules.index import LiveRule, RuleIndex, load_index
 from fleetcore.rules.machine import Step, Track, step
-from fleetcore.rules.models import RuleState
+from fleetcore.rules.models import Rule, RuleState
 from fleetcore.rules.warm import warm_views
 from fleetcore.telemetry.query_schemas import now_ms
 from fleetcore.telemetry.writer import DeviceRun, Sample, Stored, device_runs
@@ -65,9 +71,18 @@ class RulesEngine:
 
     name = "rules-engine"
 
-    def __init__(self, database: Database, bus: AlertBus, *, max_batches: int = 64) -> None:
+    def __init__(
+        self,
+        database: Database,
+        bus: AlertBus,
+        *,
+        max_batches: int = 64,
+        sweep_from_storage: bool = False,
+    ) -> None:
         self.database = database
         self.bus = bus
+        self.sweep_from_storage = sweep_from_storage
+        self._rules_mark: tuple[int, object] | None = None  # (count, newest update) last seen
         self.index = RuleIndex()
         self._tracks: dict[_Key, Track] = {}
         self._alerts: dict[_Key, uuid.UUID] = {}
@@ -280,7 +295,7 @@ class RulesEngine:
         if not self.enabled:
             return
         async with self._lock:
-            if self._stale:
+            if self._stale or self.sweep_from_storage:
                 await self._rebuild()
             elif time.monotonic() - self._meta_loaded_at > 30:
                 await self._refresh_devices()
@@ -304,6 +319,19 @@ class RulesEngine:
                     self._step(rule, device_id, view, now, outcomes, track)
             if outcomes:
                 await self._persist(outcomes)
+
+    async def check_rules(self) -> None:
+        """Rebuild before the next evaluation if the rules table changed (another process)."""
+        if not self.enabled:
+            return
+        async with self.database.session() as session:
+            count, newest = (
+                await session.execute(select(func.count(Rule.id), func.max(Rule.updated_at)))
+            ).one()
+        mark = (int(count), newest)
+        if self._rules_mark is not None and mark != self._rules_mark:
+            self._stale = True
+        self._rules_mark = mark
 
     # -- state ----------------------------------------------------------------------------
 

@@ -12,6 +12,13 @@ then pushes {"type": "status", ...} live. Repeated signals for the same state wr
 so there is no flapping. `last_seen_at` is written in batches by the sweep, not per message.
 With several API processes each tracks the connections it holds; the sweep never marks
 offline a device that is connected to this process.
+
+Beside other processes (`shared`, any role but all) the sweep's two halves run apart:
+`flush_seen` in each process that takes traffic (its own memory), the offline check once per
+tick in a worker (`check_offline`), which holds no connection. So that the worker judges on
+storage alone, a process holding MQTT connections writes them as seen at each flush, and a
+device another process marked offline while this one still thought it online is turned
+online again at the flush after its next message.
 """
 
 from __future__ import annotations
@@ -52,9 +59,10 @@ class Presence:
 
     name = "presence"
 
-    def __init__(self, database: Database, hub: LiveHub) -> None:
+    def __init__(self, database: Database, hub: LiveHub, *, shared: bool = False) -> None:
         self.database = database
         self.hub = hub
+        self.shared = shared
         self._connections: Counter[uuid.UUID] = Counter()
         self._state: dict[uuid.UUID, str] = {}  # what was last written (or read)
         self._seen: dict[uuid.UUID, float] = {}  # wall-clock seconds, not yet written
@@ -73,7 +81,7 @@ class Presence:
             await self._queue.put(None)
             await self._task
             self._task = None
-        await self._flush_seen()
+        await self.flush_seen()
 
     # -- signals ------------------------------------------------------------------------
 
@@ -174,7 +182,11 @@ class Presence:
 
     async def sweep(self) -> int:
         """Write last-seen times; mark silent devices offline. Returns how many went offline."""
-        await self._flush_seen()
+        await self.flush_seen()
+        return await self.check_offline()
+
+    async def check_offline(self) -> int:
+        """Mark devices silent past their profile's timeout offline; how many went offline."""
         if self.database.shared_connection:
             return 0
         now = utcnow()
@@ -201,7 +213,12 @@ class Presence:
             gone += 1
         return gone
 
-    async def _flush_seen(self) -> None:
+    async def flush_seen(self) -> None:
+        """Write the last-seen times noted here (beside other processes: see the docstring)."""
+        if self.shared:
+            now = time.time()
+            for device_id in self._connections:
+                self._seen[device_id] = now
         if not self._seen or self.database.shared_connection:
             self._seen.clear()
             return
@@ -216,3 +233,24 @@ class Presence:
         async with self.database.session() as session:
             await session.execute(statement, rows)  # one executemany
             await session.commit()
+        if self.shared:
+            await self._heal(list(seen))
+
+    async def _heal(self, heard: list[uuid.UUID]) -> None:
+        """Devices heard here that storage says are offline (another process's sweep)."""
+        for start in range(0, len(heard), 5000):
+            async with self.database.session() as session:
+                rows = (
+                    await session.execute(
+                        select(Device.id, Device.organization_id).where(
+                            Device.id.in_(heard[start : start + 5000]),
+                            Device.connectivity != "online",
+                            Device.deleted_at.is_(None),
+                        )
+                    )
+                ).all()
+            for device_id, organization_id in rows:
+                self._state[device_id] = "online"
+                self._queue.put_nowait(
+                    _Change(device_id, organization_id, "online", "traffic", utcnow())
+                )
