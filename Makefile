@@ -31,7 +31,7 @@ $(VENV)/.installed: $(UV) uv.lock pyproject.toml packages/*/pyproject.toml
 
 install: $(VENV)/.installed
 
-# What the tests need from Debian: PostgreSQL 15, Mosquitto, Chromium (dashboard tests).
+# What the tests need from Debian: PostgreSQL 15, Mosquitto, Prometheus, Chromium (dashboard tests).
 system-deps:
 	@scripts/system-deps.sh
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite uses (PostgreSQL, Mosquitto and its plugin
-# headers, a C compiler, Chromium), when missing.
+# headers, a C compiler, Prometheus, Chromium), when missing.
 set -euo pipefail
 
 missing=()
@@ -15,6 +15,10 @@ command -v gcc >/dev/null 2>&1 || missing+=(gcc)
 [ -e /usr/include/stdio.h ] || missing+=(libc6-dev)
 { [ -e /usr/include/mosquitto_broker.h ] && [ -e /usr/include/mosquitto_plugin.h ]; } || missing+=(mosquitto-dev)
 [ -e /usr/include/mosquitto.h ] || missing+=(libmosquitto-dev)
+
+# tests/test_observability.py points a real Prometheus (and promtool) at a fleetcore
+# process with deploy/prometheus/prometheus.yml and runs every Grafana panel's query.
+command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 
 # The dashboard tests and benchmark drive Debian's Chromium through Playwright.
 [ -x /usr/bin/chromium ] || missing+=(chromium)

@@ -14,6 +14,7 @@ import orjson
 import pytest
 import websockets
 from fastapi import FastAPI
+from prometheus_client import REGISTRY
 from websockets.asyncio.client import ClientConnection, connect
 
 from fleetcore.auth.principal import Role
@@ -23,6 +24,7 @@ from tests.conftest import client_for, running_app
 from tests.support.devices import new_device
 from tests.support.serving import serving
 from tests.support.tenants import Tenant, make_tenant
+from tests.support.wait import wait_until
 
 
 @pytest.fixture
@@ -51,6 +53,11 @@ async def ask(ws: ClientConnection, **request: Any) -> dict[str, Any]:
 async def receive(ws: ClientConnection, wait_s: float = 5) -> dict[str, Any]:
     message: dict[str, Any] = orjson.loads(await asyncio.wait_for(ws.recv(), wait_s))
     return message
+
+
+def metric(name: str) -> float:
+    """A sample of this process's /metrics (0 when absent)."""
+    return REGISTRY.get_sample_value(name) or 0.0
 
 
 async def test_live_telemetry_for_a_subscribed_device(
@@ -171,6 +178,8 @@ async def test_cookie_auth_needs_the_same_origin(
 
 
 def test_a_slow_subscriber_is_told_it_lagged_and_gets_the_newest() -> None:
+    skipped, notices = metric(SKIPPED), metric(LAGGED)
+    buffered = metric(BUFFERED)
     hub, org, device = InProcessHub(), uuid.uuid4(), uuid.uuid4()
     slow = Subscriber(org, max_buffer=10)
     hub.subscribe(slow, "telemetry", device)
@@ -179,6 +188,8 @@ def test_a_slow_subscriber_is_told_it_lagged_and_gets_the_newest() -> None:
             LiveEvent(org, "telemetry", device, {"type": "telemetry", "values": {"n": n}, "ts": n})
         )
     assert slow.pending == 5
+    assert metric(SKIPPED) == skipped + 20
+    assert metric(BUFFERED) == buffered + 5
 
     async def drain() -> list[dict[str, Any]]:
         return [orjson.loads(await slow.next()) for _ in range(6)]
@@ -186,6 +197,34 @@ def test_a_slow_subscriber_is_told_it_lagged_and_gets_the_newest() -> None:
     got = asyncio.run(drain())
     assert got[0] == {"type": "lagged", "skipped": 20}
     assert [m["values"]["n"] for m in got[1:]] == [20, 21, 22, 23, 24]
+    assert metric(LAGGED) == notices + 1
+    assert metric(BUFFERED) == buffered
+
+
+CLIENTS, SENT = "fleetcore_live_websocket_clients", "fleetcore_live_messages_sent_total"
+SKIPPED, LAGGED = "fleetcore_live_messages_skipped_total", "fleetcore_live_lagged_notices_total"
+BUFFERED = "fleetcore_live_buffered_messages"
+
+
+async def test_websocket_clients_and_the_messages_they_are_sent_are_counted(
+    app_url: tuple[FastAPI, str], http: httpx.AsyncClient, org: Tenant
+) -> None:
+    device_id, token = await new_device(http, org)
+    clients, sent = metric(CLIENTS), metric(SENT)
+    with pytest.raises(websockets.exceptions.InvalidStatus):
+        async with connect(f"ws://{app_url[1]}/api/v1/ws?token=not-a-token"):
+            pass
+    assert metric(CLIENTS) == clients  # refused: never a client
+    async with connect(f"ws://{app_url[1]}/api/v1/ws?token={org.tokens[Role.VIEWER]}") as ws:
+        await wait_until(lambda: metric(CLIENTS) == clients + 1)
+        await ask(ws, type="subscribe", channel="telemetry", device_id=device_id)
+        assert metric(SENT) == sent  # answers to the client's own requests are not live data
+        await http.post(
+            "/api/v1/devices/me/telemetry", headers={"X-Device-Token": token}, json={"t": 1}
+        )
+        assert (await receive(ws))["values"] == {"t": 1}
+        await wait_until(lambda: metric(SENT) == sent + 1)
+    await wait_until(lambda: metric(CLIENTS) == clients)
 
 
 def test_hub_delivers_once_per_subscriber_and_forgets_detached_ones() -> None:

@@ -260,7 +260,9 @@ class Settings(BaseSettings):
     )
     secret_key: SecretStr = Field(SecretStr(DEVELOPMENT_SECRET_KEY), min_length=32)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["json", "console"] = "json"
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="auto: console lines on a terminal, JSON lines otherwise"
+    )
     password_hash_time_cost: int = Field(3, ge=1, le=20, description="argon2id iterations")
     password_hash_memory_kib: int = Field(65536, ge=1024, description="argon2id memory")
     access_token_ttl_s: int = Field(900, ge=60, le=86400)

@@ -1,10 +1,11 @@
-"""Structured logging: JSON lines through structlog, stdlib loggers included."""
+"""Structured logging through structlog, stdlib loggers included: JSON lines for machines,
+aligned coloured lines for a person at a terminal."""
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -18,8 +19,32 @@ def _add_request_id(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
-def configure_logging(level: str = "info", fmt: str = "json") -> None:
-    """Route structlog and the standard library (uvicorn, alembic) to one stream."""
+# Libraries that narrate their routine work at info: alembic lists its plugins and every
+# revision it applies (we log one "migrations_applied" line), httpx every request it makes
+# (the demo's simulated devices, webhooks), amqtt and its state machine every connection
+# (fleetcore.mqtt's own lines say what matters). At debug they say everything.
+_CHATTY = ("alembic", "httpx", "httpcore", "amqtt", "transitions")
+
+
+def resolve_format(fmt: str, stream: TextIO) -> str:
+    """ "auto" is console on a terminal and JSON anywhere else (a pipe, a file, the journal)."""
+    if fmt != "auto":
+        return fmt
+    return "console" if _is_terminal(stream) else "json"
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a closed or unusual stream
+        return False
+
+
+def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    """Route structlog and the standard library (uvicorn, alembic) to one stream (stderr).
+
+    `fmt` is "json", "console" or "auto" (console when the stream is a terminal)."""
+    stream = sys.stderr if stream is None else stream
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         _add_request_id,
@@ -27,10 +52,11 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    rendering: list[Any] = (
+        [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+        if resolve_format(fmt, stream) == "json"
+        # The console renderer lays out exceptions itself (format_exc_info would flatten them).
+        else [structlog.dev.ConsoleRenderer(colors=_is_terminal(stream))]
     )
     structlog.configure(
         # Drop disabled levels before any processor runs (the access line is on every request).
@@ -45,13 +71,9 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *rendering],
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -63,8 +85,7 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         logger.propagate = True
     # Our middleware writes one access line per request with its id and route.
     logging.getLogger("uvicorn.access").disabled = True
-    # amqtt and its state machine log every connection and state change at info: the
-    # broker's own lines (fleetcore.mqtt) say what matters.
-    if level.upper() == "INFO":  # at debug, everything
-        for name in ("amqtt", "transitions"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+    # A propagated record meets no level but its own logger's: raise these to warning at least.
+    quiet = logging.NOTSET if root.level <= logging.DEBUG else max(root.level, logging.WARNING)
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(quiet)

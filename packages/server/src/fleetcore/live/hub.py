@@ -20,6 +20,8 @@ from typing import Any, Protocol
 
 import orjson
 
+from fleetcore.live import metrics
+
 CHANNELS = ("telemetry", "status", "alerts", "commands", "analytics")
 DEFAULT_BUFFER = 1_000
 
@@ -48,6 +50,7 @@ class Subscriber:
         self._buffer: deque[str] = deque()  # JSON text, encoded once per event
         self._skipped = 0
         self._ready = asyncio.Event()
+        metrics.track(self)
 
     def offer(self, event: LiveEvent, keys: frozenset[str] | None, text: str) -> None:
         """Buffer a message, already JSON (`text`), or cut down to `keys` for telemetry."""
@@ -58,6 +61,7 @@ class Subscriber:
             text = orjson.dumps({**event.message, "values": values}).decode()
         if len(self._buffer) >= self.max_buffer:
             self._skipped += len(self._buffer)
+            metrics.SKIPPED.inc(len(self._buffer))
             self._buffer.clear()
         self._buffer.append(text)
         self._ready.set()
@@ -69,6 +73,7 @@ class Subscriber:
             await self._ready.wait()
         if self._skipped:
             skipped, self._skipped = self._skipped, 0
+            metrics.LAGGED.inc()
             return orjson.dumps({"type": "lagged", "skipped": skipped}).decode()
         return self._buffer.popleft()
 

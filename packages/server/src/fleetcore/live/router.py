@@ -24,6 +24,7 @@ from fleetcore.auth.deps import SESSION_COOKIE, user_principal
 from fleetcore.auth.principal import Principal
 from fleetcore.devices.models import Device
 from fleetcore.errors import DomainError
+from fleetcore.live import metrics
 from fleetcore.live.hub import CHANNELS, LiveHub, Subscriber
 
 log = structlog.get_logger(__name__)
@@ -68,6 +69,7 @@ async def live(websocket: WebSocket, token: str | None = None) -> None:
     subscriber = Subscriber(principal.organization_id)
     sender = asyncio.create_task(_send(websocket, subscriber))
     watchdog = asyncio.create_task(_watch(websocket, token))
+    metrics.CLIENTS.inc()
     try:
         while True:
             raw = await websocket.receive_text()
@@ -76,6 +78,7 @@ async def live(websocket: WebSocket, token: str | None = None) -> None:
     except WebSocketDisconnect:
         pass
     finally:
+        metrics.CLIENTS.dec()
         hub.detach(subscriber)
         for task in (sender, watchdog):
             task.cancel()
@@ -86,6 +89,7 @@ async def _send(websocket: WebSocket, subscriber: Subscriber) -> None:
     with contextlib.suppress(WebSocketDisconnect, RuntimeError):
         while True:
             await websocket.send_text(await subscriber.next())
+            metrics.SENT.inc()
 
 
 async def _watch(websocket: WebSocket, token: str | None) -> None:
