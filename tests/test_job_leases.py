@@ -29,7 +29,9 @@ INTERVAL_S = 0.2
 
 
 @pytest.fixture
-async def leases_db(postgres_server: PostgresServer | None) -> AsyncIterator[tuple[str, AsyncEngine]]:
+async def leases_db(
+    postgres_server: PostgresServer | None,
+) -> AsyncIterator[tuple[str, AsyncEngine]]:
     """A fresh migrated database of the throwaway server, and an engine on it."""
     if postgres_server is None:
         pytest.skip("needs the throwaway PostgreSQL server")
@@ -173,9 +175,7 @@ async def test_two_worker_processes_run_each_tick_once(
         async def survivor_ran_exactly_its_claims() -> bool:
             async with httpx.AsyncClient() as http:
                 body = (await http.get(f"{survivor.base}/metrics", timeout=5)).text
-            mine = [
-                r for r in await _runs(engine, job) if r[1].endswith(survivor_holder) and r[2]
-            ]
+            mine = [r for r in await _runs(engine, job) if r[1].endswith(survivor_holder) and r[2]]
             return _job_ok(body, job) == len(mine)
 
         # Counted by the process itself: one execution per tick it claimed, none beside.
