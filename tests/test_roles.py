@@ -167,5 +167,6 @@ async def test_serve_workers_starts_api_processes_that_all_answer(
         assert sorted(_spawned_children(server.pid)) == sorted(children), "a worker restarted"
     finally:
         await server.stop()
-    assert server.process is not None and server.process.returncode == 0
+    assert server.process is not None
+    assert server.process.returncode == 0
     assert not _spawned_children(server.pid)
