@@ -75,9 +75,11 @@ def _run(work: Callable[[Callable[[str], None]], Coroutine[Any, Any, T]]) -> T:
     except BackupError as exc:
         typer.echo(f"fleetcore: {exc}", err=True)
         raise typer.Exit(1) from None
-    except (DBAPIError, OSError) as exc:
-        reason = getattr(exc, "orig", None) or exc
-        typer.echo(f"fleetcore: the database cannot be used: {reason}", err=True)
+    except DBAPIError as exc:
+        typer.echo(f"fleetcore: the database cannot be used: {exc.orig}", err=True)
+        raise typer.Exit(1) from None
+    except OSError as exc:  # the backup directory cannot be written or read
+        typer.echo(f"fleetcore: {exc}", err=True)
         raise typer.Exit(1) from None
 
 

@@ -233,7 +233,7 @@ async def take(
             )
             async with connection.begin():
                 major, server_version = await _server_version(connection)
-                tool = find_tool("pg_dump", at_least=major, bindir=bindir)
+                tool = await asyncio.to_thread(find_tool, "pg_dump", at_least=major, bindir=bindir)
                 snapshot_id = str(await connection.scalar(text("SELECT pg_export_snapshot()")))
                 created_at = datetime.now(UTC).isoformat()
                 tables = list(await connection.scalars(_TABLES))
@@ -407,9 +407,12 @@ async def restore(
     """Restore the backup into `url` in one transaction (after dropping `replace`'s schema,
     in that same transaction); the restored rows per table."""
     archive_major = int((manifest.tool_version or "0").split(".")[0])
-    restore_tool = find_tool("pg_restore", at_least=archive_major, bindir=bindir)
+    restore_tool = await asyncio.to_thread(
+        find_tool, "pg_restore", at_least=archive_major, bindir=bindir
+    )
     # psql beside that pg_restore: the script may hold meta-commands of its own minor version.
-    psql = find_tool("psql", at_least=archive_major, bindir=Path(restore_tool.path).parent)
+    beside = Path(restore_tool.path).parent
+    psql = await asyncio.to_thread(find_tool, "psql", at_least=archive_major, bindir=beside)
     prologue = "BEGIN;\n"
     if replace is not None:
         if replace.foreign:

@@ -98,8 +98,8 @@ async def _take_sqlite(url: URL, directory: Path, progress: Progress) -> Snapsho
     source = sqlite.database_path(url.database)
     target = directory / sqlite.DATA_FILE
     progress(f"copying {source.name} (online backup API)")
+    created_at = datetime.now(UTC).isoformat()  # the copy's read transaction starts now
     await asyncio.to_thread(sqlite.snapshot, source, target)
-    created_at = datetime.now(UTC).isoformat()
     progress("counting rows in the copy")
     # Counted in the copy: the same snapshot by construction.
     tables = await asyncio.to_thread(sqlite.count_rows, target)
@@ -227,12 +227,19 @@ async def restore_backup(
             progress=progress,
             bindir=pg_bindir,
         )
-        if age == "older":
-            progress("migrating the restored schema up")
-            database = Database.from_url(url, pool_size=1)
-            try:
+        database = Database.from_url(url, pool_size=1)
+        try:
+            restored = sorted(await migrate.current_revisions(database))
+            if restored != sorted(manifest.schema_revisions):
+                raise BackupError(
+                    f"restored, but the data is at schema revision {restored}, not the "
+                    f"manifest's {manifest.schema_revisions}: the manifest was changed; "
+                    "run `fleetcore db upgrade` if the data is what you expect"
+                )
+            if age == "older":
+                progress("migrating the restored schema up")
                 await migrate.upgrade(database)
-            finally:
-                await database.close()
+        finally:
+            await database.close()
     migrated = sorted(migrate.head_revisions()) if age == "older" else None
     return RestoreReport(manifest=manifest, counts=counts, migrated_to=migrated)
