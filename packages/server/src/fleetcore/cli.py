@@ -1,4 +1,4 @@
-"""The `fleetcore` command: serve, database migrations, version.
+"""The `fleetcore` command: serve, database migrations, backups, version.
 
 Heavy modules are imported inside the commands so `--version` and `--help` answer fast.
 """
@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from fleetcore import __version__
+from fleetcore.backup import cli as backup_cli
 from fleetcore.broker_sync import cli as broker_sync_cli
 from fleetcore.config import ConfigError, Settings, load_settings
 from fleetcore.logging import configure_logging
@@ -393,6 +394,8 @@ def create_superuser(
 app.command("export")(telemetry_cli.export)
 app.command("import")(telemetry_cli.import_)
 app.command("simulate")(simulator_cli.simulate)
+app.command("backup")(backup_cli.backup)
+app.command("restore")(backup_cli.restore)
 
 app.add_typer(vending_cli.dex_app, name="dex")  # vending (issue 15): fleetcore dex parse
 app.add_typer(broker_sync_cli.mqtt_app, name="mqtt")  # fleetcore mqtt sync (dynsec)
