@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite uses (PostgreSQL, Mosquitto and its plugin
-# headers, a C compiler, Chromium), when missing.
+# headers, a C compiler, Redis, Chromium), when missing.
 set -euo pipefail
 
 missing=()
@@ -15,6 +15,10 @@ command -v gcc >/dev/null 2>&1 || missing+=(gcc)
 [ -e /usr/include/stdio.h ] || missing+=(libc6-dev)
 { [ -e /usr/include/mosquitto_broker.h ] && [ -e /usr/include/mosquitto_plugin.h ]; } || missing+=(mosquitto-dev)
 [ -e /usr/include/mosquitto.h ] || missing+=(libmosquitto-dev)
+
+# Redis is what several Fleetcore processes share (live hub, rate limits, token-cache
+# invalidation, presence, command locks); tests/support/redis.py starts a throwaway one.
+command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
 
 # The dashboard tests and benchmark drive Debian's Chromium through Playwright.
 [ -x /usr/bin/chromium ] || missing+=(chromium)

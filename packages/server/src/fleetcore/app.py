@@ -27,6 +27,7 @@ from fleetcore.auth.ratelimit import LoginLimiter
 from fleetcore.auth.security import configure_hasher
 from fleetcore.body_limit import BodyLimitMiddleware
 from fleetcore.broker_sync.dispatcher import BrokerSync
+from fleetcore.cluster import shared_state
 from fleetcore.commands import service as commands_service
 from fleetcore.commands.delivery import EXPIRY_INTERVAL_S, CommandService
 from fleetcore.config import Settings
@@ -37,7 +38,6 @@ from fleetcore.device_messages.inbound import DeviceMessages
 from fleetcore.errors import API_ERROR_STATUSES, documented_errors, install_error_handlers
 from fleetcore.external_broker.transport import ExternalTransport
 from fleetcore.jobs import JobScheduler
-from fleetcore.live.hub import InProcessHub
 from fleetcore.live.telemetry import telemetry_publisher
 from fleetcore.middleware import RequestContextMiddleware
 from fleetcore.mqtt.gateway import MqttGateway
@@ -99,7 +99,10 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
             flush_interval_s=settings.ingest_flush_ms / 1000,
         )
         app.state.pipeline = pipeline
-        app.state.live = live = InProcessHub()
+        # What several processes share: Redis-backed with FLEETCORE_REDIS_URL, else in-process.
+        shared = shared_state(settings)
+        app.state.readiness_checks.update(shared.checks)
+        app.state.live = live = shared.hub
         pipeline.add_handler(telemetry_publisher(live))
         dead_letters = DeadLetterSink(
             db, rate_per_s=settings.dead_letters_rate_per_s, burst=settings.dead_letters_burst
@@ -107,10 +110,15 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         app.state.dead_letters = dead_letters
         dead_letter_retention.register_job(app.state.jobs, db, settings)
         # Stopped in reverse: the sink outlives everything that records into it.
-        presence = Presence(db, live)
+        presence = Presence(db, live, share=shared.presence)
         app.state.presence = presence
         app.state.jobs.register("presence-sweep", settings.presence_sweep_s, presence.sweep)
-        commands = CommandService(db, live, presence=lambda: getattr(app.state, "presence", None))
+        commands = CommandService(
+            db,
+            live,
+            presence=lambda: getattr(app.state, "presence", None),
+            locks=shared.locks,
+        )
         app.state.commands = commands
         app.state.jobs.register("commands.expire", EXPIRY_INTERVAL_S, commands.expire_due)
         app.state.desired = desired = DesiredState(db, live)
@@ -155,6 +163,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
             desired,
             commands,
         ]
+        if shared.component is not None:
+            components.insert(0, shared.component)  # up first, down last
         # Device messages from every transport (MQTT, HTTP) go through one layer.
         messages = DeviceMessages(db, pipeline, dead_letters)
         messages.listeners.append(presence)
@@ -221,6 +231,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
                     log.exception("component_stop_failed", component=component.name)
             if writer_engine is not None:
                 await writer_engine.dispose()
+            await app.state.login_limiter.aclose()
             if database is None:
                 await db.close()
             log.info("stopped")
