@@ -88,11 +88,3 @@ class RedisServer:
                 return reply.decode().strip()
         except OSError:
             return None
-
-    def published(self) -> int:
-        """How many PUBLISH commands the server ran since it started (INFO commandstats)."""
-        info = self.command("INFO", "commandstats") or ""
-        for line in info.splitlines():
-            if line.startswith("cmdstat_publish:"):
-                return int(line.split("calls=", 1)[1].split(",", 1)[0])
-        return 0
