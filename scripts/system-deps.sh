@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite uses (PostgreSQL, Mosquitto and its plugin
-# headers, a C compiler, Prometheus, Chromium), when missing.
+# headers, a C compiler, Prometheus, Redis, Chromium), when missing.
 set -euo pipefail
 
 missing=()
@@ -19,6 +19,10 @@ command -v gcc >/dev/null 2>&1 || missing+=(gcc)
 # tests/test_observability.py points a real Prometheus (and promtool) at a fleetcore
 # process with deploy/prometheus/prometheus.yml and runs every Grafana panel's query.
 command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+
+# Redis is what several Fleetcore processes share (live hub, rate limits, token-cache
+# invalidation, presence, command locks); tests/support/redis.py starts a throwaway one.
+command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
 
 # The dashboard tests and benchmark drive Debian's Chromium through Playwright.
 [ -x /usr/bin/chromium ] || missing+=(chromium)

@@ -27,6 +27,7 @@ from fleetcore.auth.ratelimit import LoginLimiter
 from fleetcore.auth.security import configure_hasher
 from fleetcore.body_limit import BodyLimitMiddleware
 from fleetcore.broker_sync.dispatcher import BrokerSync
+from fleetcore.cluster import shared_state
 from fleetcore.commands import service as commands_service
 from fleetcore.commands.delivery import EXPIRY_INTERVAL_S, CommandService
 from fleetcore.config import Settings
@@ -38,7 +39,6 @@ from fleetcore.errors import API_ERROR_STATUSES, documented_errors, install_erro
 from fleetcore.external_broker.transport import ExternalTransport
 from fleetcore.job_leases import PostgresLeases
 from fleetcore.jobs import JobScheduler
-from fleetcore.live.hub import InProcessHub
 from fleetcore.live.telemetry import telemetry_publisher
 from fleetcore.middleware import RequestContextMiddleware
 from fleetcore.mqtt.gateway import MqttGateway
@@ -114,7 +114,10 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
             flush_interval_s=settings.ingest_flush_ms / 1000,
         )
         app.state.pipeline = pipeline
-        app.state.live = live = InProcessHub()
+        # What several processes share: Redis-backed with FLEETCORE_REDIS_URL, else in-process.
+        cluster = shared_state(settings)
+        app.state.readiness_checks.update(cluster.checks)
+        app.state.live = live = cluster.hub
         if here("handler.live"):
             pipeline.add_handler(telemetry_publisher(live))
         dead_letters = DeadLetterSink(
@@ -123,7 +126,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         app.state.dead_letters = dead_letters
         dead_letter_retention.register_job(app.state.jobs, db, settings)
         # Stopped in reverse: the sink outlives everything that records into it.
-        presence = Presence(db, live, shared=shared)
+        presence = Presence(db, live, shared=shared, share=cluster.presence)
         app.state.presence = presence
         if shared:  # last-seen times here, the offline check once per tick in a worker
             app.state.jobs.register(
@@ -135,7 +138,11 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         else:
             app.state.jobs.register("presence.sweep", settings.presence_sweep_s, presence.sweep)
         commands = CommandService(
-            db, live, presence=lambda: getattr(app.state, "presence", None), shared=shared
+            db,
+            live,
+            presence=lambda: getattr(app.state, "presence", None),
+            shared=shared,
+            locks=cluster.locks,
         )
         app.state.commands = commands
         app.state.jobs.register("commands.expire", EXPIRY_INTERVAL_S, commands.expire_due)
@@ -190,6 +197,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
             desired,
             commands,
         ]
+        if cluster.component is not None:
+            components.insert(0, cluster.component)  # up first, down last
         # Device messages from every transport (MQTT, HTTP) go through one layer.
         messages = DeviceMessages(db, pipeline, dead_letters)
         messages.listeners.append(presence)
@@ -264,6 +273,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
                     log.exception("component_stop_failed", component=component.name)
             if writer_engine is not None:
                 await writer_engine.dispose()
+            await app.state.login_limiter.aclose()
             if database is None:
                 await db.close()
             log.info("stopped")

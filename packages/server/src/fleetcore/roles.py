@@ -42,6 +42,7 @@ RUNS_IN: dict[str, frozenset[Role]] = {
     # Mosquitto dynsec: stages where credentials change (api, MQTT provisioning); rows are
     # applied by whichever process claims them first (a lease per row).
     "broker-sync": frozenset(ROLES),
+    "redis": frozenset(ROLES),  # the Redis link (FLEETCORE_REDIS_URL): every process shares
     "mqtt-broker": _DEVICES,  # the embedded broker: one process only
     "mqtt-external": _API | _DEVICES,  # ingest consumes; api publishes commands and config
     "mqtt.consume": _DEVICES,  # the external broker's shared subscriptions

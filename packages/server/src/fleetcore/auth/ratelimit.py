@@ -20,12 +20,10 @@ import math
 import time
 
 from limits import RateLimitItem, RateLimitItemPerSecond
-from limits.aio.storage import MemoryStorage, Storage
-from limits.aio.strategies import MovingWindowRateLimiter
-from limits.storage import storage_from_string
 
 from fleetcore.config import Settings
 from fleetcore.errors import RateLimited
+from fleetcore.ratelimits import Limiter
 
 
 class LoginLimiter:
@@ -33,33 +31,33 @@ class LoginLimiter:
 
     def __init__(
         self,
-        storage: Storage,
+        limiter: Limiter,
         *,
         per_account: int,
         per_address: int,
         window_s: int,
         per_account_per_minute: int,
     ) -> None:
-        self._limiter = MovingWindowRateLimiter(storage)
+        self._limiter = limiter
         self._pair = RateLimitItemPerSecond(per_account, window_s)
         self._account = RateLimitItemPerSecond(per_account_per_minute, 60)
         self._address = RateLimitItemPerSecond(per_address, window_s)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LoginLimiter:
-        """In-memory by default; Redis when FLEETCORE_REDIS_URL is set (shared by processes)."""
-        storage: Storage = MemoryStorage()
-        if settings.redis_url:
-            shared = storage_from_string("async+" + settings.redis_url)
-            assert isinstance(shared, Storage)
-            storage = shared
+        """In-memory by default; Redis when FLEETCORE_REDIS_URL is set (shared by processes,
+        this process's memory while Redis does not answer)."""
         return cls(
-            storage,
+            Limiter(settings.redis_url, name="login"),
             per_account=settings.login_max_failures_per_account,
             per_address=settings.login_max_failures_per_address,
             window_s=settings.login_failure_window_s,
             per_account_per_minute=settings.login_max_attempts_per_account_per_minute,
         )
+
+    async def aclose(self) -> None:
+        """Close its connections (Redis), when the app stops."""
+        await self._limiter.aclose()
 
     @staticmethod
     def _keys(email: str, address: str | None) -> tuple[str, str, str]:
@@ -88,7 +86,7 @@ class LoginLimiter:
         await self._limiter.clear(self._account, account)
 
     async def _refuse(self, item: RateLimitItem, key: str) -> None:
-        stats = await self._limiter.get_window_stats(item, key)
+        stats = await self._limiter.window_stats(item, key)
         raise RateLimited(
             "too many sign-in attempts; try again later",
             retry_after_s=math.ceil(stats.reset_time - time.time()),

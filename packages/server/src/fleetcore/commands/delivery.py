@@ -9,8 +9,12 @@ of time.
 - Sent = handed to a connected MQTT session of the device (the transport does not report
   the device's PUBACK); over HTTP, fetching a command makes it sent and delivered at once.
   A result implies delivery: it stamps `delivered_at` if nothing did before.
-- Per device, sending and HTTP claiming hold an in-process lock: a command goes out once,
-  and a result that overtakes the commit of "sent" waits for it.
+- Per device, sending and HTTP claiming hold a lock (`DeviceLocks`: in-process, or Redis
+  across processes): a command goes out once, and a result that overtakes the commit of
+  "sent" waits for it. The conditional UPDATEs (transitions.py) stay the final arbiter of
+  every state change: the lock keeps two processes from *sending* the same command (which
+  the database cannot undo), the UPDATE keeps two from *recording* it even when the lock
+  could not be had (Redis down, a lock expired under a stalled holder).
 - Expiry runs every second but queries only when the earliest known deadline has passed
   (known = found at start, or created by this process since). Beside other processes
   (`shared`: commands are created on api processes, expired by a worker) it cannot know
@@ -23,6 +27,7 @@ import asyncio
 import uuid
 import weakref
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
@@ -65,6 +70,35 @@ class Presence(Protocol):
     def is_online(self, device_id: uuid.UUID) -> bool:
         """Whether the device is connected now."""
         ...
+
+
+class DeviceLocks(Protocol):
+    """Mutual exclusion per device around sending and claiming its commands.
+
+    `hold(device)` is an async context manager: while it is held no other holder of the
+    same device's lock runs, in this process or (shared implementations) any other. A
+    shared implementation that cannot reach its store, or waits past its bound, enters
+    anyway after logging it: a delivery may then race another process's, and the
+    conditional UPDATEs decide which one records it.
+    """
+
+    def hold(self, device_id: uuid.UUID) -> AbstractAsyncContextManager[object]: ...
+
+
+class LocalLocks:
+    """One asyncio.Lock per device, in this process (forgotten when nobody holds it)."""
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakValueDictionary[uuid.UUID, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+
+    def hold(self, device_id: uuid.UUID) -> asyncio.Lock:
+        """The device's lock (use with `async with`)."""
+        lock = self._locks.get(device_id)
+        if lock is None:
+            lock = self._locks[device_id] = asyncio.Lock()
+        return lock
 
 
 class DeviceRef(Protocol):
@@ -123,15 +157,14 @@ class CommandService:
         presence: Callable[[], Presence | None] = lambda: None,
         outbox: DeviceOutbox | None = None,
         shared: bool = False,
+        locks: DeviceLocks | None = None,
     ) -> None:
         self.database = database
         self.hub = hub
         self.shared = shared
         self.presence = presence
         self.outbox = outbox
-        self._locks: weakref.WeakValueDictionary[uuid.UUID, asyncio.Lock] = (
-            weakref.WeakValueDictionary()
-        )
+        self.locks: DeviceLocks = locks or LocalLocks()
         self._pollers: dict[uuid.UUID, set[asyncio.Event]] = {}
         self._next_deadline: datetime | None = None
         self._noted: datetime | None = None  # deadlines noted while an expiry run is on
@@ -171,11 +204,8 @@ class CommandService:
             return bool(presence.is_online(device_id))
         return self.outbox is not None and str(device_id) in self.outbox.online()
 
-    def _lock(self, device_id: uuid.UUID) -> asyncio.Lock:
-        lock = self._locks.get(device_id)
-        if lock is None:
-            lock = self._locks[device_id] = asyncio.Lock()
-        return lock
+    def _lock(self, device_id: uuid.UUID) -> AbstractAsyncContextManager[object]:
+        return self.locks.hold(device_id)
 
     # -- state changes -----------------------------------------------------------------
 

@@ -4,8 +4,10 @@ Telemetry requests arrive far more often than devices change, so the token -> (d
 profile rules) lookup is cached for a few seconds. Any ORM session that commits a change to
 a device, a credential or a profile (rotation, disable, delete, re-provisioning, profile
 edits: whatever service makes it) clears the cache in this process right after its commit,
-so a revoked token stops working at once here; other processes of a scaled-out deployment
-see it within TTL_S.
+so a revoked token stops working at once here. Other processes are told through the
+`on_committed_here` hooks (fleetcore.cluster.credentials: a Redis message every process
+receives within milliseconds, then `invalidate(from_elsewhere=True)`); TTL_S bounds how long
+a process that missed it (Redis down) may still accept a revoked token.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ _entries: dict[str, tuple[float, IngestDevice]] = {}
 
 
 _listeners: list[Callable[[], None]] = []
+_broadcasters: list[Callable[[], None]] = []
 
 
 def on_invalidate(listener: Callable[[], None]) -> Callable[[], None]:
@@ -86,11 +89,22 @@ def on_invalidate(listener: Callable[[], None]) -> Callable[[], None]:
     return lambda: _listeners.remove(listener)
 
 
-def invalidate() -> None:
-    """Forget every cached lookup and tell the listeners."""
+def on_committed_here(broadcaster: Callable[[], None]) -> Callable[[], None]:
+    """Also call `broadcaster` when a change is committed in this process (not when another
+    process reported one): how other processes learn of it. Returns a function to stop."""
+    _broadcasters.append(broadcaster)
+    return lambda: _broadcasters.remove(broadcaster)
+
+
+def invalidate(*, from_elsewhere: bool = False) -> None:
+    """Forget every cached lookup and tell the listeners (and, for a change committed in
+    this process, the broadcasters)."""
     _entries.clear()
     for listener in list(_listeners):
         listener()
+    if not from_elsewhere:
+        for broadcaster in list(_broadcasters):
+            broadcaster()
 
 
 _WATCHED = (Device, DeviceCredential, DeviceProfile)

@@ -1,9 +1,10 @@
 """Live fan-out: what ingest, device status, commands and alerts publish, to WebSocket
 subscribers of the same organization.
 
-`LiveHub` is the interface; `InProcessHub` serves one process. A Redis implementation for
-several API processes is another class of the same shape: its `publish` sends the event to
-Redis, and a listener task hands what arrives to a local `InProcessHub`.
+`LiveHub` is the interface; `InProcessHub` serves one process. `fleetcore.cluster.hub.RedisHub`
+serves several (FLEETCORE_REDIS_URL): it delivers to its own subscribers through an
+`InProcessHub`, sends the event to Redis only when another process wants it, and hands what
+arrives from Redis to the same local hub.
 
 Publishing never waits. Each subscriber has a bounded buffer; one that falls behind loses
 its oldest buffered messages, is told how many ({"type": "lagged", "skipped": N}) and
@@ -59,6 +60,10 @@ class Subscriber:
             if not values:
                 return
             text = orjson.dumps({**event.message, "values": values}).decode()
+        self.notice(text)
+
+    def notice(self, text: str) -> None:
+        """Buffer one message as it is (JSON text), dropping the oldest if full."""
         if len(self._buffer) >= self.max_buffer:
             self._skipped += len(self._buffer)
             metrics.SKIPPED.inc(len(self._buffer))
@@ -136,6 +141,10 @@ class InProcessHub:
 
     def publish(self, event: LiveEvent) -> None:
         """Offer the event to subscribers of its device and to organization-wide ones."""
+        self.deliver(event, None)
+
+    def deliver(self, event: LiveEvent, text: str | None) -> None:
+        """Offer the event, already encoded as `text` (or encoded here, once, if needed)."""
         org, channel, device = event.organization_id, event.channel, event.device_id
         mine: set[Subscriber] = set()
         wide = self._index.get((org, channel, None), set())
@@ -143,7 +152,8 @@ class InProcessHub:
             mine = self._index.get((org, channel, device), set())
         if not mine and not wide:
             return
-        text = orjson.dumps(event.message).decode()  # once, whatever the audience
+        if text is None:
+            text = orjson.dumps(event.message).decode()  # once, whatever the audience
         for subscriber in mine:
             subscriber.offer(event, subscriber.subscriptions.get((channel, device)), text)
         for subscriber in wide:
@@ -182,7 +192,15 @@ class InProcessHub:
         for channel, device_id in list(subscriber.subscriptions):
             self.unsubscribe(subscriber, channel, device_id)
 
+    def interests(self) -> set[tuple[uuid.UUID, str]]:
+        """Every (organization, channel) with a subscription here."""
+        return {key for key, n in self._channels.items() if n > 0}
+
+    def subscribers(self) -> set[Subscriber]:
+        """Distinct subscribers with at least one subscription."""
+        return {s for members in self._index.values() for s in members}
+
     @property
     def subscriber_count(self) -> int:
         """Distinct subscribers with at least one subscription."""
-        return len({s for members in self._index.values() for s in members})
+        return len(self.subscribers())

@@ -16,6 +16,13 @@ class NotReady(Exception):
     """A check's reason for failing."""
 
 
+class Degraded(Exception):
+    """A check's reason for "degraded": the process serves, with less (Redis unreachable)."""
+
+
+DEGRADED = "degraded"
+
+
 async def _run_one(check: Check) -> str:
     try:
         await asyncio.wait_for(check(), timeout=CHECK_TIMEOUT_S)
@@ -23,13 +30,15 @@ async def _run_one(check: Check) -> str:
         return f"timed out after {CHECK_TIMEOUT_S:g}s"
     except NotReady as exc:
         return str(exc)
+    except Degraded:
+        return DEGRADED
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"[:200]
     return "ok"
 
 
 async def run_checks(checks: Mapping[str, Check]) -> dict[str, str]:
-    """Run every check concurrently: name -> 'ok' or the reason it failed."""
+    """Run every check concurrently: name -> 'ok', 'degraded' or the reason it failed."""
     names = list(checks)
     outcomes = await asyncio.gather(*(_run_one(checks[name]) for name in names))
     return dict(zip(names, outcomes, strict=True))

@@ -11,7 +11,7 @@ from fleetcore import __version__
 from fleetcore.errors import error_response
 from fleetcore.metrics import exposition
 from fleetcore.ops.metrics_access import require_metrics_access
-from fleetcore.ops.readiness import run_checks
+from fleetcore.ops.readiness import DEGRADED, run_checks
 
 router = APIRouter(tags=["ops"])
 
@@ -24,9 +24,10 @@ async def health() -> dict[str, Any]:
 
 @router.get("/ready", summary="Readiness: database reachable, schema current, broker up")
 async def ready(request: Request) -> JSONResponse:
-    """200 when every check passes, else 503 naming each failing check."""
+    """200 when every check passes, else 503 naming each failing check. A "degraded" check
+    (Redis unreachable) keeps the process in rotation: 200, status "degraded"."""
     results = await run_checks(request.app.state.readiness_checks)
-    failing = sorted(name for name, result in results.items() if result != "ok")
+    failing = sorted(name for name, result in results.items() if result not in ("ok", DEGRADED))
     if failing:
         return error_response(
             503,
@@ -34,7 +35,8 @@ async def ready(request: Request) -> JSONResponse:
             "not ready: " + ", ".join(f"{name} ({results[name]})" for name in failing),
             {"checks": results},
         )
-    return JSONResponse({"status": "ready", "checks": results})
+    status = "degraded" if DEGRADED in results.values() else "ready"
+    return JSONResponse({"status": status, "checks": results})
 
 
 @router.get(

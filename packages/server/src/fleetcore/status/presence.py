@@ -19,6 +19,12 @@ tick in a worker (`check_offline`), which holds no connection. So that the worke
 storage alone, a process holding MQTT connections writes them as seen at each flush, and a
 device another process marked offline while this one still thought it online is turned
 online again at the flush after its next message.
+
+With several processes (FLEETCORE_REDIS_URL) a `PresenceShare` makes the in-memory parts
+agree: each process's connection counts are visible to the others (a device connected to
+worker A is not swept offline, nor taken offline by a disconnect, on worker B), and each
+committed transition is announced so every process's view (`is_online`, the skip of
+repeated signals) follows the database, not only what it saw itself.
 """
 
 from __future__ import annotations
@@ -27,9 +33,10 @@ import asyncio
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import cast
+from typing import Protocol, cast
 
 import structlog
 from sqlalchemy import Table, and_, bindparam, select, update
@@ -54,15 +61,47 @@ class _Change:
     at: datetime
 
 
+class PresenceShare(Protocol):
+    """What several processes share of presence (the database holds the state itself).
+
+    - `held(device, count)`: this process now holds `count` MQTT connections of the device
+      (0: none). Never waits; other processes see it shortly after, and stop seeing it when
+      this process is gone (its entries expire with it).
+    - `held_elsewhere(devices)`: which of them another live process holds a connection of.
+      Bounded in time; when it cannot tell (Redis down) it answers the empty set, so the
+      caller decides on its own knowledge, as a single process does.
+    - `announce(device, status)`: a transition this process committed. Every other process
+      calls its `on_announced(device, status)` with it.
+    """
+
+    on_announced: Callable[[uuid.UUID, str], None] | None
+
+    def held(self, device_id: uuid.UUID, count: int) -> None: ...
+
+    async def held_elsewhere(self, device_ids: Collection[uuid.UUID]) -> set[uuid.UUID]: ...
+
+    def announce(self, device_id: uuid.UUID, status: str) -> None: ...
+
+
 class Presence:
     """Online/offline of every device; a lifespan component with a sweep job."""
 
     name = "presence"
 
-    def __init__(self, database: Database, hub: LiveHub, *, shared: bool = False) -> None:
+    def __init__(
+        self,
+        database: Database,
+        hub: LiveHub,
+        *,
+        shared: bool = False,
+        share: PresenceShare | None = None,
+    ) -> None:
         self.database = database
         self.hub = hub
         self.shared = shared
+        self.share = share
+        if share is not None:
+            share.on_announced = self._announced
         self._connections: Counter[uuid.UUID] = Counter()
         self._state: dict[uuid.UUID, str] = {}  # what was last written (or read)
         self._seen: dict[uuid.UUID, float] = {}  # wall-clock seconds, not yet written
@@ -72,7 +111,15 @@ class Presence:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the transition writer."""
+        """Start the transition writer (shared: learn who is online from the database)."""
+        if self.share is not None and not self.database.shared_connection:
+            async with self.database.session() as session:
+                online = await session.scalars(
+                    select(Device.id).where(
+                        Device.connectivity == "online", Device.deleted_at.is_(None)
+                    )
+                )
+                self._state.update(dict.fromkeys(online, "online"))
         self._task = asyncio.create_task(self._run(), name="presence-writer")
 
     async def stop(self) -> None:
@@ -98,6 +145,8 @@ class Presence:
     async def device_connected(self, device: IngestDevice) -> None:
         """An MQTT connection of the device was accepted."""
         self._connections[device.id] += 1
+        if self.share is not None:
+            self.share.held(device.id, self._connections[device.id])
         self._seen[device.id] = time.time()
         self._note(device, "online", "connect")
 
@@ -106,7 +155,13 @@ class Presence:
         self._connections[device.id] -= 1
         if self._connections[device.id] <= 0:
             del self._connections[device.id]
+            if self.share is not None:
+                self.share.held(device.id, 0)
+                if device.id in await self.share.held_elsewhere([device.id]):
+                    return  # it reconnected to another process: still online
             self._note(device, "offline", "will" if abnormal else "disconnect")
+        elif self.share is not None:
+            self.share.held(device.id, self._connections[device.id])
 
     async def device_subscribed(self, device: IngestDevice, topic_filter: str) -> None:
         """Subscriptions do not change presence."""
@@ -116,6 +171,10 @@ class Presence:
         no connection hook exists: "online" or "offline"; anything else changes nothing."""
         if status in ("online", "offline") and self._state.get(device.id) != status:
             self._note(device, status, "status")
+
+    def _announced(self, device_id: uuid.UUID, status: str) -> None:
+        """Another process committed a transition: this process's view follows."""
+        self._state[device_id] = status
 
     def _note(self, device: IngestDevice, status: str, reason: str) -> None:
         self._state[device.id] = status
@@ -163,6 +222,8 @@ class Presence:
                 )
             )
             await session.commit()
+        if self.share is not None:
+            self.share.announce(change.device_id, change.status)
         self.hub.publish(
             LiveEvent(
                 change.organization_id,
@@ -203,11 +264,19 @@ class Presence:
                     .where(and_(Device.connectivity == "online", Device.deleted_at.is_(None)))
                 )
             ).all()
-        gone = 0
+        silent = []
         for device_id, organization_id, last_seen, timeout_s in rows:
             timeout = timedelta(seconds=timeout_s or DEFAULT_OFFLINE_TIMEOUT_S)
             if self._connections[device_id] > 0 or (last_seen and now - last_seen < timeout):
                 continue
+            silent.append((device_id, organization_id))
+        elsewhere: set[uuid.UUID] = set()
+        if silent and self.share is not None:
+            elsewhere = await self.share.held_elsewhere([device for device, _ in silent])
+        gone = 0
+        for device_id, organization_id in silent:
+            if device_id in elsewhere:
+                continue  # connected to another process, silent or not
             self._state[device_id] = "offline"
             self._queue.put_nowait(_Change(device_id, organization_id, "offline", "timeout", now))
             gone += 1
