@@ -14,6 +14,7 @@ PACKAGE = Path(fleetcore.__file__).parent
 ANALYTICS = PACKAGE / "analytics"
 FORBIDDEN = (
     "fleetcore.commands",
+    "fleetcore.advisory",  # the approval flow: it may import analytics, never the reverse
     "fleetcore.mqtt",
     "fleetcore.external_broker",
     "fleetcore.device_messages",
@@ -51,6 +52,7 @@ def test_the_check_sees_what_it_checks(tmp_path: Path) -> None:
         "from fleetcore.commands import delivery\n",
         "from fleetcore.mqtt.transport import EmbeddedTransport\n",
         "import paho.mqtt.client as mqtt\n",
+        "from fleetcore.advisory.recommendations import approve\n",
     ):
         probe = tmp_path / "probe.py"
         probe.write_text(source)

@@ -346,6 +346,11 @@ def _sqlite_count(path: Path, query: str) -> int:
         return 0
 
 
+def _sqlite_rows(path: Path, query: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
+        return list(connection.execute(query).fetchall())
+
+
 def _serve_demo(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], int]:
     http_port = free_port()
     env = fleetcore_env()
@@ -380,7 +385,11 @@ async def test_serve_demo_runs_simulated_devices_and_stops_cleanly(tmp_path: Pat
         # Every simulated device has sent at least once.
         await wait_until(
             lambda: (
-                _sqlite_count(database, "SELECT count(DISTINCT device_id) FROM ts_series")
+                _sqlite_count(  # the simulated ones: the motors' and vending history write too
+                    database,
+                    "SELECT count(DISTINCT s.device_id) FROM ts_series s "
+                    "JOIN devices d ON d.id = s.device_id WHERE d.name LIKE 'sim-%'",
+                )
                 >= DEMO_DEVICES
                 or process.poll() is not None
             ),
@@ -405,7 +414,7 @@ async def test_serve_demo_runs_simulated_devices_and_stops_cleanly(tmp_path: Pat
     names = _sqlite_count(database, "SELECT count(*) FROM devices WHERE name LIKE 'sim-%'")
     assert names == DEMO_DEVICES
     rules = _sqlite_count(database, "SELECT count(*) FROM rules WHERE enabled")
-    assert rules == len(DEMO_RULES)  # the demo's alerts page has rules to fire
+    assert rules == len(DEMO_RULES) + 1  # the alerts page has rules to fire (+ the motors')
 
 
 async def test_demo_rules_are_created_once(live_database: Database) -> None:
@@ -435,7 +444,10 @@ async def test_serve_demo_without_simulation(tmp_path: Path) -> None:
     # The demo's three devices, its vending machines (issue 15: simulator.vending_demo) and
     # its motors (issue 17: simulator.machines_demo).
     assert _sqlite_count(tmp_path / "fleetcore.db", "SELECT count(*) FROM devices") == 3 + 4 + 4
-    assert _sqlite_count(tmp_path / "fleetcore.db", "SELECT count(*) FROM rules") == 0
+    # The simulated fleet's demo rules come with the simulation; the motors' health rule
+    # (simulator.machines_demo) with the motors.
+    rules = "SELECT name FROM rules"
+    assert _sqlite_rows(tmp_path / "fleetcore.db", rules) == [("Motor health low",)]
 
 
 async def test_a_device_dropped_mid_run_counts_errors_and_the_rest_carry_on(
