@@ -16,6 +16,10 @@ command -v gcc >/dev/null 2>&1 || missing+=(gcc)
 { [ -e /usr/include/mosquitto_broker.h ] && [ -e /usr/include/mosquitto_plugin.h ]; } || missing+=(mosquitto-dev)
 [ -e /usr/include/mosquitto.h ] || missing+=(libmosquitto-dev)
 
+# Redis is what several Fleetcore processes share (live hub, rate limits, token-cache
+# invalidation, presence, command locks); tests/support/redis.py starts a throwaway one.
+command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
+
 # tests/test_observability.py points a real Prometheus (and promtool) at a fleetcore
 # process with deploy/prometheus/prometheus.yml and runs every Grafana panel's query.
 command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
@@ -27,16 +31,6 @@ command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missi
 # The dashboard tests and benchmark drive Debian's Chromium through Playwright.
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 
-[ ${#missing[@]} -eq 0 ] && exit 0
-
-echo "installing Debian packages: ${missing[*]}"
-if [ "$(id -u)" -eq 0 ]; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-elif command -v sudo >/dev/null 2>&1; then
-  sudo apt-get update -qq
-  sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-else
-  echo "please install: ${missing[*]} (apt-get install ${missing[*]})" >&2
-  exit 1
-fi
+# tests/test_prod_topology.py starts the production topology (scripts/prod-topology.sh),
+# which installs what it lacks itself through scripts/apt-install.sh.
+exec "$(dirname "${BASH_SOURCE[0]}")/apt-install.sh" "${missing[@]}"
