@@ -55,8 +55,14 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     rendering: list[Any] = (
         [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
         if resolve_format(fmt, stream) == "json"
-        # The console renderer lays out exceptions itself (format_exc_info would flatten them).
-        else [structlog.dev.ConsoleRenderer(colors=_is_terminal(stream))]
+        # The console renderer lays out exceptions itself (format_exc_info would flatten them),
+        # as plain tracebacks: rich's default prints every frame's locals, which can hold
+        # tokens and passwords, and costs megabytes and seconds per error.
+        else [
+            structlog.dev.ConsoleRenderer(
+                colors=_is_terminal(stream), exception_formatter=structlog.dev.plain_traceback
+            )
+        ]
     )
     structlog.configure(
         # Drop disabled levels before any processor runs (the access line is on every request).

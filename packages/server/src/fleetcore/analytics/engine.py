@@ -673,6 +673,8 @@ class AnalyticsEngine:
 
     async def refresh_health(self) -> None:
         """Periodic: recompute health of devices with findings, as they age."""
+        if not self.enabled:
+            return
         async with self._lock:
             for device_id, device in self._devices.items():
                 if device is not None and device.findings:
