@@ -50,8 +50,11 @@ fmt: install
 audit: install
 	UV=$(UV) scripts/audit-deps.sh
 
+# Two workers, a file each at a time (a file's tests share its fixtures and order): the
+# suite waits on servers and subprocesses much of the time. TEST_WORKERS=0 runs it serially.
+TEST_WORKERS ?= 2
 test: install system-deps lint audit
-	$(BIN)/pytest
+	$(BIN)/pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 bench: install system-deps
 	$(BIN)/python -m bench
