@@ -37,7 +37,7 @@ async def watched_profile(
     )
     assert response.status_code == 201, response.text
     profile_id = response.json()["id"]
-    async with database.session() as session:
+    async with database.session(write=True) as session:
         await session.execute(
             update(DeviceProfile)
             .where(DeviceProfile.id == uuid.UUID(profile_id))

@@ -41,7 +41,7 @@ async def login(client: httpx.AsyncClient, email: str, password: str = PASSWORD)
 async def make_tenant(client: httpx.AsyncClient, db: Database, slug: str | None = None) -> Tenant:
     """A fresh organization with an admin, manager, operator and viewer, all signed in."""
     slug = slug or f"org-{uuid.uuid4().hex[:8]}"
-    async with db.session() as session:
+    async with db.session(write=True) as session:  # SQLite: queue, do not fail, behind writers
         org = await users.create_organization(
             session, None, data=OrganizationIn(name=slug, slug=slug)
         )
@@ -63,7 +63,7 @@ async def make_tenant(client: httpx.AsyncClient, db: Database, slug: str | None 
 async def make_superuser(client: httpx.AsyncClient, db: Database) -> dict[str, str]:
     """A platform superuser without an organization; returns its auth headers."""
     email = f"root-{uuid.uuid4().hex[:8]}@platform.example.com"
-    async with db.session() as session:
+    async with db.session(write=True) as session:  # SQLite: queue, do not fail, behind writers
         await users.create_user(
             session,
             None,
@@ -80,7 +80,7 @@ async def driver_headers(
 ) -> tuple[uuid.UUID, dict[str, str]]:
     """Another route driver of the tenant, signed in: (user id, auth headers)."""
     email = f"driver-{uuid.uuid4().hex[:8]}@{tenant.slug}.example.com"
-    async with db.session() as session:
+    async with db.session(write=True) as session:  # SQLite: queue, do not fail, behind writers
         user = await users.create_user(
             session,
             None,
