@@ -163,16 +163,18 @@ async def test_no_data_fires_on_the_timer_and_clears_when_data_comes(
         live_client,
         live_tenant,
         device_id=device_id,
-        condition={"type": "no_data", "minutes": 0.01},  # 600 ms
+        # 30 s: longer than the test takes on a loaded machine, so the scheduled sweep (at the
+        # clock's time) cannot fire it before the sweeps below, which are given their time.
+        condition={"type": "no_data", "minutes": 0.5},
         severity="major",
     )
     now = int(time.time() * 1000)
     await send(live_client, token, now, t=1)
     await settled(live_app)
     engine = live_app.state.rules
-    await engine.sweep(at=now + 500)  # the timer judges silence at a time given here
-    assert await alerts_of(live_client, live_tenant) == []  # heard from it 500 ms ago
-    await engine.sweep(at=now + 700)
+    await engine.sweep(at=now + 29_000)  # the timer judges silence at a time given here
+    assert await alerts_of(live_client, live_tenant) == []  # heard from it 29 s ago
+    await engine.sweep(at=now + 31_000)
     [alert] = await wait_for_alerts(live_client, live_tenant, 1)
     # The scheduled job sweeps at the clock's time: still silent, still the one alert.
     await live_app.state.jobs.run_once("rules.no-data")
