@@ -15,6 +15,7 @@ from fleetcore.deadletters import models as dead_letter_models
 from fleetcore.devices import models as device_models
 from fleetcore.events import models as event_models
 from fleetcore.job_leases import JobRun
+from fleetcore.media import models as media_models
 from fleetcore.notifications import models as notification_models
 from fleetcore.rules import models as rule_models
 from fleetcore.status import models as status_models
@@ -35,6 +36,7 @@ __all__ = [
     "dead_letter_models",
     "device_models",
     "event_models",
+    "media_models",
     "metadata",
     "notification_models",
     "rule_models",

@@ -56,9 +56,11 @@ async def command_result(
     )
 
 
-async def device_events(session: AsyncSession, device: Device, message: m.Event) -> int:
+async def device_events(
+    layer: DeviceMessages, session: AsyncSession, device: Device, message: m.Event
+) -> int:
     """Every event stored, or Invalid naming the bad one and none stored (as over MQTT)."""
-    return await events.ingest_payload(session, device, message.payload)
+    return await events.ingest_payload(session, device, message.payload, layer.event_hooks)
 
 
 async def client_attributes(

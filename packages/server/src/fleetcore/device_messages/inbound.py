@@ -41,6 +41,7 @@ from fleetcore.devices import auth_cache
 from fleetcore.devices.models import Device
 from fleetcore.errors import DomainError
 from fleetcore.events.codec import parse_events
+from fleetcore.events.ports import EventHook
 from fleetcore.events.service import record_events
 from fleetcore.telemetry import metrics as telemetry_metrics
 from fleetcore.telemetry.ingest import decode_and_check
@@ -77,6 +78,8 @@ class DeviceMessages:
         self.listeners: list[DeviceListener] = []
         self.command_results: CommandResults | None = None
         self.dex_uploads: DexUploads | None = None
+        # Modules' share of event ingest (media attachments, plate reads): events/ports.py.
+        self.event_hooks: list[EventHook] = []
         self.http_results: ResultRecorder | None = None  # HTTP's command results
         # Called as each device message arrives (presence: online, last seen).
         self.on_traffic: Callable[[auth_cache.IngestDevice], None] | None = None
@@ -248,11 +251,18 @@ class DeviceMessages:
             parsed = parse_events(payload, now_ms=int(time.time() * 1000))
         except DomainError as exc:
             return dead(exc.code.lower(), exc.message)
-        return self._in_lane(sender, self._store_events(sender, list(parsed)))
+        return self._in_lane(sender, self._store_events(sender, list(parsed), dead))
 
-    async def _store_events(self, sender: DeviceSession, parsed: list[Any]) -> None:
+    async def _store_events(
+        self, sender: DeviceSession, parsed: list[Any], dead: _Dead
+    ) -> int | None:
+        """Stored (the answer waits for the commit), or a dead letter when a hook refused."""
         async with self.database.session() as session:
-            await record_events(session, sender.device, parsed)
+            try:
+                await record_events(session, sender.device, parsed, self.event_hooks)
+            except DomainError as exc:  # e.g. an attachment that is not this device's
+                return dead(exc.code.lower(), exc.message)
+        return None
 
     async def _dex(self, sender: DeviceSession, message: m.DexUpload, dead: _Dead) -> int | None:
         """Stored (the answer waits for the commit), or a dead letter when it is no DEX file."""

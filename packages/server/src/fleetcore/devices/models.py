@@ -65,6 +65,8 @@ class DeviceProfile(Base):
     max_payload_bytes: Mapped[int] = mapped_column(
         Integer, default=DEFAULT_MAX_PAYLOAD_BYTES, server_default=text("65536")
     )
+    # The largest attachment (an image) its devices may send; None: the platform default.
+    media_max_bytes: Mapped[int | None] = mapped_column(Integer, nullable=True)
     provision_key: Mapped[str | None] = mapped_column(String(64), unique=True)
     provision_secret_hash: Mapped[str | None] = mapped_column(String(64))
     allow_reprovision: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -5,6 +5,8 @@ Shapes, the same over HTTP and MQTT: one object
 of 1..100 of them. Only ``type`` is required; ``severity`` defaults to info, ``ts`` to now and
 ``data`` to ``{}`` (null counts as left out). Unlike telemetry, one bad event refuses the whole
 payload: events are few and each one matters, so a sender must fix and resend them all.
+An event may also name its attachments in ``media`` (file parts of the same multipart request,
+or media ids uploaded before); the media module resolves them (events/ports.py).
 """
 
 from __future__ import annotations
@@ -27,8 +29,11 @@ MIN_TS_MS = 946_684_800_000  # 2000-01-01: earlier is a device without a clock (
 MAX_FUTURE_MS = 10 * 60 * 1000  # clocks drift a little; further ahead is a bug
 DEFAULT_SEVERITY = "info"
 
+MAX_MEDIA = 8  # attachments one event may own
 _TYPE = re.compile(r"[A-Za-z0-9_.:-]+")  # fullmatch: "$" would allow a final newline
-_FIELDS = frozenset({"type", "severity", "data", "ts"})
+# A file part's name in the same multipart request, or a media id uploaded before.
+_MEDIA_REF = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_FIELDS = frozenset({"type", "severity", "data", "ts", "media"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +44,7 @@ class EventIn:
     severity: str
     data: dict[str, Any]
     ts_ms: int
+    media: tuple[str, ...] = ()  # attachment references, resolved by the media hook
 
 
 def _bad(message: str, index: int | None, field: str | None) -> Invalid:
@@ -51,7 +57,7 @@ def _event(item: Any, index: int | None, now_ms: int) -> EventIn:
     unknown = sorted(set(item) - _FIELDS)
     if unknown:
         raise _bad(
-            f"unknown field {unknown[0][:64]!r}; an event has type, severity, data and ts",
+            f"unknown field {unknown[0][:64]!r}; an event has type, severity, data, ts and media",
             index,
             unknown[0][:64],
         )
@@ -86,8 +92,30 @@ def _event(item: Any, index: int | None, now_ms: int) -> EventIn:
         if b"\\u0000" in encoded:  # no database stores NUL in text or JSON
             raise _bad("data must not contain NUL characters", index, "data")
     return EventIn(
-        type=kind, severity=severity, data=data, ts_ms=_ts(item.get("ts"), index, now_ms)
+        type=kind,
+        severity=severity,
+        data=data,
+        ts_ms=_ts(item.get("ts"), index, now_ms),
+        media=_media(item.get("media"), index),
     )
+
+
+def _media(raw: Any, index: int | None) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if (
+        not isinstance(raw, list)
+        or not (0 < len(raw) <= MAX_MEDIA)
+        or not all(isinstance(ref, str) and _MEDIA_REF.fullmatch(ref) for ref in raw)
+    ):
+        raise _bad(
+            f"media must be a list of 1-{MAX_MEDIA} attachment names or media ids",
+            index,
+            "media",
+        )
+    if len(set(raw)) != len(raw):
+        raise _bad("media lists an attachment twice", index, "media")
+    return tuple(raw)
 
 
 def _ts(raw: Any, index: int | None, now_ms: int) -> int:

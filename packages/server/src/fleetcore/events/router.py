@@ -12,6 +12,7 @@ from fleetcore.auth.deps import PrincipalDep
 from fleetcore.body_limit import body_limit, read_body
 from fleetcore.deps import SessionDep
 from fleetcore.device_messages import http as device_http
+from fleetcore.device_messages.inbound import DeviceMessages
 from fleetcore.devices.deps import CurrentDevice
 from fleetcore.events import service
 from fleetcore.events.codec import MAX_EVENTS
@@ -57,7 +58,8 @@ _BODY_DOC: dict[str, Any] = {
 async def post_events(request: Request, session: SessionDep, device: CurrentDevice) -> EventsStored:
     """One event object or an array of up to 100; one bad event refuses them all (422)."""
     body = await read_body(request, MAX_BODY_BYTES)
-    return EventsStored(stored=await device_http.device_events(session, device, Event(body)))
+    layer: DeviceMessages = request.app.state.device_messages
+    return EventsStored(stored=await device_http.device_events(layer, session, device, Event(body)))
 
 
 @router.get("/devices/{device_id:uuid}/events", summary="A device's events")

@@ -7,8 +7,8 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
 
+import structlog
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,21 +19,11 @@ from fleetcore.devices.models import Device
 from fleetcore.errors import Invalid
 from fleetcore.events.codec import EventIn, parse_events
 from fleetcore.events.models import DeviceEvent
+from fleetcore.events.ports import EventHook, EventSource, StoredEvent
 from fleetcore.pagination import decode_cursor, page_of, paginate
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-class EventSource(Protocol):
-    """The device an event comes from: the ORM row or the ingest cache's copy."""
-
-    @property
-    def id(self) -> uuid.UUID:
-        """The device's id."""
-
-    @property
-    def organization_id(self) -> uuid.UUID:
-        """The device's organization."""
+log = structlog.get_logger(__name__)
 
 
 def ms_to_datetime(ts_ms: int) -> datetime:
@@ -42,11 +32,21 @@ def ms_to_datetime(ts_ms: int) -> datetime:
 
 
 async def record_events(
-    session: AsyncSession, device: EventSource, events: Sequence[EventIn]
+    session: AsyncSession,
+    device: EventSource,
+    events: Sequence[EventIn],
+    hooks: Sequence[EventHook] = (),
 ) -> int:
-    """Insert the events in one statement and commit; returns how many were stored."""
+    """Insert the events in one statement and commit; returns how many were stored.
+
+    With hooks (events/ports.py): each checks every event first, then writes its rows in the
+    same transaction; a refusal from either rolls everything back and raises.
+    """
     if not events:
         return 0
+    for hook in hooks:
+        for index, event in enumerate(events):
+            hook.check(event, index if len(events) > 1 else None)
     received_at = utcnow()
     rows = [
         {
@@ -60,8 +60,39 @@ async def record_events(
         }
         for event in events
     ]
-    await session.execute(insert(DeviceEvent), rows)
-    await session.commit()
+    if not hooks:
+        await session.execute(insert(DeviceEvent), rows)
+        await session.commit()
+        return len(rows)
+    try:
+        ids = (
+            await session.scalars(
+                insert(DeviceEvent).returning(DeviceEvent.id, sort_by_parameter_order=True), rows
+            )
+        ).all()
+        stored = [
+            StoredEvent(
+                id=row_id,
+                ts_ms=event.ts_ms,
+                type=event.type,
+                severity=event.severity,
+                data=event.data,
+                media=event.media,
+            )
+            for row_id, event in zip(ids, events, strict=True)
+        ]
+        after = [await hook.stored(session, device, stored) for hook in hooks]
+        await session.commit()
+    except BaseException:
+        await session.rollback()
+        raise
+    for run in after:
+        if run is None:
+            continue
+        try:
+            run()
+        except Exception:  # the events are committed; a failed follow-up must not undo that
+            log.exception("event_after_commit_failed")
     return len(rows)
 
 
@@ -118,10 +149,15 @@ async def list_events(
     return page_of(rows, limit=limit, sort_attr="ts")
 
 
-async def ingest_payload(session: AsyncSession, device: EventSource, payload: bytes) -> int:
+async def ingest_payload(
+    session: AsyncSession,
+    device: EventSource,
+    payload: bytes,
+    hooks: Sequence[EventHook] = (),
+) -> int:
     """Parse a device's payload and store every event, or raise Invalid and store none."""
     events = parse_events(payload, now_ms=int(time.time() * 1000))
-    return await record_events(session, device, events)
+    return await record_events(session, device, events, hooks)
 
 
 async def recent_events(
