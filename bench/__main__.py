@@ -22,6 +22,7 @@ from bench import (
     live_latency,
     mqtt_clients,
     mqtt_ingest,
+    plate_ingest,
     rules_ingest,
     soak,
     telemetry_ingest,
@@ -42,6 +43,7 @@ BENCHMARKS = {
     "dashboard_render": dashboard_render.run,
     "fleet_simulation": fleet_simulation.run,
     "dex": dex.run,
+    "plate_ingest": plate_ingest.run,
     "analytics_rul": analytics_rul.run,
     "analytics_eval": analytics_eval.run,
 }

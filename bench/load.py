@@ -100,9 +100,11 @@ async def run_load(
     )
 
 
-def post_head(host: str, path: str, headers: dict[str, str]) -> bytes:
-    """Request line and headers of a JSON POST, without Content-Length and the blank line."""
-    lines = [f"POST {path} HTTP/1.1", f"Host: {host}", "Content-Type: application/json"]
+def post_head(
+    host: str, path: str, headers: dict[str, str], content_type: str = "application/json"
+) -> bytes:
+    """Request line and headers of a POST, without Content-Length and the blank line."""
+    lines = [f"POST {path} HTTP/1.1", f"Host: {host}", f"Content-Type: {content_type}"]
     lines += [f"{name}: {value}" for name, value in headers.items()]
     return ("\r\n".join(lines) + "\r\n").encode()
 
