@@ -19,6 +19,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 from PIL import Image, ImageDraw, ImageFont
 
@@ -117,7 +118,9 @@ def render(
     `noise` is the sensor noise's sigma: it sets how well the JPEG compresses (40 at 1280x720
     gives about 200 KB, a camera's typical frame).
     """
-    frame = Image.effect_noise((width, height), noise).convert("RGB")
+    # Sensor noise from the seeded generator (Pillow's effect_noise is not seedable).
+    grain = np.random.default_rng(rng.getrandbits(64)).normal(128.0, noise, (height, width))
+    frame = Image.fromarray(np.clip(grain, 0, 255).astype(np.uint8), "L").convert("RGB")
     draw = ImageDraw.Draw(frame)
     car_w, car_h = int(width * rng.uniform(0.35, 0.5)), int(height * rng.uniform(0.4, 0.55))
     car_x = rng.randint(width // 10, width - car_w - width // 10)

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 DEFAULT_PROFILE = "Simulated devices"
 DEFAULT_ORGANIZATION = "demo"
-DEFAULT_DEVICES = {"sensors": 10, "vending": 4}
+DEFAULT_DEVICES = {"sensors": 10, "vending": 4, "camera": 3}
 
 
 class Kind(StrEnum):
@@ -30,6 +30,7 @@ class Kind(StrEnum):
 
     SENSORS = "sensors"  # telemetry over MQTT or HTTP
     VENDING = "vending"  # vending machines uploading DEX audits over HTTP
+    CAMERA = "camera"  # gate cameras sending plate reads with images over HTTP
 
 
 def _positive(value: float | None) -> float | None:
@@ -63,12 +64,19 @@ def simulate(
             "--devices",
             min=1,
             max=10_000,
-            help="how many devices (sim-0001…; vending: VSIM-0001…) [default: 10; vending 4]",
+            help=(
+                "how many devices (sim-0001…; vending: VSIM-0001…; camera: CAM-0001…) "
+                "[default: 10; vending 4; camera 3]"
+            ),
         ),
     ] = None,
     rate: Annotated[
         float,
-        typer.Option("--rate", callback=_positive, help="readings per second, the whole fleet"),
+        typer.Option(
+            "--rate",
+            callback=_positive,
+            help="readings per second, the whole fleet (camera: plate reads per second)",
+        ),
     ] = 10.0,
     mqtt: Annotated[
         bool, typer.Option("--mqtt/--http", help="MQTT (one connection per device) or HTTP")
@@ -93,7 +101,11 @@ def simulate(
         int, typer.Option(help="seed of the signal models (same seed, same values)")
     ] = 0,
     kind: Annotated[
-        Kind, typer.Option(help="sensors (telemetry) or vending (DEX audits over HTTP)")
+        Kind,
+        typer.Option(
+            help="sensors (telemetry), vending (DEX audits over HTTP) or camera (plate reads "
+            "with images over HTTP)"
+        ),
     ] = Kind.SENSORS,
     speed: Annotated[
         float,
@@ -119,6 +131,19 @@ def simulate(
             duration=duration,
             seed=seed,
             speed=speed,
+        )
+        return
+    if kind is Kind.CAMERA:
+        from fleetcore.simulator.camera_fleet import simulate_cameras
+
+        simulate_cameras(
+            settings,
+            organization=organization,
+            count=devices,
+            http_url=url or f"http://{host}:{settings.port}",
+            rate=rate,
+            duration=duration,
+            seed=seed,
         )
         return
     from fleetcore.errors import DomainError

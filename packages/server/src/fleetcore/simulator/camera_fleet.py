@@ -1,0 +1,290 @@
+"""`fleetcore simulate --kind camera`: gate cameras sending plate reads with their images.
+
+Cameras (devices CAM-0001…, profile "Gate cameras") are made or reused through the database,
+like the other simulated fleets; a reused camera gets a fresh token. The reads go over HTTP,
+one multipart request each (the read's JSON and its JPEG), at a total rate for the fleet;
+a share of them are plates of the simulated watchlist, so its alerts show on /alerts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import httpx
+import structlog
+import typer
+from sqlalchemy import select
+
+from fleetcore.audit import service as audit
+from fleetcore.auth import users
+from fleetcore.auth.schemas import OrganizationIn
+from fleetcore.config import Settings
+from fleetcore.db import Database
+from fleetcore.devices import credentials
+from fleetcore.devices import service as devices
+from fleetcore.devices.models import Device, DeviceProfile
+from fleetcore.simulator.cameras import EVENTS_PATH, CameraStream
+
+PROFILE = "Gate cameras"
+LABEL = "simulated-camera"
+NAME_PREFIX = "CAM-"
+RETRY_S = 2.0
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SimCamera:
+    """A provisioned camera and its token (kept in memory only)."""
+
+    index: int
+    device_id: uuid.UUID
+    name: str
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class CameraFleet:
+    """What provisioning made or found."""
+
+    organization_id: uuid.UUID
+    profile_id: uuid.UUID
+    cameras: list[SimCamera]
+    created: int
+    reused: int
+
+
+def camera_name(index: int) -> str:
+    """The name and serial number of camera number `index` (1-based)."""
+    return f"{NAME_PREFIX}{index:04d}"
+
+
+async def provision_cameras(database: Database, *, organization: str, count: int) -> CameraFleet:
+    """Create or reuse `count` cameras (and the organization and profile, if absent)."""
+    async with database.session(write=True) as session:
+        org = await users.get_organization_by_slug(session, organization)
+        if org is None:
+            data = OrganizationIn(name=organization.replace("-", " ").title(), slug=organization)
+            org = await users.create_organization(session, None, data=data)
+        profile = await session.scalar(
+            select(DeviceProfile).where(
+                DeviceProfile.organization_id == org.id, DeviceProfile.name == PROFILE
+            )
+        )
+        if profile is None:
+            profile = DeviceProfile(
+                organization_id=org.id,
+                name=PROFILE,
+                description="Licence-plate cameras at gates (fleetcore simulate --kind camera)",
+                telemetry_keys=[],
+            )
+            session.add(profile)
+            await session.flush()
+        names = [camera_name(i) for i in range(1, count + 1)]
+        existing = {
+            d.serial_number: d
+            for d in await session.scalars(
+                devices.live_devices(org.id).where(Device.serial_number.in_(names))
+            )
+        }
+        cameras, created = [], 0
+        for index, name in enumerate(names, start=1):
+            device = existing.get(name)
+            if device is None:
+                device, token = devices.new_device(
+                    org.id,
+                    name=name,
+                    serial_number=name,
+                    profile_id=profile.id,
+                    labels=[LABEL],
+                    properties={"simulated": "camera"},
+                )
+                session.add(device)
+                created += 1
+            else:
+                token = await credentials.replace_token(session, device)
+            cameras.append(SimCamera(index, device.id, name, token))
+        await session.flush()
+        audit.record(
+            session,
+            action="simulator.provision",
+            actor=None,
+            actor_type="cli",
+            organization_id=org.id,
+            target_type="device_profile",
+            target_id=profile.id,
+            details={"created": created, "reused": len(existing)},
+        )
+        await session.commit()
+        return CameraFleet(org.id, profile.id, cameras, created, len(existing))
+
+
+@dataclass(slots=True)
+class CameraStats:
+    """What the cameras sent and how the platform answered."""
+
+    sent: int = 0
+    stored: int = 0
+    refused: int = 0  # a 4xx: the read will not be accepted as it is
+    failed: int = 0  # no answer or a 5xx/429: tried again later
+    image_bytes: int = 0
+    last_error: str = ""
+    by_status: dict[int, int] = field(default_factory=dict)
+
+
+class CameraSimulation:
+    """Each camera reads a vehicle every `len(cameras) / rate` seconds (jittered)."""
+
+    def __init__(
+        self,
+        cameras: list[SimCamera],
+        *,
+        http_url: str,
+        rate: float,
+        seed: int = 0,
+        wanted_share: float = 0.1,
+        clock: Callable[[], int] | None = None,
+    ) -> None:
+        self.cameras = cameras
+        self.http_url = http_url
+        self.interval = len(cameras) / rate
+        self.streams = [
+            CameraStream(camera.name, seed=seed * 1_000 + camera.index, wanted_share=wanted_share)
+            for camera in cameras
+        ]
+        self.rng = random.Random(seed)  # noqa: S311 (a simulation, not a secret)
+        self.clock = clock or (lambda: int(time.time() * 1000))
+        self.stats = CameraStats()
+        self.stop = asyncio.Event()
+
+    async def run(self, duration: float | None = None) -> CameraStats:
+        """Send until `stop` is set or `duration` seconds passed."""
+        async with httpx.AsyncClient(base_url=self.http_url, timeout=30) as http:
+            tasks = [
+                asyncio.create_task(self._camera(http, camera, stream))
+                for camera, stream in zip(self.cameras, self.streams, strict=True)
+            ]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), duration)
+            self.stop.set()
+            await asyncio.gather(*tasks)
+        return self.stats
+
+    async def _camera(
+        self, http: httpx.AsyncClient, camera: SimCamera, stream: CameraStream
+    ) -> None:
+        # Start spread over one interval so the cameras do not send in step.
+        if await self._wait(self.rng.uniform(0, self.interval)):
+            return
+        while not self.stop.is_set():
+            read = await asyncio.to_thread(stream.next, self.clock())
+            await send_read(http, camera.token, read.multipart(), len(read.jpeg), self.stats)
+            if await self._wait(self.interval * self.rng.uniform(0.8, 1.2)):
+                return
+
+    async def _wait(self, seconds: float) -> bool:
+        """Sleep `seconds` unless stopped first; True if stopped."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), seconds)
+        return self.stop.is_set()
+
+
+async def send_read(
+    http: httpx.AsyncClient,
+    token: str,
+    files: dict[str, tuple[str | None, bytes, str]],
+    image_bytes: int,
+    stats: CameraStats,
+    *,
+    retries: int = 2,
+    pause: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> bool:
+    """Post one read with its image; True once stored. A 4xx is final, the rest retried."""
+    stats.sent += 1
+    for attempt in range(retries + 1):
+        try:
+            answer = await http.post(EVENTS_PATH, headers={"X-Device-Token": token}, files=files)
+        except httpx.HTTPError as exc:
+            stats.failed += 1
+            stats.last_error = f"{type(exc).__name__}: {exc}"
+        else:
+            stats.by_status[answer.status_code] = stats.by_status.get(answer.status_code, 0) + 1
+            if answer.is_success:
+                stats.stored += 1
+                stats.image_bytes += image_bytes
+                return True
+            stats.last_error = f"HTTP {answer.status_code}: {answer.text[:200]}"
+            if answer.status_code < 500 and answer.status_code != 429:
+                stats.refused += 1
+                log.warning("camera_read_refused", status=answer.status_code)
+                return False
+            stats.failed += 1
+        if attempt < retries:
+            await pause(RETRY_S)
+    return False
+
+
+def simulate_cameras(
+    settings: Settings,
+    *,
+    organization: str,
+    count: int,
+    http_url: str,
+    rate: float,
+    duration: float | None,
+    seed: int,
+) -> None:
+    """Provision (or reuse) `count` cameras and send reads until Ctrl-C or `duration`."""
+    from fleetcore.errors import DomainError
+
+    try:
+        fleet = asyncio.run(_provision(settings, organization, count))
+    except DomainError as exc:
+        typer.echo(f"fleetcore: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(
+        f"{len(fleet.cameras)} cameras in organization {organization!r} ({fleet.created} "
+        f"created, {fleet.reused} reused); plate reads with images over HTTP to {http_url} "
+        f"at {rate:g} reads/s"
+    )
+    stats = asyncio.run(_run(fleet, http_url, rate, duration, seed))
+    typer.echo(
+        f"reads {stats.sent:,} · stored {stats.stored:,} · refused {stats.refused:,} · "
+        f"failed tries {stats.failed:,} · images {stats.image_bytes / 1e6:,.1f} MB"
+    )
+    if stats.sent and not stats.stored:
+        typer.echo(
+            f"fleetcore: no read was accepted: {stats.last_error}\n"
+            "(the server at --url must use the database these settings name: "
+            "FLEETCORE_DATA_DIR or FLEETCORE_DATABASE_URL)",
+            err=True,
+        )
+        raise typer.Exit(1)
+
+
+async def _provision(settings: Settings, organization: str, count: int) -> CameraFleet:
+    from fleetcore.migrate import upgrade
+
+    database = Database.from_url(settings.resolved_database_url, pool_size=2)
+    try:
+        if settings.migrate_on_start:  # as `serve` would before writing
+            await upgrade(database)
+        return await provision_cameras(database, organization=organization, count=count)
+    finally:
+        await database.close()
+
+
+async def _run(
+    fleet: CameraFleet, http_url: str, rate: float, duration: float | None, seed: int
+) -> CameraStats:
+    from fleetcore.simulator.cli import stop_on_signals
+
+    simulation = CameraSimulation(fleet.cameras, http_url=http_url, rate=rate, seed=seed)
+    stop_on_signals(simulation)
+    return await simulation.run(duration)
