@@ -175,6 +175,10 @@ class CameraStream:
         self._reads_left = self.rng.randint(0, 2)
         return self._vehicle
 
+    def in_view_again(self) -> bool:
+        """True if the next read is of the vehicle just read (it is still in view)."""
+        return self._vehicle is not None and self._reads_left > 0
+
     def next(self, ts_ms: int) -> PlateRead:
         """The camera's next read, captured at `ts_ms`."""
         index, vehicle, colour = self._in_view()
