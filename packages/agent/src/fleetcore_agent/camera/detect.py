@@ -118,7 +118,8 @@ def checked(raw: PlateRead | Mapping[str, Any], frame: Frame) -> PlateRead:
 
 
 class SimulatedDetector:
-    """Reads back what the simulated camera drew; on other frames, a plate from the list.
+    """Reads back what the simulated camera drew; on a real camera's frames (with
+    `read_real_frames`, the default), one plate from the list in the middle of each frame.
 
     Deterministic with `seed`: the same frames give the same confidences and misses."""
 
@@ -153,7 +154,7 @@ class SimulatedDetector:
                     drawn.lane,
                 )
             )
-        if not frame.drawn and self.invent and frame.width >= 8:
+        if not frame.simulated and self.invent and frame.width >= 8:
             # A real camera with the simulated model: a plausible read in the middle.
             plate, region = self._rng.choice(render.PLATES)
             w, h = frame.width // 4, frame.height // 10

@@ -42,6 +42,7 @@ class Frame:
     height: int
     ts_ms: int
     drawn: tuple[DrawnPlate, ...] = ()
+    simulated: bool = False
 
 
 class CaptureSource(Protocol):
@@ -122,7 +123,7 @@ class SimulatedCamera:
         options = {"width": self.width, "height": self.height, "quality": self.quality}
         if step == 0:  # the road between two vehicles
             empty = render.render(None, seed=self.seed, font=self.font, **options)
-            return Frame(empty.jpeg, empty.width, empty.height, ts)
+            return Frame(empty.jpeg, empty.width, empty.height, ts, simulated=True)
         vehicle, direction, lane = self.vehicle(k)
         progress = step / (self.frames_per_vehicle - 1) if self.frames_per_vehicle > 2 else 0.5
         position = progress if direction == "in" else 1 - progress
@@ -140,7 +141,7 @@ class SimulatedCamera:
             lane,
             out.plate_bbox,
         )
-        return Frame(out.jpeg, out.width, out.height, ts, (drawn,))
+        return Frame(out.jpeg, out.width, out.height, ts, (drawn,), simulated=True)
 
     def close(self) -> None:
         """Nothing to release."""

@@ -79,7 +79,7 @@ class MotionTrigger:
             lambda p: 255 if p > self.threshold else 0
         )
         histogram: list[int] = mask.histogram()
-        total = small.size[0] * small.size[1]
+        total = int(small.size[0]) * int(small.size[1])
         return float(histogram[255]) / total
 
     def check(self, grab: Grab) -> Frame | None:
