@@ -235,9 +235,10 @@ def _check(config: AgentConfig) -> None:
             raise ConfigError("camera: needs http_url (reads and images are sent over HTTP)")
         if camera.trigger.type == "pir":
             wanted = camera.trigger.options.get("sensor")
-            if wanted not in {s.name for s in config.sensors if s.type == "pir"}:
+            # Any sensor with a boolean `motion` key will do; the agent's pir plug-in has one.
+            if wanted not in {s.name for s in config.sensors}:
                 raise ConfigError(
-                    f"camera.trigger.options.sensor: the name of a pir sensor in sensors, "
+                    f"camera.trigger.options.sensor: the name of a sensor in sensors (a pir), "
                     f"got {wanted!r}"
                 )
 
