@@ -60,10 +60,16 @@ def test_simulated_reads_have_decodable_jpegs_and_boxes_inside_the_image() -> No
         image.load()
         assert (image.format, image.size) == ("JPEG", (frame.width, frame.height))
         x, y, w, h = read.bbox
-        assert x >= 0 and y >= 0 and w > 0 and h > 0
-        assert x + w <= frame.width and y + h <= frame.height
-        assert read.plate in known and 0 <= read.confidence <= 1
-        assert read.direction in ("in", "out") and read.lane in (1, 2)
+        assert x >= 0
+        assert y >= 0
+        assert w > 0
+        assert h > 0
+        assert x + w <= frame.width
+        assert y + h <= frame.height
+        assert read.plate in known
+        assert 0 <= read.confidence <= 1
+        assert read.direction in ("in", "out")
+        assert read.lane in (1, 2)
         # The box is where the plate was drawn: mostly white inside.
         crop = image.convert("L").crop((x + 4, y + 4, x + w - 4, y + h - 4))
         histogram = crop.histogram()
