@@ -455,3 +455,20 @@ def test_runtime_setting_changes_keep_the_camera(tmp_path: Path) -> None:
     changed = with_changes(config, interval_s=2)
     assert changed.camera == config.camera
     assert json.dumps(changed.interval_s) == "2.0"
+
+
+def test_reads_below_min_confidence_are_not_queued(tmp_path: Path) -> None:
+    camera_settings = (
+        "  trigger: interval\n  min_gap_s: 0\n  min_confidence: {}\n"
+        "  source: {{type: simulated, options: {{width: 320, frames_per_vehicle: 2}}}}\n"
+        "  detector: {{type: simulated, options: {{confidence_from: 0.5, confidence_to: 0.6}}}}\n"
+    )
+    counts = []
+    for threshold in (0.7, 0.4):
+        (tmp_path / str(threshold)).mkdir()
+        camera = Camera(_config(tmp_path / str(threshold), camera_settings.format(threshold)), {})
+        try:
+            counts.append(sum(camera.look() for _ in range(6)))
+        finally:
+            camera.stop()
+    assert counts == [0, 3]

@@ -128,10 +128,11 @@ class SimulatedDetector:
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise SensorError(f"camera.detector.options.seed: an integer, got {seed!r}")
         self.miss_rate = _share(options, "miss_rate", 0.0)
-        self.low = _share(options, "min_confidence", 0.6)
-        self.high = _share(options, "max_confidence", 0.99)
+        # The simulated model's confidences are uniform in [confidence_from, confidence_to].
+        self.low = _share(options, "confidence_from", 0.6)
+        self.high = _share(options, "confidence_to", 0.99)
         if self.high < self.low:
-            raise SensorError("camera.detector.options.max_confidence: below min_confidence")
+            raise SensorError("camera.detector.options.confidence_to: below confidence_from")
         self.invent = options.get("read_real_frames", True) is not False
         self._rng = random.Random(seed)  # noqa: S311 - simulation
 
