@@ -3,6 +3,7 @@
 Threads: the sampler (sensors → store), the MQTT network loop (link.py), the inbound
 worker (commands and desired configuration, so handlers never block the network loop),
 the HTTP command poller (only while the fallback is active), and the sender (`run`).
+With a `camera:` section, the camera plug-in adds its capturer and uploader (camera/).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from typing import Any
 
 from fleetcore_agent import __version__
+from fleetcore_agent.camera.plugin import Camera
 from fleetcore_agent.commands import Registry, builtins
 from fleetcore_agent.config import AgentConfig, ConfigError, with_changes
 from fleetcore_agent.http import DeviceApi
@@ -49,6 +51,10 @@ class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self.sensors: list[Sensor] = [create(s.type, s.name, s.options) for s in config.sensors]
+        self.camera: Camera | None = None
+        if config.camera is not None:
+            self.camera = Camera(config, {s.name: s for s in self.sensors})
+            self.sensors.append(self.camera.health_sensor())
         self.store = Store(
             config.data_dir / "queue.sqlite3",
             fsync=config.fsync,
@@ -91,6 +97,8 @@ class Agent:
             thread.start()
             self._threads.append(thread)
         self.link.start()
+        if self.camera is not None:
+            self.camera.start(capture=sample)
 
     def stop(self) -> None:
         """Stop everything; the queue keeps what was not acknowledged."""
@@ -102,6 +110,8 @@ class Agent:
         self.link.stop()
         for thread in self._threads:
             thread.join(timeout=5)
+        if self.camera is not None:
+            self.camera.stop()
         for sensor in self.sensors:
             sensor.close()
         self.store.close()
@@ -121,14 +131,18 @@ class Agent:
                 self.fresh.clear()
 
     def drain(self, timeout_s: float) -> bool:
-        """Forward the queue until it is empty (call `start(sample=False)` first)."""
+        """Forward the queues until they are empty (call `start(sample=False)` first)."""
         deadline = time.monotonic() + timeout_s
         while not self.stopping.is_set() and time.monotonic() < deadline:
-            if self.store.stats().backlog == 0:
+            if self._backlog() == 0:
                 return True
             if not self.send_once():
                 self.fresh.wait(0.1)
-        return self.store.stats().backlog == 0
+        return self._backlog() == 0
+
+    def _backlog(self) -> int:
+        camera = self.camera.spool.backlog() if self.camera is not None else 0
+        return self.store.stats().backlog + camera
 
     # Sampling -----------------------------------------------------------------------
 

@@ -39,6 +39,37 @@ class SensorConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PartConfig:
+    """A camera part (source, trigger or detector): its type and its options."""
+
+    type: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CameraConfig:
+    """The camera plug-in (`camera:` section); options of the parts are checked at start."""
+
+    name: str = "camera"  # the `camera` field of every read
+    source: PartConfig = PartConfig("simulated")
+    trigger: PartConfig = PartConfig("interval")
+    detector: PartConfig = PartConfig("simulated")
+    interval_s: float = 5.0  # between looks: captures (interval) or checks (motion, pir)
+    min_gap_s: float = 1.0  # rate limit: at most one capture per this long
+    max_reads_per_frame: int = 4
+    min_confidence: float = 0.0  # reads below are not sent
+    spool_dir: Path | None = None  # None: data_dir/camera
+    spool_budget_bytes: int = 256_000_000
+    upload_batch: int = 10  # reads taken from the queue at a time (one request each)
+    thermal_path: str = "/sys/class/thermal/thermal_zone0/temp"
+    hot_c: float = 80.0
+    cool_c: float = 70.0
+    hot_action: str = "slow"  # slow: intervals times slow_factor; pause: no capture
+    slow_factor: float = 4.0
+    thermal_check_s: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
 class AgentConfig:
     """Everything the agent runs with, validated."""
 
@@ -65,6 +96,7 @@ class AgentConfig:
     breaker_reset_s: float = 30.0
     health_interval_s: float = 30.0
     reboot_command: str = ""  # empty: reboot is simulated (logged and answered)
+    camera: CameraConfig | None = None  # None: no camera plug-in
 
     @property
     def mqtt_host(self) -> str:
@@ -168,6 +200,8 @@ def from_mapping(values: Mapping[str, Any]) -> AgentConfig:
             settings[name] = raw
         elif name == "sensors":
             settings[name] = _sensors(raw)
+        elif name == "camera":
+            settings[name] = raw if isinstance(raw, CameraConfig | None) else _camera(raw)
     for required in ("device_id", "token"):
         if not settings.get(required):
             env = next(k for k, v in ENV_OVERRIDES.items() if v == required)
@@ -195,6 +229,132 @@ def _check(config: AgentConfig) -> None:
         raise ConfigError(f"fsync: one of {', '.join(FSYNC_POLICIES)}, got {config.fsync!r}")
     if config.backoff_max_s < config.backoff_min_s:
         raise ConfigError("backoff_max_s: must not be below backoff_min_s")
+    camera = config.camera
+    if camera is not None:
+        if not config.http_url:
+            raise ConfigError("camera: needs http_url (reads and images are sent over HTTP)")
+        if camera.trigger.type == "pir":
+            wanted = camera.trigger.options.get("sensor")
+            # Any sensor with a boolean `motion` key will do; the agent's pir plug-in has one.
+            if wanted not in {s.name for s in config.sensors}:
+                raise ConfigError(
+                    f"camera.trigger.options.sensor: the name of a sensor in sensors (a pir), "
+                    f"got {wanted!r}"
+                )
+
+
+_CAMERA_NUMBERS: dict[str, tuple[type, float, float]] = {
+    "interval_s": (float, 0.01, 86_400),
+    "min_gap_s": (float, 0.0, 86_400),
+    "max_reads_per_frame": (int, 1, 100),
+    "min_confidence": (float, 0.0, 1.0),
+    "spool_budget_bytes": (int, 0, 10**13),
+    "upload_batch": (int, 1, 1000),
+}
+_THERMAL_NUMBERS: dict[str, tuple[type, float, float]] = {
+    "hot_c": (float, -40, 200),
+    "cool_c": (float, -40, 200),
+    "slow_factor": (float, 1, 1000),
+    "check_s": (float, 0.01, 3600),
+}
+_PARTS = {
+    "source": ("simulated", "picamera2", "opencv"),
+    "trigger": ("interval", "motion", "pir"),
+    "detector": ("simulated",),  # or module:attribute
+}
+_HOT_ACTIONS = ("slow", "pause")
+
+
+def _in_range(where: str, raw: Any, kind: type, low: float, high: float) -> float | int:
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise ConfigError(f"{where}: expected a number, got {raw!r}")
+    if kind is int and not isinstance(raw, int):
+        raise ConfigError(f"{where}: expected an integer, got {raw!r}")
+    value = kind(raw)
+    if not low <= value <= high:
+        raise ConfigError(f"{where}: {value} is outside {low:g}..{high:g}")
+    return value  # type: ignore[no-any-return]
+
+
+def _part(name: str, raw: Any) -> PartConfig:
+    where = f"camera.{name}"
+    if isinstance(raw, str):
+        raw = {"type": raw}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a type name or {{type, options}}")
+    unknown = set(raw) - {"type", "options"}
+    if unknown:
+        raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown setting")
+    kind = raw.get("type")
+    known = _PARTS[name]
+    dotted = name == "detector" and isinstance(kind, str) and _is_dotted(kind)
+    if kind not in known and not dotted:
+        extra = " or module:attribute (your model)" if name == "detector" else ""
+        raise ConfigError(f"{where}.type: one of {', '.join(known)}{extra}, got {kind!r}")
+    options = raw.get("options") or {}
+    if not isinstance(options, dict):
+        raise ConfigError(f"{where}.options: expected a mapping")
+    return PartConfig(str(kind), options)
+
+
+def _is_dotted(text: str) -> bool:
+    module, colon, attribute = text.partition(":")
+    names = [*module.split("."), *attribute.split(".")]
+    return bool(colon) and all(n.isidentifier() for n in names)
+
+
+def _camera(raw: Any) -> CameraConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError("camera: expected a mapping of camera settings")
+    fields = set(CameraConfig.__dataclass_fields__)
+    thermal_fields = {"thermal_path", "hot_c", "cool_c", "hot_action", "slow_factor"}
+    allowed = (fields - thermal_fields - {"thermal_check_s"}) | {"thermal"}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(f"camera.{unknown[0]}: unknown setting")
+    values: dict[str, Any] = {}
+    for key, item in raw.items():
+        where = f"camera.{key}"
+        if key in _CAMERA_NUMBERS:
+            values[key] = _in_range(where, item, *_CAMERA_NUMBERS[key])
+        elif key in _PARTS:
+            values[key] = _part(key, item)
+        elif key == "name":
+            if not isinstance(item, str) or not item.strip() or len(item) > 64:
+                raise ConfigError(f"{where}: text of 1..64 characters, got {item!r}")
+            values[key] = item.strip()
+        elif key == "spool_dir":
+            if not isinstance(item, str | Path) or not str(item):
+                raise ConfigError(f"{where}: expected a directory path")
+            values[key] = Path(item)
+        elif key == "thermal":
+            values.update(_thermal(item))
+    camera = CameraConfig(**values)
+    if camera.cool_c >= camera.hot_c:
+        raise ConfigError("camera.thermal.cool_c: must be below hot_c")
+    return camera
+
+
+def _thermal(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ConfigError("camera.thermal: expected a mapping (path, hot_c, cool_c, action)")
+    out: dict[str, Any] = {}
+    for key, item in raw.items():
+        where = f"camera.thermal.{key}"
+        if key in _THERMAL_NUMBERS:
+            field_name = "thermal_check_s" if key == "check_s" else key
+            out[field_name] = _in_range(where, item, *_THERMAL_NUMBERS[key])
+        elif key == "path":
+            if not isinstance(item, str) or not item:
+                raise ConfigError(f"{where}: expected a file path")
+            out["thermal_path"] = item
+        elif key == "action":
+            if item not in _HOT_ACTIONS:
+                raise ConfigError(f"{where}: slow or pause, got {item!r}")
+            out["hot_action"] = item
+        else:
+            raise ConfigError(f"{where}: unknown setting")
+    return out
 
 
 def load(path: Path | None, environ: Mapping[str, str] | None = None) -> AgentConfig:

@@ -12,6 +12,7 @@ import json
 import logging
 import urllib.error
 import urllib.request
+import uuid
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -66,7 +67,13 @@ class DeviceApi:
         self._redirects_seen: set[str] = set()
 
     def _call(
-        self, method: str, path: str, body: bytes | None = None, *, timeout_s: float | None = None
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        *,
+        timeout_s: float | None = None,
+        content_type: str = "application/json",
     ) -> Answer:
         if not self.breaker.allow():
             return Answer(False, None)
@@ -74,7 +81,7 @@ class DeviceApi:
             self.base + path,
             data=body,
             method=method,
-            headers={"X-Device-Token": self.token, "Content-Type": "application/json"},
+            headers={"X-Device-Token": self.token, "Content-Type": content_type},
         )
         try:
             with self._opener.open(request, timeout=timeout_s or self.timeout_s) as response:
@@ -130,3 +137,32 @@ class DeviceApi:
     def send_result(self, command_id: str, result: dict[str, Any]) -> Answer:
         """Answer a command."""
         return self._call("POST", f"/commands/{command_id}/result", json.dumps(result).encode())
+
+    def send_event(self, event: dict[str, Any], image: bytes | None = None) -> Answer:
+        """POST one event as multipart/form-data: an `event` JSON part, and an `image` part
+        (image/jpeg) when given; 201 comes after the platform stored both."""
+        body, content_type = multipart(event, image)
+        return self._call("POST", "/events", body, content_type=content_type)
+
+
+def multipart(event: dict[str, Any], image: bytes | None) -> tuple[bytes, str]:
+    """The multipart body of one event (and its image) and its Content-Type."""
+    boundary = uuid.uuid4().hex
+    head = f"--{boundary}\r\n".encode()
+    parts = [
+        head,
+        b'Content-Disposition: form-data; name="event"\r\n',
+        b"Content-Type: application/json\r\n\r\n",
+        json.dumps(event, separators=(",", ":"), allow_nan=False).encode(),
+        b"\r\n",
+    ]
+    if image is not None:
+        parts += [
+            head,
+            b'Content-Disposition: form-data; name="image"; filename="image.jpg"\r\n',
+            b"Content-Type: image/jpeg\r\n\r\n",
+            image,
+            b"\r\n",
+        ]
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
