@@ -89,7 +89,8 @@ async def test_reads_are_stored_and_found_however_typed(
     assert (read["direction"], read["lane"], read["bbox"]) == ("in", 2, [10, 20, 120, 40])
     assert (read["vehicle_type"], read["vehicle_color"]) == ("car", "red")
     assert read["confidence"] == 0.91
-    assert read["media_id"] is None and read["image_width"] is None
+    assert read["media_id"] is None
+    assert read["image_width"] is None
     assert read["watchlists"] == []
     assert datetime.fromisoformat(read["ts"]) == datetime.fromtimestamp((now - 3000) / 1000, UTC)
 
@@ -316,7 +317,7 @@ async def test_watchlists_entries_roles_and_their_rule(
     imported = await client.post(
         f"{entries}/import",
         headers=operator,
-        files={"file": ("plates.csv", "plate,note\nZZ 999,from csv\nab012,\n".encode())},
+        files={"file": ("plates.csv", b"plate,note\nZZ 999,from csv\nab012,\n")},
     )
     assert imported.status_code == 201, imported.text
     assert [e["plate"] for e in imported.json()["added"]] == ["ZZ 999"]
