@@ -141,7 +141,7 @@ async def create_watchlist(
     return await service.create_watchlist(session, principal, data=data)
 
 
-@router.get("/watchlists/{watchlist_id}", summary="A watchlist and its plates")
+@router.get("/watchlists/{watchlist_id:uuid}", summary="A watchlist and its plates")
 async def get_watchlist(
     watchlist_id: uuid.UUID, session: SessionDep, principal: PrincipalDep
 ) -> WatchlistDetailOut:
@@ -149,7 +149,7 @@ async def get_watchlist(
     return await service.watchlist_detail(session, principal, watchlist_id)
 
 
-@router.patch("/watchlists/{watchlist_id}", summary="Change a watchlist")
+@router.patch("/watchlists/{watchlist_id:uuid}", summary="Change a watchlist")
 async def update_watchlist(
     watchlist_id: uuid.UUID,
     data: WatchlistPatch,
@@ -162,7 +162,7 @@ async def update_watchlist(
 
 
 @router.delete(
-    "/watchlists/{watchlist_id}",
+    "/watchlists/{watchlist_id:uuid}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a watchlist",
 )
@@ -174,7 +174,7 @@ async def delete_watchlist(
 
 
 @router.post(
-    "/watchlists/{watchlist_id}/entries",
+    "/watchlists/{watchlist_id:uuid}/entries",
     status_code=status.HTTP_201_CREATED,
     summary="Add plates to a watchlist",
 )
@@ -191,7 +191,7 @@ async def add_entries(
 
 
 @router.post(
-    "/watchlists/{watchlist_id}/entries/import",
+    "/watchlists/{watchlist_id:uuid}/entries/import",
     status_code=status.HTTP_201_CREATED,
     summary="Add plates to a watchlist from a CSV file",
     openapi_extra=_CSV_BODY,
@@ -206,7 +206,7 @@ async def import_entries(
 
 
 @router.delete(
-    "/watchlists/{watchlist_id}/entries/{entry_id}",
+    "/watchlists/{watchlist_id:uuid}/entries/{entry_id:uuid}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Remove a plate from a watchlist",
 )
