@@ -136,8 +136,8 @@ class PlateRead(Base):
     confidence: Mapped[float] = mapped_column(Float)
     direction: Mapped[str | None] = mapped_column(String(3), nullable=True)  # in | out
     lane: Mapped[int | None] = mapped_column(SmallInteger, nullable=True)
-    vehicle_type: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    vehicle_color: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    vehicle_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    vehicle_color: Mapped[str | None] = mapped_column(String(64), nullable=True)
     bbox: Mapped[list[int] | None] = mapped_column(_JSON, nullable=True)  # [x, y, w, h]
     # Media retention deletes images; the read stays, without its picture.
     media_id: Mapped[uuid.UUID | None] = mapped_column(

@@ -18,7 +18,7 @@ from fleetcore.plates.normalize import normalize, province
 
 PLATE_READ = "plate_read"
 MAX_PLATE_TEXT = 20
-MAX_SHORT = {"region": 64, "camera": 64, "vehicle_type": 32, "vehicle_color": 32}
+MAX_SHORT = {"region": 64, "camera": 64, "vehicle_type": 64, "vehicle_color": 64}
 DIRECTIONS = ("in", "out")
 MAX_LANE = 99
 _FIELDS = frozenset({"plate", "confidence", "direction", "lane", "bbox", *MAX_SHORT})

@@ -177,8 +177,8 @@ def upgrade() -> None:
         sa.Column("confidence", sa.Float(), nullable=False),
         sa.Column("direction", sa.String(length=3), nullable=True),
         sa.Column("lane", sa.SmallInteger(), nullable=True),
-        sa.Column("vehicle_type", sa.String(length=32), nullable=True),
-        sa.Column("vehicle_color", sa.String(length=32), nullable=True),
+        sa.Column("vehicle_type", sa.String(length=64), nullable=True),
+        sa.Column("vehicle_color", sa.String(length=64), nullable=True),
         sa.Column(
             "bbox",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
