@@ -72,6 +72,7 @@ def _concrete(path: str) -> str:
         "line_id": "1",
         "audit_id": "1",
         "finding_id": "1",
+        "read_id": "1",
     }
     values = {**NON_ID_PARAMS, **integer_ids, "token": "some-token"}
     for name in [part.strip("{}") for part in path.split("/") if part.startswith("{")]:

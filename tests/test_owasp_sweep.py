@@ -41,7 +41,13 @@ PUBLIC: dict[tuple[str, str], str] = {
 
 def _concrete(path: str, token: str) -> str:
     """The path with a well-formed value in each parameter (`token`: the device route's)."""
-    integer_ids = {"dead_letter_id": "1", "request_id": "1", "line_id": "1", "audit_id": "1"}
+    integer_ids = {
+        "dead_letter_id": "1",
+        "request_id": "1",
+        "line_id": "1",
+        "audit_id": "1",
+        "read_id": "1",
+    }
     values = {**NON_ID_PARAMS, **integer_ids, "token": token}
     for name in [part.strip("{}") for part in path.split("/") if part.startswith("{")]:
         path = path.replace("{" + name + "}", values.get(name, str(uuid.uuid4())))

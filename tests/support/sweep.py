@@ -205,8 +205,25 @@ async def create_objects(app: FastAPI, client: httpx.AsyncClient, tenant: Tenant
         content=audit_file,
     )
     assert uploaded.status_code == 200, uploaded.text
+    # Plates: a camera read (the sweep device's), a watchlist with an entry.
+    read = await client.post(
+        "/api/v1/devices/me/events",
+        headers={"X-Device-Token": device["access_token"]},
+        json={"type": "plate_read", "data": {"plate": f"SW {tag[:4]}", "confidence": 0.9}},
+    )
+    assert read.status_code == 201, read.text
+    reads = await client.get("/api/v1/plates/reads", headers=headers)
+    watchlist = await post("/api/v1/watchlists", {"name": f"sweep list {tag}"})
+    entries = await post(f"/api/v1/watchlists/{watchlist['id']}/entries", {"plate": "SWEEP1"})
+    plate_ids = {
+        "read_id": str(reads.json()["items"][0]["id"]),
+        "plate": reads.json()["items"][0]["plate_norm"],
+        "watchlist_id": watchlist["id"],
+        "entry_id": entries["added"][0]["id"],
+    }
     return {
         **catalog_ids,
+        **plate_ids,
         **service_ids,
         "audit_id": str(uploaded.json()["audits"][0]["id"]),
         "channel_id": channel["id"],
