@@ -112,6 +112,10 @@ def test_reads_from_a_users_detector_are_checked() -> None:
         ({"plate": "A", "confidence": 1.5, "bbox": [0, 0, 1, 1]}, "confidence"),
         ({"plate": "A", "confidence": 0.5, "bbox": [0, 0]}, "bbox"),
         ({"plate": "A", "confidence": 0.5, "bbox": [0, 0, 1, 1], "direction": "up"}, "direction"),
+        # The platform's limits: a read it would refuse for good is left out here.
+        ({"plate": "A" * 49, "confidence": 0.5, "bbox": [0, 0, 1, 1]}, "plate"),
+        ({"plate": "A", "confidence": 0.5, "bbox": [0, 0, 1, 1], "lane": 100}, "lane"),
+        ({"plate": "A", "confidence": 0.5, "bbox": [0, 0, 1, 1], "lane": -1}, "lane"),
     ]:
         with pytest.raises(ValueError, match=named):
             checked(bad, frame)

@@ -106,6 +106,12 @@ async def test_reads_are_stored_and_found_however_typed(
     assert await _plates(client, tenant, q="กค 1234") == ["กข1234"]  # a Thai letter misread
     assert await _plates(client, tenant, q="กค 1235") == []
     assert len((await _search(client, tenant))["items"]) == 3
+    # The address, GET /api/v1/plates?q=, is the same search.
+    alias = await client.get(
+        "/api/v1/plates", params={"q": "ab 124 cd"}, headers=tenant.headers(Role.VIEWER)
+    )
+    assert alias.status_code == 200
+    assert [r["plate_norm"] for r in alias.json()["items"]] == ["AB123CD"]
 
     one = await client.get(f"{READS}/{read['id']}", headers=tenant.headers(Role.VIEWER))
     assert one.status_code == 200

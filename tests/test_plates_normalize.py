@@ -138,7 +138,7 @@ def test_neighbourhood_is_the_key_and_its_single_deletions() -> None:
     [
         ({"confidence": 0.9}, "data.plate"),
         ({"plate": "", "confidence": 0.9}, "data.plate"),
-        ({"plate": "A" * 21, "confidence": 0.9}, "data.plate"),
+        ({"plate": "A" * 49, "confidence": 0.9}, "data.plate"),
         ({"plate": "--", "confidence": 0.9}, "data.plate"),
         ({"plate": 1234, "confidence": 0.9}, "data.plate"),
         ({"plate": "AB1"}, "data.confidence"),

@@ -72,18 +72,25 @@ class Detector(Protocol):
         ...
 
 
-def _text(raw: Any, name: str, *, required: bool = False) -> str | None:
+# The platform's limits for a plate_read (fleetcore.plates.reads): a read outside them would be
+# refused there for good, so it is left out here, where the detector's mistake can be logged.
+MAX_PLATE_TEXT = 48
+MAX_TEXT = 64
+MAX_LANE = 99
+
+
+def _text(raw: Any, name: str, *, required: bool = False, limit: int = MAX_TEXT) -> str | None:
     if raw is None and not required:
         return None
-    if not isinstance(raw, str) or not raw.strip() or len(raw) > 64:
-        raise ValueError(f"{name}: text of 1..64 characters, got {raw!r}")
+    if not isinstance(raw, str) or not raw.strip() or len(raw.strip()) > limit:
+        raise ValueError(f"{name}: text of 1..{limit} characters, got {raw!r}")
     return raw.strip()
 
 
 def checked(raw: PlateRead | Mapping[str, Any], frame: Frame) -> PlateRead:
     """A read with every field checked and its box clipped to the frame; ValueError if bad."""
     get = raw.get if isinstance(raw, Mapping) else lambda key: getattr(raw, key, None)
-    plate = _text(get("plate"), "plate", required=True)
+    plate = _text(get("plate"), "plate", required=True, limit=MAX_PLATE_TEXT)
     assert plate is not None
     confidence = get("confidence")
     if isinstance(confidence, bool) or not isinstance(confidence, int | float):
@@ -103,8 +110,10 @@ def checked(raw: PlateRead | Mapping[str, Any], frame: Frame) -> PlateRead:
     if direction is not None and direction not in DIRECTIONS:
         raise ValueError(f"direction: in or out, got {direction!r}")
     lane = get("lane")
-    if lane is not None and (isinstance(lane, bool) or not isinstance(lane, int)):
-        raise ValueError(f"lane: an integer, got {lane!r}")
+    if lane is not None and (
+        isinstance(lane, bool) or not isinstance(lane, int) or not 0 <= lane <= MAX_LANE
+    ):
+        raise ValueError(f"lane: an integer from 0 to {MAX_LANE}, got {lane!r}")
     return PlateRead(
         plate=plate,
         confidence=float(confidence),

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from fleetcore.alerts.events import AlertBus
 from fleetcore.events.codec import EventIn
 from fleetcore.events.ports import AfterCommit, EventSource, StoredEvent
+from fleetcore.live.hub import LiveEvent
 from fleetcore.plates.ingest import IncomingRead, record_reads
 from fleetcore.plates.reads import PLATE_READ, parse_read
 
@@ -19,7 +20,7 @@ class PlateHook:
     """Implements EventHook for ``plate_read`` events; other types pass untouched."""
 
     def __init__(self, bus: AlertBus, *, visit_window_s: int = 60) -> None:
-        self.bus = bus
+        self.bus = bus  # its hub also carries the reads to the live /plates page
         self.visit_window_s = visit_window_s
 
     def check(self, event: EventIn, index: int | None) -> None:
@@ -38,8 +39,23 @@ class PlateHook:
         ]
         if not reads:
             return None
-        changes = await record_reads(session, device, reads, visit_window_s=self.visit_window_s)
-        if not changes:
-            return None
+        rows, changes = await record_reads(
+            session, device, reads, visit_window_s=self.visit_window_s
+        )
+        live = [
+            LiveEvent(
+                device.organization_id,
+                "plates",
+                device.id,
+                {"type": "plate_read", "read": {"id": row.id, "device_id": str(device.id)}},
+            )
+            for row in rows
+        ]
         bus = self.bus
-        return lambda: bus.committed(changes)
+
+        def publish() -> None:
+            for event in live:
+                bus.hub.publish(event)
+            bus.committed(changes)
+
+        return publish

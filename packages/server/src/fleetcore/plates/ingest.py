@@ -145,12 +145,13 @@ async def record_reads(
     reads: Sequence[IncomingRead],
     *,
     visit_window_s: int,
-) -> list[AlertChange]:
-    """Store the reads (see the module docstring); the alert changes to publish."""
+) -> tuple[list[PlateRead], list[AlertChange]]:
+    """Store the reads (see the module docstring); the rows and the alert changes to publish."""
     org = device.organization_id
     plates = await _lock_plates(session, org, reads)
     media = await _media_of(session, device, reads)
     crossed: list[tuple[PlateRead, float]] = []  # reads that took a visit to a new best
+    stored: list[PlateRead] = []
     for incoming in sorted(reads, key=lambda r: (r.ts_ms, r.event_id)):
         data, at = incoming.data, ms_to_datetime(incoming.ts_ms)
         camera = data.camera or ""
@@ -204,6 +205,7 @@ async def record_reads(
         )
         session.add(read)
         await session.flush()
+        stored.append(read)
         if data.confidence > before:
             visit.best_confidence, visit.best_read_id = data.confidence, read.id
             crossed.append((read, before))
@@ -214,7 +216,7 @@ async def record_reads(
             plate.plate, plate.plate_norm = data.plate, data.plate_norm
             plate.region = data.region or plate.region
     await session.flush()
-    return await _watchlist_alerts(session, device, crossed)
+    return stored, await _watchlist_alerts(session, device, crossed)
 
 
 def _is_uuid(ref: str) -> bool:

@@ -1,6 +1,6 @@
 """The plate_read event: its data checked (pure), and a read's fields as stored.
 
-``data`` of a ``{"type": "plate_read"}`` event: ``plate`` (1-20 characters, required),
+``data`` of a ``{"type": "plate_read"}`` event: ``plate`` (1-48 characters, required),
 ``confidence`` (0..1, required), and optionally ``region``, ``camera``, ``direction``
 (in | out), ``lane`` (0..99), ``bbox`` ([x, y, w, h], non-negative integers, in the image's
 pixels), ``vehicle_type`` and ``vehicle_color``. Any other field refuses the event: a typo
@@ -17,7 +17,7 @@ from fleetcore.errors import Invalid
 from fleetcore.plates.normalize import normalize, province
 
 PLATE_READ = "plate_read"
-MAX_PLATE_TEXT = 20
+MAX_PLATE_TEXT = 48  # the plate, and its province when the reader puts it in the text
 MAX_SHORT = {"region": 64, "camera": 64, "vehicle_type": 64, "vehicle_color": 64}
 DIRECTIONS = ("in", "out")
 MAX_LANE = 99

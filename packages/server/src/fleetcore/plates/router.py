@@ -55,6 +55,7 @@ _CSV_BODY: dict[str, Any] = {
 }
 
 
+@router.get("/plates", summary="Search plate reads (the same as /plates/reads)")
 @router.get("/plates/reads", summary="Search plate reads")
 async def search_reads(
     session: SessionDep,
