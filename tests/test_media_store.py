@@ -24,7 +24,7 @@ def s3_endpoint() -> Iterator[str]:
 
     saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
     os.environ["AWS_ACCESS_KEY_ID"] = "testing"
-    os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"  # noqa: S105 (moto accepts any)
+    os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"  # moto accepts any
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
