@@ -4,6 +4,7 @@ metadata stripped after the orientation is applied, thumbnails."""
 from __future__ import annotations
 
 import pytest
+
 from fleetcore.errors import DomainError
 from fleetcore.media.images import THUMB_SIZE, check_image, sniff
 from tests.support import images
