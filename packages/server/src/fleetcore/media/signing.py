@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from fleetcore.config import Settings
-from fleetcore.errors import Forbidden
+from fleetcore.errors import Unauthorized
 
 Purpose = Literal["upload", "image", "thumbnail"]
 _CODES: dict[Purpose, str] = {"upload": "u", "image": "i", "thumbnail": "t"}
@@ -52,8 +52,9 @@ def sign(settings: Settings, purpose: Purpose, media_id: uuid.UUID, expires_at: 
 
 
 def verify(settings: Settings, token: str, purpose: Purpose, *, now: float | None = None) -> Grant:
-    """The grant of a valid, unexpired token for `purpose`; Forbidden otherwise."""
-    invalid = Forbidden("the link is not valid", code="MEDIA_URL_INVALID")
+    """The grant of a valid, unexpired token for `purpose`; Unauthorized (401) otherwise: the
+    token is the request's only credential."""
+    invalid = Unauthorized("the link is not valid", code="MEDIA_URL_INVALID")
     parts = token.split(".")
     if len(token) > 200 or len(parts) != 4:
         raise invalid
@@ -68,7 +69,7 @@ def verify(settings: Settings, token: str, purpose: Purpose, *, now: float | Non
     except ValueError:
         raise invalid from None
     if int(expiry) <= (time.time() if now is None else now):
-        raise Forbidden("the link has expired; ask for a new one", code="MEDIA_URL_EXPIRED")
+        raise Unauthorized("the link has expired; ask for a new one", code="MEDIA_URL_EXPIRED")
     return Grant(purpose, media_id, int(expiry))
 
 

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from fleetcore.config import Settings
 from fleetcore.db import utcnow
 from fleetcore.devices.models import Device
-from fleetcore.errors import Conflict, DomainError
+from fleetcore.errors import Conflict, DomainError, Invalid
 from fleetcore.media import service, signing
 from fleetcore.media.images import check_image_async, too_large
 from fleetcore.media.metrics import REFUSED, STORED_BYTES, STORED_FILES
@@ -37,7 +37,13 @@ async def create_upload(
     limit = await service.device_max_bytes(session, device, settings)
     if data.bytes > limit:
         REFUSED.labels("media_too_large").inc()
-        raise too_large(data.bytes, limit)
+        # The body of this request is small: the declared size breaks a rule (422), the same
+        # code as a file sent too large (413).
+        raise Invalid(
+            f"the image may be at most {limit} bytes",
+            code="MEDIA_TOO_LARGE",
+            details={"max_bytes": limit, "bytes": data.bytes},
+        )
     media_id = uuid.uuid4()
     expires_at = utcnow().replace(microsecond=0) + timedelta(
         seconds=settings.media_upload_url_ttl_s
