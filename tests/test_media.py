@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import time
 import uuid
 from datetime import timedelta
@@ -29,7 +30,7 @@ from fleetcore.media.store import MediaStore
 from tests.conftest import client_for, running_app
 from tests.support import images
 from tests.support.devices import new_device
-from tests.support.tenants import Tenant, make_tenant
+from tests.support.tenants import PASSWORD, Tenant, make_tenant
 
 EVENTS = "/api/v1/devices/me/events"
 UPLOADS = "/api/v1/devices/me/media/uploads"
@@ -560,3 +561,33 @@ async def test_profiles_take_a_media_limit(client: httpx.AsyncClient, tenant: Te
     assert cleared.json()["media_max_bytes"] is None
     too_small = await client.patch(path, headers=tenant.headers(), json={"media_max_bytes": 10})
     assert too_small.status_code == 422
+
+
+async def test_media_are_served_to_the_session_cookie_and_api_keys(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    _, token = await new_device(client, tenant)
+    media_id, _ = await upload(client, token, images.jpeg((64, 64)))
+    key = await client.post(
+        "/api/v1/api-keys", headers=tenant.headers(Role.ADMIN), json={"name": "media reader"}
+    )
+    assert key.status_code == 201, key.text
+    by_key = await client.get(f"/api/v1/media/{media_id}", headers={"X-API-Key": key.json()["key"]})
+    assert by_key.status_code == 200, by_key.text
+    # A browser: the HTTP-only session cookie of the sign-in form.
+    form = await client.get("/auth/login")
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+    assert csrf is not None
+    signed_in = await client.post(
+        "/auth/login",
+        data={
+            "email": tenant.emails[Role.VIEWER],
+            "password": PASSWORD,
+            "csrf_token": csrf.group(1),
+        },
+    )
+    assert signed_in.status_code == 303
+    by_cookie = await client.get(f"/api/v1/media/{media_id}/thumbnail")
+    assert by_cookie.status_code == 200
+    assert by_cookie.headers["content-type"] == "image/jpeg"
+    assert by_cookie.content != by_key.content  # the thumbnail, not the image

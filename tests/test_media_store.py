@@ -11,8 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from fleetcore.db import Database
 from fleetcore.media.store import FilesystemStore, MediaStore, S3Store, check_key
+from tests.conftest import client_for, running_app
+from tests.support import images
+from tests.support.devices import new_device
 from tests.support.postgres import free_port
+from tests.support.tenants import make_tenant
 
 BUCKET = "fleetcore-media-test"
 
@@ -127,3 +132,39 @@ async def test_filesystem_store_keeps_half_written_files_out_of_sight(tmp_path: 
     (tmp_path / "media" / "o" / "link").symlink_to(tmp_path / "outside")
     with pytest.raises(ValueError, match="not a media key"):
         await store.get_range("o/link", 0, 6)
+
+
+async def test_the_app_stores_and_serves_media_from_s3(
+    s3_endpoint: str, db: Database, tmp_path: Path
+) -> None:
+    prefix = f"app-{os.urandom(4).hex()}"
+    async with (
+        running_app(
+            db,
+            tmp_path,
+            media_store="s3",
+            media_s3_bucket=BUCKET,
+            media_s3_prefix=prefix,
+            media_s3_endpoint=s3_endpoint,
+            media_s3_region="us-east-1",
+        ) as app,
+        client_for(app) as client,
+    ):
+        assert isinstance(app.state.media_store, S3Store)
+        tenant = await make_tenant(client, db)
+        _, token = await new_device(client, tenant)
+        sent = await client.post(
+            "/api/v1/devices/me/events",
+            headers={"X-Device-Token": token},
+            data={"event": '{"type": "photo"}'},
+            files={"image": ("a.jpg", images.jpeg((320, 200)), "image/jpeg")},
+        )
+        assert sent.status_code == 201, sent.text
+        media_id = sent.json()["media"][0]["id"]
+        served = await client.get(
+            f"/api/v1/media/{media_id}", headers={**tenant.headers(), "Range": "bytes=0-1"}
+        )
+        assert served.status_code == 206
+        assert served.content == b"\xff\xd8"
+        assert not (tmp_path / "media").exists()  # nothing on the local disk
+        assert len([key async for key, _ in app.state.media_store.keys("")]) == 2
