@@ -10,6 +10,7 @@ import os
 import re
 import time
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import orjson
 import pytest
 from fastapi import FastAPI
 from PIL import Image
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
 from fleetcore.auth.principal import Role
@@ -71,6 +73,12 @@ async def files_in(app: FastAPI) -> list[str]:
 async def assert_nothing_stored(app: FastAPI, db: Database) -> None:
     assert await counts(db) == (0, 0)
     assert await files_in(app) == []
+
+
+def refused(code: str) -> float:
+    """fleetcore_media_refused_total for this reason, now."""
+    value = REGISTRY.get_sample_value("fleetcore_media_refused_total", {"reason": code.lower()})
+    return value or 0.0
 
 
 async def profile_with_limit(client: httpx.AsyncClient, tenant: Tenant, limit: int) -> str:
@@ -217,6 +225,7 @@ async def test_bad_uploads_are_refused_and_store_nothing(
             files = [(f"f{i}", images.jpeg((16, 16))) for i in range(9)]
         case "unknown media id":
             event = {"type": "a", "media": ["image", str(uuid.uuid4())]}
+    refused_before = refused(code)
     if case == "no event part":
         response = await client.post(
             EVENTS,
@@ -234,6 +243,7 @@ async def test_bad_uploads_are_refused_and_store_nothing(
         )
     else:
         response = await post_with_images(client, token, event, files)
+    assert refused(code) == refused_before + 1
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert error["code"] == code, error
@@ -252,6 +262,31 @@ async def test_the_whole_request_is_limited(db: Database, tmp_path: Path) -> Non
         response = await post_with_images(client, token, {"type": "a"}, [("image", big)])
         assert response.status_code == 413, response.text
         assert response.json()["error"]["code"] == "MEDIA_REQUEST_TOO_LARGE"
+        # Chunked, without a Content-Length: cut off as it streams.
+        boundary = "fleetcore-test"
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="event"\r\n\r\n'
+            '{"type": "a"}\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"'
+            "\r\nContent-Type: image/jpeg\r\n\r\n"
+        ).encode()
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield head
+            for _ in range(10):
+                yield os.urandom(16 * 1024)
+            yield f"\r\n--{boundary}--\r\n".encode()
+
+        chunked = await client.post(
+            EVENTS,
+            headers={
+                **device_headers(token),
+                "Content-Type": f"multipart/form-data; boundary={boundary}",
+            },
+            content=chunks(),
+        )
+        assert chunked.status_code == 413, chunked.text
+        assert chunked.json()["error"]["code"] == "MEDIA_REQUEST_TOO_LARGE"
         await assert_nothing_stored(app, db)
 
 
