@@ -46,12 +46,17 @@ def is_multipart(request: Request) -> bool:
     return request.headers.get("content-type", "").lower().startswith("multipart/form-data")
 
 
+class _TooLarge(MultiPartException):
+    """Raised inside the parser's stream: as a MultiPartException the parser closes the
+    temporary files it has opened before passing it on."""
+
+
 async def _limited(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise _request_too_large(limit)
+            raise _TooLarge("too large")
         yield chunk
 
 
@@ -76,6 +81,8 @@ async def _parse(request: Request, limit: int) -> FormData:
     )
     try:
         return await parser.parse()
+    except _TooLarge:
+        raise _request_too_large(limit) from None
     except MultiPartException as exc:
         raise Invalid(
             f"the multipart body is not valid: {exc.message} (one part 'event' and 1-{MAX_MEDIA} "
