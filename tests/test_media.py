@@ -165,6 +165,21 @@ async def test_several_events_own_the_parts_they_name(
     assert owner[parts["front"]["id"]] == by_type["vehicle"]
     assert owner[parts["rear"]["id"]] == owner[parts["plate"]["id"]] == by_type["plate_read"]
     assert await counts(db) == (3, 3)
+    # Paged, newest first: two pages cover the three without repeating one.
+    first = await client.get(
+        f"/api/v1/devices/{device_id}/media", headers=tenant.headers(), params={"limit": 2}
+    )
+    assert len(first.json()["items"]) == 2
+    cursor = first.json()["next_cursor"]
+    assert cursor
+    second = await client.get(
+        f"/api/v1/devices/{device_id}/media",
+        headers=tenant.headers(),
+        params={"limit": 2, "cursor": cursor},
+    )
+    assert second.json()["next_cursor"] is None
+    paged = [m["id"] for m in first.json()["items"] + second.json()["items"]]
+    assert sorted(paged) == sorted(owner)
 
 
 @pytest.mark.parametrize(
@@ -361,6 +376,12 @@ async def test_upload_urls_refuse_bad_tokens_and_bad_images(
     )
     media_id = uuid.UUID(created.json()["media_id"])
     url: str = created.json()["upload_url"]
+    # Not uploaded yet: no event may name it.
+    early = await client.post(
+        EVENTS, headers=device_headers(token), json={"type": "x", "media": [str(media_id)]}
+    )
+    assert early.status_code == 422
+    assert early.json()["error"]["code"] == "MEDIA_REFERENCE_INVALID"
     settings = app.state.settings
     expired = signing.sign(settings, "upload", media_id, int(time.time()) - 1)
     for path, code in (
