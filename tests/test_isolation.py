@@ -24,6 +24,12 @@ EXEMPT: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/devices/me/commands/{command_id}/result"): (
         "device route (device token); another device's command is 404: test_commands.py"
     ),
+    ("PUT", "/api/v1/media/uploads/{token}"): (
+        "upload URL: the signed token is the credential (refusals: test_media.py)"
+    ),
+    ("GET", "/api/v1/media/signed/{token}"): (
+        "signed link: the token is the credential (refusals: test_media.py)"
+    ),
 }
 
 

@@ -20,6 +20,7 @@ from fleetcore.db import Database
 from fleetcore.deadletters.sink import DeadLetterSink
 from fleetcore.notifications.models import Notification
 from fleetcore_protocol.dex.writer import MachineAudit, write
+from tests.support.images import png as png_image
 from tests.support.tenants import Tenant
 
 # Path parameters that are not object ids, with a value valid in form.
@@ -221,7 +222,16 @@ async def create_objects(app: FastAPI, client: httpx.AsyncClient, tenant: Tenant
         "watchlist_id": watchlist["id"],
         "entry_id": entries["added"][0]["id"],
     }
+    # Media: an event with an image (multipart).
+    photo = await client.post(
+        "/api/v1/devices/me/events",
+        headers={"X-Device-Token": device["access_token"]},
+        data={"event": '{"type": "sweep_photo"}'},
+        files={"image": ("sweep.png", png_image(), "image/png")},
+    )
+    assert photo.status_code == 201, photo.text
     return {
+        "media_id": photo.json()["media"][0]["id"],
         **catalog_ids,
         **plate_ids,
         **service_ids,
