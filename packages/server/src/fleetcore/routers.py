@@ -27,6 +27,7 @@ from fleetcore.devices.router import router as devices_router
 from fleetcore.events.router import router as events_router
 from fleetcore.live.router import router as live_router
 from fleetcore.notifications.router import router as notifications_router
+from fleetcore.plates.pages import router as plates_pages
 from fleetcore.rules.pages import router as rules_pages
 from fleetcore.rules.router import router as rules_router
 from fleetcore.status.router import router as status_router
@@ -68,6 +69,7 @@ PAGE_ROUTERS: tuple[APIRouter, ...] = (
     dashboard_pages,
     devices_pages,
     alerts_pages,
+    plates_pages,
     rules_pages,
     advisory_pages,
     assets_pages,
