@@ -201,7 +201,7 @@ async def test_a_read_shows_its_fields_links_and_box(
         text = text_of(page.text)
         assert "กรุงเทพมหานคร" in text
         assert "93.0%" in text
-        assert "x 120, y 200, 180 × 60 px" in text
+        assert "x 120, y 200, w 180, h 60 (pixels)" in text
         assert "white car" in text
         assert f'href="/devices/{cams["a"]}" data-device-link>Gate A</a>' in page.text
         assert f"visit {boxed['visit_id']}" in text
