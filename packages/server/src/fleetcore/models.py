@@ -17,6 +17,7 @@ from fleetcore.events import models as event_models
 from fleetcore.job_leases import JobRun
 from fleetcore.media import models as media_models
 from fleetcore.notifications import models as notification_models
+from fleetcore.plates import models as plate_models
 from fleetcore.rules import models as rule_models
 from fleetcore.status import models as status_models
 from fleetcore.telemetry import models as telemetry_models
@@ -39,6 +40,7 @@ __all__ = [
     "media_models",
     "metadata",
     "notification_models",
+    "plate_models",
     "rule_models",
     "status_models",
     "telemetry_models",

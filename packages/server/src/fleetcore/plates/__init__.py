@@ -1,0 +1,1 @@
+"""Licence-plate reads from camera devices: normalisation, fuzzy search, visits and watchlists."""

@@ -1,0 +1,349 @@
+"""Reading plates back for users of an organization: reads (fuzzy search, filters, pages),
+one read, a plate's history across cameras, visits, and the watchlists."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fleetcore.alerts.models import Severity
+from fleetcore.auth.principal import Principal
+from fleetcore.db import as_utc
+from fleetcore.devices.models import Device
+from fleetcore.errors import Invalid, NotFound
+from fleetcore.media.models import Media
+from fleetcore.pagination import decode_cursor, page_of, paginate
+from fleetcore.plates.models import (
+    Plate,
+    PlateNeighbour,
+    PlateRead,
+    PlateVisit,
+    Watchlist,
+    WatchlistEntry,
+)
+from fleetcore.plates.normalize import distance, neighbourhood, normalize
+from fleetcore.plates.schemas import (
+    PlateCameraOut,
+    PlateHistoryOut,
+    PlateReadOut,
+    PlateVisitOut,
+    WatchlistOut,
+)
+
+RECENT_VISITS = 20
+FUZZY_DISTANCE = 1
+
+
+def query_key(q: str, field: str = "q") -> str:
+    """The matching key of a searched plate; Invalid when nothing of a plate is left."""
+    key = normalize(q).plate_key
+    if not key:
+        raise Invalid(
+            "the search holds no letters or digits of a plate",
+            code="INVALID_PLATE_QUERY",
+            details={"field": field},
+        )
+    return key
+
+
+async def matching_keys(
+    session: AsyncSession, organization_id: uuid.UUID, key: str, *, exact: bool
+) -> list[str]:
+    """The organization's plate keys equal to `key` (exact) or within edit distance 1: an
+    indexed lookup of the deletion neighbourhood, then the true distance checked here."""
+    if exact:
+        return [key]
+    candidates = await session.scalars(
+        select(Plate.plate_key)
+        .join(PlateNeighbour, PlateNeighbour.plate_id == Plate.id)
+        .where(
+            PlateNeighbour.organization_id == organization_id,
+            PlateNeighbour.nkey.in_(sorted(neighbourhood(key))),
+        )
+        .distinct()
+    )
+    return sorted(k for k in candidates if distance(key, k, FUZZY_DISTANCE) <= FUZZY_DISTANCE)
+
+
+def _check_cursor(cursor: str, id_type: type) -> None:
+    # A forged cursor would compare unlike types in SQL.
+    ts, row_id = decode_cursor(cursor)
+    if not (isinstance(ts, datetime) and ts.tzinfo is not None) or type(row_id) is not id_type:
+        raise Invalid("the cursor does not fit this list", code="INVALID_CURSOR")
+
+
+def _watched_keys(organization_id: uuid.UUID) -> Select[str]:
+    return (
+        select(WatchlistEntry.plate_key)
+        .join(Watchlist, Watchlist.id == WatchlistEntry.watchlist_id)
+        .where(Watchlist.organization_id == organization_id, Watchlist.enabled.is_(True))
+    )
+
+
+async def watchlists_of(
+    session: AsyncSession, organization_id: uuid.UUID, keys: Iterable[str]
+) -> dict[str, list[str]]:
+    """Names of the enabled watchlists each of these plate keys is on."""
+    wanted = sorted(set(keys))
+    if not wanted:
+        return {}
+    rows = await session.execute(
+        select(WatchlistEntry.plate_key, Watchlist.name)
+        .join(Watchlist, Watchlist.id == WatchlistEntry.watchlist_id)
+        .where(
+            Watchlist.organization_id == organization_id,
+            Watchlist.enabled.is_(True),
+            WatchlistEntry.plate_key.in_(wanted),
+        )
+        .order_by(Watchlist.name)
+    )
+    found: dict[str, list[str]] = defaultdict(list)
+    for key, name in rows.all():
+        found[key].append(name)
+    return found
+
+
+def _read_query(organization_id: uuid.UUID) -> Any:
+    # Any: paginate() is typed for one-entity selects; this one has four columns.
+    return (
+        select(PlateRead, Device.name, Media.width, Media.height)
+        .join(Device, Device.id == PlateRead.device_id)
+        .outerjoin(Media, Media.id == PlateRead.media_id)
+        .where(PlateRead.organization_id == organization_id)
+    )
+
+
+async def _reads_out(
+    session: AsyncSession, organization_id: uuid.UUID, rows: Iterable[Any]
+) -> list[PlateReadOut]:
+    rows = list(rows)
+    lists = await watchlists_of(session, organization_id, (row[0].plate_key for row in rows))
+    return [
+        PlateReadOut(
+            id=read.id,
+            device_id=read.device_id,
+            device_name=name,
+            camera=read.camera,
+            ts=read.ts,
+            plate=read.plate,
+            plate_norm=read.plate_norm,
+            region=read.region,
+            confidence=read.confidence,
+            direction=read.direction,
+            lane=read.lane,
+            vehicle_type=read.vehicle_type,
+            vehicle_color=read.vehicle_color,
+            bbox=read.bbox,
+            media_id=read.media_id,
+            image_width=width,
+            image_height=height,
+            visit_id=read.visit_id,
+            watchlists=lists.get(read.plate_key, []),
+        )
+        for read, name, width, height in rows
+    ]
+
+
+async def search_reads(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    q: str | None = None,
+    exact: bool = False,
+    camera: uuid.UUID | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    watchlisted: bool | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> tuple[list[PlateReadOut], str | None]:
+    """The organization's plate reads, newest first; `q` is normalised and matched within
+    edit distance 1 (or exactly), `watchlisted` keeps reads of plates on (or off) an enabled
+    watchlist."""
+    org = principal.org_id
+    query = _read_query(org)
+    if q is not None and q.strip():
+        keys = await matching_keys(session, org, query_key(q), exact=exact)
+        if not keys:
+            return [], None
+        query = query.where(PlateRead.plate_key.in_(keys))
+    if camera is not None:
+        query = query.where(PlateRead.device_id == camera)
+    if since is not None:
+        query = query.where(PlateRead.ts >= as_utc(since))
+    if until is not None:
+        query = query.where(PlateRead.ts < as_utc(until))
+    if watchlisted is True:
+        query = query.where(PlateRead.plate_key.in_(_watched_keys(org)))
+    elif watchlisted is False:
+        query = query.where(PlateRead.plate_key.not_in(_watched_keys(org)))
+    if cursor is not None:
+        _check_cursor(cursor, int)
+    query = paginate(
+        query,
+        sort=PlateRead.ts,
+        id_column=PlateRead.id,
+        cursor=cursor,
+        limit=limit,
+        descending=True,
+    )
+    items = await _reads_out(session, org, (await session.execute(query)).all())
+    return page_of(items, limit=limit, sort_attr="ts")
+
+
+async def get_read(session: AsyncSession, principal: Principal, read_id: int) -> PlateReadOut:
+    """One plate read of the caller's organization."""
+    row = (
+        await session.execute(_read_query(principal.org_id).where(PlateRead.id == read_id))
+    ).first()
+    if row is None:
+        raise NotFound("plate read not found", code="PLATE_READ_NOT_FOUND")
+    return (await _reads_out(session, principal.org_id, [row]))[0]
+
+
+def _visit_out(visit: PlateVisit, device_name: str) -> PlateVisitOut:
+    return PlateVisitOut(
+        id=visit.id,
+        device_id=visit.device_id,
+        device_name=device_name,
+        camera=visit.camera or None,
+        plate_norm=visit.plate_norm,
+        first_ts=visit.first_ts,
+        last_ts=visit.last_ts,
+        reads=visit.reads,
+        best_confidence=visit.best_confidence,
+    )
+
+
+async def plate_history(session: AsyncSession, principal: Principal, plate: str) -> PlateHistoryOut:
+    """A plate (as typed; matched by its key) across cameras: counts, cameras, recent visits."""
+    key = query_key(plate, "plate")
+    found = await session.scalar(
+        select(Plate).where(Plate.organization_id == principal.org_id, Plate.plate_key == key)
+    )
+    if found is None:
+        raise NotFound("no read of this plate", code="PLATE_NOT_FOUND")
+    per_camera = await session.execute(
+        select(
+            PlateVisit.device_id,
+            Device.name,
+            PlateVisit.camera,
+            func.count(),
+            func.min(PlateVisit.first_ts),
+            func.max(PlateVisit.last_ts),
+        )
+        .join(Device, Device.id == PlateVisit.device_id)
+        .where(PlateVisit.plate_id == found.id)
+        .group_by(PlateVisit.device_id, Device.name, PlateVisit.camera)
+        .order_by(func.max(PlateVisit.last_ts).desc())
+    )
+    recent = await session.execute(
+        select(PlateVisit, Device.name)
+        .join(Device, Device.id == PlateVisit.device_id)
+        .where(PlateVisit.plate_id == found.id)
+        .order_by(PlateVisit.first_ts.desc(), PlateVisit.id.desc())
+        .limit(RECENT_VISITS)
+    )
+    return PlateHistoryOut(
+        plate_norm=found.plate_norm,
+        plate=found.plate,
+        region=found.region,
+        first_seen=found.first_seen,
+        last_seen=found.last_seen,
+        reads=found.reads,
+        visits=found.visits,
+        cameras=[
+            PlateCameraOut(
+                device_id=device_id,
+                device_name=name,
+                camera=camera or None,
+                visits=count,
+                first_seen=as_utc(first),
+                last_seen=as_utc(last),
+            )
+            for device_id, name, camera, count, first, last in per_camera.all()
+        ],
+        recent_visits=[_visit_out(visit, name) for visit, name in recent.all()],
+    )
+
+
+async def list_visits(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    q: str | None = None,
+    exact: bool = False,
+    camera: uuid.UUID | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> tuple[list[PlateVisitOut], str | None]:
+    """The organization's visits, newest first (by when they began), filtered as reads are."""
+    org = principal.org_id
+    query = cast(
+        Any,  # paginate() is typed for one-entity selects
+        select(PlateVisit, Device.name)
+        .join(Device, Device.id == PlateVisit.device_id)
+        .where(PlateVisit.organization_id == org),
+    )
+    if q is not None and q.strip():
+        keys = await matching_keys(session, org, query_key(q), exact=exact)
+        if not keys:
+            return [], None
+        query = query.where(PlateVisit.plate_key.in_(keys))
+    if camera is not None:
+        query = query.where(PlateVisit.device_id == camera)
+    if since is not None:
+        query = query.where(PlateVisit.last_ts >= as_utc(since))
+    if until is not None:
+        query = query.where(PlateVisit.first_ts < as_utc(until))
+    if cursor is not None:
+        _check_cursor(cursor, int)
+    query = paginate(
+        query,
+        sort=PlateVisit.first_ts,
+        id_column=PlateVisit.id,
+        cursor=cursor,
+        limit=limit,
+        descending=True,
+    )
+    items = [_visit_out(visit, name) for visit, name in (await session.execute(query)).all()]
+    return page_of(items, limit=limit, sort_attr="first_ts")
+
+
+async def list_watchlists(session: AsyncSession, principal: Principal) -> list[WatchlistOut]:
+    """The organization's watchlists by name, with how many plates each holds."""
+    counts = (
+        select(WatchlistEntry.watchlist_id, func.count().label("entries"))
+        .where(WatchlistEntry.organization_id == principal.org_id)
+        .group_by(WatchlistEntry.watchlist_id)
+        .subquery()
+    )
+    rows = await session.execute(
+        select(Watchlist, func.coalesce(counts.c.entries, 0))
+        .outerjoin(counts, counts.c.watchlist_id == Watchlist.id)
+        .where(Watchlist.organization_id == principal.org_id)
+        .order_by(Watchlist.name)
+    )
+    return [watchlist_out(watchlist, int(entries)) for watchlist, entries in rows.all()]
+
+
+def watchlist_out(watchlist: Watchlist, entries: int) -> WatchlistOut:
+    """A watchlist as the API shows it."""
+    return WatchlistOut(
+        id=watchlist.id,
+        name=watchlist.name,
+        description=watchlist.description,
+        severity=Severity(watchlist.severity),
+        min_confidence=watchlist.min_confidence,
+        enabled=watchlist.enabled,
+        entries=entries,
+        rule_id=watchlist.rule_id,
+    )
