@@ -47,6 +47,7 @@ from fleetcore.mqtt.transport import EmbeddedTransport
 from fleetcore.notifications.dispatcher import Dispatcher
 from fleetcore.ops.readiness import database_checks
 from fleetcore.ops.router import router as ops_router
+from fleetcore.plates.hook import PlateHook
 from fleetcore.roles import runs
 from fleetcore.routers import API_ROUTERS, PAGE_ROUTERS
 from fleetcore.rules.engine import RulesEngine
@@ -207,6 +208,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         messages.command_results = commands.mqtt_result
         messages.http_results = partial(commands_service.device_result, commands)
         messages.dex_uploads = DexReceiver(db, pipeline).receive
+        # Plate reads after the media hook (it resolves attachments to media ids first).
+        messages.event_hooks.append(PlateHook(bus, visit_window_s=settings.plates_visit_window_s))
         app.state.device_messages = messages
         app.state.gateway = app.state.transport = None
         # Mosquitto dynamic security: device credentials reach the broker through an outbox.

@@ -144,6 +144,12 @@ class Settings(BaseSettings):
     rules_sweep_s: float = Field(
         15.0, ge=0.1, le=3600, description='how often "no data" rules are evaluated'
     )
+    plates_visit_window_s: int = Field(
+        60,
+        ge=0,
+        le=86_400,
+        description="reads of one plate on one camera this close together are one visit",
+    )
     notification_poll_s: float = Field(
         2.0, ge=0.01, le=3600, description="how often the notification outbox is checked"
     )

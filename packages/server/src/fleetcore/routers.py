@@ -28,6 +28,7 @@ from fleetcore.events.router import router as events_router
 from fleetcore.live.router import router as live_router
 from fleetcore.notifications.router import router as notifications_router
 from fleetcore.plates.pages import router as plates_pages
+from fleetcore.plates.router import router as plates_router
 from fleetcore.rules.pages import router as rules_pages
 from fleetcore.rules.router import router as rules_router
 from fleetcore.status.router import router as status_router
@@ -49,6 +50,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     commands_router,
     rules_router,
     alerts_router,
+    plates_router,
     recommendations_router,
     analytics_router,
     notifications_router,

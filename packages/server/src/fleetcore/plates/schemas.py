@@ -12,7 +12,7 @@ from fleetcore.alerts.models import Severity
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
 Description = Annotated[str, StringConstraints(max_length=2000)]
-PlateText = Annotated[str, StringConstraints(min_length=1, max_length=40, strip_whitespace=True)]
+PlateText = Annotated[str, StringConstraints(min_length=1, max_length=32, strip_whitespace=True)]
 Note = Annotated[str, StringConstraints(max_length=500)]
 MAX_ENTRIES_PER_REQUEST = 1000
 

@@ -14,12 +14,12 @@ from fleetcore.assets import service as assets
 from fleetcore.auth.principal import Principal
 from fleetcore.devices.models import Device
 from fleetcore.devices.service import live_devices
-from fleetcore.errors import NotFound
+from fleetcore.errors import Invalid, NotFound
 from fleetcore.rules import service
 from fleetcore.rules.conditions import DeviceView
 from fleetcore.rules.index import LiveRule
 from fleetcore.rules.machine import Step, Track, step
-from fleetcore.rules.models import Rule
+from fleetcore.rules.models import Rule, managed_by
 from fleetcore.rules.schemas import DryRunEpisode, DryRunIn, DryRunOut
 from fleetcore.telemetry.queries import Row, device_series, read_rows
 from fleetcore.telemetry.query_schemas import time_range
@@ -33,6 +33,12 @@ async def dry_run(session: AsyncSession, principal: Principal, data: DryRunIn) -
     start, end = time_range(data.start, data.end)
     if data.rule_id is not None:
         rule = await service.get_rule(session, principal, data.rule_id)
+        if managed_by(rule) is not None:
+            raise Invalid(
+                "this rule fires on plate reads, not telemetry: there is nothing to replay",
+                code="RULE_MANAGED",
+                details={"field": "rule_id"},
+            )
     else:
         await service.check_scope(session, principal, data.model_dump(include=set(service.SCOPES)))
         rule = Rule(

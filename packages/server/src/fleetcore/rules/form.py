@@ -163,7 +163,10 @@ def _leaf_fields(prefix: str, condition: dict[str, Any] | None) -> dict[str, str
 
 def fields_of(rule: Rule) -> dict[str, str]:
     """A stored rule as the form's values."""
-    scope = next(f"{k}:{getattr(rule, f'{k}_id')}" for k in SCOPE_KINDS if getattr(rule, f"{k}_id"))
+    # No scope: a rule another module owns (a watchlist's fires on any of its cameras).
+    scope = next(
+        (f"{k}:{getattr(rule, f'{k}_id')}" for k in SCOPE_KINDS if getattr(rule, f"{k}_id")), ""
+    )
     return {
         "name": rule.name,
         "description": rule.description,

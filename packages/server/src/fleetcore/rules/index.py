@@ -16,7 +16,7 @@ from fleetcore.assets.models import Asset
 from fleetcore.devices.models import Device
 from fleetcore.rules.conditions import Condition, Needs, compile_condition, needs_of
 from fleetcore.rules.machine import Compiled
-from fleetcore.rules.models import Rule
+from fleetcore.rules.models import Rule, managed_by
 
 _CONDITION: TypeAdapter[Condition] = TypeAdapter(Condition)
 
@@ -133,7 +133,7 @@ class RuleIndex:
 async def load_index(session: AsyncSession) -> RuleIndex:
     """Every enabled rule, and the live devices of their organizations."""
     rows = (await session.scalars(select(Rule).where(Rule.enabled.is_(True)))).all()
-    rules = [LiveRule.of(r) for r in rows]
+    rules = [LiveRule.of(r) for r in rows if managed_by(r) is None]  # others fire them
     organizations = {r.organization_id for r in rules}
     if not organizations:
         return RuleIndex()

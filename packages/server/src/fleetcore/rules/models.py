@@ -55,6 +55,18 @@ class Rule(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
+# Conditions of rules another module owns and fires itself (a plate watchlist's alerts come
+# from plate reads, not telemetry): the engine skips them, and users change them only through
+# their owner (the rules API and pages show them read-only).
+MANAGED_TYPES = frozenset({"watchlist"})
+
+
+def managed_by(rule: Rule) -> str | None:
+    """The owner kind of a rule another module manages ("watchlist"), or None."""
+    kind = rule.condition.get("type") if isinstance(rule.condition, dict) else None
+    return kind if kind in MANAGED_TYPES else None
+
+
 class RuleState(Base):
     """Where a rule's evaluation on one device stands; absent means idle. Kept so that a
     restart continues a pending duration and never reopens an open alert."""

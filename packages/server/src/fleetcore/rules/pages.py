@@ -23,7 +23,7 @@ from fleetcore.errors import Conflict, Invalid, NotFound
 from fleetcore.rules import dryrun, form, service
 from fleetcore.rules.conditions import needs_of
 from fleetcore.rules.index import LiveRule
-from fleetcore.rules.models import Rule
+from fleetcore.rules.models import Rule, managed_by
 from fleetcore.rules.router import BusDep, EngineDep
 from fleetcore.rules.schemas import DryRunIn, RuleIn, RulePatch
 from fleetcore.telemetry import queries
@@ -102,7 +102,8 @@ async def _form_page(
         ops=form.OPS,
         pers=form.PERS,
         ranges=RANGES,
-        can_write=principal.has(Role.MANAGER),
+        can_write=_writable(principal, rule),
+        managed=managed_by(rule) if rule is not None else None,
     )
 
 
@@ -118,6 +119,11 @@ async def rule_page(rule_id: uuid.UUID, session: SessionDep, context: Context) -
     """A rule's form (read-only below managers) and its dry-run preview."""
     rule = await service.get_rule(session, principal_of(context), rule_id)
     return await _form_page(session, context, rule=rule, fields=form.fields_of(rule))
+
+
+def _writable(principal: Principal, rule: Rule | None) -> bool:
+    """Managers change rules, except those another module owns (a watchlist's)."""
+    return principal.has(Role.MANAGER) and (rule is None or managed_by(rule) is None)
 
 
 def _field_of(exc: Invalid | Conflict | NotFound) -> str:
@@ -192,7 +198,10 @@ async def preview(
             {**spec, "start": str(end - span), "end": str(end), "only_device_id": device_id}
         )
         if data.rule_id is not None:
-            saved = LiveRule.of(await service.get_rule(session, principal, data.rule_id))
+            stored = await service.get_rule(session, principal, data.rule_id)
+            if managed_by(stored) is not None:  # fires on plate reads: no telemetry to chart
+                raise Invalid("this rule fires on plate reads, not telemetry", code="RULE_MANAGED")
+            saved = LiveRule.of(stored)
             keys = sorted(saved.needs.keys)
         else:
             keys = sorted(needs_of(data.condition, data.clear_condition).keys)

@@ -17,7 +17,7 @@ from fleetcore.devices import profiles
 from fleetcore.devices import service as devices
 from fleetcore.errors import Conflict, NotFound, flush_or_conflict
 from fleetcore.pagination import page_of, paginate
-from fleetcore.rules.models import Rule, RuleState
+from fleetcore.rules.models import Rule, RuleState, managed_by
 from fleetcore.rules.schemas import RuleIn, RulePatch
 
 SCOPES = ("device_id", "profile_id", "asset_id")
@@ -33,6 +33,17 @@ class RuleListener(Protocol):
 
 def _not_found() -> NotFound:
     return NotFound("rule not found", code="RULE_NOT_FOUND")
+
+
+def refuse_managed(rule: Rule) -> None:
+    """Conflict for a rule another module owns (a watchlist's): change it there."""
+    owner = managed_by(rule)
+    if owner is not None:
+        raise Conflict(
+            f"this rule belongs to a {owner}; change the {owner} instead",
+            code="RULE_MANAGED",
+            details={"owner": owner},
+        )
 
 
 async def check_scope(session: AsyncSession, principal: Principal, values: dict[str, Any]) -> None:
@@ -130,6 +141,7 @@ async def update_rule(
     restarts pending durations."""
     principal.require(Role.MANAGER)
     rule = await get_rule(session, principal, rule_id)
+    refuse_managed(rule)
     given = data.model_dump(mode="json", exclude_unset=True)
     if any(s in given for s in SCOPES):
         for scope in SCOPES:
@@ -162,6 +174,7 @@ async def delete_rule(
     """Delete a rule (managers); its open alerts are cleared, its history kept."""
     principal.require(Role.MANAGER)
     rule = await get_rule(session, principal, rule_id)
+    refuse_managed(rule)
     changes = await alerts.close_for_rule(session, rule, "rule_deleted")
     _audit(session, principal, "rule.delete", rule)
     await session.delete(rule)

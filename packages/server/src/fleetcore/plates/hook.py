@@ -1,0 +1,45 @@
+"""The plates module's share of event ingest (events/ports.py): plate_read events checked
+before anything is stored, then their reads, visits and watchlist alerts written in the
+events' transaction, and the alert changes published after the commit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fleetcore.alerts.events import AlertBus
+from fleetcore.events.codec import EventIn
+from fleetcore.events.ports import AfterCommit, EventSource, StoredEvent
+from fleetcore.plates.ingest import IncomingRead, record_reads
+from fleetcore.plates.reads import PLATE_READ, parse_read
+
+
+class PlateHook:
+    """Implements EventHook for ``plate_read`` events; other types pass untouched."""
+
+    def __init__(self, bus: AlertBus, *, visit_window_s: int = 60) -> None:
+        self.bus = bus
+        self.visit_window_s = visit_window_s
+
+    def check(self, event: EventIn, index: int | None) -> None:
+        """Refuse a plate_read whose data is not a well-formed read (INVALID_PLATE_READ)."""
+        if event.type == PLATE_READ:
+            parse_read(event.data, index)
+
+    async def stored(
+        self, session: AsyncSession, device: EventSource, events: Sequence[StoredEvent]
+    ) -> AfterCommit | None:
+        """Write the reads of the stored plate_read events; publish alerts after the commit."""
+        reads = [
+            IncomingRead(event.id, event.ts_ms, parse_read(event.data, None), event.media)
+            for event in events
+            if event.type == PLATE_READ
+        ]
+        if not reads:
+            return None
+        changes = await record_reads(session, device, reads, visit_window_s=self.visit_window_s)
+        if not changes:
+            return None
+        bus = self.bus
+        return lambda: bus.committed(changes)
