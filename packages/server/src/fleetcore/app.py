@@ -40,6 +40,9 @@ from fleetcore.external_broker.transport import ExternalTransport
 from fleetcore.job_leases import PostgresLeases
 from fleetcore.jobs import JobScheduler
 from fleetcore.live.telemetry import telemetry_publisher
+from fleetcore.media import housekeeping as media_housekeeping
+from fleetcore.media.hook import MediaHook
+from fleetcore.media.store import build_store
 from fleetcore.middleware import RequestContextMiddleware
 from fleetcore.mqtt.gateway import MqttGateway
 from fleetcore.mqtt.limits import ProvisioningLimits
@@ -126,6 +129,9 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         )
         app.state.dead_letters = dead_letters
         dead_letter_retention.register_job(app.state.jobs, db, settings)
+        # Media bytes: the filesystem under the data directory, or S3 (FLEETCORE_MEDIA_STORE).
+        app.state.media_store = media_store = build_store(settings)
+        media_housekeeping.register_job(app.state.jobs, db, media_store, settings)
         # Stopped in reverse: the sink outlives everything that records into it.
         presence = Presence(db, live, shared=shared, share=cluster.presence)
         app.state.presence = presence
@@ -208,6 +214,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         messages.command_results = commands.mqtt_result
         messages.http_results = partial(commands_service.device_result, commands)
         messages.dex_uploads = DexReceiver(db, pipeline).receive
+        # First of the event hooks: attachments resolve before other modules read the events.
+        messages.event_hooks.insert(0, MediaHook())
         # Plate reads after the media hook (it resolves attachments to media ids first).
         messages.event_hooks.append(PlateHook(bus, visit_window_s=settings.plates_visit_window_s))
         app.state.device_messages = messages

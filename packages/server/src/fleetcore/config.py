@@ -20,6 +20,9 @@ from sqlalchemy.exc import ArgumentError
 # Refused outside development mode: anyone can read it here.
 DEVELOPMENT_SECRET_KEY = "fleetcore-development-secret-do-not-use-in-production"  # noqa: S105
 CONFIG_FILE_ENV = "FLEETCORE_CONFIG_FILE"
+# Hard ceilings of the media limits (the routes' body limits are fixed at import).
+MEDIA_MAX_BYTES_CEILING = 100 * 1024 * 1024
+MEDIA_REQUEST_CEILING = 8 * MEDIA_MAX_BYTES_CEILING + 1024 * 1024
 
 _DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -322,6 +325,60 @@ class Settings(BaseSettings):
     retention_interval_s: float = Field(3600.0, ge=1, le=86400, description="retention job period")
     retention_chunk_rows: int = Field(10_000, ge=100, le=1_000_000, description="rows per delete")
     partitions_ahead_days: int = Field(7, ge=1, le=60, description="PostgreSQL daily partitions")
+    # -- media: images devices attach to events (fleetcore.media, docs/media.md) --
+    media_store: Literal["file", "s3"] = Field(
+        "file", description="file: under FLEETCORE_MEDIA_DIR; s3: an S3-compatible bucket"
+    )
+    media_dir: Path | None = Field(
+        None, description="the file store's root (default data_dir/media)"
+    )
+    media_s3_bucket: str | None = Field(None, description="the bucket, with media_store=s3")
+    media_s3_prefix: str = Field(
+        "", pattern=r"^[A-Za-z0-9._/-]{0,128}$", description="key prefix inside the bucket"
+    )
+    media_s3_endpoint: str | None = Field(
+        None, description="S3-compatible endpoint URL (MinIO, ...); default AWS"
+    )
+    media_s3_region: str | None = Field(None, description="the bucket's region")
+    media_max_bytes: int = Field(
+        10 * 1024 * 1024,
+        ge=1024,
+        le=MEDIA_MAX_BYTES_CEILING,
+        description="largest image a device may send, unless its profile says (media_max_bytes)",
+    )
+    media_max_pixels: int = Field(
+        40_000_000,
+        ge=1,
+        le=178_000_000,
+        description="largest width x height decoded; beyond it an image is refused unread",
+    )
+    media_request_max_bytes: int = Field(
+        81 * 1024 * 1024,
+        ge=64 * 1024,
+        le=MEDIA_REQUEST_CEILING,
+        description="largest multipart event request (the event and all its files)",
+    )
+    media_retention_days: int = Field(
+        90, ge=0, le=3650, description="default days media are kept; 0 = forever"
+    )
+    media_upload_url_ttl_s: int = Field(
+        900, ge=10, le=86400, description="how long an upload URL works"
+    )
+    media_unattached_ttl_s: int = Field(
+        86400,
+        ge=60,
+        le=30 * 86400,
+        description="an uploaded file no event refers to within this is deleted",
+    )
+    media_link_ttl_s: int = Field(
+        300, ge=10, le=7 * 86400, description="how long a signed media link works"
+    )
+    media_cache_max_age_s: int = Field(
+        3600, ge=0, le=365 * 86400, description="Cache-Control max-age of served media (private)"
+    )
+    media_housekeeping_interval_s: float = Field(
+        3600.0, ge=1, le=86400, description="retention and clean-up of media"
+    )
     # HTTP request limits (issue 14)
     max_body_bytes: int = Field(
         1024 * 1024,

@@ -59,6 +59,7 @@ RUNS_IN: dict[str, frozenset[Role]] = {
     "presence.sweep": _JOBS,
     "recommendations.expire": _JOBS,
     "recommendations.sync": _JOBS,
+    "media.housekeeping": _JOBS,  # media retention, deleted devices, expired uploads, orphans
     # jobs: every process that holds the state they work on
     "presence.seen": _TRAFFIC,  # last-seen times noted here (all: part of presence.sweep)
     "rules.refresh": _TRAFFIC,  # rules changed by another process (all: told in-process)

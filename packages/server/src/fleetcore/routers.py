@@ -26,6 +26,7 @@ from fleetcore.devices.pages import router as devices_pages
 from fleetcore.devices.router import router as devices_router
 from fleetcore.events.router import router as events_router
 from fleetcore.live.router import router as live_router
+from fleetcore.media.router import router as media_router
 from fleetcore.notifications.router import router as notifications_router
 from fleetcore.plates.pages import router as plates_pages
 from fleetcore.plates.router import router as plates_router
@@ -47,6 +48,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     assets_router,
     attributes_router,
     events_router,
+    media_router,
     commands_router,
     rules_router,
     alerts_router,

@@ -20,6 +20,7 @@ from pydantic import (
 from fleetcore.analytics.config import AnalyticsConfig
 from fleetcore.commands.limits import MAX_SCHEMA_OBJECTS, shape_problem
 from fleetcore.commands.safe_schema import count_objects
+from fleetcore.config import MEDIA_MAX_BYTES_CEILING
 from fleetcore.devices.models import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     DEFAULT_MQTT_BURST,
@@ -30,7 +31,7 @@ from fleetcore.safety.policy import SafetyPolicy
 
 MAX_TELEMETRY_KEYS = 1000
 # ProfilePatch fields that may be sent as null (to clear them).
-NULLABLE_PATCH_FIELDS = frozenset({"safety_policy"})
+NULLABLE_PATCH_FIELDS = frozenset({"safety_policy", "media_max_bytes"})
 
 Identifier = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:/-]+$")
@@ -49,6 +50,14 @@ MqttBurst = Annotated[
 ]
 MaxPayloadBytes = Annotated[
     int, Field(ge=64, le=1024 * 1024, description="largest MQTT payload a device may publish")
+]
+MediaMaxBytes = Annotated[
+    int,
+    Field(
+        ge=1024,
+        le=MEDIA_MAX_BYTES_CEILING,
+        description="largest image a device may send (null: FLEETCORE_MEDIA_MAX_BYTES, 10 MB)",
+    ),
 ]
 
 
@@ -135,6 +144,7 @@ class ProfileIn(BaseModel):
     mqtt_rate_per_s: MqttRate = DEFAULT_MQTT_RATE_PER_S
     mqtt_burst: MqttBurst = DEFAULT_MQTT_BURST
     max_payload_bytes: MaxPayloadBytes = DEFAULT_MAX_PAYLOAD_BYTES
+    media_max_bytes: MediaMaxBytes | None = None
     provisioning_enabled: bool = False
     provision_key: ProvisionKey | None = None
     provision_secret: ProvisionSecret | None = Field(None, description="write-only")
@@ -173,6 +183,7 @@ class ProfilePatch(BaseModel):
     mqtt_rate_per_s: MqttRate | None = None
     mqtt_burst: MqttBurst | None = None
     max_payload_bytes: MaxPayloadBytes | None = None
+    media_max_bytes: MediaMaxBytes | None = Field(None, description="null: the default")
     provisioning_enabled: bool | None = Field(None, description="false clears key and secret")
     provision_key: ProvisionKey | None = None
     provision_secret: ProvisionSecret | None = Field(None, description="write-only")
@@ -183,7 +194,8 @@ class ProfilePatch(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _reject_null(cls, value: Any, info: ValidationInfo) -> Any:
-        # Null means "remove" for the safety policy alone; every other field is left out.
+        # Null means "remove" for the safety policy and "the default" for media_max_bytes;
+        # every other field is left out.
         return value if info.field_name in NULLABLE_PATCH_FIELDS else not_null(value)
 
     check_keys = field_validator("telemetry_keys")(_unique_keys)
@@ -211,6 +223,7 @@ class ProfileOut(BaseModel):
     mqtt_rate_per_s: float
     mqtt_burst: int
     max_payload_bytes: int
+    media_max_bytes: int | None
     provisioning_enabled: bool
     provision_key: str | None
     allow_reprovision: bool

@@ -33,6 +33,7 @@ _PLAIN_FIELDS = (
     "mqtt_rate_per_s",
     "mqtt_burst",
     "max_payload_bytes",
+    "media_max_bytes",
     "allow_reprovision",
 )
 
@@ -143,6 +144,7 @@ async def create_profile(
         mqtt_rate_per_s=data.mqtt_rate_per_s,
         mqtt_burst=data.mqtt_burst,
         max_payload_bytes=data.max_payload_bytes,
+        media_max_bytes=data.media_max_bytes,
         allow_reprovision=data.allow_reprovision,
         analytics=_analytics(data.analytics),
         safety_policy=_policy(data.safety_policy),

@@ -10,13 +10,15 @@ from fastapi import APIRouter, Query, Request, status
 
 from fleetcore.auth.deps import PrincipalDep
 from fleetcore.body_limit import body_limit, read_body
-from fleetcore.deps import SessionDep
+from fleetcore.config import MEDIA_REQUEST_CEILING
+from fleetcore.deps import SessionDep, SettingsDep
 from fleetcore.device_messages import http as device_http
 from fleetcore.device_messages.inbound import DeviceMessages
 from fleetcore.devices.deps import CurrentDevice
 from fleetcore.events import service
 from fleetcore.events.codec import MAX_EVENTS
 from fleetcore.events.schemas import EventOut, EventsStored, Severity
+from fleetcore.media import multipart
 from fleetcore.pagination import CursorQuery, LimitQuery, Page
 from fleetcore_protocol.messages import Event
 
@@ -41,7 +43,18 @@ _BODY_DOC: dict[str, Any] = {
                     "one event": {"value": _EVENT_EXAMPLE},
                     "several": {"value": [_EVENT_EXAMPLE, {"type": "reboot"}]},
                 },
-            }
+            },
+            # Events with images (docs/media.md): `media` names the file parts an event owns.
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["event"],
+                    "properties": {
+                        "event": {"type": "string", "description": "the events' JSON"},
+                        "image": {"type": "string", "format": "binary"},
+                    },
+                }
+            },
         },
     }
 }
@@ -53,12 +66,28 @@ _BODY_DOC: dict[str, Any] = {
     status_code=status.HTTP_201_CREATED,
     summary="Send events (device token)",
     openapi_extra=_BODY_DOC,
+    response_model_exclude_none=True,
 )
-@body_limit(MAX_BODY_BYTES)
-async def post_events(request: Request, session: SessionDep, device: CurrentDevice) -> EventsStored:
-    """One event object or an array of up to 100; one bad event refuses them all (422)."""
-    body = await read_body(request, MAX_BODY_BYTES)
+# The JSON body keeps its 2 MiB (read_body); multipart is capped by
+# FLEETCORE_MEDIA_REQUEST_MAX_BYTES as it streams, under this ceiling.
+@body_limit(MEDIA_REQUEST_CEILING)
+async def post_events(
+    request: Request, session: SessionDep, device: CurrentDevice, settings: SettingsDep
+) -> EventsStored:
+    """One event object or an array of up to 100; one bad event refuses them all (422).
+    As multipart/form-data: the part `event` and 1-8 images (docs/media.md)."""
     layer: DeviceMessages = request.app.state.device_messages
+    if multipart.is_multipart(request):
+        stored, media = await multipart.store_event_request(
+            request,
+            session,
+            device,
+            hooks=layer.event_hooks,
+            settings=settings,
+            store=request.app.state.media_store,
+        )
+        return EventsStored(stored=stored, media=media)
+    body = await read_body(request, MAX_BODY_BYTES)
     return EventsStored(stored=await device_http.device_events(layer, session, device, Event(body)))
 
 

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from fleetcore.media.schemas import MediaStored
+
 Severity = Literal["critical", "major", "minor", "warning", "info"]
 
 
@@ -26,6 +28,8 @@ class EventOut(BaseModel):
 
 
 class EventsStored(BaseModel):
-    """The answer to a device's events: how many were stored (all of them, committed)."""
+    """The answer to a device's events: how many were stored (all of them, committed), and
+    the files of a multipart request (left out otherwise)."""
 
     stored: int
+    media: list[MediaStored] | None = None
