@@ -17,7 +17,7 @@ from fleetcore.auth.deps import SESSION_COOKIE
 from fleetcore.auth.principal import Role
 from tests.conftest import client_for
 from tests.support.devices import new_device
-from tests.support.plate_pages import NOW_MS, plate_read, send_reads
+from tests.support.plate_pages import NOW_MS, jpeg, plate_read, send_read_with_image, send_reads
 from tests.support.tenants import Tenant
 
 BOX = [120, 200, 180, 60]
@@ -166,20 +166,17 @@ async def test_next_page_keeps_the_filters(
     await send_reads(
         client,
         token,
-        [
-            plate_read(f"กข {1000 + i}", ts=NOW_MS - i * 60_000, camera=f"lane-{i}")
-            for i in range(60)
-        ],
+        [plate_read("กข 1234", ts=NOW_MS - i * 60_000, camera=f"lane-{i}") for i in range(60)],
     )
     async with signed_in(app, tenant, Role.VIEWER) as http:
-        first = await http.get("/plates", params={"q": "กข"})
+        first = await http.get("/plates", params={"q": "กข1234"})
         assert first.status_code == 200, first.text
         ids = read_ids(first.text)
         assert len(ids) == 50
         link = re.search(r'<a href="(/plates\?[^"]+)"[^>]*>Next page</a>', first.text)
         assert link is not None
         href = link.group(1).replace("&amp;", "&")
-        assert "q=%E0%B8%81%E0%B8%82" in href
+        assert "q=%E0%B8%81%E0%B8%821234" in href
         assert "cursor=" in href
         second = await http.get(href)
         more = read_ids(second.text)
@@ -268,6 +265,12 @@ async def test_watchlists_badges_and_roles(
         assert plates.text.count("data-watchlist>") == 1
         assert len(read_ids(plates.text)) == 1
         assert "AB-123" in plates.text
+    async with signed_in(app, tenant, Role.OPERATOR) as http:
+        page = await http.get("/watchlists")  # operators change plates, not lists
+        assert "Create watchlist" not in page.text
+        assert 'data-api-method="DELETE"' not in page.text
+        detail = await http.get(f"/watchlists/{list_id}")
+        assert "Add plate" in detail.text
     async with signed_in(app, tenant, Role.MANAGER) as http:
         page = await http.get("/watchlists")
         assert "Create watchlist" in page.text
@@ -278,3 +281,29 @@ async def test_watchlists_badges_and_roles(
         fragment = await http.get(f"/watchlists/{list_id}", headers={"HX-Request": "true"})
         assert "<h1>" not in fragment.text
         assert "AB 123" in fragment.text
+
+
+async def test_a_read_with_an_image_has_a_thumbnail_and_its_box_over_the_image(
+    app: FastAPI, client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    _, token = await new_device(client, tenant, name="Gate C")
+    await send_read_with_image(
+        client, token, plate_read("AB-123", bbox=BOX, image=True), jpeg(640, 360, BOX)
+    )
+    (read,) = await reads_of(client, tenant)
+    media = read["media_id"]
+    assert media is not None
+    async with signed_in(app, tenant, Role.VIEWER) as http:
+        page = await http.get("/plates")
+        assert f'src="/api/v1/media/{media}/thumbnail" alt="AB-123" loading="lazy"' in page.text
+        assert "data-no-image" not in page.text
+        thumb = await http.get(f"/api/v1/media/{media}/thumbnail")
+        assert thumb.status_code == 200
+        assert thumb.headers["content-type"].startswith("image/")
+        detail = await http.get(f"/plates/reads/{read['id']}")
+        assert f'src="/api/v1/media/{media}" alt="Plate read AB-123" width="640" height="360"' in (
+            detail.text
+        )
+        assert 'viewBox="0 0 640 360"' in detail.text
+        assert '<rect x="120" y="200" width="180" height="60"' in detail.text
+        assert f'href="/api/v1/media/{media}" data-image-link' in detail.text

@@ -19,13 +19,15 @@ from fleetcore.dashboard.web import Context, is_fragment, principal_of, render
 from fleetcore.deps import SessionDep
 from fleetcore.devices import service as devices
 from fleetcore.errors import Invalid
-from fleetcore.plates import queries
+from fleetcore.plates import queries, service
 
 router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 50
 HISTORY_READS = 20  # the newest reads shown on a plate's history
 MAX_QUERY = 32  # characters of plate text; a plate is far shorter
-WATCHLIST_WRITER = Role.MANAGER  # watchlists make alerts, as rules do
+# As the watchlists API decides (plates/service.py); the page only hides what it would refuse.
+WATCHLIST_WRITER = Role.MANAGER  # lists own a rule: created and deleted as rules are
+ENTRY_WRITER = Role.OPERATOR  # plates on a list
 TRUE = frozenset({"1", "on", "true", "yes"})
 
 
@@ -226,14 +228,14 @@ async def watchlist(
     session: SessionDep,
     context: Context,
 ) -> HTMLResponse:
-    """One watchlist and its plates; managers add and remove plates here (through
+    """One watchlist and its plates; operators add and remove plates here (through
     POST and DELETE /api/v1/watchlists/{id}/entries)."""
     principal = principal_of(context)
-    found = await queries.get_watchlist(session, principal, watchlist_id)
+    found = await service.watchlist_detail(session, principal, watchlist_id)
     values: dict[str, Any] = {
         "w": found,
         "entries": found.entry_list,
-        "can_write": principal.has(WATCHLIST_WRITER),
+        "can_write": principal.has(ENTRY_WRITER),
     }
     if is_fragment(request):
         return render(context, "plates/_entries.html", **values)

@@ -17,8 +17,7 @@
       if (value === "" && el.hasAttribute("data-optional")) continue;
       payload[el.name] = el.hasAttribute("data-number") && value !== "" ? Number(value) : value;
     }
-    // data-api-wrap="entries": the API takes a list of such objects under that name.
-    return form.dataset.apiWrap ? { [form.dataset.apiWrap]: [payload] } : payload;
+    return payload;
   }
 
   function say(el, text) {
