@@ -5,6 +5,7 @@ over the image, the history, and watchlists changed through the API by a manager
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import AsyncIterator
 
 import httpx
@@ -14,6 +15,7 @@ from playwright.async_api import BrowserContext, Page, expect
 
 from fleetcore.auth.principal import Role
 from fleetcore.db import Database
+from fleetcore.live.hub import LiveEvent
 from tests.conftest import client_for
 from tests.support.browser import new_page, sign_in
 from tests.support.browser import screenshot as full_screenshot
@@ -117,14 +119,17 @@ async def test_reads_with_images_search_detail_and_history(
     assert drawn is not None
     scale = image_box["width"] / WIDTH
     assert abs(image_box["height"] / HEIGHT - scale) < 0.01  # the image keeps its shape
+    # The drawn box is the plate's, scaled as the image is, widened by half its stroke.
+    stroke = float(await rect.evaluate("(r) => parseFloat(getComputedStyle(r).strokeWidth)"))
+    assert stroke > 0
     expected = (
-        image_box["x"] + BOX[0] * scale,
-        image_box["y"] + BOX[1] * scale,
-        BOX[2] * scale,
-        BOX[3] * scale,
+        image_box["x"] + BOX[0] * scale - stroke / 2,
+        image_box["y"] + BOX[1] * scale - stroke / 2,
+        BOX[2] * scale + stroke,
+        BOX[3] * scale + stroke,
     )
     got = (drawn["x"], drawn["y"], drawn["width"], drawn["height"])
-    assert all(abs(a - b) < 3 for a, b in zip(got, expected, strict=True)), (got, expected)
+    assert all(abs(a - b) < 1 for a, b in zip(got, expected, strict=True)), (got, expected)
     await expect(page.locator("[data-device-link]")).to_have_attribute("href", f"/devices/{gate}")
     image_link = await page.locator("[data-image-link]").get_attribute("href")
     assert image_link is not None
@@ -212,4 +217,34 @@ async def test_a_viewer_reads_watchlists_only(
     await page.get_by_role("link", name="VIP").click()
     await expect(page.locator("[data-empty-for=entry-rows]")).to_be_visible()
     await expect(page.get_by_label("Plate", exact=True)).to_have_count(0)
+    console.assert_none()
+
+
+async def test_new_reads_join_the_top_of_the_newest_page_live(
+    site: tuple[FastAPI, str], http: httpx.AsyncClient, org: Tenant, context: BrowserContext
+) -> None:
+    """The page's side of live reads: a "plate_read" message on the "plates" channel (what the
+    plates hook publishes after its commit) brings the read's row, rendered by the server."""
+    app, base = site
+    gate, token = await new_device(http, org, name="Gate D")
+    await send_reads(http, token, [plate_read("AB-123", ts=NOW_MS - 60_000)])
+    page, console = await new_page(context)
+    await sign_in(page, base, org.emails[Role.VIEWER], PASSWORD)
+    await page.goto(f"{base}/plates")
+    rows = page.locator("#plate-rows tr")
+    await expect(rows).to_have_count(1)
+    await expect(page.locator("body")).to_have_attribute("data-subscribed", re.compile("plates"))
+
+    await send_reads(http, token, [plate_read("CD 456", ts=NOW_MS)])
+    answer = await http.get(
+        "/api/v1/plates/reads", params={"q": "CD456"}, headers=org.headers(Role.VIEWER)
+    )
+    fresh = answer.json()["items"][0]["id"]
+    message = {"type": "plate_read", "read": {"id": fresh, "device_id": gate}}
+    for _ in range(2):  # a repeated message adds nothing
+        app.state.live.publish(LiveEvent(org.org_id, "plates", uuid.UUID(gate), message))
+    await expect(rows).to_have_count(2)
+    await expect(rows.first).to_have_attribute("data-read-id", str(fresh))
+    await expect(rows.first).to_contain_text("CD 456")
+
     console.assert_none()
