@@ -197,6 +197,13 @@ async def test_a_manager_keeps_a_watchlist_and_reads_show_its_badge(
     await page.goto(f"{base}/plates?watchlisted=1")
     await expect(page.locator("#plate-rows tr")).to_have_count(1)
     await expect(page.locator("#plate-rows tr")).to_contain_text("AB-123")
+
+    # Deleting the list takes its badges away.
+    await page.goto(f"{base}/watchlists")
+    await page.get_by_role("button", name="Delete Stolen").click()
+    await expect(page.locator("[data-empty-for=watchlist-rows]")).to_be_visible()
+    await page.goto(f"{base}/plates?watchlisted=1")
+    await expect(page.locator("[data-empty-for=plate-rows]")).to_be_visible()
     console.errors = [e for e in console.errors if "422" not in e]  # the refused name
     console.assert_none()
 

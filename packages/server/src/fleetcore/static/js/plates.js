@@ -91,6 +91,17 @@
     run(button, undefined);
   });
 
+  // -- a thumbnail that cannot load (its image expired under media retention): the placeholder
+  document.addEventListener("error", (event) => {
+    const img = event.target;
+    if (!(img instanceof HTMLImageElement) || !img.matches("img[data-thumb]")) return;
+    const note = document.createElement("span");
+    note.className = "plate-thumb no-image";
+    note.dataset.noImage = "";
+    note.textContent = "image gone";
+    img.replaceWith(note);
+  }, true); // error events do not bubble
+
   // -- /plates: a read stored while the newest page is open joins the top ------------------
   // Messages: {"type": "plate_read", "read": {"id", ...}} on the "plates" channel; rows are
   // rendered by the server (GET /plates/reads/{id}?part=row), as alert rows are.
