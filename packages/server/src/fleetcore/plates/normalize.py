@@ -33,9 +33,13 @@ _WORDS = re.compile(r"[\s,;/()\[\]]+")
 _SHORT_ENGLISH = 5  # English names this short count only beside a Thai plate
 
 # Thai names, longest first (a name inside a longer one must not win).
+# NFKC as the text is: it splits SARA AM (ำ) in two, as in กำแพงเพชร.
 _THAI_NAMES: tuple[tuple[str, str], ...] = tuple(
     sorted(
-        [(thai, thai) for thai, _ in PROVINCES] + list(THAI_ALIASES.items()),
+        [
+            (unicodedata.normalize("NFKC", spelled), thai)
+            for spelled, thai in [(t, t) for t, _ in PROVINCES] + list(THAI_ALIASES.items())
+        ],
         key=lambda pair: -len(pair[0]),
     )
 )
@@ -93,6 +97,15 @@ def _thai_region(text: str) -> tuple[str, str | None]:
         if _kept(rest):  # a province alone is no plate: keep it as the text
             return rest, thai
     return text, None
+
+
+def province(text: str) -> str | None:
+    """The Thai name of the province `text` names (Thai or English), or None."""
+    cleaned = "".join(_clean(text).split())
+    for name, thai in _THAI_NAMES:
+        if cleaned == name:
+            return thai
+    return _ENGLISH.get(cleaned.casefold())
 
 
 def fold(plate_norm: str) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleetcore.errors import Invalid
-from fleetcore.plates.normalize import normalize
+from fleetcore.plates.normalize import normalize, province
 
 PLATE_READ = "plate_read"
 MAX_PLATE_TEXT = 20
@@ -59,6 +59,10 @@ def _short(data: dict[str, Any], field: str, index: int | None) -> str | None:
     return value.strip()
 
 
+def _region(given: str | None) -> str | None:
+    return None if given is None else province(given) or given
+
+
 def parse_read(data: dict[str, Any], index: int | None) -> ReadData:
     """The checked fields of a plate_read event's data; Invalid naming the field otherwise."""
     unknown = sorted(set(data) - _FIELDS)
@@ -98,7 +102,8 @@ def parse_read(data: dict[str, Any], index: int | None) -> ReadData:
         plate=plate.strip(),
         plate_norm=normal.plate_norm,
         plate_key=normal.plate_key,
-        region=shorts["region"] or normal.region,
+        # A province named in Thai or English is stored by its Thai name, as plates print it.
+        region=_region(shorts["region"]) or normal.region,
         confidence=float(confidence),
         camera=shorts["camera"],
         direction=direction,
