@@ -7,23 +7,21 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from playwright.async_api import Browser, BrowserContext, expect
+from playwright.async_api import BrowserContext, expect
 from sqlalchemy import update
 
 from fleetcore.analytics.models import AnalyticsFinding, DeviceHealth
 from fleetcore.auth.principal import Role
 from fleetcore.db import Database
 from fleetcore.live.hub import LiveEvent
-from tests.conftest import client_for, running_app
+from tests.conftest import client_for
 from tests.support.advisory import add_finding, add_health, add_recommendation, watch
-from tests.support.browser import chromium, new_page, screenshot, sign_in
+from tests.support.browser import new_page, screenshot, sign_in
 from tests.support.devices import new_device
-from tests.support.serving import serving
 from tests.support.tenants import PASSWORD, Tenant, make_tenant
 
 expect.set_options(timeout=10_000)
@@ -32,18 +30,7 @@ SPEED_POLICY = {
 }
 
 
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as launched:
-        yield launched
-
-
-@pytest.fixture
-async def site(live_database: Database, tmp_path: Path) -> AsyncIterator[tuple[FastAPI, str]]:
-    async with running_app(live_database, tmp_path) as application, serving(application) as url:
-        yield application, f"http://{url}"
-
-
+# browser, site and context: tests/support/browser.py. http and org talk to the served app.
 @pytest.fixture
 async def http(site: tuple[FastAPI, str]) -> AsyncIterator[httpx.AsyncClient]:
     async with client_for(site[0]) as client:
@@ -53,15 +40,6 @@ async def http(site: tuple[FastAPI, str]) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 async def org(http: httpx.AsyncClient, live_database: Database) -> Tenant:
     return await make_tenant(http, live_database)
-
-
-@pytest.fixture
-async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
-    ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
-    try:
-        yield ctx
-    finally:
-        await ctx.close()
 
 
 def _finding_message(finding: AnalyticsFinding) -> dict[str, object]:

@@ -7,7 +7,6 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -16,29 +15,17 @@ from playwright.async_api import Browser, BrowserContext, expect
 
 from fleetcore.auth.principal import Role
 from fleetcore.db import Database
-from tests.conftest import client_for, running_app
-from tests.support.browser import chromium, new_page, screenshot, sign_in
+from tests.conftest import client_for
+from tests.support.browser import new_page, screenshot, sign_in
 from tests.support.devices import new_device
 from tests.support.rules import HOT, make_rule, send, wait_for_alerts
-from tests.support.serving import serving
 from tests.support.tenants import PASSWORD, Tenant, make_tenant
 from tests.support.wait import wait_until
 
 expect.set_options(timeout=10_000)
 
 
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as launched:
-        yield launched
-
-
-@pytest.fixture
-async def site(live_database: Database, tmp_path: Path) -> AsyncIterator[tuple[FastAPI, str]]:
-    async with running_app(live_database, tmp_path) as application, serving(application) as url:
-        yield application, f"http://{url}"
-
-
+# browser, site and context: tests/support/browser.py. http and org talk to the served app.
 @pytest.fixture
 async def http(site: tuple[FastAPI, str]) -> AsyncIterator[httpx.AsyncClient]:
     async with client_for(site[0]) as client:
@@ -48,15 +35,6 @@ async def http(site: tuple[FastAPI, str]) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 async def org(http: httpx.AsyncClient, live_database: Database) -> Tenant:
     return await make_tenant(http, live_database)
-
-
-@pytest.fixture
-async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
-    ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
-    try:
-        yield ctx
-    finally:
-        await ctx.close()
 
 
 async def post_value(http: httpx.AsyncClient, token: str, **values: float) -> None:

@@ -5,17 +5,15 @@ inline script does not)."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-import pytest
 from playwright.async_api import Browser, expect
 
 from fleetcore.auth.principal import Role
 from fleetcore.db import Database
 from tests.conftest import client_for, running_app
-from tests.support.browser import chromium, new_page, sign_in
+from tests.support.browser import new_page, sign_in
 from tests.support.serving import serving
 from tests.support.tenants import PASSWORD, make_tenant
 
@@ -24,12 +22,6 @@ EXPECTED = {
     "x-frame-options": "DENY",
     "referrer-policy": "same-origin",
 }
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as launched:
-        yield launched
 
 
 async def test_every_kind_of_response_carries_the_headers(client: httpx.AsyncClient) -> None:

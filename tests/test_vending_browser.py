@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 
 import httpx
 import pytest
@@ -17,10 +15,9 @@ from sqlalchemy import select
 from fleetcore.auth.principal import Role
 from fleetcore.db import Database
 from fleetcore.vending.models import PickLine, ServiceOrder, ServiceVisit, SlotStock
-from tests.conftest import client_for, running_app
-from tests.support.browser import ARTIFACTS, chromium, new_page, sign_in
+from tests.conftest import client_for
+from tests.support.browser import ARTIFACTS, new_page, sign_in
 from tests.support.devices import new_device
-from tests.support.serving import serving
 from tests.support.tenants import PASSWORD, Tenant, make_tenant
 from tests.support.vending_fleet import MONTH, TODAY, Fleet, seed_fleet
 
@@ -37,18 +34,7 @@ async def screenshot(page: Page, name: str) -> None:
     await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True, caret="initial")
 
 
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as launched:
-        yield launched
-
-
-@pytest.fixture
-async def site(live_database: Database, tmp_path: Path) -> AsyncIterator[tuple[FastAPI, str]]:
-    async with running_app(live_database, tmp_path) as application, serving(application) as url:
-        yield application, f"http://{url}"
-
-
+# browser and site: tests/support/browser.py.
 @pytest.fixture
 async def org(site: tuple[FastAPI, str], live_database: Database) -> Tenant:
     async with client_for(site[0]) as http:

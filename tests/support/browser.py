@@ -1,4 +1,10 @@
-"""Debian's Chromium driven by Playwright, and what a page test checks on every page."""
+"""Debian's Chromium driven by Playwright, and what a page test checks on every page.
+
+Also a pytest plugin (tests/conftest.py loads it) with the browser tests' fixtures: `browser`
+(one Chromium per test module), `site` (the app on the live database served by a real
+uvicorn) and `context` (a desktop-sized browser context). A module that uses `site` also
+overrides the root `http` and `org` fixtures to talk to the served app, not mqtt_app.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
+from fastapi import FastAPI
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+
+from fleetcore.db import Database
+from tests.conftest import running_app
+from tests.support.serving import serving
 
 CHROMIUM = "/usr/bin/chromium"  # from Debian (scripts/system-deps.sh); never `playwright install`
 CHROMIUM_ARGS = [
@@ -67,3 +79,27 @@ async def sign_in(page: Page, base_url: str, email: str, password: str) -> None:
     await page.get_by_label("Password").fill(password)
     await page.get_by_role("button", name="Sign in").click()
     await page.wait_for_url(f"{base_url}/dashboard")
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    """One headless Chromium for the test module."""
+    async with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+async def site(live_database: Database, tmp_path: Path) -> AsyncIterator[tuple[FastAPI, str]]:
+    """The app on the live database, its lifespan running, served by uvicorn: (app, base URL)."""
+    async with running_app(live_database, tmp_path) as application, serving(application) as url:
+        yield application, f"http://{url}"
+
+
+@pytest.fixture
+async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
+    """A desktop-sized browser context, closed after the test."""
+    ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        yield ctx
+    finally:
+        await ctx.close()

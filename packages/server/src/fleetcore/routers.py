@@ -28,6 +28,7 @@ from fleetcore.events.router import router as events_router
 from fleetcore.live.router import router as live_router
 from fleetcore.media.router import router as media_router
 from fleetcore.notifications.router import router as notifications_router
+from fleetcore.plates.pages import router as plates_pages
 from fleetcore.plates.router import router as plates_router
 from fleetcore.rules.pages import router as rules_pages
 from fleetcore.rules.router import router as rules_router
@@ -72,6 +73,7 @@ PAGE_ROUTERS: tuple[APIRouter, ...] = (
     dashboard_pages,
     devices_pages,
     alerts_pages,
+    plates_pages,
     rules_pages,
     advisory_pages,
     assets_pages,

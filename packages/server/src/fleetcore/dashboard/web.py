@@ -26,6 +26,7 @@ NAV: tuple[tuple[str, str, Role], ...] = (
     ("/dashboard", "Dashboard", Role.VIEWER),
     ("/devices", "Devices", Role.VIEWER),
     ("/alerts", "Alerts", Role.VIEWER),
+    ("/plates", "Plates", Role.VIEWER),
     ("/rules", "Rules", Role.VIEWER),
     ("/analytics", "Analytics", Role.VIEWER),
     ("/recommendations", "Recommendations", Role.VIEWER),

@@ -23,7 +23,7 @@ import orjson
 
 from fleetcore.live import metrics
 
-CHANNELS = ("telemetry", "status", "alerts", "commands", "analytics")
+CHANNELS = ("telemetry", "status", "alerts", "commands", "analytics", "plates")
 DEFAULT_BUFFER = 1_000
 
 

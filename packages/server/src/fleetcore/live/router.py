@@ -1,11 +1,12 @@
-"""GET /api/v1/ws: live telemetry, status, commands, alerts and analytics findings over a
-WebSocket.
+"""GET /api/v1/ws: live telemetry, status, commands, alerts, analytics findings and plate
+reads over a WebSocket.
 
 Authenticated by the session cookie (same-origin only) or ?token=<access token>. Client
 messages: {"type": "subscribe" | "unsubscribe", "channel", "device_id"?, "keys"?}. Server
 messages: "subscribed", "unsubscribed", "telemetry", "status", "command", "alert",
-"finding" (channel "analytics"), "lagged", "error". Everything is scoped to the caller's
-organization: a device of another organization is answered like one that does not exist.
+"finding" (channel "analytics"), "plate_read" (channel "plates"), "lagged", "error".
+Everything is scoped to the caller's organization: a device of another organization is
+answered like one that does not exist.
 """
 
 from __future__ import annotations
