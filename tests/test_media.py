@@ -98,7 +98,7 @@ async def test_an_event_with_an_image_is_stored_and_served(
     device_id, token = await new_device(client, tenant)
     photo = images.jpeg((640, 480))
     response = await post_with_images(
-        client, token, {"type": "plate_read", "data": {"plate": "AB 123"}}, [("image", photo)]
+        client, token, {"type": "snapshot", "data": {"plate": "AB 123"}}, [("image", photo)]
     )
     assert response.status_code == 201, response.text
     body = response.json()
@@ -142,7 +142,7 @@ async def test_several_events_own_the_parts_they_name(
     device_id, token = await new_device(client, tenant)
     events = [
         {"type": "vehicle", "media": ["front"]},
-        {"type": "plate_read", "media": ["rear", "plate"]},
+        {"type": "snapshot", "media": ["rear", "plate"]},
         {"type": "heartbeat"},
     ]
     response = await post_with_images(
@@ -163,7 +163,7 @@ async def test_several_events_own_the_parts_they_name(
     listing = await client.get(f"/api/v1/devices/{device_id}/media", headers=tenant.headers())
     owner = {m["id"]: m["event_id"] for m in listing.json()["items"]}
     assert owner[parts["front"]["id"]] == by_type["vehicle"]
-    assert owner[parts["rear"]["id"]] == owner[parts["plate"]["id"]] == by_type["plate_read"]
+    assert owner[parts["rear"]["id"]] == owner[parts["plate"]["id"]] == by_type["snapshot"]
     assert await counts(db) == (3, 3)
     # Paged, newest first: two pages cover the three without repeating one.
     first = await client.get(
@@ -211,7 +211,7 @@ async def test_bad_uploads_are_refused_and_store_nothing(
     photo = images.jpeg((320, 240))
     profile = await profile_with_limit(client, tenant, len(photo) - 1)
     _, token = await new_device(client, tenant, profile_id=profile)
-    event: Any = {"type": "plate_read"}
+    event: Any = {"type": "snapshot"}
     files = [("image", images.jpeg((64, 48)))]
     match case:
         case "gif named jpeg":
@@ -341,7 +341,7 @@ async def test_upload_url_then_an_event_refers_to_it(
     assert await counts(db) == (1, 0)
 
     sent = await client.post(
-        EVENTS, headers=device_headers(token), json={"type": "plate_read", "media": [media_id]}
+        EVENTS, headers=device_headers(token), json={"type": "snapshot", "media": [media_id]}
     )
     assert sent.status_code == 201, sent.text
     assert sent.json() == {"stored": 1}

@@ -43,7 +43,7 @@ async def test_an_mqtt_event_attaches_an_uploaded_image(
     device_id, token = await new_device(http, org)
     media_id = await uploaded(http, token, images.jpeg((640, 480)))
     client = await RawClient.connected(port_of(mqtt_app), "cam", username=token)
-    event = {"type": "plate_read", "data": {"plate": "1กข 234"}, "media": [media_id]}
+    event = {"type": "snapshot", "data": {"plate": "1กข 234"}, "media": [media_id]}
     await client.publish(f"devices/{device_id}/events", orjson.dumps(event), qos=1)
 
     async def attached() -> bool:
@@ -51,7 +51,7 @@ async def test_an_mqtt_event_attaches_an_uploaded_image(
 
     await wait_until(attached, within=5)
     events = await http.get(f"/api/v1/devices/{device_id}/events", headers=org.headers())
-    [stored] = [e for e in events.json()["items"] if e["type"] == "plate_read"]
+    [stored] = [e for e in events.json()["items"] if e["type"] == "snapshot"]
     [media] = await device_media(http, org, device_id)
     assert media["event_id"] == stored["id"]
     served = await http.get(f"/api/v1/media/{media_id}", headers=org.headers(Role.VIEWER))
@@ -67,7 +67,7 @@ async def test_a_bad_reference_over_mqtt_is_a_dead_letter(
     client = await RawClient.connected(port_of(mqtt_app), "cam2", username=token)
     topic = f"devices/{device_id}/events"
     for ref in (theirs, str(uuid.uuid4()), "front"):
-        await client.publish(topic, orjson.dumps({"type": "plate_read", "media": [ref]}), qos=1)
+        await client.publish(topic, orjson.dumps({"type": "snapshot", "media": [ref]}), qos=1)
 
     async def dead() -> list[Any]:
         response = await http.get(
