@@ -21,6 +21,7 @@ from fleetcore.telemetry import cli as telemetry_cli
 from fleetcore.vending import cli as vending_cli
 
 if TYPE_CHECKING:
+    from fleetcore.simulator.cameras_demo import DemoCameras, DemoCamerasRun
     from fleetcore.simulator.machines_demo import DemoMachines, DemoMachinesRun
     from fleetcore.simulator.provision import Fleet
     from fleetcore.simulator.runner import Simulation
@@ -146,12 +147,13 @@ def serve(
     else:
         from fleetcore.simulator.inprocess import run_server_with
 
-        fleet, vending, machines = prepared
+        fleet, vending, machines, cameras = prepared
         run_server_with(
             server,
             None if fleet is None else _demo_simulation(settings, fleet),
             _demo_vending(settings, vending, live=simulate),
             _demo_machines(settings, machines, live=simulate),
+            _demo_cameras(settings, cameras, live=simulate),
         )
     if not server.started:
         raise typer.Exit(1)
@@ -202,7 +204,7 @@ def db_current() -> None:
 
 def _prepare_demo(
     settings: Settings, *, simulate: bool
-) -> tuple[Fleet | None, DemoVending, DemoMachines]:
+) -> tuple[Fleet | None, DemoVending, DemoMachines, DemoCameras]:
     """The demo data, its sign-ins printed, and (with `simulate`) the simulated devices."""
     if settings.environment == "production":
         typer.echo(
@@ -217,6 +219,7 @@ def _prepare_demo(
     from fleetcore.app import open_database
     from fleetcore.demo import DEMO_SLUG, ensure_demo, ensure_demo_rules
     from fleetcore.simulator import inprocess
+    from fleetcore.simulator.cameras_demo import ensure_demo_cameras
     from fleetcore.simulator.cli import DEFAULT_PROFILE
     from fleetcore.simulator.machines_demo import ensure_demo_machines
     from fleetcore.simulator.provision import provision
@@ -224,7 +227,7 @@ def _prepare_demo(
     from fleetcore.simulator.vending_demo import ROUTE as VENDING_ROUTE
     from fleetcore.simulator.vending_demo import ensure_demo_vending
 
-    async def run() -> tuple[str, str, str, Fleet | None, DemoVending, DemoMachines]:
+    async def run() -> tuple[str, str, str, Fleet | None, DemoVending, DemoMachines, DemoCameras]:
         database = open_database(settings)
         fleet = None
         try:
@@ -232,6 +235,7 @@ def _prepare_demo(
             vending = await ensure_demo_vending(database, organization=DEMO_SLUG)
             vending.admin_email = login.email
             machines = await ensure_demo_machines(database, organization=DEMO_SLUG)
+            cameras = await ensure_demo_cameras(database, organization=DEMO_SLUG)
             if simulate:
                 fleet = await provision(
                     database,
@@ -243,9 +247,9 @@ def _prepare_demo(
                 await ensure_demo_rules(database, fleet.organization_id, fleet.profile_id)
         finally:
             await database.close()
-        return login.email, login.password, login.device_token, fleet, vending, machines
+        return login.email, login.password, login.device_token, fleet, vending, machines, cameras
 
-    email, password, token, fleet, vending, machines = asyncio.run(run())
+    email, password, token, fleet, vending, machines, cameras = asyncio.run(run())
     wildcard = settings.host in ("0.0.0.0", "::")  # noqa: S104 (only choosing what to print)
     url = f"http://{'127.0.0.1' if wildcard else settings.host}:{settings.port}"
     Console().print(
@@ -258,7 +262,8 @@ def _prepare_demo(
             f"Vending   {url}/vending   (driver's pick lists: {url}/vending/routes)\n"
             f"Driver    {vending.driver_email}\n"
             f"Password  {vending.driver_password}   (new on every start)\n\n"
-            f"Machines  {url}/analytics   (recommendations: {url}/recommendations)",
+            f"Machines  {url}/analytics   (recommendations: {url}/recommendations)\n"
+            f"Cameras   {url}/plates   (watchlists: {url}/watchlists)",
             title="sign in",
         )
     )
@@ -286,7 +291,18 @@ def _prepare_demo(
         "data directory) is sent once the server answers"
         + (", then they report every few seconds.\n" if simulate else ".\n")
     )
-    return fleet, vending, machines
+    typer.echo(
+        f"Cameras: {len(cameras.fleet.cameras)} gate cameras reading licence plates; their "
+        "history (3 hours of reads with images, once per data directory) is sent once the "
+        "server answers"
+        + (", then one reads a plate every few seconds" if simulate else "")
+        + (
+            f"; reads of plates on the watchlist {cameras.watchlist!r} raise alerts.\n"
+            if cameras.watchlist
+            else ".\n"
+        )
+    )
+    return fleet, vending, machines, cameras
 
 
 def _demo_simulation(settings: Settings, fleet: Fleet) -> Simulation:
@@ -327,6 +343,20 @@ def _demo_machines(settings: Settings, machines: DemoMachines, *, live: bool) ->
 
     return DemoMachinesRun(
         machines,
+        open_database=lambda: open_database(settings),
+        http_url=f"http://{local_address(settings.host)}:{settings.port}",
+        live=live,
+    )
+
+
+def _demo_cameras(settings: Settings, cameras: DemoCameras, *, live: bool) -> DemoCamerasRun:
+    """The demo cameras' history, then (`live`) their reads against this very server."""
+    from fleetcore.app import open_database
+    from fleetcore.simulator.cameras_demo import DemoCamerasRun
+    from fleetcore.simulator.cli import local_address
+
+    return DemoCamerasRun(
+        cameras,
         open_database=lambda: open_database(settings),
         http_url=f"http://{local_address(settings.host)}:{settings.port}",
         live=live,

@@ -1,6 +1,6 @@
 """`fleetcore simulate --kind camera`: gate cameras sending plate reads with their images.
 
-Cameras (devices CAM-0001…, profile "Gate cameras") are made or reused through the database,
+Cameras (devices LPR-0001…, profile "Gate cameras") are made or reused through the database,
 like the other simulated fleets; a reused camera gets a fresh token. The reads go over HTTP,
 one multipart request each (the read's JSON and its JPEG), at a total rate for the fleet;
 a share of them are plates of the simulated watchlist, so its alerts show on /alerts.
@@ -13,7 +13,7 @@ import contextlib
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import httpx
@@ -29,12 +29,13 @@ from fleetcore.db import Database
 from fleetcore.devices import credentials
 from fleetcore.devices import service as devices
 from fleetcore.devices.models import Device, DeviceProfile
-from fleetcore.simulator.cameras import EVENTS_PATH, CameraStream
+from fleetcore.simulator.cameras import EVENTS_PATH, CameraStream, wanted_plates
 
 PROFILE = "Gate cameras"
 LABEL = "simulated-camera"
-NAME_PREFIX = "CAM-"
+NAME_PREFIX = "LPR-"
 RETRY_S = 2.0
+WATCHLIST = "Wanted vehicles"
 
 log = structlog.get_logger(__name__)
 
@@ -65,8 +66,11 @@ def camera_name(index: int) -> str:
     return f"{NAME_PREFIX}{index:04d}"
 
 
-async def provision_cameras(database: Database, *, organization: str, count: int) -> CameraFleet:
-    """Create or reuse `count` cameras (and the organization and profile, if absent)."""
+async def provision_cameras(
+    database: Database, *, organization: str, count: int, names: Sequence[str] = ()
+) -> CameraFleet:
+    """Create or reuse `count` cameras (and the organization and profile, if absent); a new
+    camera is named from `names` in order, else after its serial number."""
     async with database.session(write=True) as session:
         org = await users.get_organization_by_slug(session, organization)
         if org is None:
@@ -86,21 +90,21 @@ async def provision_cameras(database: Database, *, organization: str, count: int
             )
             session.add(profile)
             await session.flush()
-        names = [camera_name(i) for i in range(1, count + 1)]
+        serials = [camera_name(i) for i in range(1, count + 1)]
         existing = {
             d.serial_number: d
             for d in await session.scalars(
-                devices.live_devices(org.id).where(Device.serial_number.in_(names))
+                devices.live_devices(org.id).where(Device.serial_number.in_(serials))
             )
         }
         cameras, created = [], 0
-        for index, name in enumerate(names, start=1):
-            device = existing.get(name)
+        for index, serial in enumerate(serials, start=1):
+            device = existing.get(serial)
             if device is None:
                 device, token = devices.new_device(
                     org.id,
-                    name=name,
-                    serial_number=name,
+                    name=names[index - 1] if index <= len(names) else serial,
+                    serial_number=serial,
                     profile_id=profile.id,
                     labels=[LABEL],
                     properties={"simulated": "camera"},
@@ -109,7 +113,7 @@ async def provision_cameras(database: Database, *, organization: str, count: int
                 created += 1
             else:
                 token = await credentials.replace_token(session, device)
-            cameras.append(SimCamera(index, device.id, name, token))
+            cameras.append(SimCamera(index, device.id, device.name, token))
         await session.flush()
         audit.record(
             session,
@@ -123,6 +127,59 @@ async def provision_cameras(database: Database, *, organization: str, count: int
         )
         await session.commit()
         return CameraFleet(org.id, profile.id, cameras, created, len(existing))
+
+
+async def ensure_watchlist(
+    database: Database, organization_id: uuid.UUID, name: str, plate_texts: list[str]
+) -> str | None:
+    """The organization's watchlist `name` holding `plate_texts` (made, or completed, in the name
+    of one of its admins, so the audit trail names a person); None when it has no admin."""
+    from fleetcore.auth.models import User
+    from fleetcore.auth.principal import Principal, PrincipalKind, Role
+    from fleetcore.plates import service as plates
+    from fleetcore.plates.models import Watchlist
+    from fleetcore.plates.schemas import EntryIn, WatchlistIn
+
+    async with database.session(write=True) as session:
+        admin = await session.scalar(
+            select(User)
+            .where(
+                User.organization_id == organization_id,
+                User.role == Role.ADMIN.value,
+                User.is_active.is_(True),
+            )
+            .order_by(User.email)
+            .limit(1)
+        )
+        if admin is None:
+            return None
+        actor = Principal(
+            kind=PrincipalKind.USER,
+            subject_id=admin.id,
+            organization_id=organization_id,
+            role=Role.ADMIN,
+        )
+        watchlist_id = await session.scalar(
+            select(Watchlist.id).where(
+                Watchlist.organization_id == organization_id, Watchlist.name == name
+            )
+        )
+        if watchlist_id is None:
+            made = await plates.create_watchlist(
+                session,
+                actor,
+                data=WatchlistIn(
+                    name=name,
+                    description="Plates the simulated cameras see now and then",
+                    min_confidence=0.8,
+                ),
+            )
+            watchlist_id = made.id
+        # Plates the list holds already come back as duplicates: nothing changes.
+        await plates.add_entries(
+            session, actor, watchlist_id, [EntryIn(plate=p, note="simulated") for p in plate_texts]
+        )
+        return name
 
 
 @dataclass(slots=True)
@@ -244,7 +301,7 @@ def simulate_cameras(
     from fleetcore.errors import DomainError
 
     try:
-        fleet = asyncio.run(_provision(settings, organization, count))
+        fleet, watchlist = asyncio.run(_provision(settings, organization, count))
     except DomainError as exc:
         typer.echo(f"fleetcore: {exc.message}", err=True)
         raise typer.Exit(2) from None
@@ -253,6 +310,13 @@ def simulate_cameras(
         f"created, {fleet.reused} reused); plate reads with images over HTTP to {http_url} "
         f"at {rate:g} reads/s"
     )
+    if watchlist is None:
+        typer.echo(
+            f"The organization has no admin, so no watchlist was made: add the plates "
+            f"{', '.join(wanted_plates())} to one to see alerts on /alerts."
+        )
+    else:
+        typer.echo(f"Watchlist {watchlist!r} holds {', '.join(wanted_plates())}.")
     stats = asyncio.run(_run(fleet, http_url, rate, duration, seed))
     typer.echo(
         f"reads {stats.sent:,} · stored {stats.stored:,} · refused {stats.refused:,} · "
@@ -268,14 +332,20 @@ def simulate_cameras(
         raise typer.Exit(1)
 
 
-async def _provision(settings: Settings, organization: str, count: int) -> CameraFleet:
+async def _provision(
+    settings: Settings, organization: str, count: int
+) -> tuple[CameraFleet, str | None]:
     from fleetcore.migrate import upgrade
 
     database = Database.from_url(settings.resolved_database_url, pool_size=2)
     try:
         if settings.migrate_on_start:  # as `serve` would before writing
             await upgrade(database)
-        return await provision_cameras(database, organization=organization, count=count)
+        fleet = await provision_cameras(database, organization=organization, count=count)
+        watchlist = await ensure_watchlist(
+            database, fleet.organization_id, WATCHLIST, wanted_plates()
+        )
+        return fleet, watchlist
     finally:
         await database.close()
 

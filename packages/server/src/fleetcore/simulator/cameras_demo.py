@@ -23,36 +23,43 @@ from sqlalchemy import func, select
 from fleetcore.db import Database
 from fleetcore.events.models import DeviceEvent
 from fleetcore.simulator.camera_fleet import (
+    WATCHLIST,
     CameraFleet,
     CameraStats,
     SimCamera,
+    ensure_watchlist,
     provision_cameras,
     send_read,
 )
-from fleetcore.simulator.cameras import CameraStream
+from fleetcore.simulator.cameras import CameraStream, wanted_plates
 
 DEMO_CAMERAS = 3
-CAMERA_NAMES = ("gate-1-in", "gate-1-out", "car-park-b")
+CAMERA_NAMES = ("gate-1-in", "gate-1-out", "car-park-b")  # the reads' `camera` field
+DEVICE_NAMES = ("Gate 1 entry camera", "Gate 1 exit camera", "Car park B camera")
 HISTORY_READS = 36  # per camera, spread over HISTORY_MS
 HISTORY_MS = 3 * 3_600_000
 IN_VIEW_MS = 3_000  # a vehicle still in view is read again this much later
 LIVE_EVERY_S = 6.0  # live: one read from one of the cameras this often
-WATCHLIST = "Wanted vehicles"
 
 log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class DemoCameras:
-    """The demo's cameras (tokens in memory only) and its watchlist's id."""
+    """The demo's cameras (tokens in memory only) and its watchlist's name."""
 
     fleet: CameraFleet
+    watchlist: str | None
 
 
 async def ensure_demo_cameras(database: Database, *, organization: str) -> DemoCameras:
-    """The cameras of the demo organization, made or reused (fresh tokens)."""
-    fleet = await provision_cameras(database, organization=organization, count=DEMO_CAMERAS)
-    return DemoCameras(fleet)
+    """The cameras of the demo organization, made or reused (fresh tokens), and the
+    watchlist of the simulator's wanted plates."""
+    fleet = await provision_cameras(
+        database, organization=organization, count=DEMO_CAMERAS, names=DEVICE_NAMES
+    )
+    watchlist = await ensure_watchlist(database, fleet.organization_id, WATCHLIST, wanted_plates())
+    return DemoCameras(fleet, watchlist)
 
 
 async def _cameras_with_reads(database: Database, cameras: list[SimCamera]) -> set[str]:

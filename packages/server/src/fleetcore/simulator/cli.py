@@ -65,7 +65,7 @@ def simulate(
             min=1,
             max=10_000,
             help=(
-                "how many devices (sim-0001…; vending: VSIM-0001…; camera: CAM-0001…) "
+                "how many devices (sim-0001…; vending: VSIM-0001…; camera: LPR-0001…) "
                 "[default: 10; vending 4; camera 3]"
             ),
         ),

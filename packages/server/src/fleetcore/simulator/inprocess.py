@@ -32,7 +32,7 @@ class VendingRun(Protocol):
 
 class SideRun(Protocol):
     """Other demo work beside the server that logs its own outcome
-    (simulator.machines_demo.DemoMachinesRun)."""
+    (simulator.machines_demo.DemoMachinesRun, simulator.cameras_demo.DemoCamerasRun)."""
 
     stop: asyncio.Event
 
@@ -44,9 +44,9 @@ async def serve_with(
     server: uvicorn.Server,
     simulation: Simulation | None,
     vending: VendingRun | None = None,
-    machines: SideRun | None = None,
+    *sides: SideRun,
 ) -> None:
-    """Serve; once started, run `simulation`, `vending` and `machines` until the server is
+    """Serve; once started, run `simulation`, `vending` and the `sides` until the server is
     asked to stop."""
     serving = asyncio.create_task(server.serve())
     while not server.started:
@@ -55,7 +55,7 @@ async def serve_with(
         await asyncio.sleep(0.05)
     running = asyncio.create_task(simulation.run()) if simulation is not None else None
     selling = asyncio.create_task(vending.run()) if vending is not None else None
-    working = asyncio.create_task(machines.run()) if machines is not None else None
+    working = [(side, asyncio.create_task(side.run())) for side in sides]
     while not server.should_exit:  # uvicorn sets it on SIGINT/SIGTERM, no event to await
         done, _ = await asyncio.wait(
             {serving} | ({running} if running is not None else set()),
@@ -66,12 +66,12 @@ async def serve_with(
             break
     if simulation is not None:
         simulation.stop.set()
-    if machines is not None and working is not None:
-        machines.stop.set()
+    for side, task in working:
+        side.stop.set()
         try:
-            await working
+            await task
         except Exception:  # as below: never the server's failure
-            log.exception("machines simulator failed")
+            log.exception("demo simulator failed", side=type(side).__name__)
     if vending is not None and selling is not None:
         vending.stop.set()
         try:
@@ -108,8 +108,8 @@ def run_server_with(
     server: uvicorn.Server,
     simulation: Simulation | None,
     vending: VendingRun | None = None,
-    machines: SideRun | None = None,
+    *sides: SideRun,
 ) -> None:
     """`server.run()`, with the simulations beside it on the same event loop."""
     with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
-        runner.run(serve_with(server, simulation, vending, machines))
+        runner.run(serve_with(server, simulation, vending, *sides))
