@@ -100,7 +100,7 @@ async def test_a_method_a_path_does_not_have_is_405_naming_every_method_it_has(
 
 
 def test_multipart_bodies_state_the_parts_the_parser_takes(spec: dict[str, Any]) -> None:
-    """The form parser refuses a fifth part (400 "Too many fields"): a schema allowing it
+    """The form parser refuses a fifth part (422 MULTIPART_INVALID): a schema allowing it
     promised what the server refuses."""
     five_parts = {"file": "ts,key,value\n", "a": "1", "b": "2", "c": "3", "d": "4"}
     checked = 0

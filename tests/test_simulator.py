@@ -385,12 +385,16 @@ async def test_serve_demo_runs_simulated_devices_and_stops_cleanly(tmp_path: Pat
         # Every simulated device has sent at least once.
         await wait_until(
             lambda: (
-                _sqlite_count(  # the simulated ones: the motors' and vending history write too
-                    database,
-                    "SELECT count(DISTINCT s.device_id) FROM ts_series s "
-                    "JOIN devices d ON d.id = s.device_id WHERE d.name LIKE 'sim-%'",
+                (
+                    _sqlite_count(  # the simulated ones: the motors' and vending history write too
+                        database,
+                        "SELECT count(DISTINCT s.device_id) FROM ts_series s "
+                        "JOIN devices d ON d.id = s.device_id WHERE d.name LIKE 'sim-%'",
+                    )
+                    >= DEMO_DEVICES
+                    # and the demo's gate cameras have sent a read with its image
+                    and _sqlite_count(database, "SELECT count(*) FROM plate_reads") > 0
                 )
-                >= DEMO_DEVICES
                 or process.poll() is not None
             ),
             within=60,
@@ -414,7 +418,13 @@ async def test_serve_demo_runs_simulated_devices_and_stops_cleanly(tmp_path: Pat
     names = _sqlite_count(database, "SELECT count(*) FROM devices WHERE name LIKE 'sim-%'")
     assert names == DEMO_DEVICES
     rules = _sqlite_count(database, "SELECT count(*) FROM rules WHERE enabled")
-    assert rules == len(DEMO_RULES) + 1  # the alerts page has rules to fire (+ the motors')
+    # The alerts page has rules to fire, + the motors' health rule and the cameras' watchlist.
+    assert rules == len(DEMO_RULES) + 2
+    plate_reads = _sqlite_count(database, "SELECT count(*) FROM plate_reads")
+    with_images = _sqlite_count(
+        database, "SELECT count(*) FROM plate_reads WHERE media_id IS NOT NULL"
+    )
+    assert plate_reads == with_images > 0  # the gate cameras' reads, each with its image
 
 
 async def test_demo_rules_are_created_once(live_database: Database) -> None:
@@ -441,13 +451,17 @@ async def test_serve_demo_without_simulation(tmp_path: Path) -> None:
         output = _stop(process)
     assert process.returncode in (0, 130, -signal.SIGINT), output  # uvicorn re-raises it
     assert "Simulating" not in output
-    # The demo's three devices, its vending machines (issue 15: simulator.vending_demo) and
-    # its motors (issue 17: simulator.machines_demo).
-    assert _sqlite_count(tmp_path / "fleetcore.db", "SELECT count(*) FROM devices") == 3 + 4 + 4
+    # The demo's three devices, its vending machines (issue 15: simulator.vending_demo), its
+    # motors (issue 17: simulator.machines_demo) and its gate cameras (issue 19).
+    devices = "SELECT count(*) FROM devices"
+    assert _sqlite_count(tmp_path / "fleetcore.db", devices) == 3 + 4 + 4 + 3
     # The simulated fleet's demo rules come with the simulation; the motors' health rule
-    # (simulator.machines_demo) with the motors.
-    rules = "SELECT name FROM rules"
-    assert _sqlite_rows(tmp_path / "fleetcore.db", rules) == [("Motor health low",)]
+    # (simulator.machines_demo) with the motors, the watchlist's with the cameras.
+    rules = "SELECT name FROM rules ORDER BY name"
+    assert _sqlite_rows(tmp_path / "fleetcore.db", rules) == [
+        ("Motor health low",),
+        ("Watchlist: Wanted vehicles",),
+    ]
 
 
 async def test_a_device_dropped_mid_run_counts_errors_and_the_rest_carry_on(

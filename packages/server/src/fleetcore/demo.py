@@ -50,7 +50,7 @@ async def ensure_demo(database: Database) -> DemoLogin:
     """Create the demo data once; on later runs give the admin a fresh password to print."""
     await migrate.upgrade(database)
     password = secrets.token_urlsafe(12)
-    async with database.session() as session:
+    async with database.session(write=True) as session:
         org = await users.get_organization_by_slug(session, DEMO_SLUG)
         if org is not None:
             admin = await session.scalar(select(User).where(User.email == DEMO_EMAIL))

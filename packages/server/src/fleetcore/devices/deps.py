@@ -10,6 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import raiseload
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 
 from fleetcore.auth.security import token_hash
 from fleetcore.db import utcnow
@@ -110,7 +111,15 @@ async def csv_upload(request: Request) -> bytes:
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > MAX_CSV_BYTES + MULTIPART_OVERHEAD:
         raise too_large
-    async with request.form(max_files=1, max_fields=4) as form:
+    try:
+        form = await request.form(max_files=1, max_fields=4)
+    except HTTPException as exc:  # the form parser's refusal: too many parts, a broken body
+        raise Invalid(
+            f"the multipart body cannot be used: {exc.detail}",
+            code="MULTIPART_INVALID",
+            details={"field": "file"},
+        ) from None
+    try:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise Invalid(
@@ -119,6 +128,8 @@ async def csv_upload(request: Request) -> bytes:
                 details={"field": "file"},
             )
         content = await upload.read(MAX_CSV_BYTES + 1)
+    finally:
+        await form.close()
     if len(content) > MAX_CSV_BYTES:
         raise too_large
     return content

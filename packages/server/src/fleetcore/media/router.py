@@ -19,6 +19,7 @@ from fleetcore.body_limit import body_limit
 from fleetcore.config import MEDIA_MAX_BYTES_CEILING
 from fleetcore.deps import SessionDep, SettingsDep
 from fleetcore.devices.deps import CurrentDevice
+from fleetcore.errors import ErrorEnvelope
 from fleetcore.media import service, serving, signing, uploads
 from fleetcore.media.images import CONTENT_TYPES
 from fleetcore.media.schemas import (
@@ -51,7 +52,7 @@ _FILE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {t: {} for t in CONTENT_TYPES}, "description": "the file"},
     206: {"description": "the requested byte range"},
     304: {"description": "not modified (If-None-Match)"},
-    416: {"description": "the range is outside the file"},
+    416: {"model": ErrorEnvelope, "description": "the range is outside the file"},
 }
 _PUT_BODY: dict[str, Any] = {
     "requestBody": {

@@ -13,7 +13,7 @@ import contextlib
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import httpx
@@ -241,7 +241,9 @@ class CameraSimulation:
             return
         while not self.stop.is_set():
             read = await asyncio.to_thread(stream.next, self.clock())
-            await send_read(http, camera.token, read.multipart(), len(read.jpeg), self.stats)
+            await send_read(
+                http, camera.token, read.multipart(), len(read.jpeg), self.stats, self.stop
+            )
             if await self._wait(self.interval * self.rng.uniform(0.8, 1.2)):
                 return
 
@@ -258,11 +260,13 @@ async def send_read(
     files: dict[str, tuple[str | None, bytes, str]],
     image_bytes: int,
     stats: CameraStats,
+    stop: asyncio.Event,
     *,
     retries: int = 2,
-    pause: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> bool:
-    """Post one read with its image; True once stored. A 4xx is final, the rest retried."""
+    """Post one read with its image; True once stored. A 4xx is final, the rest is tried
+    again after RETRY_S, unless `stop` is set meanwhile (a stopping demo must not hold its
+    server's shutdown on a retry)."""
     stats.sent += 1
     for attempt in range(retries + 1):
         try:
@@ -282,8 +286,12 @@ async def send_read(
                 log.warning("camera_read_refused", status=answer.status_code)
                 return False
             stats.failed += 1
-        if attempt < retries:
-            await pause(RETRY_S)
+        if attempt == retries:
+            break
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), RETRY_S)
+        if stop.is_set():
+            break
     return False
 
 

@@ -139,5 +139,5 @@ class DemoCamerasRun:
         """Send the camera's next read at `ts`; the next read's time in the history: a few
         seconds later while the same vehicle is in view, else `step` later."""
         read = await asyncio.to_thread(stream.next, ts)
-        await send_read(http, camera.token, read.multipart(), len(read.jpeg), self.stats)
+        await send_read(http, camera.token, read.multipart(), len(read.jpeg), self.stats, self.stop)
         return ts + (IN_VIEW_MS if stream.in_view_again() else step)

@@ -66,8 +66,9 @@ async def serve_with(
             break
     if simulation is not None:
         simulation.stop.set()
-    for side, task in working:
+    for side, _ in working:
         side.stop.set()
+    for side, task in working:
         try:
             await task
         except Exception:  # as below: never the server's failure

@@ -75,7 +75,7 @@ async def provision(
     times that over MQTT; an existing profile that allows less is named in the warnings.
     """
     warnings: list[str] = []
-    async with database.session() as session:
+    async with database.session(write=True) as session:
         org = await users.get_organization_by_slug(session, organization)
         if org is None:
             data = OrganizationIn(name=organization.replace("-", " ").title(), slug=organization)

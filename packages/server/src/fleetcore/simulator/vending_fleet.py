@@ -198,7 +198,7 @@ async def provision_vending(
     database: Database, *, organization: str, count: int, seed: int = 0, route: str = ROUTE
 ) -> VendingFleet:
     """Create or reuse the catalogue, `count` machines and the route (and the organization)."""
-    async with database.session() as session:
+    async with database.session(write=True) as session:
         org = await _organization(session, organization)
         products, products_created = await _products(session, org.id)
         profile = await _profile(session, org.id)
@@ -258,7 +258,7 @@ async def ensure_driver(
 ) -> str:
     """The route's driver (created once), given a fresh password every time: returned."""
     password = secrets.token_urlsafe(12)
-    async with database.session() as session:
+    async with database.session(write=True) as session:
         user = await session.scalar(select(User).where(User.email == email))
         if user is None:
             data = UserIn(
