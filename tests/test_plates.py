@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
@@ -428,3 +429,30 @@ async def test_another_organization_sees_no_plates(
         response = await client.get(path, headers=intruder)
         assert response.status_code == 404, path
     assert (await client.get("/api/v1/watchlists", headers=intruder)).json() == []
+
+
+def test_alert_links_are_absolute_with_the_public_url() -> None:
+    from fleetcore.plates.ingest import hit_details
+    from fleetcore.plates.models import Watchlist
+
+    media_id = uuid.uuid4()
+    read = PlateRead(id=7, plate="AB-123-CD", plate_norm="AB123CD", media_id=media_id)
+    watchlist = Watchlist(id=uuid.uuid4(), name="Stolen")
+    relative = hit_details(read, watchlist, "")
+    assert relative["read_url"] == "/plates/reads/7"
+    assert relative["image_url"] == f"/api/v1/media/{media_id}"
+    absolute = hit_details(read, watchlist, "", "https://fleet.example.com/")
+    assert absolute["read_url"] == "https://fleet.example.com/plates/reads/7"
+    assert absolute["image_url"] == f"https://fleet.example.com/api/v1/media/{media_id}"
+    no_image = hit_details(PlateRead(id=8, plate="X1", plate_norm="X1"), watchlist, "")
+    assert no_image["image_url"] is None
+
+
+@pytest.mark.parametrize("url", ["ftp://fleet.example.com", "fleet.example.com", "https://"])
+def test_a_public_url_that_is_no_web_address_is_refused(url: str) -> None:
+    from pydantic import ValidationError
+
+    from fleetcore.config import Settings
+
+    with pytest.raises(ValidationError, match="public_url"):
+        Settings(public_url=url)

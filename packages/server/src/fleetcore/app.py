@@ -217,7 +217,13 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         # First of the event hooks: attachments resolve before other modules read the events.
         messages.event_hooks.insert(0, MediaHook())
         # Plate reads after the media hook (it resolves attachments to media ids first).
-        messages.event_hooks.append(PlateHook(bus, visit_window_s=settings.plates_visit_window_s))
+        messages.event_hooks.append(
+            PlateHook(
+                bus,
+                visit_window_s=settings.plates_visit_window_s,
+                public_url=settings.public_url or "",
+            )
+        )
         app.state.device_messages = messages
         app.state.gateway = app.state.transport = None
         # Mosquitto dynamic security: device credentials reach the broker through an outbox.

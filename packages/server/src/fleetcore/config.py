@@ -147,6 +147,15 @@ class Settings(BaseSettings):
     rules_sweep_s: float = Field(
         15.0, ge=0.1, le=3600, description='how often "no data" rules are evaluated'
     )
+    public_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        max_length=200,
+        description=(
+            "the address users open Fleetcore at (https://fleet.example.com): links in "
+            "notifications (a watchlist hit's read and image) are made absolute with it"
+        ),
+    )
     plates_visit_window_s: int = Field(
         60,
         ge=0,

@@ -19,9 +19,10 @@ from fleetcore.plates.reads import PLATE_READ, parse_read
 class PlateHook:
     """Implements EventHook for ``plate_read`` events; other types pass untouched."""
 
-    def __init__(self, bus: AlertBus, *, visit_window_s: int = 60) -> None:
+    def __init__(self, bus: AlertBus, *, visit_window_s: int = 60, public_url: str = "") -> None:
         self.bus = bus  # its hub also carries the reads to the live /plates page
         self.visit_window_s = visit_window_s
+        self.public_url = public_url  # links in alerts absolute when set
 
     def check(self, event: EventIn, index: int | None) -> None:
         """Refuse a plate_read whose data is not a well-formed read (INVALID_PLATE_READ)."""
@@ -40,7 +41,11 @@ class PlateHook:
         if not reads:
             return None
         rows, changes = await record_reads(
-            session, device, reads, visit_window_s=self.visit_window_s
+            session,
+            device,
+            reads,
+            visit_window_s=self.visit_window_s,
+            public_url=self.public_url,
         )
         live = [
             LiveEvent(

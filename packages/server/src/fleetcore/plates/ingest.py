@@ -145,6 +145,7 @@ async def record_reads(
     reads: Sequence[IncomingRead],
     *,
     visit_window_s: int,
+    public_url: str = "",
 ) -> tuple[list[PlateRead], list[AlertChange]]:
     """Store the reads (see the module docstring); the rows and the alert changes to publish."""
     org = device.organization_id
@@ -216,7 +217,7 @@ async def record_reads(
             plate.plate, plate.plate_norm = data.plate, data.plate_norm
             plate.region = data.region or plate.region
     await session.flush()
-    return stored, await _watchlist_alerts(session, device, crossed)
+    return stored, await _watchlist_alerts(session, device, crossed, public_url)
 
 
 def _is_uuid(ref: str) -> bool:
@@ -228,7 +229,10 @@ def _is_uuid(ref: str) -> bool:
 
 
 async def _watchlist_alerts(
-    session: AsyncSession, device: EventSource, crossed: list[tuple[PlateRead, float]]
+    session: AsyncSession,
+    device: EventSource,
+    crossed: list[tuple[PlateRead, float]],
+    public_url: str,
 ) -> list[AlertChange]:
     """Alert once per visit and watchlist: when the visit's best confidence first reaches the
     list's threshold (a new visit, or a better read of a visit that had not reached it)."""
@@ -254,7 +258,7 @@ async def _watchlist_alerts(
             threshold = watchlist.min_confidence
             if key != read.plate_key or not before < threshold <= read.confidence:
                 continue
-            values = hit_details(read, watchlist, note)
+            values = hit_details(read, watchlist, note, public_url)
             alert, event = await alerts.open_alert(
                 session, rule, device.id, int(read.ts.timestamp() * 1000), values
             )
@@ -264,9 +268,13 @@ async def _watchlist_alerts(
     return changes
 
 
-def hit_details(read: PlateRead, watchlist: Watchlist, note: str) -> dict[str, Any]:
+def hit_details(
+    read: PlateRead, watchlist: Watchlist, note: str, public_url: str = ""
+) -> dict[str, Any]:
     """What a watchlist alert carries: the plate, the read, the camera, links to the read's
-    page and image (links, never the bytes: webhooks carry this)."""
+    page and image (links, never the bytes: webhooks carry this; absolute with the
+    `public_url` setting, so a link in an email or a webhook opens, after signing in)."""
+    base = public_url.rstrip("/")
     return {
         "plate": read.plate,
         "plate_norm": read.plate_norm,
@@ -278,7 +286,7 @@ def hit_details(read: PlateRead, watchlist: Watchlist, note: str) -> dict[str, A
         "watchlist_id": str(watchlist.id),
         "watchlist": watchlist.name,
         "note": note,
-        "read_url": f"/plates/reads/{read.id}",
+        "read_url": f"{base}/plates/reads/{read.id}",
         "media_id": str(read.media_id) if read.media_id else None,
-        "image_url": f"/api/v1/media/{read.media_id}" if read.media_id else None,
+        "image_url": f"{base}/api/v1/media/{read.media_id}" if read.media_id else None,
     }
