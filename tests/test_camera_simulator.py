@@ -1,15 +1,32 @@
-"""The simulated gate cameras: deterministic reads, real JPEGs, the box on the plate."""
+"""The simulated gate cameras: deterministic reads, real JPEGs, the box on the plate, and
+`fleetcore simulate --kind camera` against a running server."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import itertools
+import subprocess
+import sys
+from pathlib import Path
 
 import orjson
 import pytest
+from fastapi import FastAPI
 from PIL import Image
+from sqlalchemy import func, select
 
+from fleetcore.auth import users
+from fleetcore.auth.models import Organization
+from fleetcore.auth.principal import Role
+from fleetcore.auth.schemas import UserIn
+from fleetcore.db import Database
+from fleetcore.plates.models import PlateRead, WatchlistEntry
 from fleetcore.simulator.cameras import PLATES, CameraStream, render, wanted_plates
+from tests.support.env import fleetcore_env
+from tests.support.serving import serving
+
+FLEETCORE = str(Path(sys.executable).parent / "fleetcore")
 
 
 def test_same_seed_same_reads_and_images() -> None:
@@ -71,3 +88,60 @@ def test_the_multipart_request_carries_the_event_and_its_image(seed: int) -> Non
     assert event["ts"] == 1_795_300_000_000
     assert parts["image"][1] == read.jpeg
     assert parts["image"][2] == "image/jpeg"
+
+
+def _simulate(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [FLEETCORE, "simulate", "--kind", "camera", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+async def test_the_command_sends_reads_with_images_and_makes_the_watchlist(
+    live_app: FastAPI, live_database: Database, tmp_path: Path
+) -> None:
+    env = fleetcore_env()
+    env["FLEETCORE_DATA_DIR"] = str(tmp_path)
+    if live_database.engine.dialect.name == "sqlite":
+        (tmp_path / "fleetcore.db").symlink_to(tmp_path / "live.db")
+    else:  # the command provisions through the server's database, as export/import do
+        env["FLEETCORE_DATABASE_URL"] = live_database.engine.url.render_as_string(
+            hide_password=False
+        )
+    async with serving(live_app) as address:
+        args = ("--devices", "2", "--rate", "4", "--duration", "3", "--url", f"http://{address}")
+        first = await asyncio.to_thread(_simulate, *args, env=env)
+        assert first.returncode == 0, first.stderr
+        assert "2 cameras in organization 'demo' (2 created, 0 reused)" in first.stdout
+        assert "no watchlist was made" in first.stdout  # the organization has no admin yet
+
+        # With an admin, the second run makes the watchlist of the wanted plates.
+        async with live_database.session(write=True) as session:
+            org = await session.scalar(select(Organization).where(Organization.slug == "demo"))
+            assert org is not None
+            data = UserIn(
+                email="camera-admin@example.com",
+                password="camera admin password",
+                role=Role.ADMIN,
+                organization_id=org.id,
+            )
+            await users.create_user(session, None, data=data)
+        second = await asyncio.to_thread(_simulate, *args, env=env)
+        assert second.returncode == 0, second.stderr
+        assert "(0 created, 2 reused)" in second.stdout
+        assert "Watchlist 'Wanted vehicles' holds" in second.stdout
+
+    async with live_database.session() as session:
+        reads = await session.scalar(select(func.count()).select_from(PlateRead))
+        with_image = await session.scalar(
+            select(func.count()).select_from(PlateRead).where(PlateRead.media_id.is_not(None))
+        )
+        entries = await session.scalar(select(func.count()).select_from(WatchlistEntry))
+    assert reads
+    assert reads >= 6  # 4 reads/s for 3 s, twice, give or take the start
+    assert with_image == reads
+    assert entries == len(wanted_plates())

@@ -22,14 +22,11 @@ import typer
 from sqlalchemy import select
 
 from fleetcore.audit import service as audit
-from fleetcore.auth import users
-from fleetcore.auth.schemas import OrganizationIn
 from fleetcore.config import Settings
 from fleetcore.db import Database
-from fleetcore.devices import credentials
-from fleetcore.devices import service as devices
-from fleetcore.devices.models import Device, DeviceProfile
+from fleetcore.devices.models import DeviceProfile
 from fleetcore.simulator.cameras import EVENTS_PATH, CameraStream, wanted_plates
+from fleetcore.simulator.provision import ensure_devices, ensure_organization
 
 PROFILE = "Gate cameras"
 LABEL = "simulated-camera"
@@ -72,10 +69,7 @@ async def provision_cameras(
     """Create or reuse `count` cameras (and the organization and profile, if absent); a new
     camera is named from `names` in order, else after its serial number."""
     async with database.session(write=True) as session:
-        org = await users.get_organization_by_slug(session, organization)
-        if org is None:
-            data = OrganizationIn(name=organization.replace("-", " ").title(), slug=organization)
-            org = await users.create_organization(session, None, data=data)
+        org = await ensure_organization(session, organization)
         profile = await session.scalar(
             select(DeviceProfile).where(
                 DeviceProfile.organization_id == org.id, DeviceProfile.name == PROFILE
@@ -90,31 +84,20 @@ async def provision_cameras(
             )
             session.add(profile)
             await session.flush()
-        serials = [camera_name(i) for i in range(1, count + 1)]
-        existing = {
-            d.serial_number: d
-            for d in await session.scalars(
-                devices.live_devices(org.id).where(Device.serial_number.in_(serials))
-            )
-        }
-        cameras, created = [], 0
-        for index, serial in enumerate(serials, start=1):
-            device = existing.get(serial)
-            if device is None:
-                device, token = devices.new_device(
-                    org.id,
-                    name=names[index - 1] if index <= len(names) else serial,
-                    serial_number=serial,
-                    profile_id=profile.id,
-                    labels=[LABEL],
-                    properties={"simulated": "camera"},
-                )
-                session.add(device)
-                created += 1
-            else:
-                token = await credentials.replace_token(session, device)
-            cameras.append(SimCamera(index, device.id, device.name, token))
-        await session.flush()
+        made = await ensure_devices(
+            session,
+            org.id,
+            [camera_name(i) for i in range(1, count + 1)],
+            profile_id=profile.id,
+            label=LABEL,
+            properties=lambda _index: {"simulated": "camera"},
+            names=names,
+        )
+        cameras = [
+            SimCamera(index, one.device.id, one.device.name, one.token)
+            for index, one in enumerate(made, start=1)
+        ]
+        created = sum(one.created for one in made)
         audit.record(
             session,
             action="simulator.provision",
@@ -123,10 +106,10 @@ async def provision_cameras(
             organization_id=org.id,
             target_type="device_profile",
             target_id=profile.id,
-            details={"created": created, "reused": len(existing)},
+            details={"created": created, "reused": len(made) - created},
         )
         await session.commit()
-        return CameraFleet(org.id, profile.id, cameras, created, len(existing))
+        return CameraFleet(org.id, profile.id, cameras, created, len(made) - created)
 
 
 async def ensure_watchlist(

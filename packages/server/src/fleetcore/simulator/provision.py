@@ -8,12 +8,15 @@ token (its previous simulator token is revoked) that lives only in this process'
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcore.audit import service as audit
 from fleetcore.auth import users
+from fleetcore.auth.models import Organization
 from fleetcore.auth.schemas import OrganizationIn
 from fleetcore.db import Database
 from fleetcore.devices import credentials
@@ -61,6 +64,64 @@ class Fleet:
     warnings: list[str]
 
 
+async def ensure_organization(session: AsyncSession, slug: str) -> Organization:
+    """The organization with this slug, created (named after it) if absent."""
+    org = await users.get_organization_by_slug(session, slug)
+    if org is None:
+        data = OrganizationIn(name=slug.replace("-", " ").title(), slug=slug)
+        org = await users.create_organization(session, None, data=data)
+    return org
+
+
+@dataclass(frozen=True, slots=True)
+class Provisioned:
+    """A device of a simulated fleet, found by serial number or made, with a fresh token."""
+
+    device: Device
+    token: str
+    created: bool
+
+
+async def ensure_devices(
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    serials: Sequence[str],
+    *,
+    profile_id: uuid.UUID,
+    label: str,
+    properties: Callable[[int], dict[str, object]],
+    names: Sequence[str] = (),
+) -> list[Provisioned]:
+    """The organization's live devices with these serial numbers (in order), each made if
+    absent (named from `names` in order, else after its serial; `properties(index)`, 1-based)
+    or given a fresh token, the previous one revoked."""
+    existing = {
+        d.serial_number: d
+        for d in await session.scalars(
+            devices.live_devices(organization_id).where(Device.serial_number.in_(serials))
+        )
+    }
+    out = []
+    for index, serial in enumerate(serials, start=1):
+        device = existing.get(serial)
+        if device is None:
+            device, token = devices.new_device(
+                organization_id,
+                name=names[index - 1] if index <= len(names) else serial,
+                serial_number=serial,
+                profile_id=profile_id,
+                labels=[label],
+                properties=properties(index),
+            )
+            session.add(device)
+            out.append(Provisioned(device, token, created=True))
+        else:
+            token = await credentials.replace_token(session, device)
+            out.append(Provisioned(device, token, created=False))
+    await session.flush()
+    return out
+
+
 async def provision(
     database: Database,
     *,
@@ -76,10 +137,7 @@ async def provision(
     """
     warnings: list[str] = []
     async with database.session(write=True) as session:
-        org = await users.get_organization_by_slug(session, organization)
-        if org is None:
-            data = OrganizationIn(name=organization.replace("-", " ").title(), slug=organization)
-            org = await users.create_organization(session, None, data=data)
+        org = await ensure_organization(session, organization)
         found = await session.scalar(
             select(DeviceProfile).where(
                 DeviceProfile.organization_id == org.id, DeviceProfile.name == profile
@@ -99,33 +157,22 @@ async def provision(
             await session.flush()
         else:
             warnings.extend(_profile_problems(found, messages_per_s))
-        names = [device_name(i) for i in range(1, count + 1)]
-        existing = {
-            d.serial_number: d
-            for d in await session.scalars(
-                devices.live_devices(org.id).where(Device.serial_number.in_(names))
+        made = await ensure_devices(
+            session,
+            org.id,
+            [device_name(i) for i in range(1, count + 1)],
+            profile_id=found.id,
+            label=LABEL,
+            properties=lambda index: {"simulated": kind_of(index).value},
+        )
+        fleet = []
+        for index, one in enumerate(made, start=1):
+            if one.device.status == DeviceStatus.DISABLED:
+                warnings.append(f"{one.device.name} is disabled: the platform refuses its readings")
+            fleet.append(
+                SimDevice(index, one.device.id, one.device.name, kind_of(index), one.token)
             )
-        }
-        fleet, created = [], 0
-        for index, name in enumerate(names, start=1):
-            device = existing.get(name)
-            if device is None:
-                device, token = devices.new_device(
-                    org.id,
-                    name=name,
-                    serial_number=name,
-                    profile_id=found.id,
-                    labels=[LABEL],
-                    properties={"simulated": kind_of(index).value},
-                )
-                session.add(device)
-                created += 1
-            else:
-                token = await credentials.replace_token(session, device)
-                if device.status == DeviceStatus.DISABLED:
-                    warnings.append(f"{name} is disabled: the platform refuses its readings")
-            fleet.append(SimDevice(index, device.id, name, kind_of(index), token))
-        await session.flush()
+        created = sum(one.created for one in made)
         audit.record(
             session,
             action="simulator.provision",
@@ -134,10 +181,10 @@ async def provision(
             organization_id=org.id,
             target_type="device_profile",
             target_id=found.id,
-            details={"created": created, "reused": len(existing)},
+            details={"created": created, "reused": len(made) - created},
         )
         await session.commit()
-        return Fleet(org.id, found.id, fleet, created, len(existing), warnings)
+        return Fleet(org.id, found.id, fleet, created, len(made) - created, warnings)
 
 
 def _profile_problems(profile: DeviceProfile, messages_per_s: float) -> list[str]:
