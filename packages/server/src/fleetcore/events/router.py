@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request, status
 from fleetcore.auth.deps import PrincipalDep
 from fleetcore.body_limit import body_limit, read_body
 from fleetcore.config import MEDIA_REQUEST_CEILING
-from fleetcore.deps import SessionDep, SettingsDep
+from fleetcore.deps import DatabaseDep, SessionDep, SettingsDep
 from fleetcore.device_messages import http as device_http
 from fleetcore.device_messages.inbound import DeviceMessages
 from fleetcore.devices.deps import CurrentDevice
@@ -72,7 +72,11 @@ _BODY_DOC: dict[str, Any] = {
 # FLEETCORE_MEDIA_REQUEST_MAX_BYTES as it streams, under this ceiling.
 @body_limit(MEDIA_REQUEST_CEILING)
 async def post_events(
-    request: Request, session: SessionDep, device: CurrentDevice, settings: SettingsDep
+    request: Request,
+    session: SessionDep,
+    database: DatabaseDep,
+    device: CurrentDevice,
+    settings: SettingsDep,
 ) -> EventsStored:
     """One event object or an array of up to 100; one bad event refuses them all (422).
     As multipart/form-data: the part `event` and 1-8 images (docs/media.md)."""
@@ -85,6 +89,7 @@ async def post_events(
             hooks=layer.event_hooks,
             settings=settings,
             store=request.app.state.media_store,
+            write_turn=database.write_turn(),
         )
         return EventsStored(stored=stored, media=media)
     body = await read_body(request, MAX_BODY_BYTES)

@@ -19,6 +19,7 @@ import dataclasses
 import time
 import uuid
 from collections.abc import AsyncGenerator, Sequence
+from contextlib import AbstractAsyncContextManager
 
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -178,12 +179,22 @@ async def store_event_request(
     hooks: Sequence[EventHook],
     settings: Settings,
     store: MediaStore,
+    write_turn: AbstractAsyncContextManager[None],
 ) -> tuple[int, list[MediaStored]]:
-    """Check everything, write the files, store rows and events in one transaction."""
+    """Check everything, write the files, store rows and events in one transaction (taken
+    in `write_turn`: Database.write_turn)."""
     try:
         form = await _parse(request, settings.media_request_max_bytes)
         try:
-            return await _store(form, session, device, hooks=hooks, settings=settings, store=store)
+            return await _store(
+                form,
+                session,
+                device,
+                hooks=hooks,
+                settings=settings,
+                store=store,
+                write_turn=write_turn,
+            )
         finally:
             await form.close()
     except DomainError as exc:
@@ -199,6 +210,7 @@ async def _store(
     hooks: Sequence[EventHook],
     settings: Settings,
     store: MediaStore,
+    write_turn: AbstractAsyncContextManager[None],
 ) -> tuple[int, list[MediaStored]]:
     body, files = _files(form)
     events = parse_events(body, now_ms=int(time.time() * 1000))
@@ -209,6 +221,9 @@ async def _store(
         for index, event in enumerate(events):
             hook.check(event, index if len(events) > 1 else None)
     max_bytes = await service.device_max_bytes(session, device, settings)
+    # End the read transaction: the write below starts a fresh one (on SQLite a transaction
+    # that read and then writes fails at once if another writer committed in between).
+    await session.commit()
     checked = await _check(files, max_bytes=max_bytes, max_pixels=settings.media_max_pixels)
     rows = []
     written: list[str] = []
@@ -220,9 +235,10 @@ async def _store(
             await store.put(keys[1], image.thumbnail)
             written.append(keys[1])
             rows.append(service.ready_row(ids[name], device, image, keys))
-        session.add_all(rows)
-        await session.flush()
-        stored = await record_events(session, device, events, hooks)
+        async with write_turn:
+            session.add_all(rows)
+            await session.flush()
+            stored = await record_events(session, device, events, hooks)
     except BaseException:
         await session.rollback()
         await service.delete_files(store, written)
