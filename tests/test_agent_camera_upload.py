@@ -95,7 +95,9 @@ class Stored:
 
 class Platform(ThreadingHTTPServer):
     """The device events endpoint: `down` answers 503, `up` stores and answers 201,
-    `refuse` answers 422 with the error envelope."""
+    `refuse` answers 422 with the error envelope, `forgetful` stores a read and then drops the
+    connection unanswered (the answer lost), and answers a read it has (by its read_id) with
+    409 PLATE_READ_DUPLICATE, as the platform does."""
 
     def __init__(self, port: int = 0) -> None:
         self.mode = "up"
@@ -147,6 +149,14 @@ class _Handler(BaseHTTPRequestHandler):
             return
         parts = parse_multipart(self.headers["Content-Type"], body)
         event = json.loads(parts["event"][1])
+        read_id = event.get("data", {}).get("read_id")
+        if read_id is not None:
+            with self.server.lock:
+                known = any(s.event["data"].get("read_id") == read_id for s in self.server.stored)
+            if known:
+                error = {"code": "PLATE_READ_DUPLICATE", "message": "stored before"}
+                self._answer(409, {"error": error})
+                return
         assert parts["event"][0]["content-type"] == "application/json"
         image = None
         if "image" in parts:
@@ -158,6 +168,9 @@ class _Handler(BaseHTTPRequestHandler):
         assert set(parts) <= {"event", "image"}
         with self.server.lock:
             self.server.stored.append(Stored(event, image))
+        if mode == "forgetful":  # stored, but the answer never reaches the camera
+            self.close_connection = True
+            return
         media = [{"id": str(uuid.uuid4()), "part": "image"}] if image is not None else []
         self._answer(201, {"stored": 1, "media": media})
 
@@ -338,6 +351,32 @@ def test_a_read_refused_for_good_is_dropped_and_counted(tmp_path: Path) -> None:
     finally:
         again.release()
         again.close()
+
+
+def test_a_read_whose_answer_was_lost_is_stored_once(tmp_path: Path) -> None:
+    with serving(Platform()) as platform:
+        platform.mode = "forgetful"
+        agent = Agent(_config(tmp_path, platform.base))
+        agent.start()
+        camera = agent.camera
+        assert camera is not None
+        try:
+            until(lambda: camera.duplicates >= 3)
+        finally:
+            agent.stop()
+        platform.mode = "up"
+        after = Agent(_config(tmp_path, platform.base))
+        after.start(sample=False)  # no more captures: what is spooled goes, then nothing
+        try:
+            until(lambda: _camera_backlog(after) == 0)
+        finally:
+            after.stop()
+    assert after.camera is not None
+    reads = platform.reads()
+    ids = [r.event["data"]["read_id"] for r in reads]
+    assert len(ids) == len(set(ids))  # each read stored once, however often it was sent
+    assert platform.count(409) == camera.duplicates + after.camera.duplicates
+    assert camera.spool.counters["rejected"] == 0
 
 
 def test_hot_device_throttles_capture_and_the_platform_hears_of_it(tmp_path: Path) -> None:

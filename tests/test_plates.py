@@ -269,6 +269,7 @@ async def test_bad_plate_reads_store_nothing(
         ([good, {"type": "door_open"}, plate_read("AB1", 0.9, lane=-1)], "data.lane", 2),
         ([plate_read("AB1", 0.9, colour="red")], "data.colour", None),
         ([{"type": "plate_read", "data": {"plate": "AB1"}}], "data.confidence", None),
+        ([plate_read("AB1", 0.9, read_id="no spaces")], "data.read_id", None),
     ]:
         response = await send(client, token, *events)
         assert response.status_code == 422, response.text
@@ -281,6 +282,42 @@ async def test_bad_plate_reads_store_nothing(
     other = await send(client, token, {"type": "door_open", "data": {"plate": 1}})
     assert other.status_code == 201  # other event types are not the hook's
     assert await _count(db, PlateRead) == 0
+
+
+async def test_a_read_sent_again_with_its_read_id_is_a_duplicate_and_stores_nothing(
+    client: httpx.AsyncClient, tenant: Tenant, db: Database
+) -> None:
+    """A camera whose answer was lost sends the read again: refused whole (no second event,
+    read or visit count), so the camera can drop it as delivered."""
+    _, token = await camera(client, tenant)
+    now = _now()
+    first = await send(client, token, plate_read("AB123", 0.9, now - 2000, read_id="cam1:0001"))
+    assert first.status_code == 201, first.text
+    read_id = (await _search(client, tenant))["items"][0]["id"]
+    again = await send(client, token, plate_read("AB123", 0.9, now - 2000, read_id="cam1:0001"))
+    assert again.status_code == 409
+    error = again.json()["error"]
+    assert error["code"] == "PLATE_READ_DUPLICATE"
+    assert error["details"] == {"read_id": "cam1:0001", "id": read_id}
+    twice = await send(
+        client,
+        token,
+        plate_read("XY1", 0.9, now - 1000, read_id="cam1:0002"),
+        plate_read("XY1", 0.9, now - 1000, read_id="cam1:0002"),
+    )
+    assert twice.status_code == 409
+    assert await _count(db, DeviceEvent) == 1
+    assert await _count(db, PlateRead) == 1
+    visits = (await _search(client, tenant))["items"]
+    assert len(visits) == 1
+    # Another device may use the same ids: they are the camera's own.
+    _, other = await camera(client, tenant, "other gate")
+    assert (
+        await send(client, other, plate_read("AB123", 0.9, read_id="cam1:0001"))
+    ).status_code == 201
+    fresh = await send(client, token, plate_read("AB123", 0.9, now - 500, read_id="cam1:0003"))
+    assert fresh.status_code == 201
+    assert await _count(db, PlateRead) == 3
 
 
 async def test_watchlists_entries_roles_and_their_rule(

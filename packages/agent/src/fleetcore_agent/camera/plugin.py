@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,6 +31,8 @@ log = logging.getLogger("fleetcore_agent.camera")
 # 4xx answers that say "not now" or "not you" rather than "never this read": keep it.
 # 401/403: a token being rotated; 404: a platform without the endpoint yet; 408/429: load.
 RETRY_4XX = frozenset({401, 403, 404, 408, 425, 429})
+# The platform's answer to a read it has already (its read_id): delivered, not refused.
+DUPLICATE = "PLATE_READ_DUPLICATE"
 
 
 def _now_ms() -> int:
@@ -65,6 +68,7 @@ class Camera:
         self.reads = 0
         self.sent = 0
         self.sent_without_image = 0
+        self.duplicates = 0  # reads the platform had already (an answer lost, then resent)
         self._last_capture: float | None = None
         self._threads: list[threading.Thread] = []
 
@@ -139,11 +143,14 @@ class Camera:
                 continue
             if read.confidence < self.config.min_confidence:
                 continue
+            # The read's own id, kept with it in the spool: sent again after a lost answer,
+            # the platform knows it (409 PLATE_READ_DUPLICATE) instead of storing it twice.
+            data = {**read.data(self.config.name), "read_id": uuid.uuid4().hex}
             event: dict[str, Any] = {
                 "type": "plate_read",
                 "severity": "info",
                 "ts": frame.ts_ms,
-                "data": read.data(self.config.name),
+                "data": data,
             }
             self.spool.add(event, frame.jpeg)
             queued += 1
@@ -177,6 +184,13 @@ class Camera:
         if image is not None:
             event["media"] = ["image"]
         answer = self.api.send_event(event, image)
+        error = answer.body.get("error") if isinstance(answer.body, dict) else None
+        code = error.get("code") if isinstance(error, dict) else None
+        if answer.status == 409 and code == DUPLICATE:  # stored before; the answer was lost
+            self.spool.done(queued)
+            self.sent += 1
+            self.duplicates += 1
+            return "sent"
         if answer.ok:
             self.spool.done(queued)
             self.sent += 1
@@ -185,7 +199,6 @@ class Camera:
             return "sent"
         status = answer.status
         if status is not None and 400 <= status < 500 and status not in RETRY_4XX:
-            error = answer.body.get("error") if isinstance(answer.body, dict) else None
             log.error(
                 "camera: the platform refused a %s event for good (%d): %s",
                 event.get("type"),
@@ -231,6 +244,7 @@ class Camera:
             "camera_captures": self.captures,
             "camera_reads": self.reads,
             "camera_sent": self.sent,
+            "camera_duplicates": self.duplicates,
             "camera_backlog": self.spool.backlog(),
             "camera_spool_images": self.spool.image_count(),
             "camera_spool_bytes": self.spool.image_bytes(),

@@ -19,10 +19,12 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcore.alerts import service as alerts
 from fleetcore.alerts.events import AlertChange, stage
+from fleetcore.errors import Conflict
 from fleetcore.events.ports import EventSource
 from fleetcore.events.service import ms_to_datetime
 from fleetcore.media.models import Media
@@ -147,8 +149,10 @@ async def record_reads(
     visit_window_s: int,
     public_url: str = "",
 ) -> tuple[list[PlateRead], list[AlertChange]]:
-    """Store the reads (see the module docstring); the rows and the alert changes to publish."""
+    """Store the reads (see the module docstring); the rows and the alert changes to publish.
+    A read whose `read_id` the device used before refuses the payload (409), all of it."""
     org = device.organization_id
+    await _refuse_duplicates(session, device, reads)
     plates = await _lock_plates(session, org, reads)
     media = await _media_of(session, device, reads)
     crossed: list[tuple[PlateRead, float]] = []  # reads that took a visit to a new best
@@ -203,9 +207,15 @@ async def record_reads(
             bbox=list(data.bbox) if data.bbox is not None else None,
             media_id=media_id,
             visit_id=visit.id,
+            read_id=data.read_id,
         )
         session.add(read)
-        await session.flush()
+        try:
+            await session.flush()
+        except IntegrityError:  # the same read_id committed meanwhile by a concurrent request
+            if data.read_id is None:
+                raise
+            raise _duplicate(data.read_id, None) from None
         stored.append(read)
         if data.confidence > before:
             visit.best_confidence, visit.best_read_id = data.confidence, read.id
@@ -218,6 +228,34 @@ async def record_reads(
             plate.region = data.region or plate.region
     await session.flush()
     return stored, await _watchlist_alerts(session, device, crossed, public_url)
+
+
+def _duplicate(read_id: str, existing: int | None) -> Conflict:
+    return Conflict(
+        f"the read {read_id!r} was stored before (sent again after a lost answer?)",
+        code="PLATE_READ_DUPLICATE",
+        details={"read_id": read_id, "id": existing},
+    )
+
+
+async def _refuse_duplicates(
+    session: AsyncSession, device: EventSource, reads: Sequence[IncomingRead]
+) -> None:
+    ids = [r.data.read_id for r in reads if r.data.read_id is not None]
+    if not ids:
+        return
+    twice = next((i for i in ids if ids.count(i) > 1), None)
+    if twice is not None:
+        raise _duplicate(twice, None)
+    found = (
+        await session.execute(
+            select(PlateRead.read_id, PlateRead.id).where(
+                PlateRead.device_id == device.id, PlateRead.read_id.in_(ids)
+            )
+        )
+    ).first()
+    if found is not None:
+        raise _duplicate(str(found[0]), found[1])
 
 
 def _is_uuid(ref: str) -> bool:

@@ -114,6 +114,8 @@ class PlateRead(Base):
         Index("ix_plate_reads_visit_id", "visit_id"),
         Index("ix_plate_reads_media_id", "media_id"),
         Index("ix_plate_reads_event_id", "event_id"),
+        # A camera's own id for a read: sent again (its answer lost), it is a duplicate.
+        Index("uq_plate_reads_device_id_read_id", "device_id", "read_id", unique=True),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
@@ -147,6 +149,7 @@ class PlateRead(Base):
         BigInteger().with_variant(Integer(), "sqlite"),
         ForeignKey("plate_visits.id", ondelete="CASCADE"),
     )
+    read_id: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the camera's
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

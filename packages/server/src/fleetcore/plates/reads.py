@@ -3,13 +3,17 @@
 ``data`` of a ``{"type": "plate_read"}`` event: ``plate`` (1-48 characters, required),
 ``confidence`` (0..1, required), and optionally ``region``, ``camera``, ``direction``
 (in | out), ``lane`` (0..99), ``bbox`` ([x, y, w, h], non-negative integers, in the image's
-pixels), ``vehicle_type`` and ``vehicle_color``. Any other field refuses the event: a typo
-would otherwise lose a value silently.
+pixels), ``vehicle_type``, ``vehicle_color`` and ``read_id`` (1-64 of letters, digits and
+``_ . : -``: the camera's own id for the read; a read sent again with an id the device used
+before is refused whole as a duplicate, 409 ``PLATE_READ_DUPLICATE``, so a camera whose
+answer was lost can resend safely). Any other field refuses the event: a typo would
+otherwise lose a value silently.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +25,8 @@ MAX_PLATE_TEXT = 48  # the plate, and its province when the reader puts it in th
 MAX_SHORT = {"region": 64, "camera": 64, "vehicle_type": 64, "vehicle_color": 64}
 DIRECTIONS = ("in", "out")
 MAX_LANE = 99
-_FIELDS = frozenset({"plate", "confidence", "direction", "lane", "bbox", *MAX_SHORT})
+_READ_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # fullmatch
+_FIELDS = frozenset({"plate", "confidence", "direction", "lane", "bbox", "read_id", *MAX_SHORT})
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +44,7 @@ class ReadData:
     bbox: tuple[int, int, int, int] | None = None
     vehicle_type: str | None = None
     vehicle_color: str | None = None
+    read_id: str | None = None
 
 
 def _bad(message: str, index: int | None, field: str | None) -> Invalid:
@@ -97,6 +103,9 @@ def parse_read(data: dict[str, Any], index: int | None) -> ReadData:
         isinstance(bbox, list) and len(bbox) == 4 and all(_int(v) and v >= 0 for v in bbox)
     ):
         raise _bad("bbox must be [x, y, w, h]: four non-negative integers", index, "data.bbox")
+    read_id = data.get("read_id")
+    if read_id is not None and not (isinstance(read_id, str) and _READ_ID.fullmatch(read_id)):
+        raise _bad("read_id must be 1-64 letters, digits and _ . : -", index, "data.read_id")
     shorts = {field: _short(data, field, index) for field in MAX_SHORT}
     return ReadData(
         plate=plate.strip(),
@@ -111,4 +120,5 @@ def parse_read(data: dict[str, Any], index: int | None) -> ReadData:
         bbox=(bbox[0], bbox[1], bbox[2], bbox[3]) if bbox is not None else None,
         vehicle_type=shorts["vehicle_type"],
         vehicle_color=shorts["vehicle_color"],
+        read_id=read_id,
     )

@@ -186,6 +186,7 @@ def upgrade() -> None:
         ),
         sa.Column("media_id", sa.Uuid(), nullable=True),
         sa.Column("visit_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("read_id", sa.String(length=64), nullable=True),
         sa.Column("received_at", fleetcore.db.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["device_id"],
@@ -232,6 +233,9 @@ def upgrade() -> None:
             "ix_plate_reads_organization_id_ts", ["organization_id", "ts"], unique=False
         )
         batch_op.create_index("ix_plate_reads_visit_id", ["visit_id"], unique=False)
+        batch_op.create_index(
+            "uq_plate_reads_device_id_read_id", ["device_id", "read_id"], unique=True
+        )
 
     op.create_table(
         "watchlist_entries",
@@ -275,6 +279,7 @@ def downgrade() -> None:
     with op.batch_alter_table("plate_reads", schema=None) as batch_op:
         batch_op.drop_index("ix_plate_reads_visit_id")
         batch_op.drop_index("ix_plate_reads_organization_id_ts")
+        batch_op.drop_index("uq_plate_reads_device_id_read_id")
         batch_op.drop_index("ix_plate_reads_organization_id_plate_key_ts")
         batch_op.drop_index("ix_plate_reads_media_id")
         batch_op.drop_index("ix_plate_reads_event_id")
