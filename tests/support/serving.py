@@ -16,7 +16,16 @@ from tests.support.postgres import free_port
 async def serving(app: FastAPI) -> AsyncIterator[str]:
     """Serve `app` (its lifespan already running) and yield its base URL host:port."""
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None)
+    # A WebSocket handler still running at the end must not hold the test's teardown forever
+    # (uvicorn waits for open connections and their tasks without a graceful timeout).
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        lifespan="off",
+        log_config=None,
+        timeout_graceful_shutdown=10,
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
