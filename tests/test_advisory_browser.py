@@ -7,6 +7,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -18,10 +19,11 @@ from fleetcore.analytics.models import AnalyticsFinding, DeviceHealth
 from fleetcore.auth.principal import Role
 from fleetcore.db import Database
 from fleetcore.live.hub import LiveEvent
-from tests.conftest import client_for
+from tests.conftest import client_for, running_app
 from tests.support.advisory import add_finding, add_health, add_recommendation, watch
 from tests.support.browser import new_page, screenshot, sign_in
 from tests.support.devices import new_device
+from tests.support.serving import serving
 from tests.support.tenants import PASSWORD, Tenant, make_tenant
 
 expect.set_options(timeout=10_000)
@@ -30,7 +32,19 @@ SPEED_POLICY = {
 }
 
 
-# browser, site and context: tests/support/browser.py. http and org talk to the served app.
+# browser and context: tests/support/browser.py. http and org talk to the served app.
+@pytest.fixture
+async def site(live_database: Database, tmp_path: Path) -> AsyncIterator[tuple[FastAPI, str]]:
+    """The app served without its analytics engine: these tests write the engine's rows
+    themselves, and a running engine would recompute a device's health from the readings a
+    test posts and overwrite the score the test set (a race seen in CI)."""
+    async with (
+        running_app(live_database, tmp_path, analytics_enabled=False) as application,
+        serving(application) as url,
+    ):
+        yield application, f"http://{url}"
+
+
 @pytest.fixture
 async def http(site: tuple[FastAPI, str]) -> AsyncIterator[httpx.AsyncClient]:
     async with client_for(site[0]) as client:
