@@ -342,3 +342,39 @@ async def test_record_events_takes_the_ingest_cache_device(
     assert stored == 2
     page = await _events(client, tenant, device_id)
     assert sorted(e["type"] for e in page["items"]) == ["a", "b"]
+
+
+class _Wanting:
+    """A hook that owns events of one type and notes which events reach it."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.checked: list[str] = []
+        self.written: list[list[str]] = []
+
+    def wants(self, event: EventIn) -> bool:
+        return event.type == self.kind
+
+    def check(self, event: EventIn, index: int | None) -> None:
+        self.checked.append(event.type)
+
+    async def stored(self, session: Any, device: Any, events: Any) -> None:
+        self.written.append([event.type for event in events])
+
+
+async def test_a_hook_sees_only_payloads_with_an_event_it_wants(
+    client: httpx.AsyncClient, tenant: Tenant, db: Database
+) -> None:
+    device_id, _ = await _device(client, tenant)
+    device = IngestDevice(id=uuid.UUID(device_id), organization_id=tenant.org_id, profile=None)
+    hook = _Wanting("door")
+    async with db.session() as session:
+        plain = await record_events(session, device, _parse([{"type": "a"}]), [hook])
+        mixed = _parse([{"type": "b"}, {"type": "door"}])
+        both = await record_events(session, device, mixed, [hook])
+    assert (plain, both) == (1, 2)
+    # The plain payload never reached the hook; the mixed one did, whole (its contract).
+    assert hook.checked == ["b", "door"]
+    assert hook.written == [["b", "door"]]
+    page = await _events(client, tenant, device_id)
+    assert sorted(e["type"] for e in page["items"]) == ["a", "b", "door"]

@@ -78,6 +78,9 @@ class _Gate:
         self.reached = asyncio.Event()
         self.release = asyncio.Event()
 
+    def wants(self, event: EventIn) -> bool:
+        return True
+
     def check(self, event: EventIn, index: int | None) -> None:
         return None
 

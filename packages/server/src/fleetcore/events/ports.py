@@ -4,6 +4,10 @@ work in the transaction that stores the events (media attachments, plate reads).
 The contract, the same for both transports (HTTP answers a refusal with a 4xx, MQTT records a
 dead letter; either way nothing of the payload is stored):
 
+- ``wants(event)`` is pure and cheap: whether this hook has anything to do with the event. A
+  payload none of whose events a hook wants never reaches that hook, and a payload no hook
+  wants is stored on the plain path (one INSERT, no RETURNING, nothing after the commit): most
+  devices' events are neither images nor plate reads, and they should not pay for them.
 - ``check(event)`` is pure and cheap. It runs for every event of a payload before anything is
   stored and raises ``Invalid`` (a code, and details naming the index and field) to refuse the
   payload. It sees every event; a hook ignores the types and fields it does not own.
@@ -54,6 +58,10 @@ class StoredEvent:
 
 class EventHook(Protocol):
     """A module's share of event ingest; see the module docstring for the contract."""
+
+    def wants(self, event: EventIn) -> bool:
+        """Whether the event is one this hook checks or writes rows for."""
+        ...
 
     def check(self, event: EventIn, index: int | None) -> None:
         """Refuse an event this hook owns that is not well formed (Invalid)."""

@@ -44,6 +44,7 @@ async def record_events(
     """
     if not events:
         return 0
+    hooks = [hook for hook in hooks if any(hook.wants(event) for event in events)]
     for hook in hooks:
         for index, event in enumerate(events):
             hook.check(event, index if len(events) > 1 else None)

@@ -16,6 +16,10 @@ class MediaHook:
     """check: every reference is a media id (a multipart request has swapped its part names
     for the ids of the files it stored); stored: attach them or refuse the payload."""
 
+    def wants(self, event: EventIn) -> bool:
+        """Events naming attachments."""
+        return bool(event.media)
+
     def check(self, event: EventIn, index: int | None) -> None:
         """Shape only: ids, not part names (those exist only inside a multipart request)."""
         for ref in event.media:

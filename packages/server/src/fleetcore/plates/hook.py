@@ -24,6 +24,10 @@ class PlateHook:
         self.visit_window_s = visit_window_s
         self.public_url = public_url  # links in alerts absolute when set
 
+    def wants(self, event: EventIn) -> bool:
+        """plate_read events only."""
+        return event.type == PLATE_READ
+
     def check(self, event: EventIn, index: int | None) -> None:
         """Refuse a plate_read whose data is not a well-formed read (INVALID_PLATE_READ)."""
         if event.type == PLATE_READ:
