@@ -136,7 +136,65 @@ def test_limits_follow_the_descriptor_limit_and_cap_keep_alive(tmp_path: Path) -
     assert [packet_size(n) for n in (0, 127, 128, 16_383, 16_384)] == [2, 129, 131, 16_386, 16_388]
 
 
+def test_keep_alive_is_held_between_the_minimum_and_the_maximum() -> None:
+    limits = MqttLimits(min_keepalive_s=10, max_keepalive_s=600)
+    assert [limits.keep_alive(k) for k in (0, 1, 9, 10, 11, 601)] == [600, 10, 10, 10, 11, 600]
+    # A maximum configured below the minimum wins: the idle limit is the firmer promise.
+    assert MqttLimits(min_keepalive_s=10, max_keepalive_s=3).keep_alive(1) == 3
+
+
 # -- connections: in all, in their CONNECT phase, per address ------------------------------
+
+
+async def test_connections_per_address_and_per_listener_are_capped(
+    sqlite_database: Database, tmp_path: Path
+) -> None:
+    async with broker_app(
+        sqlite_database,
+        tmp_path,
+        mqtt_max_connections_per_address=2,
+        mqtt_listener_max_connections={"default": 3},
+    ) as (app, http, org):
+        port, gate = port_of(app), app.state.transport.broker.gate
+        _, token = await new_device(http, org)
+        # Authenticated connections count for their address too, not only pending ones.
+        first = await RawClient.connected(port, "a1", username=token)
+        idle = await _open(port)
+        await wait_until(lambda: gate.open_from("127.0.0.1") == 2)
+        before = _refused("too_many_from_address")
+        third = await _open(port)
+        assert await third.closed_by_peer(wait_s=3)
+        assert _refused("too_many_from_address") - before == 1
+        # Another address still gets in, up to the listener's cap of three.
+        other = await _open(port, "127.0.0.2")
+        assert await _connack(other, connect_packet("b1", username=token)) == 0
+        before = _refused("too_many_on_listener")
+        fourth = await _open(port, "127.0.0.3")
+        assert await fourth.closed_by_peer(wait_s=3)
+        assert _refused("too_many_on_listener") - before == 1
+        # A place freed is a place again.
+        await idle.close()
+        await wait_until(lambda: gate.open_from("127.0.0.1") == 1)
+        assert await _connack(await _open(port), connect_packet("a2", username=token)) == 0
+        await first.publish("v1/devices/me/telemetry", b'{"still": 1}', qos=1)
+
+
+async def test_a_short_keep_alive_is_raised_to_the_minimum_and_mqtt5_is_told(
+    sqlite_database: Database, tmp_path: Path
+) -> None:
+    async with broker_app(sqlite_database, tmp_path, mqtt_min_keepalive_s=7) as (app, http, org):
+        port = port_of(app)
+        _, token = await new_device(http, org)
+        v5 = await RawClient.open(port)
+        await v5.send(_connect5("short-ka", token, keepalive=1))
+        answer = await v5.read()
+        assert answer.kind == CONNACK, answer
+        assert answer.body[1] == 0
+        # Server Keep Alive (property 0x13) says 7 s, the minimum, instead of the 1 s asked.
+        assert b"\x13\x00\x07" in answer.body[2:]
+        kept = await RawClient.open(port)
+        await kept.send(_connect5("ok-ka", token, keepalive=60))
+        assert b"\x13" not in (await kept.read()).body[2:]  # a keep-alive in range is not echoed
 
 
 async def test_connections_over_the_limits_are_closed_at_once(
@@ -284,7 +342,7 @@ async def test_a_client_that_never_sends_connect_is_dropped_after_the_deadline(
 async def test_a_connect_declaring_256_mib_is_closed_unread(
     sqlite_database: Database, tmp_path: Path
 ) -> None:
-    # The default settings: a 10 s CONNECT deadline, 64 KiB CONNECT. The answer must come
+    # The default settings: a 10 s CONNECT deadline, 8 KiB CONNECT. The answer must come
     # from the fixed header, long before the deadline, with the body never read.
     async with broker_app(sqlite_database, tmp_path) as (app, http, org):
         port = port_of(app)
@@ -293,10 +351,16 @@ async def test_a_connect_declaring_256_mib_is_closed_unread(
         await huge.send(b"\x10" + varint(256 * 1024 * 1024 - 1) + b"\x00\x04MQTT\x04\x02")
         assert await huge.closed_by_peer(wait_s=3)
         assert _refused("connect_too_large") - before == 1
-        # A CONNECT within the limit, even with a 32 KiB will, is served as before.
+        # A CONNECT within the limit, even with a 6 KiB will, is served as before; one with a
+        # 9 KiB will is over "a few KiB" and refused the same way.
         _, token = await new_device(http, org)
-        will = ("v1/devices/me/telemetry", b"w" * 32 * 1024, 1, False)
+        will = ("v1/devices/me/telemetry", b"w" * 6 * 1024, 1, False)
         await RawClient.connected(port, "big-will", username=token, will=will)
+        over = await RawClient.open(port)
+        will = ("v1/devices/me/telemetry", b"w" * 9 * 1024, 1, False)
+        await over.send(connect_packet("too-big-will", username=token, will=will))
+        assert await over.closed_by_peer(wait_s=3)
+        assert _refused("connect_too_large") - before == 2
 
 
 # -- after the CONNECT: packet size and keep-alive -------------------------------------------

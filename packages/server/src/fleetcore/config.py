@@ -230,7 +230,7 @@ class Settings(BaseSettings):
         10.0, ge=0.1, le=300, description="time from TCP accept to a complete CONNECT"
     )
     mqtt_max_connect_bytes: int = Field(
-        64 * 1024, ge=128, le=16 * 1024 * 1024, description="largest CONNECT packet, checked unread"
+        8 * 1024, ge=128, le=16 * 1024 * 1024, description="largest CONNECT packet, checked unread"
     )
     mqtt_max_packet_bytes: int = Field(
         1024 * 1024 + 64 * 1024,
@@ -241,6 +241,20 @@ class Settings(BaseSettings):
     )
     mqtt_max_keepalive_s: int = Field(
         1200, ge=1, le=65535, description="keep-alive 0 or longer is cut to this (idle limit)"
+    )
+    mqtt_min_keepalive_s: int = Field(
+        5, ge=1, le=65535, description="a shorter keep-alive is raised to this"
+    )
+    mqtt_max_connections_per_address: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="MQTT connections from one client address (raise it for large fleets "
+        "behind one NAT address)",
+    )
+    mqtt_listener_max_connections: dict[str, int] = Field(
+        default_factory=dict,
+        description='caps per listener name ("default", "tls", "ws"), JSON: {"ws": 500}',
     )
     mqtt_max_provisioning_sessions: int = Field(
         32, ge=1, le=100_000, description='concurrent MQTT "provision" connections'

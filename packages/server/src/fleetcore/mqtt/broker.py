@@ -185,7 +185,9 @@ class FleetBroker(Broker):
     ) -> None:
         server = self._servers.get(listener_name)
         peer = writer.get_peer_info()
-        admission = None if server is None else self.gate.admit(str(peer[0]) if peer else "")
+        admission = (
+            None if server is None else self.gate.admit(str(peer[0]) if peer else "", listener_name)
+        )
         if server is None or admission is None:
             await _close(writer)  # over a limit: closed before anything is read
             return

@@ -4,18 +4,22 @@ The broker shares its process (descriptors, memory, event loop) with the HTTP AP
 client that has proved nothing must not be able to hold much of either:
 
 - Connections: at most `max_connections` in all, never more than the descriptor limit
-  leaves after a reserve for HTTP, the database and files; at most `max_pending` still in
-  their CONNECT phase (not yet authenticated), `max_pending_per_address` of them from one
-  address; at most `max_provisional` provisional sessions (provisioning). One more is
-  closed at once (or, for a provisional session, refused in its CONNACK) and counted in
+  leaves after a reserve for HTTP, the database and files; at most `per_listener[name]` on a
+  listener that has a cap; at most `max_per_address` from one address (authenticated or not:
+  devices behind one NAT share an address, so the default is high); at most `max_pending`
+  still in their CONNECT phase (not yet authenticated), `max_pending_per_address` of them
+  from one address; at most `max_provisional` provisional sessions (provisioning). One more
+  is closed at once (or, for a provisional session, refused in its CONNACK) and counted in
   `fleetcore_mqtt_connections_refused_total{reason}`.
 - The CONNECT must arrive within `connect_timeout_s`, and its declared length is checked
   from the fixed header before the body is read (`max_connect_bytes`): it carries only an
   id, credentials and a will.
 - After the CONNECT every packet is checked the same way against `max_packet_bytes`.
-- Keep-alive 0 (none) or longer than `max_keepalive_s` becomes `max_keepalive_s`: MQTT 5
-  clients are told (Server Keep Alive); MQTT 3.1.1 clients are closed after 1.5 times it
-  without a packet, as for any keep-alive.
+- Keep-alive 0 (none) or longer than `max_keepalive_s` becomes `max_keepalive_s`, and one
+  shorter than `min_keepalive_s` becomes that (a client pinging every second costs a wake-up
+  a second for nothing): MQTT 5 clients are told (Server Keep Alive); MQTT 3.1.1 clients
+  cannot be, so a short one only gets more slack; all are closed after 1.5 times it without
+  a packet, as for any keep-alive.
 
 The broker calls this module; it keeps the counters and decides. Rates per address
 (provisioning) are the gateway's, with `fleetcore.buckets`.
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import resource
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -62,9 +67,12 @@ class MqttLimits:
     max_pending_per_address: int = 128
     max_provisional: int = 32
     connect_timeout_s: float = 10.0
-    max_connect_bytes: int = 64 * 1024
+    max_connect_bytes: int = 8 * 1024
     max_packet_bytes: int = 1024 * 1024 + 64 * 1024
     max_keepalive_s: int = 1200
+    min_keepalive_s: int = 1  # none for a bare broker; the platform's setting is 5 s
+    max_per_address: int = 1_000
+    per_listener: Mapping[str, int] = field(default_factory=dict)  # listener name -> cap
 
     @classmethod
     def from_settings(cls, settings: Settings, *, open_files: int | None = None) -> MqttLimits:
@@ -91,11 +99,17 @@ class MqttLimits:
             max_connect_bytes=settings.mqtt_max_connect_bytes,
             max_packet_bytes=settings.mqtt_max_packet_bytes,
             max_keepalive_s=settings.mqtt_max_keepalive_s,
+            min_keepalive_s=settings.mqtt_min_keepalive_s,
+            max_per_address=settings.mqtt_max_connections_per_address,
+            per_listener=dict(settings.mqtt_listener_max_connections),
         )
 
     def keep_alive(self, requested: int) -> int:
-        """The keep-alive enforced: the client's, unless none (0) or above the maximum."""
-        return requested if 0 < requested <= self.max_keepalive_s else self.max_keepalive_s
+        """The keep-alive enforced: the client's, held between the minimum and the maximum
+        (none, 0, is the maximum; the maximum wins if configured below the minimum)."""
+        if requested == 0:
+            return self.max_keepalive_s
+        return min(max(requested, self.min_keepalive_s), self.max_keepalive_s)
 
     def connect_too_large(self, remaining_length: int) -> bool:
         """Whether a CONNECT declaring this length is refused unread."""
@@ -111,6 +125,7 @@ class Admission:
     """One connection's place in the counts, from accept to close."""
 
     address: str
+    listener: str = "default"
     stage: Stage = "pending"
 
 
@@ -123,12 +138,19 @@ class ConnectionGate:
     pending: int = 0
     provisional: int = 0
     _pending_at: Counter[str] = field(default_factory=Counter)
+    _open_at: Counter[str] = field(default_factory=Counter)  # every stage, per address
+    _on_listener: Counter[str] = field(default_factory=Counter)
 
-    def admit(self, address: str) -> Admission | None:
+    def admit(self, address: str, listener: str = "default") -> Admission | None:
         """A place for a connection just accepted, or None (refused, counted): close it."""
         limits = self.limits
         if self.total >= limits.max_connections:
             return self._refuse("too_many_connections")
+        cap = limits.per_listener.get(listener)
+        if cap is not None and self._on_listener[listener] >= cap:
+            return self._refuse("too_many_on_listener")
+        if self._open_at[address] >= limits.max_per_address:
+            return self._refuse("too_many_from_address")
         if self.pending >= limits.max_pending:
             return self._refuse("too_many_pending")
         if self._pending_at[address] >= limits.max_pending_per_address:
@@ -136,8 +158,14 @@ class ConnectionGate:
         self.total += 1
         self.pending += 1
         self._pending_at[address] += 1
+        self._open_at[address] += 1
+        self._on_listener[listener] += 1
         metrics.CONNECTIONS_ADMITTED.inc()
-        return Admission(address)
+        return Admission(address, listener)
+
+    def open_from(self, address: str) -> int:
+        """Connections from this address, in any stage."""
+        return self._open_at[address]
 
     def establish(self, admission: Admission, *, provisional: bool) -> bool:
         """The CONNECT was authenticated; False (refused, counted) if no provisional place."""
@@ -156,14 +184,14 @@ class ConnectionGate:
             return
         self._leave(admission)
         self.total -= 1
+        _decrement(self._open_at, admission.address)
+        _decrement(self._on_listener, admission.listener)
         admission.stage = "released"
 
     def _leave(self, admission: Admission) -> None:
         if admission.stage == "pending":
             self.pending -= 1
-            self._pending_at[admission.address] -= 1
-            if not self._pending_at[admission.address]:
-                del self._pending_at[admission.address]
+            _decrement(self._pending_at, admission.address)
         elif admission.stage == "provisional":
             self.provisional -= 1
 
@@ -173,6 +201,13 @@ class ConnectionGate:
         # second flood (the metric is what to alert on).
         metrics.CONNECTIONS_REFUSED.labels(reason).inc()
         log.debug("mqtt_connection_refused", reason=reason)
+
+
+def _decrement(counts: Counter[str], key: str) -> None:
+    # Drop keys at zero: a counter per address ever seen would grow with every scanner.
+    counts[key] -= 1
+    if counts[key] <= 0:
+        del counts[key]
 
 
 @dataclass(frozen=True, slots=True)
