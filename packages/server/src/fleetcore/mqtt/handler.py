@@ -1,310 +1,316 @@
-"""One MQTT 3.1.1 client connection: amqtt's protocol handler with our read loop.
+"""One MQTT 3.1.1 client after its CONNECT: the packets it sends, the messages it is sent.
 
-PUBLISH is handed to the application synchronously, in order, before the next packet is
-read, and acknowledged only when the application says it is durable (see broker.py for the
-amqtt defects this replaces). The MQTT 5 handler (handler5.py) extends this class.
+A PUBLISH is handed to the application synchronously, in order, before the next packet is
+looked at (fleetcore.mqtt.connection frames them), and acknowledged only when the
+application says it is durable: at once if `accept` answered nothing or a reason code,
+else when the awaitable it answered completes (no task per message when that is a
+future). A message that cannot be stored is never acknowledged: the connection ends and
+the client sends it again. Inbound QoS 2 is taken once per packet identifier and answered
+PUBREC when durable, PUBCOMP on the PUBREL.
+
+SUBSCRIBE is answered at once: per filter, the granted QoS (at most 1: the platform never
+sends QoS 2) or 0x80 for a filter that is malformed or that the ACL refuses. What the
+application has retained for the new filter is then sent, and the application told
+(`subscribed`), in order, on the connection's one follow-up task.
+
+Outgoing QoS 1 messages stay in the session until their PUBACK (see fleetcore.mqtt.session).
+
+The MQTT 5 handler (handler5.py) extends this class; runs on the event loop's thread only.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from amqtt.adapters import StreamWriterAdapter
-from amqtt.errors import AMQTTError, MQTTError, NoDataError
-from amqtt.mqtt.connack import CONNECTION_ACCEPTED, ConnackPacket
-from amqtt.mqtt.connect import ConnectPacket
-from amqtt.mqtt.constants import QOS_0, QOS_1, QOS_2
-from amqtt.mqtt.disconnect import DisconnectPacket
-from amqtt.mqtt.packet import RESERVED_0, RESERVED_15, MQTTFixedHeader
-from amqtt.mqtt.pingreq import PingReqPacket
-from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
-from amqtt.mqtt.puback import PubackPacket
-from amqtt.mqtt.pubcomp import PubcompPacket
-from amqtt.mqtt.publish import PublishPacket
-from amqtt.mqtt.pubrec import PubrecPacket
-from amqtt.mqtt.pubrel import PubrelPacket
-from amqtt.mqtt.subscribe import SubscribePacket
-from amqtt.mqtt.unsubscribe import UnsubscribePacket
-from amqtt.session import INCOMING, IncomingApplicationMessage, OutgoingApplicationMessage
-
-from fleetcore.mqtt import metrics, mqtt311
-from fleetcore.mqtt.hooks import Inbound, Principal
+from fleetcore.mqtt import mqtt5, mqtt311
+from fleetcore.mqtt.connection import Connection
+from fleetcore.mqtt.hooks import ClientInfo, Inbound, Principal
+from fleetcore.mqtt.mqtt311 import (
+    DISCONNECT,
+    PINGREQ,
+    PUBACK,
+    PUBCOMP,
+    PUBLISH,
+    PUBREC,
+    PUBREL,
+    SUBSCRIBE,
+    UNSUBSCRIBE,
+)
+from fleetcore.mqtt.session import Outgoing, Session
+from fleetcore_protocol.topics import topic_matches
 
 if TYPE_CHECKING:
     from fleetcore.mqtt.broker import FleetBroker
 
 log = logging.getLogger(__name__)
 
-PUBACK_TIMEOUT_S = 10.0
 # Server-initiated ends, as MQTT 5 reason codes (3.1.1 just closes the connection).
-SESSION_TAKEN_OVER = 0x8E
-ADMINISTRATIVE_ACTION = 0x98
-SERVER_SHUTTING_DOWN = 0x8B
-KEEP_ALIVE_TIMEOUT = 0x8D
-PACKET_TOO_LARGE = 0x95
+SESSION_TAKEN_OVER = mqtt5.SESSION_TAKEN_OVER
+ADMINISTRATIVE_ACTION = mqtt5.ADMINISTRATIVE_ACTION
+SERVER_SHUTTING_DOWN = mqtt5.SERVER_SHUTTING_DOWN
+KEEP_ALIVE_TIMEOUT = mqtt5.KEEP_ALIVE_TIMEOUT
+PACKET_TOO_LARGE = mqtt5.PACKET_TOO_LARGE
+TOPIC_NAME_INVALID = mqtt5.TOPIC_NAME_INVALID
 # Messages of one connection handed to the application and not yet durable; past this the
 # connection is read no further until some are (a slow database pushes back on the client
 # through TCP instead of growing memory with every message it sends).
 MAX_UNSTORED = 100
 
 
-class FleetProtocolHandler(BrokerProtocolHandler):
-    """One client connection: reads packets and hands PUBLISH to the broker inline."""
+def valid_filter(topic_filter: str) -> bool:
+    """Whether a topic filter is well formed: not empty, '+' and '#' alone in their level,
+    '#' only last (4.7.1)."""
+    if not topic_filter:
+        return False
+    levels = topic_filter.split("/")
+    for index, level in enumerate(levels):
+        if ("+" in level or "#" in level) and len(level) > 1:
+            return False
+        if level == "#" and index != len(levels) - 1:
+            return False
+    return True
 
-    protocol = 4
-    broker: FleetBroker
-    principal: Principal
 
-    def bind(self, broker: FleetBroker, principal: Principal) -> None:
-        """Attach the broker and principal this connection serves."""
-        self.broker = broker
-        self.principal = principal
-        self._acks: set[asyncio.Task[None]] = set()
-        self._unstored = 0
-        self._room = asyncio.Event()
+class Handler:
+    """An MQTT 3.1.1 client's session on its connection (see the module docstring)."""
 
-    # -- what the broker calls, per protocol version ----------------------------------
+    protocol = mqtt311.PROTOCOL_LEVEL
 
-    async def send_connack(
-        self, session_present: bool, assigned_client_id: str | None, *, keep_alive: int | None
+    def __init__(
+        self,
+        broker: FleetBroker,
+        connection: Connection,
+        session: Session,
+        principal: Principal,
+        client: ClientInfo,
     ) -> None:
-        """Accept the connection (3.1.1 cannot announce the keep-alive it enforces)."""
-        await self._send_packet(ConnackPacket.build(int(session_present), CONNECTION_ACCEPTED))
+        self.broker = broker
+        self.hooks = broker.hooks
+        self.connection = connection
+        self.session = session
+        self.principal = principal
+        self.client = client
+        self.taken_over = False  # a new connection owns the session now
+        self.finished = asyncio.Event()  # set once the broker is done with the connection
+        self.max_packet_size: int | None = None  # the largest packet the client takes (MQTT 5)
+        self._accept = broker.hooks.accept
+        self._send = connection.send
+        self._unstored = 0
+        self._qos2: dict[int, bool] = {}  # inbound QoS 2 ids: True once PUBREC is sent
+        self._follow_up: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Future[Any]] = set()
 
-    async def close(self, reason: int) -> None:
-        """End the connection from the server side."""
-        await self._goodbye(reason)
-        await self.stop()
+    # -- packets from the client --------------------------------------------------------
 
-    async def _goodbye(self, reason: int) -> None:
+    def packet(self, first: int, body: bytes) -> None:
+        """One whole packet after the CONNECT; ProtocolError if it is malformed."""
+        kind, flags = first >> 4, first & 0x0F
+        if kind == PUBLISH:
+            message = mqtt311.parse_publish(flags, body)
+            self.inbound(
+                message.topic, message.payload, message.qos, message.retain, message.packet_id
+            )
+            return
+        mqtt5.check_flags(kind, flags)  # reserved fixed header bits: the same table as 3.1.1's
+        if kind == PUBACK:
+            self.session.inflight.pop(mqtt311.parse_ack(body), None)
+        elif kind == PUBREL:
+            self._released(mqtt311.parse_ack(body))
+        elif kind in (PUBREC, PUBCOMP):
+            mqtt311.parse_ack(body)  # the platform never sends QoS 2: nothing waits for these
+        elif kind == PINGREQ:
+            mqtt311.parse_empty(body, "PINGREQ")
+            self._send(mqtt311.pingresp())
+        elif kind == SUBSCRIBE:
+            subscribe = mqtt311.parse_subscribe(flags, body)
+            codes = self.subscribe(subscribe.requests)
+            self._send(mqtt311.suback(subscribe.packet_id, codes))
+        elif kind == UNSUBSCRIBE:
+            unsubscribe = mqtt311.parse_unsubscribe(flags, body)
+            self.unsubscribe(unsubscribe.topic_filters)
+            self._send(mqtt311.unsuback(unsubscribe.packet_id))
+        elif kind == DISCONNECT:
+            mqtt311.parse_empty(body, "DISCONNECT")
+            self.disconnected(normal=True)
+        else:  # a second CONNECT, or a packet only a server sends
+            raise mqtt5.ProtocolError(mqtt5.PROTOCOL_ERROR, f"unexpected packet type {kind}")
+
+    def protocol_error(self, reason: int) -> None:
+        """The client sent a malformed packet: 3.1.1 can only close the connection."""
+
+    def goodbye(self, reason: int) -> None:
         """Tell the client why the server ends the connection: 3.1.1 has no way to."""
 
-    # -- reading ------------------------------------------------------------------------
+    def close(self, reason: int) -> None:
+        """End the connection from the server side, saying why where the protocol can."""
+        self.goodbye(reason)
+        self.connection.close()
 
-    async def _reader_loop(self) -> None:
-        # Replaces amqtt's loop: PUBLISH is dispatched synchronously (in order, before the
-        # next read); a keep-alive timeout (1.5 x) and any protocol error end the connection.
-        assert self.session is not None
-        assert self._reader_ready is not None
-        keep_alive = self.session.keep_alive  # the broker caps it (limits.keep_alive)
-        timeout = keep_alive * 1.5 if keep_alive > 0 else None
-        limits = self.broker.gate.limits
-        tasks: set[asyncio.Task[None]] = set()
-        self._reader_ready.set()
-        try:
-            while self.reader is not None:
-                header = await asyncio.wait_for(MQTTFixedHeader.from_stream(self.reader), timeout)
-                if header is None or header.packet_type in (RESERVED_0, RESERVED_15):
-                    break
-                if limits.packet_too_large(header.remaining_length):
-                    # Closed unread: the declared length is the client's word, not bytes.
-                    metrics.CLOSED.labels("packet_too_large").inc()
-                    log.info("mqtt_packet_too_large", extra={"client": self.session.client_id})
-                    await self._goodbye(PACKET_TOO_LARGE)
-                    break
-                task = await self._read_packet(header)
-                if task is not None:
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                while self._unstored >= MAX_UNSTORED:
-                    self._room.clear()
-                    await self._room.wait()
-        except TimeoutError:
-            metrics.CLOSED.labels("keepalive").inc()
-            log.info("mqtt_keepalive_expired", extra={"client": self.session.client_id})
-            await self._goodbye(KEEP_ALIVE_TIMEOUT)
-        except (MQTTError, NoDataError, AMQTTError, ConnectionError, asyncio.IncompleteReadError):
-            log.debug("mqtt_read_ended", exc_info=True)
-        except ValueError:  # a malformed MQTT 5 packet (mqtt5.ProtocolError)
-            log.info("mqtt_protocol_error", exc_info=True)
-        except asyncio.CancelledError:
-            pass
-        except Exception:
-            log.exception("mqtt_reader_failed")
-        finally:
-            for task in tasks:
-                task.cancel()
-            await self.handle_connection_closed()
-            self._reader_stopped.set()
-            await self.stop()
+    def disconnected(self, *, normal: bool) -> None:
+        """The client said goodbye; `normal` unless it asked for its will (MQTT 5 0x04)."""
+        self.connection.normal_end = normal
+        self.connection.close()
 
-    async def _read_packet(self, header: MQTTFixedHeader) -> asyncio.Task[None] | None:
-        assert self.reader is not None
-        packet = await mqtt311.read_packet(self.reader, header)  # held to its length
-        if isinstance(packet, PublishPacket):
-            packet_id = packet.variable_header.packet_id if packet.variable_header else None
-            self._inbound(
-                packet.topic_name,
-                bytes(packet.data or b""),
-                packet.qos or QOS_0,
-                bool(packet.retain_flag),
-                packet_id,
-            )
-            return None
-        handler = {
-            PubackPacket: self.handle_puback,
-            PubrecPacket: self.handle_pubrec,
-            PubrelPacket: self.handle_pubrel,
-            PubcompPacket: self.handle_pubcomp,
-            PingReqPacket: self.handle_pingreq,
-            SubscribePacket: self.handle_subscribe,
-            UnsubscribePacket: self.handle_unsubscribe,
-            DisconnectPacket: self.handle_disconnect,
-            ConnectPacket: self.handle_connect,  # a second CONNECT: amqtt ends the connection
-        }.get(type(packet))
-        if handler is None:
-            log.info("mqtt_unexpected_packet", extra={"packet": type(packet).__name__})
-            return None
-        return asyncio.create_task(handler(packet))
+    # -- inbound PUBLISH ----------------------------------------------------------------
 
-    # -- inbound PUBLISH ------------------------------------------------------------------
-
-    def _inbound(
+    def inbound(
         self, topic: str, payload: bytes, qos: int, retain: bool, packet_id: int | None
     ) -> None:
-        assert self.session is not None
-        if qos == QOS_2 and packet_id in self.session.inflight_in:
+        """Hand a message to the application; acknowledge it once it is durable."""
+        if qos == 2 and packet_id in self._qos2:
             return  # a retransmission of a message we already took; PUBREC is on its way
-        verdict: Awaitable[object] | int | None = None
-        if topic and not any(ch in topic for ch in "+#"):
-            verdict = self.broker.hooks.accept(self.principal, Inbound(topic, payload, qos, retain))
+        if topic and "+" not in topic and "#" not in topic:
+            verdict = self._accept(self.principal, Inbound(topic, payload, qos, retain))
         else:
-            log.info("mqtt_invalid_topic", extra={"client": self.session.client_id})
-            verdict = 0x90  # topic name invalid
-        if isinstance(verdict, asyncio.Future) and not verdict.done():
-            self._hold(verdict)
-        if qos == QOS_0 or packet_id is None:
+            log.info("mqtt_invalid_topic", extra={"client": self.session.key})
+            verdict = TOPIC_NAME_INVALID
+        if qos == 2:
+            self._qos2[packet_id or 0] = False  # taken; PUBREC once durable
+        if verdict is None or isinstance(verdict, int):
+            if qos == 1:
+                self._send(self.puback_bytes(packet_id or 0, verdict or 0))
+            elif qos == 2:
+                self._received(packet_id or 0, verdict or 0)
             return
-        if qos == QOS_2:
-            message = IncomingApplicationMessage(packet_id, topic, qos, payload, False)
-            self.session.inflight_in[packet_id] = message
-        durable = None if isinstance(verdict, int) else verdict
-        reason = verdict if isinstance(verdict, int) else 0
-        if qos == QOS_1 and (durable is None or isinstance(durable, asyncio.Future)):
-            # The hot path: no task per message. The PUBACK is written when the future
-            # (the pipeline's commit, a gateway task) completes, or now if nothing to wait.
-            if durable is None:
-                self._write_puback(packet_id, reason)
-            else:
-                durable.add_done_callback(partial(self._puback_when_done, packet_id, reason))
-            return
-        task = asyncio.create_task(self._acknowledge(packet_id, qos, durable, reason))
-        self._acks.add(task)
-        task.add_done_callback(self._acks.discard)
-        if durable is not None and not isinstance(durable, asyncio.Future):
-            self._hold(task)
+        durable = verdict if isinstance(verdict, asyncio.Future) else self._task(verdict)
+        if not durable.done():
+            self._hold(durable)
+        if qos:
+            done = self._acknowledge if qos == 1 else self._received
+            durable.add_done_callback(partial(self._when_durable, done, packet_id or 0))
+
+    def _task(self, awaitable: Awaitable[object]) -> asyncio.Future[object]:
+        future = asyncio.ensure_future(awaitable)
+        self._tasks.add(future)
+        future.add_done_callback(self._tasks.discard)
+        return future
 
     def _hold(self, pending: asyncio.Future[Any]) -> None:
         """Count a message not yet durable until it is (see MAX_UNSTORED)."""
         self._unstored += 1
+        if self._unstored >= MAX_UNSTORED:
+            self.connection.hold()
         pending.add_done_callback(self._durable)
 
     def _durable(self, _: asyncio.Future[Any]) -> None:
         self._unstored -= 1
         if self._unstored < MAX_UNSTORED:
-            self._room.set()
+            self.connection.release()
 
-    def _puback_when_done(self, packet_id: int, reason: int, future: asyncio.Future[Any]) -> None:
+    def _when_durable(
+        self, done: Callable[[int, int], None], packet_id: int, future: asyncio.Future[Any]
+    ) -> None:
         if future.cancelled() or future.exception() is not None:
             # Not stored: no acknowledgement. End the connection so the client resends.
-            log.warning("mqtt_message_not_stored", extra={"error": repr(future.exception())})
-            asyncio.get_running_loop().create_task(self.handle_connection_closed())
+            error = None if future.cancelled() else future.exception()
+            log.warning("mqtt_message_not_stored", extra={"error": repr(error)})
+            self.connection.close()
             return
         answer = future.result()  # a gateway task may answer an MQTT 5 reason code
-        self._write_puback(packet_id, answer if isinstance(answer, int) else reason)
+        coded = isinstance(answer, int) and not isinstance(answer, bool)
+        done(packet_id, answer if coded else 0)
 
-    def _write_puback(self, packet_id: int, reason: int) -> None:
-        # One write call is atomic on the transport, so no lock is needed; a gone connection
-        # just means the client sends the message again (storage de-duplicates it).
-        if self.writer is None or getattr(self.writer, "is_closed", False):
-            return
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            self.writer.write(self._puback_bytes(packet_id, reason))
-        if not isinstance(self.writer, StreamWriterAdapter):
-            # WebSocket: the adapter buffers until drained (one frame per drain).
-            task = asyncio.get_running_loop().create_task(self._drain())
-            self._acks.add(task)
-            task.add_done_callback(self._acks.discard)
+    def _acknowledge(self, packet_id: int, reason: int) -> None:
+        self._send(self.puback_bytes(packet_id, reason))
 
-    async def _drain(self) -> None:
-        assert self.writer is not None
-        with contextlib.suppress(ConnectionError, RuntimeError, OSError):
-            async with self._write_lock:
-                await self.writer.drain()
-
-    def _puback_bytes(self, packet_id: int, reason: int) -> bytes:
+    def puback_bytes(self, packet_id: int, reason: int) -> bytes:
+        """The PUBACK for a message (3.1.1 has no reason code: the client is acked plainly)."""
         return b"\x40\x02" + packet_id.to_bytes(2, "big")
 
-    async def _acknowledge(
-        self, packet_id: int, qos: int, durable: Awaitable[object] | None, reason: int
+    def _received(self, packet_id: int, reason: int) -> None:
+        self._qos2[packet_id] = True
+        self._send(mqtt311.pubrec(packet_id))
+
+    def _released(self, packet_id: int) -> None:
+        # PUBCOMP once the PUBREC is out; a PUBREL before it (a client that did not wait)
+        # is answered when the message is durable and the client sends PUBREL again.
+        if self._qos2.get(packet_id, True):
+            self._qos2.pop(packet_id, None)
+            self._send(mqtt311.pubcomp(packet_id))
+
+    # -- subscriptions ------------------------------------------------------------------
+
+    def subscribe(self, requests: Sequence[tuple[str, int]]) -> list[int]:
+        """Grant what the ACL allows (QoS at most 1); the answer per filter, 0x80 refused."""
+        codes, granted = [], []
+        for topic_filter, qos in requests:
+            if valid_filter(topic_filter) and self.hooks.may_subscribe(
+                self.principal, topic_filter
+            ):
+                self.session.subscriptions[topic_filter] = min(qos, 1)
+                codes.append(min(qos, 1))
+                granted.append((topic_filter, min(qos, 1)))
+            else:
+                codes.append(mqtt311.SUBSCRIPTION_FAILURE)
+        if granted:
+            self.follow_up(partial(self._after_subscribe, granted))
+        return codes
+
+    def unsubscribe(self, topic_filters: Sequence[str]) -> None:
+        """Forget these filters."""
+        for topic_filter in topic_filters:
+            self.session.subscriptions.pop(topic_filter, None)
+
+    def follow_up(self, step: Callable[[], Awaitable[None]]) -> None:
+        """Run `step` after the connection's earlier follow-ups, in order."""
+        previous = self._follow_up
+        self._follow_up = asyncio.get_running_loop().create_task(self._after(previous, step))
+
+    @staticmethod
+    async def _after(
+        previous: asyncio.Task[None] | None, step: Callable[[], Awaitable[None]]
     ) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])
         try:
-            if durable is not None:
-                await asyncio.shield(durable)
-            await self._send_ack(packet_id, qos, reason)
-        except (ConnectionError, AMQTTError, MQTTError, asyncio.CancelledError):
-            # The connection went away first: the message is stored all the same and the
-            # client, never acknowledged, sends it again (de-duplicated on storage).
-            log.debug("mqtt_ack_not_sent", exc_info=True)
+            await step()
         except Exception:
-            # Not stored: no acknowledgement. End the connection so the client resends.
-            log.warning("mqtt_message_not_stored", exc_info=True)
-            await self.handle_connection_closed()
+            log.exception("mqtt_follow_up_failed")
 
-    async def _send_ack(self, packet_id: int, qos: int, reason: int) -> None:
-        assert self.session is not None
-        if qos == QOS_1:
-            await self._send_packet(PubackPacket.build(packet_id))
-            return
-        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pubrel_waiters[packet_id] = waiter
-        try:
-            await self._send_packet(PubrecPacket.build(packet_id))
-            await waiter
-            await self._send_packet(PubcompPacket.build(packet_id))
-        finally:
-            self._pubrel_waiters.pop(packet_id, None)
-            self.session.inflight_in.pop(packet_id, None)
+    async def _after_subscribe(self, granted: Sequence[tuple[str, int]]) -> None:
+        # Only what the application returns for this client's own new subscription.
+        for topic_filter, qos in granted:
+            for topic, payload in await self.hooks.retained(self.principal, topic_filter):
+                if topic_matches(topic, topic_filter):
+                    self.send(Outgoing(topic, payload, qos, True))
+            await self.broker.subscribed(self.principal, topic_filter)
 
-    # -- outbound -------------------------------------------------------------------------
+    def stop(self) -> None:
+        """The connection has ended: cancel what still runs for it."""
+        if self._follow_up is not None:
+            self._follow_up.cancel()
+        for task in self._tasks:
+            task.cancel()
 
-    async def _retry_deliveries(self) -> None:
-        # amqtt waits for every resend before the connection is served; resend in the
-        # background instead, in packet order.
-        assert self.session is not None
-        for message in list(self.session.inflight_out.values()):
-            task = asyncio.create_task(self.broker._resend(self, message))
-            self._acks.add(task)
-            task.add_done_callback(self._acks.discard)
+    # -- outbound -----------------------------------------------------------------------
 
-    async def _handle_qos1_message_flow(
-        self, app_message: OutgoingApplicationMessage | IncomingApplicationMessage
-    ) -> None:
-        # Outgoing only (incoming PUBLISH never reaches amqtt's flow). Unlike amqtt, a
-        # message leaves the session only when its PUBACK arrives, so a persistent session
-        # gets it again (DUP) when it reconnects.
-        assert self.session is not None
-        assert app_message.packet_id is not None
-        if app_message.direction == INCOMING:  # pragma: no cover - not routed here
-            raise AMQTTError("incoming QoS 1 is handled by _inbound")
-        packet_id = app_message.packet_id
-        if isinstance(app_message, OutgoingApplicationMessage):
-            self.session.inflight_out[packet_id] = app_message
-        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._puback_waiters[packet_id] = waiter
-        try:
-            await self._send_publish(app_message, dup=app_message.publish_packet is not None)
-            app_message.puback_packet = await asyncio.wait_for(waiter, PUBACK_TIMEOUT_S)
-            self.session.inflight_out.pop(packet_id, None)
-        finally:
-            self._puback_waiters.pop(packet_id, None)
+    def send(self, message: Outgoing) -> None:
+        """Send a message; QoS 1 stays in the session until the client acknowledges it."""
+        if message.qos:
+            packet_id = self.session.next_packet_id()
+            self.session.inflight[packet_id] = message
+            self.publish(message, packet_id, dup=False)
+        else:
+            self.publish(message, None, dup=False)
 
-    async def _send_publish(self, message: OutgoingApplicationMessage, *, dup: bool) -> None:
-        publish = message.build_publish_packet(dup=dup)
-        await self._send_packet(publish)
-        message.publish_packet = publish
+    def resend(self) -> None:
+        """Send again (DUP) what a persistent session holds unacknowledged, in order."""
+        for packet_id, message in list(self.session.inflight.items()):
+            self.publish(message, packet_id, dup=True)
+
+    def publish(self, message: Outgoing, packet_id: int | None, *, dup: bool) -> None:
+        """Write one PUBLISH."""
+        self._send(
+            mqtt311.publish(
+                message.topic,
+                message.payload,
+                qos=message.qos,
+                packet_id=packet_id,
+                retain=message.retain,
+                dup=dup,
+            )
+        )

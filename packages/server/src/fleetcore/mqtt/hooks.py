@@ -6,15 +6,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from amqtt.mqtt.connack import (
+from fleetcore.device_messages import ports as device_messages_ports
+from fleetcore.mqtt.mqtt311 import (
     BAD_USERNAME_PASSWORD,
     IDENTIFIER_REJECTED,
     NOT_AUTHORIZED,
     SERVER_UNAVAILABLE,
     UNACCEPTABLE_PROTOCOL_VERSION,
 )
-
-from fleetcore.device_messages import ports as device_messages_ports
 
 __all__ = [
     "BAD_USERNAME_PASSWORD",

@@ -34,6 +34,9 @@ PUBACK), authorization.
 Encoders raise plain ValueError for arguments that cannot make a valid packet (reason codes
 the packet does not allow, packet identifier 0, properties not allowed in the packet): that
 is a bug in the caller, never something a peer did.
+
+The data types (Variable Byte Integer, strings, the `Reader` cursor, `frame`, packet
+identifiers, `check_flags`) are shared with the MQTT 3.1.1 codec (fleetcore.mqtt.mqtt311).
 """
 
 from __future__ import annotations
@@ -209,7 +212,8 @@ def decode_varint(data: bytes, offset: int = 0) -> tuple[int, int]:
     return _decode_varint(data, offset, len(data), "variable byte integer")
 
 
-def _decode_utf8(raw: bytes, what: str) -> str:
+def decode_utf8(raw: bytes, what: str) -> str:
+    """Strict UTF-8 without U+0000 (1.5.4; 3.1.1 1.5.3), else ProtocolError(0x81)."""
     try:
         text = raw.decode("utf-8")  # strict: rejects overlongs and surrogates (1.5.4)
     except UnicodeDecodeError:
@@ -219,7 +223,8 @@ def _decode_utf8(raw: bytes, what: str) -> str:
     return text
 
 
-def _encode_binary(data: bytes, what: str) -> bytes:
+def encode_binary(data: bytes, what: str) -> bytes:
+    """Two-byte length, then the bytes (Binary Data, 1.5.6)."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise ValueError(f"{what} must be bytes")
     if len(data) > 0xFFFF:
@@ -227,7 +232,8 @@ def _encode_binary(data: bytes, what: str) -> bytes:
     return struct.pack("!H", len(data)) + bytes(data)
 
 
-def _encode_string(text: str, what: str) -> bytes:
+def encode_string(text: str, what: str) -> bytes:
+    """A UTF-8 Encoded String (1.5.4); ValueError for U+0000."""
     if not isinstance(text, str):
         raise ValueError(f"{what} must be a str")
     if "\x00" in text:
@@ -236,10 +242,10 @@ def _encode_string(text: str, what: str) -> bytes:
         raw = text.encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError(f"{what} is not encodable as UTF-8") from None
-    return _encode_binary(raw, what)
+    return encode_binary(raw, what)
 
 
-class _Reader:
+class Reader:
     """A cursor over ``data[pos:end]``; every overrun is a Malformed Packet."""
 
     __slots__ = ("data", "end", "pos")
@@ -278,7 +284,7 @@ class _Reader:
         return self.take(self.u16(what), what)
 
     def string(self, what: str) -> str:
-        return _decode_utf8(self.binary(what), what)
+        return decode_utf8(self.binary(what), what)
 
     def rest(self) -> bytes:
         chunk = self.data[self.pos : self.end]
@@ -432,7 +438,7 @@ def _value_problem(ident: int, value: Any) -> str | None:
     return None
 
 
-def _read_value(reader: _Reader, kind: int, name: str) -> Any:
+def _read_value(reader: Reader, kind: int, name: str) -> Any:
     if kind == _BYTE:
         return reader.byte(name)
     if kind == _U16:
@@ -448,14 +454,14 @@ def _read_value(reader: _Reader, kind: int, name: str) -> Any:
     return (reader.string(f"{name} name"), reader.string(f"{name} value"))
 
 
-def _read_properties(reader: _Reader, packet: str) -> Properties:
+def _read_properties(reader: Reader, packet: str) -> Properties:
     length = reader.varint(f"{packet} property length")
     if length > reader.remaining():
         raise _malformed(
             f"{packet} property length {length} exceeds the {reader.remaining()} bytes left"
         )
     end = reader.pos + length
-    inner = _Reader(reader.data, reader.pos, end)
+    inner = Reader(reader.data, reader.pos, end)
     allowed = _ALLOWED[packet]
     properties: Properties = {}
     while inner.remaining():
@@ -486,11 +492,11 @@ def _encode_value(ident: int, value: Any) -> bytes:
     if kind == _PAIR:
         if not isinstance(value, tuple | list) or len(value) != 2:
             raise ValueError(f"each {name} must be a (name, value) pair, not {value!r}")
-        return _encode_string(value[0], f"{name} name") + _encode_string(value[1], f"{name} value")
+        return encode_string(value[0], f"{name} name") + encode_string(value[1], f"{name} value")
     if kind == _STRING:
-        encoded = _encode_string(value, name)
+        encoded = encode_string(value, name)
     elif kind == _BINARY:
-        encoded = _encode_binary(value, name)
+        encoded = encode_binary(value, name)
     else:
         limit = {_BYTE: 0xFF, _U16: 0xFFFF, _U32: 0xFFFF_FFFF, _VARINT: MAX_VARINT}[kind]
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit:
@@ -539,13 +545,15 @@ def _has_wildcard(topic: str) -> bool:
     return "+" in topic or "#" in topic
 
 
-def _packet(first_byte: int, body: bytes) -> bytes:
+def frame(first_byte: int, body: bytes) -> bytes:
+    """A whole packet: the first byte, the Remaining Length, the body."""
     if len(body) > MAX_VARINT:
         raise ValueError(f"a packet body of {len(body)} bytes exceeds the MQTT maximum")
     return bytes([first_byte]) + encode_varint(len(body)) + body
 
 
-def _packet_id_bytes(packet_id: int) -> bytes:
+def packet_id_bytes(packet_id: int) -> bytes:
+    """A packet identifier (1 to 65535) as two bytes."""
     if (
         isinstance(packet_id, bool)
         or not isinstance(packet_id, int)
@@ -555,7 +563,8 @@ def _packet_id_bytes(packet_id: int) -> bytes:
     return struct.pack("!H", packet_id)
 
 
-def _read_packet_id(reader: _Reader, packet: str) -> int:
+def read_packet_id(reader: Reader, packet: str) -> int:
+    """A non-zero packet identifier, else ProtocolError(0x82)."""
     packet_id = reader.u16(f"{packet} packet identifier")
     if packet_id == 0:
         raise _protocol(f"{packet} packet identifier must not be 0")
@@ -662,7 +671,7 @@ def parse_connect(body: bytes) -> Connect:
     level = protocol_level(body)
     if level != PROTOCOL_LEVEL:
         raise ProtocolError(UNSUPPORTED_PROTOCOL_VERSION, f"protocol level {level} is not 5")
-    reader = _Reader(body, len(_PROTOCOL_NAME) + 1)
+    reader = Reader(body, len(_PROTOCOL_NAME) + 1)
     flags = reader.byte("connect flags")
     if flags & 0x01:
         raise _malformed("the reserved connect flag is set")
@@ -742,7 +751,7 @@ def connack(session_present: bool, reason: int, properties: Properties | None = 
     if session_present and reason != SUCCESS:
         raise ValueError("Session Present must be 0 when the CONNACK refuses the connection")
     body = bytes([1 if session_present else 0, reason]) + _encode_properties(properties, _CONNACK)
-    return _packet(0x20, body)
+    return frame(0x20, body)
 
 
 # --- PUBLISH (3.3) ------------------------------------------------------------------------
@@ -773,9 +782,9 @@ def parse_publish(flags: int, body: bytes) -> Publish:
     dup = bool(flags & 0x08)
     if dup and qos == 0:
         raise _protocol("DUP flag set on a QoS 0 PUBLISH")
-    reader = _Reader(body)
+    reader = Reader(body)
     topic = reader.string("topic name")
-    packet_id = _read_packet_id(reader, "PUBLISH") if qos else None
+    packet_id = read_packet_id(reader, "PUBLISH") if qos else None
     properties = _read_properties(reader, _PUBLISH)
     if SUBSCRIPTION_IDENTIFIER in properties:
         raise _protocol("a PUBLISH from a client must not carry a Subscription Identifier")
@@ -812,13 +821,13 @@ def publish(
         raise ValueError("an empty topic needs a Topic Alias")
     if qos == 0 and (packet_id is not None or dup):
         raise ValueError("a QoS 0 PUBLISH has no packet identifier and no DUP flag")
-    header = _encode_string(topic, "topic")
+    header = encode_string(topic, "topic")
     if qos:
         if packet_id is None:
             raise ValueError(f"a QoS {qos} PUBLISH needs a packet identifier")
-        header += _packet_id_bytes(packet_id)
+        header += packet_id_bytes(packet_id)
     body = header + _encode_properties(properties, _PUBLISH) + bytes(payload)
-    return _packet(0x30 | (0x08 if dup else 0) | (qos << 1) | (0x01 if retain else 0), body)
+    return frame(0x30 | (0x08 if dup else 0) | (qos << 1) | (0x01 if retain else 0), body)
 
 
 # --- PUBACK, PUBREC, PUBREL, PUBCOMP (3.4 - 3.7) ------------------------------------------
@@ -836,8 +845,8 @@ def parse_ack(body: bytes) -> Ack:
 
     Remaining length 2 means reason 0 and no properties; 3 means no properties.
     """
-    reader = _Reader(body)
-    packet_id = _read_packet_id(reader, "acknowledgement")
+    reader = Reader(body)
+    packet_id = read_packet_id(reader, "acknowledgement")
     reason = reader.byte("reason code") if reader.remaining() else SUCCESS
     properties = _read_properties(reader, _ACK) if reader.remaining() else {}
     reader.expect_end("the acknowledgement properties")
@@ -868,13 +877,13 @@ def _ack(
     allowed: frozenset[int],
     reason_string: str | None = None,
 ) -> bytes:
-    body = _packet_id_bytes(packet_id)
+    body = packet_id_bytes(packet_id)
     _check_reason(reason, allowed, name)
     if reason_string is not None:
         body += bytes([reason]) + _encode_properties({REASON_STRING: reason_string}, _ACK)
     elif reason != SUCCESS:
         body += bytes([reason])
-    return _packet(first_byte, body)
+    return frame(first_byte, body)
 
 
 def puback(packet_id: int, reason: int = 0, reason_string: str | None = None) -> bytes:
@@ -918,8 +927,8 @@ def parse_subscribe(flags: int, body: bytes) -> Subscribe:
     filter is answered per filter in the SUBACK (0x8F), not by closing the connection."""
     if flags != 0b0010:
         raise _malformed(f"SUBSCRIBE fixed header flags must be 0010, not {flags:04b}")
-    reader = _Reader(body)
-    packet_id = _read_packet_id(reader, "SUBSCRIBE")
+    reader = Reader(body)
+    packet_id = read_packet_id(reader, "SUBSCRIBE")
     properties = _read_properties(reader, _SUBSCRIBE)
     requests: list[SubscriptionRequest] = []
     while reader.remaining():
@@ -969,7 +978,7 @@ _SUBACK_REASONS = frozenset(
 
 
 def _reason_list(packet_id: int, reasons: list[int], allowed: frozenset[int], name: str) -> bytes:
-    body = _packet_id_bytes(packet_id)
+    body = packet_id_bytes(packet_id)
     if not reasons:
         raise ValueError(f"a {name} needs one reason code per topic filter")
     for reason in reasons:
@@ -979,7 +988,7 @@ def _reason_list(packet_id: int, reasons: list[int], allowed: frozenset[int], na
 
 def suback(packet_id: int, reasons: list[int]) -> bytes:
     """A SUBACK: one reason code (granted QoS or failure) per requested topic filter."""
-    return _packet(0x90, _reason_list(packet_id, reasons, _SUBACK_REASONS, "SUBACK"))
+    return frame(0x90, _reason_list(packet_id, reasons, _SUBACK_REASONS, "SUBACK"))
 
 
 # --- UNSUBSCRIBE / UNSUBACK (3.10, 3.11) --------------------------------------------------
@@ -996,8 +1005,8 @@ def parse_unsubscribe(flags: int, body: bytes) -> Unsubscribe:
     """An UNSUBSCRIBE (flags must be 0010), with at least one topic filter."""
     if flags != 0b0010:
         raise _malformed(f"UNSUBSCRIBE fixed header flags must be 0010, not {flags:04b}")
-    reader = _Reader(body)
-    packet_id = _read_packet_id(reader, "UNSUBSCRIBE")
+    reader = Reader(body)
+    packet_id = read_packet_id(reader, "UNSUBSCRIBE")
     properties = _read_properties(reader, _UNSUBSCRIBE)
     topic_filters: list[str] = []
     while reader.remaining():
@@ -1022,7 +1031,7 @@ _UNSUBACK_REASONS = frozenset(
 
 def unsuback(packet_id: int, reasons: list[int]) -> bytes:
     """An UNSUBACK: one reason code per topic filter of the UNSUBSCRIBE."""
-    return _packet(0xB0, _reason_list(packet_id, reasons, _UNSUBACK_REASONS, "UNSUBACK"))
+    return frame(0xB0, _reason_list(packet_id, reasons, _UNSUBACK_REASONS, "UNSUBACK"))
 
 
 # --- DISCONNECT, PINGRESP (3.14, 3.13) ----------------------------------------------------
@@ -1036,7 +1045,7 @@ class Disconnect:
 
 def parse_disconnect(body: bytes) -> Disconnect:
     """A client's DISCONNECT body; empty means 0x00 Normal disconnection."""
-    reader = _Reader(body)
+    reader = Reader(body)
     reason = reader.byte("reason code") if reader.remaining() else NORMAL_DISCONNECTION
     properties = _read_properties(reader, _DISCONNECT) if reader.remaining() else {}
     reader.expect_end("the DISCONNECT properties")
@@ -1088,7 +1097,7 @@ def disconnect(reason: int = 0, reason_string: str | None = None) -> bytes:
         body = bytes([reason])
     else:
         body = b""
-    return _packet(0xE0, body)
+    return frame(0xE0, body)
 
 
 def pingresp() -> bytes:

@@ -52,7 +52,7 @@ class DeviceTransport(Protocol):
 
 
 def broker_config(settings: Settings) -> dict[str, Any]:
-    """amqtt listener configuration from our settings (TCP; TLS and WebSocket if set)."""
+    """The broker's listeners from our settings (TCP; TLS and WebSocket if set)."""
     host = settings.mqtt_host or settings.host
     listeners: dict[str, Any] = {
         "default": {"type": "tcp", "bind": f"{host}:{settings.mqtt_port}", "max_connections": 0}
@@ -124,5 +124,5 @@ class EmbeddedTransport:
 
     async def ready(self) -> None:
         """The broker has started and not stopped."""
-        if self.broker is None or self.broker.transitions.state != "started":
+        if self.broker is None or not self.broker.serving:
             raise NotReady("the MQTT broker is not running")
