@@ -1,16 +1,15 @@
 """Fuzzing the MQTT codecs the embedded broker reads devices with: MQTT 5 (our codec,
-fleetcore.mqtt.mqtt5) and MQTT 3.1.1 (amqtt's packet classes, read as the broker reads them).
+fleetcore.mqtt.mqtt5) and MQTT 3.1.1 (fleetcore.mqtt.mqtt311), framed as the broker frames them.
 
-Any bytes end in a packet or the documented refusal (mqtt5.ProtocolError with a reason code;
-for 3.1.1 the errors the broker's read loop treats as the end of a connection), within a
-deadline and without allocating what a packet merely declares. Valid packets built from
+Any bytes end in a packet or the documented refusal (mqtt5.ProtocolError with a reason code,
+which for 3.1.1 ends the connection), within a deadline and without allocating what a
+packet merely declares. Valid packets built from
 values parse back to those values, our encoders' packets parse back to what was encoded,
 and a 3.1.1 packet is read to its end and no further.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import socket
 import tracemalloc
@@ -19,16 +18,13 @@ from dataclasses import asdict
 from typing import Any
 
 import pytest
-from amqtt.adapters import StreamReaderAdapter
-from amqtt.errors import AMQTTError, MQTTError, NoDataError
-from amqtt.mqtt.packet import MQTTFixedHeader
-from amqtt.mqtt.publish import PublishPacket
 from hypothesis import example, given
 from hypothesis import strategies as st
 
 from fleetcore.mqtt import mqtt5 as m
 from fleetcore.mqtt import mqtt311
-from fleetcore.mqtt.broker import _read_connect, _TooLarge
+from fleetcore.mqtt.connect import Refusal, read_connect
+from fleetcore.mqtt.connection import NotConnect, TooLarge
 from fleetcore.mqtt.limits import MqttLimits
 from fleetcore.mqtt.mqtt5 import PacketType, ProtocolError
 from tests.support.broker_thread import BrokerThread, broker_in_thread
@@ -54,17 +50,6 @@ from tests.support.hypothesis_profiles import fuzz
 
 # What a parser may answer a peer with (mqtt5 module docstring).
 REASONS = {0x81, 0x82, 0x84, 0x94, 0x99}
-# What the broker treats as the end of a connection (broker._client_connected, handler's loop).
-CONNECTION_ENDS = (
-    _TooLarge,  # the broker closes the connection unread
-    AMQTTError,
-    MQTTError,
-    NoDataError,
-    ConnectionError,
-    TimeoutError,
-    asyncio.IncompleteReadError,
-)
-
 PARSE5: dict[int, Callable[[int, bytes], Any]] = {
     PacketType.CONNECT: lambda flags, body: m.parse_connect(body),
     PacketType.PUBLISH: m.parse_publish,
@@ -251,78 +236,92 @@ def test_mqtt5_one_mebibyte_of_garbage(packet_type: int, filler: bytes) -> None:
 # --- MQTT 3.1.1 --------------------------------------------------------------------------
 
 
-def _run(coroutine: Any) -> Any:
-    return asyncio.run(coroutine)
-
-
-def _stream(data: bytes) -> StreamReaderAdapter:
-    reader = asyncio.StreamReader()
-    reader.feed_data(data)
-    reader.feed_eof()
-    return StreamReaderAdapter(reader)
-
-
-async def _first_packet(data: bytes) -> Any:
-    """The broker's reading of a connection's first packet, or how the connection ends."""
+def _first_packet(data: bytes) -> Any:
+    """The broker's reading of a connection's first packet (connection.py frames it, then
+    connect.read_connect): a request, a refusal, None, or the exception that ends it."""
     try:
-        return await _read_connect(_stream(data), "fuzz:1", MqttLimits())
-    except CONNECTION_ENDS as exc:
+        if len(data) < 2 or data[0] >> 4 != 1:
+            return NotConnect()
+        header = mqtt311.fixed_header(data)
+        if header is None:
+            return None  # the connection waits for the rest (until the CONNECT deadline)
+        length, head = header
+        if MqttLimits().connect_too_large(length):
+            return TooLarge()
+        if len(data) - head < length:
+            return None
+        return read_connect(data[head : head + length], "fuzz:1")
+    except ProtocolError as exc:
         return exc
 
 
 @fuzz()
 @given(data=st.binary(max_size=512) | connect311())
 def test_mqtt311_first_packet(data: bytes) -> None:
-    outcome = _run(_first_packet(data))
-    assert outcome is None or isinstance(outcome, (tuple, *CONNECTION_ENDS)) or outcome.client
+    outcome = _first_packet(data)
+    if isinstance(outcome, ProtocolError):
+        assert outcome.reason == 0x81  # a Remaining Length over four bytes
+        return
+    assert (
+        outcome is None or isinstance(outcome, (Refusal, NotConnect, TooLarge)) or (outcome.client)
+    )
+    if isinstance(outcome, Refusal):
+        assert outcome.reason in (0x84, 0x85, 0x86) or outcome.protocol == 5
 
 
 SENTINEL = b"\xc0\x00"  # a PINGREQ: what must come next once a packet is read to its end
 
 
-async def _next_packet(data: bytes) -> tuple[Any, MQTTFixedHeader | None]:
-    """One packet as the 3.1.1 handler reads it after CONNECT, and the header after it."""
-    reader = _stream(data + SENTINEL)
-    header = await MQTTFixedHeader.from_stream(reader)
+def _next_packet(data: bytes) -> tuple[Any, tuple[int, int] | None]:
+    """One packet as the 3.1.1 handler reads it after CONNECT (framed by its fixed header,
+    decoded by mqtt311.parse_packet), and where the next packet starts."""
+    stream = data + SENTINEL
+    header = mqtt311.fixed_header(stream)
     assert header is not None
+    length, head = header
     try:
-        packet = await mqtt311.read_packet(reader, header)
-    except CONNECTION_ENDS as exc:
+        packet = mqtt311.parse_packet(stream[0], stream[head : head + length])
+    except ProtocolError as exc:
         return exc, None
-    return packet, await MQTTFixedHeader.from_stream(reader)
+    return packet, mqtt311.fixed_header(stream, head + length)
 
 
 @fuzz()
 @given(data=packet311())
-@example(data=frame(0xC0, b"\xe0\x00"))  # a PINGREQ with a body: read as a DISCONNECT next
+@example(data=frame(0xC0, b"\xe0\x00"))  # a PINGREQ with a body: amqtt read it as a DISCONNECT
 @example(data=frame(0x40, b"\x00\x01\xc0"))  # a PUBACK one byte long
-@example(data=frame(0x32, b"\x00\x01t"))  # QoS 1, no room for the packet id: taken from the next
+@example(data=frame(0x32, b"\x00\x01t"))  # QoS 1, no room for the packet id
 @example(data=frame(0x82, b"\x00\x01\x00\x01\xff\x00\x00\x01a\x01"))  # a filter not UTF-8
-@example(data=frame(0x30, b"\x00\x01\xff" + b"\x00" * 9))  # a topic not UTF-8: "b'\\xff'"
+@example(data=frame(0x30, b"\x00\x01\xff" + b"\x00" * 9))  # a topic not UTF-8
 @example(data=frame(0x82, b"\x00\x01"))  # a SUBSCRIBE without a filter
 @example(data=frame(0x82, b"\x00\x01\x00\x01a\x03"))  # QoS 3 requested
 @example(data=frame(0x80, b"\x00\x01\x00\x01a\x00"))  # SUBSCRIBE flags 0000
 def test_mqtt311_packet_is_read_to_its_end(data: bytes) -> None:
-    packet, after = _run(_next_packet(data))
-    if isinstance(packet, CONNECTION_ENDS):
+    packet, after = _next_packet(data)
+    if isinstance(packet, ProtocolError):
+        assert packet.reason in (0x81, 0x82)
+        assert str(packet)
         return
     # Exactly this packet was consumed: what follows is the sentinel, whole.
-    assert after is not None
-    assert (after.packet_type, after.flags, after.remaining_length) == (12, 0, 0)
+    assert after == (0, len(data) + 2)
     # And it is a well-formed one: reserved flags as the table says, UTF-8 strings without
     # U+0000, a SUBSCRIBE or UNSUBSCRIBE with filters, QoS 0-2.
     kind, flags = data[0] >> 4, data[0] & 0x0F
     if kind == PacketType.PUBLISH:
+        assert isinstance(packet, mqtt311.Publish)
         assert flags & 0x06 != 0x06
-        assert "\x00" not in packet.topic_name
-        assert packet.topic_name.encode() in data
+        assert "\x00" not in packet.topic
+        assert packet.topic.encode() in data
     else:
         assert flags == (0b0010 if kind in (6, 8, 10) else 0)
-    if kind in (PacketType.SUBSCRIBE, PacketType.UNSUBSCRIBE):
-        entries = packet.payload.topics
+    if isinstance(packet, mqtt311.Subscribe | mqtt311.Unsubscribe):
+        entries = (
+            packet.requests
+            if isinstance(packet, mqtt311.Subscribe)
+            else [(f, 0) for f in packet.topic_filters]
+        )
         assert entries
-        for entry in entries:
-            topic_filter, qos = entry if kind == PacketType.SUBSCRIBE else (entry, 0)
+        for topic_filter, qos in entries:
             assert qos in (0, 1, 2)
             assert "\x00" not in topic_filter
             assert topic_filter.encode() in data
@@ -334,13 +333,12 @@ def test_mqtt311_packet_is_read_to_its_end(data: bytes) -> None:
     declared=st.sampled_from([1 << 20, m.MAX_VARINT]),
 )
 def test_mqtt311_declared_length_is_not_allocated(first_byte: int, declared: int) -> None:
-    # 256 MiB declared, 16 bytes sent, then the peer is gone: nothing that size is held.
+    # 256 MiB declared, 16 bytes sent: nothing that size is held while the rest is awaited.
     data = bytes([first_byte]) + varint(declared) + b"\x00\x04MQTT\x04\x02\x00\x3c\x00\x01a"
-    read = _first_packet if first_byte == 0x10 else _next_packet
     outcome: list[Any] = []
-    peak = _peak_bytes(lambda: outcome.append(_run(read(data))))
+    peak = _peak_bytes(lambda: outcome.append(_first_packet(data)))
     assert peak < 1 << 20
-    assert outcome
+    assert outcome[0] is None or isinstance(outcome[0], (TooLarge, NotConnect))
 
 
 @fuzz()
@@ -348,10 +346,19 @@ def test_mqtt311_declared_length_is_not_allocated(first_byte: int, declared: int
 def test_mqtt311_valid_publish_reads_as_sent(topic: str, payload: bytes, qos: int) -> None:
     body = len(topic.encode()).to_bytes(2, "big") + topic.encode()
     body += b"\x00\x07" if qos else b""
-    packet, after = _run(_next_packet(frame(0x30 | qos << 1, body + payload)))
-    assert isinstance(packet, PublishPacket)
-    assert (packet.topic_name, packet.data, packet.qos) == (topic, payload, qos)
+    packet, after = _next_packet(frame(0x30 | qos << 1, body + payload))
+    assert isinstance(packet, mqtt311.Publish)
+    assert (packet.topic, packet.payload, packet.qos) == (topic, payload, qos)
     assert after is not None
+
+
+@fuzz()
+@given(topic=topic_names, payload=st.binary(max_size=64), qos=st.integers(0, 1))
+def test_mqtt311_publish_encoder_round_trip(topic: str, payload: bytes, qos: int) -> None:
+    packet_id = 7 if qos else None
+    encoded = mqtt311.publish(topic, payload, qos=qos, packet_id=packet_id, retain=True)
+    parsed, _ = _next_packet(encoded)
+    assert parsed == mqtt311.Publish(topic, payload, qos, True, False, packet_id)
 
 
 # --- Both, through the running broker ----------------------------------------------------

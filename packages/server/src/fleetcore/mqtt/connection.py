@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from fleetcore.mqtt import metrics, mqtt5
 from fleetcore.mqtt.limits import Admission, MqttLimits
+from fleetcore.mqtt.mqtt311 import fixed_header
 
 if TYPE_CHECKING:
     from fleetcore.mqtt.handler import Handler
@@ -115,9 +116,10 @@ class Connection:
                 length = data[at + 1]
                 head = at + 2
                 if length & 0x80:
-                    length, head = self._long_length(data, at + 1, end)
-                    if head < 0:
+                    header = fixed_header(data, at)
+                    if header is None:
                         break  # the Remaining Length is not all here yet
+                    length, head = header
                 if handler is None:  # the first packet: the CONNECT
                     self._check_connect(first, length)
                 elif self.limits.packet_too_large(length):
@@ -145,21 +147,6 @@ class Connection:
             self.flush()
         if not self._closing:
             self._pending = data[at:] if at < end else b""
-
-    @staticmethod
-    def _long_length(data: bytes, start: int, end: int) -> tuple[int, int]:
-        """A Remaining Length of two to four bytes at `start`: (length, offset after it), or
-        (0, -1) if it is not all received yet; ProtocolError if it runs past four bytes."""
-        length, shift = 0, 0
-        for position in range(start, min(start + 4, end)):
-            digit = data[position]
-            length |= (digit & 0x7F) << shift
-            shift += 7
-            if not digit & 0x80:
-                return length, position + 1
-        if end - start >= 4:
-            raise mqtt5.ProtocolError(mqtt5.MALFORMED_PACKET, "remaining length over 4 bytes")
-        return 0, -1
 
     def _check_connect(self, first: int, length: int) -> None:
         if first >> 4 != _CONNECT:

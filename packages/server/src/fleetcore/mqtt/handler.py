@@ -33,12 +33,8 @@ from fleetcore.mqtt.mqtt311 import (
     DISCONNECT,
     PINGREQ,
     PUBACK,
-    PUBCOMP,
     PUBLISH,
-    PUBREC,
     PUBREL,
-    SUBSCRIBE,
-    UNSUBSCRIBE,
 )
 from fleetcore.mqtt.session import Outgoing, Session
 from fleetcore_protocol.topics import topic_matches
@@ -108,36 +104,30 @@ class Handler:
 
     def packet(self, first: int, body: bytes) -> None:
         """One whole packet after the CONNECT; ProtocolError if it is malformed."""
-        kind, flags = first >> 4, first & 0x0F
-        if kind == PUBLISH:
-            message = mqtt311.parse_publish(flags, body)
+        kind = first >> 4
+        if kind == PUBLISH:  # the hot path first
+            message = mqtt311.parse_publish(first & 0x0F, body)
             self.inbound(
                 message.topic, message.payload, message.qos, message.retain, message.packet_id
             )
             return
-        mqtt5.check_flags(kind, flags)  # reserved fixed header bits: the same table as 3.1.1's
-        if kind == PUBACK:
-            self.session.inflight.pop(mqtt311.parse_ack(body), None)
-        elif kind == PUBREL:
-            self._released(mqtt311.parse_ack(body))
-        elif kind in (PUBREC, PUBCOMP):
-            mqtt311.parse_ack(body)  # the platform never sends QoS 2: nothing waits for these
+        packet = mqtt311.parse_packet(first, body)
+        if isinstance(packet, mqtt311.Ack):
+            if kind == PUBACK:
+                self.session.inflight.pop(packet.packet_id, None)
+            elif kind == PUBREL:
+                self._released(packet.packet_id)
+            # PUBREC, PUBCOMP: the platform never sends QoS 2, nothing waits for these
+        elif isinstance(packet, mqtt311.Subscribe):
+            codes = self.subscribe(packet.requests)
+            self._send(mqtt311.suback(packet.packet_id, codes))
+        elif isinstance(packet, mqtt311.Unsubscribe):
+            self.unsubscribe(packet.topic_filters)
+            self._send(mqtt311.unsuback(packet.packet_id))
         elif kind == PINGREQ:
-            mqtt311.parse_empty(body, "PINGREQ")
             self._send(mqtt311.pingresp())
-        elif kind == SUBSCRIBE:
-            subscribe = mqtt311.parse_subscribe(flags, body)
-            codes = self.subscribe(subscribe.requests)
-            self._send(mqtt311.suback(subscribe.packet_id, codes))
-        elif kind == UNSUBSCRIBE:
-            unsubscribe = mqtt311.parse_unsubscribe(flags, body)
-            self.unsubscribe(unsubscribe.topic_filters)
-            self._send(mqtt311.unsuback(unsubscribe.packet_id))
         elif kind == DISCONNECT:
-            mqtt311.parse_empty(body, "DISCONNECT")
             self.disconnected(normal=True)
-        else:  # a second CONNECT, or a packet only a server sends
-            raise mqtt5.ProtocolError(mqtt5.PROTOCOL_ERROR, f"unexpected packet type {kind}")
 
     def protocol_error(self, reason: int) -> None:
         """The client sent a malformed packet: 3.1.1 can only close the connection."""

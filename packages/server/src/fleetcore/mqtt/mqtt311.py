@@ -28,9 +28,11 @@ from fleetcore.mqtt.mqtt5 import (
     BAD_USER_NAME_OR_PASSWORD,
     CLIENT_IDENTIFIER_NOT_VALID,
     MALFORMED_PACKET,
+    PROTOCOL_ERROR,
     UNSUPPORTED_PROTOCOL_VERSION,
     ProtocolError,
     Reader,
+    check_flags,
     decode_utf8,
     encode_string,
     frame,
@@ -286,3 +288,54 @@ def parse_empty(body: bytes, what: str) -> None:
 
 def pingresp() -> bytes:
     return b"\xd0\x00"
+
+
+# --- Any packet a client sends after its CONNECT ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    kind: int  # PUBACK, PUBREC, PUBREL or PUBCOMP
+    packet_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Empty:
+    kind: int  # PINGREQ or DISCONNECT
+
+
+Packet = Publish | Ack | Subscribe | Unsubscribe | Empty
+
+
+def parse_packet(first: int, body: bytes) -> Packet:
+    """A client's packet after its CONNECT from its first byte and body; ProtocolError if it
+    is malformed or a packet a client does not send then (a second CONNECT, a CONNACK...)."""
+    kind, flags = first >> 4, first & 0x0F
+    if kind == PUBLISH:
+        return parse_publish(flags, body)
+    check_flags(kind, flags)  # reserved fixed header bits: the same table as MQTT 5's
+    if kind in (PUBACK, PUBREC, PUBREL, PUBCOMP):
+        return Ack(kind, parse_ack(body))
+    if kind == SUBSCRIBE:
+        return parse_subscribe(flags, body)
+    if kind == UNSUBSCRIBE:
+        return parse_unsubscribe(flags, body)
+    if kind in (PINGREQ, DISCONNECT):
+        parse_empty(body, "PINGREQ" if kind == PINGREQ else "DISCONNECT")
+        return Empty(kind)
+    raise ProtocolError(PROTOCOL_ERROR, f"a client does not send packet type {kind} here")
+
+
+def fixed_header(data: bytes, at: int = 0) -> tuple[int, int] | None:
+    """(Remaining Length, offset of the body) of the packet starting at `at`, or None if the
+    header is not all in `data` yet; ProtocolError(0x81) past four length bytes (2.2.3)."""
+    length, shift = 0, 0
+    for position in range(at + 1, min(at + 5, len(data))):
+        digit = data[position]
+        length |= (digit & 0x7F) << shift
+        shift += 7
+        if not digit & 0x80:
+            return length, position + 1
+    if len(data) - at > 4:
+        raise _malformed("remaining length longer than four bytes")
+    return None
