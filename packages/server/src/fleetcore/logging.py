@@ -21,9 +21,9 @@ def _add_request_id(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
 
 # Libraries that narrate their routine work at info: alembic lists its plugins and every
 # revision it applies (we log one "migrations_applied" line), httpx every request it makes
-# (the demo's simulated devices, webhooks), amqtt and its state machine every connection
+# (the demo's simulated devices, webhooks), websockets every MQTT-over-WebSocket connection
 # (fleetcore.mqtt's own lines say what matters). At debug they say everything.
-_CHATTY = ("alembic", "httpx", "httpcore", "amqtt", "transitions")
+_CHATTY = ("alembic", "httpx", "httpcore", "websockets")
 
 
 def resolve_format(fmt: str, stream: TextIO) -> str:
