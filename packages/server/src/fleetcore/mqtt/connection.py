@@ -143,6 +143,11 @@ class Connection:
                 self.first.set_exception(exc)
             self.close()
             return
+        except Exception:
+            # A defect of ours, not the client's: this connection ends, the broker goes on.
+            log.exception("mqtt_packet_failed", extra={"remote": self.remote})
+            self.close()
+            return
         finally:
             self.flush()
         if not self._closing:
