@@ -24,6 +24,7 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, cast
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -72,8 +73,11 @@ def remote_of(peer: Any) -> str:
 class TcpLink(asyncio.Protocol):
     """One TCP (or TLS) connection: bytes in to its Connection, bytes out to the socket."""
 
-    def __init__(self, gate: ConnectionGate, serve: Serve, tls: ssl.SSLContext | None) -> None:
+    def __init__(
+        self, gate: ConnectionGate, serve: Serve, listener: str, tls: ssl.SSLContext | None
+    ) -> None:
         self.gate = gate
+        self.listener = listener
         self.serve = serve
         self.tls = tls
         self.transport: asyncio.Transport | None = None
@@ -88,7 +92,7 @@ class TcpLink(asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
         remote = remote_of(transport.get_extra_info("peername"))
-        admission = self.gate.admit(remote.rsplit(":", 1)[0])
+        admission = self.gate.admit(remote.rsplit(":", 1)[0], self.listener)
         if admission is None:
             transport.close()  # over a limit: closed before anything is read
             return
@@ -230,10 +234,9 @@ class Listeners:
         loop = asyncio.get_running_loop()
         for config in configs:
             if config.kind == "tcp":
-                tls = config.tls
 
-                def protocol(tls: ssl.SSLContext | None = tls) -> TcpLink:
-                    return TcpLink(self.gate, self.serve, tls)
+                def protocol(config: ListenerConfig = config) -> TcpLink:
+                    return TcpLink(self.gate, self.serve, config.name, config.tls)
 
                 server = await loop.create_server(
                     protocol, config.host, config.port, reuse_address=True
@@ -242,7 +245,7 @@ class Listeners:
             else:
                 self._ws.append(
                     await serve(
-                        self._websocket,
+                        partial(self._websocket, config.name),
                         config.host,
                         config.port,
                         subprotocols=["mqtt"],  # type: ignore[list-item]
@@ -252,9 +255,9 @@ class Listeners:
                     )
                 )
 
-    async def _websocket(self, socket: ServerConnection) -> None:
+    async def _websocket(self, listener: str, socket: ServerConnection) -> None:
         remote = remote_of(socket.remote_address)
-        admission = self.gate.admit(remote.rsplit(":", 1)[0])
+        admission = self.gate.admit(remote.rsplit(":", 1)[0], listener)
         if admission is None:
             await socket.close()
             return
