@@ -35,7 +35,6 @@ from fleetcore.db import Database, create_engine
 from fleetcore.deadletters import retention as dead_letter_retention
 from fleetcore.deadletters.sink import DeadLetterSink
 from fleetcore.device_messages.inbound import DeviceMessages
-from fleetcore.errors import API_ERROR_STATUSES, documented_errors, install_error_handlers
 from fleetcore.external_broker.transport import ExternalTransport
 from fleetcore.job_leases import PostgresLeases
 from fleetcore.jobs import JobScheduler
@@ -61,6 +60,7 @@ from fleetcore.telemetry.pipeline import IngestPipeline
 from fleetcore.telemetry.writer import TelemetryWriter
 from fleetcore.templating import templates
 from fleetcore.vending.dex_messages import DexReceiver
+from fleetcore.web.errors import API_ERROR_STATUSES, documented_errors, install_error_handlers
 
 log = structlog.get_logger(__name__)
 

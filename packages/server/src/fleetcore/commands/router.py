@@ -27,8 +27,9 @@ from fleetcore.deps import SessionDep
 from fleetcore.device_messages import http as device_http
 from fleetcore.device_messages.inbound import DeviceMessages
 from fleetcore.devices.auth_cache import HeaderIngestDevice, PathIngestDevice
-from fleetcore.errors import Invalid, RequestTimeout, documented_errors
+from fleetcore.errors import Invalid, RequestTimeout
 from fleetcore.pagination import CursorQuery, LimitQuery, Page
+from fleetcore.web.errors import documented_errors
 
 router = APIRouter(prefix="/api/v1", tags=["commands"])
 

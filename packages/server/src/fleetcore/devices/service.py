@@ -16,12 +16,12 @@ from fleetcore.assets.models import Asset
 from fleetcore.assets.schemas import EntityType
 from fleetcore.audit import service as audit
 from fleetcore.auth.principal import Principal, Role
-from fleetcore.db import new_id, utcnow
+from fleetcore.db import flush_or_conflict, new_id, utcnow
 from fleetcore.devices import credential_events, credentials
 from fleetcore.devices.credential_events import CredentialAction
 from fleetcore.devices.models import Device, DeviceLabel, DeviceProfile, DeviceStatus
 from fleetcore.devices.schemas import DeviceIn, DevicePatch, Location
-from fleetcore.errors import Conflict, Invalid, NotFound, flush_or_conflict
+from fleetcore.errors import Conflict, Invalid, NotFound
 from fleetcore.pagination import decode_cursor, page_of, paginate
 
 SORT_COLUMNS = {

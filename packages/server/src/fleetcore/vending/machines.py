@@ -11,10 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcore.audit import service as audit
 from fleetcore.auth.principal import Principal, Role
-from fleetcore.db import new_id, utcnow
+from fleetcore.db import flush_or_conflict, new_id, utcnow
 from fleetcore.devices.models import Device
 from fleetcore.devices.service import get_device
-from fleetcore.errors import Conflict, Invalid, NotFound, flush_or_conflict
+from fleetcore.errors import Conflict, Invalid, NotFound
 from fleetcore.pagination import decode_cursor, encode_cursor
 from fleetcore.vending import scope
 from fleetcore.vending.catalog_schemas import (

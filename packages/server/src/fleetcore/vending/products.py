@@ -10,8 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcore.audit import service as audit
 from fleetcore.auth.principal import Principal, Role
-from fleetcore.db import utcnow
-from fleetcore.errors import Conflict, Invalid, NotFound, flush_or_conflict
+from fleetcore.db import flush_or_conflict, utcnow
+from fleetcore.errors import Conflict, Invalid, NotFound
 from fleetcore.pagination import decode_cursor, page_of, paginate
 from fleetcore.vending.catalog_schemas import ProductIn, ProductPatch
 from fleetcore.vending.models import PickLine, PlanogramSlot, Product, Sale

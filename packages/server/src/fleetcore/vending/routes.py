@@ -13,8 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from fleetcore.audit import service as audit
 from fleetcore.auth.models import User
 from fleetcore.auth.principal import Principal, Role
+from fleetcore.db import flush_or_conflict
 from fleetcore.devices.models import Device
-from fleetcore.errors import Conflict, Invalid, NotFound, flush_or_conflict
+from fleetcore.errors import Conflict, Invalid, NotFound
 from fleetcore.pagination import decode_cursor, page_of, paginate
 from fleetcore.vending.models import Machine, Route, RouteDriver, ServiceOrder
 from fleetcore.vending.scope import get_route, route_visible
