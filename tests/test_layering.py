@@ -1,9 +1,12 @@
 """Layering rules read from the import graph: the domain errors stay free of the web framework
 (services, the MQTT path and jobs raise them; only fleetcore.web.errors turns them into
-responses)."""
+responses), and no domain's routers or pages import another domain's routers or pages (what
+they share lives in dependency modules: alerts/deps.py, commands/deps.py, dashboard/context.py;
+fleetcore/routers.py and app.py, which compose them all, are outside any domain)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -50,3 +53,54 @@ def test_the_error_check_sees_what_it_checks(tmp_path: Path) -> None:
         probe = tmp_path / "probe.py"
         probe.write_text(source)
         assert any(_is_web(name) for name in imports_of(probe, PACKAGE.parent)), source
+
+
+# A router or pages module: router.py, pages.py and their siblings (recommendations_router.py,
+# order_pages.py, ...).
+WEB_MODULE = re.compile(r"^(router|pages|\w+_router|\w+_pages)$")
+
+
+def _web_modules() -> list[Path]:
+    return sorted(
+        path
+        for path in PACKAGE.rglob("*.py")
+        if len(path.relative_to(PACKAGE).parts) > 1 and WEB_MODULE.match(path.stem)
+    )
+
+
+def _foreign_web_imports(path: Path, domain: str) -> list[str]:
+    """The router or pages modules of domains other than `domain` this file imports."""
+    found = set()
+    for name in imports_of(path, PACKAGE.parent):
+        parts = name.split(".")
+        foreign = len(parts) >= 3 and parts[0] == "fleetcore" and parts[1] != domain
+        if foreign and WEB_MODULE.match(parts[2]):
+            found.add(".".join(parts[:3]))
+    return sorted(found)
+
+
+def test_routers_and_pages_do_not_import_other_domains_routers() -> None:
+    offenders = [
+        f"{path.relative_to(PACKAGE)} imports {module}"
+        for path in _web_modules()
+        for module in _foreign_web_imports(path, path.relative_to(PACKAGE).parts[0])
+    ]
+    assert offenders == []
+
+
+def test_the_router_check_sees_what_it_checks(tmp_path: Path) -> None:
+    # Guards the test above: it finds the real modules, and it catches each way of importing
+    # another domain's router or pages, but not the same domain's.
+    names = {str(path.relative_to(PACKAGE)) for path in _web_modules()}
+    assert {"devices/router.py", "devices/pages.py", "advisory/recommendations_router.py"} <= names
+    for source, foreign in (
+        ("from fleetcore.rules.router import EngineDep\n", True),
+        ("from fleetcore.commands import router\n", True),
+        ("import fleetcore.vending.order_pages\n", True),
+        ("from fleetcore.alerts.pages import router\n", False),
+        ("from fleetcore.alerts.deps import BusDep\n", False),
+        ("from fleetcore.dashboard.web import render\n", False),
+    ):
+        probe = tmp_path / "probe.py"
+        probe.write_text(source)
+        assert bool(_foreign_web_imports(probe, "alerts")) is foreign, source

@@ -22,7 +22,6 @@ from fleetcore.analytics.engine import AnalyticsEngine, health_reading
 from fleetcore.analytics.host import InlineRunner, ProcessRunner
 from fleetcore.attributes.desired import DesiredState
 from fleetcore.audit.handlers import install_audit_handlers
-from fleetcore.auth.pages import install_page_handlers
 from fleetcore.auth.ratelimit import LoginLimiter
 from fleetcore.auth.security import configure_hasher
 from fleetcore.body_limit import BodyLimitMiddleware
@@ -31,6 +30,7 @@ from fleetcore.cluster import shared_state
 from fleetcore.commands import service as commands_service
 from fleetcore.commands.delivery import EXPIRY_INTERVAL_S, CommandService
 from fleetcore.config import Settings
+from fleetcore.dashboard.context import install_page_handlers
 from fleetcore.db import Database, create_engine
 from fleetcore.deadletters import retention as dead_letter_retention
 from fleetcore.deadletters.sink import DeadLetterSink

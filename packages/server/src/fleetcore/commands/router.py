@@ -12,7 +12,8 @@ from fastapi import APIRouter, Depends, Path, Query, Request, status
 from fleetcore.auth.deps import PrincipalDep
 from fleetcore.body_limit import read_body
 from fleetcore.commands import service
-from fleetcore.commands.delivery import MAX_RESULT_BYTES, MAX_RPC_ID, CommandService
+from fleetcore.commands.delivery import MAX_RESULT_BYTES, MAX_RPC_ID
+from fleetcore.commands.deps import CommandsDep
 from fleetcore.commands.models import CommandStatus
 from fleetcore.commands.schemas import (
     CommandIn,
@@ -34,14 +35,6 @@ from fleetcore.web.errors import documented_errors
 router = APIRouter(prefix="/api/v1", tags=["commands"])
 
 MAX_WAIT_S = 60
-
-
-def _commands(request: Request) -> CommandService:
-    commands: CommandService = request.app.state.commands
-    return commands
-
-
-CommandsDep = Annotated[CommandService, Depends(_commands)]
 
 
 def _device_messages(request: Request) -> DeviceMessages:

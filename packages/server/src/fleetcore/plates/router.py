@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
 
+from fleetcore.alerts.deps import BusDep
 from fleetcore.auth.deps import PrincipalDep
 from fleetcore.body_limit import body_limit
 from fleetcore.deps import SessionDep
@@ -28,7 +29,6 @@ from fleetcore.plates.schemas import (
     WatchlistOut,
     WatchlistPatch,
 )
-from fleetcore.rules.router import BusDep
 
 router = APIRouter(prefix="/api/v1", tags=["plates"])
 
