@@ -104,3 +104,26 @@ def test_the_router_check_sees_what_it_checks(tmp_path: Path) -> None:
         probe = tmp_path / "probe.py"
         probe.write_text(source)
         assert bool(_foreign_web_imports(probe, "alerts")) is foreign, source
+
+
+def _domains_imported(path: Path) -> set[str]:
+    """The fleetcore packages (domains) a file imports; top-level modules are not domains."""
+    return {
+        parts[1]
+        for name in imports_of(path, PACKAGE.parent)
+        if (parts := name.split("."))[0] == "fleetcore"
+        and len(parts) >= 2
+        and (PACKAGE / parts[1]).is_dir()
+    }
+
+
+def test_the_device_page_gathers_its_sections_through_one_module() -> None:
+    # The device page reaches the domains with a part in it only through
+    # dashboard/device_page.py; telemetry stays for the list page's latest values.
+    assert _domains_imported(PACKAGE / "devices" / "pages.py") <= {
+        "devices",
+        "dashboard",
+        "telemetry",
+    }
+    composed = _domains_imported(PACKAGE / "dashboard" / "device_page.py")
+    assert {"alerts", "attributes", "commands", "events", "status", "advisory"} <= composed
