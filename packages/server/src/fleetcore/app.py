@@ -22,7 +22,6 @@ from fleetcore.analytics.engine import AnalyticsEngine, health_reading
 from fleetcore.analytics.host import InlineRunner, ProcessRunner
 from fleetcore.attributes.desired import DesiredState
 from fleetcore.audit.handlers import install_audit_handlers
-from fleetcore.auth.pages import install_page_handlers
 from fleetcore.auth.ratelimit import LoginLimiter
 from fleetcore.auth.security import configure_hasher
 from fleetcore.body_limit import BodyLimitMiddleware
@@ -31,11 +30,11 @@ from fleetcore.cluster import shared_state
 from fleetcore.commands import service as commands_service
 from fleetcore.commands.delivery import EXPIRY_INTERVAL_S, CommandService
 from fleetcore.config import Settings
+from fleetcore.dashboard.context import install_page_handlers
 from fleetcore.db import Database, create_engine
 from fleetcore.deadletters import retention as dead_letter_retention
 from fleetcore.deadletters.sink import DeadLetterSink
 from fleetcore.device_messages.inbound import DeviceMessages
-from fleetcore.errors import API_ERROR_STATUSES, documented_errors, install_error_handlers
 from fleetcore.external_broker.transport import ExternalTransport
 from fleetcore.job_leases import PostgresLeases
 from fleetcore.jobs import JobScheduler
@@ -61,6 +60,7 @@ from fleetcore.telemetry.pipeline import IngestPipeline
 from fleetcore.telemetry.writer import TelemetryWriter
 from fleetcore.templating import templates
 from fleetcore.vending.dex_messages import DexReceiver
+from fleetcore.web.errors import API_ERROR_STATUSES, documented_errors, install_error_handlers
 
 log = structlog.get_logger(__name__)
 

@@ -16,7 +16,8 @@ import orjson
 from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fleetcore.errors import PayloadTooLarge, envelope
+from fleetcore.errors import PayloadTooLarge
+from fleetcore.web.errors import envelope
 
 _LIMIT_ATTRIBUTE = "__fleetcore_body_limit__"
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import BigInteger, DateTime, Engine, Integer, MetaData, event, text
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import URL, Dialect, ExceptionContext
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -24,6 +24,8 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
+
+from fleetcore.errors import Conflict
 
 # Constraint names are stable across databases, so migrations can drop them by name.
 NAMING_CONVENTION = {
@@ -260,6 +262,16 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+async def flush_or_conflict(session: AsyncSession, conflict: Conflict) -> None:
+    """Flush; a unique constraint broken since the service checked (a concurrent request
+    took the name, serial, ...) rolls back and raises `conflict`."""
+    try:
+        await session.flush()
+    except IntegrityError:
+        await session.rollback()
+        raise conflict from None
 
 
 def utcnow() -> datetime:

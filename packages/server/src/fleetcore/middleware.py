@@ -9,7 +9,6 @@ import structlog
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fleetcore.errors import envelope
 from fleetcore.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from fleetcore.request_context import (
     accept_or_generate,
@@ -18,6 +17,7 @@ from fleetcore.request_context import (
     set_client_address,
     set_request_id,
 )
+from fleetcore.web.errors import envelope
 
 log = structlog.get_logger("fleetcore.http")
 CLIENT_CLOSED_REQUEST = 499  # the status proxies log for a client that left mid-request

@@ -1,4 +1,9 @@
-"""Cursor pagination: opaque cursors over (sort value, id), stable under inserts."""
+"""Cursor pagination: opaque cursors over (sort value, id), stable under inserts.
+
+A cursor comes back from the client, so paginate() checks that its two values have the
+types of the columns they are compared with: a forged cursor would otherwise compare unlike
+types in SQL (a string with a timestamp, a naive time with an aware column), which the
+databases answer differently or with an error. One check here serves every list."""
 
 from __future__ import annotations
 
@@ -11,13 +16,15 @@ from typing import Annotated, Any, Generic, TypeVar
 import orjson
 from fastapi import Query
 from pydantic import BaseModel
-from sqlalchemy import Select, and_, or_
+from sqlalchemy import BigInteger, Integer, Select, and_, or_
 from sqlalchemy.orm import InstrumentedAttribute
 
+from fleetcore.db import UTCDateTime
 from fleetcore.errors import Invalid
 
 T = TypeVar("T")
-S = TypeVar("S", bound=Select[Any])
+# Any select, of one entity or of several columns (Select is variadic).
+S = TypeVar("S", bound=Select[*tuple[Any, ...]])
 
 LimitQuery = Annotated[int, Query(ge=1, le=500, description="page size")]
 CursorQuery = Annotated[
@@ -65,6 +72,36 @@ def decode_cursor(cursor: str) -> tuple[Any, Any]:
         raise Invalid("the cursor is not valid", code="INVALID_CURSOR") from None
 
 
+def _fits(value: Any, column: InstrumentedAttribute[Any]) -> bool:
+    """True if a cursor value can be compared with the column."""
+    expression = column.expression
+    if value is None:
+        return bool(getattr(expression, "nullable", False))
+    column_type = expression.type
+    if isinstance(column_type, UTCDateTime):
+        return isinstance(value, datetime) and value.tzinfo is not None
+    if isinstance(column_type, Integer):
+        # `type is`, not isinstance: True is an int. The range keeps a forged number from
+        # overflowing the driver (PostgreSQL's INTEGER is 32 bits, BIGINT 64).
+        bits = 63 if isinstance(column_type, BigInteger) else 31
+        return type(value) is int and -(2**bits) <= value < 2**bits
+    try:
+        expected = column_type.python_type
+    except NotImplementedError:
+        return True  # a type that does not say: the database has the last word
+    return expected is object or type(value) is expected
+
+
+def _after(
+    cursor: str, sort: InstrumentedAttribute[Any], id_column: InstrumentedAttribute[Any]
+) -> tuple[Any, Any]:
+    """The (sort value, id) a cursor points after, checked against the list's columns."""
+    after_value, after_id = decode_cursor(cursor)
+    if not (_fits(after_value, sort) and _fits(after_id, id_column)):
+        raise Invalid("the cursor does not fit this list", code="INVALID_CURSOR")
+    return after_value, after_id
+
+
 def paginate(
     query: S,
     *,
@@ -76,7 +113,7 @@ def paginate(
 ) -> S:
     """Order by (sort, id), start after the cursor, fetch one extra row to detect more."""
     if cursor is not None:
-        after_value, after_id = decode_cursor(cursor)
+        after_value, after_id = _after(cursor, sort, id_column)
         if descending:
             query = query.where(
                 or_(sort < after_value, and_(sort == after_value, id_column < after_id))

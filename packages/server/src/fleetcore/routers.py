@@ -18,6 +18,7 @@ from fleetcore.auth.admin_pages import router as admin_pages
 from fleetcore.auth.pages import router as auth_pages
 from fleetcore.auth.router import router as auth_router
 from fleetcore.broker_auth.router import router as broker_auth_router
+from fleetcore.commands.pages import router as commands_pages
 from fleetcore.commands.router import router as commands_router
 from fleetcore.dashboard.pages import router as dashboard_pages
 from fleetcore.deadletters.pages import router as dead_letters_pages
@@ -72,6 +73,7 @@ PAGE_ROUTERS: tuple[APIRouter, ...] = (
     auth_pages,
     dashboard_pages,
     devices_pages,
+    commands_pages,  # the device page's command form
     alerts_pages,
     plates_pages,
     rules_pages,

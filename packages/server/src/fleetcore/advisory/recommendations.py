@@ -35,7 +35,7 @@ from fleetcore.db import Database, utcnow
 from fleetcore.devices.models import Device, DeviceProfile
 from fleetcore.devices.service import live_devices
 from fleetcore.errors import Conflict, Invalid, NotFound
-from fleetcore.pagination import decode_cursor, page_of, paginate
+from fleetcore.pagination import page_of, paginate
 from fleetcore.safety.approvals import needed
 from fleetcore.safety.inputs import Approval
 from fleetcore.safety.policy import SafetyPolicy
@@ -94,10 +94,6 @@ async def list_recommendations(
         query = query.where(Recommendation.status == status)
     if device_id is not None:
         query = query.where(Recommendation.device_id == device_id)
-    if cursor is not None:
-        created_at, row_id = decode_cursor(cursor)
-        if not isinstance(created_at, datetime) or not isinstance(row_id, uuid.UUID):
-            raise Invalid("the cursor does not fit this list", code="INVALID_CURSOR")
     query = paginate(
         query,
         sort=Recommendation.created_at,

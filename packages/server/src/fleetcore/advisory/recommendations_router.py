@@ -17,7 +17,7 @@ from fleetcore.advisory.schemas import (
 )
 from fleetcore.analytics.models import Recommendation
 from fleetcore.auth.deps import PrincipalDep
-from fleetcore.commands.router import CommandsDep
+from fleetcore.commands.deps import CommandsDep
 from fleetcore.deps import SessionDep
 from fleetcore.pagination import CursorQuery, LimitQuery, Page
 

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcore.alerts import service
+from fleetcore.alerts.deps import BusDep
 from fleetcore.alerts.models import Alert, AlertStatus, Severity
 from fleetcore.alerts.schemas import CommentIn
 from fleetcore.auth.principal import Principal, Role
@@ -20,7 +21,6 @@ from fleetcore.dashboard.web import Context, PageWriter, is_fragment, principal_
 from fleetcore.deps import SessionDep
 from fleetcore.devices import service as devices
 from fleetcore.errors import Invalid
-from fleetcore.rules.router import BusDep
 
 router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 50

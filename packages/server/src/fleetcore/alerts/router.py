@@ -7,12 +7,12 @@ import uuid
 from fastapi import APIRouter, status
 
 from fleetcore.alerts import service
+from fleetcore.alerts.deps import BusDep
 from fleetcore.alerts.models import AlertStatus, Severity
 from fleetcore.alerts.schemas import AlertDetail, AlertOut, AlertPatch, CommentIn, CommentOut
 from fleetcore.auth.deps import PrincipalDep
 from fleetcore.deps import SessionDep
 from fleetcore.pagination import CursorQuery, LimitQuery, Page
-from fleetcore.rules.router import BusDep
 
 router = APIRouter(prefix="/api/v1", tags=["alerts"])
 

@@ -19,7 +19,7 @@ from fleetcore.auth.principal import Principal, Role
 from fleetcore.db import utcnow
 from fleetcore.devices.models import Device
 from fleetcore.errors import Conflict, Invalid, NotFound
-from fleetcore.pagination import decode_cursor, page_of, paginate
+from fleetcore.pagination import page_of, paginate
 from fleetcore.rules.models import Rule, RuleState
 
 
@@ -178,10 +178,6 @@ async def list_alerts(
         query = query.where(Alert.rule_id == rule_id)
     if severity is not None:
         query = query.where(Alert.severity == severity)
-    if cursor is not None:
-        opened_at, alert_id = decode_cursor(cursor)
-        if not isinstance(opened_at, datetime) or not isinstance(alert_id, uuid.UUID):
-            raise Invalid("the cursor does not fit this list", code="INVALID_CURSOR")
     query = paginate(
         query,
         sort=Alert.opened_at,

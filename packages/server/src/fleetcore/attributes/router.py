@@ -13,7 +13,8 @@ from fleetcore.auth.deps import PrincipalDep
 from fleetcore.deps import SessionDep
 from fleetcore.device_messages import http as device_http
 from fleetcore.devices.deps import CurrentDevice, PathTokenDevice
-from fleetcore.errors import ErrorEnvelope, RequestTimeout
+from fleetcore.errors import RequestTimeout
+from fleetcore.web.errors import ErrorEnvelope
 from fleetcore_protocol.messages import ClientAttributes
 
 router = APIRouter(prefix="/api/v1", tags=["attributes"])

@@ -9,7 +9,7 @@ from fastapi.responses import Response
 from fleetcore.audit import service as audit
 from fleetcore.auth.principal import PermissionDenied, Principal
 from fleetcore.db import Database
-from fleetcore.errors import error_answer
+from fleetcore.web.errors import error_answer
 
 log = structlog.get_logger(__name__)
 

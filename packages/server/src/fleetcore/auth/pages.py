@@ -5,40 +5,22 @@ from __future__ import annotations
 import secrets
 from datetime import timedelta
 from typing import Annotated
-from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, FastAPI, Form, Request
+from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcore.auth import sessions
 from fleetcore.auth.deps import SESSION_COOKIE, csrf_token, user_principal
-from fleetcore.auth.models import Organization, User
-from fleetcore.auth.principal import Principal
 from fleetcore.auth.ratelimit import LoginLimiter
 from fleetcore.auth.security import same
 from fleetcore.config import Settings
+from fleetcore.dashboard.context import page_context
 from fleetcore.deps import SessionDep, SettingsDep
 from fleetcore.errors import Forbidden, RateLimited, Unauthorized
 from fleetcore.templating import templates
 
 router = APIRouter(include_in_schema=False)
 LOGIN_CSRF_COOKIE = "fleetcore_login_csrf"
-
-
-class LoginRequired(Exception):
-    """A page needs a signed-in user; answered with a redirect to the login form."""
-
-    def __init__(self, next_path: str) -> None:
-        super().__init__(next_path)
-        self.next_path = next_path
-
-
-class DriverElsewhere(Exception):
-    """A route driver opened a page outside their routes; answered with a redirect there."""
-
-
-DRIVER_HOME = "/vending/routes"
 
 
 def _safe_next(value: str | None) -> str:
@@ -52,68 +34,6 @@ def _secure(request: Request) -> bool:
     # Production always: a cookie sent once over plain HTTP is a session anyone on the path has.
     settings: Settings = request.app.state.settings
     return settings.environment == "production" or request.url.scheme == "https"
-
-
-async def any_page_principal(
-    request: Request, session: SessionDep, settings: SettingsDep
-) -> Principal:
-    """The signed-in user of a page, drivers included, or a redirect to /auth/login."""
-    cookie = request.cookies.get(SESSION_COOKIE)
-    if not cookie:
-        raise LoginRequired(request.url.path)
-    try:
-        principal = await user_principal(
-            session, settings.secret_key.get_secret_value(), cookie, via_cookie=True
-        )
-    except Unauthorized:
-        raise LoginRequired(request.url.path) from None
-    request.state.principal = principal
-    return principal
-
-
-AnyPagePrincipal = Annotated[Principal, Depends(any_page_principal)]
-
-
-async def page_principal(principal: AnyPagePrincipal) -> Principal:
-    """The signed-in user of a page; a route driver is sent to their routes (deny by default)."""
-    if principal.is_driver:
-        raise DriverElsewhere
-    return principal
-
-
-PagePrincipal = Annotated[Principal, Depends(page_principal)]
-
-
-async def page_context(
-    request: Request, session: SessionDep, settings: SettingsDep, principal: PagePrincipal
-) -> dict[str, object]:
-    """What every signed-in page's base template shows: user, organization, CSRF token."""
-    return await _context(request, session, settings, principal)
-
-
-async def any_page_context(
-    request: Request, session: SessionDep, settings: SettingsDep, principal: AnyPagePrincipal
-) -> dict[str, object]:
-    """page_context for the pages a driver may open (they scope what they show)."""
-    return await _context(request, session, settings, principal)
-
-
-async def _context(
-    request: Request, session: AsyncSession, settings: Settings, principal: Principal
-) -> dict[str, object]:
-    user = await session.get(User, principal.user_id)
-    org = (
-        await session.get(Organization, principal.organization_id)
-        if principal.organization_id
-        else None
-    )
-    return {
-        "request": request,
-        "principal": principal,
-        "user": user,
-        "organization": org,
-        "csrf_token": csrf_token(settings.secret_key.get_secret_value(), principal.session_id),
-    }
 
 
 def _login_form(
@@ -244,18 +164,3 @@ async def logout_submit(
         raise Forbidden("the sign-out form is missing its CSRF token", code="CSRF_FAILED")
     await sessions.logout(session, principal, refresh_token=None)
     return response
-
-
-async def _redirect_to_login(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, LoginRequired)
-    return RedirectResponse(f"/auth/login?next={quote(exc.next_path)}", status_code=303)
-
-
-async def _redirect_driver(request: Request, exc: Exception) -> Response:
-    return RedirectResponse(DRIVER_HOME, status_code=303)
-
-
-def install_page_handlers(app: FastAPI) -> None:
-    """Pages redirect to sign-in instead of answering 401, and drivers to their routes."""
-    app.add_exception_handler(LoginRequired, _redirect_to_login)
-    app.add_exception_handler(DriverElsewhere, _redirect_driver)

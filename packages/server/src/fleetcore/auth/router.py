@@ -27,8 +27,8 @@ from fleetcore.auth.schemas import (
     UserPatch,
 )
 from fleetcore.deps import SessionDep, SettingsDep
-from fleetcore.errors import documented_errors
 from fleetcore.pagination import CursorQuery, LimitQuery, Page, page_of
+from fleetcore.web.errors import documented_errors
 
 router = APIRouter(prefix="/api/v1", tags=["identity"])
 

@@ -12,7 +12,8 @@ from fastapi import APIRouter, Depends, Path, Query, Request, status
 from fleetcore.auth.deps import PrincipalDep
 from fleetcore.body_limit import read_body
 from fleetcore.commands import service
-from fleetcore.commands.delivery import MAX_RESULT_BYTES, MAX_RPC_ID, CommandService
+from fleetcore.commands.delivery import MAX_RESULT_BYTES, MAX_RPC_ID
+from fleetcore.commands.deps import CommandsDep
 from fleetcore.commands.models import CommandStatus
 from fleetcore.commands.schemas import (
     CommandIn,
@@ -27,20 +28,13 @@ from fleetcore.deps import SessionDep
 from fleetcore.device_messages import http as device_http
 from fleetcore.device_messages.inbound import DeviceMessages
 from fleetcore.devices.auth_cache import HeaderIngestDevice, PathIngestDevice
-from fleetcore.errors import Invalid, RequestTimeout, documented_errors
+from fleetcore.errors import Invalid, RequestTimeout
 from fleetcore.pagination import CursorQuery, LimitQuery, Page
+from fleetcore.web.errors import documented_errors
 
 router = APIRouter(prefix="/api/v1", tags=["commands"])
 
 MAX_WAIT_S = 60
-
-
-def _commands(request: Request) -> CommandService:
-    commands: CommandService = request.app.state.commands
-    return commands
-
-
-CommandsDep = Annotated[CommandService, Depends(_commands)]
 
 
 def _device_messages(request: Request) -> DeviceMessages:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -34,7 +34,7 @@ from fleetcore.db import utcnow
 from fleetcore.devices import service as devices
 from fleetcore.devices.models import DeviceProfile
 from fleetcore.errors import Conflict, Invalid, NotFound, PayloadTooLarge
-from fleetcore.pagination import decode_cursor, page_of, paginate
+from fleetcore.pagination import page_of, paginate
 from fleetcore.safety.inputs import Approval, SafetyRequest
 from fleetcore.safety.policy import SafetyPolicy
 from fleetcore.safety.validator import validate
@@ -244,15 +244,6 @@ async def get_command(
     return command
 
 
-def _check_cursor(cursor: str) -> None:
-    # A forged cursor would compare unlike types in SQL.
-    created_at, command_id = decode_cursor(cursor)
-    if not (isinstance(created_at, datetime) and created_at.tzinfo is not None) or not isinstance(
-        command_id, uuid.UUID
-    ):
-        raise Invalid("the cursor does not fit this list", code="INVALID_CURSOR")
-
-
 async def list_commands(
     session: AsyncSession,
     principal: Principal,
@@ -269,8 +260,6 @@ async def list_commands(
     )
     if status is not None:
         query = query.where(DeviceCommand.status == status)
-    if cursor is not None:
-        _check_cursor(cursor)
     query = paginate(
         query,
         sort=DeviceCommand.created_at,

@@ -9,9 +9,14 @@ from fastapi.responses import HTMLResponse
 from starlette.routing import Match, Router
 
 from fleetcore.auth.deps import CSRF_HEADER, csrf_token
-from fleetcore.auth.pages import AnyPagePrincipal, PagePrincipal, any_page_context, page_context
 from fleetcore.auth.principal import Principal, Role
 from fleetcore.auth.security import same
+from fleetcore.dashboard.context import (
+    AnyPagePrincipal,
+    PagePrincipal,
+    any_page_context,
+    page_context,
+)
 from fleetcore.deps import SettingsDep
 from fleetcore.errors import Forbidden
 from fleetcore.templating import templates

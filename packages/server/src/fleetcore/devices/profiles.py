@@ -14,10 +14,10 @@ from fleetcore.audit import service as audit
 from fleetcore.auth.principal import Principal, Role
 from fleetcore.auth.security import new_token, token_hash
 from fleetcore.commands.limits import check_schemas
-from fleetcore.db import utcnow
+from fleetcore.db import flush_or_conflict, utcnow
 from fleetcore.devices.models import Device, DeviceProfile
 from fleetcore.devices.profile_schemas import ProfileIn, ProfilePatch
-from fleetcore.errors import Conflict, NotFound, flush_or_conflict
+from fleetcore.errors import Conflict, NotFound
 from fleetcore.pagination import paginate
 from fleetcore.safety.policy import SafetyPolicy
 

@@ -7,11 +7,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcore.audit import service as audit
 from fleetcore.auth.security import same, token_hash
+from fleetcore.db import flush_or_conflict
 from fleetcore.devices import credential_events, credentials
 from fleetcore.devices.models import Device, DeviceProfile, DeviceStatus
 from fleetcore.devices.schemas import ProvisionIn
 from fleetcore.devices.service import live_devices, new_device, serial_taken
-from fleetcore.errors import Conflict, Unauthorized, flush_or_conflict
+from fleetcore.errors import Conflict, Unauthorized
 
 # Compared against when the key is unknown, so the answer takes as long either way.
 _NO_SECRET_HASH = token_hash("")

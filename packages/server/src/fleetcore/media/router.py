@@ -19,7 +19,6 @@ from fleetcore.body_limit import body_limit
 from fleetcore.config import MEDIA_MAX_BYTES_CEILING
 from fleetcore.deps import SessionDep, SettingsDep
 from fleetcore.devices.deps import CurrentDevice
-from fleetcore.errors import ErrorEnvelope
 from fleetcore.media import service, serving, signing, uploads
 from fleetcore.media.images import CONTENT_TYPES
 from fleetcore.media.schemas import (
@@ -36,6 +35,7 @@ from fleetcore.media.schemas import (
 )
 from fleetcore.media.store import MediaStore
 from fleetcore.pagination import CursorQuery, LimitQuery, Page
+from fleetcore.web.errors import ErrorEnvelope
 
 router = APIRouter(prefix="/api/v1", tags=["media"])
 

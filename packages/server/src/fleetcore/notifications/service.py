@@ -14,9 +14,9 @@ from fleetcore.alerts.models import Severity
 from fleetcore.audit import service as audit
 from fleetcore.auth.principal import Principal, Role
 from fleetcore.config import Settings
-from fleetcore.db import utcnow
+from fleetcore.db import flush_or_conflict, utcnow
 from fleetcore.devices.models import Device
-from fleetcore.errors import Conflict, Invalid, NotFound, flush_or_conflict
+from fleetcore.errors import Conflict, Invalid, NotFound
 from fleetcore.notifications import egress
 from fleetcore.notifications.crypto import SecretBox
 from fleetcore.notifications.models import (

@@ -8,10 +8,10 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from fleetcore import __version__
-from fleetcore.errors import error_response
 from fleetcore.metrics import exposition
 from fleetcore.ops.metrics_access import require_metrics_access
 from fleetcore.ops.readiness import DEGRADED, run_checks
+from fleetcore.web.errors import error_response
 
 router = APIRouter(tags=["ops"])
 

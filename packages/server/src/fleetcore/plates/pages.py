@@ -145,11 +145,13 @@ async def plate_reads(
         reads, next_cursor = await queries.search_reads(
             session,
             principal,
-            q=filters.q or None,
-            exact=filters.exact,
-            camera=_camera(filters.camera),
-            since=start,
-            until=end,
+            filters=queries.PlateFilter(
+                q=filters.q or None,
+                exact=filters.exact,
+                camera=_camera(filters.camera),
+                since=start,
+                until=end,
+            ),
             watchlisted=True if filters.watchlisted else None,
             cursor=cursor or None,
             limit=PAGE_SIZE,
@@ -196,7 +198,10 @@ async def plate_history(
     principal = principal_of(context)
     history = await queries.plate_history(session, principal, plate)
     reads, more = await queries.search_reads(
-        session, principal, q=history.plate_norm, exact=True, limit=HISTORY_READS
+        session,
+        principal,
+        filters=queries.PlateFilter(q=history.plate_norm, exact=True),
+        limit=HISTORY_READS,
     )
     return render(
         context, "plates/history.html", h=history, reads=reads, more=more is not None, when=_when

@@ -6,11 +6,13 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from fleetcore.alerts.models import Severity
 from fleetcore.auth.principal import Principal
@@ -18,7 +20,7 @@ from fleetcore.db import as_utc
 from fleetcore.devices.models import Device
 from fleetcore.errors import Invalid, NotFound
 from fleetcore.media.models import Media
-from fleetcore.pagination import decode_cursor, page_of, paginate
+from fleetcore.pagination import page_of, paginate
 from fleetcore.plates.models import (
     Plate,
     PlateNeighbour,
@@ -38,6 +40,23 @@ from fleetcore.plates.schemas import (
 
 RECENT_VISITS = 20
 FUZZY_DISTANCE = 1
+
+S = TypeVar("S", bound=Select[*tuple[Any, ...]])
+
+
+@dataclass(frozen=True, slots=True)
+class PlateFilter:
+    """What reads and visits are both filtered on: the plate as typed (matched within one
+    edit, or exactly), the camera, and a time range (`since` inclusive, `until` not)."""
+
+    q: str | None = None
+    exact: bool = False
+    camera: uuid.UUID | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+ANY_PLATE = PlateFilter()
 
 
 def query_key(q: str, field: str = "q") -> str:
@@ -71,11 +90,31 @@ async def matching_keys(
     return sorted(k for k in candidates if distance(key, k, FUZZY_DISTANCE) <= FUZZY_DISTANCE)
 
 
-def _check_cursor(cursor: str, id_type: type) -> None:
-    # A forged cursor would compare unlike types in SQL.
-    ts, row_id = decode_cursor(cursor)
-    if not (isinstance(ts, datetime) and ts.tzinfo is not None) or type(row_id) is not id_type:
-        raise Invalid("the cursor does not fit this list", code="INVALID_CURSOR")
+async def _filtered(
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    query: S,
+    filters: PlateFilter,
+    table: type[PlateRead] | type[PlateVisit],
+    *,
+    starts: InstrumentedAttribute[datetime],
+    ends: InstrumentedAttribute[datetime],
+) -> S | None:
+    """`query` narrowed by the filter, for reads and visits alike (a read starts and ends at
+    its time); None when the plate matches no key, so there is nothing to list."""
+    f = filters
+    if f.q is not None and f.q.strip():
+        keys = await matching_keys(session, organization_id, query_key(f.q), exact=f.exact)
+        if not keys:
+            return None
+        query = query.where(table.plate_key.in_(keys))
+    if f.camera is not None:
+        query = query.where(table.device_id == f.camera)
+    if f.since is not None:
+        query = query.where(ends >= as_utc(f.since))
+    if f.until is not None:
+        query = query.where(starts < as_utc(f.until))
+    return query
 
 
 def _watched_keys(organization_id: uuid.UUID) -> Select[str]:
@@ -109,8 +148,7 @@ async def watchlists_of(
     return found
 
 
-def _read_query(organization_id: uuid.UUID) -> Any:
-    # Any: paginate() is typed for one-entity selects; this one has four columns.
+def _read_query(organization_id: uuid.UUID) -> Select[PlateRead, str, int | None, int | None]:
     return (
         select(PlateRead, Device.name, Media.width, Media.height)
         .join(Device, Device.id == PlateRead.device_id)
@@ -154,11 +192,7 @@ async def search_reads(
     session: AsyncSession,
     principal: Principal,
     *,
-    q: str | None = None,
-    exact: bool = False,
-    camera: uuid.UUID | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    filters: PlateFilter = ANY_PLATE,
     watchlisted: bool | None = None,
     cursor: str | None = None,
     limit: int = 50,
@@ -167,24 +201,15 @@ async def search_reads(
     edit distance 1 (or exactly), `watchlisted` keeps reads of plates on (or off) an enabled
     watchlist."""
     org = principal.org_id
-    query = _read_query(org)
-    if q is not None and q.strip():
-        keys = await matching_keys(session, org, query_key(q), exact=exact)
-        if not keys:
-            return [], None
-        query = query.where(PlateRead.plate_key.in_(keys))
-    if camera is not None:
-        query = query.where(PlateRead.device_id == camera)
-    if since is not None:
-        query = query.where(PlateRead.ts >= as_utc(since))
-    if until is not None:
-        query = query.where(PlateRead.ts < as_utc(until))
+    query = await _filtered(
+        session, org, _read_query(org), filters, PlateRead, starts=PlateRead.ts, ends=PlateRead.ts
+    )
+    if query is None:
+        return [], None
     if watchlisted is True:
         query = query.where(PlateRead.plate_key.in_(_watched_keys(org)))
     elif watchlisted is False:
         query = query.where(PlateRead.plate_key.not_in(_watched_keys(org)))
-    if cursor is not None:
-        _check_cursor(cursor, int)
     query = paginate(
         query,
         sort=PlateRead.ts,
@@ -277,35 +302,29 @@ async def list_visits(
     session: AsyncSession,
     principal: Principal,
     *,
-    q: str | None = None,
-    exact: bool = False,
-    camera: uuid.UUID | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    filters: PlateFilter = ANY_PLATE,
     cursor: str | None = None,
     limit: int = 50,
 ) -> tuple[list[PlateVisitOut], str | None]:
-    """The organization's visits, newest first (by when they began), filtered as reads are."""
+    """The organization's visits, newest first (by when they began), filtered as reads are
+    (a visit is in the time range if any part of it is)."""
     org = principal.org_id
-    query = cast(
-        Any,  # paginate() is typed for one-entity selects
+    visits = (
         select(PlateVisit, Device.name)
         .join(Device, Device.id == PlateVisit.device_id)
-        .where(PlateVisit.organization_id == org),
+        .where(PlateVisit.organization_id == org)
     )
-    if q is not None and q.strip():
-        keys = await matching_keys(session, org, query_key(q), exact=exact)
-        if not keys:
-            return [], None
-        query = query.where(PlateVisit.plate_key.in_(keys))
-    if camera is not None:
-        query = query.where(PlateVisit.device_id == camera)
-    if since is not None:
-        query = query.where(PlateVisit.last_ts >= as_utc(since))
-    if until is not None:
-        query = query.where(PlateVisit.first_ts < as_utc(until))
-    if cursor is not None:
-        _check_cursor(cursor, int)
+    query = await _filtered(
+        session,
+        org,
+        visits,
+        filters,
+        PlateVisit,
+        starts=PlateVisit.first_ts,
+        ends=PlateVisit.last_ts,
+    )
+    if query is None:
+        return [], None
     query = paginate(
         query,
         sort=PlateVisit.first_ts,

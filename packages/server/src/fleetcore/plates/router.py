@@ -8,8 +8,9 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Depends, Query, status
 
+from fleetcore.alerts.deps import BusDep
 from fleetcore.auth.deps import PrincipalDep
 from fleetcore.body_limit import body_limit
 from fleetcore.deps import SessionDep
@@ -28,7 +29,6 @@ from fleetcore.plates.schemas import (
     WatchlistOut,
     WatchlistPatch,
 )
-from fleetcore.rules.router import BusDep
 
 router = APIRouter(prefix="/api/v1", tags=["plates"])
 
@@ -38,6 +38,20 @@ Q = Annotated[
 ]
 Exact = Annotated[bool, Query(description="match the normalised plate exactly")]
 Camera = Annotated[uuid.UUID | None, Query(description="the camera device's id")]
+
+
+def _plate_filter(
+    q: Q = None,
+    exact: Exact = False,
+    camera: Camera = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> queries.PlateFilter:
+    """The query parameters reads and visits share."""
+    return queries.PlateFilter(q=q, exact=exact, camera=camera, since=since, until=until)
+
+
+PlateFilterDep = Annotated[queries.PlateFilter, Depends(_plate_filter)]
 _CSV_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -60,11 +74,7 @@ _CSV_BODY: dict[str, Any] = {
 async def search_reads(
     session: SessionDep,
     principal: PrincipalDep,
-    q: Q = None,
-    exact: Exact = False,
-    camera: Camera = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    filters: PlateFilterDep,
     watchlisted: bool | None = None,
     cursor: CursorQuery = None,
     limit: LimitQuery = 50,
@@ -74,11 +84,7 @@ async def search_reads(
     items, next_cursor = await queries.search_reads(
         session,
         principal,
-        q=q,
-        exact=exact,
-        camera=camera,
-        since=since,
-        until=until,
+        filters=filters,
         watchlisted=watchlisted,
         cursor=cursor,
         limit=limit,
@@ -96,25 +102,13 @@ async def get_read(read_id: int, session: SessionDep, principal: PrincipalDep) -
 async def list_visits(
     session: SessionDep,
     principal: PrincipalDep,
-    q: Q = None,
-    exact: Exact = False,
-    camera: Camera = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    filters: PlateFilterDep,
     cursor: CursorQuery = None,
     limit: LimitQuery = 50,
 ) -> Page[PlateVisitOut]:
     """Reads of one plate on one camera close together, newest first (by their start)."""
     items, next_cursor = await queries.list_visits(
-        session,
-        principal,
-        q=q,
-        exact=exact,
-        camera=camera,
-        since=since,
-        until=until,
-        cursor=cursor,
-        limit=limit,
+        session, principal, filters=filters, cursor=cursor, limit=limit
     )
     return Page(items=items, next_cursor=next_cursor)
 

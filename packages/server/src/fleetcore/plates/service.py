@@ -16,8 +16,8 @@ from fleetcore.alerts import service as alerts
 from fleetcore.alerts.events import AlertBus, AlertChange
 from fleetcore.audit import service as audit
 from fleetcore.auth.principal import Principal, Role
-from fleetcore.db import utcnow
-from fleetcore.errors import Conflict, Invalid, NotFound, flush_or_conflict
+from fleetcore.db import flush_or_conflict, utcnow
+from fleetcore.errors import Conflict, Invalid, NotFound
 from fleetcore.plates.models import MAX_PLATE, Watchlist, WatchlistEntry
 from fleetcore.plates.normalize import normalize
 from fleetcore.plates.queries import watchlist_out

@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from fleetcore.alerts.deps import BusDep
 from fleetcore.alerts.models import Severity
 from fleetcore.assets import service as assets
 from fleetcore.auth.principal import Principal, Role
@@ -24,7 +25,7 @@ from fleetcore.rules import dryrun, form, service
 from fleetcore.rules.conditions import needs_of
 from fleetcore.rules.index import LiveRule
 from fleetcore.rules.models import Rule, managed_by
-from fleetcore.rules.router import BusDep, EngineDep
+from fleetcore.rules.router import EngineDep
 from fleetcore.rules.schemas import DryRunIn, RuleIn, RulePatch
 from fleetcore.telemetry import queries
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, status
 
-from fleetcore.alerts.events import AlertBus
+from fleetcore.alerts.deps import BusDep
 from fleetcore.auth.deps import PrincipalDep
 from fleetcore.deps import SessionDep
 from fleetcore.pagination import CursorQuery, LimitQuery, Page
@@ -23,13 +23,7 @@ def _engine(request: Request) -> RulesEngine:
     return engine
 
 
-def _bus(request: Request) -> AlertBus:
-    bus: AlertBus = request.app.state.alert_bus
-    return bus
-
-
 EngineDep = Annotated[RulesEngine, Depends(_engine)]
-BusDep = Annotated[AlertBus, Depends(_bus)]
 
 
 @router.post(

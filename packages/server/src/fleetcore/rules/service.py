@@ -13,9 +13,10 @@ from fleetcore.alerts.events import AlertBus, AlertChange
 from fleetcore.assets import service as assets
 from fleetcore.audit import service as audit
 from fleetcore.auth.principal import Principal, Role
+from fleetcore.db import flush_or_conflict
 from fleetcore.devices import profiles
 from fleetcore.devices import service as devices
-from fleetcore.errors import Conflict, NotFound, flush_or_conflict
+from fleetcore.errors import Conflict, NotFound
 from fleetcore.pagination import page_of, paginate
 from fleetcore.rules.models import Rule, RuleState, managed_by
 from fleetcore.rules.schemas import RuleIn, RulePatch

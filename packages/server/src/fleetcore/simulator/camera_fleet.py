@@ -21,12 +21,15 @@ import structlog
 import typer
 from sqlalchemy import select
 
-from fleetcore.audit import service as audit
 from fleetcore.config import Settings
 from fleetcore.db import Database
-from fleetcore.devices.models import DeviceProfile
 from fleetcore.simulator.cameras import EVENTS_PATH, CameraStream, wanted_plates
-from fleetcore.simulator.provision import ensure_devices, ensure_organization
+from fleetcore.simulator.provision import (
+    ensure_devices,
+    ensure_organization,
+    ensure_profile,
+    record_provisioning,
+)
 
 PROFILE = "Gate cameras"
 LABEL = "simulated-camera"
@@ -70,20 +73,13 @@ async def provision_cameras(
     camera is named from `names` in order, else after its serial number."""
     async with database.session(write=True) as session:
         org = await ensure_organization(session, organization)
-        profile = await session.scalar(
-            select(DeviceProfile).where(
-                DeviceProfile.organization_id == org.id, DeviceProfile.name == PROFILE
-            )
+        profile, _ = await ensure_profile(
+            session,
+            org.id,
+            PROFILE,
+            description="Licence-plate cameras at gates (fleetcore simulate --kind camera)",
+            telemetry_keys=[],
         )
-        if profile is None:
-            profile = DeviceProfile(
-                organization_id=org.id,
-                name=PROFILE,
-                description="Licence-plate cameras at gates (fleetcore simulate --kind camera)",
-                telemetry_keys=[],
-            )
-            session.add(profile)
-            await session.flush()
         made = await ensure_devices(
             session,
             org.id,
@@ -97,19 +93,16 @@ async def provision_cameras(
             SimCamera(index, one.device.id, one.device.name, one.token)
             for index, one in enumerate(made, start=1)
         ]
-        created = sum(one.created for one in made)
-        audit.record(
+        created, reused = record_provisioning(
             session,
+            made,
             action="simulator.provision",
-            actor=None,
-            actor_type="cli",
             organization_id=org.id,
             target_type="device_profile",
             target_id=profile.id,
-            details={"created": created, "reused": len(made) - created},
         )
         await session.commit()
-        return CameraFleet(org.id, profile.id, cameras, created, len(made) - created)
+        return CameraFleet(org.id, profile.id, cameras, created, reused)
 
 
 async def ensure_watchlist(

@@ -31,13 +31,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcore.analytics.config import AnalyticsConfig
-from fleetcore.audit import service as audit
-from fleetcore.auth import users
-from fleetcore.auth.schemas import OrganizationIn
 from fleetcore.db import Database
-from fleetcore.devices import credentials
-from fleetcore.devices import service as devices
-from fleetcore.devices.models import Device, DeviceProfile
 from fleetcore.rules.models import Rule
 from fleetcore.rules.schemas import RuleIn
 from fleetcore.safety.policy import SafetyPolicy
@@ -49,6 +43,12 @@ from fleetcore.simulator.motor_profile import (
     SAFETY_POLICY,
 )
 from fleetcore.simulator.motors import DAY_MS, HOUR_MS, KEYS, Motor, Spike, Stuck
+from fleetcore.simulator.provision import (
+    ensure_devices,
+    ensure_organization,
+    ensure_profile,
+    record_provisioning,
+)
 from fleetcore.telemetry.queries import latest_values
 
 LABEL = "simulated"
@@ -162,66 +162,41 @@ async def ensure_demo_machines(
     SafetyPolicy.model_validate(SAFETY_POLICY)
     anchor = now_ms() if now is None else now
     async with database.session(write=True) as session:  # the engine may be writing too
-        org = await users.get_organization_by_slug(session, organization)
-        if org is None:
-            data = OrganizationIn(name=organization.replace("-", " ").title(), slug=organization)
-            org = await users.create_organization(session, None, data=data)
-        profile = await session.scalar(
-            select(DeviceProfile).where(
-                DeviceProfile.organization_id == org.id, DeviceProfile.name == PROFILE
-            )
-        )
-        if profile is None:  # an existing one is left as its users may have edited it
-            profile = DeviceProfile(
-                organization_id=org.id,
-                name=PROFILE,
-                description=DESCRIPTION,
-                telemetry_keys=KEYS,
-                out_of_range="flag",  # an out-of-range reading is what analytics is for
-                command_limits=COMMAND_LIMITS,
-                analytics=ANALYTICS,
-                safety_policy=SAFETY_POLICY,
-            )
-            session.add(profile)
-            await session.flush()
-        await _ensure_health_rule(session, org.id, profile.id)
-        existing = {
-            d.serial_number: d
-            for d in await session.scalars(
-                devices.live_devices(org.id).where(
-                    Device.serial_number.in_([s.serial for s in MACHINES])
-                )
-            )
-        }
-        machines, created = [], 0
-        for spec in MACHINES:
-            device = existing.get(spec.serial)
-            if device is None:
-                device, token = devices.new_device(
-                    org.id,
-                    name=spec.name,
-                    serial_number=spec.serial,
-                    profile_id=profile.id,
-                    labels=[LABEL],
-                    properties={"simulated": "industrial motor", ANCHOR: anchor},
-                )
-                session.add(device)
-                created += 1
-            else:
-                token = await credentials.replace_token(session, device)
-            stored = device.properties.get(ANCHOR)
-            motor = spec.motor(stored if isinstance(stored, int) else anchor)
-            machines.append(DemoMachine(spec, device.id, token, motor))
-        await session.flush()
-        audit.record(
+        org = await ensure_organization(session, organization)
+        profile, _ = await ensure_profile(
             session,
+            org.id,
+            PROFILE,
+            description=DESCRIPTION,
+            telemetry_keys=KEYS,
+            out_of_range="flag",  # an out-of-range reading is what analytics is for
+            command_limits=COMMAND_LIMITS,
+            analytics=ANALYTICS,
+            safety_policy=SAFETY_POLICY,
+        )
+        await _ensure_health_rule(session, org.id, profile.id)
+        made = await ensure_devices(
+            session,
+            org.id,
+            [s.serial for s in MACHINES],
+            profile_id=profile.id,
+            label=LABEL,
+            properties=lambda _index: {"simulated": "industrial motor", ANCHOR: anchor},
+            names=[s.name for s in MACHINES],
+        )
+        machines = []
+        for spec, one in zip(MACHINES, made, strict=True):
+            # A motor made before keeps its anchor, so its story continues where it was.
+            stored = one.device.properties.get(ANCHOR)
+            motor = spec.motor(stored if isinstance(stored, int) else anchor)
+            machines.append(DemoMachine(spec, one.device.id, one.token, motor))
+        record_provisioning(
+            session,
+            made,
             action="simulator.provision_machines",
-            actor=None,
-            actor_type="cli",
             organization_id=org.id,
             target_type="device_profile",
             target_id=profile.id,
-            details={"created": created, "reused": len(existing)},
         )
         await session.commit()
         return DemoMachines(org.id, profile.id, machines)

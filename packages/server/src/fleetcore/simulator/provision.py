@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -73,6 +74,24 @@ async def ensure_organization(session: AsyncSession, slug: str) -> Organization:
     return org
 
 
+async def ensure_profile(
+    session: AsyncSession, organization_id: uuid.UUID, name: str, **fields: Any
+) -> tuple[DeviceProfile, bool]:
+    """The organization's device profile with this name, made with `fields` if absent, and
+    whether it was made. An existing one is left as it is: its users may have edited it."""
+    found = await session.scalar(
+        select(DeviceProfile).where(
+            DeviceProfile.organization_id == organization_id, DeviceProfile.name == name
+        )
+    )
+    if found is not None:
+        return found, False
+    made = DeviceProfile(organization_id=organization_id, name=name, **fields)
+    session.add(made)
+    await session.flush()
+    return made, True
+
+
 @dataclass(frozen=True, slots=True)
 class Provisioned:
     """A device of a simulated fleet, found by serial number or made, with a fresh token."""
@@ -122,6 +141,33 @@ async def ensure_devices(
     return out
 
 
+def record_provisioning(
+    session: AsyncSession,
+    made: Sequence[Provisioned],
+    *,
+    action: str,
+    organization_id: uuid.UUID,
+    target_type: str,
+    target_id: uuid.UUID,
+    **details: object,
+) -> tuple[int, int]:
+    """Audit a provisioning run (the CLI's, no user) and say how many devices it made and
+    reused; the entry commits with the devices."""
+    created = sum(one.created for one in made)
+    reused = len(made) - created
+    audit.record(
+        session,
+        action=action,
+        actor=None,
+        actor_type="cli",
+        organization_id=organization_id,
+        target_type=target_type,
+        target_id=target_id,
+        details={"created": created, "reused": reused, **details},
+    )
+    return created, reused
+
+
 async def provision(
     database: Database,
     *,
@@ -138,24 +184,17 @@ async def provision(
     warnings: list[str] = []
     async with database.session(write=True) as session:
         org = await ensure_organization(session, organization)
-        found = await session.scalar(
-            select(DeviceProfile).where(
-                DeviceProfile.organization_id == org.id, DeviceProfile.name == profile
-            )
+        rate = min(MAX_RATE_PER_S, max(DEFAULT_MQTT_RATE_PER_S, 4 * messages_per_s))
+        found, made_profile = await ensure_profile(
+            session,
+            org.id,
+            profile,
+            description="Simulated devices (fleetcore simulate)",
+            telemetry_keys=profile_keys(),
+            mqtt_rate_per_s=rate,
+            mqtt_burst=max(DEFAULT_MQTT_BURST, int(rate * 4)),
         )
-        if found is None:
-            rate = min(MAX_RATE_PER_S, max(DEFAULT_MQTT_RATE_PER_S, 4 * messages_per_s))
-            found = DeviceProfile(
-                organization_id=org.id,
-                name=profile,
-                description="Simulated devices (fleetcore simulate)",
-                telemetry_keys=profile_keys(),
-                mqtt_rate_per_s=rate,
-                mqtt_burst=max(DEFAULT_MQTT_BURST, int(rate * 4)),
-            )
-            session.add(found)
-            await session.flush()
-        else:
+        if not made_profile:
             warnings.extend(_profile_problems(found, messages_per_s))
         made = await ensure_devices(
             session,
@@ -172,19 +211,16 @@ async def provision(
             fleet.append(
                 SimDevice(index, one.device.id, one.device.name, kind_of(index), one.token)
             )
-        created = sum(one.created for one in made)
-        audit.record(
+        created, reused = record_provisioning(
             session,
+            made,
             action="simulator.provision",
-            actor=None,
-            actor_type="cli",
             organization_id=org.id,
             target_type="device_profile",
             target_id=found.id,
-            details={"created": created, "reused": len(made) - created},
         )
         await session.commit()
-        return Fleet(org.id, found.id, fleet, created, len(made) - created, warnings)
+        return Fleet(org.id, found.id, fleet, created, reused, warnings)
 
 
 def _profile_problems(profile: DeviceProfile, messages_per_s: float) -> list[str]:

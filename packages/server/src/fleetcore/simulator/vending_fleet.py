@@ -16,16 +16,18 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fleetcore.audit import service as audit
 from fleetcore.auth import users
-from fleetcore.auth.models import Organization, User
+from fleetcore.auth.models import User
 from fleetcore.auth.principal import Role
-from fleetcore.auth.schemas import OrganizationIn, UserIn
+from fleetcore.auth.schemas import UserIn
 from fleetcore.auth.security import hash_password
 from fleetcore.db import Database, utcnow
-from fleetcore.devices import credentials
-from fleetcore.devices import service as devices
-from fleetcore.devices.models import Device, DeviceProfile
+from fleetcore.simulator.provision import (
+    ensure_devices,
+    ensure_organization,
+    ensure_profile,
+    record_provisioning,
+)
 from fleetcore.simulator.vending import CATALOGUE, MachinePlan, machine_plan
 from fleetcore.vending.machines import cabinets_of, ensure_machine
 from fleetcore.vending.models import (
@@ -64,14 +66,6 @@ class VendingFleet:
     products_created: int
 
 
-async def _organization(session: AsyncSession, slug: str) -> Organization:
-    org = await users.get_organization_by_slug(session, slug)
-    if org is None:
-        data = OrganizationIn(name=slug.replace("-", " ").title(), slug=slug)
-        org = await users.create_organization(session, None, data=data)
-    return org
-
-
 async def _products(session: AsyncSession, org_id: uuid.UUID) -> tuple[dict[str, uuid.UUID], int]:
     found = {
         p.sku: p.id
@@ -101,24 +95,6 @@ async def _products(session: AsyncSession, org_id: uuid.UUID) -> tuple[dict[str,
         await session.flush()
         found[item.sku], created = product.id, created + 1
     return found, created
-
-
-async def _profile(session: AsyncSession, org_id: uuid.UUID) -> DeviceProfile:
-    profile = await session.scalar(
-        select(DeviceProfile).where(
-            DeviceProfile.organization_id == org_id, DeviceProfile.name == PROFILE
-        )
-    )
-    if profile is None:
-        profile = DeviceProfile(
-            organization_id=org_id,
-            name=PROFILE,
-            description="Vending machines sending DEX audits (fleetcore simulate --kind vending)",
-            telemetry_keys=[],
-        )
-        session.add(profile)
-        await session.flush()
-    return profile
 
 
 async def _route(session: AsyncSession, org_id: uuid.UUID, name: str) -> Route:
@@ -199,35 +175,29 @@ async def provision_vending(
 ) -> VendingFleet:
     """Create or reuse the catalogue, `count` machines and the route (and the organization)."""
     async with database.session(write=True) as session:
-        org = await _organization(session, organization)
+        org = await ensure_organization(session, organization)
         products, products_created = await _products(session, org.id)
-        profile = await _profile(session, org.id)
+        profile, _ = await ensure_profile(
+            session,
+            org.id,
+            PROFILE,
+            description="Vending machines sending DEX audits (fleetcore simulate --kind vending)",
+            telemetry_keys=[],
+        )
         the_route = await _route(session, org.id, route)
         plans = [machine_plan(i, seed) for i in range(1, count + 1)]
-        existing = {
-            d.serial_number: d
-            for d in await session.scalars(
-                devices.live_devices(org.id).where(
-                    Device.serial_number.in_([p.serial for p in plans])
-                )
-            )
-        }
+        made = await ensure_devices(
+            session,
+            org.id,
+            [p.serial for p in plans],
+            profile_id=profile.id,
+            label=LABEL,
+            properties=lambda index: {"simulated": "vending", "model": plans[index - 1].model},
+            names=[p.name for p in plans],
+        )
         machines: list[SimMachine] = []
-        for plan in plans:
-            device = existing.get(plan.serial)
-            if device is None:
-                device, token = devices.new_device(
-                    org.id,
-                    name=plan.name,
-                    serial_number=plan.serial,
-                    profile_id=profile.id,
-                    labels=[LABEL],
-                    properties={"simulated": "vending", "model": plan.model},
-                )
-                session.add(device)
-                await session.flush()
-            else:
-                token = await credentials.replace_token(session, device)
+        for plan, one in zip(plans, made, strict=True):
+            device, token = one.device, one.token
             machine = await ensure_machine(session, organization_id=org.id, device_id=device.id)
             if machine.route_id is None:
                 machine.route_id = the_route.id
@@ -236,21 +206,17 @@ async def provision_vending(
             cabinets = await _cabinets(session, machine, plan)
             await _planograms(session, plan, cabinets, products)
             machines.append(SimMachine(plan, device.id, token))
-        created = len(plans) - len(existing)
-        audit.record(
+        created, reused = record_provisioning(
             session,
+            made,
             action="simulator.provision_vending",
-            actor=None,
-            actor_type="cli",
             organization_id=org.id,
             target_type="vending_route",
             target_id=the_route.id,
-            details={"created": created, "reused": len(existing), "products": products_created},
+            products=products_created,
         )
         await session.commit()
-        return VendingFleet(
-            org.id, the_route.id, machines, created, len(existing), products_created
-        )
+        return VendingFleet(org.id, the_route.id, machines, created, reused, products_created)
 
 
 async def ensure_driver(

@@ -40,7 +40,7 @@ from fleetcore.auth.principal import Principal, Role
 from fleetcore.db import utcnow
 from fleetcore.devices import service as devices
 from fleetcore.errors import Conflict, Invalid, NotFound, PayloadTooLarge
-from fleetcore.pagination import decode_cursor, page_of, paginate
+from fleetcore.pagination import page_of, paginate
 from fleetcore.telemetry.pipeline import IngestPipeline
 from fleetcore.vending import ledger
 from fleetcore.vending.machines import ensure_machine
@@ -390,11 +390,7 @@ async def list_audits(
     limit: int,
 ) -> tuple[Sequence[Audit], str | None]:
     """A machine's audits, newest read first."""
-    if cursor is not None:
-        read_at, audit_id = decode_cursor(cursor)
-        if not isinstance(read_at, datetime) or not isinstance(audit_id, int):
-            raise Invalid("the cursor is not valid", code="INVALID_CURSOR")
-    await get_machine(session, principal, device_id)
+    # Built before the machine is looked up: a bad cursor answers 422 whatever the machine.
     query = paginate(
         select(Audit).where(Audit.device_id == device_id).options(defer(Audit.raw)),
         sort=Audit.read_at,
@@ -403,5 +399,6 @@ async def list_audits(
         limit=limit,
         descending=True,
     )
+    await get_machine(session, principal, device_id)
     rows = list(await session.scalars(query))
     return page_of(rows, limit=limit, sort_attr="read_at")

@@ -11,11 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcore.audit import service as audit
 from fleetcore.auth.principal import Principal, Role
-from fleetcore.db import new_id, utcnow
+from fleetcore.db import flush_or_conflict, new_id, utcnow
 from fleetcore.devices.models import Device
 from fleetcore.devices.service import get_device
-from fleetcore.errors import Conflict, Invalid, NotFound, flush_or_conflict
-from fleetcore.pagination import decode_cursor, encode_cursor
+from fleetcore.errors import Conflict, NotFound
+from fleetcore.pagination import encode_cursor, paginate
 from fleetcore.vending import scope
 from fleetcore.vending.catalog_schemas import (
     CabinetDetail,
@@ -244,15 +244,9 @@ async def list_machines(
     )
     if route_id is not None:
         query = query.where(Machine.route_id == route_id)
-    if cursor is not None:
-        after, after_id = decode_cursor(cursor)
-        if not isinstance(after_id, uuid.UUID) or not hasattr(after, "tzinfo"):
-            raise Invalid("the cursor does not fit this list", code="INVALID_CURSOR")
-        query = query.where(
-            (Machine.created_at > after)
-            | ((Machine.created_at == after) & (Machine.device_id > after_id))
-        )
-    query = query.order_by(Machine.created_at, Machine.device_id).limit(limit + 1)
+    query = paginate(
+        query, sort=Machine.created_at, id_column=Machine.device_id, cursor=cursor, limit=limit
+    )
     rows = (await session.execute(query)).all()
     items = [machine_out(m, d) for m, d in rows[:limit]]
     next_cursor = None

@@ -16,7 +16,7 @@ from fleetcore.audit import service as audit
 from fleetcore.auth.principal import Principal, Role
 from fleetcore.db import new_id, utcnow
 from fleetcore.errors import Conflict, Invalid, NotFound
-from fleetcore.pagination import decode_cursor, page_of, paginate
+from fleetcore.pagination import page_of, paginate
 from fleetcore.vending import scope
 from fleetcore.vending.catalog_schemas import (
     PlanogramDiff,
@@ -122,10 +122,6 @@ async def history(
 ) -> tuple[list[Planogram], str | None]:
     """A cabinet's versions, newest first."""
     cabinet = await get_cabinet(session, principal, cabinet_id)
-    if cursor is not None:
-        value, row_id = decode_cursor(cursor)
-        if not isinstance(value, int) or not isinstance(row_id, uuid.UUID):
-            raise Invalid("the cursor does not fit this list", code="INVALID_CURSOR")
     query = paginate(
         select(Planogram).where(Planogram.cabinet_id == cabinet.id),
         sort=Planogram.version,

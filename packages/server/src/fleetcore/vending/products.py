@@ -10,9 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcore.audit import service as audit
 from fleetcore.auth.principal import Principal, Role
-from fleetcore.db import utcnow
-from fleetcore.errors import Conflict, Invalid, NotFound, flush_or_conflict
-from fleetcore.pagination import decode_cursor, page_of, paginate
+from fleetcore.db import flush_or_conflict, utcnow
+from fleetcore.errors import Conflict, NotFound
+from fleetcore.pagination import page_of, paginate
 from fleetcore.vending.catalog_schemas import ProductIn, ProductPatch
 from fleetcore.vending.models import PickLine, PlanogramSlot, Product, Sale
 
@@ -102,10 +102,6 @@ async def list_products(
                 Product.ean.ilike(pattern, escape="\\"),
             )
         )
-    if cursor is not None:
-        value, row_id = decode_cursor(cursor)
-        if not isinstance(value, str) or not isinstance(row_id, uuid.UUID):
-            raise Invalid("the cursor does not fit this list", code="INVALID_CURSOR")
     query = paginate(query, sort=Product.name, id_column=Product.id, cursor=cursor, limit=limit)
     rows = (await session.scalars(query)).all()
     return page_of(rows, limit=limit, sort_attr="name")

@@ -13,9 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from fleetcore.audit import service as audit
 from fleetcore.auth.models import User
 from fleetcore.auth.principal import Principal, Role
+from fleetcore.db import flush_or_conflict
 from fleetcore.devices.models import Device
-from fleetcore.errors import Conflict, Invalid, NotFound, flush_or_conflict
-from fleetcore.pagination import decode_cursor, page_of, paginate
+from fleetcore.errors import Conflict, Invalid, NotFound
+from fleetcore.pagination import page_of, paginate
 from fleetcore.vending.models import Machine, Route, RouteDriver, ServiceOrder
 from fleetcore.vending.scope import get_route, route_visible
 from fleetcore.vending.service_schemas import (
@@ -92,8 +93,6 @@ async def list_routes(
     session: AsyncSession, principal: Principal, *, cursor: str | None, limit: int
 ) -> tuple[list[Route], str | None]:
     """The routes the caller may see (a driver: theirs), by name."""
-    if cursor is not None and not isinstance(decode_cursor(cursor)[1], uuid.UUID):
-        raise Invalid("the cursor does not fit this list", code="INVALID_CURSOR")
     query = paginate(
         select(Route).where(route_visible(principal)),
         sort=Route.name,

@@ -23,7 +23,7 @@ from fleetcore.auth.principal import Principal, Role
 from fleetcore.db import utcnow
 from fleetcore.devices.models import Device
 from fleetcore.errors import Conflict, Forbidden, Invalid, NotFound
-from fleetcore.pagination import decode_cursor, page_of, paginate
+from fleetcore.pagination import page_of, paginate
 from fleetcore.vending import picklist
 from fleetcore.vending.machines import cabinets_of, current_planograms, estimated_stock
 from fleetcore.vending.models import (
@@ -256,10 +256,6 @@ async def list_orders(
         query = query.where(ServiceOrder.state == state)
     if service_date is not None:
         query = query.where(ServiceOrder.service_date == service_date)
-    if cursor is not None:
-        created_at, order_id = decode_cursor(cursor)
-        if not isinstance(order_id, uuid.UUID) or not hasattr(created_at, "tzinfo"):
-            raise Invalid("the cursor does not fit this list", code="INVALID_CURSOR")
     query = paginate(
         query,
         sort=ServiceOrder.created_at,

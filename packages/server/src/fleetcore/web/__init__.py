@@ -1,0 +1,1 @@
+"""The web layer's shared pieces: how errors become HTTP answers."""
