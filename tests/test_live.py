@@ -201,6 +201,30 @@ def test_a_slow_subscriber_is_told_it_lagged_and_gets_the_newest() -> None:
     assert metric(BUFFERED) == buffered
 
 
+async def test_a_client_that_stops_reading_does_not_hold_up_the_others(
+    app_url: tuple[FastAPI, str], http: httpx.AsyncClient, org: Tenant
+) -> None:
+    """Each socket has its own sender and buffer: while one client reads nothing, another
+    gets every message; the first gets them all, in order, once it reads again."""
+    application, address = app_url
+    device_id, _ = await new_device(http, org)
+    url = f"ws://{address}/api/v1/ws?token={org.tokens[Role.VIEWER]}"
+    hub: InProcessHub = application.state.live
+    # max_queue=1: the client stops reading its socket after a frame it was not asked for
+    async with connect(url, max_queue=1) as slow, connect(url) as fast:
+        for ws in (slow, fast):
+            await ask(ws, type="subscribe", channel="telemetry", device_id=device_id)
+        padding = "x" * 65_536
+        count = 200  # 13 MB
+        for n in range(count):
+            message = {"type": "telemetry", "ts": n, "values": {"n": n, "pad": padding}}
+            hub.publish(LiveEvent(org.org_id, "telemetry", uuid.UUID(device_id), message))
+            await asyncio.sleep(0)
+        got = [(await receive(fast, wait_s=30))["values"]["n"] for _ in range(count)]
+        assert got == list(range(count))
+        assert [(await receive(slow, wait_s=30))["values"]["n"] for _ in range(count)] == got
+
+
 CLIENTS, SENT = "fleetcore_live_websocket_clients", "fleetcore_live_messages_sent_total"
 SKIPPED, LAGGED = "fleetcore_live_messages_skipped_total", "fleetcore_live_lagged_notices_total"
 BUFFERED = "fleetcore_live_buffered_messages"

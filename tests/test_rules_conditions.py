@@ -100,6 +100,29 @@ def test_rate_per_second_and_falling() -> None:
     assert compile_condition(cond)(view, 10_000)
 
 
+def test_a_rate_window_shorter_than_the_one_the_view_keeps() -> None:
+    """Two rate rules on one key: the view keeps the longer window, and the shorter one
+    starts at its own first sample inside it (not at the oldest kept)."""
+    short, long = (
+        compile_condition(
+            CONDITION.validate_python(
+                {"type": "rate_of_change", "key": "t", "window_s": w, "op": ">", "value": 0.5}
+            )
+        )
+        for w in (300, 1200)
+    )
+    # rising 0.1 per minute for 15 minutes, then 1.5 per minute for the last 5
+    samples = [(m * MIN, 20 + 0.1 * m) for m in range(16)]
+    samples += [((15 + m) * MIN, 21.5 + 1.5 * m) for m in range(1, 6)]
+    view = rate_view(samples, 1_200_000)
+    assert len(view.windows["t"]) == len(samples)  # the longer window keeps them all
+    assert short(view, 20 * MIN)  # from the sample at 15 min: +7.5 in 5 minutes
+    assert not long(view, 20 * MIN)  # +9 in 20 minutes: 0.45 per minute
+    boundary = rate_view([(0, 0), (5 * MIN, 1), (10 * MIN, 4)], 1_200_000)
+    assert short(boundary, 10 * MIN)  # from 5 min: +3 in 5 minutes
+    assert not long(boundary, 10 * MIN)  # from 0: +4 in 10 minutes
+
+
 def test_no_data_of_a_key_or_of_the_device() -> None:
     any_key = compile_condition(CONDITION.validate_python({"type": "no_data", "minutes": 5}))
     one_key = compile_condition(

@@ -279,3 +279,41 @@ async def test_rate_window_is_rebuilt_from_storage_after_a_restart(
         await send(http, token, T0 + 5 * MIN, t=30)  # +10 in 5 minutes, across the restart
         [alert] = await wait_for_alerts(http, org, 1)
         assert alert["device_id"] == device_id
+
+
+async def test_an_edited_rule_is_evaluated_on_the_keys_it_reads_now(
+    live_app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant
+) -> None:
+    """The engine indexes a device's rules by key: an edit (another key, another scope) and
+    a re-enabled rule apply from the next batch on."""
+    device_id, token = await new_device(live_client, live_tenant)
+    other_id, other_token = await new_device(live_client, live_tenant)
+    rule = await make_rule(live_client, live_tenant, device_id=device_id, condition=HOT)
+    await send(live_client, token, T0, t=25)  # the device's rules are indexed: t
+    await settled(live_app)
+    manager = live_tenant.headers(Role.MANAGER)
+    path = f"/api/v1/rules/{rule['id']}"
+    edit = {"condition": {"key": "h", "op": ">", "value": 80}}
+    assert (await live_client.patch(path, headers=manager, json=edit)).status_code == 200
+    await send(live_client, token, T0 + 1000, t=40)  # t is no longer read
+    await settled(live_app)
+    assert await alerts_of(live_client, live_tenant) == []
+    await send(live_client, token, T0 + 2000, h=90)
+    [alert] = await wait_for_alerts(live_client, live_tenant, 1, status="active")
+    assert (alert["device_id"], alert["details"]["values"]) == (device_id, {"h": 90})
+    # moved to the other device, disabled: silent there; enabled again: it fires there
+    moved = {"device_id": other_id, "enabled": False}
+    assert (await live_client.patch(path, headers=manager, json=moved)).status_code == 200
+    await send(live_client, other_token, T0 + 3000, h=95)
+    await settled(live_app)
+    assert len(await alerts_of(live_client, live_tenant, device_id=other_id)) == 0
+    enabled = {"enabled": True}
+    assert (await live_client.patch(path, headers=manager, json=enabled)).status_code == 200
+    await send(live_client, token, T0 + 4000, h=99)  # the first device: not in scope now
+    await send(live_client, other_token, T0 + 5000, h=96)
+    [fired] = await wait_for_alerts(live_client, live_tenant, 1, device_id=other_id)
+    assert fired["details"]["values"] == {"h": 96}
+    await settled(live_app)
+    assert [a["id"] for a in await alerts_of(live_client, live_tenant, device_id=device_id)] == [
+        alert["id"]
+    ]

@@ -33,6 +33,10 @@ def _options(settings: Settings) -> dict[str, Any]:
         "forwarded_allow_ips": settings.forwarded_allow_ips,
         "server_header": False,
         "timeout_graceful_shutdown": int(settings.shutdown_grace_s),
+        # Live messages are small JSON and go to many sockets: per-message deflate would
+        # compress each one once per subscriber (its state is per connection, so nothing
+        # is shared) and cost more CPU than the bytes it saves (bench/live_latency).
+        "ws_per_message_deflate": False,
         "lifespan": "on",
     }
 

@@ -50,7 +50,10 @@ class Subscriber:
         self.subscriptions: dict[tuple[str, uuid.UUID | None], frozenset[str] | None] = {}
         self._buffer: deque[str] = deque()  # JSON text, encoded once per event
         self._skipped = 0
-        self._ready = asyncio.Event()
+        # The sender waiting for a message, if it is: a bare future rather than an
+        # asyncio.Event (publishing wakes every subscriber of an event, so this is paid
+        # once per subscriber per message).
+        self._waiter: asyncio.Future[None] | None = None
         metrics.track(self)
 
     def offer(self, event: LiveEvent, keys: frozenset[str] | None, text: str) -> None:
@@ -69,13 +72,21 @@ class Subscriber:
             metrics.SKIPPED.inc(len(self._buffer))
             self._buffer.clear()
         self._buffer.append(text)
-        self._ready.set()
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():  # (cancelled: its sender is gone)
+                waiter.set_result(None)
 
     async def next(self) -> str:
-        """The next message (JSON text); a "lagged" notice first if messages were dropped."""
+        """The next message (JSON text); a "lagged" notice first if messages were dropped.
+        One sender at a time (the socket's)."""
         while not self._buffer:
-            self._ready.clear()
-            await self._ready.wait()
+            self._waiter = waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
         if self._skipped:
             skipped, self._skipped = self._skipped, 0
             metrics.LAGGED.inc()

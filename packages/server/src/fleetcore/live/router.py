@@ -87,10 +87,17 @@ async def live(websocket: WebSocket, token: str | None = None) -> None:
 
 
 async def _send(websocket: WebSocket, subscriber: Subscriber) -> None:
-    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-        while True:
-            await websocket.send_text(await subscriber.next())
-            metrics.SENT.inc()
+    sent = 0
+    try:
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+            while True:
+                if sent and not subscriber.pending:  # counted once per burst, not per message
+                    metrics.SENT.inc(sent)
+                    sent = 0
+                await websocket.send_text(await subscriber.next())
+                sent += 1
+    finally:
+        metrics.SENT.inc(sent)
 
 
 async def _watch(websocket: WebSocket, token: str | None) -> None:

@@ -9,6 +9,7 @@ the dry run evaluate the very same code.
 from __future__ import annotations
 
 import operator
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ KeyName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\s]+$"
 MAX_LEAVES = 20
 MAX_DEPTH = 4
 MAX_WINDOW_S = 86_400
+_SAMPLE_TS = operator.itemgetter(0)
 _PER_MS = {"second": 1_000, "minute": 60_000, "hour": 3_600_000}
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
     ">": operator.gt,
@@ -243,8 +245,13 @@ def _rate(condition: RateOfChange) -> Check:
         if not samples:
             return False
         newest_ts, newest = samples[-1]
-        first = next((s for s in samples if s[0] >= newest_ts - window_ms), None)
-        if first is None or first[0] == newest_ts:
+        since = newest_ts - window_ms
+        first = samples[0]
+        if first[0] < since:
+            # The view keeps the longest window of the key; this rule's is shorter. (When it
+            # is the longest, the oldest sample is the first: no search, the common case.)
+            first = samples[bisect_left(samples, since, key=_SAMPLE_TS)]
+        if first[0] == newest_ts:
             return False
         return bool(compare((newest - first[1]) * per_ms / (newest_ts - first[0]), target))
 

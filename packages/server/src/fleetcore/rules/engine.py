@@ -39,6 +39,7 @@ from fleetcore.rules.conditions import DeviceView
 from fleetcore.rules.index import LiveRule, RuleIndex, load_index
 from fleetcore.rules.machine import Step, Track, step
 from fleetcore.rules.models import Rule, RuleState
+from fleetcore.rules.plan import DevicePlan
 from fleetcore.rules.warm import warm_views
 from fleetcore.telemetry.query_schemas import now_ms
 from fleetcore.telemetry.writer import DeviceRun, Sample, Stored, device_runs
@@ -47,9 +48,12 @@ log = structlog.get_logger(__name__)
 _TS = attrgetter("ts")
 _STEPS_PER_YIELD = 500  # rule steps between two yields to the event loop (~0.5 ms)
 
-# (rule, device) as the ints of their uuids: hashed in C, where a uuid hashes in Python
-# (this key is looked up once per rule per reading).
+# (rule, device) as the ints of their uuids: hashed in C, where a uuid hashes in Python.
 _Key = tuple[int, int]
+# The evaluation state of the rules of one device that are not idle: rule id.int -> Track.
+# Kept per device, so that a batch looks up its device once and, for a device with no
+# state (the common case), no rule at all.
+_Tracks = dict[int, Track]
 
 
 def _key(rule_id: uuid.UUID, device_id: uuid.UUID) -> _Key:
@@ -84,7 +88,7 @@ class RulesEngine:
         self.sweep_from_storage = sweep_from_storage
         self._rules_mark: tuple[int, object] | None = None  # (count, newest update) last seen
         self.index = RuleIndex()
-        self._tracks: dict[_Key, Track] = {}
+        self._tracks: dict[int, _Tracks] = {}  # device id.int -> its non-idle states
         self._alerts: dict[_Key, uuid.UUID] = {}
         self._views: dict[uuid.UUID, DeviceView] = {}
         self._queue: asyncio.Queue[list[DeviceRun] | None] = asyncio.Queue(max_batches)
@@ -155,7 +159,8 @@ class RulesEngine:
         for state, alert_status in rows:
             key = _key(state.rule_id, state.device_id)
             is_open = alert_status in OPEN_STATUSES
-            self._tracks[key] = Track(state.pending_since, state.latched, is_open)
+            track = Track(state.pending_since, state.latched, is_open)
+            self._tracks.setdefault(state.device_id.int, {})[state.rule_id.int] = track
             if is_open and state.alert_id is not None:
                 self._alerts[key] = state.alert_id
 
@@ -163,7 +168,7 @@ class RulesEngine:
 
     async def on_committed(self, stored: Sequence[Stored]) -> None:
         """After-commit handler: queue the batch (waits only when the engine is far behind)."""
-        if self._task is None or not (self.index.organizations or self._stale):
+        if self._task is None or not (self.index.organization_keys or self._stale):
             return
         runs = device_runs(stored)  # no Stored objects made when the whole batch was new
         mine = runs if self._stale else self._of_ours(runs)  # stale: the rebuilt index decides
@@ -191,24 +196,22 @@ class RulesEngine:
     async def _evaluate(self, batch: list[DeviceRun]) -> None:
         if self._stale:
             await self._rebuild()
-        by_device: dict[uuid.UUID, list[Sample]] = {}
-        for device_id, _, readings in self._of_ours(batch):
-            by_device.setdefault(device_id, []).extend(readings)  # a list of our own to sort
+        by_device = _by_device(self._of_ours(batch))
         if any(d not in self.index.devices for d in by_device):
             await self._refresh_devices()
         cold = {
             device_id: {r.key for r in readings}
             for device_id, readings in by_device.items()
-            if device_id not in self._views and self.index.for_device(device_id)
+            if device_id not in self._views and self.index.plan(device_id).rules
         }
         if cold:
             await self._warm(cold, first_ts={d: min(r.ts for r in by_device[d]) for d in cold})
         outcomes: list[_Outcome] = []
         evaluations = since_yield = 0
         for device_id, readings in by_device.items():
-            rules = self.index.for_device(device_id)
-            if rules:
-                steps = self._device_batch(device_id, rules, readings, outcomes)
+            plan = self.index.plan(device_id)
+            if plan.rules:
+                steps = self._device_batch(device_id, plan, readings, outcomes)
                 evaluations += steps
                 since_yield += steps
                 if since_yield >= _STEPS_PER_YIELD:
@@ -222,46 +225,61 @@ class RulesEngine:
 
     def _of_ours(self, runs: list[DeviceRun]) -> list[DeviceRun]:
         """The runs of organizations that have rules."""
-        organizations = self.index.organizations
-        return [run for run in runs if run[1] in organizations]
+        organizations = self.index.organization_keys
+        return [run for run in runs if run[1].int in organizations]
 
     def _device_batch(
         self,
         device_id: uuid.UUID,
-        rules: tuple[LiveRule, ...],
+        plan: DevicePlan,
         readings: list[Sample],
         outcomes: list[_Outcome],
     ) -> int:
-        """Step the rules reading the keys of each timestamp's readings; how many steps."""
+        """Step the rules reading the keys of each timestamp's readings; how many steps.
+
+        The hot loop of the engine (once per reading, and per rule a reading concerns):
+        the view is updated inline and the rules come from the plan's key masks."""
         view = self._views[device_id]
-        windows = self.index.windows.get(device_id, {})
+        values, windows, masks = view.values, plan.windows, plan.masks
+        tracks = self._tracks.get(device_id.int)
         readings.sort(key=_TS)
-        device = device_id.int
-        tracks = self._tracks
         steps = 0
         i, count = 0, len(readings)
         while i < count:
             ts = readings[i].ts
+            late = view.last_ts is not None and ts < view.last_ts
+            mask = plan.always
             j = i
-            touched: set[str] = set()
-            while j < count and readings[j].ts == ts:
-                touched.add(readings[j].key)
+            while j < count:
+                reading = readings[j]
+                if reading.ts != ts:
+                    break
                 j += 1
-            if view.last_ts is not None and ts < view.last_ts:
+                if late:
+                    continue
+                key = reading.key
+                mask |= masks.get(key, 0)
+                if key in windows:
+                    view.update(key, ts, reading.value, windows[key])
+                else:
+                    values[key] = (ts, reading.value)
+            if late:
                 metrics.LATE.inc(j - i)
                 i = j
                 continue
-            for reading in readings[i:j]:
-                view.update(reading.key, ts, reading.value, windows.get(reading.key))
-            for rule in rules:
-                if rule.needs.any_key or not rule.needs.keys.isdisjoint(touched):
-                    steps += 1
-                    track = tracks.get((rule.key, device))
-                    # Idle and the condition does not hold: stays idle (the common case).
-                    if track is None and not rule.compiled.condition(view, ts):
-                        continue
-                    self._step(rule, device_id, view, ts, outcomes, track)
+            view.last_ts = ts  # (not late: at or after the last)
             i = j
+            if not mask:
+                continue
+            targets = plan.pick(mask)
+            steps += len(targets)
+            for rule, rule_key, condition in targets:
+                track = tracks.get(rule_key) if tracks else None
+                # Idle and the condition does not hold: stays idle (the common case).
+                if track is None and not condition(view, ts):
+                    continue
+                self._step(rule, device_id, view, ts, outcomes, track)
+                tracks = self._tracks.get(device_id.int)
         return steps
 
     def _step(
@@ -273,17 +291,21 @@ class RulesEngine:
         out: list[_Outcome],
         track: Track | None,
     ) -> None:
-        key = (rule.key, device_id.int)
         if track is None:
             track = Track()
         before = track.key()
         result = step(rule.compiled, track, view, now)
         if result is None and track.key() == before:
             return
+        device = device_id.int
         if track.idle:
-            self._tracks.pop(key, None)
+            mine = self._tracks.get(device)
+            if mine is not None:
+                mine.pop(rule.key, None)
+                if not mine:
+                    del self._tracks[device]
         else:
-            self._tracks[key] = track
+            self._tracks.setdefault(device, {})[rule.key] = track
         values = {k: view.values[k][1] for k in sorted(rule.needs.keys) if k in view.values}
         out.append(_Outcome(rule, device_id, track, result, now, values))
 
@@ -315,7 +337,7 @@ class RulesEngine:
                 view = _newest(self._views.get(device_id), stored.get(device_id))
                 if view is not None:
                     metrics.EVALUATIONS.inc()
-                    track = self._tracks.get(_key(rule.id, device_id))
+                    track = self._tracks.get(device_id.int, {}).get(rule.key)
                     self._step(rule, device_id, view, now, outcomes, track)
             if outcomes:
                 await self._persist(outcomes)
@@ -402,13 +424,33 @@ class RulesEngine:
         return None
 
     def _forget(self, key: _Key) -> None:
-        self._tracks.pop(key, None)
+        rule, device = key
+        mine = self._tracks.get(device)
+        if mine is not None:
+            mine.pop(rule, None)
+            if not mine:
+                del self._tracks[device]
         self._alerts.pop(key, None)
 
     def _alert_changed(self, change: AlertChange) -> None:
         """A user cleared an alert: the rule starts afresh on that device."""
         if change.cleared_by_hand and change.rule_id is not None:
             self._forget(_key(change.rule_id, change.device_id))
+
+
+def _by_device(runs: list[DeviceRun]) -> dict[uuid.UUID, list[Sample]]:
+    """The batch's readings per device, each a list of the engine's own (it sorts them)."""
+    found: dict[int, list[Sample]] = {}
+    ids: dict[int, uuid.UUID] = {}
+    for device_id, _, readings in runs:
+        device = device_id.int  # (an int hashes in C)
+        mine = found.get(device)
+        if mine is None:
+            found[device] = list(readings)
+            ids[device] = device_id
+        else:
+            mine.extend(readings)
+    return {ids[device]: readings for device, readings in found.items()}
 
 
 def _newest(mine: DeviceView | None, stored: DeviceView | None) -> DeviceView | None:

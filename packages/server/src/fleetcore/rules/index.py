@@ -17,6 +17,7 @@ from fleetcore.devices.models import Device
 from fleetcore.rules.conditions import Condition, Needs, compile_condition, needs_of
 from fleetcore.rules.machine import Compiled
 from fleetcore.rules.models import Rule, managed_by
+from fleetcore.rules.plan import DevicePlan
 
 _CONDITION: TypeAdapter[Condition] = TypeAdapter(Condition)
 
@@ -84,6 +85,9 @@ class RuleIndex:
         self.rules = list(rules)
         self.devices = devices or {}
         self.organizations = frozenset(r.organization_id for r in self.rules)
+        # The same as ints: a batch checks each submission's organization, and an int
+        # hashes in C where a uuid hashes in Python.
+        self.organization_keys = frozenset(o.int for o in self.organizations)
         self._by_device: dict[uuid.UUID, list[LiveRule]] = defaultdict(list)
         self._by_profile: dict[uuid.UUID, list[LiveRule]] = defaultdict(list)
         self._by_asset: dict[uuid.UUID, list[LiveRule]] = defaultdict(list)
@@ -94,12 +98,12 @@ class RuleIndex:
                 self._by_profile[rule.profile_id].append(rule)
             elif rule.asset_id is not None:
                 self._by_asset[rule.asset_id].append(rule)
-        self._cache: dict[uuid.UUID, tuple[LiveRule, ...]] = {}
-        self.windows: dict[uuid.UUID, dict[str, int]] = {}  # device -> key -> rate window ms
+        self._plans: dict[uuid.UUID, DevicePlan] = {}
 
-    def for_device(self, device_id: uuid.UUID) -> tuple[LiveRule, ...]:
-        """The rules that apply to a device (empty for a device it does not know)."""
-        found = self._cache.get(device_id)
+    def plan(self, device_id: uuid.UUID) -> DevicePlan:
+        """The rules that apply to a device, indexed by key (no rules for a device it does
+        not know)."""
+        found = self._plans.get(device_id)
         if found is not None:
             return found
         meta = self.devices.get(device_id)
@@ -109,13 +113,12 @@ class RuleIndex:
                 rules.extend(self._by_profile.get(meta.profile_id, ()))
             for asset_id in meta.assets:
                 rules.extend(self._by_asset.get(asset_id, ()))
-        windows: dict[str, int] = {}
-        for rule in rules:
-            for key, ms in rule.needs.windows.items():
-                windows[key] = max(windows.get(key, 0), ms)
-        self.windows[device_id] = windows
-        self._cache[device_id] = found = tuple(rules)
+        self._plans[device_id] = found = DevicePlan.of(rules)
         return found
+
+    def for_device(self, device_id: uuid.UUID) -> tuple[LiveRule, ...]:
+        """The rules that apply to a device (empty for a device it does not know)."""
+        return self.plan(device_id).rules
 
     def devices_of(self, rule: LiveRule) -> Iterator[uuid.UUID]:
         """The known devices in a rule's scope."""

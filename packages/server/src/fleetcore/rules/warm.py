@@ -37,8 +37,7 @@ async def warm_views(
         latest = await latest_values(session, org_id, device_ids)
         for device_id in device_ids:
             view = DeviceView(since=index.devices[device_id].created_ms)
-            index.for_device(device_id)
-            spans = index.windows.get(device_id, {}) if windows else {}
+            spans = index.plan(device_id).windows if windows else {}
             if spans:
                 await _load_windows(
                     session, org_id, device_id, view, spans, first_ts.get(device_id)
