@@ -21,8 +21,9 @@ from tests.support.mqtt_raw import RawClient
 from tests.support.postgres import PostgresServer, free_port
 from tests.support.tenants import Tenant, make_superuser, make_tenant
 
-# The browser tests' fixtures (browser, site, context), shared by the *_browser modules.
-pytest_plugins = ("tests.support.browser",)
+# The browser tests' fixtures (browser, site, context), shared by the *_browser modules; each
+# route resolved once per session, not once per test's app (tests/support/route_cache.py).
+pytest_plugins = ("tests.support.browser", "tests.support.route_cache")
 BACKENDS = ("sqlite", "postgresql")
 TEST_SECRET = secrets.token_urlsafe(48)
 BROKER_SECRET = secrets.token_urlsafe(24)  # the external broker's (fleetcore.broker_auth)
