@@ -86,6 +86,8 @@ async def test_operator_finds_a_device_watches_it_live_and_sends_a_command(
         return True
 
     await wait_until(shows_new_value, within=10, every=0)
+    # The chart draws the value at the next animation frame, after the cell shows it.
+    await expect(page.locator("#charts")).to_have_attribute("data-live-frames", re.compile("[1-9]"))
     frames = await page.locator("#charts").get_attribute("data-live-frames")
     assert frames is not None
     assert int(frames) >= 1
