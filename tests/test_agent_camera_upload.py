@@ -28,6 +28,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from fleetcore_agent.agent import Agent
 from fleetcore_agent.camera.spool import Spool
 from fleetcore_agent.config import AgentConfig, load
+from tests.support.wait import wait_until_sync
 
 TOKEN = "fcd_camera-device-token"
 PATH = "/api/v1/devices/me/events"
@@ -35,11 +36,7 @@ PATH = "/api/v1/devices/me/events"
 
 def until(predicate: Callable[[], bool], *, within: float = 20.0) -> None:
     """Poll until true; fail after `within` seconds."""
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within}s")
-        time.sleep(0.01)
+    wait_until_sync(predicate, within=within)
 
 
 def parse_multipart(content_type: str, body: bytes) -> dict[str, tuple[dict[str, str], bytes]]:

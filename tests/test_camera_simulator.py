@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
@@ -23,10 +21,8 @@ from fleetcore.auth.schemas import UserIn
 from fleetcore.db import Database
 from fleetcore.plates.models import PlateRead, WatchlistEntry
 from fleetcore.simulator.cameras import PLATES, CameraStream, render, wanted_plates
-from tests.support.env import fleetcore_env
+from tests.support.env import live_command_env, simulate
 from tests.support.serving import serving
-
-FLEETCORE = str(Path(sys.executable).parent / "fleetcore")
 
 
 def test_same_seed_same_reads_and_images() -> None:
@@ -90,31 +86,13 @@ def test_the_multipart_request_carries_the_event_and_its_image(seed: int) -> Non
     assert parts["image"][2] == "image/jpeg"
 
 
-def _simulate(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [FLEETCORE, "simulate", "--kind", "camera", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
-
-
 async def test_the_command_sends_reads_with_images_and_makes_the_watchlist(
     live_app: FastAPI, live_database: Database, tmp_path: Path
 ) -> None:
-    env = fleetcore_env()
-    env["FLEETCORE_DATA_DIR"] = str(tmp_path)
-    if live_database.engine.dialect.name == "sqlite":
-        (tmp_path / "fleetcore.db").symlink_to(tmp_path / "live.db")
-    else:  # the command provisions through the server's database, as export/import do
-        env["FLEETCORE_DATABASE_URL"] = live_database.engine.url.render_as_string(
-            hide_password=False
-        )
+    env = live_command_env(live_database.engine.url, tmp_path)
     async with serving(live_app) as address:
         args = ("--devices", "2", "--rate", "4", "--duration", "3", "--url", f"http://{address}")
-        first = await asyncio.to_thread(_simulate, *args, env=env)
+        first = await asyncio.to_thread(simulate, "camera", *args, env=env)
         assert first.returncode == 0, first.stderr
         assert "2 cameras in organization 'demo' (2 created, 0 reused)" in first.stdout
         assert "no watchlist was made" in first.stdout  # the organization has no admin yet
@@ -130,7 +108,7 @@ async def test_the_command_sends_reads_with_images_and_makes_the_watchlist(
                 organization_id=org.id,
             )
             await users.create_user(session, None, data=data)
-        second = await asyncio.to_thread(_simulate, *args, env=env)
+        second = await asyncio.to_thread(simulate, "camera", *args, env=env)
         assert second.returncode == 0, second.stderr
         assert "(0 created, 2 reused)" in second.stdout
         assert "Watchlist 'Wanted vehicles' holds" in second.stdout

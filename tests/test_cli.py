@@ -7,7 +7,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from fleetcore.server import build_server
 from tests.conftest import TEST_SECRET, make_settings
 from tests.support.env import fleetcore_env
 from tests.support.postgres import PostgresServer, free_port
+from tests.support.wait import wait_until, wait_until_sync
 
 FLEETCORE = str(Path(sys.executable).parent / "fleetcore")
 
@@ -76,18 +76,17 @@ def test_db_upgrade_on_postgresql(postgres_server: PostgresServer | None) -> Non
 
 
 def _wait_for_health(base: str, process: subprocess.Popen[str], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def healthy() -> bool:
         if process.poll() is not None:
             raise AssertionError(
                 f"serve exited early: {process.stderr.read() if process.stderr else ''}"
             )
         try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                return
+            return httpx.get(f"{base}/health", timeout=1).status_code == 200
         except httpx.TransportError:
-            time.sleep(0.1)
-    raise AssertionError("serve did not become healthy in time")
+            return False
+
+    wait_until_sync(healthy, within=timeout, every=0.05)
 
 
 def test_serve_embedded_default_then_sigterm(tmp_path: Path) -> None:
@@ -131,24 +130,24 @@ async def test_sigterm_lets_in_flight_request_finish(tmp_path: Path) -> None:
     server = build_server(settings)
     app = server.config.app
     release = asyncio.Event()
+    entered = asyncio.Event()
 
     @app.get("/probe/slow")  # type: ignore[attr-defined, untyped-decorator]
     async def slow() -> dict[str, str]:
+        entered.set()
         await release.wait()
         return {"done": "yes"}
 
     serving = asyncio.create_task(server.serve())
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.port}") as http:
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert time.monotonic() < deadline, "server did not start"
-            await asyncio.sleep(0.02)
+        await wait_until(lambda: server.started, within=20)
         request = asyncio.create_task(http.get("/probe/slow", timeout=20))
-        await asyncio.sleep(0.2)
+        await asyncio.wait_for(entered.wait(), 20)  # the request is in flight
         # What uvicorn's SIGTERM handler does (it also re-raises the signal at exit, which
         # would end pytest; the subprocess test above covers the real signal).
         server.should_exit = True
-        await asyncio.sleep(0.2)
+        # Shutting down: the listening sockets are closed, the request is still held.
+        await wait_until(lambda: not any(s.is_serving() for s in server.servers), within=20)
         assert not serving.done(), "server stopped with a request in flight"
         release.set()
         response = await request

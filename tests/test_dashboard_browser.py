@@ -79,10 +79,15 @@ async def test_operator_finds_a_device_watches_it_live_and_sends_a_command(
         nonlocal value
         value += 1
         await post_value(http, token, temperature=value)
-        await asyncio.sleep(0.2)
-        return (await cell.text_content() or "").strip() == str(value).removesuffix(".0")
+        try:  # shown as soon as it arrives; not within half a second, send another
+            await expect(cell).to_have_text(str(value).removesuffix(".0"), timeout=500)
+        except AssertionError:
+            return False
+        return True
 
     await wait_until(shows_new_value, within=10, every=0)
+    # The chart draws the value at the next animation frame, after the cell shows it.
+    await expect(page.locator("#charts")).to_have_attribute("data-live-frames", re.compile("[1-9]"))
     frames = await page.locator("#charts").get_attribute("data-live-frames")
     assert frames is not None
     assert int(frames) >= 1

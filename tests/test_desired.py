@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import httpx
 import orjson
@@ -13,6 +14,7 @@ from fleetcore.auth.principal import Role
 from tests.support.devices import new_device
 from tests.support.serving import serving
 from tests.support.tenants import Tenant
+from tests.support.wait import wait_until
 
 
 async def set_shared(
@@ -26,8 +28,13 @@ async def set_shared(
     assert response.status_code == 200, response.text
 
 
+def polling(app: FastAPI, device_id: str) -> bool:
+    """Whether a long-poll of the device waits on its desired state."""
+    return uuid.UUID(device_id) in app.state.desired._waiters
+
+
 async def test_long_poll_answers_when_the_desired_state_changes(
-    http: httpx.AsyncClient, org: Tenant
+    mqtt_app: FastAPI, http: httpx.AsyncClient, org: Tenant
 ) -> None:
     device_id, token = await new_device(http, org)
     headers = {"X-Device-Token": token}
@@ -41,7 +48,7 @@ async def test_long_poll_answers_when_the_desired_state_changes(
             params={"after_version": now["shared_version"], "timeout": 10},
         )
     )
-    await asyncio.sleep(0.3)
+    await wait_until(lambda: polling(mqtt_app, device_id))
     assert not waiting.done()
     await set_shared(http, org, device_id, interval=20)
     answer = await asyncio.wait_for(waiting, 5)
@@ -57,7 +64,7 @@ async def test_long_poll_answers_when_the_desired_state_changes(
 
 
 async def test_thingsboard_attribute_updates_long_poll(
-    http: httpx.AsyncClient, org: Tenant
+    mqtt_app: FastAPI, http: httpx.AsyncClient, org: Tenant
 ) -> None:
     device_id, token = await new_device(http, org)
     timed_out = await http.get(f"/api/v1/{token}/attributes/updates", params={"timeout": 300})
@@ -66,7 +73,7 @@ async def test_thingsboard_attribute_updates_long_poll(
     waiting = asyncio.create_task(
         http.get(f"/api/v1/{token}/attributes/updates", params={"timeout": 10_000})
     )
-    await asyncio.sleep(0.3)
+    await wait_until(lambda: polling(mqtt_app, device_id))
     await set_shared(http, org, device_id, mode="eco")
     answer = await asyncio.wait_for(waiting, 5)
     assert (answer.status_code, answer.json()) == (200, {"mode": "eco"})

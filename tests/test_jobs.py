@@ -27,7 +27,17 @@ async def test_jobs_run_repeatedly_and_survive_errors() -> None:
     await wait_until(lambda: runs.count("ok") >= 3 and runs.count("broken") >= 3)
     await scheduler.stop()
     count = len(runs)
-    await asyncio.sleep(0.05)
+    # A clock at the same interval: three of its ticks are three chances for a stopped job.
+    ticks: list[None] = []
+    clock = JobScheduler()
+
+    async def tick() -> None:
+        ticks.append(None)
+
+    clock.register("clock", 0.01, tick)
+    await clock.start()
+    await wait_until(lambda: len(ticks) >= 3)
+    await clock.stop()
     assert len(runs) == count, "a job ran after stop()"
 
 
@@ -35,15 +45,17 @@ async def test_stop_waits_for_a_run_in_progress() -> None:
     scheduler = JobScheduler()
     finished = asyncio.Event()
     began = asyncio.Event()
+    stop_asked = False
 
     async def slow() -> None:
         began.set()
-        await asyncio.sleep(0.2)
+        await wait_until(lambda: stop_asked)  # still running when stop() is called
         finished.set()
 
     scheduler.register("slow", 0.01, slow)
     await scheduler.start()
     await asyncio.wait_for(began.wait(), 5)
+    stop_asked = True
     await scheduler.stop()
     assert finished.is_set()
 

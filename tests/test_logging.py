@@ -22,6 +22,7 @@ import pytest
 
 from tests.support.env import fleetcore_env
 from tests.support.postgres import free_port
+from tests.support.wait import wait_until_sync
 
 FLEETCORE = str(Path(sys.executable).parent / "fleetcore")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -144,11 +145,12 @@ def test_serve_off_a_terminal_writes_json_lines_without_migration_chatter(
     with log.open("wb") as sink:
         process = subprocess.Popen(argv, env=env, stdout=sink, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
-        while not started(log.read_text(errors="replace")):
+
+        def up() -> bool:
             assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
+            return started(log.read_text(errors="replace"))
+
+        wait_until_sync(up, within=60, every=0.05, explain=log.read_text)
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)

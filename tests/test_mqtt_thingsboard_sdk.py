@@ -9,6 +9,7 @@ built once with uv into .cache/ (CI fetches it from PyPI like every other depend
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import shutil
@@ -39,17 +40,26 @@ SCRIPT = Path(__file__).parent / "support" / "tb_sdk_device.py"
 def sdk_python() -> Path:
     """The SDK's virtualenv, made once (uv from PATH or the Makefile's .tools)."""
     python = VENV / "bin" / "python"
-    if python.exists():
-        return python
-    uv = shutil.which("uv") or str(ROOT / ".tools" / "bin" / "uv")
-    env = {**os.environ, "VIRTUAL_ENV": str(VENV)}
-    subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(VENV)], check=True, env=env)
-    subprocess.run(
-        [uv, "pip", "install", "-q", "--python", str(python), *SDK],
-        check=True,
-        env=env,
-        timeout=300,
-    )
+    installed = VENV / ".installed"  # written last: a half-made virtualenv is not taken
+    VENV.parent.mkdir(parents=True, exist_ok=True)
+    with (VENV.parent / f"{VENV.name}.lock").open("w") as lock:
+        # Two xdist workers may run this module's tests at once: one builds, the other waits.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if installed.exists():
+            return python
+        uv = shutil.which("uv") or str(ROOT / ".tools" / "bin" / "uv")
+        env = {**os.environ, "VIRTUAL_ENV": str(VENV)}
+        if not python.exists():
+            subprocess.run(
+                [uv, "venv", "-q", "--python", sys.executable, str(VENV)], check=True, env=env
+            )
+        subprocess.run(
+            [uv, "pip", "install", "-q", "--python", str(python), *SDK],
+            check=True,
+            env=env,
+            timeout=300,
+        )
+        installed.touch()
     return python
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import subprocess
-import sys
 import uuid
 from collections import Counter as Tally
 from datetime import UTC, datetime, timedelta
@@ -63,12 +61,11 @@ from fleetcore.vending.models import (
 from fleetcore.vending.snapshot import snapshot
 from fleetcore_protocol.dex import parse
 from fleetcore_protocol.dex.model import WarningCode
-from tests.support.env import fleetcore_env
+from tests.support.env import live_command_env, simulate
 from tests.support.serving import serving
 from tests.support.wait import wait_until
 from tests.test_simulator import _serve_demo, _sqlite_count, _stop
 
-FLEETCORE = str(Path(sys.executable).parent / "fleetcore")
 START = datetime(2026, 3, 2, 7, 0)  # a Monday
 ODD = OddRates(damaged=0.08, reinitialised=0.05, duplicate=0.08)
 # The demo's history ends here: a Monday evening when none of the live machines' last reads
@@ -391,31 +388,14 @@ async def test_the_platform_accounts_exactly_what_the_machines_sold(
     assert sum(t.units for m in simulation.models for t in m.truth.values()) > 500
 
 
-def _simulate(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [FLEETCORE, "simulate", "--kind", "vending", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
-
-
 async def test_the_command_provisions_and_uploads_to_a_running_server(
     live_app: FastAPI, live_database: Database, tmp_path: Path
 ) -> None:
-    env = fleetcore_env()
-    env["FLEETCORE_DATA_DIR"] = str(tmp_path)
-    if live_database.engine.dialect.name == "sqlite":
-        (tmp_path / "fleetcore.db").symlink_to(tmp_path / "live.db")
-    else:  # the command provisions through the server's database, as export/import do
-        env["FLEETCORE_DATABASE_URL"] = live_database.engine.url.render_as_string(
-            hide_password=False
-        )
+    env = live_command_env(live_database.engine.url, tmp_path)
     async with serving(live_app) as address:
         result = await asyncio.to_thread(
-            _simulate,
+            simulate,
+            "vending",
             "--devices",
             "2",
             "--duration",
@@ -434,7 +414,15 @@ async def test_the_command_provisions_and_uploads_to_a_running_server(
         assert stored >= 4
         assert f"stored {stored:,}" in result.stdout
         again = await asyncio.to_thread(
-            _simulate, "--devices", "2", "--duration", "1", "--url", f"http://{address}", env=env
+            simulate,
+            "vending",
+            "--devices",
+            "2",
+            "--duration",
+            "1",
+            "--url",
+            f"http://{address}",
+            env=env,
         )
     assert again.returncode == 0, again.stderr
     assert "(0 created, 2 reused" in again.stdout

@@ -72,13 +72,15 @@ class DesiredState:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + min(timeout_s, MAX_WAIT_S)
             while True:
+                # Cleared before the read: a change during the read leaves it set, so the
+                # wait below returns at once and reads again (no lost wake-up).
+                event.clear()
                 desired = await self._desired(device_id)
                 if desired["shared_version"] > after_version:
                     return desired
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return None
-                event.clear()
                 try:
                     await asyncio.wait_for(event.wait(), remaining)
                 except TimeoutError:

@@ -12,8 +12,10 @@ address it checked. TLS still verifies the certificate against the URL's host na
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
+import ssl
 from collections.abc import Iterable
 from typing import Any
 
@@ -139,10 +141,17 @@ class _PublicOnly(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """The system's CA bundle, loaded once: loading takes tens of milliseconds (each app's
+    dispatcher paid it at start), and a context is safe to share between clients."""
+    return httpx.create_ssl_context(trust_env=False)
+
+
 def webhook_client(settings: Settings) -> httpx.AsyncClient:
     """The client webhooks are sent with: no redirects, no proxy from the environment, and
     (unless private networks are allowed) connections to public addresses only."""
-    transport = httpx.AsyncHTTPTransport(trust_env=False)
+    transport = httpx.AsyncHTTPTransport(verify=_tls_context(), trust_env=False)
     if not private_allowed(settings):
         # httpx builds its httpcore pool without a way to pass a network backend; the pool
         # is pinned (uv.lock) and tests/test_notifications.py fails if this stops working.
