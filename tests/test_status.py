@@ -89,19 +89,31 @@ async def _is(http: httpx.AsyncClient, org: Tenant, device_id: str, state: str) 
     return await connectivity(http, org, device_id) == state
 
 
+async def _history_is(
+    http: httpx.AsyncClient, org: Tenant, device_id: str, expected: list[tuple[str, str]]
+) -> bool:
+    return await history(http, org, device_id) == expected
+
+
 async def test_reconnect_races_do_not_flap(
     app: FastAPI, http: httpx.AsyncClient, org: Tenant
 ) -> None:
     device_id, token = await new_device(http, org)
+    presence, device = app.state.presence, uuid.UUID(device_id)
     first = await RawClient.connected(port(app), "same", username=token, clean=False)
     second_connection = await RawClient.connected(port(app), "other", username=token)
     # Take-over of the first by a new connection with its client id: never offline.
-    await RawClient.connected(port(app), "same", username=token, clean=False)
+    last = await RawClient.connected(port(app), "same", username=token, clean=False)
     assert await first.closed_by_peer(wait_s=3)
     await second_connection.close()  # another connection of the device remains
-    await asyncio.sleep(0.3)
+    # Counted right through the take-over: the one connection left, not two.
+    await wait_until(lambda: presence.connections(device) == 1)
     assert await history(http, org, device_id) == [("online", "connect")]
     assert await connectivity(http, org, device_id) == "online"
+    # And when that one ends, the device is offline (a count stuck above zero never was).
+    await last.disconnect()
+    flapless = [("online", "connect"), ("offline", "disconnect")]
+    await wait_until(lambda: _history_is(http, org, device_id, flapless))
 
 
 async def test_a_message_committed_after_the_disconnect_does_not_bring_it_back(

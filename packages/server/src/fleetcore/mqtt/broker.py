@@ -260,8 +260,12 @@ class FleetBroker:
             if old is not None:
                 await self._take_over(old)
             if connection.closing:
+                if old is not None:  # no successor will report the old connection's end
+                    await self._disconnected(old.principal, abnormal=False)
                 return None
-            return self._attach(connection, request, principal, key, client_id)
+            handler = self._attach(connection, request, principal, key, client_id)
+            handler.replaces = old
+            return handler
 
     def _attach(
         self,
@@ -319,6 +323,13 @@ class FleetBroker:
         principal = handler.principal
         try:
             await self.hooks.connected(principal, handler.client)
+            if handler.replaces is not None:
+                # The taken-over connection's end, reported only now that its successor is
+                # counted: a device's count of connections never passes through zero on a
+                # take-over (no offline/online flap), and every `connected` gets its
+                # `disconnected`.
+                await self._disconnected(handler.replaces.principal, abnormal=False)
+                handler.replaces = None
             connection.release()  # its packets are read from now on
             for topic_filter in list(handler.session.subscriptions):
                 # A resumed session keeps its subscriptions: as good as new ones.
@@ -357,12 +368,15 @@ class FleetBroker:
                     self._forget(key)
                 else:
                     self._expire_later(session)
-            try:
-                await self.hooks.disconnected(handler.principal, abnormal=abnormal)
-            except Exception:
-                log.exception("mqtt_disconnect_hook_failed")
+            await self._disconnected(handler.principal, abnormal=abnormal)
         finally:
             handler.finished.set()
+
+    async def _disconnected(self, principal: Principal, *, abnormal: bool) -> None:
+        try:
+            await self.hooks.disconnected(principal, abnormal=abnormal)
+        except Exception:
+            log.exception("mqtt_disconnect_hook_failed")
 
     async def _take_over(self, old: Handler) -> None:
         """Close the connection a new CONNECT replaces and wait until it is gone."""

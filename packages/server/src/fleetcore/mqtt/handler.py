@@ -91,6 +91,7 @@ class Handler:
         self.principal = principal
         self.client = client
         self.taken_over = False  # a new connection owns the session now
+        self.replaces: Handler | None = None  # the connection this one took over, until reported
         self.finished = asyncio.Event()  # set once the broker is done with the connection
         self.max_packet_size: int | None = None  # the largest packet the client takes (MQTT 5)
         self._accept = broker.hooks.accept

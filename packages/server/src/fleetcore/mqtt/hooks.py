@@ -118,5 +118,7 @@ class BrokerHooks(Protocol):
         ...
 
     async def disconnected(self, principal: Principal, *, abnormal: bool) -> None:
-        """A connection ended (not called when it was taken over by a new one)."""
+        """A connection ended: once for every `connected`. A connection taken over by a new
+        one (same client id) is reported ended, not abnormal, just after its successor's
+        `connected`, so a count of a device's connections never passes through zero."""
         ...

@@ -136,6 +136,10 @@ class Presence:
         """Whether the device is online (connected here, or recently heard from)."""
         return self._connections[device_id] > 0 or self._state.get(device_id) == "online"
 
+    def connections(self, device_id: uuid.UUID) -> int:
+        """The device's MQTT connections to this process."""
+        return self._connections.get(device_id, 0)
+
     def seen(self, device: IngestDevice) -> None:
         """A message from the device arrived (call as it arrives, not after storing it)."""
         self._seen[device.id] = time.time()
