@@ -18,14 +18,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from fleetcore.auth.security import token_hash
-from fleetcore.deps import ReadSessionDep
+from fleetcore.db import Database
 from fleetcore.devices.deps import _token_bearer, _token_header, authenticate_device
 from fleetcore.devices.models import (
     CREDENTIALS_UNCHANGED,
@@ -141,11 +141,30 @@ def _forget_rolled_back(session: Session) -> None:
 
 async def ingest_device(session: AsyncSession, token: str) -> IngestDevice:
     """The device behind `token`, from the cache or the database (401 if not valid)."""
-    key = token_hash(token) if token else ""
-    hit = _entries.get(key)
-    now = time.monotonic()
-    if hit is not None and hit[0] > now:
+    hit = _cached(token)
+    if hit is not None:
+        return hit
+    return await _look_up(session, token)
+
+
+async def device_of_token(database: Database, token: str) -> IngestDevice:
+    """As ingest_device, with a session opened only when the cache does not answer: the
+    hot path (a device sending again within TTL_S) costs no session, connection or query."""
+    hit = _cached(token)
+    if hit is not None:
+        return hit
+    async with database.session() as session:
+        return await _look_up(session, token)
+
+
+def _cached(token: str) -> IngestDevice | None:
+    hit = _entries.get(token_hash(token) if token else "")
+    if hit is not None and hit[0] > time.monotonic():
         return hit[1]
+    return None
+
+
+async def _look_up(session: AsyncSession, token: str) -> IngestDevice:
     device = await authenticate_device(session, token)
     profile = await session.get(DeviceProfile, device.profile_id) if device.profile_id else None
     found = IngestDevice(
@@ -155,12 +174,39 @@ async def ingest_device(session: AsyncSession, token: str) -> IngestDevice:
     )
     if len(_entries) >= MAX_ENTRIES:
         _entries.clear()
-    _entries[key] = (now + TTL_S, found)
+    _entries[token_hash(token) if token else ""] = (time.monotonic() + TTL_S, found)
     return found
 
 
+def header_token(request: Request) -> str:
+    """The device token of X-Device-Token or Authorization: Bearer; 401 without one.
+
+    Read from the headers directly rather than through FastAPI's security dependencies:
+    the ingest routes document those schemes in their OpenAPI `security` instead."""
+    headers = request.headers
+    token = headers.get("x-device-token")
+    if not token:
+        scheme, _, credentials = headers.get("authorization", "").partition(" ")
+        token = credentials.strip() if scheme.lower() == "bearer" else ""
+    if not token:
+        raise Unauthorized(
+            "send the device token as X-Device-Token or Authorization: Bearer",
+            code="DEVICE_TOKEN_REQUIRED",
+        )
+    return token
+
+
+# What the routes that read the token themselves (header_token) document as their security.
+DEVICE_TOKEN_SECURITY: list[dict[str, list[str]]] = [{"DeviceToken": []}, {"DeviceBearer": []}]
+
+
+def _database(request: Request) -> Database:
+    database: Database = request.app.state.database
+    return database
+
+
 async def _from_headers(
-    session: ReadSessionDep,
+    request: Request,
     header_token: Annotated[str | None, Depends(_token_header)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_token_bearer)],
 ) -> IngestDevice:
@@ -170,11 +216,11 @@ async def _from_headers(
             "send the device token as X-Device-Token or Authorization: Bearer",
             code="DEVICE_TOKEN_REQUIRED",
         )
-    return await ingest_device(session, token)
+    return await device_of_token(_database(request), token)
 
 
-async def _from_path(token: str, session: ReadSessionDep) -> IngestDevice:
-    return await ingest_device(session, token)
+async def _from_path(token: str, request: Request) -> IngestDevice:
+    return await device_of_token(_database(request), token)
 
 
 HeaderIngestDevice = Annotated[IngestDevice, Depends(_from_headers)]
