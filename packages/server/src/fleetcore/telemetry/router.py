@@ -1,7 +1,8 @@
 """Telemetry HTTP API: device ingest (native and ThingsBoard-compatible).
 
 The hot path of the HTTP API: a device posting one reading should cost little more than
-FastAPI parsing a body. So each route is one coroutine with no dependency to solve: the
+FastAPI parsing a body. So each route is one coroutine called directly (_LeanRoute: no
+dependency to solve, no query, header or cookie parsing, no response model to validate): the
 pipeline's room is checked first (a refusal under load costs no database work), the token
 is answered by the token cache (a session is opened only when it misses), the body is read
 under its limit, and the answer is JSON bytes made once per shape (no pydantic round trip).
@@ -11,11 +12,13 @@ group commit): a 2xx means stored.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from fleetcore.body_limit import read_body
@@ -32,11 +35,29 @@ from fleetcore.telemetry.ingest import LIMITS
 from fleetcore.telemetry.pipeline import IngestPipeline
 from fleetcore_protocol.messages import Telemetry
 
+
+class _LeanRoute(APIRoute):
+    """A route whose endpoint takes the Request (and its path parameters, all strings) and
+    returns a Response: FastAPI's per-request dependency solving (query, header and cookie
+    parsing included) is skipped. FastAPI still documents it from the endpoint's signature,
+    so such an endpoint declares no dependency and no parameter that needs converting."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """Call the endpoint directly."""
+        endpoint = self.endpoint
+
+        async def handle(request: Request) -> Response:
+            response: Response = await endpoint(request, **request.path_params)
+            return response
+
+        return handle
+
+
 # Two routers: the native route holds a fixed path and can be matched first (the API has
 # hundreds of routes, matched in order); the ThingsBoard route's {token} segment would
 # shadow other routes, so it is matched last (see fleetcore/routers.py).
-router = APIRouter(prefix="/api/v1", tags=["telemetry"])
-thingsboard_router = APIRouter(prefix="/api/v1", tags=["telemetry"])
+router = APIRouter(prefix="/api/v1", tags=["telemetry"], route_class=_LeanRoute)
+thingsboard_router = APIRouter(prefix="/api/v1", tags=["telemetry"], route_class=_LeanRoute)
 
 
 class IngestAnswer(BaseModel):
