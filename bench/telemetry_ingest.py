@@ -301,6 +301,8 @@ def http_side_by_side(http: dict[str, Any], dedup: int) -> dict[str, Any]:
         bare = figures["bare_fastapi_single"]
         table[db] = {
             "bare_fastapi_requests_per_s": bare["requests_per_s"],
+            "bare_fastapi_p50_ms": bare["p50_ms"],
+            "bare_fastapi_p99_ms": bare["p99_ms"],
             "single_requests_per_s": single["requests_per_s"],
             "single_vs_bare_fastapi": figures["single_vs_bare_fastapi"],
             "single_p50_ms": single["p50_ms"],
