@@ -340,7 +340,13 @@ class Settings(BaseSettings):
         None, description="redis://... for shared rate limits and fan-out"
     )
     ingest_batch_size: int = Field(5000, ge=1, le=100_000, description="readings per write")
-    ingest_flush_ms: int = Field(20, ge=1, le=10_000, description="longest wait to fill a batch")
+    ingest_flush_ms: int = Field(
+        20,
+        ge=0,
+        le=10_000,
+        description="longest the writer waits to fill a batch (0: writes at once; a batch is "
+        "then what arrived while the last one was written)",
+    )
     ingest_max_pending: int = Field(200_000, ge=100, description="readings queued before 503")
     retention_raw_days: int = Field(90, ge=0, le=3650, description="default raw days; 0 = forever")
     retention_rollup_1m_days: int = Field(365, ge=0, le=3650, description="default, 1m roll-ups")

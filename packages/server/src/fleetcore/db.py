@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, QueuePool
 from sqlalchemy.types import TypeDecorator
 
 from fleetcore.errors import Conflict
@@ -133,10 +133,23 @@ def _unavailable_as_operational_error(context: ExceptionContext) -> BaseExceptio
     )
 
 
-def create_sync_sqlite_engine(url: URL) -> Engine:
+def create_sync_sqlite_engine(url: URL, *, keep_one: bool = False) -> Engine:
     """A synchronous engine on the same SQLite file, for work done in a thread in one go
-    (the telemetry writer): no connection pool, the same pragmas and transaction handling."""
-    engine = sa_create_engine(url.set(drivername="sqlite+pysqlite"), poolclass=NullPool)
+    (the telemetry writer), with the same pragmas and transaction handling. No connection
+    pool, or with `keep_one` one connection kept open between uses (its user runs one piece
+    of work at a time, each in whichever worker thread is free: so no same-thread check)."""
+    sync_url = url.set(drivername="sqlite+pysqlite")
+    engine = (
+        sa_create_engine(
+            sync_url,
+            poolclass=QueuePool,
+            pool_size=1,
+            max_overflow=0,
+            connect_args={"check_same_thread": False},
+        )
+        if keep_one
+        else sa_create_engine(sync_url, poolclass=NullPool)
+    )
     _configure_sqlite(engine)
     return engine
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import orjson
 import structlog
@@ -68,6 +69,25 @@ def _route_template(scope: Scope) -> str:
     return path if isinstance(path, str) else "<unmatched>"
 
 
+_SERIES_MAX = 10_000  # methods come from clients: a bound, far above what routes make
+_series_of: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
+def _series(method: str, route: str, status: int) -> tuple[Any, Any]:
+    """The request counter and latency histogram of a (method, route, status), found once:
+    a labels() look-up takes a lock and builds a key on every call."""
+    key = (method, route, status)
+    found = _series_of.get(key)
+    if found is None:
+        found = (
+            HTTP_REQUESTS.labels(method, route, str(status)),
+            HTTP_LATENCY.labels(method, route),
+        )
+        if len(_series_of) < _SERIES_MAX:
+            _series_of[key] = found
+    return found
+
+
 class RequestContextMiddleware:
     """Binds a request id to the task, echoes it, logs and measures every request."""
 
@@ -87,7 +107,8 @@ class RequestContextMiddleware:
         token = set_request_id(request_id)
         client = (scope.get("client") or ("-",))[0]
         client_token = set_client_address(client)
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        # No structlog binding: logging's _add_request_id processor adds the id to every
+        # line from the request context (one contextvar, not two per request).
         status = 500
         started = False
         begin = time.perf_counter()
@@ -118,8 +139,9 @@ class RequestContextMiddleware:
                 elapsed = time.perf_counter() - begin
                 method = scope.get("method", "")
                 route = _route_template(scope)
-                HTTP_REQUESTS.labels(method, route, str(status)).inc()
-                HTTP_LATENCY.labels(method, route).observe(elapsed)
+                requests, latency = _series(method, route, status)
+                requests.inc()
+                latency.observe(elapsed)
                 log.info(
                     "request",
                     method=method,
@@ -129,7 +151,6 @@ class RequestContextMiddleware:
                     duration_ms=round(elapsed * 1000, 2),
                     client=client,
                 )
-            structlog.contextvars.unbind_contextvars("request_id")
             reset_request_id(token)
             reset_client_address(client_token)
 

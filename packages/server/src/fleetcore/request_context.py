@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
-import uuid
 from contextvars import ContextVar
 
 _request_id: ContextVar[str | None] = ContextVar("fleetcore_request_id", default=None)
@@ -26,11 +27,18 @@ def reset_request_id(token: object) -> None:
     _request_id.reset(token)  # type: ignore[arg-type]
 
 
+# Fresh ids: 16 random hex digits per process, then a 16-digit counter (32 characters, like
+# a UUID's hex). Unique across processes and restarts without a random draw per request;
+# an id names a request in logs and answers, it grants nothing, so it may be guessable.
+_PROCESS_PREFIX = os.urandom(8).hex()
+_counter = itertools.count(1)
+
+
 def accept_or_generate(incoming: str | None) -> str:
     """Use the caller's X-Request-ID when it is safe, else a fresh one."""
     if incoming and _SAFE_ID.match(incoming):
         return incoming
-    return uuid.uuid4().hex
+    return f"{_PROCESS_PREFIX}{next(_counter):016x}"
 
 
 _client_address: ContextVar[str | None] = ContextVar("fleetcore_client_address", default=None)

@@ -37,12 +37,15 @@ from fleetcore.status.router import router as status_router
 from fleetcore.telemetry.query_router import router as telemetry_query_router
 from fleetcore.telemetry.retention_router import router as retention_router
 from fleetcore.telemetry.router import router as telemetry_router
+from fleetcore.telemetry.router import thingsboard_router as telemetry_thingsboard_router
 from fleetcore.vending.audit_router import router as vending_audit_router
 from fleetcore.vending.catalog_router import router as vending_catalog_router
 from fleetcore.vending.pages import router as vending_pages
 from fleetcore.vending.service_router import router as vending_service_router
 
 API_ROUTERS: tuple[APIRouter, ...] = (
+    # First: routes are matched in order, and device ingest is the busiest path.
+    telemetry_router,
     live_router,
     auth_router,
     devices_router,
@@ -67,7 +70,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     vending_audit_router,
     broker_auth_router,  # machine-to-machine: an external broker's auth checks
     # Last: its ThingsBoard route /api/v1/{token}/telemetry must not shadow the others.
-    telemetry_router,
+    telemetry_thingsboard_router,
 )
 PAGE_ROUTERS: tuple[APIRouter, ...] = (
     auth_pages,

@@ -24,13 +24,11 @@ from fleetcore_protocol import messages as m
 
 
 async def telemetry(
-    layer: DeviceMessages, session: AsyncSession, device: IngestDevice, message: m.Telemetry
+    layer: DeviceMessages, device: IngestDevice, message: m.Telemetry
 ) -> dict[str, Any]:
     """Readings stored (answered after the commit), with every refused one named."""
     layer.note_traffic(device)
-    return await ingest(
-        session, layer.pipeline, device=device, payload=message.payload, transport="http"
-    )
+    return await ingest(layer.pipeline, device=device, payload=message.payload, transport="http")
 
 
 async def command_result(

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcore.devices.auth_cache import IngestDevice
 from fleetcore.errors import Invalid, PayloadTooLarge
@@ -106,8 +105,18 @@ def decode_and_check(payload: bytes, profile: Rules | None, *, now_ms: int) -> C
     return checked
 
 
+_ACCEPTED: dict[str, Any] = {}
+
+
+def _accepted(transport: str) -> Any:
+    """The accepted counter of a transport (a labelled child found once, not per request)."""
+    counter = _ACCEPTED.get(transport)
+    if counter is None:
+        counter = _ACCEPTED[transport] = metrics.ACCEPTED.labels(transport)
+    return counter
+
+
 async def ingest(
-    session: AsyncSession,
     pipeline: IngestPipeline,
     *,
     device: IngestDevice,
@@ -115,7 +124,6 @@ async def ingest(
     transport: str,
 ) -> dict[str, Any]:
     """Store a device's payload; returns after the commit with what was stored and refused."""
-    await session.close()  # release the connection before waiting on the writer
     checked = decode_and_check(payload, device.profile, now_ms=int(time.time() * 1000))
     for problem in checked.problems:
         metrics.REJECTED.labels(problem.code).inc()
@@ -125,7 +133,7 @@ async def ingest(
             code="NO_VALID_READINGS",
             details={"rejected": [p.as_dict() for p in checked.problems]},
         )
-    metrics.ACCEPTED.labels(transport).inc(len(checked.readings))
+    _accepted(transport).inc(len(checked.readings))
     outcome = await pipeline.submit(
         DeviceReadings(device.id, device.organization_id, checked.readings)
     )

@@ -4,12 +4,24 @@ A submission is acknowledged (its future resolved) only after the batch holding 
 committed. Admission is bounded by readings waiting: past the bound, `submit` raises
 Overloaded at once (HTTP answers 503 with Retry-After; MQTT delays its PUBACK), so memory
 stays bounded and nothing accepted is ever dropped.
+
+Group commit: one batcher task takes everything waiting (up to batch_size readings) and
+writes it in one transaction, so submissions that arrive together share one commit and each
+is answered when that commit is done. While a batch is being written the next one gathers by
+itself; `flush_interval_s` lets the batcher wait a little longer for a batch to fill (fewer,
+larger commits, which on this 2-core machine answered more single-reading requests per
+second than writing at once, at the cost of at most that much latency); 0 writes at once.
+
+Concurrency: enqueue runs on the event loop (no lock: it only appends and wakes the batcher);
+only the batcher takes from `_waiting`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -69,7 +81,10 @@ class IngestPipeline:
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
         self.handlers = list(handlers)
-        self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
+        self._waiting: deque[_Pending] = deque()  # accepted, not yet taken into a batch
+        self._waiting_readings = 0
+        self._wake = asyncio.Event()  # set when something is waiting (or on stop)
+        self._filled = asyncio.Event()  # set when a whole batch is waiting
         self._pending = 0
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -78,6 +93,11 @@ class IngestPipeline:
     def pending(self) -> int:
         """Readings accepted into the queue and not yet committed."""
         return self._pending
+
+    @property
+    def waiting(self) -> int:
+        """Readings accepted and not yet taken into a batch (the rest are being written)."""
+        return self._waiting_readings
 
     def add_handler(self, handler: AfterCommit) -> None:
         """Run `handler` with each batch's new readings after the commit."""
@@ -92,7 +112,8 @@ class IngestPipeline:
         """Refuse new work, write everything already accepted, then stop."""
         self._closing = True
         if self._task is not None:
-            await self._queue.put(None)
+            self._wake.set()
+            self._filled.set()  # a lingering batch goes at once
             await self._task
             self._task = None
 
@@ -115,7 +136,11 @@ class IngestPipeline:
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._pending += count
         metrics.QUEUE_DEPTH.set(self._pending)
-        self._queue.put_nowait(_Pending(item, future))
+        self._waiting.append(_Pending(item, future))
+        self._waiting_readings += count
+        self._wake.set()
+        if self._waiting_readings >= self.batch_size:
+            self._filled.set()
         return future
 
     async def submit(self, item: DeviceReadings) -> Outcome:
@@ -123,49 +148,48 @@ class IngestPipeline:
         return await self.enqueue(item)
 
     async def _run(self) -> None:
-        stop = False
-        while not stop:
-            first = await self._queue.get()
-            if first is None:
-                break
-            batch = [first]
-            size = len(first.item.readings)
-            deadline = time.monotonic() + self.flush_interval_s
-            while size < self.batch_size:
-                remaining = deadline - time.monotonic()
-                try:
-                    nxt = (
-                        self._queue.get_nowait()
-                        if remaining <= 0
-                        else await asyncio.wait_for(self._queue.get(), remaining)
-                    )
-                except (TimeoutError, asyncio.QueueEmpty):
+        while True:
+            if not self._waiting:
+                if self._closing:  # everything accepted before stop() is written
                     break
-                if nxt is None:
-                    stop = True
-                    break
-                batch.append(nxt)
-                size += len(nxt.item.readings)
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if self.flush_interval_s > 0 and not self._closing:
+                await self._linger()
+            batch, size = self._take()
             await self._flush(batch, size)
-        # Drain whatever was accepted before stop() (enqueue refuses new work by now).
-        rest: list[_Pending] = []
-        while not self._queue.empty():
-            pending = self._queue.get_nowait()
-            if pending is not None:
-                rest.append(pending)
-        if rest:
-            await self._flush(rest, sum(len(p.item.readings) for p in rest))
         try:
             await self.writer.settle()  # the last batch may have left its roll-ups deferred
         except Exception:  # still logged in the database: the next writer merges them
             log.exception("telemetry_settle_failed")
+
+    async def _linger(self) -> None:
+        """Wait up to flush_interval_s for a whole batch (or stop)."""
+        if self._waiting_readings >= self.batch_size:
+            return
+        self._filled.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._filled.wait(), self.flush_interval_s)
+
+    def _take(self) -> tuple[list[_Pending], int]:
+        """The oldest waiting submissions, up to batch_size readings (at least one)."""
+        batch: list[_Pending] = []
+        size = 0
+        waiting = self._waiting
+        while waiting and (not batch or size < self.batch_size):
+            pending = waiting.popleft()
+            batch.append(pending)
+            size += len(pending.item.readings)
+        self._waiting_readings -= size
+        return batch, size
 
     async def _flush(self, batch: list[_Pending], size: int) -> None:
         begin = time.perf_counter()
         try:
             # While more is queued, roll-ups and latest values may be merged with a later
             # batch's (far fewer upserts); the batch that empties the queue merges them all.
-            busy = not self._closing and not self._queue.empty()
+            busy = not self._closing and bool(self._waiting)
             result = await self.writer.write([p.item for p in batch], defer_rollups=busy)
         except Exception as exc:
             log.exception("telemetry_write_failed", readings=size)

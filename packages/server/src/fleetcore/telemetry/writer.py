@@ -214,7 +214,11 @@ class TelemetryWriter:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.dialect = _Dialect(engine.dialect.name)
-        self._sync_engine = None if self.dialect.pg else create_sync_sqlite_engine(engine.url)
+        # SQLite: one connection kept between batches (no connect and pragmas per batch);
+        # batches are written one at a time, so it is never used by two threads at once.
+        self._sync_engine = (
+            None if self.dialect.pg else create_sync_sqlite_engine(engine.url, keep_one=True)
+        )
         self._keys: dict[tuple[str, int], int] = {}
         self._series: dict[tuple[uuid.UUID, int], int] = {}
         # device -> (key, kind) -> series id: the one lookup per reading on the hot path
@@ -268,6 +272,8 @@ class TelemetryWriter:
     async def settle(self) -> None:
         """Merge every number logged so far and give back the kept connection (the
         pipeline's last act; a later write would merge them too)."""
+        if self._sync_engine is not None:
+            self._sync_engine.dispose()  # closes the kept connection; a later write reopens
         if self._merging is not None:
             await asyncio.shield(self._merging)
         if self._held is not None:
