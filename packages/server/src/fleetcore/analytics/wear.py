@@ -43,7 +43,6 @@ from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import stats
 
 from fleetcore.analytics.findings import Reading
 
@@ -267,6 +266,10 @@ def _inverse_interval(fit: _Fit, target: float, level: float) -> tuple[float, fl
     tbar = float(x.mean())
     sxx = float(((x - tbar) ** 2).sum())
     gbar = fit.intercept + fit.slope * tbar
+    # Imported here: scipy.stats costs half a second at import, paid by every process
+    # (CLI commands, test servers) though only the wear estimator needs its quantiles.
+    from scipy import stats
+
     q = float(stats.t.ppf(0.5 + level / 2, fit.df))
     k = q * q * fit.sigma2
     e = gbar - target
