@@ -25,8 +25,17 @@ ALGORITHM = "HS256"
 MIN_PASSWORD_LENGTH = 12
 
 _hasher = PasswordHash((Argon2Hasher(),))
-# Verified against when the account does not exist, so timing does not reveal that.
-_dummy_hash = _hasher.hash(secrets.token_urlsafe(16))
+# Verified against when the account does not exist, so timing does not reveal that. Made by
+# configure_hasher (the app calls it before serving), else at first use: not at import,
+# where every process (CLI commands included) would pay a hash for nothing.
+_dummy_hash: str | None = None
+
+
+def _verify_dummy(password: str) -> None:
+    global _dummy_hash
+    if _dummy_hash is None:  # two threads may both make one: either serves
+        _dummy_hash = _hasher.hash(secrets.token_urlsafe(16))
+    _hasher.verify(password, _dummy_hash)
 
 
 def configure_hasher(*, time_cost: int, memory_kib: int) -> None:
@@ -44,7 +53,7 @@ async def hash_password(password: str) -> str:
 async def verify_password(password: str, password_hash: str | None) -> bool:
     """Constant-time check; with no hash, burns the same time and answers False."""
     if password_hash is None:
-        await asyncio.to_thread(_hasher.verify, password, _dummy_hash)
+        await asyncio.to_thread(_verify_dummy, password)
         return False
     return await asyncio.to_thread(_hasher.verify, password, password_hash)
 
