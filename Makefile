@@ -52,9 +52,10 @@ audit: install
 
 # Two workers, a file each at a time (a file's tests share its fixtures and order): the
 # suite waits on servers and subprocesses much of the time. TEST_WORKERS=0 runs it serially.
+# The 15 slowest tests are listed at the end: where the suite's time goes.
 TEST_WORKERS ?= 2
 test: install system-deps lint audit
-	$(BIN)/pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+	$(BIN)/pytest --durations=15 $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 bench: install system-deps
 	$(BIN)/python -m bench
