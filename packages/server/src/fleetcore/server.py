@@ -74,6 +74,14 @@ def tune_gc() -> None:
     about once a second (a quarter of the CPU under load, measured by bench/mqtt_ingest).
     Start-up objects (modules, the app) are frozen out of collection and the young
     generation is collected less often; cycles are still collected.
+
+    The young generation's threshold is 500,000 net allocations, the middle one's 100: the
+    batches queued for the rules and analytics engines keep their readings alive past a
+    young collection, and every survivor was traversed again in the middle generation. At
+    (50,000, 20) that was about a third of the rules' cost: with 1,000 rules
+    bench/rules_ingest dropped 18-27% against 12-16% now, and the server's peak RSS stayed
+    at 270 MB under that load. Memory held by cyclic garbage between collections is bounded
+    by the threshold.
     """
     gc.collect()
     gc.freeze()
