@@ -38,6 +38,7 @@ from fleetcore.mqtt.mqtt5 import (
     frame,
     packet_id_bytes,
     protocol_level,
+    read_connect_flags,
     read_packet_id,
 )
 
@@ -89,28 +90,19 @@ def parse_connect(body: bytes) -> Connect:
     if level != PROTOCOL_LEVEL:
         raise ProtocolError(UNSUPPORTED_PROTOCOL_VERSION, f"protocol level {level} is not 4")
     reader = Reader(body, 7)
-    flags = reader.byte("connect flags")
-    if flags & 0x01:
-        raise _malformed("the reserved connect flag is set")
-    will_flag = bool(flags & 0x04)
-    will_qos = (flags >> 3) & 0x03
-    will_retain = bool(flags & 0x20)
-    if will_flag and will_qos == 3:
-        raise _malformed("will QoS 3")
-    if not will_flag and (will_qos or will_retain):
-        raise _malformed("will QoS or will retain set without the will flag")  # [MQTT-3.1.2-11]
+    flags = read_connect_flags(reader, stray_will_bits=_malformed)
     keep_alive = reader.u16("keep alive")
     client_id = reader.string("client identifier")
     will = None
-    if will_flag:
+    if flags.will:
         topic = reader.string("will topic")
         if not topic or "+" in topic or "#" in topic:
             raise _malformed(f"will topic {topic!r} is not a topic name")
-        will = Will(topic, reader.binary("will message"), will_qos, will_retain)
-    username = reader.string("user name") if flags & 0x80 else None
-    password = reader.binary("password") if flags & 0x40 else None
+        will = Will(topic, reader.binary("will message"), flags.will_qos, flags.will_retain)
+    username = reader.string("user name") if flags.username else None
+    password = reader.binary("password") if flags.password else None
     reader.expect_end("the CONNECT payload")
-    clean_session = bool(flags & 0x02)
+    clean_session = flags.clean
     if password is not None and username is None:
         raise ProtocolError(BAD_USER_NAME_OR_PASSWORD, "a password without a user name")
     if not client_id and not clean_session:

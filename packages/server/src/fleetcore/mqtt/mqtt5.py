@@ -42,7 +42,7 @@ identifiers, `check_flags`) are shared with the MQTT 3.1.1 codec (fleetcore.mqtt
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -163,6 +163,44 @@ class ProtocolError(ValueError):
 
 def _malformed(message: str) -> ProtocolError:
     return ProtocolError(MALFORMED_PACKET, message)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectFlags:
+    """A CONNECT's flags byte (3.1.2.3 in both versions), checked."""
+
+    clean: bool  # 3.1.1's Clean Session, MQTT 5's Clean Start
+    will: bool
+    will_qos: int
+    will_retain: bool
+    username: bool
+    password: bool
+
+
+def read_connect_flags(
+    reader: Reader, *, stray_will_bits: Callable[[str], ProtocolError]
+) -> ConnectFlags:
+    """Read and check the flags byte: the same rules in 3.1.1 and MQTT 5, except what will
+    QoS or retain without the will flag is, which the caller names (3.1.1: a malformed
+    packet [MQTT-3.1.2-11]; MQTT 5: a protocol error)."""
+    flags = reader.byte("connect flags")
+    if flags & 0x01:
+        raise _malformed("the reserved connect flag is set")
+    will = bool(flags & 0x04)
+    will_qos = (flags >> 3) & 0x03
+    will_retain = bool(flags & 0x20)
+    if will and will_qos == 3:
+        raise _malformed("will QoS 3")
+    if not will and (will_qos or will_retain):
+        raise stray_will_bits("will QoS or will retain set without the will flag")
+    return ConnectFlags(
+        clean=bool(flags & 0x02),
+        will=will,
+        will_qos=will_qos,
+        will_retain=will_retain,
+        username=bool(flags & 0x80),
+        password=bool(flags & 0x40),
+    )
 
 
 def _protocol(message: str) -> ProtocolError:
@@ -672,23 +710,14 @@ def parse_connect(body: bytes) -> Connect:
     if level != PROTOCOL_LEVEL:
         raise ProtocolError(UNSUPPORTED_PROTOCOL_VERSION, f"protocol level {level} is not 5")
     reader = Reader(body, len(_PROTOCOL_NAME) + 1)
-    flags = reader.byte("connect flags")
-    if flags & 0x01:
-        raise _malformed("the reserved connect flag is set")
-    will_flag = bool(flags & 0x04)
-    will_qos = (flags >> 3) & 0x03
-    will_retain = bool(flags & 0x20)
-    if will_flag and will_qos == 3:
-        raise _malformed("will QoS 3")
-    if not will_flag and (will_qos or will_retain):
-        raise _protocol("will QoS or will retain set without the will flag")
+    flags = read_connect_flags(reader, stray_will_bits=_protocol)
     keep_alive = reader.u16("keep alive")
     properties = _read_properties(reader, _CONNECT)
     if AUTHENTICATION_DATA in properties and AUTHENTICATION_METHOD not in properties:
         raise _protocol("Authentication Data without an Authentication Method")
     client_id = reader.string("client identifier")
     will = None
-    if will_flag:
+    if flags.will:
         will_properties = _read_properties(reader, _WILL)
         topic = reader.string("will topic")
         if not topic:
@@ -702,13 +731,13 @@ def parse_connect(body: bytes) -> Connect:
                 raise ProtocolError(
                     PAYLOAD_FORMAT_INVALID, "will payload is marked UTF-8 but is not"
                 ) from None
-        will = Will(topic, payload, will_qos, will_retain, will_properties)
-    username = reader.string("user name") if flags & 0x80 else None
-    password = reader.binary("password") if flags & 0x40 else None
+        will = Will(topic, payload, flags.will_qos, flags.will_retain, will_properties)
+    username = reader.string("user name") if flags.username else None
+    password = reader.binary("password") if flags.password else None
     reader.expect_end("the CONNECT payload")
     return Connect(
         client_id=client_id,
-        clean_start=bool(flags & 0x02),
+        clean_start=flags.clean,
         keep_alive=keep_alive,
         username=username,
         password=password,
