@@ -1,8 +1,10 @@
 """Reading telemetry: raw readings a page at a time, aggregates from the roll-ups, latest values.
 
 Raw pages read each series by its primary key (series_id, ts) with its own LIMIT, so a page
-costs at most `limit` rows per series whatever the range. Aggregates read only the roll-up
-tables (1 minute for intervals under an hour, 1 hour above), by (series_id, bucket) ranges.
+costs at most `limit` rows per series whatever the range; numeric series are read across
+raw and packed rows alike (packed.py), packed hours by their (series_id, block) key.
+Aggregates read only the roll-up tables (1 minute for intervals under an hour, 1 hour
+above), by (series_id, bucket) ranges.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from fleetcore.devices.models import Device
 from fleetcore.devices.service import get_device, live_devices
 from fleetcore.telemetry.models import LATEST, ROLLUP_1H, ROLLUP_1M, VALUE_TABLES, Series
 from fleetcore.telemetry.models import TelemetryKey as Key
+from fleetcore.telemetry.packed import number_rows
 from fleetcore.telemetry.query_schemas import (
     INTERVALS,
     Agg,
@@ -84,6 +87,12 @@ async def device_series(
     return [SeriesRef(sid, name, Kind(k)) for sid, name, k in (await db.execute(query)).all()]
 
 
+def is_postgresql(db: Executor) -> bool:
+    """Whether `db` talks to PostgreSQL (packed readings exist only there)."""
+    bind = db.get_bind() if isinstance(db, AsyncSession) else db
+    return bind.dialect.name == "postgresql"
+
+
 def _bounds(
     s: SeriesRef, start: int, end: int, after: tuple[int, str, Kind] | None, descending: bool
 ) -> tuple[int, int]:
@@ -108,13 +117,16 @@ async def read_rows(
 ) -> list[Row]:
     """Up to `limit` readings in [start, end) after the cursor, in (ts, key, kind) order."""
     by_id = {s.id: s for s in series}
+    pg = is_postgresql(db)
     rows: list[Row] = []
     for kind in Kind:
         table = VALUE_TABLES[kind]
         arms = []
         for s in series:
             lo, hi = _bounds(s, start, end, after, descending) if s.kind is kind else (0, 0)
-            if lo < hi:
+            if lo < hi and kind is Kind.NUMBER:  # raw and packed (compaction)
+                arms.append(number_rows(s.id, lo, hi, limit=limit, descending=descending, pg=pg))
+            elif lo < hi:
                 arms.append(
                     select(table.c.series_id, table.c.ts, table.c.value)
                     .where(table.c.series_id == s.id, table.c.ts >= lo, table.c.ts < hi)

@@ -173,7 +173,7 @@ async def run_retention(
     """Remove every organization's expired readings and roll-ups."""
     now_ms = now_ms if now_ms is not None else int(datetime.now(UTC).timestamp() * 1000)
     report = RetentionReport()
-    async with _single_runner(engine) as mine:
+    async with single_runner(engine, RUNNER_LOCK_KEY) as mine:
         if not mine:
             report.skipped = True
             return report
@@ -285,17 +285,16 @@ def _delete_chunk(target: str, column: str, *, by_ctid: bool) -> TextClause:
 
 
 @asynccontextmanager
-async def _single_runner(engine: AsyncEngine) -> AsyncIterator[bool]:
-    """On PostgreSQL, a session advisory lock; yields False when another process holds it."""
+async def single_runner(engine: AsyncEngine, key: int) -> AsyncIterator[bool]:
+    """On PostgreSQL, session advisory lock `key`; yields False when another process holds
+    it (retention and compaction each run once at a time)."""
     if engine.dialect.name != "postgresql":
         yield True
         return
     async with engine.connect() as connection:
         got = bool(
             (
-                await connection.exec_driver_sql(
-                    "SELECT pg_try_advisory_lock($1)", (RUNNER_LOCK_KEY,)
-                )
+                await connection.exec_driver_sql("SELECT pg_try_advisory_lock($1)", (key,))
             ).scalar_one()
         )
         await connection.commit()
@@ -303,9 +302,7 @@ async def _single_runner(engine: AsyncEngine) -> AsyncIterator[bool]:
             yield got
         finally:
             if got:
-                await connection.exec_driver_sql(
-                    "SELECT pg_advisory_unlock($1)", (RUNNER_LOCK_KEY,)
-                )
+                await connection.exec_driver_sql("SELECT pg_advisory_unlock($1)", (key,))
                 await connection.commit()
 
 
