@@ -31,6 +31,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 from prometheus_client import Counter
@@ -190,7 +191,7 @@ async def _targets(
 
 async def _plan(engine: AsyncEngine, table: str, report: CompactionReport) -> None:
     async with engine.connect() as connection:
-        row = (
+        row: Any = (
             await connection.exec_driver_sql(_PLAN_SQL.format(t=table), (report.cutoff_ms,))
         ).one()
     if row[0]:
@@ -224,7 +225,7 @@ async def _pack_table(
         async with engine.begin() as connection:
             # Late writers hold it shared while they check packed rows (packed.py).
             await connection.exec_driver_sql("SELECT pg_advisory_xact_lock($1)", (PACK_LOCK_KEY,))
-            row = (
+            row: Any = (
                 await connection.exec_driver_sql(statement, (series[first : first + size], cutoff))
             ).one()
         report.readings += int(row[0])
