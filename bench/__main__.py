@@ -25,6 +25,7 @@ from bench import (
     plate_ingest,
     rules_ingest,
     soak,
+    telemetry_compaction,
     telemetry_ingest,
     telemetry_storage,
 )
@@ -34,6 +35,7 @@ BENCHMARKS = {
     "http_health": http_overhead.run,
     "telemetry_ingest": telemetry_ingest.run,
     "telemetry_storage": telemetry_storage.run,
+    "telemetry_compaction": telemetry_compaction.run,
     "mqtt_ingest": mqtt_ingest.run,
     "mqtt_clients": mqtt_clients.run,
     "external_ingest": external_ingest.run,
