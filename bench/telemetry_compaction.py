@@ -94,13 +94,14 @@ async def _alternatives(connection: asyncpg.Connection) -> dict[str, float]:
         "ALTER TABLE alt_lz4 ALTER COLUMN offs SET COMPRESSION lz4, "
         "ALTER COLUMN vals SET COMPRESSION lz4;"
         # Slices make new arrays: a compressed value copied as it is keeps its compression.
-        "INSERT INTO alt_lz4 SELECT series_id, block, offs[1:cardinality(offs)], "
+        "INSERT INTO alt_lz4 SELECT series_id, block, n, offs[1:cardinality(offs)], "
         "vals[1:cardinality(vals)] FROM ts_num_packed"
     )
     out["arrays_lz4_hour"] = round(await _size(connection, "alt_lz4") / READINGS, 2)
     await connection.execute(
         "CREATE TABLE alt_day (LIKE ts_num_packed INCLUDING ALL);"  # noqa: S608 (constants)
-        "INSERT INTO alt_day SELECT series_id, d, array_agg((ts - d)::integer ORDER BY ts), "
+        "INSERT INTO alt_day SELECT series_id, d, count(*), "
+        "array_agg((ts - d)::integer ORDER BY ts), "
         "array_agg(v ORDER BY ts) FROM (SELECT p.series_id, p.block + u.o AS ts, u.v, "
         f"p.block - p.block % {DAY_MS} AS d FROM ts_num_packed p, "
         "unnest(p.offs, p.vals) AS u (o, v)) AS r GROUP BY series_id, d"

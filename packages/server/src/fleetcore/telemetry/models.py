@@ -169,6 +169,7 @@ PACKED_NUM = Table(
     Base.metadata,
     Column("series_id", Integer, primary_key=True),
     Column("block", BigInteger, primary_key=True),  # the hour's start, epoch ms
+    Column("n", Integer, nullable=False),  # readings held: pages pick blocks without the arrays
     Column("offs", _array(Integer), nullable=False),
     Column("vals", _array(DOUBLE_PRECISION), nullable=False),
     sqlite_with_rowid=False,

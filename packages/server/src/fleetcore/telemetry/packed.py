@@ -2,9 +2,10 @@
 
 Compaction (compaction.py) moves the readings of closed hours of numeric series from ts_num
 into ts_num_packed, one row of two arrays per series and hour. A (series_id, ts) is in one
-of the two, never both, so a reader takes the union: `number_rows` is the one query every
-reader of ts_num uses (raw pages, exports, rule dry-runs, analytics replays, the commands'
-safety gate). PostgreSQL only: SQLite keeps every reading raw (see compaction.py for why).
+of the two, never both, so a reader takes the union: `number_rows` (or its two arms,
+`number_arms`) is what every reader of ts_num uses (raw pages, exports, rule dry-runs,
+analytics replays, the commands' safety gate). PostgreSQL only: SQLite keeps every reading
+raw (see compaction.py for why).
 
 What keeps raw and packed apart when readings come late (the concurrency rule, shared by
 the writer and the compactor):
@@ -27,7 +28,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import Select, func, select, true, union_all
+from sqlalchemy import Select, and_, case, func, or_, select, true, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcore.telemetry.models import PACKED_NUM, VALUE_TABLES
@@ -52,11 +53,12 @@ def block_of(ts: int) -> int:
     return ts - ts % BLOCK_MS  # Python's % floors
 
 
-def number_rows(
+def number_arms(
     series_id: int, lo: int, hi: int, *, limit: int, descending: bool = False, pg: bool
-) -> Select[Any]:
-    """(series_id, ts, value) of one numeric series in [lo, hi), up to `limit` in ts order,
-    raw and packed alike (packed on PostgreSQL only)."""
+) -> list[Select[Any]]:
+    """(series_id, ts, value) of one numeric series in [lo, hi): the raw rows and the packed
+    ones (PostgreSQL), each arm its first `limit` in ts order. Their union holds the first
+    `limit` readings of the series; a caller that sorts anyway merges them itself."""
     raw = VALUE_TABLES[Kind.NUMBER]
     raw_arm = (
         select(raw.c.series_id, raw.c.ts, raw.c.value)
@@ -65,7 +67,7 @@ def number_rows(
         .limit(limit)
     )
     if not pg:
-        return raw_arm
+        return [raw_arm]
     p = PACKED_NUM.c
     cells = func.unnest(p.offs, p.vals).table_valued("o", "v").render_derived(name="u")
     ts = (p.block + cells.c.o).label("ts")
@@ -75,15 +77,47 @@ def number_rows(
         .join(cells, true())  # a function in FROM may read the rows before it (lateral)
         .where(
             p.series_id == series_id,
-            p.block > lo - BLOCK_MS,  # a block starting before lo may still hold lo
-            p.block < hi,
+            p.block.in_(_first_blocks(series_id, lo, hi, limit=limit, descending=descending)),
             p.block + cells.c.o >= lo,
             p.block + cells.c.o < hi,
         )
         .order_by(ts.desc() if descending else ts)
         .limit(limit)
     )
-    both = union_all(select(raw_arm.subquery()), select(packed_arm.subquery())).subquery()
+    return [raw_arm, packed_arm]
+
+
+def _first_blocks(series_id: int, lo: int, hi: int, *, limit: int, descending: bool) -> Select[Any]:
+    """The blocks of [lo, hi) a page of `limit` may need, in page order: every one until
+    the blocks wholly inside the range before it hold `limit` readings. Read from the
+    counts, without touching the arrays: a page of 100 unpacks one block or two, not all."""
+    p = PACKED_NUM.c
+    inside = case((and_(p.block >= lo, p.block + BLOCK_MS <= hi), p.n), else_=0)
+    order = p.block.desc() if descending else p.block
+    before = func.sum(inside).over(order_by=order, rows=(None, -1))
+    candidates = (
+        select(p.block, before.label("before"))
+        .where(
+            p.series_id == series_id,
+            p.block > lo - BLOCK_MS,  # a block starting before lo may still hold lo
+            p.block < hi,
+        )
+        .subquery()
+    )
+    return select(candidates.c.block).where(
+        or_(candidates.c.before.is_(None), candidates.c.before < limit)
+    )
+
+
+def number_rows(
+    series_id: int, lo: int, hi: int, *, limit: int, descending: bool = False, pg: bool
+) -> Select[Any]:
+    """(series_id, ts, value) of one numeric series in [lo, hi), up to `limit` in ts order,
+    raw and packed alike (packed on PostgreSQL only)."""
+    arms = number_arms(series_id, lo, hi, limit=limit, descending=descending, pg=pg)
+    if len(arms) == 1:
+        return arms[0]
+    both = union_all(*(select(arm.subquery()) for arm in arms)).subquery()
     return (
         select(both.c.series_id, both.c.ts, both.c.value)
         .order_by(both.c.ts.desc() if descending else both.c.ts)

@@ -22,7 +22,7 @@ from fleetcore.devices.models import Device
 from fleetcore.devices.service import get_device, live_devices
 from fleetcore.telemetry.models import LATEST, ROLLUP_1H, ROLLUP_1M, VALUE_TABLES, Series
 from fleetcore.telemetry.models import TelemetryKey as Key
-from fleetcore.telemetry.packed import number_rows
+from fleetcore.telemetry.packed import number_arms
 from fleetcore.telemetry.query_schemas import (
     INTERVALS,
     Agg,
@@ -124,8 +124,8 @@ async def read_rows(
         arms = []
         for s in series:
             lo, hi = _bounds(s, start, end, after, descending) if s.kind is kind else (0, 0)
-            if lo < hi and kind is Kind.NUMBER:  # raw and packed (compaction)
-                arms.append(number_rows(s.id, lo, hi, limit=limit, descending=descending, pg=pg))
+            if lo < hi and kind is Kind.NUMBER:  # raw and packed (compaction), sorted below
+                arms += number_arms(s.id, lo, hi, limit=limit, descending=descending, pg=pg)
             elif lo < hi:
                 arms.append(
                     select(table.c.series_id, table.c.ts, table.c.value)

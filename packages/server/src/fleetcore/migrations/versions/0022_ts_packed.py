@@ -28,6 +28,7 @@ def upgrade() -> None:
         "ts_num_packed",
         sa.Column("series_id", sa.Integer(), nullable=False),
         sa.Column("block", sa.BigInteger(), nullable=False),
+        sa.Column("n", sa.Integer(), nullable=False),
         sa.Column("offs", _array(sa.Integer()), nullable=False),
         sa.Column("vals", _array(postgresql.DOUBLE_PRECISION()), nullable=False),
         sa.PrimaryKeyConstraint("series_id", "block", name=op.f("pk_ts_num_packed")),
