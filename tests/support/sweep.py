@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from fleetcore.alerts.models import Alert
 from fleetcore.analytics.models import AnalyticsFinding, DeviceHealth, Recommendation
+from fleetcore.archive.models import TelemetryArchive
 from fleetcore.auth.principal import Role
 from fleetcore.db import Database
 from fleetcore.deadletters.sink import DeadLetterSink
@@ -230,7 +231,22 @@ async def create_objects(app: FastAPI, client: httpx.AsyncClient, tenant: Tenant
         files={"image": ("sweep.png", png_image(), "image/png")},
     )
     assert photo.status_code == 201, photo.text
+    # Archives: a record of an archived day (the archive writer's, without files).
+    archive = TelemetryArchive(
+        organization_id=tenant.org_id,
+        day=datetime(2025, 1, 1, tzinfo=UTC).date(),
+        rows=1,
+        files=1,
+        bytes=1,
+        store="file",
+        location=f"org={tenant.org_id}/day=2025-01-01",
+        manifest_sha256="0" * 64,
+    )
+    async with database.session(write=True) as session:
+        session.add(archive)
+        await session.commit()
     return {
+        "archive_id": str(archive.id),
         "media_id": photo.json()["media"][0]["id"],
         **catalog_ids,
         **plate_ids,
