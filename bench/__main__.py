@@ -14,6 +14,7 @@ from bench import (
     analytics_eval,
     analytics_ingest,
     analytics_rul,
+    archive,
     dashboard_render,
     dex,
     external_ingest,
@@ -46,6 +47,7 @@ BENCHMARKS = {
     "plate_ingest": plate_ingest.run,
     "analytics_rul": analytics_rul.run,
     "analytics_eval": analytics_eval.run,
+    "archive": archive.run,
 }
 
 
