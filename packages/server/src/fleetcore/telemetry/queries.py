@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Select, func, literal_column, select, union_all
+from sqlalchemy import ClauseElement, ColumnElement, Select, func, literal_column, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from fleetcore.auth.principal import Principal
 from fleetcore.devices.models import Device
@@ -110,6 +111,7 @@ async def read_rows(
     """Up to `limit` readings in [start, end) after the cursor, in (ts, key, kind) order."""
     by_id = {s.id: s for s in series}
     rows: list[Row] = []
+    queried = 0
     for kind in Kind:
         table = VALUE_TABLES[kind]
         arms = []
@@ -122,16 +124,43 @@ async def read_rows(
                     .order_by(table.c.ts.desc() if descending else table.c.ts)
                     .limit(limit)
                 )
+        queried += len(arms)
         for first in range(0, len(arms), _ARMS_PER_QUERY):
             chunk = arms[first : first + _ARMS_PER_QUERY]
             query = (
                 chunk[0] if len(chunk) == 1 else union_all(*(select(a.subquery()) for a in chunk))
             )
-            for sid, ts, value in (await db.execute(query)).all():
+            found = (
+                await fetch_plain(db, query)
+                if kind is Kind.NUMBER
+                else (await db.execute(query)).all()
+            )
+            for sid, ts, value in found:
                 ref = by_id[sid]
                 rows.append(Row(ts, ref.key, ref.kind, value))
-    rows.sort(key=lambda r: (r.ts, r.key, r.kind), reverse=descending)
+    if queried > 1:  # one series comes in ts order already
+        rows.sort(key=lambda r: (r.ts, r.key, r.kind), reverse=descending)
     return rows[:limit]
+
+
+async def fetch_plain(db: Executor, query: ClauseElement) -> Sequence[Sequence[Any]]:
+    """The rows of a query whose columns need no conversion (integers, floats), straight
+    from the driver: at a day of 1-second readings, SQLAlchemy's row objects and result
+    processing cost several times the read itself. Same connection, same transaction."""
+    connection = db if isinstance(db, AsyncConnection) else await db.connection()
+    compiled = query.compile(
+        dialect=connection.dialect, compile_kwargs={"render_postcompile": True}
+    )
+    assert isinstance(compiled, SQLCompiler)  # both dialects' are positional: $n and ?
+    values = compiled.construct_params()
+    params = [values[name] for name in compiled.positiontup or ()]
+    driver: Any = (await connection.get_raw_connection()).driver_connection
+    if connection.dialect.name == "postgresql":  # asyncpg
+        records: Sequence[Sequence[Any]] = await driver.fetch(str(compiled), *params)
+        return records
+    async with driver.execute(str(compiled), params) as cursor:  # aiosqlite
+        rows: Sequence[Sequence[Any]] = await cursor.fetchall()
+        return rows
 
 
 async def read_readings(

@@ -234,6 +234,7 @@
       requestAnimationFrame(() => {
         stats.renderedMs = performance.now() - t0;
         root.dataset.rendered = String(points);
+        root.dataset.step = String(read.step || "");
         root.removeAttribute("aria-busy");
         performance.mark("fc-chart-drawn");
       });
