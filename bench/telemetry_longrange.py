@@ -17,7 +17,8 @@ Figures, p50/p95 over RUNS reads (each in its own session, as a request has):
   of 10,000 (the API's page cap): what a client reading a day through the API waits for,
   so the target (p95 < 150 ms) is held against this walk; the single read is its floor;
 - aggregates_1d: the 1-day interval over 30/90/365 days for 1 and 10 keys, from the 1-hour
-  roll-up and from the 1-day one (`queries.aggregate_query(..., source=...)`).
+  roll-up as the API reads it, and from a probe table of 1-day buckets (what a 1-day roll-up
+  would cost to read; there is none, see docs/architecture.md, Reads).
 Then every step of AFTER (compaction, when the module exists) runs and the same reads are
 timed again, so the figures compare before/after in one run.
 """
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from sqlalchemy import bindparam, text
 from tests.support.postgres import PostgresServer
 
 from bench.telemetry_ingest import asyncpg_dsn, make_devices, migrated
@@ -256,24 +258,47 @@ class Reads:
         }
 
     async def aggregates_1d(self, ids: dict[str, int]) -> dict[str, Any]:
-        """The 1-day interval from each roll-up coarser than a minute, 30/90/365 days."""
+        """The 1-day interval over 30/90/365 days from the 1-hour roll-up (what the API reads)
+        and from a 1-day probe table (what a 1-day roll-up would cost to read)."""
+        await self._probe_1d()
         out: dict[str, Any] = {}
         for days in (30, 90, 365):
             for keys in (1, YEAR_KEYS):
                 series = [ids[f"y{i}"] for i in range(keys)]
-                for source in (w for w in ROLLUPS if w >= HOUR):
-                    query = queries.aggregate_query(
-                        series, self.end - days * DAY, self.end, DAY, "avg", source=source
-                    )
+                start = self.end - days * DAY
+                hourly = queries.aggregate_query(series, start, self.end, DAY, "avg", source=HOUR)
+                daily = text(
+                    "SELECT series_id, bucket, total / cnt FROM ts_rollup_1d_probe "
+                    "WHERE series_id IN :ids AND bucket >= :start AND bucket < :end"
+                ).bindparams(bindparam("ids", expanding=True), start=start, end=self.end)
+                for name, query in (("1h", hourly), ("1d_probe", daily)):
+                    params = {"ids": series} if name == "1d_probe" else {}
 
-                    async def read(query: Any = query) -> int:
+                    async def read(query: Any = query, params: Any = params) -> int:
                         async with self.database.session() as session:
-                            return len((await session.execute(query)).all())
+                            return len((await session.execute(query, params)).all())
 
                     figures, rows = await _timed(RUNS, read)
-                    name = chart.SOURCE_NAMES[source]
                     out[f"{days}d_{keys}keys_from_{name}"] = {**figures, "buckets": rows}
         return out
+
+    async def _probe_1d(self) -> None:
+        """ts_rollup_1d_probe: the 1-hour roll-up grouped by day, laid out as the roll-ups are
+        (primary key (series_id, bucket); SQLite WITHOUT ROWID). Bench only."""
+        sqlite = self.database.engine.dialect.name == "sqlite"
+        async with self.database.engine.begin() as connection:
+            await connection.exec_driver_sql("DROP TABLE IF EXISTS ts_rollup_1d_probe")
+            await connection.exec_driver_sql(
+                "CREATE TABLE ts_rollup_1d_probe (series_id integer NOT NULL, bucket bigint "
+                "NOT NULL, cnt bigint NOT NULL, total double precision NOT NULL, "
+                "PRIMARY KEY (series_id, bucket))" + (" WITHOUT ROWID" if sqlite else "")
+            )
+            await connection.exec_driver_sql(
+                "INSERT INTO ts_rollup_1d_probe SELECT series_id, "
+                f"bucket - bucket % {DAY}, sum(cnt), sum(total) FROM ts_rollup_1h GROUP BY 1, 2"
+            )
+            if not sqlite:
+                await connection.exec_driver_sql("ANALYZE ts_rollup_1d_probe")
 
     async def all(self, ids: dict[str, int]) -> dict[str, Any]:
         """Every timed read."""
