@@ -27,6 +27,7 @@ from bench import (
     rules_ingest,
     soak,
     telemetry_ingest,
+    telemetry_longrange,
     telemetry_storage,
 )
 from fleetcore.logging import configure_logging
@@ -35,6 +36,7 @@ BENCHMARKS = {
     "http_health": http_overhead.run,
     "telemetry_ingest": telemetry_ingest.run,
     "telemetry_storage": telemetry_storage.run,
+    "telemetry_longrange": telemetry_longrange.run,
     "mqtt_ingest": mqtt_ingest.run,
     "mqtt_clients": mqtt_clients.run,
     "external_ingest": external_ingest.run,

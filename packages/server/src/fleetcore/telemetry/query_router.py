@@ -16,10 +16,11 @@ from fleetcore.auth.deps import PrincipalDep
 from fleetcore.body_limit import body_limit
 from fleetcore.deps import DatabaseDep, SessionDep
 from fleetcore.errors import Invalid, PayloadTooLarge
-from fleetcore.telemetry import export, importing, queries
+from fleetcore.telemetry import chart, export, importing, queries
 from fleetcore.telemetry.query_schemas import (
     Agg,
     Aggregates,
+    Chart,
     DeviceLatest,
     ExportFormat,
     ImportAnswer,
@@ -109,6 +110,34 @@ async def read_telemetry(
         end=end,
         interval=interval,
         agg=agg or "avg",
+    )
+
+
+@router.get(
+    "/devices/{device_id:uuid}/telemetry/chart", summary="A device's numeric keys for a chart"
+)
+async def read_chart(
+    device_id: uuid.UUID,
+    session: SessionDep,
+    principal: PrincipalDep,
+    keys: KeysQuery = None,
+    start: StartQuery = None,
+    end: EndQuery = None,
+    width: Annotated[
+        int, Query(ge=1, le=chart.MAX_WIDTH, description="the chart's width in pixels")
+    ] = chart.DEFAULT_WIDTH,
+) -> Chart:
+    """Numeric keys downsampled to at most `width` buckets whatever the range (a round step,
+    from raw readings under a minute, else the roll-ups), each with min, max and mean so a
+    one-reading spike stays visible; buckets without data are left out."""
+    return await chart.read_chart(
+        session,
+        principal,
+        device_id=device_id,
+        keys=parse_keys(keys),
+        start=start,
+        end=end,
+        width=width,
     )
 
 
