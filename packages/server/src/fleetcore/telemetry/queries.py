@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import orjson
 from sqlalchemy import ClauseElement, ColumnElement, Select, func, literal_column, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -32,8 +33,6 @@ from fleetcore.telemetry.query_schemas import (
     Interval,
     LatestValue,
     ManyLatest,
-    Reading,
-    ReadingsPage,
     bucket_range,
     decode_cursor,
     encode_cursor,
@@ -163,6 +162,26 @@ async def fetch_plain(db: Executor, query: ClauseElement) -> Sequence[Sequence[A
         return rows
 
 
+@dataclass(frozen=True, slots=True)
+class RawPage:
+    """A page of raw readings as read: plain rows, not models (a page may hold 100,000)."""
+
+    device_id: uuid.UUID
+    rows: list[Row]
+    next_cursor: str | None
+
+    def json(self) -> bytes:
+        """The page as `ReadingsPage` JSON, without building a model per reading: pydantic
+        took ~3 µs a reading to build and dump, orjson 0.2 µs (bench/telemetry_longrange)."""
+        return orjson.dumps(
+            {
+                "device_id": str(self.device_id),
+                "items": [{"key": r.key, "ts": r.ts, "value": r.value} for r in self.rows],
+                "next_cursor": self.next_cursor,
+            }
+        )
+
+
 async def read_readings(
     session: AsyncSession,
     principal: Principal,
@@ -174,7 +193,7 @@ async def read_readings(
     limit: int,
     cursor: str | None,
     descending: bool,
-) -> ReadingsPage:
+) -> RawPage:
     """Raw readings of a device of the caller's organization, a page at a time."""
     start_ms, end_ms = time_range(start, end)
     after = decode_cursor(cursor) if cursor else None
@@ -183,15 +202,11 @@ async def read_readings(
     rows = await read_rows(
         session, series, start_ms, end_ms, limit=limit + 1, after=after, descending=descending
     )
-    items = rows[:limit]
     next_cursor = None
     if len(rows) > limit:
-        next_cursor = encode_cursor(items[-1].ts, items[-1].key, items[-1].kind)
-    return ReadingsPage(
-        device_id=device.id,
-        items=[Reading(key=r.key, ts=r.ts, value=r.value) for r in items],
-        next_cursor=next_cursor,
-    )
+        del rows[limit:]
+        next_cursor = encode_cursor(rows[-1].ts, rows[-1].key, rows[-1].kind)
+    return RawPage(device.id, rows, next_cursor)
 
 
 def rollup_width(width: int) -> int:
