@@ -14,6 +14,7 @@ from bench import (
     analytics_eval,
     analytics_ingest,
     analytics_rul,
+    archive,
     dashboard_render,
     dex,
     external_ingest,
@@ -27,6 +28,7 @@ from bench import (
     soak,
     telemetry_compaction,
     telemetry_ingest,
+    telemetry_longrange,
     telemetry_storage,
 )
 from fleetcore.logging import configure_logging
@@ -36,6 +38,7 @@ BENCHMARKS = {
     "telemetry_ingest": telemetry_ingest.run,
     "telemetry_storage": telemetry_storage.run,
     "telemetry_compaction": telemetry_compaction.run,
+    "telemetry_longrange": telemetry_longrange.run,
     "mqtt_ingest": mqtt_ingest.run,
     "mqtt_clients": mqtt_clients.run,
     "external_ingest": external_ingest.run,
@@ -48,6 +51,7 @@ BENCHMARKS = {
     "plate_ingest": plate_ingest.run,
     "analytics_rul": analytics_rul.run,
     "analytics_eval": analytics_eval.run,
+    "archive": archive.run,
 }
 
 

@@ -1,12 +1,18 @@
-"""Device page with 50,000 points on its chart, in headless Chromium, through `fleetcore serve`.
+"""Device page charts in headless Chromium, through `fleetcore serve`: what each range fetches
+and how fast the page draws it.
 
 Setup as an operator would (CLI + REST API, SQLite): one device, 50,000 readings of one key
-in the last hour (the 1 h preset reads raw readings, 10,000 a page). Figures:
+in the last hour (70 ms apart) and one a minute for the 30 days before (one of them a spike).
+Every range is read downsampled to the chart's width (GET .../telemetry/chart), so a chart
+fetches at most one bucket per pixel column whatever the range. Figures:
+- per range (1 h, 1 d, 30 d presets): points fetched (buckets), bytes of the answer, fetch
+  and render time;
 - render: navigation start -> the chart drawn (the `fc-chart-drawn` performance mark the
-  page sets in the frame after uPlot drew every point), median of RUNS page loads;
-- live update: a reading posted by the device, appended at that size: setData -> uPlot's
-  draw hook (the canvas redrawn with 50,001 points), and setData -> the next animation
-  frame (which includes waiting for the display's next refresh, ~16.7 ms at 60 Hz).
+  page sets in the frame after uPlot drew), median of RUNS page loads (the 1 h preset);
+- live update: a reading posted by the device, appended to the chart: setData -> uPlot's
+  draw hook, and setData -> the next animation frame (which includes waiting for the
+  display's next refresh, ~16.7 ms at 60 Hz).
+Before charts were downsampled the 1 h preset fetched all 50,000 raw readings (five pages).
 """
 
 from __future__ import annotations
@@ -36,7 +42,10 @@ from bench.telemetry_http import (
 )
 
 POINTS = 50_000
+HISTORY_DAYS = 30
+MINUTE, DAY = 60_000, 86_400_000
 BATCH = 4_000  # readings per POST (the body limit is 256 KiB)
+RANGES = {"1h": "1h", "1d": "24h", "30d": "30d"}  # reported name -> the page's preset
 RUNS = 5
 LIVE_UPDATES = 30
 
@@ -51,11 +60,15 @@ async def _setup(port: int) -> tuple[str, str]:
         device.raise_for_status()
         token = device.json()["access_token"]
         start = int(time.time() * 1000) - 3_540_000  # 59 minutes ago, 70 ms apart
-        for first in range(0, POINTS, BATCH):
-            body = [
-                {"ts": start + i * 70, "values": {"t": 20 + (i % 600) / 60}}
-                for i in range(first, min(first + BATCH, POINTS))
-            ]
+        recent = [(start + i * 70, 20 + (i % 600) / 60) for i in range(POINTS)]
+        spike = start - 13 * DAY  # one reading far above the rest: the 30 d chart keeps it
+        history = [
+            (ts, 500.0 if ts == spike else 18 + (ts // MINUTE) % 1440 / 240)
+            for ts in range(start - HISTORY_DAYS * DAY, start - MINUTE, MINUTE)
+        ]
+        readings = history + recent
+        for first in range(0, len(readings), BATCH):
+            body = [{"ts": ts, "values": {"t": v}} for ts, v in readings[first : first + BATCH]]
             answer = await http.post(PATH, headers={"X-Device-Token": token}, json=body)
             answer.raise_for_status()
         return str(device.json()["id"]), token
@@ -63,11 +76,29 @@ async def _setup(port: int) -> tuple[str, str]:
 
 async def _render_ms(page: Page, url: str) -> float:
     await page.goto(url)
-    await page.wait_for_selector(f'#charts[data-rendered="{POINTS}"]', timeout=60_000)
+    await page.wait_for_selector("#charts[data-rendered]", timeout=60_000)
     drawn: float = await page.evaluate(
         "performance.getEntriesByName('fc-chart-drawn').at(-1).startTime"
     )
     return drawn
+
+
+async def _range(page: Page, preset: str) -> dict[str, Any]:
+    """One preset's fetch: points (buckets), bytes, step, fetch and render time (medians)."""
+    figures: list[dict[str, Any]] = []
+    for _ in range(RUNS):
+        await page.evaluate("delete document.getElementById('charts').dataset.rendered")
+        await page.get_by_role("button", name=preset, exact=True).click()
+        await page.wait_for_selector("#charts[data-rendered]", timeout=60_000)
+        figures.append(await page.evaluate("window.fcChart"))
+    last = figures[-1]
+    return {
+        "points_fetched": last["points"],
+        "bytes_fetched": last["bytes"],
+        "step_ms": last["step"],
+        "fetch_ms_median": round(statistics.median(f["fetchMs"] for f in figures), 1),
+        "render_ms_median": round(statistics.median(f["renderedMs"] for f in figures), 1),
+    }
 
 
 async def _measure(port: int, device_id: str, token: str) -> dict[str, Any]:
@@ -84,6 +115,7 @@ async def _measure(port: int, device_id: str, token: str) -> dict[str, Any]:
         for _ in range(RUNS):
             renders.append(await _render_ms(page, url))
             fetches.append(await page.evaluate("window.fcChart.fetchMs"))
+        ranges = {name: await _range(page, preset) for name, preset in RANGES.items()}
         await page.wait_for_selector("[data-live-state]:has-text('live')")
         set_data: list[float] = []
         draws: list[float] = []
@@ -109,7 +141,8 @@ async def _measure(port: int, device_id: str, token: str) -> dict[str, Any]:
                 break
         points = await page.evaluate("window.fcChart.points")
     return {
-        "points": points,
+        "ranges": ranges,
+        "live_chart_points": points,
         "render_ms_median": round(statistics.median(renders), 1),
         "render_ms_runs": [round(r, 1) for r in renders],
         "render_fetch_ms_median": round(statistics.median(fetches), 1),

@@ -7,9 +7,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from tests.support.agent_rig import AgentProcess, Platform, Proxy, agent_config, running
+from tests.support.http import local_client
 from tests.support.wait import wait_until
 
 
@@ -25,7 +24,7 @@ class Operator:
     """The REST API as an admin of the device's organization."""
 
     def __init__(self, platform: Platform, device_id: str, headers: dict[str, str]) -> None:
-        self.http = httpx.AsyncClient(base_url=platform.base, headers=headers, timeout=10)
+        self.http = local_client(base_url=platform.base, headers=headers, timeout=10)
         self.device = f"/api/v1/devices/{device_id}"
 
     async def __aenter__(self) -> Operator:

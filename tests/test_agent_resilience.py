@@ -11,8 +11,6 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-import httpx
-
 from tests.support.agent_rig import (
     Platform,
     Proxy,
@@ -20,6 +18,7 @@ from tests.support.agent_rig import (
     assert_exactly_once,
     running,
 )
+from tests.support.http import local_client
 from tests.support.wait import wait_until
 
 
@@ -140,7 +139,7 @@ async def test_over_budget_the_oldest_are_dropped_and_reported_once(tmp_path: Pa
         headers = await platform.admin_headers()
 
         async def reported() -> bool:
-            async with httpx.AsyncClient(base_url=platform.base, headers=headers) as http:
+            async with local_client(base_url=platform.base, headers=headers) as http:
                 found = await http.get(f"/api/v1/devices/{device_id}/events")
             return any(e["type"] == "agent_readings_dropped" for e in found.json()["items"])
 
@@ -150,7 +149,7 @@ async def test_over_budget_the_oldest_are_dropped_and_reported_once(tmp_path: Pa
         produced = agent.meta("produced")
         assert agent.meta("dropped_unreported") == 0
         # Each dropped reading is reported once (drops can go on while the queue drains).
-        async with httpx.AsyncClient(base_url=platform.base, headers=headers) as http:
+        async with local_client(base_url=platform.base, headers=headers) as http:
             found = (await http.get(f"/api/v1/devices/{device_id}/events")).json()["items"]
         reports = [e for e in found if e["type"] == "agent_readings_dropped"]
         assert sum(e["data"]["count"] for e in reports) == dropped

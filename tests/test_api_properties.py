@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import requests
 import schemathesis
@@ -37,6 +36,7 @@ from fleetcore.auth import users
 from fleetcore.auth.principal import Role
 from fleetcore.auth.schemas import UserIn
 from tests.conftest import make_settings
+from tests.support.http import local_client
 from tests.support.lenience import lenient_negative_data_rejection
 from tests.support.postgres import PostgresServer
 from tests.support.sweep import NON_ID_PARAMS, create_objects
@@ -166,14 +166,14 @@ class World:
 
     async def _objects(self) -> dict[str, str]:
         assert self.server.app is not None
-        async with httpx.AsyncClient(base_url=self.base_url) as client:
+        async with local_client(base_url=self.base_url) as client:
             return await create_objects(self.server.app, client, self.tenant)
 
 
 async def _populate(server: ThreadedServer) -> tuple[Tenant, str, dict[str, str]]:
     assert server.database is not None
     assert server.app is not None
-    async with httpx.AsyncClient(base_url=server.base_url) as client:
+    async with local_client(base_url=server.base_url) as client:
         tenant = await make_tenant(client, server.database)
         ids = await create_objects(server.app, client, tenant)
         email = f"root@{tenant.slug}.platform.example.com"

@@ -15,11 +15,11 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-import httpx
 from PIL import Image
 
 from fleetcore.auth.deps import SESSION_COOKIE
 from tests.support.agent_rig import AgentProcess, Platform, agent_config, running
+from tests.support.http import local_client
 from tests.support.wait import wait_until
 
 # The camera sees these two plates in turn; the watchlist holds the second, typed otherwise.
@@ -86,7 +86,7 @@ async def test_reads_with_images_flow_from_the_agents_camera_to_the_plates_pages
     await platform.start()
     device_id, token = await platform.new_device()
     admin = await platform.admin_headers()
-    async with httpx.AsyncClient(base_url=platform.base, headers=admin, timeout=30) as http:
+    async with local_client(base_url=platform.base, headers=admin, timeout=30) as http:
         made = await http.post("/api/v1/watchlists", json={"name": "Stolen", "min_confidence": 0.8})
         assert made.status_code == 201, made.text
         watchlist = made.json()
@@ -119,7 +119,7 @@ async def test_reads_with_images_flow_from_the_agents_camera_to_the_plates_pages
         assert all(media_id is not None for _, media_id, _ in stored)
         assert {plate for _, _, plate in stored} <= {p["plate"] for p in PLATES}
 
-        async with httpx.AsyncClient(base_url=platform.base, headers=admin, timeout=30) as http:
+        async with local_client(base_url=platform.base, headers=admin, timeout=30) as http:
             page = (await http.get("/api/v1/plates", params={"q": "AB123CD"})).json()
             read = page["items"][0]
             assert read["plate_norm"] == "AB123CD"
@@ -138,7 +138,7 @@ async def test_reads_with_images_flow_from_the_agents_camera_to_the_plates_pages
             assert thumb.status_code == 200
             assert max(Image.open(io.BytesIO(thumb.content)).size) <= 320
             # No credentials, no image.
-            async with httpx.AsyncClient(base_url=platform.base) as nobody:
+            async with local_client(base_url=platform.base) as nobody:
                 anonymous = await nobody.get(f"/api/v1/media/{read['media_id']}")
             assert anonymous.status_code == 401
 
@@ -152,7 +152,7 @@ async def test_reads_with_images_flow_from_the_agents_camera_to_the_plates_pages
 
             # The page, as a signed-in browser gets it (the session cookie holds the token).
             token = admin["Authorization"].removeprefix("Bearer ")
-            async with httpx.AsyncClient(
+            async with local_client(
                 base_url=platform.base, cookies={SESSION_COOKIE: token}, timeout=30
             ) as browser:
                 html = await browser.get("/plates", params={"q": "AB123CD"})

@@ -17,6 +17,7 @@ from fleetcore import __version__
 from fleetcore.server import build_server
 from tests.conftest import TEST_SECRET, make_settings
 from tests.support.env import fleetcore_env
+from tests.support.http import local_client
 from tests.support.postgres import PostgresServer, free_port
 from tests.support.wait import wait_until, wait_until_sync
 
@@ -139,7 +140,7 @@ async def test_sigterm_lets_in_flight_request_finish(tmp_path: Path) -> None:
         return {"done": "yes"}
 
     serving = asyncio.create_task(server.serve())
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.port}") as http:
+    async with local_client(base_url=f"http://127.0.0.1:{settings.port}") as http:
         await wait_until(lambda: server.started, within=20)
         request = asyncio.create_task(http.get("/probe/slow", timeout=20))
         await asyncio.wait_for(entered.wait(), 20)  # the request is in flight

@@ -14,6 +14,7 @@ import pytest
 from fleetcore.auth.principal import Role
 from tests.support.agent_rig import Platform
 from tests.support.devices import new_device
+from tests.support.http import local_client
 from tests.support.tenants import Tenant
 
 PROFILES = "/api/v1/device-profiles"
@@ -54,7 +55,7 @@ async def test_a_catastrophic_pattern_does_not_freeze_the_server(tmp_path: Path)
     await platform.start()
     try:
         headers = await platform.admin_headers()
-        async with httpx.AsyncClient(base_url=platform.base, headers=headers) as http:
+        async with local_client(base_url=platform.base, headers=headers) as http:
             allowed = {"set": name_schema(CATASTROPHIC), "nest": RECURSIVE}
             body: dict[str, Any] = {"name": "redos", "command_limits": {"allowed": allowed}}
             profile = await http.post(PROFILES, json=body)

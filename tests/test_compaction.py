@@ -127,6 +127,11 @@ async def _suite(
     for interval, agg in [("1h", "avg"), ("1h", "min"), ("1d", "max"), ("15m", "first")]:
         params = {"interval": interval, "agg": agg, **(odd if interval == "15m" else span)}
         answers[f"{interval}/{agg}"] = (await http.get(url, headers=viewer, params=params)).json()
+    fine = {"start": str(START + DAY + 7 * MIN), "end": str(START + DAY + 127 * MIN)}
+    for name, params in [("chart_raw", {**fine, "width": 300}), ("chart", {**span, "width": 50})]:
+        chart = await http.get(f"{url}/chart", headers=viewer, params=params)
+        assert chart.status_code == 200, chart.text
+        answers[name] = chart.json()
     answers["latest"] = (await http.get(f"{url}/latest", headers=viewer)).json()
     export = await http.get(f"{url}/export", headers=viewer, params=span)
     assert export.status_code == 200, export.text

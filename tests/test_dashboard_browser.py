@@ -213,13 +213,15 @@ async def test_every_page_renders_for_an_admin(
             await expect(page.locator("main").get_by_text("Plant")).to_be_visible()
         await screenshot(page, name)
 
-    # The device chart: 24 h comes from the 1-minute roll-ups, 1 h from raw readings.
+    # The device chart, downsampled to its width: 24 h in 2-minute buckets from the 1-minute
+    # roll-ups, 1 h in 5-second buckets from raw readings; only buckets holding data come.
     await page.goto(f"{base}/devices/{device_id}")
     charts = page.locator("#charts")
     await expect(charts).to_have_attribute("data-rendered", "9")  # 1 h: every 7th minute
     await page.get_by_role("button", name="24h").click()
-    # Every minute bucket of the range, the partial ones at both ends included.
-    await expect(charts).to_have_attribute("data-rendered", re.compile(r"^144[01]$"))
+    await expect(charts).to_have_attribute("data-step", "120000")
+    # One bucket per reading (every 7th minute), the partial ones at both ends included.
+    await expect(charts).to_have_attribute("data-rendered", re.compile(r"^20[5-7]$"))
     await expect(page.get_by_role("button", name="24h")).to_have_attribute("aria-pressed", "true")
     await screenshot(page, "device-24h")
 

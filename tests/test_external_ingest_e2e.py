@@ -35,6 +35,7 @@ from fleetcore.auth.principal import Role
 from fleetcore.db import Database
 from tests.conftest import client_for, running_app
 from tests.support.devices import new_device
+from tests.support.http import local_client
 from tests.support.ingest_workers import IngestWorker
 from tests.support.mosquitto_dynsec import DynsecMosquitto
 from tests.support.tenants import Tenant, make_tenant
@@ -58,7 +59,7 @@ def broker() -> Iterator[DynsecMosquitto]:
 
 async def received(worker: IngestWorker) -> float:
     """Messages the worker took from the broker (its /metrics)."""
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{worker.port}") as http:
+    async with local_client(base_url=f"http://127.0.0.1:{worker.port}") as http:
         text = (await http.get("/metrics")).text
     found = re.search(r"^fleetcore_mqtt_external_received_total (\S+)$", text, re.M)
     return float(found.group(1)) if found else 0.0

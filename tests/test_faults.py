@@ -27,6 +27,7 @@ from tests.support.faults import (
     read_storage,
     small_filesystem,
 )
+from tests.support.http import local_client
 from tests.support.latency_proxy import LatencyProxy
 from tests.support.mqtt_raw import PINGREQ, PINGRESP, PUBACK, RawClient, packet, publish_packet
 from tests.support.postgres import PostgresServer, free_port
@@ -110,7 +111,7 @@ async def test_postgresql_restart_mid_stream_answers_503_and_loses_nothing(tmp_p
         await wait_until(lambda: all(len(ledger.acked[s.device.id]) >= 100 for s in streaming))
 
         database.halt("fast")
-        async with httpx.AsyncClient(base_url=server.base) as http:
+        async with local_client(base_url=server.base) as http:
             ready = await http.get("/ready")
         assert ready.status_code == 503
         assert ready.json()["error"]["code"] == "NOT_READY"
@@ -311,7 +312,7 @@ async def test_a_database_that_stops_answering_gets_503_at_once_and_loses_nothin
         late = ledger.new(fresh.id, 10)
         assert await senders[1].send(late) is not None
         assert senders[1].codes == {"INGEST_OVERLOADED": 1}, senders[1].problems
-        async with httpx.AsyncClient(base_url=server.base) as http:
+        async with local_client(base_url=server.base) as http:
             ready = await http.get("/ready")
         assert ready.status_code == 503
         assert ready.json()["error"]["details"]["checks"]["database"].startswith("timed out")

@@ -12,7 +12,6 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -22,6 +21,7 @@ from fleetcore.db import Database, create_engine
 from fleetcore.job_leases import PostgresLeases, lock_key
 from fleetcore.jobs import JobScheduler
 from tests.support.faults import ServerProcess
+from tests.support.http import local_client
 from tests.support.postgres import PostgresServer
 from tests.support.wait import wait_until
 
@@ -176,7 +176,7 @@ async def test_two_worker_processes_run_each_tick_once(
         assert all(h.endswith(survivor_holder) for _, h, _ in runs[killed_at + 1 :])
 
         async def survivor_ran_exactly_its_claims() -> bool:
-            async with httpx.AsyncClient() as http:
+            async with local_client() as http:
                 body = (await http.get(f"{survivor.base}/metrics", timeout=5)).text
             mine = [r for r in await _runs(engine, job) if r[1].endswith(survivor_holder) and r[2]]
             return _job_ok(body, job) == len(mine)

@@ -40,6 +40,7 @@ from tests.conftest import client_for, make_settings, running_app
 from tests.support.brokers import running
 from tests.support.devices import new_device, port_of
 from tests.support.env import fleetcore_env
+from tests.support.http import local_client
 from tests.support.mqtt_raw import (
     CONNACK,
     DISCONNECT,
@@ -591,7 +592,7 @@ async def test_health_answers_while_provision_connections_flood_512_descriptors(
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        async with httpx.AsyncClient(base_url=base, timeout=5) as http:
+        async with local_client(base_url=base, timeout=5) as http:
 
             async def healthy() -> bool:
                 with contextlib.suppress(httpx.TransportError):
@@ -617,7 +618,7 @@ async def test_health_answers_while_provision_connections_flood_512_descriptors(
             assert codes.count(0) + codes.count(SERVER_UNAVAILABLE) + codes.count(None) == 600
             # A new HTTP connection, as any other tenant's client would open: the one kept
             # alive since start-up would not need a descriptor.
-            async with httpx.AsyncClient(timeout=5) as fresh:
+            async with local_client(timeout=5) as fresh:
                 assert (await fresh.get(f"{base}/health")).status_code == 200
             await RawClient.close_all()
             # Four CONNECTs declaring 256 MiB, sent as fast as the server takes them: closed

@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
@@ -26,6 +25,7 @@ from fleetcore.auth.principal import Role
 from fleetcore.db import Database
 from tests.support.devices import new_device
 from tests.support.faults import ServerProcess
+from tests.support.http import local_client
 from tests.support.paho_device import PahoDevice
 from tests.support.prometheus import PROMTOOL, Prometheus, metric_names
 from tests.support.tenants import make_tenant
@@ -201,7 +201,7 @@ async def test_every_dashboard_metric_is_served_and_every_query_runs(tmp_path: P
     device = PahoDevice("observability-1")
     prometheus: Prometheus | None = None
     try:
-        async with httpx.AsyncClient(base_url=server.base, timeout=10) as http:
+        async with local_client(base_url=server.base, timeout=10) as http:
             org = await make_tenant(http, database)
             device_id, device_token = await new_device(http, org)
             ws_url = f"ws://127.0.0.1:{server.port}/api/v1/ws?token={org.tokens[Role.VIEWER]}"

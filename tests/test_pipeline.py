@@ -29,6 +29,7 @@ from fleetcore.telemetry.pipeline import IngestPipeline, Overloaded
 from fleetcore.telemetry.writer import DeviceReadings, TelemetryWriter
 from fleetcore_protocol.telemetry import Kind, Reading
 from tests.support.env import fleetcore_env
+from tests.support.http import local_client
 from tests.support.postgres import free_port
 from tests.support.wait import wait_until
 
@@ -232,7 +233,7 @@ async def test_crash_loses_nothing_acknowledged(tmp_path: Path) -> None:
     )
     acknowledged: set[int] = set()
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+        async with local_client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
 
             async def healthy() -> bool:
                 try:

@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 import orjson
 import pytest
 from websockets.asyncio.client import connect
 
+from tests.support.http import local_client, local_sync_client
 from tests.support.ingest_workers import BASE_TS, FLEETCORE, Publisher, expected_readings
 from tests.support.mqtt_raw import connect_packet
 from tests.support.wait import wait_until
@@ -138,7 +138,7 @@ def fleet(topology: Topology) -> Fleet:
         check=False,
     )
     assert created.returncode == 0, created.stderr
-    with httpx.Client(base_url=topology.api[0], timeout=30) as http:
+    with local_sync_client(base_url=topology.api[0], timeout=30) as http:
 
         def login(email: str) -> dict[str, str]:
             answer = http.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
@@ -185,7 +185,7 @@ async def device_may_connect(topology: Topology, fleet: Fleet) -> None:
 
 async def stored(api: str, fleet: Fleet) -> set[tuple[str, int]]:
     """(device id, ts) of every stored reading of key n, read through the API."""
-    async with httpx.AsyncClient(base_url=api, timeout=10) as http:
+    async with local_client(base_url=api, timeout=10) as http:
         answer = await http.get(
             f"/api/v1/devices/{fleet.device_id}/telemetry",
             headers=fleet.admin,
@@ -250,7 +250,7 @@ async def test_killing_an_api_and_an_ingest_process_loses_nothing_acknowledged(
         for index in range(40, 100):
             publisher.publish(fleet.device_id, index)
             if index % 10 == 0:  # the other api answers all along
-                async with httpx.AsyncClient(timeout=5) as http:
+                async with local_client(timeout=5) as http:
                     ready = await http.get(f"{topology.api[1]}/ready")
                 assert ready.status_code == 200, ready.text
         await wait_until(lambda: publisher.outstanding == 0, within=30, every=0.05)

@@ -29,6 +29,7 @@ from fleetcore.devices.models import Device
 from tests.conftest import _live_pg_engine, _truncate_all, client_for, running_app
 from tests.support.devices import new_device
 from tests.support.faults import KEY, ServerProcess, read_storage
+from tests.support.http import local_client
 from tests.support.mqtt_raw import RawClient
 from tests.support.postgres import free_port
 from tests.support.redis import RedisServer
@@ -324,7 +325,7 @@ async def test_a_disabled_token_stops_working_on_another_process_within_a_second
     await server.start()
     try:
         device_id, token = await new_device(c.http_one, c.org)
-        async with httpx.AsyncClient(base_url=server.base, timeout=5) as other:
+        async with local_client(base_url=server.base, timeout=5) as other:
 
             async def linked() -> bool:
                 return (await other.get("/ready")).json()["checks"].get("redis") == "ok"

@@ -273,6 +273,7 @@ async def test_policy_api_defaults_update_and_audit(
         "raw_days": 90,
         "rollup_1m_days": 365,
         "rollup_1h_days": 0,
+        "requires_archive": False,
         "is_default": True,
         "updated_at": None,
     }
@@ -280,6 +281,7 @@ async def test_policy_api_defaults_update_and_audit(
     put = await client.put(URL, headers=admin, json=body)
     assert put.status_code == 200, put.text
     assert (await client.get(URL, headers=admin)).json() | {"updated_at": None} == body | {
+        "requires_archive": False,
         "is_default": False,
         "updated_at": None,
     }
@@ -292,7 +294,7 @@ async def test_policy_api_defaults_update_and_audit(
     [event] = audit.json()["items"]
     assert event["target_id"] == str(tenant.org_id)
     assert event["details"]["before"]["raw_days"] == 90
-    assert event["details"]["after"] == body
+    assert event["details"]["after"] == body | {"requires_archive": False}
 
 
 async def test_policy_api_needs_an_admin(client: httpx.AsyncClient, tenant: Tenant) -> None:

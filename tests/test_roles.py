@@ -9,7 +9,6 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from fleetcore import migrate
@@ -19,6 +18,7 @@ from fleetcore.roles import ROLES, RUNS_IN
 from tests.conftest import client_for, running_app
 from tests.support.env import fleetcore_env
 from tests.support.faults import FLEETCORE, ServerProcess
+from tests.support.http import local_client
 from tests.support.postgres import PostgresServer, free_port
 from tests.support.wait import wait_until
 
@@ -153,7 +153,7 @@ async def test_serve_workers_starts_api_processes_that_all_answer(
         children = _spawned_children(server.pid)
 
         async def answers() -> bool:
-            async with httpx.AsyncClient() as http:  # a new connection each time
+            async with local_client() as http:  # a new connection each time
                 response = await http.get(f"{server.base}/api/v1/devices", timeout=5)
             return response.status_code == 401
 

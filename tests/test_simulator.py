@@ -34,6 +34,7 @@ from fleetcore.simulator.signals import (
     profile_keys,
 )
 from tests.support.env import fleetcore_env
+from tests.support.http import local_client
 from tests.support.postgres import free_port
 from tests.support.serving import serving
 from tests.support.wait import wait_until
@@ -439,7 +440,7 @@ async def test_serve_demo_without_simulation(tmp_path: Path) -> None:
 
     async def healthy() -> bool:
         try:
-            async with httpx.AsyncClient() as http:
+            async with local_client() as http:
                 answer = await http.get(f"http://127.0.0.1:{port}/health")
                 return answer.status_code == 200
         except httpx.TransportError:

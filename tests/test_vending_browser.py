@@ -6,7 +6,6 @@ import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 
-import httpx
 import pytest
 from fastapi import FastAPI
 from playwright.async_api import Browser, Page, expect
@@ -18,6 +17,7 @@ from fleetcore.vending.models import PickLine, ServiceOrder, ServiceVisit, SlotS
 from tests.conftest import client_for
 from tests.support.browser import ARTIFACTS, new_page, sign_in
 from tests.support.devices import new_device
+from tests.support.http import local_client
 from tests.support.tenants import PASSWORD, Tenant, make_tenant
 from tests.support.vending_fleet import MONTH, TODAY, Fleet, seed_fleet
 
@@ -217,7 +217,7 @@ async def test_a_driver_works_a_service_order_on_a_phone(
         assert visit.cash_collected == Decimal("12.50")
         assert visit.serviced_at is not None
     # The same order through the REST API, as the driver.
-    async with httpx.AsyncClient(base_url=base) as http:
+    async with local_client(base_url=base) as http:
         answer = await http.get(
             f"/api/v1/vending/service-orders/{fleet.order}", headers=org.headers(Role.DRIVER)
         )

@@ -12,7 +12,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import httpx
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
@@ -62,6 +61,7 @@ from fleetcore.vending.snapshot import snapshot
 from fleetcore_protocol.dex import parse
 from fleetcore_protocol.dex.model import WarningCode
 from tests.support.env import live_command_env, simulate
+from tests.support.http import local_client
 from tests.support.serving import serving
 from tests.support.wait import wait_until
 from tests.test_simulator import _serve_demo, _sqlite_count, _stop
@@ -357,7 +357,7 @@ async def test_the_platform_accounts_exactly_what_the_machines_sold(
             simulation.stop.set()
         stats = await running
         # One clean read more, so the last read of each machine is one the books count.
-        async with httpx.AsyncClient(base_url=f"http://{address}") as http:
+        async with local_client(base_url=f"http://{address}") as http:
             for machine, model in zip(vending.machines, simulation.models, strict=True):
                 model.odd_rates = NO_ODDITIES
                 # Written at the real time, as the runner's are: the latest of the machine.

@@ -22,6 +22,7 @@ import yaml
 from fleetcore.db import Database
 from fleetcore.demo import DEMO_EMAIL, ensure_demo
 from tests.support.env import fleetcore_env
+from tests.support.http import local_client
 from tests.support.postgres import free_port
 from tests.support.wait import wait_until
 
@@ -77,7 +78,7 @@ class Platform:
         async def ready() -> bool:
             assert process.poll() is None, self.log.read_text()[-3000:]
             try:
-                async with httpx.AsyncClient() as http:
+                async with local_client() as http:
                     return (await http.get(f"{self.base}/ready", timeout=1)).status_code == 200
             except httpx.TransportError:
                 return False
@@ -101,7 +102,7 @@ class Platform:
                 self.process.wait()
 
     async def admin_headers(self) -> dict[str, str]:
-        async with httpx.AsyncClient(base_url=self.base) as http:
+        async with local_client(base_url=self.base) as http:
             login = await http.post(
                 "/api/v1/auth/login", json={"email": DEMO_EMAIL, "password": self.password}
             )
@@ -111,7 +112,7 @@ class Platform:
     async def new_device(self) -> tuple[str, str]:
         """A device without a profile (any key accepted): (id, token)."""
         headers = await self.admin_headers()
-        async with httpx.AsyncClient(base_url=self.base) as http:
+        async with local_client(base_url=self.base) as http:
             body = {"name": "agent", "serial_number": f"A-{time.monotonic_ns()}"}
             made = await http.post("/api/v1/devices", headers=headers, json=body)
             assert made.status_code == 201, made.text

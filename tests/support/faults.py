@@ -33,6 +33,7 @@ from fleetcore.telemetry.models import LATEST, ROLLUP_1H, ROLLUP_1M, Series, Tel
 from fleetcore.telemetry.models import VALUE_TABLES as _VALUES
 from fleetcore_protocol.telemetry import Kind
 from tests.support.env import fleetcore_env
+from tests.support.http import local_client
 from tests.support.postgres import free_port
 from tests.support.wait import wait_until
 
@@ -93,14 +94,14 @@ class ServerProcess:
         """True when /ready answers 200 (fails at once if the process has died)."""
         assert self.alive, f"fleetcore serve exited:\n{self.log_tail()}"
         try:
-            async with httpx.AsyncClient() as http:
+            async with local_client() as http:
                 return (await http.get(f"{self.base}/ready", timeout=5)).status_code == 200
         except httpx.TransportError:
             return False
 
     async def healthy(self) -> bool:
         """/health answers 200."""
-        async with httpx.AsyncClient() as http:
+        async with local_client() as http:
             return (await http.get(f"{self.base}/health", timeout=5)).status_code == 200
 
     @property
@@ -129,7 +130,7 @@ class ServerProcess:
 
     async def metric(self, name: str) -> float:
         """The value of an unlabelled metric on /metrics."""
-        async with httpx.AsyncClient() as http:
+        async with local_client() as http:
             text = (await http.get(f"{self.base}/metrics", timeout=5)).text
         for line in text.splitlines():
             if line.startswith(f"{name} "):

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from tests.support.http import local_client
 from tests.support.postgres import free_port
 from tests.support.wait import wait_until
 
@@ -81,14 +82,14 @@ class Prometheus:
         assert self.process is not None
         assert self.process.poll() is None, f"prometheus exited:\n{self.log.read_text()[-3000:]}"
         try:
-            async with httpx.AsyncClient() as http:
+            async with local_client() as http:
                 return (await http.get(f"{self.base}/-/ready", timeout=2)).status_code == 200
         except httpx.TransportError:
             return False
 
     async def api(self, path: str, **params: str) -> Any:
         """GET /api/v1/<path>: the answer's data (an error answer fails the test)."""
-        async with httpx.AsyncClient() as http:
+        async with local_client() as http:
             response = await http.get(f"{self.base}/api/v1/{path}", params=params, timeout=10)
         body = response.json()
         assert body["status"] == "success", (path, params, body)

@@ -20,6 +20,7 @@ from paho.mqtt import client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.support.faults import KEY, FaultDevice, Storage
+from tests.support.http import local_client
 
 TOPIC = "v1/devices/me/telemetry"
 
@@ -104,7 +105,7 @@ class HttpSender:
         timeout_s: float = 30.0,
     ) -> None:
         self.device, self.ledger, self.batch = device, ledger, batch
-        self.http = httpx.AsyncClient(
+        self.http = local_client(
             base_url=base, timeout=timeout_s, headers={"X-Device-Token": device.token}
         )
         self.statuses: Counter[int] = Counter()

@@ -12,9 +12,11 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
+from sqlalchemy import func, select
 
 from fleetcore.alerts.models import Alert
 from fleetcore.analytics.models import AnalyticsFinding, DeviceHealth, Recommendation
+from fleetcore.archive.models import TelemetryArchive
 from fleetcore.auth.principal import Role
 from fleetcore.db import Database
 from fleetcore.deadletters.sink import DeadLetterSink
@@ -230,7 +232,27 @@ async def create_objects(app: FastAPI, client: httpx.AsyncClient, tenant: Tenant
         files={"image": ("sweep.png", png_image(), "image/png")},
     )
     assert photo.status_code == 201, photo.text
+    # Archives: a record of an archived day (the archive writer's, without files); a day of
+    # its own each call (one record per organization-day).
+    async with database.session(write=True) as session:
+        taken = await session.scalar(
+            select(func.count()).where(TelemetryArchive.organization_id == tenant.org_id)
+        )
+        day = datetime(2025, 1, 1, tzinfo=UTC).date() + timedelta(days=taken or 0)
+        archive = TelemetryArchive(
+            organization_id=tenant.org_id,
+            day=day,
+            rows=1,
+            files=1,
+            bytes=1,
+            store="file",
+            location=f"org={tenant.org_id}/day={day.isoformat()}",
+            manifest_sha256="0" * 64,
+        )
+        session.add(archive)
+        await session.commit()
     return {
+        "archive_id": str(archive.id),
         "media_id": photo.json()["media"][0]["id"],
         **catalog_ids,
         **plate_ids,

@@ -20,6 +20,7 @@ from fleetcore.alerts.events import AlertBus
 from fleetcore.analytics import explain
 from fleetcore.analytics.engine import AnalyticsEngine, health_reading
 from fleetcore.analytics.host import InlineRunner, ProcessRunner
+from fleetcore.archive import service as archive_service
 from fleetcore.attributes.desired import DesiredState
 from fleetcore.audit.handlers import install_audit_handlers
 from fleetcore.auth.ratelimit import LoginLimiter
@@ -261,6 +262,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
                 )
             retention.register_jobs(app.state.jobs, db, settings)
             compaction.register_jobs(app.state.jobs, db, settings)
+            archive_service.register_job(app.state.jobs, db, settings)
             # Built everywhere (routes read some of them); started where the table says.
             components = [c for c in components if here(c.name)]
             app.state.components = [c.name for c in components]

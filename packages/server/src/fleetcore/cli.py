@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from fleetcore import __version__
+from fleetcore.archive import cli as archive_cli
 from fleetcore.backup import cli as backup_cli
 from fleetcore.broker_sync import cli as broker_sync_cli
 from fleetcore.config import ConfigError, Settings, load_settings
@@ -38,6 +39,7 @@ db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 admin_app = typer.Typer(help="Platform administration.", no_args_is_help=True)
 app.add_typer(admin_app, name="admin")
+app.add_typer(archive_cli.app, name="archive")
 
 
 def _settings(**overrides: Any) -> Settings:

@@ -364,6 +364,37 @@ class Settings(BaseSettings):
     telemetry_compact_interval_s: float = Field(
         3600.0, ge=1, le=86400, description="compaction job period"
     )
+    retention_requires_archive: bool = Field(
+        False,
+        description="default: raw readings of a day are deleted only once that day is archived "
+        "(fleetcore archive) with a matching row count; an organization's policy may override",
+    )
+    # -- archives: closed days as Parquet, Hive-partitioned (fleetcore.archive) --
+    archive_enabled: bool = Field(False, description="run the archive job")
+    archive_after_days: int = Field(
+        2, ge=1, le=3650, description="a day is archived once it ended this many days ago"
+    )
+    archive_interval_s: float = Field(3600.0, ge=60, le=86400, description="archive job period")
+    archive_max_days_per_run: int = Field(
+        50, ge=1, le=10_000, description="organization-days the job archives per run at most"
+    )
+    archive_rows_per_file: int = Field(
+        1_000_000, ge=1000, le=50_000_000, description="readings per Parquet file at most"
+    )
+    archive_store: Literal["file", "s3"] = Field(
+        "file", description="file: under FLEETCORE_ARCHIVE_DIR; s3: an S3-compatible bucket"
+    )
+    archive_dir: Path | None = Field(
+        None, description="the file store's root (default data_dir/archive)"
+    )
+    archive_s3_bucket: str | None = Field(None, description="the bucket, with archive_store=s3")
+    archive_s3_prefix: str = Field(
+        "", pattern=r"^[A-Za-z0-9._/-]{0,128}$", description="key prefix inside the bucket"
+    )
+    archive_s3_endpoint: str | None = Field(
+        None, description="S3-compatible endpoint URL (MinIO, ...); default AWS"
+    )
+    archive_s3_region: str | None = Field(None, description="the bucket's region")
     # -- media: images devices attach to events (fleetcore.media, docs/media.md) --
     media_store: Literal["file", "s3"] = Field(
         "file", description="file: under FLEETCORE_MEDIA_DIR; s3: an S3-compatible bucket"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fleetcore.alerts import models as alert_models
 from fleetcore.analytics import models as analytics_models
+from fleetcore.archive import models as archive_models
 from fleetcore.assets import models as asset_models
 from fleetcore.attributes import models as attribute_models
 from fleetcore.audit import models as audit_models
@@ -28,6 +29,7 @@ __all__ = [
     "JobRun",
     "alert_models",
     "analytics_models",
+    "archive_models",
     "asset_models",
     "attribute_models",
     "audit_models",

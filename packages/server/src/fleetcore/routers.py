@@ -9,6 +9,7 @@ from fleetcore.advisory.pages import router as advisory_pages
 from fleetcore.advisory.recommendations_router import router as recommendations_router
 from fleetcore.alerts.pages import router as alerts_pages
 from fleetcore.alerts.router import router as alerts_router
+from fleetcore.archive.router import router as archives_router
 from fleetcore.assets.pages import router as assets_pages
 from fleetcore.assets.router import router as assets_router
 from fleetcore.attributes.router import router as attributes_router
@@ -64,6 +65,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     audit_router,
     dead_letters_router,
     retention_router,
+    archives_router,
     telemetry_query_router,
     vending_catalog_router,
     vending_service_router,  # vending: routes and service orders

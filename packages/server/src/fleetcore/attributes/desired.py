@@ -93,9 +93,7 @@ class DesiredState:
 
     async def _desired(self, device_id: uuid.UUID) -> dict[str, Any]:
         async with self.database.session() as session:
-            shared = await service.device_values(session, device_id, AttributeScope.SHARED)
-            version = await service.shared_version(session, device_id)
-        return {"device_id": device_id, "shared": shared, "shared_version": version}
+            return await service.desired_state(session, device_id)
 
     async def _push(self, device_id: uuid.UUID) -> None:
         if not self.hub.listening("status") or self.database.shared_connection:
@@ -109,16 +107,16 @@ class DesiredState:
                 )
                 if organization_id is None or not self.hub.wanted(organization_id, "status"):
                     return
-                shared = await service.device_values(session, device_id, AttributeScope.SHARED)
+                desired = await service.desired_state(session, device_id)  # version first
                 client = await service.device_values(session, device_id, AttributeScope.CLIENT)
-                version = await service.shared_version(session, device_id)
         except Exception:
             log.exception("desired_state_push_failed", device_id=str(device_id))
             return
+        shared, version = desired["shared"], desired["shared_version"]
         differs = sorted(
             key
-            for key, desired in shared.items()
-            if key not in client or canonical_json(client[key]) != canonical_json(desired)
+            for key, value in shared.items()
+            if key not in client or canonical_json(client[key]) != canonical_json(value)
         )
         self.hub.publish(
             LiveEvent(

@@ -289,11 +289,24 @@ async def shared_version(session: AsyncSession, device_id: uuid.UUID) -> int:
     return await _version(session, device_id, AttributeScope.SHARED)
 
 
+async def desired_state(session: AsyncSession, device_id: uuid.UUID) -> dict[str, Any]:
+    """The shared attributes a device should apply, and a version they are at least as new as.
+
+    The version is read before the values, never after: two statements see two snapshots
+    (PostgreSQL, read committed), and values read before a change committed with the version
+    read after it would name the old values by the new version, so a device long-polling
+    past that version would never hear of the change. This order can only name newer values
+    by an older version, which makes the device ask once more.
+    """
+    version = await _version(session, device_id, AttributeScope.SHARED)
+    rows = await _rows(session, device_id, AttributeScope.SHARED)
+    return {
+        "device_id": device_id,
+        "shared": {row.key: row.value for row in rows},
+        "shared_version": version,
+    }
+
+
 async def desired_for_device(session: AsyncSession, device: Device) -> DesiredOut:
     """The shared attributes a device should apply, and their version."""
-    rows = await _rows(session, device.id, AttributeScope.SHARED)
-    return DesiredOut(
-        device_id=device.id,
-        shared={row.key: row.value for row in rows},
-        shared_version=await _version(session, device.id, AttributeScope.SHARED),
-    )
+    return DesiredOut.model_validate(await desired_state(session, device.id))

@@ -84,6 +84,5 @@ async def provision_reply(database: Database, data: ProvisionIn) -> ProvisionRep
 async def desired_config(database: Database, device_id: uuid.UUID) -> DesiredConfig:
     """The device's shared attributes and their version."""
     async with database.session() as session:
-        shared = await attributes.device_values(session, device_id, AttributeScope.SHARED)
-        version = await attributes.shared_version(session, device_id)
-    return DesiredConfig(shared, version)
+        desired = await attributes.desired_state(session, device_id)
+    return DesiredConfig(desired["shared"], desired["shared_version"])

@@ -2,7 +2,7 @@
 
 The contract, the same for every store (tests/test_media_store.py runs it against both):
 
-- Keys are made by the server (``<org>/<device>/<media id>...``): segments of ``[A-Za-z0-9._-]``
+- Keys are made by the server (``<org>/<device>/<media id>...``): segments of ``[A-Za-z0-9._=-]``
   joined by ``/``, no empty, ``.`` or ``..`` segment. A store refuses any other key
   (``ValueError``) so no key can reach outside its root, whoever built it.
 - ``put(key, data)`` is atomic: a reader sees the old object, nothing, or all of the new bytes,
@@ -34,7 +34,9 @@ from fleetcore.config import Settings
 if TYPE_CHECKING:
     from obstore.store import S3Store as ObstoreS3Store
 
-_SEGMENT = re.compile(r"[A-Za-z0-9._-]{1,128}")
+# "=" for archives' Hive-style partitions (org=<uuid>/day=<date>): a plain character on a
+# filesystem and in S3, it cannot reach outside the root.
+_SEGMENT = re.compile(r"[A-Za-z0-9._=-]{1,128}")
 _TMP_DIR = ".tmp"  # the filesystem store's half-written files, never listed
 
 

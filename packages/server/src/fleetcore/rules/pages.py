@@ -225,7 +225,7 @@ async def preview(
         descending=False,
     )
     series: dict[str, list[list[float]]] = {k: [[], []] for k in keys}
-    for reading in page.items:
+    for reading in page.rows:
         if isinstance(reading.value, int | float) and not isinstance(reading.value, bool):
             series[reading.key][0].append(reading.ts / 1000)
             series[reading.key][1].append(reading.value)

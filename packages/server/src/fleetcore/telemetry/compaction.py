@@ -136,8 +136,28 @@ async def run_compaction(
     chunk_readings: int = CHUNK_READINGS,
 ) -> CompactionReport:
     """Pack every numeric reading older than the cut-off; `dry_run` only counts them."""
-    now_ms = now_ms if now_ms is not None else int(datetime.now(UTC).timestamp() * 1000)
-    report = CompactionReport(cutoff_ms=cutoff_for(now_ms, after_days), dry_run=dry_run)
+    now_ms = now_ms if now_ms is not None else _now_ms()
+    cutoff = cutoff_for(now_ms, after_days)
+    return await _compact(engine, cutoff, dry_run=dry_run, chunk_readings=chunk_readings)
+
+
+async def compact_before(
+    engine: AsyncEngine, before_ms: int, *, chunk_readings: int = CHUNK_READINGS
+) -> CompactionReport:
+    """Pack every numeric reading before the day boundary at or below `before_ms` (benches,
+    operators), never one younger than a whole day: the writer's late rule (packed.py)."""
+    cutoff = min(before_ms // DAY_MS * DAY_MS, cutoff_for(_now_ms(), 1))
+    return await _compact(engine, cutoff, dry_run=False, chunk_readings=chunk_readings)
+
+
+def _now_ms() -> int:
+    return int(datetime.now(UTC).timestamp() * 1000)
+
+
+async def _compact(
+    engine: AsyncEngine, cutoff: int, *, dry_run: bool, chunk_readings: int
+) -> CompactionReport:
+    report = CompactionReport(cutoff_ms=cutoff, dry_run=dry_run)
     if engine.dialect.name != "postgresql":
         report.skipped = "sqlite keeps readings raw"
         return report

@@ -134,6 +134,8 @@ class Retention(Base):
     raw_days: Mapped[int] = mapped_column(Integer)
     rollup_1m_days: Mapped[int] = mapped_column(Integer)
     rollup_1h_days: Mapped[int] = mapped_column(Integer)
+    # Delete raw readings of a day only once it is archived (None: the platform default).
+    requires_archive: Mapped[bool | None] = mapped_column(Boolean)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 

@@ -26,9 +26,10 @@ the writer and the compactor):
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, and_, case, func, or_, select, true, union_all
+from sqlalchemy import Select, Subquery, and_, case, func, or_, select, true, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcore.telemetry.models import PACKED_NUM, VALUE_TABLES
@@ -133,3 +134,30 @@ async def newest_number(
     query = number_rows(series_id, EARLIEST_TS, at_most + 1, limit=1, descending=True, pg=pg)
     row = (await db.execute(query)).first()
     return None if row is None else (int(row.ts), float(row.value))
+
+
+def numbers_between(series_ids: Sequence[int], lo: int, hi: int, *, pg: bool) -> Subquery:
+    """(series_id, ts, value) of these numeric series in [lo, hi), raw and packed, unordered:
+    for grouping reads over a bounded range (chart buckets under a minute)."""
+    raw = VALUE_TABLES[Kind.NUMBER]
+    ids = list(series_ids)
+    raw_rows = select(raw.c.series_id, raw.c.ts, raw.c.value).where(
+        raw.c.series_id.in_(ids), raw.c.ts >= lo, raw.c.ts < hi
+    )
+    if not pg:
+        return raw_rows.subquery()
+    p = PACKED_NUM.c
+    cells = func.unnest(p.offs, p.vals).table_valued("o", "v").render_derived(name="u")
+    packed_rows = (
+        select(p.series_id, (p.block + cells.c.o).label("ts"), cells.c.v.label("value"))
+        .select_from(PACKED_NUM)
+        .join(cells, true())
+        .where(
+            p.series_id.in_(ids),
+            p.block > lo - BLOCK_MS,
+            p.block < hi,
+            p.block + cells.c.o >= lo,
+            p.block + cells.c.o < hi,
+        )
+    )
+    return union_all(raw_rows, packed_rows).subquery()

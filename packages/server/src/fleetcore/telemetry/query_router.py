@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any, BinaryIO
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from starlette.datastructures import UploadFile
 from starlette.types import Message
 
@@ -16,10 +16,11 @@ from fleetcore.auth.deps import PrincipalDep
 from fleetcore.body_limit import body_limit
 from fleetcore.deps import DatabaseDep, SessionDep
 from fleetcore.errors import Invalid, PayloadTooLarge
-from fleetcore.telemetry import export, importing, queries
+from fleetcore.telemetry import chart, export, importing, queries
 from fleetcore.telemetry.query_schemas import (
     Agg,
     Aggregates,
+    Chart,
     DeviceLatest,
     ExportFormat,
     ImportAnswer,
@@ -34,6 +35,7 @@ from fleetcore.telemetry.query_schemas import (
 router = APIRouter(prefix="/api/v1", tags=["telemetry"])
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+MAX_RAW_PAGE = 100_000  # a day of 1-second readings of one key in one page
 _MULTIPART_OVERHEAD = 16 * 1024
 
 KeysQuery = Annotated[
@@ -65,7 +67,11 @@ _CSV_BODY: dict[str, Any] = {
 }
 
 
-@router.get("/devices/{device_id:uuid}/telemetry", summary="Read a device's telemetry")
+@router.get(
+    "/devices/{device_id:uuid}/telemetry",
+    summary="Read a device's telemetry",
+    response_model=ReadingsPage | Aggregates,
+)
 async def read_telemetry(
     device_id: uuid.UUID,
     session: SessionDep,
@@ -73,23 +79,24 @@ async def read_telemetry(
     keys: KeysQuery = None,
     start: StartQuery = None,
     end: EndQuery = None,
-    limit: Annotated[int, Query(ge=1, le=10_000, description="raw page size")] = 1000,
+    limit: Annotated[int, Query(ge=1, le=MAX_RAW_PAGE, description="raw page size")] = 1000,
     cursor: Annotated[str | None, Query(max_length=1024)] = None,
     order: Order = "asc",
     interval: Annotated[
         Interval | None, Query(description="aggregate numeric keys per interval")
     ] = None,
     agg: Annotated[Agg | None, Query(description="with interval; default avg")] = None,
-) -> ReadingsPage | Aggregates:
-    """Raw readings in (ts, key) order a page at a time; with `interval`, numeric keys
-    aggregated from the roll-ups, every bucket of the range present (null when empty)."""
+) -> Response | Aggregates:
+    """Raw readings in (ts, key) order a page at a time (a page holds up to a day of
+    1-second readings); with `interval`, numeric keys aggregated from the roll-ups, every
+    bucket of the range present (null when empty)."""
     names = parse_keys(keys)
     if interval is None:
         if agg is not None:
             raise Invalid(
                 "agg needs an interval", code="AGG_WITHOUT_INTERVAL", details={"field": "agg"}
             )
-        return await queries.read_readings(
+        page = await queries.read_readings(
             session,
             principal,
             device_id=device_id,
@@ -100,6 +107,7 @@ async def read_telemetry(
             cursor=cursor,
             descending=order == "desc",
         )
+        return Response(page.json(), media_type="application/json")  # a ReadingsPage
     return await queries.read_aggregates(
         session,
         principal,
@@ -109,6 +117,34 @@ async def read_telemetry(
         end=end,
         interval=interval,
         agg=agg or "avg",
+    )
+
+
+@router.get(
+    "/devices/{device_id:uuid}/telemetry/chart", summary="A device's numeric keys for a chart"
+)
+async def read_chart(
+    device_id: uuid.UUID,
+    session: SessionDep,
+    principal: PrincipalDep,
+    keys: KeysQuery = None,
+    start: StartQuery = None,
+    end: EndQuery = None,
+    width: Annotated[
+        int, Query(ge=1, le=chart.MAX_WIDTH, description="the chart's width in pixels")
+    ] = chart.DEFAULT_WIDTH,
+) -> Chart:
+    """Numeric keys downsampled to at most `width` buckets whatever the range (a round step,
+    from raw readings under a minute, else the roll-ups), each with min, max and mean so a
+    one-reading spike stays visible; buckets without data are left out."""
+    return await chart.read_chart(
+        session,
+        principal,
+        device_id=device_id,
+        keys=parse_keys(keys),
+        start=start,
+        end=end,
+        width=width,
     )
 
 

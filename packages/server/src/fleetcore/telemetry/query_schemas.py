@@ -36,6 +36,7 @@ Interval = Literal["1m", "5m", "15m", "1h", "1d"]
 Agg = Literal["avg", "min", "max", "sum", "count", "first", "last"]
 Order = Literal["asc", "desc"]
 ExportFormat = Literal["csv", "parquet"]
+ChartSource = Literal["raw", "1m", "1h", "1d"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = re.compile(r"^\d{1,15}$")
@@ -254,3 +255,24 @@ def bucket_range(start: int, end: int, width: int) -> tuple[int, int]:
             details={"field": "interval", "buckets": count},
         )
     return first, last + width
+
+
+class ChartSeries(BaseModel):
+    """One key on a chart, column-wise: each bucket holding data, with its extremes."""
+
+    ts: list[int]
+    min: list[float]
+    max: list[float]
+    avg: list[float]
+
+
+class Chart(BaseModel):
+    """Numeric keys downsampled to a chart's width: at most `width` buckets of `step_ms`, each
+    with min, max and mean, so a one-reading spike survives; buckets without data left out."""
+
+    device_id: uuid.UUID
+    start: int
+    end: int
+    step_ms: int
+    source: ChartSource
+    series: dict[str, ChartSeries]

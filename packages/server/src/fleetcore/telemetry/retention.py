@@ -1,12 +1,18 @@
 """Retention: each organization's policy, and the job that removes what it no longer keeps.
 
 Raw readings older than `raw_days` and roll-ups older than their own days are removed per
-organization (0 keeps them forever), packed hours of numbers (compaction.py) with them.
-On PostgreSQL a daily partition is shared by every organization, so whole partitions are
+organization (0 keeps them forever), packed hours of numbers (compaction.py) with them. On
+PostgreSQL a daily partition is shared by every organization, so whole partitions are
 dropped only once they are older than the longest raw retention of all organizations; what
 remains (shorter policies, the DEFAULT partition, the day straddling the cut-off) is deleted
 in bounded chunks, one short transaction each, so ingest never waits long. SQLite deletes in
 the same bounded chunks.
+
+An organization whose policy `requires_archive` loses raw readings a whole archived day at a
+time instead (fleetcore.archive.gate): only days whose archive is current and holds as many
+readings as are stored. Partitions are then not dropped at all while any organization has
+that rule (a partition holds every organization's day), so such a platform deletes in
+chunks only.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from sqlalchemy import BigInteger, Uuid, bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql.elements import TextClause
 
+from fleetcore.archive import gate
 from fleetcore.audit import service as audit
 from fleetcore.auth.models import Organization
 from fleetcore.auth.principal import Principal, Role
@@ -55,11 +62,13 @@ VALUE_TABLES_NAMES = tuple(t.name for t in VALUE_TABLES.values())
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """Days kept of raw readings, 1-minute and 1-hour roll-ups; 0 keeps them forever."""
+    """Days kept of raw readings, 1-minute and 1-hour roll-ups; 0 keeps them forever.
+    `requires_archive`: raw readings go only a whole archived day at a time."""
 
     raw_days: int
     rollup_1m_days: int
     rollup_1h_days: int
+    requires_archive: bool = False
 
     def check(self) -> None:
         """Raise Invalid naming the field unless 0 ≤ days ≤ MAX_DAYS and raw ≤ 1m ≤ 1h."""
@@ -91,6 +100,7 @@ def default_policy(settings: Settings) -> Policy:
         settings.retention_raw_days,
         settings.retention_rollup_1m_days,
         settings.retention_rollup_1h_days,
+        settings.retention_requires_archive,
     )
 
 
@@ -111,8 +121,11 @@ async def get_policy(
     row = await session.get(Retention, principal.org_id)
     if row is None:
         return PolicyView(defaults, True, None)
+    requires = defaults.requires_archive if row.requires_archive is None else row.requires_archive
     return PolicyView(
-        Policy(row.raw_days, row.rollup_1m_days, row.rollup_1h_days), False, row.updated_at
+        Policy(row.raw_days, row.rollup_1m_days, row.rollup_1h_days, requires),
+        False,
+        row.updated_at,
     )
 
 
@@ -134,6 +147,7 @@ async def set_policy(
             policy.rollup_1m_days,
             policy.rollup_1h_days,
         )
+        row.requires_archive = policy.requires_archive
     await session.flush()
     audit.record(
         session,
@@ -155,17 +169,26 @@ class RetentionReport:
     rows_deleted: dict[str, int] = field(default_factory=dict)
     partitions_dropped: list[str] = field(default_factory=list)
     skipped: bool = False  # another process holds the runner lock
+    archived_days_purged: int = 0  # requires_archive: whole archived days deleted
+    archive_mismatches: int = 0  # ...and days kept: more or fewer readings than archived
 
 
 async def policies(engine: AsyncEngine, defaults: Policy) -> dict[uuid.UUID, Policy]:
     """The effective policy of every organization."""
     query = select(
-        Organization.id, Retention.raw_days, Retention.rollup_1m_days, Retention.rollup_1h_days
+        Organization.id,
+        Retention.raw_days,
+        Retention.rollup_1m_days,
+        Retention.rollup_1h_days,
+        Retention.requires_archive,
     ).outerjoin(Retention, Retention.organization_id == Organization.id)
     async with engine.connect() as connection:
         rows = (await connection.execute(query)).all()
     return {
-        org_id: defaults if raw is None else Policy(raw, m1, h1) for org_id, raw, m1, h1 in rows
+        org_id: defaults
+        if raw is None
+        else Policy(raw, m1, h1, defaults.requires_archive if req is None else req)
+        for org_id, raw, m1, h1, req in rows
     }
 
 
@@ -181,13 +204,19 @@ async def run_retention(
             return report
         by_org = await policies(engine, defaults)
         raw = [p.raw_days for p in by_org.values()] or [defaults.raw_days]
-        if 0 not in raw:  # a partition is shared: only drop what every organization lets go
+        gated = any(p.requires_archive for p in by_org.values())
+        # A partition is shared: only drop what every organization lets go, unarchived or not.
+        if 0 not in raw and not gated:
             report.partitions_dropped = await partitions.drop_partitions_before(
                 engine, now_ms - max(raw) * DAY_MS
             )
         purge = _Purge(engine, chunk_rows, report)
         for org_id, policy in by_org.items():
-            if policy.raw_days:
+            if policy.raw_days and policy.requires_archive:
+                await gate.purge_archived_days(
+                    Database(engine), purge, org_id, now_ms - policy.raw_days * DAY_MS
+                )
+            elif policy.raw_days:
                 cutoff = now_ms - policy.raw_days * DAY_MS
                 for table in VALUE_TABLES.values():
                     await purge.rows(table.name, "ts", org_id, cutoff)
@@ -221,13 +250,20 @@ class _Purge:
         self.pg = engine.dialect.name == "postgresql"
         self._children: dict[str, list[str]] | None = None  # partitions, listed once a run
 
-    async def rows(self, table: str, column: str, org_id: uuid.UUID, cutoff: int) -> None:
-        """Delete until nothing older than `cutoff` is left, `chunk_rows` per transaction."""
+    async def rows(
+        self, table: str, column: str, org_id: uuid.UUID, cutoff: int, *, since: int | None = None
+    ) -> None:
+        """Delete until nothing older than `cutoff` (and from `since` on, when given) is left,
+        `chunk_rows` per transaction."""
         async with self.engine.connect() as connection:
             await connection.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
             for target, by_ctid in await self._targets(table, cutoff):
-                statement = _delete_chunk(target, column, by_ctid=by_ctid)
+                statement = _delete_chunk(
+                    target, column, by_ctid=by_ctid, bounded=since is not None
+                )
                 params = {"org": org_id, "cutoff": cutoff, "n": self.chunk_rows}
+                if since is not None:
+                    params["since"] = since
                 while True:
                     begin = time.monotonic()
                     async with connection.begin():
@@ -305,11 +341,13 @@ _TRIM_PACKED = text(
 ).bindparams(bindparam("org", type_=Uuid()), bindparam("cutoff", type_=BigInteger()))
 
 
-def _delete_chunk(target: str, column: str, *, by_ctid: bool) -> TextClause:
-    """DELETE of at most :n rows of :org's series with `column` < :cutoff."""
+def _delete_chunk(target: str, column: str, *, by_ctid: bool, bounded: bool = False) -> TextClause:
+    """DELETE of at most :n rows of :org's series with `column` < :cutoff (and ≥ :since)."""
+    since = f" AND {column} >= :since" if bounded else ""
     victims = (
         f"FROM {target} WHERE series_id IN "  # noqa: S608 (constant names)
-        f"(SELECT id FROM ts_series WHERE organization_id = :org) AND {column} < :cutoff LIMIT :n"
+        f"(SELECT id FROM ts_series WHERE organization_id = :org) AND {column} < :cutoff"
+        f"{since} LIMIT :n"
     )
     if by_ctid:  # a TID scan: the cheapest way to delete a bounded set on PostgreSQL
         sql = f"DELETE FROM {target} WHERE ctid = ANY(ARRAY(SELECT ctid {victims}))"  # noqa: S608

@@ -23,6 +23,11 @@ class RetentionIn(BaseModel):
     raw_days: int = Days
     rollup_1m_days: int = Days
     rollup_1h_days: int = Days
+    requires_archive: bool | None = Field(
+        None,
+        description="delete raw readings only a whole archived day at a time (docs/archives.md);"
+        " omitted: unchanged",
+    )
 
 
 class RetentionOut(BaseModel):
@@ -31,6 +36,7 @@ class RetentionOut(BaseModel):
     raw_days: int
     rollup_1m_days: int
     rollup_1h_days: int
+    requires_archive: bool
     is_default: bool
     updated_at: datetime | None
 
@@ -41,6 +47,7 @@ class RetentionOut(BaseModel):
             raw_days=view.policy.raw_days,
             rollup_1m_days=view.policy.rollup_1m_days,
             rollup_1h_days=view.policy.rollup_1h_days,
+            requires_archive=view.policy.requires_archive,
             is_default=view.is_default,
             updated_at=view.updated_at,
         )
@@ -65,10 +72,15 @@ async def put_retention(
     body: RetentionIn, session: SessionDep, principal: PrincipalDep, settings: SettingsDep
 ) -> RetentionOut:
     """Applies at the next retention run; audited."""
+    defaults = retention.default_policy(settings)
+    requires = body.requires_archive
+    if requires is None:
+        current = await retention.get_policy(session, principal, defaults=defaults)
+        requires = current.policy.requires_archive
     view = await retention.set_policy(
         session,
         principal,
-        policy=Policy(body.raw_days, body.rollup_1m_days, body.rollup_1h_days),
-        defaults=retention.default_policy(settings),
+        policy=Policy(body.raw_days, body.rollup_1m_days, body.rollup_1h_days, requires),
+        defaults=defaults,
     )
     return RetentionOut.of(view)

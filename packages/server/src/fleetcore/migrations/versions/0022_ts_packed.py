@@ -1,7 +1,7 @@
 """packed numeric telemetry: closed hours of a series as one row of arrays
 
 Revision ID: 0022
-Revises: 0021
+Revises: 0024
 Create Date: 2026-12-07 03:00:00.000000
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0022"
-down_revision = "0021"
+down_revision = "0024"  # after the archives (merged first); safe for databases at 0024
 branch_labels = None
 depends_on = None
 

@@ -1,6 +1,8 @@
-// Device charts: one uPlot per numeric key; range presets (raw for 1 h, roll-ups beyond),
-// drag to zoom (re-read at a finer resolution), live points appended from the WebSocket,
-// and on devices with analytics a dashed line at each finding of the key (live ones too).
+// Device charts: one uPlot per numeric key; range presets, every range read downsampled by
+// the server to the chart's width (GET .../telemetry/chart: at most one bucket per pixel
+// column, each with min, max and mean, so a one-reading spike in 30 days still shows as the
+// band's peak), drag to zoom (re-read at a finer step), live points appended from the
+// WebSocket, and on devices with analytics a dashed line at each finding of the key.
 (function () {
   "use strict";
   const root = document.getElementById("charts");
@@ -9,9 +11,8 @@
   const api = "/api/v1/devices/" + deviceId + "/telemetry";
   const HOUR = 3600e3, DAY = 24 * HOUR;
   const PRESETS = { "1h": HOUR, "24h": DAY, "7d": 7 * DAY, "30d": 30 * DAY };
-  const RAW_PAGE = 10000, RAW_CAP = 200000;
-  const charts = new Map(); // key -> {plot, data: [xs, ys], box}
-  const stats = (window.fcChart = { renderedMs: null, fetchMs: null, lastSetDataMs: null, lastDrawMs: null, lastFrameMs: null, points: 0 });
+  const charts = new Map(); // key -> {plot, data: [xs, mean, min, max], box}
+  const stats = (window.fcChart = { renderedMs: null, fetchMs: null, lastSetDataMs: null, lastDrawMs: null, lastFrameMs: null, points: 0, bytes: 0, step: null, plots: {} });
   let keys = JSON.parse(root.dataset.keys || "[]");
   let view = { preset: "1h", start: 0, end: 0, live: true };
   let loading = 0;
@@ -19,54 +20,52 @@
   let marks = new Map(); // key -> [{t: seconds, severity}] of the findings in view
   const MARKS_CAP = 2000;
 
-  // The finest source that keeps a range to a few thousand points.
-  function resolution(span) {
-    if (span <= 2 * HOUR) return null; // raw readings
-    if (span <= 2 * DAY) return "1m";
-    if (span <= 10 * DAY) return "15m";
-    if (span <= 400 * DAY) return "1h";
-    return "1d";
-  }
+  function plotWidth() { return Math.max(root.clientWidth - 4, 240); }
 
-  async function getJSON(url) {
+  async function getText(url) {
     const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
     if (!response.ok) {
       let message = "Reading telemetry failed (" + response.status + ").";
       try { message = (await response.json()).error.message || message; } catch (_) { /* keep */ }
       throw new Error(message);
     }
-    return response.json();
+    return response.text();
   }
 
-  async function readRaw(start, end) {
-    const out = new Map(keys.map((k) => [k, [[], []]]));
-    let cursor = null, total = 0;
-    do {
-      const q = new URLSearchParams({ keys: keys.join(","), start: String(start), end: String(end), limit: String(RAW_PAGE) });
-      if (cursor) q.set("cursor", cursor);
-      const page = await getJSON(api + "?" + q);
-      for (const r of page.items) {
-        const series = out.get(r.key);
-        if (series && typeof r.value === "number") { series[0].push(r.ts / 1000); series[1].push(r.value); }
-      }
-      total += page.items.length;
-      cursor = page.next_cursor;
-    } while (cursor && total < RAW_CAP);
-    return out;
-  }
+  async function getJSON(url) { return JSON.parse(await getText(url)); }
 
-  async function readAggregates(start, end, interval) {
-    const q = new URLSearchParams({ keys: keys.join(","), start: String(start), end: String(end), interval: interval, agg: "avg" });
-    const body = await getJSON(api + "?" + q);
-    const out = new Map(keys.map((k) => [k, [[], []]]));
-    for (const b of body.buckets) {
-      for (const k of keys) {
-        const series = out.get(k);
-        series[0].push(b.ts / 1000);
-        series[1].push(b.values[k] === undefined ? null : b.values[k]);
-      }
+  // The range at one bucket per pixel column at most; the server picks the step.
+  async function readChart(start, end) {
+    const q = new URLSearchParams({ keys: keys.join(","), start: String(start), end: String(end), width: String(plotWidth()) });
+    const text = await getText(api + "/chart?" + q);
+    const body = JSON.parse(text);
+    const out = new Map();
+    let fetched = 0;
+    for (const k of keys) {
+      const s = body.series[k] || { ts: [], min: [], max: [], avg: [] };
+      fetched += s.ts.length;
+      out.set(k, columns(s, body.step_ms));
     }
-    return out;
+    return { series: out, bytes: text.length, points: fetched, step: body.step_ms };
+  }
+
+  // uPlot's columns [x (s), mean, min, max]; a gap in the data (more than three times the
+  // usual spacing of buckets, and more than one step) becomes a null, so the line breaks
+  // where the device was silent instead of joining across the silence.
+  function columns(s, step) {
+    const gaps = [];
+    for (let i = 1; i < s.ts.length; i++) gaps.push(s.ts[i] - s.ts[i - 1]);
+    gaps.sort((a, b) => a - b);
+    const usual = gaps.length ? gaps[gaps.length >> 1] : step;
+    const limit = Math.max(step, 3 * usual);
+    const xs = [], mean = [], lo = [], hi = [];
+    for (let i = 0; i < s.ts.length; i++) {
+      if (i && s.ts[i] - s.ts[i - 1] > limit) {
+        xs.push((s.ts[i - 1] + step) / 1000); mean.push(null); lo.push(null); hi.push(null);
+      }
+      xs.push(s.ts[i] / 1000); mean.push(s.avg[i]); lo.push(s.min[i]); hi.push(s.max[i]);
+    }
+    return [xs, mean, lo, hi];
   }
 
   // Findings of the range, by key (newest first from the API; order does not matter here).
@@ -124,11 +123,23 @@
 
   function colors() {
     const css = getComputedStyle(document.body);
+    const line = css.getPropertyValue("--accent").trim() || "#0b5cad";
     return {
-      line: css.getPropertyValue("--accent").trim() || "#0b5cad",
+      line: line,
+      edge: alpha(line, 0.55),
+      band: alpha(line, 0.18),
       fg: css.getPropertyValue("--fg").trim() || "#16181d",
       grid: css.getPropertyValue("--border").trim() || "#d9dde3",
     };
+  }
+
+  // "#rrggbb" (or "#rgb") at an opacity; any other colour as it is.
+  function alpha(color, a) {
+    let hex = /^#([0-9a-f]{3}|[0-9a-f]{6})$/i.exec(color);
+    if (!hex) return color;
+    hex = hex[1].length === 3 ? hex[1].replace(/./g, "$&$&") : hex[1];
+    const n = parseInt(hex, 16);
+    return "rgba(" + (n >> 16) + "," + ((n >> 8) & 255) + "," + (n & 255) + "," + a + ")";
   }
 
   function makePlot(key, data) {
@@ -152,11 +163,18 @@
     const c = colors();
     const axis = { stroke: c.fg, grid: { stroke: c.grid, width: 1 }, ticks: { stroke: c.grid } };
     const plot = new uPlot({
-      width: Math.max(root.clientWidth - 4, 240),
+      width: plotWidth(),
       height: 220,
       scales: { x: { time: true } },
       // Sparse series (most buckets empty) show their points: a lone value draws no line.
-      series: [{}, { label: key, stroke: c.line, width: 1.5, spanGaps: false, points: { show: sparse(data), size: 4, fill: c.line } }],
+      // The min and max of each bucket bound a shaded band around the mean.
+      series: [
+        {},
+        { label: key, stroke: c.line, width: 1.5, spanGaps: false, points: { show: sparse(data), size: 4, fill: c.line } },
+        { label: "min", stroke: c.edge, width: 1, spanGaps: false, points: { show: false } },
+        { label: "max", stroke: c.edge, width: 1, spanGaps: false, points: { show: false } },
+      ],
+      bands: [{ series: [3, 2], fill: c.band }],
       axes: [axis, axis],
       legend: { live: true },
       cursor: { drag: { x: true, y: false, setScale: false } },
@@ -164,6 +182,7 @@
     }, data, box);
     plot.over.addEventListener("dblclick", () => show(view.preset === "zoom" ? lastPreset : view.preset));
     charts.set(key, { plot: plot, data: data, box: box });
+    stats.plots[key] = plot;
   }
 
   let lastPreset = "1h";
@@ -199,23 +218,23 @@
     delete root.dataset.rendered;
     const t0 = performance.now();
     try {
-      const interval = resolution(view.end - view.start);
-      const [series, found] = await Promise.all([
-        keys.length
-          ? interval ? readAggregates(view.start, view.end, interval) : readRaw(view.start, view.end)
-          : new Map(),
+      const [read, found] = await Promise.all([
+        keys.length ? readChart(view.start, view.end) : { series: new Map(), bytes: 0, points: 0, step: null },
         // A failed read of the findings leaves the charts without marks, not without data.
         readMarks(view.start, view.end).catch(() => new Map()),
       ]);
       if (ticket !== loading) return; // a newer range was asked for meanwhile
       marks = found;
       stats.fetchMs = performance.now() - t0;
-      let points = 0;
-      series.forEach((data, key) => { makePlot(key, data); points += data[0].length; });
+      read.series.forEach((data, key) => makePlot(key, data));
+      const points = read.points;
       stats.points = points;
+      stats.bytes = read.bytes;
+      stats.step = read.step;
       requestAnimationFrame(() => {
         stats.renderedMs = performance.now() - t0;
         root.dataset.rendered = String(points);
+        root.dataset.step = String(read.step || "");
         root.removeAttribute("aria-busy");
         performance.mark("fc-chart-drawn");
       });
@@ -298,14 +317,16 @@
         if (!keys.includes(key)) keys.push(key);
         const hint = root.querySelector("[data-no-charts]");
         if (hint) hint.remove();
-        makePlot(key, [[msg.ts / 1000], [value]]);
+        makePlot(key, [[msg.ts / 1000], [value], [value], [value]]);
         continue;
       }
       const data = charts.get(key).data;
       const x = msg.ts / 1000;
       if (data[0].length && x < data[0][data[0].length - 1]) continue; // late: the next load has it
       data[0].push(x);
-      data[1].push(value);
+      data[1].push(value); // a single reading: its own mean, min and max
+      data[2].push(value);
+      data[3].push(value);
       dirty.add(key);
     }
     if (dirty.size && !frame) frame = requestAnimationFrame(flush);
@@ -315,7 +336,7 @@
   window.addEventListener("resize", () => {
     if (root.clientWidth === width) return;
     width = root.clientWidth;
-    charts.forEach((c) => c.plot.setSize({ width: Math.max(width - 4, 240), height: 220 }));
+    charts.forEach((c) => c.plot.setSize({ width: plotWidth(), height: 220 }));
   });
   if (window.FC && FC.live) {
     FC.live.on("telemetry", (msg) => { if (msg.device_id === deviceId) onTelemetry(msg); });
