@@ -29,6 +29,7 @@ CLUSTER_JOBS = {
     "recommendations.expire",
     "recommendations.sync",
     "rules.no-data",
+    "telemetry-compaction",
     "telemetry-partitions",
     "telemetry-retention",
 }

@@ -56,7 +56,7 @@ from fleetcore.routers import API_ROUTERS, PAGE_ROUTERS
 from fleetcore.rules.engine import RulesEngine
 from fleetcore.security_headers import SecurityHeadersMiddleware
 from fleetcore.status.presence import Presence
-from fleetcore.telemetry import partitions, retention
+from fleetcore.telemetry import compaction, partitions, retention
 from fleetcore.telemetry.pipeline import IngestPipeline
 from fleetcore.telemetry.writer import TelemetryWriter
 from fleetcore.templating import templates
@@ -261,6 +261,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
                     db.engine, days_ahead=settings.partitions_ahead_days
                 )
             retention.register_jobs(app.state.jobs, db, settings)
+            compaction.register_jobs(app.state.jobs, db, settings)
             archive_service.register_job(app.state.jobs, db, settings)
             # Built everywhere (routes read some of them); started where the table says.
             components = [c for c in components if here(c.name)]

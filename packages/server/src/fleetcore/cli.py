@@ -425,6 +425,7 @@ def create_superuser(
 
 app.command("export")(telemetry_cli.export)
 app.command("import")(telemetry_cli.import_)
+app.add_typer(telemetry_cli.telemetry_app, name="telemetry")  # fleetcore telemetry compact
 app.command("simulate")(simulator_cli.simulate)
 app.command("backup")(backup_cli.backup)
 app.command("restore")(backup_cli.restore)

@@ -354,6 +354,16 @@ class Settings(BaseSettings):
     retention_interval_s: float = Field(3600.0, ge=1, le=86400, description="retention job period")
     retention_chunk_rows: int = Field(10_000, ge=100, le=1_000_000, description="rows per delete")
     partitions_ahead_days: int = Field(7, ge=1, le=60, description="PostgreSQL daily partitions")
+    telemetry_compact_after_days: int = Field(
+        2,
+        ge=0,
+        le=3650,
+        description="PostgreSQL: pack numeric readings of days older than this into one row "
+        "per series and hour (telemetry/compaction.py); 0 = off",
+    )
+    telemetry_compact_interval_s: float = Field(
+        3600.0, ge=1, le=86400, description="compaction job period"
+    )
     retention_requires_archive: bool = Field(
         False,
         description="default: raw readings of a day are deleted only once that day is archived "

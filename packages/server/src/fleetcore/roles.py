@@ -53,6 +53,7 @@ RUNS_IN: dict[str, frozenset[Role]] = {
     # jobs: once per tick across processes
     "telemetry-retention": _JOBS,
     "telemetry-partitions": _JOBS,
+    "telemetry-compaction": _JOBS,
     "telemetry-archive": _JOBS,  # closed days to Parquet (archive_enabled)
     "dead-letters.prune": _JOBS,
     "commands.expire": _JOBS,

@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 from fleetcore.archive.models import TelemetryArchive
 from fleetcore.archive.reading import count_day, day_bounds
 from fleetcore.db import Database, utcnow
-from fleetcore.telemetry.models import VALUE_TABLES
+from fleetcore.telemetry.models import PACKED_NUM, VALUE_TABLES
 from fleetcore.telemetry.partitions import DAY_MS, day_of
 
 if TYPE_CHECKING:
@@ -78,4 +78,6 @@ async def purge_archived_days(
         start, end = day_bounds(record.day)
         for table in VALUE_TABLES.values():
             await purge.rows(table.name, "ts", org_id, end, since=start)
+        if purge.pg:  # packed hours of the day (telemetry/compaction.py): a day is whole hours
+            await purge.rows(PACKED_NUM.name, "block", org_id, end, since=start)
         purge.report.archived_days_purged += 1

@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcore.alerts.models import OPEN_STATUSES, Alert
@@ -34,8 +34,9 @@ from fleetcore.safety.inputs import (
 from fleetcore.safety.motion import WINDOW, key_of
 from fleetcore.safety.policy import SafetyPolicy
 from fleetcore.safety.verdict import Verdict
-from fleetcore.telemetry.models import LATEST, VALUE_TABLES, Series
+from fleetcore.telemetry.models import LATEST, Series
 from fleetcore.telemetry.models import TelemetryKey as Key
+from fleetcore.telemetry.packed import newest_number
 from fleetcore_protocol.telemetry import Kind
 
 # The latest earlier command per hourly-limited key is looked for among this many of the
@@ -141,18 +142,12 @@ async def _values(session: AsyncSession, device_id: uuid.UUID, keys: set[str]) -
             offer(name, ts, columns[kind - 1])
         # On PostgreSQL numeric latest values are merged from the writer's log up to a second
         # behind (telemetry/pg_sql.py): the raw table's newest reading is the truth.
-        numbers = VALUE_TABLES[Kind.NUMBER]
         for row in found:
             if row.kind != Kind.NUMBER:
                 continue
-            ts = await session.scalar(
-                select(func.max(numbers.c.ts)).where(numbers.c.series_id == row.id)
-            )
-            if ts is not None and (row.name not in newest or newest[row.name][0] < ts):
-                value = await session.scalar(
-                    select(numbers.c.value).where(numbers.c.series_id == row.id, numbers.c.ts == ts)
-                )
-                offer(row.name, ts, value)
+            stored = await newest_number(session, row.id)
+            if stored is not None:
+                offer(row.name, *stored)
     values = {name: value for name, (_, value) in newest.items()}
     missing = sorted(keys - values.keys())
     if missing:
@@ -266,7 +261,6 @@ async def _hour_start(
     )
     if not keys:
         return {}
-    numbers = VALUE_TABLES[Kind.NUMBER]
     cutoff = int((now - WINDOW).timestamp() * 1000)
     series = (
         select(Series.id, Key.name)
@@ -275,14 +269,9 @@ async def _hour_start(
     )
     found: dict[str, Any] = {}
     for series_id, name in (await session.execute(series)).all():
-        value = await session.scalar(
-            select(numbers.c.value)
-            .where(numbers.c.series_id == series_id, numbers.c.ts <= cutoff)
-            .order_by(numbers.c.ts.desc())
-            .limit(1)
-        )
-        if value is not None:
-            found[name] = value
+        stored = await newest_number(session, series_id, at_most=cutoff)
+        if stored is not None:
+            found[name] = stored[1]
     return found
 
 

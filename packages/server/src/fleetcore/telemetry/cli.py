@@ -209,3 +209,53 @@ def import_(
         f"{report.rows} rows: {report.stored} stored, {report.duplicates} duplicates, "
         f"{report.rejected_count} rejected"
     )
+
+
+telemetry_app = typer.Typer(help="Telemetry storage.", no_args_is_help=True)
+
+
+@telemetry_app.command("compact")
+def compact(
+    after_days: Annotated[
+        int | None,
+        typer.Option(
+            "--after-days",
+            min=1,
+            help="pack days older than this (default: FLEETCORE_TELEMETRY_COMPACT_AFTER_DAYS)",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="only count what would be packed")
+    ] = False,
+) -> None:
+    """Pack closed days of numeric readings into one row per series and hour (PostgreSQL)."""
+    settings = _settings()
+    days = after_days or settings.telemetry_compact_after_days
+    if not days:
+        typer.echo("fleetcore: compaction is off (FLEETCORE_TELEMETRY_COMPACT_AFTER_DAYS=0)")
+        raise typer.Exit(1)
+    from fleetcore.telemetry.compaction import CompactionReport, run_compaction
+    from fleetcore.telemetry.query_schemas import ms_to_iso
+
+    async def run() -> CompactionReport:
+        database = await _open(settings, migrate=True)
+        try:
+            return await run_compaction(database.engine, after_days=days, dry_run=dry_run)
+        finally:
+            await database.close()
+
+    report = asyncio.run(run())
+    if report.skipped:
+        typer.echo(f"nothing packed: {report.skipped}")
+        return
+    verb = "would pack" if dry_run else "packed"
+    typer.echo(
+        f"{verb} {report.readings} readings of {report.series} series into {report.blocks} "
+        f"hourly blocks, before {ms_to_iso(report.cutoff_ms)}"
+    )
+    if report.tables:
+        typer.echo(f"from: {', '.join(report.tables)}")
+    if not dry_run:
+        dropped = ", ".join(report.partitions_dropped) or "none"
+        typer.echo(f"partitions dropped: {dropped}")
+        typer.echo(f"{report.rate:,.0f} readings/s over {report.seconds:.1f} s")

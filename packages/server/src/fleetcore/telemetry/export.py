@@ -1,7 +1,8 @@
 """Exporting a device's readings as CSV or Parquet, streamed in constant memory.
 
-Each series is read by its primary key in chunks (a short connection per chunk) and the
-series are merged in (ts, key) order, so memory holds a few chunks whatever the range.
+Each series is read by its primary key in chunks (a short connection per chunk; numbers
+across raw and packed rows, packed.py) and the series are merged in (ts, key) order, so
+memory holds a few chunks whatever the range.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcore.auth.principal import Principal
@@ -26,6 +27,7 @@ from fleetcore.devices.models import Device
 from fleetcore.devices.service import get_device
 from fleetcore.errors import Invalid
 from fleetcore.telemetry.models import VALUE_TABLES
+from fleetcore.telemetry.packed import number_rows
 from fleetcore.telemetry.queries import Row, SeriesRef, device_series
 from fleetcore.telemetry.query_schemas import ExportFormat, ms_to_iso, time_range
 from fleetcore_protocol.telemetry import Kind
@@ -49,20 +51,25 @@ class _SeriesReader:
     done: bool = False
 
 
-async def _fill(database: Database, reader: _SeriesReader, end: int, size: int) -> None:
-    table = VALUE_TABLES[reader.series.kind]
-    query = (
-        select(table.c.ts, table.c.value)
-        .where(
-            table.c.series_id == reader.series.id,
-            table.c.ts >= reader.next_ts,
-            table.c.ts < end,
-        )
+def _chunk_query(series: SeriesRef, start: int, end: int, size: int, *, pg: bool) -> Select[Any]:
+    """(series_id, ts, value) of one series in [start, end), `size` at a time."""
+    if series.kind is Kind.NUMBER:  # raw and packed (compaction)
+        return number_rows(series.id, start, end, limit=size, pg=pg)
+    table = VALUE_TABLES[series.kind]
+    return (
+        select(table.c.series_id, table.c.ts, table.c.value)
+        .where(table.c.series_id == series.id, table.c.ts >= start, table.c.ts < end)
         .order_by(table.c.ts)
         .limit(size)
     )
+
+
+async def _fill(database: Database, reader: _SeriesReader, end: int, size: int) -> None:
+    query = _chunk_query(
+        reader.series, reader.next_ts, end, size, pg=database.dialect == "postgresql"
+    )
     async with database.connect() as connection:
-        rows = [(ts, value) for ts, value in (await connection.execute(query)).all()]
+        rows = [(ts, value) for _, ts, value in (await connection.execute(query)).all()]
     reader.rows.extend(rows)
     reader.done = len(rows) < size
     if rows:

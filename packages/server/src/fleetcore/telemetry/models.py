@@ -161,3 +161,18 @@ ROLLUP_PENDING = Table(
     Column("stamps", _array(BigInteger), nullable=False),
     Column("vals", _array(DOUBLE_PRECISION), nullable=False),
 )
+
+# Closed hours of numeric series, packed (see compaction.py): one row per series and hour,
+# the readings' ms offsets from the hour's start (ascending) and their values as two
+# arrays that PostgreSQL's TOAST compresses. Raw and packed rows never hold the same
+# (series_id, ts); readers take both (packed.py).
+PACKED_NUM = Table(
+    "ts_num_packed",
+    Base.metadata,
+    Column("series_id", Integer, primary_key=True),
+    Column("block", BigInteger, primary_key=True),  # the hour's start, epoch ms
+    Column("n", Integer, nullable=False),  # readings held: pages pick blocks without the arrays
+    Column("offs", _array(Integer), nullable=False),
+    Column("vals", _array(DOUBLE_PRECISION), nullable=False),
+    sqlite_with_rowid=False,
+)

@@ -22,6 +22,7 @@ claimed with SKIP LOCKED and never waited for.
 from __future__ import annotations
 
 from fleetcore.telemetry.models import ROLLUPS, VALUE_TABLES
+from fleetcore.telemetry.packed import BLOCK_MS
 from fleetcore_protocol.telemetry import Kind
 
 STAGE_TYPES = {
@@ -49,8 +50,9 @@ ROLLUP_COLUMNS = (
 )
 
 
-def _floor(column: str, width: int) -> str:
-    return f"{column} - (({column} % {width}) + {width}) % {width}"  # floor, as for negative ts
+def floor_sql(column: str, width: int) -> str:
+    """SQL of `column` floored to a multiple of `width` (negative values too)."""
+    return f"{column} - (({column} % {width}) + {width}) % {width}"
 
 
 def rollup_merge(table: str, *, least: str, greatest: str) -> str:
@@ -77,7 +79,7 @@ def rollup_sql(table: str, width: int, source: str, *, least: str, greatest: str
         f"INSERT INTO {table} ({', '.join(ROLLUP_COLUMNS)}) "
         "SELECT g.series_id, g.bucket, g.cnt, g.total, g.vmin, g.vmax, "
         "g.first_ts, f.value, g.last_ts, l.value "
-        f"FROM (SELECT series_id, {_floor('ts', width)} AS bucket, count(*) AS cnt, "
+        f"FROM (SELECT series_id, {floor_sql('ts', width)} AS bucket, count(*) AS cnt, "
         "sum(value) AS total, min(value) AS vmin, max(value) AS vmax, min(ts) AS first_ts, "
         f"max(ts) AS last_ts FROM {source} GROUP BY 1, 2) AS g "
         f"JOIN {source} AS f ON f.series_id = g.series_id AND f.ts = g.first_ts "
@@ -85,6 +87,17 @@ def rollup_sql(table: str, width: int, source: str, *, least: str, greatest: str
         f"WHERE true ORDER BY 1, 2 {rollup_merge(table, least=least, greatest=greatest)}"
     )
 
+
+# Late numbers (packed.py): the packing lock, shared with other late writers, then the staged
+# readings older than $1 whose (series, ts) is packed already removed (first write wins).
+LATE_LOCK_SQL = "SELECT pg_advisory_xact_lock_shared($1)"
+DROP_PACKED_SQL = (
+    "DELETE FROM stage_ts_num AS s USING (SELECT p.series_id, p.block + u.o AS ts "
+    "FROM ts_num_packed AS p, unnest(p.offs) AS u (o) "
+    "WHERE (p.series_id, p.block) IN (SELECT DISTINCT series_id, "
+    f"{floor_sql('ts', BLOCK_MS)} FROM stage_ts_num WHERE ts < $1)) AS k "
+    "WHERE s.series_id = k.series_id AND s.ts = k.ts"
+)
 
 # A batch's new numbers, logged from the writer's own arrays (ids, stamps, values).
 LOG_SQL = "INSERT INTO ts_rollup_pending (series_ids, stamps, vals) VALUES ($1, $2, $3)"
@@ -177,14 +190,14 @@ def apply_sql() -> str:
         level = f"level{n}"
         if not below:
             grouped = (
-                f"SELECT series_id, {_floor('ts', width)} AS bucket, count(*) AS cnt, "
+                f"SELECT series_id, {floor_sql('ts', width)} AS bucket, count(*) AS cnt, "
                 "sum(value) AS total, min(value) AS vmin, max(value) AS vmax, "
                 "min(ts) AS first_ts, (min(ARRAY[ts, value]))[2] AS vfirst, "
                 "max(ts) AS last_ts, (max(ARRAY[ts, value]))[2] AS vlast FROM new GROUP BY 1, 2"
             )
         else:
             grouped = (
-                f"SELECT series_id, {_floor('bucket', width)} AS bucket, sum(cnt) AS cnt, "
+                f"SELECT series_id, {floor_sql('bucket', width)} AS bucket, sum(cnt) AS cnt, "
                 "sum(total) AS total, min(vmin) AS vmin, max(vmax) AS vmax, "
                 "min(first_ts) AS first_ts, (min(ARRAY[first_ts, vfirst]))[2] AS vfirst, "
                 "max(last_ts) AS last_ts, (max(ARRAY[last_ts, vlast]))[2] AS vlast "

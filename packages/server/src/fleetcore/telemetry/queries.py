@@ -1,10 +1,12 @@
 """Reading telemetry: raw readings a page at a time, aggregates from the roll-ups, latest values.
 
 Raw pages read each series by its primary key (series_id, ts) with its own LIMIT, so a page
-costs at most `limit` rows per series whatever the range. Aggregates read only the roll-up
-tables (the coarsest whose bucket divides the interval), by (series_id, bucket) ranges.
-Chart buckets (chart.py) come from the same roll-ups, or from raw readings for steps under a
-minute (a range of at most `width` minutes, so a bounded read).
+costs at most `limit` rows per series whatever the range; numeric series are read across
+raw and packed rows alike (packed.py), packed hours by their (series_id, block) key.
+Aggregates read only the roll-up tables (the coarsest whose bucket divides the interval), by
+(series_id, bucket) ranges. Chart buckets (chart.py) come from the same roll-ups, or from raw
+(and packed) readings for steps under a minute (a range of at most `width` minutes, so a
+bounded read).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import orjson
@@ -24,6 +27,7 @@ from fleetcore.devices.models import Device
 from fleetcore.devices.service import get_device, live_devices
 from fleetcore.telemetry.models import LATEST, ROLLUPS, VALUE_TABLES, Series
 from fleetcore.telemetry.models import TelemetryKey as Key
+from fleetcore.telemetry.packed import number_arms, numbers_between
 from fleetcore.telemetry.query_schemas import (
     INTERVALS,
     Agg,
@@ -85,6 +89,12 @@ async def device_series(
     return [SeriesRef(sid, name, Kind(k)) for sid, name, k in (await db.execute(query)).all()]
 
 
+def is_postgresql(db: Executor) -> bool:
+    """Whether `db` talks to PostgreSQL (packed readings exist only there)."""
+    bind = db.get_bind() if isinstance(db, AsyncSession) else db
+    return bind.dialect.name == "postgresql"
+
+
 def _bounds(
     s: SeriesRef, start: int, end: int, after: tuple[int, str, Kind] | None, descending: bool
 ) -> tuple[int, int]:
@@ -109,6 +119,7 @@ async def read_rows(
 ) -> list[Row]:
     """Up to `limit` readings in [start, end) after the cursor, in (ts, key, kind) order."""
     by_id = {s.id: s for s in series}
+    pg = is_postgresql(db)
     rows: list[Row] = []
     queried = 0
     for kind in Kind:
@@ -116,7 +127,9 @@ async def read_rows(
         arms = []
         for s in series:
             lo, hi = _bounds(s, start, end, after, descending) if s.kind is kind else (0, 0)
-            if lo < hi:
+            if lo < hi and kind is Kind.NUMBER:  # raw and packed (compaction), sorted below
+                arms += number_arms(s.id, lo, hi, limit=limit, descending=descending, pg=pg)
+            elif lo < hi:
                 arms.append(
                     select(table.c.series_id, table.c.ts, table.c.value)
                     .where(table.c.series_id == s.id, table.c.ts >= lo, table.c.ts < hi)
@@ -137,7 +150,9 @@ async def read_rows(
             for sid, ts, value in found:
                 ref = by_id[sid]
                 rows.append(Row(ts, ref.key, ref.kind, value))
-    if queried > 1:  # one series comes in ts order already
+    if queried > 1 and len(series) == 1:  # a number's raw and packed arms: ts is unique
+        rows.sort(key=itemgetter(0), reverse=descending)
+    elif queried > 1:  # one arm comes in ts order already
         rows.sort(key=lambda r: (r.ts, r.key, r.kind), reverse=descending)
     return rows[:limit]
 
@@ -309,13 +324,16 @@ class ChartColumns:
     avg: list[float] = field(default_factory=list)
 
 
-def chart_query(series_ids: Sequence[int], first: int, stop: int, step: int) -> Select[Any]:
+def chart_query(
+    series_ids: Sequence[int], first: int, stop: int, step: int, *, pg: bool = False
+) -> Select[Any]:
     """(series_id, bucket, min, max, mean) per `step` ms bucket holding data in [first, stop),
-    in (series_id, bucket) order: from the coarsest roll-up dividing `step`, else raw rows."""
+    in (series_id, bucket) order: from the coarsest roll-up dividing `step`, else raw rows
+    (and packed ones on PostgreSQL, `pg`)."""
     ids = list(series_ids)
     source = rollup_width(step)
     if not source:
-        raw = VALUE_TABLES[Kind.NUMBER].c
+        raw = numbers_between(ids, first, stop, pg=pg).c
         group = _floor(raw.ts, step).label("g")
         return (
             select(
@@ -325,7 +343,6 @@ def chart_query(series_ids: Sequence[int], first: int, stop: int, step: int) -> 
                 func.max(raw.value),
                 func.sum(raw.value) / func.count(),
             )
-            .where(raw.series_id.in_(ids), raw.ts >= first, raw.ts < stop)
             .group_by(raw.series_id, group)
             .order_by(raw.series_id, group)
         )
@@ -353,7 +370,7 @@ async def chart_buckets(
     if not key_of or stop <= first:
         return out
     for sid, bucket, vmin, vmax, avg in (
-        await db.execute(chart_query(list(key_of), first, stop, step))
+        await db.execute(chart_query(list(key_of), first, stop, step, pg=is_postgresql(db)))
     ).all():
         columns = out[key_of[sid]]
         columns.ts.append(bucket)

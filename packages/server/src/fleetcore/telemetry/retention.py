@@ -1,11 +1,12 @@
 """Retention: each organization's policy, and the job that removes what it no longer keeps.
 
 Raw readings older than `raw_days` and roll-ups older than their own days are removed per
-organization (0 keeps them forever). On PostgreSQL a daily partition is shared by every
-organization, so whole partitions are dropped only once they are older than the longest raw
-retention of all organizations; what remains (shorter policies, the DEFAULT partition, the
-day straddling the cut-off) is deleted in bounded chunks, one short transaction each, so
-ingest never waits long. SQLite deletes in the same bounded chunks.
+organization (0 keeps them forever), packed hours of numbers (compaction.py) with them. On
+PostgreSQL a daily partition is shared by every organization, so whole partitions are
+dropped only once they are older than the longest raw retention of all organizations; what
+remains (shorter policies, the DEFAULT partition, the day straddling the cut-off) is deleted
+in bounded chunks, one short transaction each, so ingest never waits long. SQLite deletes in
+the same bounded chunks.
 
 An organization whose policy `requires_archive` loses raw readings a whole archived day at a
 time instead (fleetcore.archive.gate): only days whose archive is current and holds as many
@@ -27,7 +28,7 @@ from itertools import pairwise
 
 import structlog
 from prometheus_client import Counter
-from sqlalchemy import Uuid, bindparam, select, text
+from sqlalchemy import BigInteger, Uuid, bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql.elements import TextClause
 
@@ -40,7 +41,8 @@ from fleetcore.db import SQLITE_BEGIN_OPTION, Database
 from fleetcore.errors import Invalid
 from fleetcore.jobs import JobScheduler
 from fleetcore.telemetry import partitions
-from fleetcore.telemetry.models import ROLLUPS, VALUE_TABLES, Retention
+from fleetcore.telemetry.models import PACKED_NUM, ROLLUPS, VALUE_TABLES, Retention
+from fleetcore.telemetry.packed import BLOCK_MS
 
 log = structlog.get_logger(__name__)
 
@@ -196,7 +198,7 @@ async def run_retention(
     """Remove every organization's expired readings and roll-ups."""
     now_ms = now_ms if now_ms is not None else int(datetime.now(UTC).timestamp() * 1000)
     report = RetentionReport()
-    async with _single_runner(engine) as mine:
+    async with single_runner(engine, RUNNER_LOCK_KEY) as mine:
         if not mine:
             report.skipped = True
             return report
@@ -218,6 +220,9 @@ async def run_retention(
                 cutoff = now_ms - policy.raw_days * DAY_MS
                 for table in VALUE_TABLES.values():
                     await purge.rows(table.name, "ts", org_id, cutoff)
+                if purge.pg:  # packed hours (compaction.py): whole ones, then the straddler
+                    await purge.rows(PACKED_NUM.name, "block", org_id, cutoff - BLOCK_MS + 1)
+                    await purge.trim_packed(org_id, cutoff)
             for width, days in (
                 (60_000, policy.rollup_1m_days),
                 (3_600_000, policy.rollup_1h_days),
@@ -272,6 +277,17 @@ class _Purge:
                         break
                     await asyncio.sleep(self._pause(time.monotonic() - begin))
 
+    async def trim_packed(self, org_id: uuid.UUID, cutoff: int) -> None:
+        """Cut the readings before `cutoff` out of the packed hours that straddle it (one
+        per series at most; an hour left empty is deleted)."""
+        async with self.engine.begin() as connection:
+            result = await connection.execute(_TRIM_PACKED, {"org": org_id, "cutoff": cutoff})
+            trimmed = int(result.scalar_one())
+        if trimmed:
+            self.report.rows_deleted[PACKED_NUM.name] = (
+                self.report.rows_deleted.get(PACKED_NUM.name, 0) + trimmed
+            )
+
     def _pause(self, chunk_s: float) -> float:
         """How long to wait before the next chunk so the ingest writer is never starved.
 
@@ -304,6 +320,27 @@ class _Purge:
         return targets
 
 
+# The packed hours of :org holding :cutoff, with only their readings from :cutoff on kept
+# (none: the hour is deleted). Counts the hours changed.
+_TRIM_PACKED = text(
+    "WITH hit AS (SELECT p.series_id, p.block FROM ts_num_packed AS p "  # noqa: S608 (constants)
+    "WHERE p.series_id IN (SELECT id FROM ts_series WHERE organization_id = :org) "
+    f"AND p.block > :cutoff - {BLOCK_MS} AND p.block < :cutoff), "
+    "kept AS (SELECT p.series_id, p.block, array_agg(u.o ORDER BY u.o) AS offs, "
+    "array_agg(u.v ORDER BY u.o) AS vals FROM ts_num_packed AS p "
+    "JOIN hit ON hit.series_id = p.series_id AND hit.block = p.block, "
+    "unnest(p.offs, p.vals) AS u (o, v) WHERE p.block + u.o >= :cutoff GROUP BY 1, 2), "
+    "emptied AS (DELETE FROM ts_num_packed AS p USING hit WHERE p.series_id = hit.series_id "
+    "AND p.block = hit.block AND NOT EXISTS (SELECT 1 FROM kept WHERE "
+    "kept.series_id = p.series_id AND kept.block = p.block) RETURNING 1), "
+    "cut AS (UPDATE ts_num_packed AS p SET n = cardinality(kept.offs), offs = kept.offs, "
+    "vals = kept.vals FROM kept "
+    "WHERE p.series_id = kept.series_id AND p.block = kept.block "
+    "AND cardinality(kept.offs) < cardinality(p.offs) RETURNING 1) "
+    "SELECT (SELECT count(*) FROM emptied) + (SELECT count(*) FROM cut)"
+).bindparams(bindparam("org", type_=Uuid()), bindparam("cutoff", type_=BigInteger()))
+
+
 def _delete_chunk(target: str, column: str, *, by_ctid: bool, bounded: bool = False) -> TextClause:
     """DELETE of at most :n rows of :org's series with `column` < :cutoff (and ≥ :since)."""
     since = f" AND {column} >= :since" if bounded else ""
@@ -323,17 +360,16 @@ def _delete_chunk(target: str, column: str, *, by_ctid: bool, bounded: bool = Fa
 
 
 @asynccontextmanager
-async def _single_runner(engine: AsyncEngine) -> AsyncIterator[bool]:
-    """On PostgreSQL, a session advisory lock; yields False when another process holds it."""
+async def single_runner(engine: AsyncEngine, key: int) -> AsyncIterator[bool]:
+    """On PostgreSQL, session advisory lock `key`; yields False when another process holds
+    it (retention and compaction each run once at a time)."""
     if engine.dialect.name != "postgresql":
         yield True
         return
     async with engine.connect() as connection:
         got = bool(
             (
-                await connection.exec_driver_sql(
-                    "SELECT pg_try_advisory_lock($1)", (RUNNER_LOCK_KEY,)
-                )
+                await connection.exec_driver_sql("SELECT pg_try_advisory_lock($1)", (key,))
             ).scalar_one()
         )
         await connection.commit()
@@ -341,9 +377,7 @@ async def _single_runner(engine: AsyncEngine) -> AsyncIterator[bool]:
             yield got
         finally:
             if got:
-                await connection.exec_driver_sql(
-                    "SELECT pg_advisory_unlock($1)", (RUNNER_LOCK_KEY,)
-                )
+                await connection.exec_driver_sql("SELECT pg_advisory_unlock($1)", (key,))
                 await connection.commit()
 
 

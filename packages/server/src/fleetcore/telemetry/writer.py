@@ -17,6 +17,10 @@ next inserts while the pipeline is busy (see pg_sql.py); a new writer merges wha
 earlier one (a crashed process) left logged with its first write. SQLite: the rows go into
 a temporary table in multi-row INSERTs (a few statements, not one per row), then INSERT ...
 SELECT into the value table and the upserts from it, in the batch's transaction.
+
+A batch holding a number older than a day less an hour may meet packed readings (closed
+hours compacted into ts_num_packed, on PostgreSQL): it goes the careful way, which drops
+the ones already packed under the packing lock (packed.py states the rule).
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.util import await_only
 
 from fleetcore.db import SQLITE_BEGIN_OPTION, create_sync_sqlite_engine
-from fleetcore.telemetry import pg_sql
+from fleetcore.telemetry import packed, pg_sql
 from fleetcore.telemetry.models import ROLLUPS, VALUE_TABLES, Series, TelemetryKey
 from fleetcore_protocol.telemetry import Kind, Reading
 
@@ -421,6 +425,8 @@ class TelemetryWriter:
         # in one order. (Numbers compare, should a (series, ts) come twice.)
         rows = sorted(rows)
         series_ids, stamps, values = zip(*rows, strict=True)
+        if min(stamps) < packed.late_before():  # may meet packed readings: careful, then
+            raise _Duplicates
         # Through SQLAlchemy first: that begins the transaction the COPY must be part of.
         connection.exec_driver_sql(pg_sql.LOG_SQL, (list(series_ids), list(stamps), list(values)))
         raw = connection.connection.driver_connection
@@ -449,6 +455,8 @@ class TelemetryWriter:
                 pg_sql.stage_name(kind), records=rows, columns=("series_id", "ts", "value")
             )
         )
+        if kind is Kind.NUMBER:
+            self._drop_packed_pg(connection, rows)
         result = connection.exec_driver_sql(self._pg_sql(kind), (len(rows),)).one()
         count, new_series, new_stamps = int(result[0]), result[1], result[2]
         if count == len(rows):
@@ -456,6 +464,16 @@ class TelemetryWriter:
         if kind is Kind.NUMBER:  # not logged yet: which ones were new
             new_series, new_stamps = connection.exec_driver_sql(pg_sql.new_numbers_sql()).one()
         return set(zip(new_series or (), new_stamps or (), strict=True))
+
+    def _drop_packed_pg(self, connection: Connection, rows: list[Row]) -> None:
+        """Late numbers (older than packed.LATE_MS): remove from the stage those already
+        packed, under the packing lock held shared (the rule is in packed.py); the insert
+        then counts them as duplicates. Recent batches skip this at the cost of a min()."""
+        before = packed.late_before()
+        if min(ts for _, ts, _ in rows) >= before:
+            return
+        connection.exec_driver_sql(pg_sql.LATE_LOCK_SQL, (packed.PACK_LOCK_KEY,))
+        connection.exec_driver_sql(pg_sql.DROP_PACKED_SQL, (before,))
 
     def _pg_sql(self, kind: Kind) -> str:
         sql = self._sql.get(("pg", kind.name))
