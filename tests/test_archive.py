@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import select
 
 from fleetcore.archive import layout
+from fleetcore.archive.gate import archived_days
 from fleetcore.archive.models import TelemetryArchive
 from fleetcore.archive.reading import count_day, day_bounds, org_series
 from fleetcore.archive.restore import restore_day
@@ -239,12 +240,12 @@ async def test_archive_delete_restore_round_trip(live_database: Database, tmp_pa
     assert readings
 
     # Not archived yet: retention keeps the day, although it is past raw_days.
-    report = await run_retention(db.engine, defaults=DEFAULTS)
+    report = await run_retention(db.engine, defaults=DEFAULTS, archived=archived_days(db))
     assert report.archived_days_purged == 0
     assert await count_day(db, org_id, day) == len(readings)
 
     await archive_day(db, store, org_id=org_id, day=day)
-    report = await run_retention(db.engine, defaults=DEFAULTS)
+    report = await run_retention(db.engine, defaults=DEFAULTS, archived=archived_days(db))
     assert report.archived_days_purged == 1
     assert await count_day(db, org_id, day) == 0
     assert await count_day(db, org_id, recent) == 2 * (50 + 3 * 5)  # within raw_days
@@ -270,7 +271,7 @@ async def test_restore_of_one_device(live_database: Database, tmp_path: Path) ->
         await _write(db, org_id, device_id, _readings(day, 300))
     before = await _snapshot(db, org_id, day)
     await archive_day(db, store, org_id=org_id, day=day)
-    await run_retention(db.engine, defaults=DEFAULTS)
+    await run_retention(db.engine, defaults=DEFAULTS, archived=archived_days(db))
     assert await count_day(db, org_id, day) == 0
     report = await restore_day(
         db, store, org_id=org_id, day=day, device_id=devices[1], submit=await _submit(db)
@@ -295,7 +296,7 @@ async def test_late_readings_keep_the_day_until_archived_again(
     await archive_day(db, store, org_id=org_id, day=day)
     await _write(db, org_id, devices[1], [Reading("temp", day_start_ms(day) + 5, Kind.NUMBER, 1.0)])
 
-    report = await run_retention(db.engine, defaults=DEFAULTS)
+    report = await run_retention(db.engine, defaults=DEFAULTS, archived=archived_days(db))
     assert (report.archived_days_purged, report.archive_mismatches) == (0, 1)
     assert await count_day(db, org_id, day) == 100 + 3 * 10 + 1  # nothing deleted
     async with db.session() as session:
@@ -309,7 +310,7 @@ async def test_late_readings_keep_the_day_until_archived_again(
     settings = make_settings(tmp_path)
     run = await run_archive(db, store, settings, now_ms=_now())
     assert run.days >= 1
-    report = await run_retention(db.engine, defaults=DEFAULTS)
+    report = await run_retention(db.engine, defaults=DEFAULTS, archived=archived_days(db))
     assert report.archived_days_purged >= 1  # the day, and the empty ones after it
     assert report.archive_mismatches == 0
     assert await count_day(db, org_id, day) == 0
@@ -362,7 +363,9 @@ async def test_a_failed_archive_leaves_no_manifest_claiming_its_files(
     prefix = store.root / f"org={org_id}" / f"day={day.isoformat()}"
     assert not (prefix / layout.MANIFEST).exists()
     assert not list((store.root / layout.STAGING).rglob("*.parquet"))
-    report = await run_retention(db.engine, defaults=DEFAULTS)  # the record is stale
+    report = await run_retention(
+        db.engine, defaults=DEFAULTS, archived=archived_days(db)
+    )  # the record is stale
     assert report.archived_days_purged == 0
     with pytest.raises(Invalid, match="missing"):
         await restore_day(db, store, org_id=org_id, day=day, submit=await _submit(db))
@@ -378,7 +381,7 @@ async def test_restore_refuses_bad_input_and_changes_nothing(
     day = _old_day(10)
     await _write(db, org_id, devices[0], _readings(day, 2_000))
     await archive_day(db, store, org_id=org_id, day=day, rows_per_file=1_000)
-    await run_retention(db.engine, defaults=DEFAULTS)
+    await run_retention(db.engine, defaults=DEFAULTS, archived=archived_days(db))
     assert await count_day(db, org_id, day) == 0
     submit = await _submit(db)
 
@@ -427,7 +430,7 @@ async def _archive_in(store: MediaStore, db: Database) -> None:
     await _write(db, org_id, devices[0], _readings(day, 500))
     readings = await _snapshot(db, org_id, day)
     await archive_day(db, store, org_id=org_id, day=day)
-    report = await run_retention(db.engine, defaults=DEFAULTS)
+    report = await run_retention(db.engine, defaults=DEFAULTS, archived=archived_days(db))
     assert report.archived_days_purged == 1
     keys = {key async for key, _ in store.keys("")}
     assert f"org={org_id}/day={day.isoformat()}/{layout.MANIFEST}" in keys
@@ -471,7 +474,7 @@ async def test_cli_archives_and_restores(live_database: Database, tmp_path: Path
     listed = run_cli(db, "archive", "list", "--org", str(org_id), env)
     assert f"{day}" in listed.stdout
     assert "archived" in listed.stdout
-    await run_retention(db.engine, defaults=DEFAULTS)
+    await run_retention(db.engine, defaults=DEFAULTS, archived=archived_days(db))
     assert await count_day(db, org_id, day) == 0
     restored = run_cli(
         db, "archive", "restore", "--org", str(org_id), "--day", day.isoformat(), env

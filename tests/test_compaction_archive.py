@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from fleetcore.archive.gate import archived_days
 from fleetcore.archive.reading import count_day
 from fleetcore.archive.restore import restore_day
 from fleetcore.archive.writer import archive_day
@@ -60,7 +61,7 @@ async def test_a_compacted_day_archives_purges_and_restores_whole(
 
     archived = await archive_day(db, store, org_id=org_id, day=day)
     assert archived.rows == len(readings)  # packed readings counted and written
-    report = await run_retention(db.engine, defaults=DEFAULTS)
+    report = await run_retention(db.engine, defaults=DEFAULTS, archived=archived_days(db))
     assert report.archived_days_purged == 1  # the stored count matched, packed included
     assert await count_day(db, org_id, day) == 0
     assert await _packed(db) == 0

@@ -127,3 +127,19 @@ def test_the_device_page_gathers_its_sections_through_one_module() -> None:
     }
     composed = _domains_imported(PACKAGE / "dashboard" / "device_page.py")
     assert {"alerts", "attributes", "commands", "events", "status", "advisory"} <= composed
+
+
+def test_telemetry_does_not_import_the_archive() -> None:
+    # The archive reads telemetry (export.iter_rows) and is handed to retention by the app;
+    # telemetry importing it back would make the two one tangle.
+    offenders = sorted(
+        f"{module.name} imports {name}"
+        for module in (PACKAGE / "telemetry").glob("*.py")
+        for name in imports_of(module, PACKAGE.parent)
+        if name == "fleetcore.archive" or name.startswith("fleetcore.archive.")
+    )
+    assert offenders == []
+    assert any(
+        name.startswith("fleetcore.telemetry")
+        for name in imports_of(PACKAGE / "archive" / "reading.py", PACKAGE.parent)
+    )  # the check sees imports between the two packages

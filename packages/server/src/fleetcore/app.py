@@ -20,6 +20,7 @@ from fleetcore.alerts.events import AlertBus
 from fleetcore.analytics import explain
 from fleetcore.analytics.engine import AnalyticsEngine, health_reading
 from fleetcore.analytics.host import InlineRunner, ProcessRunner
+from fleetcore.archive import gate as archive_gate
 from fleetcore.archive import service as archive_service
 from fleetcore.attributes.desired import DesiredState
 from fleetcore.audit.handlers import install_audit_handlers
@@ -260,7 +261,9 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
                 await partitions.ensure_partitions(
                     db.engine, days_ahead=settings.partitions_ahead_days
                 )
-            retention.register_jobs(app.state.jobs, db, settings)
+            retention.register_jobs(
+                app.state.jobs, db, settings, archived=archive_gate.archived_days(db)
+            )
             compaction.register_jobs(app.state.jobs, db, settings)
             archive_service.register_job(app.state.jobs, db, settings)
             # Built everywhere (routes read some of them); started where the table says.

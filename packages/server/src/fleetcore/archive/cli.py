@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-from fleetcore.telemetry.cli import _open, _progress, _settings
+from fleetcore.telemetry.cli import cli_settings, open_database, progress_bar
 
 if TYPE_CHECKING:
     from fleetcore.config import Settings
@@ -39,13 +39,13 @@ def _day(text: str) -> date:
 
 def _run(work: Callable[[Settings, Database, MediaStore], Awaitable[T]], *, migrate: bool) -> T:
     """Run `work` with the settings, database and archive store; a domain error exits 1."""
-    settings = _settings()
+    settings = cli_settings()
     import fleetcore.models  # noqa: F401 (every table, for foreign keys)
     from fleetcore.archive.store import build_archive_store
     from fleetcore.errors import DomainError
 
     async def run() -> T:
-        database = await _open(settings, migrate=migrate)
+        database = await open_database(settings, migrate=migrate)
         try:
             return await work(settings, database, build_archive_store(settings))
         finally:
@@ -95,7 +95,7 @@ def run_archive(
                 for due in await service.due_days(database, org_id, until=until, limit=10_000)
             ]
         rows = 0
-        with _progress() as progress:
+        with progress_bar() as progress:
             task = progress.add_task("archiving", total=max(1, len(plan)))
             for org_id, due in plan:
                 progress.update(task, description=f"org={org_id} day={due}")
@@ -163,7 +163,7 @@ def restore(
             result = await writer.write(items)
             return len(result.stored), result.duplicates
 
-        with _progress() as progress:
+        with progress_bar() as progress:
             task = progress.add_task("restoring", total=None)
             report = await restore_day(
                 database,

@@ -23,7 +23,7 @@ from fleetcore.telemetry.models import PACKED_NUM, VALUE_TABLES
 from fleetcore.telemetry.partitions import DAY_MS, day_of
 
 if TYPE_CHECKING:
-    from fleetcore.telemetry.retention import _Purge
+    from fleetcore.telemetry.retention import ArchivedDays, Purge
 
 log = structlog.get_logger(__name__)
 
@@ -56,8 +56,17 @@ async def _set(database: Database, archive_id: uuid.UUID, *, claim: bool, **valu
     return done
 
 
+def archived_days(database: Database) -> ArchivedDays:
+    """What telemetry retention calls for organizations whose policy requires archives."""
+
+    async def purge(purge: Purge, org_id: uuid.UUID, cutoff_ms: int) -> None:
+        await purge_archived_days(database, purge, org_id, cutoff_ms)
+
+    return purge
+
+
 async def purge_archived_days(
-    database: Database, purge: _Purge, org_id: uuid.UUID, cutoff_ms: int
+    database: Database, purge: Purge, org_id: uuid.UUID, cutoff_ms: int
 ) -> None:
     """Delete the raw readings of every qualifying archived day of the organization."""
     for record in await purgeable(database, org_id, cutoff_ms):

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 DeviceOption = Annotated[uuid.UUID, typer.Option("--device", help="the device's id")]
 
 
-def _settings() -> Settings:
+def cli_settings() -> Settings:
     from fleetcore.config import ConfigError, load_settings
     from fleetcore.logging import configure_logging
 
@@ -39,7 +39,7 @@ def _settings() -> Settings:
     return settings
 
 
-async def _open(settings: Settings, *, migrate: bool) -> Database:
+async def open_database(settings: Settings, *, migrate: bool) -> Database:
     from fleetcore.db import Database
 
     database = Database.from_url(settings.resolved_database_url, pool_size=2)
@@ -65,7 +65,7 @@ async def device_by_id(session: AsyncSession, device_id: uuid.UUID) -> Device:
     return device
 
 
-def _progress() -> Progress:
+def progress_bar() -> Progress:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
@@ -87,7 +87,7 @@ def export(
     ] = None,
 ) -> None:
     """Export a device's readings in [start, end) to a CSV or Parquet file."""
-    settings = _settings()
+    settings = cli_settings()
     chosen = fmt or ("parquet" if out.suffix.lower() == ".parquet" else "csv")
     if chosen not in ("csv", "parquet"):
         raise typer.BadParameter("csv or parquet", param_hint="--format")
@@ -99,7 +99,7 @@ def export(
         if chosen == "parquet":
             exporting.require_parquet()
         start_ms, end_ms = time_range(start, end)
-        database = await _open(settings, migrate=False)
+        database = await open_database(settings, migrate=False)
         partial = out.with_name(out.name + ".part")
         try:
             async with database.session() as session:
@@ -113,7 +113,7 @@ def export(
                     fmt="parquet" if chosen == "parquet" else "csv",
                 )
             rows = 0
-            with _progress() as progress, partial.open("wb") as handle:
+            with progress_bar() as progress, partial.open("wb") as handle:
                 task = progress.add_task("0 readings", total=max(1, end_ms - start_ms))
 
                 def on_chunk(chunk: list[Row]) -> None:
@@ -150,7 +150,7 @@ def import_(
     device: DeviceOption,
 ) -> None:
     """Import readings from a CSV file into a device, de-duplicated like live data."""
-    settings = _settings()
+    settings = cli_settings()
     import fleetcore.models  # noqa: F401 (every table, for the audit event's foreign keys)
     from fleetcore.audit import service as audit
     from fleetcore.devices.models import DeviceProfile
@@ -159,7 +159,7 @@ def import_(
     from fleetcore.telemetry.writer import DeviceReadings, TelemetryWriter
 
     async def run() -> ImportReport:
-        database = await _open(settings, migrate=True)
+        database = await open_database(settings, migrate=True)
         try:
             writer = TelemetryWriter(database.engine)
 
@@ -171,7 +171,7 @@ def import_(
                 found = await device_by_id(session, device)
                 profile_id = found.profile_id
                 profile = await session.get(DeviceProfile, profile_id) if profile_id else None
-            with _progress() as progress, file.open("rb") as handle:
+            with progress_bar() as progress, file.open("rb") as handle:
                 task = progress.add_task("importing", total=max(1, file.stat().st_size))
                 report = await import_file(
                     handle,
@@ -229,7 +229,7 @@ def compact(
     ] = False,
 ) -> None:
     """Pack closed days of numeric readings into one row per series and hour (PostgreSQL)."""
-    settings = _settings()
+    settings = cli_settings()
     days = after_days or settings.telemetry_compact_after_days
     if not days:
         typer.echo("fleetcore: compaction is off (FLEETCORE_TELEMETRY_COMPACT_AFTER_DAYS=0)")
@@ -238,7 +238,7 @@ def compact(
     from fleetcore.telemetry.query_schemas import ms_to_iso
 
     async def run() -> CompactionReport:
-        database = await _open(settings, migrate=True)
+        database = await open_database(settings, migrate=True)
         try:
             return await run_compaction(database.engine, after_days=days, dry_run=dry_run)
         finally:

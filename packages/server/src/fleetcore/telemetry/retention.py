@@ -9,10 +9,11 @@ in bounded chunks, one short transaction each, so ingest never waits long. SQLit
 the same bounded chunks.
 
 An organization whose policy `requires_archive` loses raw readings a whole archived day at a
-time instead (fleetcore.archive.gate): only days whose archive is current and holds as many
-readings as are stored. Partitions are then not dropped at all while any organization has
-that rule (a partition holds every organization's day), so such a platform deletes in
-chunks only.
+time instead: only days whose archive is current and holds as many readings as are stored,
+through the `ArchivedDays` the caller passes (fleetcore.archive.gate; telemetry does not
+import the archive, which reads telemetry; with none passed such readings stay). Partitions
+are then not dropped at all while any organization has that rule (a partition holds every
+organization's day), so such a platform deletes in chunks only.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from itertools import pairwise
+from typing import Protocol
 
 import structlog
 from prometheus_client import Counter
@@ -32,7 +34,6 @@ from sqlalchemy import BigInteger, Uuid, bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql.elements import TextClause
 
-from fleetcore.archive import gate
 from fleetcore.audit import service as audit
 from fleetcore.auth.models import Organization
 from fleetcore.auth.principal import Principal, Role
@@ -192,8 +193,19 @@ async def policies(engine: AsyncEngine, defaults: Policy) -> dict[uuid.UUID, Pol
     }
 
 
+class ArchivedDays(Protocol):
+    """Deletes an organization's raw readings of archived days that ended by `cutoff_ms`."""
+
+    async def __call__(self, purge: Purge, org_id: uuid.UUID, cutoff_ms: int) -> None: ...
+
+
 async def run_retention(
-    engine: AsyncEngine, *, defaults: Policy, chunk_rows: int = 10_000, now_ms: int | None = None
+    engine: AsyncEngine,
+    *,
+    defaults: Policy,
+    chunk_rows: int = 10_000,
+    now_ms: int | None = None,
+    archived: ArchivedDays | None = None,
 ) -> RetentionReport:
     """Remove every organization's expired readings and roll-ups."""
     now_ms = now_ms if now_ms is not None else int(datetime.now(UTC).timestamp() * 1000)
@@ -210,12 +222,11 @@ async def run_retention(
             report.partitions_dropped = await partitions.drop_partitions_before(
                 engine, now_ms - max(raw) * DAY_MS
             )
-        purge = _Purge(engine, chunk_rows, report)
+        purge = Purge(engine, chunk_rows, report)
         for org_id, policy in by_org.items():
             if policy.raw_days and policy.requires_archive:
-                await gate.purge_archived_days(
-                    Database(engine), purge, org_id, now_ms - policy.raw_days * DAY_MS
-                )
+                if archived is not None:  # else nothing: unarchived readings never go
+                    await archived(purge, org_id, now_ms - policy.raw_days * DAY_MS)
             elif policy.raw_days:
                 cutoff = now_ms - policy.raw_days * DAY_MS
                 for table in VALUE_TABLES.values():
@@ -240,7 +251,7 @@ async def run_retention(
     return report
 
 
-class _Purge:
+class Purge:
     """Chunked deletes of one organization's rows older than a cut-off."""
 
     def __init__(self, engine: AsyncEngine, chunk_rows: int, report: RetentionReport) -> None:
@@ -381,13 +392,22 @@ async def single_runner(engine: AsyncEngine, key: int) -> AsyncIterator[bool]:
                 await connection.commit()
 
 
-def register_jobs(jobs: JobScheduler, database: Database, settings: Settings) -> None:
+def register_jobs(
+    jobs: JobScheduler,
+    database: Database,
+    settings: Settings,
+    *,
+    archived: ArchivedDays | None = None,
+) -> None:
     """Retention every `retention_interval_s`; on PostgreSQL, partitions ahead once a day."""
     defaults = default_policy(settings)
 
     async def retention() -> None:
         await run_retention(
-            database.engine, defaults=defaults, chunk_rows=settings.retention_chunk_rows
+            database.engine,
+            defaults=defaults,
+            chunk_rows=settings.retention_chunk_rows,
+            archived=archived,
         )
 
     async def partitions_ahead() -> None:
