@@ -67,12 +67,12 @@ async def register(
 @router.post(
     "/auth/verify",
     summary="Follow a sign-up link: create the organization and its admin",
-    responses=documented_errors(400, 409, 429),
+    responses=documented_errors(409, 422, 429),
 )
 async def verify(
     body: VerifyIn, request: Request, session: SessionDep, ctx: ContextDep
 ) -> VerifiedOut:
-    """400 INVALID_LINK for a forged, used or expired link; sign in afterwards."""
+    """422 INVALID_LINK for a forged, used or expired link; sign in afterwards."""
     await limit(request)
     user = await service.verify(session, ctx, token=body.token)
     assert user.organization_id is not None
@@ -98,7 +98,7 @@ async def request_reset(
     "/auth/password-reset/confirm",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Set a new password from a reset link",
-    responses=documented_errors(400, 429),
+    responses=documented_errors(422, 429),
 )
 async def reset_password(
     body: ResetIn, request: Request, session: SessionDep, ctx: ContextDep
@@ -141,7 +141,7 @@ async def revoke_invitation(
     summary="Accept an invitation: set a password and sign in",
     responses={
         202: {"model": Accepted, "description": "the address has an account: see the mail"},
-        **documented_errors(400, 429),
+        **documented_errors(422, 429),
     },
 )
 async def accept_invitation(

@@ -33,9 +33,10 @@ _NOT_SLUG = re.compile(r"[^a-z0-9]+")
 
 
 class InvalidLink(DomainError):
-    """The link is forged, unknown, used, revoked or expired (one answer for all)."""
+    """The link is forged, unknown, used, revoked or expired (one answer for all): 422, as
+    for any body that passes the schema but not the rules."""
 
-    status_code = 400
+    status_code = 422
     default_code = "INVALID_LINK"
 
     def __init__(self) -> None:
