@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import func, select, update
+from structlog.testing import capture_logs
 
 from fleetcore.accounts.models import AccountLink
 from fleetcore.audit.models import AuditEvent
@@ -334,3 +335,24 @@ async def test_rate_limits_answer_429_with_retry_after(db: Database, tmp_path: P
             for _ in range(3)
         ]
         assert answers[-1] == 429, answers
+
+
+# -- development: the link in the log ---------------------------------------------------------
+@pytest.mark.parametrize("environment", ["development", "test"])
+async def test_links_are_logged_only_in_development_without_smtp(
+    db: Database, tmp_path: Path, environment: str
+) -> None:
+    with capture_logs() as logs:
+        async with (
+            running_app(db, tmp_path, signup="open", environment=environment) as app,
+            client_for(app) as http,
+        ):
+            assert (await register(http, f"dev-{environment}@example.com")).status_code == 202
+    logged = [e for e in logs if e["event"].startswith("account_mail")]
+    assert len(logged) == 1, logged
+    if environment == "development":
+        assert logged[0]["event"] == "account_mail_link"
+        assert "/auth/verify?token=" in logged[0]["link"]
+    else:
+        assert logged[0]["event"] == "account_mail_not_sent"
+        assert "token=" not in str(logs)
