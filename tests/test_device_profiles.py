@@ -163,9 +163,9 @@ def _key(**fields: Any) -> dict[str, Any]:
             id="weak-provisioning",
         ),
         pytest.param(
-            {"name": "bad", "provisioning_enabled": False, "provision_key": "key-12345678"},
+            {"name": "bad", "provisioning_enabled": False, "provision_secret": "s" * 16},
             {"body"},
-            id="key-while-disabled",
+            id="secret-while-disabled",
         ),
         pytest.param({"name": "bad", "mqtt_rate_per_s": 0}, {"body.mqtt_rate_per_s"}, id="rate-0"),
         pytest.param(
@@ -307,30 +307,32 @@ async def test_generated_provisioning_secret_is_shown_once_and_stored_hashed(
     assert (await _stored(db, created["id"])).provision_secret_hash == token_hash(secret)
 
 
-async def test_client_chosen_provisioning_credentials(
+async def test_provision_keys_are_issued_by_the_server(
     client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant, db: Database
 ) -> None:
+    # Keys are global (devices present them without their organization): a chosen key could
+    # only be refused as "taken", telling one organization another's key. So none is chosen.
     created = await make_profile(
-        client,
-        tenant,
-        name="Chosen",
-        provision_key="chosen-key-1",
-        provision_secret="a-long-enough-secret",
+        client, tenant, name="Chosen", provision_secret="a-long-enough-secret"
     )
     assert created["provisioning_enabled"] is True
-    assert created["provision_key"] == "chosen-key-1"
+    assert created["provision_key"].startswith("fcp_")
     assert created["provision_secret"] is None  # the client knows it; never echoed
     stored = await _stored(db, created["id"])
     assert stored.provision_secret_hash == token_hash("a-long-enough-secret")
-
-    # Provision keys are global: devices present them without saying their organization.
-    clash = await client.post(
-        PROFILES,
-        json={"name": "Thief", "provision_key": "chosen-key-1"},
-        headers=other_tenant.headers(),
+    for org, key in ((other_tenant, created["provision_key"]), (tenant, "never-used-key-1")):
+        # Another organization's key and an unused one: the same refusal, nothing learnt.
+        clash = await client.post(
+            PROFILES, json={"name": "Thief", "provision_key": key}, headers=org.headers()
+        )
+        assert clash.status_code == 422
+        assert "issued by the server" in clash.text
+    patch = await client.patch(
+        f"{PROFILES}/{created['id']}",
+        json={"provision_key": "another-key-12"},
+        headers=tenant.headers(),
     )
-    assert clash.status_code == 409
-    assert clash.json()["error"]["code"] == "PROVISION_KEY_TAKEN"
+    assert patch.status_code == 422
 
     # A new secret alone replaces the hash; disabling clears both.
     url = f"{PROFILES}/{created['id']}"

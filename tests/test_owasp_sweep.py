@@ -34,6 +34,11 @@ PUBLIC: dict[tuple[str, str], str] = {
     ("GET", "/metrics"): "Prometheus scrape: counters without organization data",
     ("POST", "/api/v1/auth/login"): "the email and password in the body are the credentials",
     ("POST", "/api/v1/auth/refresh"): "the refresh token in the body is the credential",
+    ("POST", "/api/v1/auth/register"): "sign-up: anyone, when open (rate limited, no enumeration)",
+    ("POST", "/api/v1/auth/verify"): "the signed sign-up link's token is the credential",
+    ("POST", "/api/v1/auth/password-reset"): "anyone may ask; the same answer for every address",
+    ("POST", "/api/v1/auth/password-reset/confirm"): "the signed reset link is the credential",
+    ("POST", "/api/v1/invitations/accept"): "the signed invitation link's token is the credential",
     ("POST", "/api/v1/auth/logout"): "ends the session of the refresh token in the body, if any",
     ("POST", "/api/v1/provision"): "device self-provisioning: the profile's key and secret",
 }

@@ -58,6 +58,7 @@ async def create_objects(app: FastAPI, client: httpx.AsyncClient, tenant: Tenant
         },
     )
     key = await post("/api/v1/api-keys", {"name": f"sweep key {tag}"})
+    invitation = await post("/api/v1/invitations", {"email": f"sweep-{tag}@example.com"})
     events = await client.post(
         "/api/v1/devices/me/events",
         headers={"X-Device-Token": device["access_token"]},
@@ -272,6 +273,7 @@ async def create_objects(app: FastAPI, client: httpx.AsyncClient, tenant: Tenant
         "asset_id": asset["id"],
         "relation_id": relation["id"],
         "key_id": key["id"],
+        "invitation_id": invitation["id"],
         "user_id": str(tenant.user_ids[Role.VIEWER]),
     }
 

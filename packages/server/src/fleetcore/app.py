@@ -15,6 +15,8 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from fleetcore import __version__, migrate
+from fleetcore.accounts.limits import AccountLimiter
+from fleetcore.accounts.mail import Mailer
 from fleetcore.advisory.recommendations import expire_due, sync_commands
 from fleetcore.alerts.events import AlertBus
 from fleetcore.analytics import explain
@@ -297,6 +299,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
             if writer_engine is not None:
                 await writer_engine.dispose()
             await app.state.login_limiter.aclose()
+            await app.state.account_mailer.aclose()
+            await app.state.account_limiter.aclose()
             if database is None:
                 await db.close()
             log.info("stopped")
@@ -315,6 +319,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     )
     app.state.settings = settings
     app.state.login_limiter = LoginLimiter.from_settings(settings)
+    app.state.account_limiter = AccountLimiter.from_settings(settings)
+    app.state.account_mailer = Mailer(settings)
     configure_hasher(
         time_cost=settings.password_hash_time_cost, memory_kib=settings.password_hash_memory_kib
     )

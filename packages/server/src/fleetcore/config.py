@@ -314,6 +314,30 @@ class Settings(BaseSettings):
         description="sign-in attempts on one account from all addresses together, per minute: "
         "slows a distributed guesser; the owner waits a minute at most",
     )
+    # -- accounts: sign-up, invitations, password reset (fleetcore.accounts) --
+    signup: Literal["invite-only", "open"] = Field(
+        "invite-only",
+        description="open: anyone may create an organization at /auth/register (its email "
+        "verified first); invite-only: organizations are made by a superuser, users invited",
+    )
+    signup_link_ttl_s: int = Field(
+        86_400, ge=300, le=30 * 86_400, description="how long a sign-up verification link works"
+    )
+    password_reset_link_ttl_s: int = Field(
+        3600, ge=300, le=7 * 86_400, description="how long a password reset link works"
+    )
+    invitation_ttl_s: int = Field(
+        7 * 86_400, ge=3600, le=90 * 86_400, description="how long an invitation link works"
+    )
+    account_requests_per_address: int = Field(
+        30,
+        ge=1,
+        description="sign-ups, resets, verifications and invitation acceptances from one "
+        "client address, per hour",
+    )
+    account_mails_per_email: int = Field(
+        5, ge=1, description="sign-up and reset mails to one address, per hour"
+    )
     forwarded_allow_ips: str = Field(
         "127.0.0.1",
         description="proxies trusted to set X-Forwarded-For (comma-separated addresses or *); "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fleetcore.accounts import models as account_models
 from fleetcore.alerts import models as alert_models
 from fleetcore.analytics import models as analytics_models
 from fleetcore.archive import models as archive_models
@@ -27,6 +28,7 @@ from fleetcore.vending import models as vending_models
 metadata = Base.metadata
 __all__ = [
     "JobRun",
+    "account_models",
     "alert_models",
     "analytics_models",
     "archive_models",

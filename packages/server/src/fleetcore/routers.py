@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from fleetcore.accounts.pages import router as account_pages
+from fleetcore.accounts.router import router as accounts_router
 from fleetcore.advisory.analytics_router import router as analytics_router
 from fleetcore.advisory.pages import router as advisory_pages
 from fleetcore.advisory.recommendations_router import router as recommendations_router
@@ -49,6 +51,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     telemetry_router,
     live_router,
     auth_router,
+    accounts_router,
     devices_router,
     assets_router,
     attributes_router,
@@ -76,6 +79,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
 )
 PAGE_ROUTERS: tuple[APIRouter, ...] = (
     auth_pages,
+    account_pages,
     dashboard_pages,
     devices_pages,
     commands_pages,  # the device page's command form

@@ -65,6 +65,13 @@ async def _issue(
     return IssuedSession(access, expires, refresh, family_id, user)
 
 
+async def issue_session(
+    session: AsyncSession, settings: Settings, user: User, *, access_ttl: timedelta
+) -> IssuedSession:
+    """A new session of a user who proved themself another way (an invitation link)."""
+    return await _issue(session, settings, user, family_id=uuid.uuid4(), access_ttl=access_ttl)
+
+
 async def login(
     session: AsyncSession,
     settings: Settings,
