@@ -36,22 +36,6 @@ NULLABLE_PATCH_FIELDS = frozenset({"safety_policy", "media_max_bytes"})
 Identifier = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:/-]+$")
 ]
-ProvisionKey = Annotated[
-    str, StringConstraints(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
-]
-
-
-def _server_issued(value: str | None) -> str | None:
-    # Keys are unique across the platform (a device presents its key without saying its
-    # organization), so a key chosen by a client could only be refused as "taken", which
-    # tells one organization another's key. Random keys issued by the server never clash.
-    if value is not None:
-        raise ValueError(
-            "provision keys are issued by the server: leave provision_key out "
-            "(set provisioning_enabled, and rotate by disabling and enabling it)"
-        )
-    return value
-
 
 ProvisionSecret = Annotated[str, StringConstraints(min_length=16, max_length=128, pattern=ONE_LINE)]
 Description = Annotated[str, StringConstraints(max_length=2000, pattern=r"^[^\x00]*$")]
@@ -160,7 +144,6 @@ class ProfileIn(BaseModel):
     max_payload_bytes: MaxPayloadBytes = DEFAULT_MAX_PAYLOAD_BYTES
     media_max_bytes: MediaMaxBytes | None = None
     provisioning_enabled: bool = False
-    provision_key: ProvisionKey | None = Field(None, description="refused: issued by the server")
     provision_secret: ProvisionSecret | None = Field(None, description="write-only")
     allow_reprovision: bool = False
     analytics: AnalyticsConfig = Field(
@@ -171,14 +154,13 @@ class ProfileIn(BaseModel):
     )
 
     check_keys = field_validator("telemetry_keys")(_unique_keys)
-    server_issued_key = field_validator("provision_key")(_server_issued)
 
     @model_validator(mode="after")
     def _provisioning(self) -> ProfileIn:
-        given = self.provision_key is not None or self.provision_secret is not None
+        given = self.provision_secret is not None
         explicit = "provisioning_enabled" in self.model_fields_set
         if given and explicit and not self.provisioning_enabled:
-            raise ValueError("provision_key/provision_secret given with provisioning disabled")
+            raise ValueError("provision_secret given with provisioning disabled")
         if given:
             self.provisioning_enabled = True
         return self
@@ -200,7 +182,6 @@ class ProfilePatch(BaseModel):
     max_payload_bytes: MaxPayloadBytes | None = None
     media_max_bytes: MediaMaxBytes | None = Field(None, description="null: the default")
     provisioning_enabled: bool | None = Field(None, description="false clears key and secret")
-    provision_key: ProvisionKey | None = Field(None, description="refused: issued by the server")
     provision_secret: ProvisionSecret | None = Field(None, description="write-only")
     allow_reprovision: bool | None = None
     analytics: AnalyticsConfig | None = None
@@ -214,13 +195,12 @@ class ProfilePatch(BaseModel):
         return value if info.field_name in NULLABLE_PATCH_FIELDS else not_null(value)
 
     check_keys = field_validator("telemetry_keys")(_unique_keys)
-    server_issued_key = field_validator("provision_key")(_server_issued)
 
     @model_validator(mode="after")
     def _provisioning(self) -> ProfilePatch:
-        given = {"provision_key", "provision_secret"} & self.model_fields_set
+        given = {"provision_secret"} & self.model_fields_set
         if given and self.provisioning_enabled is False:
-            raise ValueError("provision_key/provision_secret given with provisioning disabled")
+            raise ValueError("provision_secret given with provisioning disabled")
         return self
 
 

@@ -78,7 +78,6 @@ async def _check_unique(
     org_id: uuid.UUID,
     *,
     name: str | None,
-    provision_key: str | None,
     exclude: uuid.UUID | None = None,
 ) -> None:
     others = DeviceProfile.id != exclude if exclude is not None else true()
@@ -92,32 +91,26 @@ async def _check_unique(
             code="PROFILE_NAME_TAKEN",
             details={"field": "name"},
         )
-    if provision_key is not None and await session.scalar(
-        select(DeviceProfile.id).where(DeviceProfile.provision_key == provision_key, others)
-    ):
-        raise Conflict(
-            "this provision_key is in use; choose another or let the server generate one",
-            code="PROVISION_KEY_TAKEN",
-            details={"field": "provision_key"},
-        )
 
 
 async def _flush(session: AsyncSession) -> None:
     # A concurrent request took the name or key since the check.
     await flush_or_conflict(
         session,
-        Conflict("the profile name or provision_key was just taken", code="PROFILE_CONFLICT"),
+        Conflict("the profile name was just taken", code="PROFILE_CONFLICT"),
     )
 
 
-def _enable_provisioning(
-    profile: DeviceProfile, *, key: str | None, secret: str | None
-) -> str | None:
-    """Set key and secret, generating what is missing; returns a generated secret."""
+def _enable_provisioning(profile: DeviceProfile, *, secret: str | None) -> str | None:
+    """Issue a key unless the profile has one, and set the secret (generated when not given);
+    returns a generated secret.
+
+    Keys are issued by the server, never chosen: they are unique across the platform (a
+    device presents its key without its organization), so a chosen key could only be refused
+    as taken, which would tell one organization another's key.
+    """
     generated = None
-    if key is not None:
-        profile.provision_key = key
-    elif profile.provision_key is None:
+    if profile.provision_key is None:
         profile.provision_key = new_token(PROVISION_KEY_PREFIX, 24)
     if secret is None and profile.provision_secret_hash is None:
         secret = generated = new_token(PROVISION_SECRET_PREFIX)
@@ -132,7 +125,7 @@ async def create_profile(
     """A new profile (managers); returns it and a generated provisioning secret, if any."""
     principal.require(Role.MANAGER)
     await check_schemas(data.command_limits.allowed)
-    await _check_unique(session, principal.org_id, name=data.name, provision_key=data.provision_key)
+    await _check_unique(session, principal.org_id, name=data.name)
     profile = DeviceProfile(
         organization_id=principal.org_id,
         name=data.name,
@@ -151,9 +144,7 @@ async def create_profile(
     )
     generated = None
     if data.provisioning_enabled:
-        generated = _enable_provisioning(
-            profile, key=data.provision_key, secret=data.provision_secret
-        )
+        generated = _enable_provisioning(profile, secret=data.provision_secret)
     session.add(profile)
     await _flush(session)
     audit.record(
@@ -182,7 +173,6 @@ async def update_profile(
         session,
         principal.org_id,
         name=data.name if data.name != profile.name else None,
-        provision_key=data.provision_key,
         exclude=profile.id,
     )
     changed = [
@@ -208,10 +198,8 @@ async def update_profile(
     if data.provisioning_enabled is False:
         profile.provision_key = profile.provision_secret_hash = None
         changed.append("provisioning")
-    elif data.provisioning_enabled or data.provision_key or data.provision_secret:
-        generated = _enable_provisioning(
-            profile, key=data.provision_key, secret=data.provision_secret
-        )
+    elif data.provisioning_enabled or data.provision_secret:
+        generated = _enable_provisioning(profile, secret=data.provision_secret)
         changed.append("provisioning")
     if changed:
         profile.updated_at = utcnow()

@@ -13,7 +13,7 @@ from alembic import op
 import fleetcore.db
 
 revision = "0027"
-down_revision = "0024"
+down_revision = "0022"
 branch_labels = None
 depends_on = None
 
