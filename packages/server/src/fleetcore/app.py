@@ -33,10 +33,10 @@ from fleetcore.commands.delivery import EXPIRY_INTERVAL_S, CommandService
 from fleetcore.config import Settings
 from fleetcore.dashboard.context import install_page_handlers
 from fleetcore.db import Database, create_engine
-from fleetcore.deadletters import retention as dead_letter_retention
 from fleetcore.deadletters.sink import DeadLetterSink
 from fleetcore.device_messages.inbound import DeviceMessages
 from fleetcore.external_broker.transport import ExternalTransport
+from fleetcore.housekeeping import job as housekeeping
 from fleetcore.job_leases import PostgresLeases
 from fleetcore.jobs import JobScheduler
 from fleetcore.live.telemetry import telemetry_publisher
@@ -129,7 +129,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
             db, rate_per_s=settings.dead_letters_rate_per_s, burst=settings.dead_letters_burst
         )
         app.state.dead_letters = dead_letters
-        dead_letter_retention.register_job(app.state.jobs, db, settings)
+        housekeeping.register_job(app.state.jobs, db, settings)
         # Media bytes: the filesystem under the data directory, or S3 (FLEETCORE_MEDIA_STORE).
         app.state.media_store = media_store = build_store(settings)
         media_housekeeping.register_job(app.state.jobs, db, media_store, settings)

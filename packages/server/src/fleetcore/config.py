@@ -275,13 +275,51 @@ class Settings(BaseSettings):
         100, ge=1, le=1_000_000, description="dead letters stored per device (or address) at once"
     )
     dead_letters_retention_days: int = Field(
-        30, ge=0, le=3650, description="dead letters older than this are deleted; 0 = kept"
+        30, ge=0, le=3650, description="dead letters kept (per organization: its own); 0 = all"
     )
     dead_letters_max_rows: int = Field(
         1_000_000, ge=0, le=1_000_000_000, description="newest dead letters kept; 0 = no cap"
     )
-    dead_letters_prune_interval_s: float = Field(
-        3600.0, ge=1, le=86400, description="how often old dead letters are deleted"
+    # -- housekeeping: retention of every growing table but telemetry (fleetcore.housekeeping)
+    housekeeping_interval_s: float = Field(
+        3600.0, ge=1, le=86400, description="how often the housekeeping job deletes old rows"
+    )
+    housekeeping_chunk_rows: int = Field(
+        5000, ge=1, le=1_000_000, description="rows per delete transaction of housekeeping"
+    )
+    audit_retention_days: int = Field(
+        365, ge=0, le=3650, description="audit events kept (per organization: its own); 0 = all"
+    )
+    device_events_retention_days: int = Field(
+        365, ge=0, le=3650, description="device events kept (per organization: its own); 0 = all"
+    )
+    status_history_retention_days: int = Field(
+        90, ge=0, le=3650, description="online/offline transitions kept; 0 = all"
+    )
+    notification_deliveries_retention_days: int = Field(
+        30, ge=0, le=3650, description="delivered or failed notification sends kept; 0 = all"
+    )
+    notifications_retention_days: int = Field(
+        90, ge=0, le=3650, description="in-app notifications kept, read or not; 0 = all"
+    )
+    commands_retention_days: int = Field(
+        90, ge=0, le=3650, description="finished commands kept (open ones always); 0 = all"
+    )
+    analytics_findings_retention_days: int = Field(
+        365, ge=0, le=3650, description="analytics findings kept; 0 = all"
+    )
+    refresh_tokens_retention_days: int = Field(
+        7,
+        ge=0,
+        le=3650,
+        description="days an expired refresh token (a session's row) is kept, counted from the "
+        "end of the longest access token it could vouch for; 0 = all",
+    )
+    device_credentials_retention_days: int = Field(
+        30, ge=0, le=3650, description="revoked device tokens' hashes kept; 0 = all"
+    )
+    broker_outbox_retention_days: int = Field(
+        7, ge=0, le=3650, description="applied broker credential changes kept; 0 = all"
     )
     data_dir: Path = Field(Path("./var"), description="where the SQLite file and state live")
     database_url: str | None = Field(

@@ -54,7 +54,7 @@ RUNS_IN: dict[str, frozenset[Role]] = {
     "telemetry-retention": _JOBS,
     "telemetry-partitions": _JOBS,
     "telemetry-archive": _JOBS,  # closed days to Parquet (archive_enabled)
-    "dead-letters.prune": _JOBS,
+    "housekeeping.retention": _JOBS,  # every growing table but telemetry (and media)
     "commands.expire": _JOBS,
     "rules.no-data": _JOBS,
     "presence.sweep": _JOBS,
