@@ -48,6 +48,7 @@ from fleetcore.mqtt.gateway import MqttGateway
 from fleetcore.mqtt.limits import ProvisioningLimits
 from fleetcore.mqtt.transport import EmbeddedTransport
 from fleetcore.notifications.dispatcher import Dispatcher
+from fleetcore.ops.disk import disk_checks
 from fleetcore.ops.readiness import database_checks
 from fleetcore.ops.router import router as ops_router
 from fleetcore.plates.hook import PlateHook
@@ -94,7 +95,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = database or open_database(settings)
         app.state.database = db
-        app.state.readiness_checks = database_checks(db)
+        app.state.readiness_checks = database_checks(db) | disk_checks(settings)
         # Which part runs here: fleetcore.roles.RUNS_IN, one table for every role.
         role = settings.role
         here = partial(runs, role=role)

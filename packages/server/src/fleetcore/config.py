@@ -485,6 +485,19 @@ class Settings(BaseSettings):
         description="largest request body on any route, refused (413) before it is read; "
         "the ingest and import routes keep their own limits",
     )
+    ready_disk_warn_percent: float = Field(
+        10.0,
+        ge=0,
+        le=100,
+        description="/ready warns (status warn, still ready) when the data, media or archive "
+        "directory's filesystem has less free space than this",
+    )
+    ready_disk_min_percent: float = Field(
+        1.0,
+        ge=0,
+        le=100,
+        description="/ready fails (503) under this much free space: writes are about to fail",
+    )
     db_pool_size: int = Field(10, ge=1, le=200)
     shutdown_grace_s: float = Field(20.0, ge=0, le=600)
 
@@ -536,6 +549,14 @@ class Settings(BaseSettings):
             raise ValueError(
                 "FLEETCORE_MQTT_DYNSEC manages credentials in an external Mosquitto: "
                 "set FLEETCORE_MQTT_URL"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _disk_floor_under_warning(self) -> Settings:
+        if self.ready_disk_min_percent > self.ready_disk_warn_percent:
+            raise ValueError(
+                "FLEETCORE_READY_DISK_MIN_PERCENT must not exceed FLEETCORE_READY_DISK_WARN_PERCENT"
             )
         return self
 

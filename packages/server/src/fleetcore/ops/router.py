@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from fleetcore import __version__
 from fleetcore.metrics import exposition
 from fleetcore.ops.metrics_access import require_metrics_access
-from fleetcore.ops.readiness import DEGRADED, run_checks
+from fleetcore.ops.readiness import DEGRADED, WARN_PREFIX, passing, run_checks
 from fleetcore.web.errors import error_response
 
 router = APIRouter(tags=["ops"])
@@ -22,12 +22,15 @@ async def health() -> dict[str, Any]:
     return {"status": "ok", "version": __version__}
 
 
-@router.get("/ready", summary="Readiness: database reachable, schema current, broker up")
+@router.get(
+    "/ready", summary="Readiness: database reachable, schema current, broker up, disk space"
+)
 async def ready(request: Request) -> JSONResponse:
     """200 when every check passes, else 503 naming each failing check. A "degraded" check
-    (Redis unreachable) keeps the process in rotation: 200, status "degraded"."""
+    (Redis unreachable) keeps the process in rotation: 200, status "degraded"; so does a
+    warning (a disk under 10% free): 200, status "warn", the check saying how much is free."""
     results = await run_checks(request.app.state.readiness_checks)
-    failing = sorted(name for name, result in results.items() if result not in ("ok", DEGRADED))
+    failing = sorted(name for name, result in results.items() if not passing(result))
     if failing:
         return error_response(
             503,
@@ -35,7 +38,11 @@ async def ready(request: Request) -> JSONResponse:
             "not ready: " + ", ".join(f"{name} ({results[name]})" for name in failing),
             {"checks": results},
         )
-    status = "degraded" if DEGRADED in results.values() else "ready"
+    status = "ready"
+    if DEGRADED in results.values():
+        status = "degraded"
+    elif any(result.startswith(WARN_PREFIX) for result in results.values()):
+        status = "warn"
     return JSONResponse({"status": status, "checks": results})
 
 
