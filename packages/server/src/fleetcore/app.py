@@ -31,6 +31,7 @@ from fleetcore.cluster import shared_state
 from fleetcore.commands import service as commands_service
 from fleetcore.commands.delivery import EXPIRY_INTERVAL_S, CommandService
 from fleetcore.config import Settings
+from fleetcore.cors import install_cors
 from fleetcore.dashboard.context import install_page_handlers
 from fleetcore.db import Database, create_engine
 from fleetcore.deadletters.sink import DeadLetterSink
@@ -319,6 +320,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     app.add_middleware(BodyLimitMiddleware, default_limit=settings.max_body_bytes)
     app.add_middleware(SecurityHeadersMiddleware, hsts=settings.environment == "production")
     app.add_middleware(RequestContextMiddleware)
+    install_cors(app, settings)  # outermost: a preflight needs nothing of the others
     install_error_handlers(app)
     install_audit_handlers(app)
     install_page_handlers(app)

@@ -498,6 +498,17 @@ class Settings(BaseSettings):
         le=100,
         description="/ready fails (503) under this much free space: writes are about to fail",
     )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        max_length=50,
+        description="origins of a separate front-end allowed to call the API from a browser "
+        '(JSON: ["https://app.example.com"]); empty: CORS off. Exact origins only, never *',
+    )
+    cors_allow_credentials: bool = Field(
+        False,
+        description="let the listed origins send the session cookie (credentials mode); "
+        "bearer tokens and API keys do not need it",
+    )
     db_pool_size: int = Field(10, ge=1, le=200)
     shutdown_grace_s: float = Field(20.0, ge=0, le=600)
 
@@ -505,6 +516,24 @@ class Settings(BaseSettings):
     @classmethod
     def _check_database_url(cls, value: str | None) -> str | None:
         return None if value in (None, "") else normalize_database_url(value)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_cors_origins(cls, value: list[str]) -> list[str]:
+        # An origin is scheme://host[:port], nothing more; a wildcard would let any site
+        # read what a signed-in browser may.
+        for origin in value:
+            url = urlsplit(origin)
+            if (
+                url.scheme not in ("http", "https")
+                or not url.hostname
+                or "*" in origin
+                or origin != f"{url.scheme}://{url.netloc}"
+            ):
+                raise ValueError(
+                    f"{origin!r} is not an origin: give scheme://host[:port], no path, no wildcard"
+                )
+        return [origin.lower() for origin in value]
 
     @field_validator("mqtt_url")
     @classmethod
