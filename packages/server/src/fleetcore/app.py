@@ -56,7 +56,7 @@ from fleetcore.plates.hook import PlateHook
 from fleetcore.roles import runs
 from fleetcore.routers import API_ROUTERS, PAGE_ROUTERS
 from fleetcore.rules.engine import RulesEngine
-from fleetcore.security_headers import SecurityHeadersMiddleware
+from fleetcore.security_headers import REDOC_POLICY, SecurityHeadersMiddleware
 from fleetcore.status.presence import Presence
 from fleetcore.telemetry import partitions, retention
 from fleetcore.telemetry.pipeline import IngestPipeline
@@ -337,6 +337,14 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     async def api_docs(request: Request) -> HTMLResponse:
         # Our own page, not FastAPI's: that one starts Swagger UI with an inline script.
         return templates.TemplateResponse(request, "ops/api_docs.html")
+
+    @app.get("/api/redoc", include_in_schema=False)
+    async def api_redoc(request: Request) -> HTMLResponse:
+        # ReDoc styles its components at run time (styled-components) and searches in a
+        # worker made from a blob: this page's own policy allows both; scripts stay 'self'.
+        return templates.TemplateResponse(
+            request, "ops/api_redoc.html", headers={"Content-Security-Policy": REDOC_POLICY}
+        )
 
     return app
 

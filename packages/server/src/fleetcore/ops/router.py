@@ -2,28 +2,44 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from fleetcore import __version__
 from fleetcore.metrics import exposition
 from fleetcore.ops.metrics_access import require_metrics_access
 from fleetcore.ops.readiness import DEGRADED, WARN_PREFIX, passing, run_checks
-from fleetcore.web.errors import error_response
+from fleetcore.web.errors import ErrorEnvelope, error_response
 
 router = APIRouter(tags=["ops"])
 
 
+class HealthOut(BaseModel):
+    """Liveness: the process answers."""
+
+    status: str = Field(examples=["ok"])
+    version: str
+
+
+class ReadyOut(BaseModel):
+    """Every check's result: ok, degraded, or "warn: ..." (still ready)."""
+
+    status: str = Field(description="ready, degraded or warn", examples=["ready"])
+    checks: dict[str, str] = Field(examples=[{"database": "ok", "disk.data": "warn: 7.5% free"}])
+
+
 @router.get("/health", summary="Liveness: the process answers")
-async def health() -> dict[str, Any]:
-    """Alive; says nothing about dependencies."""
-    return {"status": "ok", "version": __version__}
+async def health() -> HealthOut:
+    """Alive; says nothing about dependencies (no database or disk work: probes are cheap)."""
+    return HealthOut(status="ok", version=__version__)
 
 
 @router.get(
-    "/ready", summary="Readiness: database reachable, schema current, broker up, disk space"
+    "/ready",
+    summary="Readiness: database reachable, schema current, broker up, disk space",
+    response_model=ReadyOut,
+    responses={503: {"model": ErrorEnvelope, "description": "a check failed (details.checks)"}},
 )
 async def ready(request: Request) -> JSONResponse:
     """200 when every check passes, else 503 naming each failing check. A "degraded" check
