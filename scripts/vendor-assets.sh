@@ -24,3 +24,5 @@ fetch() {
 fetch htmx.org@2.0.11 htmx dist/htmx.min.js
 fetch uplot@1.6.32 uplot dist/uPlot.iife.min.js dist/uPlot.min.css
 fetch swagger-ui-dist@5.35.0 swagger-ui swagger-ui-bundle.js swagger-ui.css favicon-32x32.png
+# ReDoc 2 (the standalone bundle starts itself on <redoc spec-url>); its bundled licences too
+fetch redoc@2.5.4 redoc bundles/redoc.standalone.js bundles/redoc.standalone.js.LICENSE.txt

@@ -33,8 +33,8 @@ from fleetcore import migrate
 from fleetcore.auth.principal import Role
 from fleetcore.db import Database, utcnow
 from fleetcore.deadletters.models import DeadLetter
-from fleetcore.deadletters.retention import prune
 from fleetcore.deadletters.sink import DeadLetterSink
+from fleetcore.housekeeping.job import JOB_NAME, run_housekeeping
 from fleetcore.mqtt.limits import MqttLimits, descriptor_budget, packet_size
 from tests.conftest import client_for, make_settings, running_app
 from tests.support.brokers import running
@@ -563,15 +563,25 @@ async def test_pruning_deletes_old_dead_letters_then_all_but_the_newest(
     db: Database, tmp_path: Path
 ) -> None:
     await _add_letters(db, [45, 40, 35, 31, 31, 2, 1, 0.5, 0.1])
-    assert await prune(db, retention_days=30, max_rows=0, chunk_rows=2) == 5
+
+    async def prune(retention_days: int, max_rows: int, chunk_rows: int = 5000) -> int:
+        settings = make_settings(
+            tmp_path,
+            dead_letters_retention_days=retention_days,
+            dead_letters_max_rows=max_rows,
+            housekeeping_chunk_rows=chunk_rows,
+        )
+        return (await run_housekeeping(db, settings)).rows_deleted.get("dead_letters", 0)
+
+    assert await prune(retention_days=30, max_rows=0, chunk_rows=2) == 5
     assert await _details(db) == ["2", "1", "0.5", "0.1"]
-    assert await prune(db, retention_days=30, max_rows=0) == 0
-    assert await prune(db, retention_days=0, max_rows=3) == 1
+    assert await prune(retention_days=30, max_rows=0) == 0
+    assert await prune(retention_days=0, max_rows=3) == 1
     assert await _details(db) == ["1", "0.5", "0.1"]
-    # The app runs it as a job, with its settings.
+    # The app runs it as the housekeeping job, with its settings.
     async with running_app(db, tmp_path, dead_letters_max_rows=1) as app:
-        assert "dead-letters.prune" in app.state.jobs.names
-        await app.state.jobs.run_once("dead-letters.prune")
+        assert JOB_NAME in app.state.jobs.names
+        await app.state.jobs.run_once(JOB_NAME)
     assert await _details(db) == ["0.1"]
 
 

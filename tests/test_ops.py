@@ -24,7 +24,7 @@ async def test_ready_when_database_current(client: httpx.AsyncClient, backend: s
     assert response.status_code == 200, response.text
     assert response.json() == {
         "status": "ready",
-        "checks": {"database": "ok", "migrations": "ok"},
+        "checks": {"database": "ok", "migrations": "ok", "disk.data": "ok"},
     }
 
 

@@ -24,7 +24,7 @@ from tests.support.wait import wait_until
 
 CLUSTER_JOBS = {
     "commands.expire",
-    "dead-letters.prune",
+    "housekeeping.retention",
     "presence.sweep",
     "recommendations.expire",
     "recommendations.sync",

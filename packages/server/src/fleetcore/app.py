@@ -34,12 +34,13 @@ from fleetcore.cluster import shared_state
 from fleetcore.commands import service as commands_service
 from fleetcore.commands.delivery import EXPIRY_INTERVAL_S, CommandService
 from fleetcore.config import Settings
+from fleetcore.cors import install_cors
 from fleetcore.dashboard.context import install_page_handlers
 from fleetcore.db import Database, create_engine
-from fleetcore.deadletters import retention as dead_letter_retention
 from fleetcore.deadletters.sink import DeadLetterSink
 from fleetcore.device_messages.inbound import DeviceMessages
 from fleetcore.external_broker.transport import ExternalTransport
+from fleetcore.housekeeping import job as housekeeping
 from fleetcore.job_leases import PostgresLeases
 from fleetcore.jobs import JobScheduler
 from fleetcore.live.telemetry import telemetry_publisher
@@ -51,13 +52,14 @@ from fleetcore.mqtt.gateway import MqttGateway
 from fleetcore.mqtt.limits import ProvisioningLimits
 from fleetcore.mqtt.transport import EmbeddedTransport
 from fleetcore.notifications.dispatcher import Dispatcher
+from fleetcore.ops.disk import disk_checks
 from fleetcore.ops.readiness import database_checks
 from fleetcore.ops.router import router as ops_router
 from fleetcore.plates.hook import PlateHook
 from fleetcore.roles import runs
 from fleetcore.routers import API_ROUTERS, PAGE_ROUTERS
 from fleetcore.rules.engine import RulesEngine
-from fleetcore.security_headers import SecurityHeadersMiddleware
+from fleetcore.security_headers import REDOC_POLICY, SecurityHeadersMiddleware
 from fleetcore.status.presence import Presence
 from fleetcore.telemetry import compaction, partitions, retention
 from fleetcore.telemetry.pipeline import IngestPipeline
@@ -97,7 +99,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = database or open_database(settings)
         app.state.database = db
-        app.state.readiness_checks = database_checks(db)
+        app.state.readiness_checks = database_checks(db) | disk_checks(settings)
         # Which part runs here: fleetcore.roles.RUNS_IN, one table for every role.
         role = settings.role
         here = partial(runs, role=role)
@@ -132,7 +134,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
             db, rate_per_s=settings.dead_letters_rate_per_s, burst=settings.dead_letters_burst
         )
         app.state.dead_letters = dead_letters
-        dead_letter_retention.register_job(app.state.jobs, db, settings)
+        housekeeping.register_job(app.state.jobs, db, settings)
         # Media bytes: the filesystem under the data directory, or S3 (FLEETCORE_MEDIA_STORE).
         app.state.media_store = media_store = build_store(settings)
         media_housekeeping.register_job(app.state.jobs, db, media_store, settings)
@@ -328,6 +330,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     app.add_middleware(BodyLimitMiddleware, default_limit=settings.max_body_bytes)
     app.add_middleware(SecurityHeadersMiddleware, hsts=settings.environment == "production")
     app.add_middleware(RequestContextMiddleware)
+    install_cors(app, settings)  # outermost: a preflight needs nothing of the others
     install_error_handlers(app)
     install_audit_handlers(app)
     install_page_handlers(app)
@@ -344,6 +347,14 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     async def api_docs(request: Request) -> HTMLResponse:
         # Our own page, not FastAPI's: that one starts Swagger UI with an inline script.
         return templates.TemplateResponse(request, "ops/api_docs.html")
+
+    @app.get("/api/redoc", include_in_schema=False)
+    async def api_redoc(request: Request) -> HTMLResponse:
+        # ReDoc styles its components at run time (styled-components) and searches in a
+        # worker made from a blob: this page's own policy allows both; scripts stay 'self'.
+        return templates.TemplateResponse(
+            request, "ops/api_redoc.html", headers={"Content-Security-Policy": REDOC_POLICY}
+        )
 
     return app
 

@@ -275,13 +275,54 @@ class Settings(BaseSettings):
         100, ge=1, le=1_000_000, description="dead letters stored per device (or address) at once"
     )
     dead_letters_retention_days: int = Field(
-        30, ge=0, le=3650, description="dead letters older than this are deleted; 0 = kept"
+        30, ge=0, le=3650, description="dead letters kept (per organization: its own); 0 = all"
     )
     dead_letters_max_rows: int = Field(
         1_000_000, ge=0, le=1_000_000_000, description="newest dead letters kept; 0 = no cap"
     )
-    dead_letters_prune_interval_s: float = Field(
-        3600.0, ge=1, le=86400, description="how often old dead letters are deleted"
+    # -- housekeeping: retention of every growing table but telemetry (fleetcore.housekeeping)
+    housekeeping_interval_s: float = Field(
+        3600.0, ge=1, le=86400, description="how often the housekeeping job deletes old rows"
+    )
+    housekeeping_chunk_rows: int = Field(
+        5000, ge=1, le=1_000_000, description="rows per delete transaction of housekeeping"
+    )
+    audit_retention_days: int = Field(
+        365, ge=0, le=3650, description="audit events kept (per organization: its own); 0 = all"
+    )
+    device_events_retention_days: int = Field(
+        365, ge=0, le=3650, description="device events kept (per organization: its own); 0 = all"
+    )
+    status_history_retention_days: int = Field(
+        90, ge=0, le=3650, description="online/offline transitions kept; 0 = all"
+    )
+    notification_deliveries_retention_days: int = Field(
+        30, ge=0, le=3650, description="delivered or failed notification sends kept; 0 = all"
+    )
+    notifications_retention_days: int = Field(
+        90, ge=0, le=3650, description="in-app notifications kept, read or not; 0 = all"
+    )
+    commands_retention_days: int = Field(
+        90, ge=0, le=3650, description="finished commands kept (open ones always); 0 = all"
+    )
+    analytics_findings_retention_days: int = Field(
+        365, ge=0, le=3650, description="analytics findings kept; 0 = all"
+    )
+    refresh_tokens_retention_days: int = Field(
+        7,
+        ge=0,
+        le=3650,
+        description="days an expired refresh token (a session's row) is kept, counted from the "
+        "end of the longest access token it could vouch for; 0 = all",
+    )
+    device_credentials_retention_days: int = Field(
+        30, ge=0, le=3650, description="revoked device tokens' hashes kept; 0 = all"
+    )
+    broker_outbox_retention_days: int = Field(
+        7, ge=0, le=3650, description="applied broker credential changes kept; 0 = all"
+    )
+    account_links_retention_days: int = Field(
+        7, ge=0, le=3650, description="expired sign-up, invitation and reset links kept; 0 = all"
     )
     data_dir: Path = Field(Path("./var"), description="where the SQLite file and state live")
     database_url: str | None = Field(
@@ -481,6 +522,30 @@ class Settings(BaseSettings):
         description="largest request body on any route, refused (413) before it is read; "
         "the ingest and import routes keep their own limits",
     )
+    ready_disk_warn_percent: float = Field(
+        10.0,
+        ge=0,
+        le=100,
+        description="/ready warns (status warn, still ready) when the data, media or archive "
+        "directory's filesystem has less free space than this",
+    )
+    ready_disk_min_percent: float = Field(
+        1.0,
+        ge=0,
+        le=100,
+        description="/ready fails (503) under this much free space: writes are about to fail",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        max_length=50,
+        description="origins of a separate front-end allowed to call the API from a browser "
+        '(JSON: ["https://app.example.com"]); empty: CORS off. Exact origins only, never *',
+    )
+    cors_allow_credentials: bool = Field(
+        False,
+        description="let the listed origins send the session cookie (credentials mode); "
+        "bearer tokens and API keys do not need it",
+    )
     db_pool_size: int = Field(10, ge=1, le=200)
     shutdown_grace_s: float = Field(20.0, ge=0, le=600)
 
@@ -488,6 +553,24 @@ class Settings(BaseSettings):
     @classmethod
     def _check_database_url(cls, value: str | None) -> str | None:
         return None if value in (None, "") else normalize_database_url(value)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_cors_origins(cls, value: list[str]) -> list[str]:
+        # An origin is scheme://host[:port], nothing more; a wildcard would let any site
+        # read what a signed-in browser may.
+        for origin in value:
+            url = urlsplit(origin)
+            if (
+                url.scheme not in ("http", "https")
+                or not url.hostname
+                or "*" in origin
+                or origin != f"{url.scheme}://{url.netloc}"
+            ):
+                raise ValueError(
+                    f"{origin!r} is not an origin: give scheme://host[:port], no path, no wildcard"
+                )
+        return [origin.lower() for origin in value]
 
     @field_validator("mqtt_url")
     @classmethod
@@ -532,6 +615,14 @@ class Settings(BaseSettings):
             raise ValueError(
                 "FLEETCORE_MQTT_DYNSEC manages credentials in an external Mosquitto: "
                 "set FLEETCORE_MQTT_URL"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _disk_floor_under_warning(self) -> Settings:
+        if self.ready_disk_min_percent > self.ready_disk_warn_percent:
+            raise ValueError(
+                "FLEETCORE_READY_DISK_MIN_PERCENT must not exceed FLEETCORE_READY_DISK_WARN_PERCENT"
             )
         return self
 

@@ -32,11 +32,12 @@ from sqlalchemy import BigInteger, String, text
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Mapped, mapped_column
 
+from fleetcore.advisory_locks import JOB_LEASE_CLASS
 from fleetcore.db import Base, UTCDateTime, create_engine, utcnow
 
 # The first key of the two-int advisory lock form: "FLJB". The one-bigint form other locks
 # use (migrations, retention) is a different lock space in PostgreSQL.
-JOB_LOCK_CLASS = 0x464C4A42
+JOB_LOCK_CLASS = JOB_LEASE_CLASS
 KEEP_TICKS = 1000  # rows kept per job (history for operators and tests)
 
 

@@ -10,11 +10,12 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, text
 
+from fleetcore.advisory_locks import LockKey
 from fleetcore.db import Database
 from fleetcore.telemetry.models import is_partition
 
 # Serialises concurrent `serve` processes that start against one PostgreSQL database.
-_PG_MIGRATION_LOCK = 0x0F1EE7C0
+_PG_MIGRATION_LOCK = LockKey.MIGRATIONS
 VERSION_TABLE = "alembic_version"
 
 

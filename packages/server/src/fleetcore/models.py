@@ -16,6 +16,7 @@ from fleetcore.db import Base
 from fleetcore.deadletters import models as dead_letter_models
 from fleetcore.devices import models as device_models
 from fleetcore.events import models as event_models
+from fleetcore.housekeeping import models as housekeeping_models
 from fleetcore.job_leases import JobRun
 from fleetcore.media import models as media_models
 from fleetcore.notifications import models as notification_models
@@ -41,6 +42,7 @@ __all__ = [
     "dead_letter_models",
     "device_models",
     "event_models",
+    "housekeeping_models",
     "media_models",
     "metadata",
     "notification_models",

@@ -55,7 +55,7 @@ RUNS_IN: dict[str, frozenset[Role]] = {
     "telemetry-partitions": _JOBS,
     "telemetry-compaction": _JOBS,
     "telemetry-archive": _JOBS,  # closed days to Parquet (archive_enabled)
-    "dead-letters.prune": _JOBS,
+    "housekeeping.retention": _JOBS,  # every growing table but telemetry (and media)
     "commands.expire": _JOBS,
     "rules.no-data": _JOBS,
     "presence.sweep": _JOBS,

@@ -29,6 +29,7 @@ from fleetcore.deadletters.router import router as dead_letters_router
 from fleetcore.devices.pages import router as devices_pages
 from fleetcore.devices.router import router as devices_router
 from fleetcore.events.router import router as events_router
+from fleetcore.housekeeping.router import router as housekeeping_router
 from fleetcore.live.router import router as live_router
 from fleetcore.media.router import router as media_router
 from fleetcore.notifications.router import router as notifications_router
@@ -68,6 +69,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     audit_router,
     dead_letters_router,
     retention_router,
+    housekeeping_router,
     archives_router,
     telemetry_query_router,
     vending_catalog_router,

@@ -24,6 +24,12 @@ CONTENT_SECURITY_POLICY = "; ".join(
         "frame-ancestors 'none'",
     )
 )
+# The ReDoc page (/api/redoc) only: ReDoc adds its styles at run time and runs its search in
+# a worker made from a blob: URL. Scripts are still Fleetcore's own files only.
+REDOC_POLICY = (
+    CONTENT_SECURITY_POLICY.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
+    + "; worker-src 'self' blob:"
+)
 HSTS = "max-age=63072000; includeSubDomains"
 
 

@@ -10,6 +10,7 @@ from sqlalchemy import CTE, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from fleetcore.advisory_locks import ASSET_MOVE_TAG
 from fleetcore.assets import relations
 from fleetcore.assets.models import Asset
 from fleetcore.assets.schemas import AssetIn, AssetNode, AssetPatch, AssetType, EntityType
@@ -21,7 +22,7 @@ from fleetcore.errors import Conflict, Invalid, NotFound
 from fleetcore.pagination import paginate
 
 # Tags the PostgreSQL advisory lock that serialises moves within one organization.
-_MOVE_LOCK_TAG = 0x0A55E7
+_MOVE_LOCK_TAG = ASSET_MOVE_TAG
 
 
 async def _get(session: AsyncSession, principal: Principal, asset_id: uuid.UUID) -> Asset:

@@ -49,7 +49,10 @@ def get_store(request: Request) -> MediaStore:
 StoreDep = Annotated[MediaStore, Depends(get_store)]
 
 _FILE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"content": {t: {} for t in CONTENT_TYPES}, "description": "the file"},
+    200: {
+        "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in CONTENT_TYPES},
+        "description": "the file",
+    },
     206: {"description": "the requested byte range"},
     304: {"description": "not modified (If-None-Match)"},
     416: {"model": ErrorEnvelope, "description": "the range is outside the file"},

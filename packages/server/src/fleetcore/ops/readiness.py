@@ -20,7 +20,17 @@ class Degraded(Exception):
     """A check's reason for "degraded": the process serves, with less (Redis unreachable)."""
 
 
+class Warn(Exception):
+    """A check's warning: still ready, but someone should look (a disk filling up)."""
+
+
 DEGRADED = "degraded"
+WARN_PREFIX = "warn: "
+
+
+def passing(result: str) -> bool:
+    """True for a result that keeps the process ready: ok, degraded or a warning."""
+    return result in ("ok", DEGRADED) or result.startswith(WARN_PREFIX)
 
 
 async def _run_one(check: Check) -> str:
@@ -32,13 +42,16 @@ async def _run_one(check: Check) -> str:
         return str(exc)
     except Degraded:
         return DEGRADED
+    except Warn as exc:
+        return f"{WARN_PREFIX}{exc}"
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"[:200]
     return "ok"
 
 
 async def run_checks(checks: Mapping[str, Check]) -> dict[str, str]:
-    """Run every check concurrently: name -> 'ok', 'degraded' or the reason it failed."""
+    """Run every check concurrently: name -> 'ok', 'degraded', 'warn: ...' or the reason
+    it failed."""
     names = list(checks)
     outcomes = await asyncio.gather(*(_run_one(checks[name]) for name in names))
     return dict(zip(names, outcomes, strict=True))

@@ -41,6 +41,7 @@ import structlog
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from fleetcore.advisory_locks import LockKey
 from fleetcore.config import Settings
 from fleetcore.db import Database
 from fleetcore.jobs import JobScheduler
@@ -52,7 +53,7 @@ from fleetcore.telemetry.retention import single_runner
 log = structlog.get_logger(__name__)
 
 DAY_MS = partitions.DAY_MS
-RUNNER_LOCK_KEY = 0x0F1EE7C3  # one compactor at a time (the job and the CLI alike)
+RUNNER_LOCK_KEY = LockKey.TELEMETRY_COMPACTION  # one compactor (the job and the CLI alike)
 CHUNK_READINGS = 250_000  # readings moved per transaction, about (bounded lock and WAL bursts)
 MAX_CHUNK_SERIES = 1_000
 

@@ -32,6 +32,7 @@ from typing import Any
 from sqlalchemy import Select, Subquery, and_, case, func, or_, select, true, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from fleetcore.advisory_locks import LockKey
 from fleetcore.telemetry.models import PACKED_NUM, VALUE_TABLES
 from fleetcore_protocol.telemetry import Kind
 
@@ -40,7 +41,7 @@ BLOCK_MS = HOUR_MS  # one packed row per series and hour (bench/telemetry_compac
 MIN_AGE_MS = 86_400_000  # the compactor never packs a reading younger than this
 LATE_MS = MIN_AGE_MS - HOUR_MS  # the writer checks packed rows for readings older than this
 EARLIEST_TS, LATEST_TS = -(2**62), 2**62  # "any time" bounds, far from bigint overflow
-PACK_LOCK_KEY = 0x0F1EE7C2  # pg_advisory_xact_lock: compactor exclusive, late writers shared
+PACK_LOCK_KEY = LockKey.TELEMETRY_PACK  # xact lock: compactor exclusive, late writers shared
 
 
 def late_before(now_ms: int | None = None) -> int:

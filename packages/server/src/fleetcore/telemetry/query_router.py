@@ -173,7 +173,16 @@ async def many_latest(
     "/devices/{device_id:uuid}/telemetry/export",
     summary="Export a device's telemetry as CSV or Parquet",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/csv": {}, "application/vnd.apache.parquet": {}}}},
+    responses={
+        200: {
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "application/vnd.apache.parquet": {
+                    "schema": {"type": "string", "format": "binary"}
+                },
+            }
+        }
+    },
 )
 async def export_telemetry(
     device_id: uuid.UUID,

@@ -34,6 +34,7 @@ from sqlalchemy import BigInteger, Uuid, bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql.elements import TextClause
 
+from fleetcore.advisory_locks import LockKey
 from fleetcore.audit import service as audit
 from fleetcore.auth.models import Organization
 from fleetcore.auth.principal import Principal, Role
@@ -50,7 +51,7 @@ log = structlog.get_logger(__name__)
 DAY_MS = partitions.DAY_MS
 MAX_DAYS = 3650  # ten years; longer is "forever" (0)
 # One runner at a time across `serve` processes sharing a PostgreSQL database.
-RUNNER_LOCK_KEY = 0x0F1EE7C1
+RUNNER_LOCK_KEY = LockKey.TELEMETRY_RETENTION
 
 ROWS_DELETED = Counter(
     "fleetcore_telemetry_retention_rows_deleted_total",

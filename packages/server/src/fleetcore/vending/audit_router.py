@@ -174,7 +174,13 @@ async def get_audit(
     "/vending/audits/{audit_id:int}/raw",
     summary="The audit's file as received",
     response_class=Response,
-    responses={200: {"content": {"application/octet-stream": {}}}},
+    responses={
+        200: {
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            }
+        }
+    },
 )
 async def get_audit_raw(audit_id: int, session: SessionDep, principal: AnyPrincipalDep) -> Response:
     """A download of the bytes received (the whole file, for every set of it)."""

@@ -1,0 +1,1 @@
+"""Housekeeping: retention of every table that grows, beside telemetry's own."""
