@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.agent_rig import AgentProcess, Platform, Proxy, agent_config, running
-from tests.support.http import local_client
+from tests.support.http_clients import local_client
 from tests.support.wait import wait_until
 
 

@@ -18,7 +18,7 @@ from tests.support.agent_rig import (
     assert_exactly_once,
     running,
 )
-from tests.support.http import local_client
+from tests.support.http_clients import local_client
 from tests.support.wait import wait_until
 
 

@@ -36,7 +36,7 @@ from fleetcore.auth import users
 from fleetcore.auth.principal import Role
 from fleetcore.auth.schemas import UserIn
 from tests.conftest import make_settings
-from tests.support.http import local_client
+from tests.support.http_clients import local_client
 from tests.support.lenience import lenient_negative_data_rejection
 from tests.support.postgres import PostgresServer
 from tests.support.sweep import NON_ID_PARAMS, create_objects

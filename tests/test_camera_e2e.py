@@ -19,7 +19,7 @@ from PIL import Image
 
 from fleetcore.auth.deps import SESSION_COOKIE
 from tests.support.agent_rig import AgentProcess, Platform, agent_config, running
-from tests.support.http import local_client
+from tests.support.http_clients import local_client
 from tests.support.wait import wait_until
 
 # The camera sees these two plates in turn; the watchlist holds the second, typed otherwise.

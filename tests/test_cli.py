@@ -17,7 +17,7 @@ from fleetcore import __version__
 from fleetcore.server import build_server
 from tests.conftest import TEST_SECRET, make_settings
 from tests.support.env import fleetcore_env
-from tests.support.http import local_client
+from tests.support.http_clients import local_client
 from tests.support.postgres import PostgresServer, free_port
 from tests.support.wait import wait_until, wait_until_sync
 

@@ -14,7 +14,7 @@ import pytest
 from fleetcore.auth.principal import Role
 from tests.support.agent_rig import Platform
 from tests.support.devices import new_device
-from tests.support.http import local_client
+from tests.support.http_clients import local_client
 from tests.support.tenants import Tenant
 
 PROFILES = "/api/v1/device-profiles"

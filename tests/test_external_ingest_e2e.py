@@ -35,7 +35,7 @@ from fleetcore.auth.principal import Role
 from fleetcore.db import Database
 from tests.conftest import client_for, running_app
 from tests.support.devices import new_device
-from tests.support.http import local_client
+from tests.support.http_clients import local_client
 from tests.support.ingest_workers import IngestWorker
 from tests.support.mosquitto_dynsec import DynsecMosquitto
 from tests.support.tenants import Tenant, make_tenant

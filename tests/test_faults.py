@@ -27,7 +27,7 @@ from tests.support.faults import (
     read_storage,
     small_filesystem,
 )
-from tests.support.http import local_client
+from tests.support.http_clients import local_client
 from tests.support.latency_proxy import LatencyProxy
 from tests.support.mqtt_raw import PINGREQ, PINGRESP, PUBACK, RawClient, packet, publish_packet
 from tests.support.postgres import PostgresServer, free_port

@@ -21,7 +21,7 @@ from fleetcore.db import Database, create_engine
 from fleetcore.job_leases import PostgresLeases, lock_key
 from fleetcore.jobs import JobScheduler
 from tests.support.faults import ServerProcess
-from tests.support.http import local_client
+from tests.support.http_clients import local_client
 from tests.support.postgres import PostgresServer
 from tests.support.wait import wait_until
 

@@ -40,7 +40,7 @@ from tests.conftest import client_for, make_settings, running_app
 from tests.support.brokers import running
 from tests.support.devices import new_device, port_of
 from tests.support.env import fleetcore_env
-from tests.support.http import local_client
+from tests.support.http_clients import local_client
 from tests.support.mqtt_raw import (
     CONNACK,
     DISCONNECT,

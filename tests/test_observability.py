@@ -25,7 +25,7 @@ from fleetcore.auth.principal import Role
 from fleetcore.db import Database
 from tests.support.devices import new_device
 from tests.support.faults import ServerProcess
-from tests.support.http import local_client
+from tests.support.http_clients import local_client
 from tests.support.paho_device import PahoDevice
 from tests.support.prometheus import PROMTOOL, Prometheus, metric_names
 from tests.support.tenants import make_tenant

@@ -29,7 +29,7 @@ from fleetcore.telemetry.pipeline import IngestPipeline, Overloaded
 from fleetcore.telemetry.writer import DeviceReadings, TelemetryWriter
 from fleetcore_protocol.telemetry import Kind, Reading
 from tests.support.env import fleetcore_env
-from tests.support.http import local_client
+from tests.support.http_clients import local_client
 from tests.support.postgres import free_port
 from tests.support.wait import wait_until
 

@@ -28,7 +28,7 @@ import orjson
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.support.http import local_client, local_sync_client
+from tests.support.http_clients import local_client, local_sync_client
 from tests.support.ingest_workers import BASE_TS, FLEETCORE, Publisher, expected_readings
 from tests.support.mqtt_raw import connect_packet
 from tests.support.wait import wait_until

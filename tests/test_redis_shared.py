@@ -29,7 +29,7 @@ from fleetcore.devices.models import Device
 from tests.conftest import _live_pg_engine, _truncate_all, client_for, running_app
 from tests.support.devices import new_device
 from tests.support.faults import KEY, ServerProcess, read_storage
-from tests.support.http import local_client
+from tests.support.http_clients import local_client
 from tests.support.mqtt_raw import RawClient
 from tests.support.postgres import free_port
 from tests.support.redis import RedisServer

@@ -34,7 +34,7 @@ from fleetcore.simulator.signals import (
     profile_keys,
 )
 from tests.support.env import fleetcore_env
-from tests.support.http import local_client
+from tests.support.http_clients import local_client
 from tests.support.postgres import free_port
 from tests.support.serving import serving
 from tests.support.wait import wait_until

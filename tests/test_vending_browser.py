@@ -17,7 +17,7 @@ from fleetcore.vending.models import PickLine, ServiceOrder, ServiceVisit, SlotS
 from tests.conftest import client_for
 from tests.support.browser import ARTIFACTS, new_page, sign_in
 from tests.support.devices import new_device
-from tests.support.http import local_client
+from tests.support.http_clients import local_client
 from tests.support.tenants import PASSWORD, Tenant, make_tenant
 from tests.support.vending_fleet import MONTH, TODAY, Fleet, seed_fleet
 

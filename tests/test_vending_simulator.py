@@ -61,7 +61,7 @@ from fleetcore.vending.snapshot import snapshot
 from fleetcore_protocol.dex import parse
 from fleetcore_protocol.dex.model import WarningCode
 from tests.support.env import live_command_env, simulate
-from tests.support.http import local_client
+from tests.support.http_clients import local_client
 from tests.support.serving import serving
 from tests.support.wait import wait_until
 from tests.test_simulator import _serve_demo, _sqlite_count, _stop

@@ -22,7 +22,7 @@ import yaml
 from fleetcore.db import Database
 from fleetcore.demo import DEMO_EMAIL, ensure_demo
 from tests.support.env import fleetcore_env
-from tests.support.http import local_client
+from tests.support.http_clients import local_client
 from tests.support.postgres import free_port
 from tests.support.wait import wait_until
 

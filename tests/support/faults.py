@@ -33,7 +33,7 @@ from fleetcore.telemetry.models import LATEST, ROLLUP_1H, ROLLUP_1M, Series, Tel
 from fleetcore.telemetry.models import VALUE_TABLES as _VALUES
 from fleetcore_protocol.telemetry import Kind
 from tests.support.env import fleetcore_env
-from tests.support.http import local_client
+from tests.support.http_clients import local_client
 from tests.support.postgres import free_port
 from tests.support.wait import wait_until
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.http import local_client
+from tests.support.http_clients import local_client
 from tests.support.postgres import free_port
 from tests.support.wait import wait_until
 

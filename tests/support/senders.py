@@ -20,7 +20,7 @@ from paho.mqtt import client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.support.faults import KEY, FaultDevice, Storage
-from tests.support.http import local_client
+from tests.support.http_clients import local_client
 
 TOPIC = "v1/devices/me/telemetry"
 

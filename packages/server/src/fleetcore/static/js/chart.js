@@ -165,7 +165,10 @@
     const plot = new uPlot({
       width: plotWidth(),
       height: 220,
-      scales: { x: { time: true } },
+      // The axis spans the whole range asked for, not just where data is: a sparse day still
+      // reads as a day, and findings in its empty stretches stay in view. Live points past
+      // the range's end widen it.
+      scales: { x: { time: true, range: (u, min, max) => xRange(min, max) } },
       // Sparse series (most buckets empty) show their points: a lone value draws no line.
       // The min and max of each bucket bound a shaded band around the mean.
       series: [
@@ -183,6 +186,11 @@
     plot.over.addEventListener("dblclick", () => show(view.preset === "zoom" ? lastPreset : view.preset));
     charts.set(key, { plot: plot, data: data, box: box });
     stats.plots[key] = plot;
+  }
+
+  function xRange(min, max) {
+    const lo = view.start / 1000, hi = view.end / 1000;
+    return [min == null ? lo : Math.min(min, lo), max == null ? hi : Math.max(max, hi)];
   }
 
   let lastPreset = "1h";
