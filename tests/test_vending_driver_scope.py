@@ -47,6 +47,12 @@ DRIVER_ALLOWED = {
     "/api/v1/auth/me": "their own account",
     "/api/v1/auth/change-password": "their own password",
     "/api/v1/provision": "device route: the profile's provision key, no user",
+    # Accounts: no sign-in at all, the emailed link or the address is the key (anyone's).
+    "/api/v1/auth/register": "sign-up, no user",
+    "/api/v1/auth/verify": "an emailed link, no user",
+    "/api/v1/auth/password-reset": "asking for a reset link, no user",
+    "/api/v1/auth/password-reset/confirm": "an emailed link, no user",
+    "/api/v1/invitations/accept": "an emailed link, no user",
 }
 
 

@@ -20,14 +20,13 @@ from pydantic import ValidationError
 from fleetcore.accounts import invitations, service
 from fleetcore.accounts.deps import ContextDep, limit
 from fleetcore.accounts.schemas import AcceptIn, InvitationIn, RegisterIn, ResetIn
-from fleetcore.auth.deps import SESSION_COOKIE
-from fleetcore.auth.pages import _secure
 from fleetcore.auth.principal import Role
 from fleetcore.auth.security import same
 from fleetcore.dashboard.web import PageWriter
 from fleetcore.deps import SessionDep, SettingsDep
 from fleetcore.errors import DomainError, RateLimited
 from fleetcore.templating import templates
+from fleetcore.web.cookies import secure_cookies, set_session_cookie
 
 router = APIRouter(include_in_schema=False)
 CSRF_COOKIE = "fleetcore_account_csrf"
@@ -58,7 +57,7 @@ def _page(
         token,
         httponly=True,
         samesite="strict",
-        secure=_secure(request),
+        secure=secure_cookies(request),
         path="/auth",
         max_age=3600,
     )
@@ -340,14 +339,7 @@ async def invitation_submit(
     if issued is None:
         return _message(request, "Check your email", CHECK_EMAIL)
     response = RedirectResponse("/dashboard", status_code=303)
-    response.set_cookie(
-        SESSION_COOKIE,
-        issued.access_token,
-        httponly=True,
-        samesite="lax",
-        secure=_secure(request),
-        path="/",
-    )
+    set_session_cookie(response, request, issued.access_token)
     response.delete_cookie(CSRF_COOKIE, path="/auth")
     return response
 

@@ -13,11 +13,11 @@ from fleetcore.auth import sessions
 from fleetcore.auth.deps import SESSION_COOKIE, csrf_token, user_principal
 from fleetcore.auth.ratelimit import LoginLimiter
 from fleetcore.auth.security import same
-from fleetcore.config import Settings
 from fleetcore.dashboard.context import page_context
 from fleetcore.deps import SessionDep, SettingsDep
 from fleetcore.errors import Forbidden, RateLimited, Unauthorized
 from fleetcore.templating import templates
+from fleetcore.web.cookies import secure_cookies, set_session_cookie
 
 router = APIRouter(include_in_schema=False)
 LOGIN_CSRF_COOKIE = "fleetcore_login_csrf"
@@ -28,12 +28,6 @@ def _safe_next(value: str | None) -> str:
     if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
         return value
     return "/dashboard"
-
-
-def _secure(request: Request) -> bool:
-    # Production always: a cookie sent once over plain HTTP is a session anyone on the path has.
-    settings: Settings = request.app.state.settings
-    return settings.environment == "production" or request.url.scheme == "https"
 
 
 def _login_form(
@@ -58,7 +52,7 @@ def _login_form(
         token,
         httponly=True,
         samesite="strict",
-        secure=_secure(request),
+        secure=secure_cookies(request),
         path="/auth/login",
         max_age=3600,
     )
@@ -123,15 +117,7 @@ async def login_submit(
             status=401,
         )
     response = RedirectResponse(next_path, status_code=303)
-    response.set_cookie(
-        SESSION_COOKIE,
-        issued.access_token,
-        httponly=True,
-        samesite="lax",
-        secure=_secure(request),
-        path="/",
-        max_age=ttl_s if remember else None,
-    )
+    set_session_cookie(response, request, issued.access_token, max_age=ttl_s if remember else None)
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/auth/login")
     return response
 

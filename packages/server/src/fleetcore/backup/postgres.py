@@ -362,7 +362,9 @@ async def _apply(
             try:
                 await _relay(render.stdout, apply.stdin, progress)
             except ConnectionError:  # psql stopped at an error; its stderr says which
-                render.kill()
+                # pg_restore may have written its last byte and exited already.
+                with contextlib.suppress(ProcessLookupError):
+                    render.kill()
                 await apply.wait()
                 raise BackupError(
                     "the restore failed and was rolled back: " + _tail(await apply_errors)
