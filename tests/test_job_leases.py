@@ -25,7 +25,9 @@ from tests.support.http_clients import local_client
 from tests.support.postgres import PostgresServer
 from tests.support.wait import wait_until
 
-INTERVAL_S = 0.2
+# A tick is skipped, by design, when the run before it overran it: 0.2 s ticks missed one
+# when two other test processes held both cores, which says nothing about the leases.
+INTERVAL_S = 0.5
 # Real processes beside a loaded test run: a tick of a second, so that "every tick ran" is
 # about the leases, not about both processes being starved of CPU for a whole 200 ms tick.
 PROCESS_INTERVAL_S = 1.0
@@ -90,10 +92,10 @@ async def test_two_schedulers_share_every_tick_once(leases_db: tuple[str, AsyncE
         return len(await _runs(engine, "probe")) >= n
 
     try:
-        await wait_until(lambda: ticks_at_least(12), within=30)
+        await wait_until(lambda: ticks_at_least(8), within=30)
         await schedulers["a"].stop()  # one process goes away mid-way
         before = len(await _runs(engine, "probe"))
-        await wait_until(lambda: ticks_at_least(before + 8), within=30)
+        await wait_until(lambda: ticks_at_least(before + 6), within=30)
     finally:
         await schedulers["a"].stop()
         await schedulers["b"].stop()
