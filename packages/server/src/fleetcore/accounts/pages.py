@@ -26,7 +26,7 @@ from fleetcore.dashboard.web import PageWriter
 from fleetcore.deps import SessionDep, SettingsDep
 from fleetcore.errors import DomainError, RateLimited
 from fleetcore.templating import templates
-from fleetcore.web.cookies import secure_cookies, set_session_cookie
+from fleetcore.web.cookies import set_form_csrf_cookie, set_session_cookie
 
 router = APIRouter(include_in_schema=False)
 CSRF_COOKIE = "fleetcore_account_csrf"
@@ -52,15 +52,7 @@ def _page(
         status_code=status,
         headers=headers,
     )
-    response.set_cookie(
-        CSRF_COOKIE,
-        token,
-        httponly=True,
-        samesite="strict",
-        secure=secure_cookies(request),
-        path="/auth",
-        max_age=3600,
-    )
+    set_form_csrf_cookie(response, request, name=CSRF_COOKIE, token=token, path="/auth")
     return response
 
 

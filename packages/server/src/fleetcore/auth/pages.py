@@ -17,7 +17,7 @@ from fleetcore.dashboard.context import page_context
 from fleetcore.deps import SessionDep, SettingsDep
 from fleetcore.errors import Forbidden, RateLimited, Unauthorized
 from fleetcore.templating import templates
-from fleetcore.web.cookies import secure_cookies, set_session_cookie
+from fleetcore.web.cookies import set_form_csrf_cookie, set_session_cookie
 
 router = APIRouter(include_in_schema=False)
 LOGIN_CSRF_COOKIE = "fleetcore_login_csrf"
@@ -47,15 +47,7 @@ def _login_form(
         status_code=status,
         headers=headers,
     )
-    response.set_cookie(
-        LOGIN_CSRF_COOKIE,
-        token,
-        httponly=True,
-        samesite="strict",
-        secure=secure_cookies(request),
-        path="/auth/login",
-        max_age=3600,
-    )
+    set_form_csrf_cookie(response, request, name=LOGIN_CSRF_COOKIE, token=token, path="/auth/login")
     return response
 
 

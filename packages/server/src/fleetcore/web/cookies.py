@@ -1,5 +1,7 @@
-"""Cookies the pages set: when they are Secure, and the session cookie itself (one shape for
-every page that signs someone in: the sign-in form, an accepted invitation)."""
+"""Cookies the pages set: when they are Secure, the session cookie itself (one shape for
+every page that signs someone in: the sign-in form, an accepted invitation), and the CSRF
+cookie of the forms shown to someone not signed in (double submit: the form carries the
+same token)."""
 
 from __future__ import annotations
 
@@ -29,4 +31,22 @@ def set_session_cookie(
         secure=secure_cookies(request),
         path="/",
         max_age=max_age,
+    )
+
+
+FORM_CSRF_TTL_S = 3600  # a form left open longer is answered "expired, try again"
+
+
+def set_form_csrf_cookie(
+    response: Response, request: Request, *, name: str, token: str, path: str
+) -> None:
+    """The CSRF cookie of an anonymous form (SameSite=Strict, scoped to the form's path)."""
+    response.set_cookie(
+        name,
+        token,
+        httponly=True,
+        samesite="strict",
+        secure=secure_cookies(request),
+        path=path,
+        max_age=FORM_CSRF_TTL_S,
     )
