@@ -121,6 +121,25 @@ async def test_readers_never_see_half_a_file(store: MediaStore) -> None:
     assert await store.get_range(key, 0, 3_000_000) == new
 
 
+async def test_a_filesystem_delete_leaves_no_empty_directory(tmp_path: Path) -> None:
+    # As S3's prefixes vanish with their last object: no store fills up with empty folders.
+    root = tmp_path / "media"
+    store = FilesystemStore(root)
+    await store.put("o/d/m1", b"x")
+    await store.put("o/d/m2", b"y")
+    await store.put("o/e/m3", b"z")
+    await store.delete("o/d/m1")
+    assert (root / "o" / "d").is_dir()  # m2 is still there
+    await store.delete("o/d/m2")
+    assert not (root / "o" / "d").exists()
+    assert (root / "o" / "e" / "m3").is_file()
+    await store.delete("o/e/m3")
+    assert root.is_dir()
+    assert [p.name for p in root.iterdir() if p.name != ".tmp"] == []
+    await store.put("o/d/m1", b"again")  # the pruned directories come back as needed
+    assert await store.get_range("o/d/m1", 0, 5) == b"again"
+
+
 async def test_filesystem_store_keeps_half_written_files_out_of_sight(tmp_path: Path) -> None:
     store = FilesystemStore(tmp_path / "media")
     await store.put("o/d/m", b"x")

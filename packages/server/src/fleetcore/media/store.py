@@ -124,7 +124,15 @@ class FilesystemStore:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(tmp, path)
+            for attempt in range(3):
+                try:
+                    os.replace(tmp, path)
+                    break
+                except FileNotFoundError:
+                    # A delete pruned the directory, emptied a moment ago, since our mkdir.
+                    if attempt == 2:
+                        raise
+                    path.parent.mkdir(parents=True, exist_ok=True)
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -156,9 +164,21 @@ class FilesystemStore:
         return ObjectStat(info.st_size, datetime.fromtimestamp(info.st_mtime, UTC))
 
     async def delete(self, key: str) -> None:
-        """Unlink the file, if there."""
+        """Unlink the file, if there, and the directories it leaves empty (as S3's prefixes
+        vanish with their last object: a store of many short-lived keys, such as the
+        archives' staging area, would otherwise fill with empty directories)."""
         path = self._path(key)
-        await asyncio.to_thread(path.unlink, missing_ok=True)
+        await asyncio.to_thread(self._delete, path)
+
+    def _delete(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+        parent = path.parent
+        while parent != self.root and parent.is_relative_to(self.root):
+            try:
+                parent.rmdir()
+            except OSError:  # not empty (or gone): the pruning stops here
+                return
+            parent = parent.parent
 
     async def keys(self, prefix: str = "") -> AsyncIterator[tuple[str, ObjectStat]]:
         """Walk the tree under the prefix's directory, skipping half-written files."""
