@@ -153,7 +153,13 @@ def _allowed_methods(request: Request) -> str:
 
 async def _domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DomainError)
-    return error_answer(request, exc.status_code, exc.code, exc.message, exc.details, exc.headers)
+    headers = exc.headers
+    # An API-rate-limited caller's error answers carry the RateLimit headers too (the 429
+    # brings its own); read on the error path only, so successful answers pay nothing here.
+    limited: dict[str, str] | None = getattr(request.state, "rate_limit_headers", None)
+    if limited:
+        headers = {**limited, **headers}
+    return error_answer(request, exc.status_code, exc.code, exc.message, exc.details, headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
