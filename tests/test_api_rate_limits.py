@@ -5,6 +5,7 @@ never limited; with the defaults (0) nothing is limited and no RateLimit header 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from fleetcore.auth.principal import Role
 from fleetcore.db import Database
 from tests.conftest import client_for, running_app
+from tests.support.redis import RedisServer
 from tests.support.tenants import Tenant, make_tenant
 
 LIST = "/api/v1/devices"
@@ -98,25 +100,32 @@ async def test_per_organization_limit_isolates_organizations(db: Database, tmp_p
         await exhaust(http, other.headers(), 4)
 
 
-async def test_tightest_limit_in_headers_and_errors_carry_them(
+async def test_tightest_limit_counts_and_every_answer_carries_it(
     db: Database, tmp_path: Path
 ) -> None:
     async with limited(
-        db, tmp_path, api_rate_limit_per_user=5, api_rate_limit_per_organization=50
+        db, tmp_path, api_rate_limit_per_user=6, api_rate_limit_per_organization=50
     ) as http:
         tenant = await make_tenant(http, db)
-        response = await http.get(LIST, headers=tenant.headers())
-        assert response.headers["RateLimit-Limit"] == "5"
-        assert response.headers["RateLimit-Remaining"] == "4"
-        # An error answer (404 here) carries them too, counted like any request.
-        missing = await http.get(
-            f"{LIST}/{'0' * 8}-0000-0000-0000-{'0' * 12}", headers=tenant.headers()
+        created = await http.post(
+            LIST, headers=tenant.headers(), json={"name": "pump-1", "serial_number": "P-1"}
         )
-        assert missing.status_code == 404
-        assert missing.headers["RateLimit-Remaining"] == "3"
-        for _ in range(3):
+        assert created.status_code == 201, created.text
+        assert created.headers["RateLimit-Limit"] == "6"  # the user's, tighter than 50
+        assert created.headers["RateLimit-Remaining"] == "5"
+        answers = [
+            # A route that builds its own Response (the readings page)...
+            await http.get(f"{LIST}/{created.json()['id']}/telemetry", headers=tenant.headers()),
+            # ...a domain error, a validation error: each counted, each with the headers.
+            await http.get(f"{LIST}/{uuid.uuid4()}", headers=tenant.headers()),
+            await http.post(LIST, headers=tenant.headers(), json={"name": "no serial"}),
+        ]
+        assert [answer.status_code for answer in answers] == [200, 404, 422]
+        remaining = [answer.headers["RateLimit-Remaining"] for answer in answers]
+        assert remaining == ["4", "3", "2"]
+        for _ in range(2):
             assert (await http.get(LIST, headers=tenant.headers())).status_code == 200
-        assert_refused(await http.get(LIST, headers=tenant.headers()), "user", 5)
+        assert_refused(await http.get(LIST, headers=tenant.headers()), "user", 6)
 
 
 async def test_device_routes_and_health_are_never_limited(
@@ -158,3 +167,24 @@ async def test_defaults_limit_nothing(
             response = await client.get(LIST, headers=headers)
             assert response.status_code == 200
             assert not any(name in response.headers for name in LIMIT_HEADERS)
+
+
+async def test_limits_are_shared_through_redis(live_database: Database, tmp_path: Path) -> None:
+    # Two apps (two processes' worth of limiters) on one Redis count one window.
+    redis = RedisServer()
+    redis.start()
+    try:
+        limits = {"redis_url": redis.url, "api_rate_limit_per_organization": 4}
+        async with (
+            running_app(live_database, tmp_path / "one", **limits) as one,
+            running_app(live_database, tmp_path / "two", **limits) as two,
+            client_for(one) as http_one,
+            client_for(two) as http_two,
+        ):
+            tenant = await make_tenant(http_one, live_database)
+            for http in (http_one, http_two, http_one, http_two):
+                assert (await http.get(LIST, headers=tenant.headers())).status_code == 200
+            assert_refused(await http_two.get(LIST, headers=tenant.headers()), "organization", 4)
+            assert_refused(await http_one.get(LIST, headers=tenant.headers()), "organization", 4)
+    finally:
+        redis.close()

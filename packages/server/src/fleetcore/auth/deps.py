@@ -112,6 +112,13 @@ async def optional_principal(
     return principal
 
 
+def rate_limit_headers(request: Request) -> dict[str, str] | None:
+    """The RateLimit headers of this request, for a route that builds its own Response (the
+    sub-response's headers reach only answers FastAPI builds from a return value)."""
+    headers: dict[str, str] | None = getattr(request.state, "rate_limit_headers", None)
+    return headers
+
+
 async def _take_api_limits(request: Request, response: Response, principal: Principal) -> None:
     limiter: ApiLimiter = request.app.state.api_limiter
     headers = await limiter.take(principal)  # RateLimited (429) when a window is full
