@@ -26,6 +26,7 @@ from fleetcore.archive import gate as archive_gate
 from fleetcore.archive import service as archive_service
 from fleetcore.attributes.desired import DesiredState
 from fleetcore.audit.handlers import install_audit_handlers
+from fleetcore.auth.api_limits import ApiLimiter
 from fleetcore.auth.ratelimit import LoginLimiter
 from fleetcore.auth.security import configure_hasher
 from fleetcore.body_limit import BodyLimitMiddleware
@@ -301,6 +302,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
             if writer_engine is not None:
                 await writer_engine.dispose()
             await app.state.login_limiter.aclose()
+            if app.state.api_limiter is not None:
+                await app.state.api_limiter.aclose()
             await app.state.account_mailer.aclose()
             await app.state.account_limiter.aclose()
             if database is None:
@@ -321,6 +324,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     )
     app.state.settings = settings
     app.state.login_limiter = LoginLimiter.from_settings(settings)
+    app.state.api_limiter = ApiLimiter.from_settings(settings)  # None: no API limits
     app.state.account_limiter = AccountLimiter.from_settings(settings)
     app.state.account_mailer = Mailer(settings)
     configure_hasher(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -355,6 +356,19 @@ class Settings(BaseSettings):
         description="sign-in attempts on one account from all addresses together, per minute: "
         "slows a distributed guesser; the owner waits a minute at most",
     )
+    # -- API rate limits (fleetcore.auth.api_limits): requests per minute, 0 = unlimited --
+    api_rate_limit_per_api_key: int = Field(
+        0, ge=0, description="API requests per minute of one API key; 0 = unlimited"
+    )
+    api_rate_limit_per_user: int = Field(
+        0, ge=0, description="API requests per minute of one user (token or cookie); 0 = unlimited"
+    )
+    api_rate_limit_per_organization: int = Field(
+        0,
+        ge=0,
+        description="API requests per minute of one organization, its users and keys "
+        "together; 0 = unlimited",
+    )
     # -- accounts: sign-up, invitations, password reset (fleetcore.accounts) --
     signup: Literal["invite-only", "open"] = Field(
         "invite-only",
@@ -677,6 +691,16 @@ class Settings(BaseSettings):
                 f"(environment={self.environment}); only FLEETCORE_ENVIRONMENT=development "
                 "may run with the built-in key"
             )
+
+    @cached_property
+    def api_rate_limited(self) -> bool:
+        """Whether any API rate limit is set: computed once, so an unlimited install pays one
+        attribute check per request (auth.deps)."""
+        return bool(
+            self.api_rate_limit_per_api_key
+            or self.api_rate_limit_per_user
+            or self.api_rate_limit_per_organization
+        )
 
     @property
     def external_broker(self) -> bool:

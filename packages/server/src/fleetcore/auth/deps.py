@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from fleetcore.auth.api_limits import ApiLimiter
 from fleetcore.auth.models import ApiKey, RefreshToken, User
 from fleetcore.auth.principal import PermissionDenied, Principal, PrincipalKind, Role
 from fleetcore.auth.security import decode_access_token, same, sign, token_hash
@@ -82,6 +83,7 @@ async def user_principal(
 
 async def optional_principal(
     request: Request,
+    response: Response,
     session: SessionDep,
     settings: SettingsDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -104,7 +106,25 @@ async def optional_principal(
                     code="CSRF_FAILED",
                 )
     request.state.principal = principal
+    # The API rate limits, once the caller is known; off (the default): this one check.
+    if settings.api_rate_limited and principal is not None:
+        await _take_api_limits(request, response, principal)
     return principal
+
+
+def rate_limit_headers(request: Request) -> dict[str, str] | None:
+    """The RateLimit headers of this request, for a route that builds its own Response (the
+    sub-response's headers reach only answers FastAPI builds from a return value)."""
+    headers: dict[str, str] | None = getattr(request.state, "rate_limit_headers", None)
+    return headers
+
+
+async def _take_api_limits(request: Request, response: Response, principal: Principal) -> None:
+    limiter: ApiLimiter = request.app.state.api_limiter
+    headers = await limiter.take(principal)  # RateLimited (429) when a window is full
+    response.headers.update(headers)  # the answer built from the route's return value
+    # An error answer (404, 409, ...) is built by the error handler: it adds these.
+    request.state.rate_limit_headers = headers
 
 
 async def require_any_principal(

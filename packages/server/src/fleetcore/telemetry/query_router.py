@@ -12,7 +12,7 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.datastructures import UploadFile
 from starlette.types import Message
 
-from fleetcore.auth.deps import PrincipalDep
+from fleetcore.auth.deps import PrincipalDep, rate_limit_headers
 from fleetcore.body_limit import body_limit
 from fleetcore.deps import DatabaseDep, SessionDep
 from fleetcore.errors import Invalid, PayloadTooLarge
@@ -73,6 +73,7 @@ _CSV_BODY: dict[str, Any] = {
     response_model=ReadingsPage | Aggregates,
 )
 async def read_telemetry(
+    request: Request,
     device_id: uuid.UUID,
     session: SessionDep,
     principal: PrincipalDep,
@@ -107,7 +108,9 @@ async def read_telemetry(
             cursor=cursor,
             descending=order == "desc",
         )
-        return Response(page.json(), media_type="application/json")  # a ReadingsPage
+        return Response(  # a ReadingsPage, serialized once
+            page.json(), media_type="application/json", headers=rate_limit_headers(request)
+        )
     return await queries.read_aggregates(
         session,
         principal,
@@ -185,6 +188,7 @@ async def many_latest(
     },
 )
 async def export_telemetry(
+    request: Request,
     device_id: uuid.UUID,
     session: SessionDep,
     principal: PrincipalDep,
@@ -208,7 +212,10 @@ async def export_telemetry(
     return StreamingResponse(
         plan.body(database),
         media_type=plan.media_type,
-        headers={"Content-Disposition": f'attachment; filename="{plan.filename}"'},
+        headers={
+            "Content-Disposition": f'attachment; filename="{plan.filename}"',
+            **(rate_limit_headers(request) or {}),
+        },
     )
 
 

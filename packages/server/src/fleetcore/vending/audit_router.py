@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.datastructures import UploadFile
 
-from fleetcore.auth.deps import AnyPrincipalDep, PrincipalDep
+from fleetcore.auth.deps import AnyPrincipalDep, PrincipalDep, rate_limit_headers
 from fleetcore.body_limit import body_limit, read_body
 from fleetcore.deps import SessionDep
 from fleetcore.device_messages.inbound import DeviceMessages
@@ -182,13 +182,18 @@ async def get_audit(
         }
     },
 )
-async def get_audit_raw(audit_id: int, session: SessionDep, principal: AnyPrincipalDep) -> Response:
+async def get_audit_raw(
+    request: Request, audit_id: int, session: SessionDep, principal: AnyPrincipalDep
+) -> Response:
     """A download of the bytes received (the whole file, for every set of it)."""
     audit = await audits.get_audit(session, principal, audit_id)
     return Response(
         content=audit.raw,
         media_type="application/octet-stream",
-        headers={"Content-Disposition": f'attachment; filename="audit-{audit.id}.dex"'},
+        headers={
+            "Content-Disposition": f'attachment; filename="audit-{audit.id}.dex"',
+            **(rate_limit_headers(request) or {}),
+        },
     )
 
 

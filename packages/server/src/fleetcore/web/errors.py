@@ -151,9 +151,17 @@ def _allowed_methods(request: Request) -> str:
     return ", ".join(sorted(methods))
 
 
+def _limited(request: Request, headers: dict[str, str] | None) -> dict[str, str] | None:
+    """`headers` plus the RateLimit headers of an API-rate-limited caller (auth.deps); read
+    on the error path only, so successful answers pay nothing here. A 429 brings its own."""
+    limited: dict[str, str] | None = getattr(request.state, "rate_limit_headers", None)
+    return {**limited, **(headers or {})} if limited else headers
+
+
 async def _domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DomainError)
-    return error_answer(request, exc.status_code, exc.code, exc.message, exc.details, exc.headers)
+    headers = _limited(request, exc.headers)
+    return error_answer(request, exc.status_code, exc.code, exc.message, exc.details, headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -170,6 +178,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         headers = {**(headers or {}), "Allow": _allowed_methods(request)}
     if wants_html(request) and exc.status_code == 404:
         message = f"There is no page at {request.url.path}."
+    headers = _limited(request, headers)
     return error_answer(request, exc.status_code, code, message, headers=headers)
 
 
@@ -194,7 +203,13 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
             return error_page(request, 404, f"There is no page at {request.url.path}.")
         details = "; ".join(f"{err['field']}: {err['message']}" for err in errors)
         return error_page(request, 422, f"Invalid request ({details}).")
-    return error_response(422, "VALIDATION_ERROR", f"invalid request: {fields}", {"errors": errors})
+    return error_response(
+        422,
+        "VALIDATION_ERROR",
+        f"invalid request: {fields}",
+        {"errors": errors},
+        headers=_limited(request, None),
+    )
 
 
 async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
