@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -27,6 +27,8 @@ from fleetcore.deps import SessionDep, SettingsDep
 from fleetcore.errors import DomainError, RateLimited
 from fleetcore.templating import templates
 from fleetcore.web.cookies import set_form_csrf_cookie, set_session_cookie
+
+_LinkAndPassword = TypeVar("_LinkAndPassword", ResetIn, AcceptIn)
 
 router = APIRouter(include_in_schema=False)
 CSRF_COOKIE = "fleetcore_account_csrf"
@@ -256,6 +258,27 @@ def _password_form(
     )
 
 
+def _password_submission(
+    request: Request,
+    model: type[_LinkAndPassword],
+    token: str,
+    password: str,
+    csrf_token: str,
+    *,
+    action: str,
+) -> _LinkAndPassword | HTMLResponse:
+    """A link's password form, checked: its data, or the page to answer instead (expired
+    form, or the form again naming what is wrong)."""
+    if not _csrf_ok(request, csrf_token):
+        return _expired_form(request)
+    try:
+        return model(token=token, password=password)
+    except ValidationError as exc:
+        return _password_form(
+            request, token=token, action=action, error=_first_error(exc), status=422
+        )
+
+
 @router.post("/auth/reset-password")
 async def reset_submit(
     request: Request,
@@ -266,15 +289,11 @@ async def reset_submit(
     csrf_token: Annotated[str, Form(max_length=128)] = "",
 ) -> Response:
     """Set the new password; every session of the user ends."""
-    if not _csrf_ok(request, csrf_token):
-        return _expired_form(request)
-    try:
-        data = ResetIn(token=token, password=password)
-    except ValidationError as exc:
-        action = "/auth/reset-password"
-        return _password_form(
-            request, token=token, action=action, error=_first_error(exc), status=422
-        )
+    data = _password_submission(
+        request, ResetIn, token, password, csrf_token, action="/auth/reset-password"
+    )
+    if isinstance(data, Response):
+        return data
     try:
         await limit(request)
         await service.reset_password(session, ctx, token=data.token, password=data.password)
@@ -307,15 +326,11 @@ async def invitation_submit(
     csrf_token: Annotated[str, Form(max_length=128)] = "",
 ) -> Response:
     """Create the user and sign them in (the session cookie), or say to check the mail."""
-    if not _csrf_ok(request, csrf_token):
-        return _expired_form(request)
-    try:
-        data = AcceptIn(token=token, password=password)
-    except ValidationError as exc:
-        action = "/auth/invitation"
-        return _password_form(
-            request, token=token, action=action, error=_first_error(exc), status=422
-        )
+    data = _password_submission(
+        request, AcceptIn, token, password, csrf_token, action="/auth/invitation"
+    )
+    if isinstance(data, Response):
+        return data
     ttl_s = settings.session_cookie_ttl_s
     try:
         await limit(request)
