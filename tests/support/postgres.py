@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import pwd
 import shutil
@@ -14,11 +15,32 @@ from pathlib import Path
 DEFAULT_BINDIR = Path("/usr/lib/postgresql/15/bin")
 
 
+# Ports for the servers tests start, below the kernel's ephemeral range (32768-60999 here):
+# a port taken with bind(0) comes from that range, and any outgoing connection of another
+# test process could be given it as its source port before our server binds it (CI saw
+# "address already in use"). Each pytest-xdist worker gets a slice of its own.
+_PORTS_FROM, _SLICE = 20_000, 1_500
+_next_port = itertools.count()
+
+
+def _slice_start() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    index = int(worker) if worker.isdigit() else 0
+    return _PORTS_FROM + (index % 8) * _SLICE
+
+
 def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port nobody listens on right now, outside the ephemeral range."""
+    start = _slice_start()
+    for _ in range(_SLICE):
+        port = start + next(_next_port) % _SLICE
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:  # in use (or lingering): the next one
+                continue
+            return port
+    raise RuntimeError(f"no free port in {start}..{start + _SLICE - 1}")
 
 
 class PostgresServer:
