@@ -59,7 +59,9 @@ def agent_wheel(tmp: Path, version: str) -> Path:
         ROOT / "packages" / "agent", source, ignore=shutil.ignore_patterns("__pycache__")
     )
     project = source / "pyproject.toml"
-    project.write_text(re.sub(r'^version = ".*"', f'version = "{version}"', project.read_text(), flags=re.M))
+    project.write_text(
+        re.sub(r'^version = ".*"', f'version = "{version}"', project.read_text(), flags=re.M)
+    )
     init = source / "src" / "fleetcore_agent" / "__init__.py"
     init.write_text(re.sub(r'__version__ = ".*"', f'__version__ = "{version}"', init.read_text()))
     out = tmp / "dist"
@@ -72,7 +74,9 @@ def _zip_wheel(out: Path, name: str, files: dict[str, bytes], tag: str = "py3-no
     distribution, version = name.split("-", 1)
     info = f"{distribution}-{version}.dist-info"
     files = {**files}
-    files.setdefault(f"{info}/WHEEL", f"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: {tag}\n".encode())
+    files.setdefault(
+        f"{info}/WHEEL", f"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: {tag}\n".encode()
+    )
     record = []
     for path, data in files.items():
         digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
@@ -137,3 +141,161 @@ def wheelhouse(out: Path) -> list[Path]:
     wheels = [build_wheel(ROOT / "packages" / "protocol", out, "fleetcore_protocol")]
     wheels += [wheel_of_installed(name, out) for name in ("paho_mqtt", "pyyaml", "psutil")]
     return wheels
+
+
+@dataclass
+class OtaServer:
+    """The platform's download route (the OTA contract) on a local port: chunks of
+    `size` bytes by index, 404 for a package not assigned, and a gate that answers 503
+    from chunk `hold_from` on until opened."""
+
+    token: str
+    packages: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    requested: list[int] = field(default_factory=list)
+    hold_from: int | None = None
+    port: int = field(default_factory=free_port)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @contextmanager
+    def serving(self) -> Iterator[OtaServer]:
+        rig = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                url = urllib.parse.urlsplit(self.path)
+                query = dict(urllib.parse.parse_qsl(url.query))
+                if self.headers.get("X-Device-Token") != rig.token:
+                    return self._answer(401, b"")
+                if url.path != "/api/v1/devices/me/ota/software":
+                    return self._answer(404, b"")
+                body = rig.packages.get((query.get("title", ""), query.get("version", "")))
+                if body is None:
+                    return self._answer(404, b"")
+                chunk, size = int(query["chunk"]), int(query["size"])
+                rig.requested.append(chunk)
+                if rig.hold_from is not None and chunk >= rig.hold_from:
+                    return self._answer(503, b"")
+                return self._answer(200, body[chunk * size : (chunk + 1) * size])
+
+            def _answer(self, status: int, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            server.shutdown()
+            server.server_close()
+
+
+def attributes_for(title: str, version: str, body: bytes, **extra: Any) -> dict[str, Any]:
+    """The sw_* shared attributes of an assignment."""
+    return {
+        "sw_title": title,
+        "sw_version": version,
+        "sw_size": len(body),
+        "sw_checksum": hashlib.sha256(body).hexdigest(),
+        "sw_checksum_algorithm": "SHA256",
+        **extra,
+    }
+
+
+class Service:
+    """What systemd does with deploy/agent/fleetcore-agent.service: ExecStartPre, then
+    ExecStart, started again whenever it exits (Restart=always), until stopped."""
+
+    def __init__(self, root: Path, config: Path, log: Path) -> None:
+        unit = UNIT.read_text()
+        lines = {}
+        for key in ("ExecStartPre", "ExecStart"):
+            match = re.search(rf"^{key}=(.+)$", unit, re.M)
+            assert match is not None, key
+            line = match.group(1).replace("/opt/fleetcore-agent", str(root))
+            line = line.replace("/etc/fleetcore-agent/agent.yaml", str(config))
+            lines[key] = shlex.split(line)
+        self.pre, self.command = lines["ExecStartPre"], lines["ExecStart"]
+        self.log = log
+        self.env = clean_env(INVOCATION_ID="test")  # as systemd sets it
+        self.exits: list[int] = []
+        self.process: subprocess.Popen[bytes] | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with self.log.open("ab") as log:
+                pre = subprocess.run(self.pre, stdout=log, stderr=log, env=self.env, check=False)
+                if pre.returncode != 0:
+                    self.exits.append(-1000 - pre.returncode)
+                    self._stop.wait(0.2)
+                    continue
+                with self._lock:
+                    if self._stop.is_set():
+                        return
+                    self.process = subprocess.Popen(
+                        self.command, stdout=log, stderr=log, env=self.env
+                    )
+                self.exits.append(self.process.wait())
+            self._stop.wait(0.1)  # RestartSec, shortened
+
+    def kill(self) -> None:
+        """SIGKILL the running agent (systemd starts it again)."""
+        with self._lock:
+            if self.process is not None and self.process.poll() is None:
+                self.process.kill()
+
+    def stop(self) -> None:
+        """systemctl stop: no more restarts, SIGTERM the agent."""
+        self._stop.set()
+        with self._lock:
+            process = self.process
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self._thread.join(timeout=30)
+
+
+def install_first(tmp: Path, wheels: list[Path]) -> tuple[Path, Path]:
+    """deploy/agent/install.sh without the system parts: (root, state dir)."""
+    root, state = tmp / "opt", tmp / "var"
+    done = subprocess.run(
+        [
+            str(INSTALL_SH),
+            "--no-system",
+            "--offline",
+            "--installer",
+            uv(),
+            "--root",
+            str(root),
+            "--config-dir",
+            str(tmp / "etc"),
+            "--state-dir",
+            str(state),
+            *map(str, wheels),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHON": sys.executable},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
+    return root, state

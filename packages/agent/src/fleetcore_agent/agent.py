@@ -92,7 +92,7 @@ class Agent:
     # Life cycle ---------------------------------------------------------------------
 
     def start(self, *, sample: bool = True) -> None:
-        """Start sampling (unless told not to), connecting and answering."""
+        """Start sampling and updating (unless told not to), connecting and answering."""
         loops = [(self._inbound_loop, "inbound"), (self._http_commands_loop, "http-commands")]
         if sample:
             loops.append((self._sample_loop, "sampler"))
@@ -103,7 +103,8 @@ class Agent:
         self.link.start()
         if self.camera is not None:
             self.camera.start(capture=sample)
-        self.updater.start()
+        if sample:  # `drain` only empties the queue: no update starts meanwhile
+            self.updater.start()
 
     def stop(self) -> None:
         """Stop everything; the queue keeps what was not acknowledged."""
