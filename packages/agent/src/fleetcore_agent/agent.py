@@ -4,6 +4,7 @@ Threads: the sampler (sensors → store), the MQTT network loop (link.py), the i
 worker (commands and desired configuration, so handlers never block the network loop),
 the HTTP command poller (only while the fallback is active), and the sender (`run`).
 With a `camera:` section, the camera plug-in adds its capturer and uploader (camera/).
+The updater (update/) follows software assignments and the trial of a new version.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from fleetcore_agent.resilience import CircuitBreaker, Pacer
 from fleetcore_agent.sensors import Sensor, SensorError, create
 from fleetcore_agent.sensors.simulated import SimulatedSensor
 from fleetcore_agent.store import Entry, Store, payload
+from fleetcore_agent.update.updater import Updater
 from fleetcore_protocol.topics import Channel, TopicError, parse
 
 log = logging.getLogger("fleetcore_agent")
@@ -84,11 +86,13 @@ class Agent:
         self._threads: list[threading.Thread] = []
         self._settings_lock = threading.Lock()
         self._report_lock = threading.Lock()
+        self.restart_requested = False
+        self.updater = Updater(config, report=self.report_attributes, restart=self.request_restart)
 
     # Life cycle ---------------------------------------------------------------------
 
     def start(self, *, sample: bool = True) -> None:
-        """Start sampling (unless told not to), connecting and answering."""
+        """Start sampling and updating (unless told not to), connecting and answering."""
         loops = [(self._inbound_loop, "inbound"), (self._http_commands_loop, "http-commands")]
         if sample:
             loops.append((self._sample_loop, "sampler"))
@@ -99,11 +103,14 @@ class Agent:
         self.link.start()
         if self.camera is not None:
             self.camera.start(capture=sample)
+        if sample:  # `drain` only empties the queue: no update starts meanwhile
+            self.updater.start()
 
     def stop(self) -> None:
         """Stop everything; the queue keeps what was not acknowledged."""
         self.stopping.set()
         self.fresh.set()
+        self.updater.stop()
         if self.link.connected.is_set():
             with self._report_lock:  # drops since the last report are not left unsaid
                 self._report_dropped()
@@ -258,6 +265,13 @@ class Agent:
 
     def _on_connect(self) -> None:
         self.report_health()
+        self.report_attributes(self.updater.attributes())
+        self.fresh.set()
+
+    def request_restart(self) -> None:
+        """Stop, so that the command line restarts the agent (a new version is current)."""
+        self.restart_requested = True
+        self.stopping.set()
         self.fresh.set()
 
     # Commands and desired configuration ---------------------------------------------
@@ -296,7 +310,10 @@ class Agent:
             result_topic = self.link.topic(Channel.COMMAND_RESULT, command_id)
             self.link.publish(result_topic, json.dumps(answer).encode())
         elif channel is Channel.CONFIG:
-            self.apply_desired(message.get("shared") or {}, int(message.get("version") or 0))
+            shared = message.get("shared") or {}
+            self.apply_desired(shared, int(message.get("version") or 0))
+            if isinstance(shared, dict):
+                self.updater.desired(shared)
 
     def apply_desired(self, shared: dict[str, Any], version: int) -> dict[str, Any]:
         """Apply the settings of the desired state this agent knows; report them back."""
@@ -309,11 +326,16 @@ class Agent:
         return outcome
 
     def _report_attributes(self, values: dict[str, Any]) -> None:
+        self.report_attributes(values)
+
+    def report_attributes(self, values: dict[str, Any]) -> bool:
+        """Report client attributes (MQTT, else HTTP); True once the platform has them."""
         body = json.dumps(values).encode()
         if self.link.connected.is_set():
-            self.link.publish(self.link.topic(Channel.ATTRIBUTES), body)
-        elif self.api is not None:
-            self.api.report_attributes(values)
+            return self.link.publish(self.link.topic(Channel.ATTRIBUTES), body).ok
+        if self.api is not None:
+            return self.api.report_attributes(values).ok
+        return False
 
     def apply_settings(self, values: dict[str, Any], *, report: bool = True) -> dict[str, Any]:
         """Apply runtime settings one by one; each bad one is named, the others applied."""

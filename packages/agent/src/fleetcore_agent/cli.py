@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from importlib import resources
@@ -12,8 +13,11 @@ from types import FrameType
 
 import fleetcore_protocol
 from fleetcore_agent import __version__
-from fleetcore_agent.config import ConfigError, load
+from fleetcore_agent.config import AgentConfig, ConfigError, load
 from fleetcore_agent.sensors import SensorError
+from fleetcore_agent.update import layout
+
+RESTART_EXIT_CODE = 75  # the unit restarts on it (RestartForceExitStatus): a new version
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     drain.add_argument("--timeout", type=float, default=600, help="give up after this long (s)")
     drain.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
     commands.add_parser("example-config", help="print the example configuration")
+    guard = commands.add_parser(
+        "guard",
+        help="count a start of a version on trial; roll back after too many (ExecStartPre)",
+    )
+    guard.add_argument("--root", type=Path, default=Path("/opt/fleetcore-agent"))
     check = commands.add_parser("check", help="validate a configuration and exit")
     check.add_argument("--config", type=Path)
     return parser
@@ -59,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "example-config":
         sys.stdout.write(_example())
         return 0
+    if args.command == "guard":
+        return layout.main(["--root", str(args.root)])
     if args.command not in ("run", "check", "drain"):
         parser.print_help(sys.stdout)
         return 0
@@ -99,7 +110,26 @@ def main(argv: list[str] | None = None) -> int:
         agent.run()
     finally:
         agent.stop()
+    if agent.restart_requested:
+        return restart(config)
     return 0
+
+
+def restart(config: AgentConfig) -> int:
+    """Start the version now current: exit for systemd to restart, or exec it ourselves."""
+    mode = config.update.restart if config.update else "exit"
+    if mode == "auto":
+        mode = "exit" if os.environ.get("INVOCATION_ID") else "exec"  # systemd sets it
+    if mode == "exit" or config.update is None:
+        return RESTART_EXIT_CODE
+    root = config.update.root
+    guard = root / "guard.py"
+    if not guard.exists():
+        guard = Path(layout.__file__)
+    agent = root / "current" / "bin" / "fleetcore-agent"
+    command = [sys.executable, str(guard), "--root", str(root), "--", str(agent), *sys.argv[1:]]
+    logging.getLogger("fleetcore_agent").info("re-executing %s", " ".join(command))
+    os.execv(command[0], command)  # noqa: S606 - our own guard and the new version's agent
 
 
 if __name__ == "__main__":

@@ -69,6 +69,27 @@ class CameraConfig:
     thermal_check_s: float = 5.0
 
 
+INSTALLERS = ("pip", "uv")
+RESTART_MODES = ("auto", "exit", "exec")
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateConfig:
+    """Self-update (`update:` section): where the versions live and how a trial runs."""
+
+    root: Path  # <root>/versions/<version>, <root>/current, <root>/previous
+    title: str = "fleetcore-agent"  # the sw_title this agent updates itself from
+    url: str = ""  # where packages download from; empty: http_url
+    public_key: str = ""  # Ed25519 public key (PEM text, a file path, or base64): must sign
+    health_deadline_s: float = 120.0  # a new version must connect and report within this
+    max_trial_starts: int = 3  # starts of a new version before the guard rolls back
+    chunk_size: int = 65_536
+    installer: str = "pip"  # pip, uv, or the path of a uv binary
+    offline: bool = False  # no package index: only the package's wheels and earlier ones
+    restart: str = "auto"  # exit (systemd restarts it), exec (re-exec), auto: exit under systemd
+    retry_s: float = 10.0  # between download attempts while the platform is unreachable
+
+
 @dataclass(frozen=True, slots=True)
 class AgentConfig:
     """Everything the agent runs with, validated."""
@@ -97,6 +118,7 @@ class AgentConfig:
     health_interval_s: float = 30.0
     reboot_command: str = ""  # empty: reboot is simulated (logged and answered)
     camera: CameraConfig | None = None  # None: no camera plug-in
+    update: UpdateConfig | None = None  # None: no self-update (versions still reported)
 
     @property
     def mqtt_host(self) -> str:
@@ -202,6 +224,8 @@ def from_mapping(values: Mapping[str, Any]) -> AgentConfig:
             settings[name] = _sensors(raw)
         elif name == "camera":
             settings[name] = raw if isinstance(raw, CameraConfig | None) else _camera(raw)
+        elif name == "update":
+            settings[name] = raw if isinstance(raw, UpdateConfig | None) else _update(raw)
     for required in ("device_id", "token"):
         if not settings.get(required):
             env = next(k for k, v in ENV_OVERRIDES.items() if v == required)
@@ -229,6 +253,7 @@ def _check(config: AgentConfig) -> None:
         raise ConfigError(f"fsync: one of {', '.join(FSYNC_POLICIES)}, got {config.fsync!r}")
     if config.backoff_max_s < config.backoff_min_s:
         raise ConfigError("backoff_max_s: must not be below backoff_min_s")
+    _check_update(config)
     camera = config.camera
     if camera is not None:
         if not config.http_url:
@@ -355,6 +380,78 @@ def _thermal(raw: Any) -> dict[str, Any]:
         else:
             raise ConfigError(f"{where}: unknown setting")
     return out
+
+
+_UPDATE_NUMBERS: dict[str, tuple[type, float, float]] = {
+    "health_deadline_s": (float, 1, 86_400),
+    "max_trial_starts": (int, 1, 100),
+    "chunk_size": (int, 1024, 64 * 1024 * 1024),
+    "retry_s": (float, 0.01, 86_400),
+}
+
+
+def _update(raw: Any) -> UpdateConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError("update: expected a mapping of self-update settings")
+    unknown = sorted(set(raw) - set(UpdateConfig.__dataclass_fields__))
+    if unknown:
+        raise ConfigError(f"update.{unknown[0]}: unknown setting")
+    values: dict[str, Any] = {}
+    for key, item in raw.items():
+        where = f"update.{key}"
+        if key in _UPDATE_NUMBERS:
+            values[key] = _in_range(where, item, *_UPDATE_NUMBERS[key])
+        elif key == "root":
+            if not isinstance(item, str | Path) or not str(item):
+                raise ConfigError(f"{where}: expected a directory path")
+            values[key] = Path(item)
+        elif key == "offline":
+            if not isinstance(item, bool):
+                raise ConfigError(f"{where}: expected true or false, got {item!r}")
+            values[key] = item
+        elif not isinstance(item, str):
+            raise ConfigError(f"{where}: expected text, got {item!r}")
+        else:
+            values[key] = item.strip()
+    if "root" not in values:
+        raise ConfigError("update.root: required (the directory holding versions/ and current)")
+    update = UpdateConfig(**values)
+    if update.restart not in RESTART_MODES:
+        raise ConfigError(f"update.restart: one of {', '.join(RESTART_MODES)}")
+    if update.installer not in INSTALLERS and not update.installer.startswith("/"):
+        raise ConfigError("update.installer: pip, uv, or the absolute path of a uv binary")
+    if update.public_key:
+        from fleetcore_agent.update.verify import public_key_bytes
+
+        try:
+            public_key_bytes(public_key_text(update.public_key))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"update.public_key: {exc}") from None
+    return update
+
+
+def public_key_text(setting: str) -> str:
+    """The key itself: the setting, or the file it names."""
+    if not setting.startswith("-----") and Path(setting).is_file():
+        return Path(setting).read_text(encoding="utf-8")
+    return setting
+
+
+def _check_update(config: AgentConfig) -> None:
+    update = config.update
+    if update is None:
+        return
+    url = update.url or config.http_url
+    if not url:
+        raise ConfigError("update: needs update.url or http_url (packages download over HTTP)")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"update.url: expected http(s)://host:port, got {url!r}")
+    # The queue must survive a switch of version: never inside a version's directory.
+    data = config.data_dir.resolve()
+    versions = (update.root / "versions").resolve()
+    if data == versions or versions in data.parents:
+        raise ConfigError("data_dir: must be outside update.root/versions (the queue is kept)")
 
 
 def load(path: Path | None, environ: Mapping[str, str] | None = None) -> AgentConfig:

@@ -53,6 +53,11 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None
 
 
+def no_redirect_opener() -> urllib.request.OpenerDirector:
+    """A urllib opener that answers a redirect with its 3xx, never following it."""
+    return urllib.request.build_opener(_NoRedirects)
+
+
 class DeviceApi:
     """The device half of the platform's REST API, authenticated by X-Device-Token."""
 
@@ -63,7 +68,7 @@ class DeviceApi:
         self.token = token
         self.breaker = breaker
         self.timeout_s = timeout_s
-        self._opener = urllib.request.build_opener(_NoRedirects)
+        self._opener = no_redirect_opener()
         self._redirects_seen: set[str] = set()
 
     def _call(

@@ -1,0 +1,1 @@
+"""Self-update: download, verify, install beside, switch, health-check, roll back."""
