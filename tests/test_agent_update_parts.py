@@ -1,8 +1,7 @@
-"""The self-update's pure pieces: the Ed25519 fallback, the start guard, the settings."""
+"""The self-update's small pieces: the signature check, the start guard, the settings."""
 
 from __future__ import annotations
 
-import os
 import zipfile
 from pathlib import Path
 
@@ -11,26 +10,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from fleetcore_agent.config import ConfigError, from_mapping
-from fleetcore_agent.update import ed25519
 from fleetcore_agent.update.install import InstallError, wheels_of
 from fleetcore_agent.update.layout import Layout, guard
 from fleetcore_agent.update.updater import package_from
 from fleetcore_agent.update.verify import VerifyError, check_signature, public_key_bytes
-
-
-def test_pure_ed25519_agrees_with_cryptography() -> None:
-    for size in (0, 1, 64, 1000, 65_537):
-        key = Ed25519PrivateKey.generate()
-        public = key.public_key().public_bytes_raw()
-        message = os.urandom(size)
-        signature = key.sign(message)
-        assert ed25519.verify(public, message, signature)
-        assert not ed25519.verify(public, message + b"\0", signature)
-        flipped = bytes([signature[5] ^ 1])
-        assert not ed25519.verify(public, message, signature[:5] + flipped + signature[6:])
-        other = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
-        assert not ed25519.verify(other, message, signature)
-    assert not ed25519.verify(b"\0" * 31, b"", b"\0" * 64)
 
 
 def test_signature_check_takes_pem_keys_and_names_the_failure(tmp_path: Path) -> None:

@@ -135,11 +135,15 @@ def wheel_of_installed(distribution: str, out: Path) -> Path:
     return _zip_wheel(out, info.name.removesuffix(".dist-info"), files, tag=tags[0])
 
 
+# The agent's third-party requirements and theirs (cryptography needs cffi, which needs pycparser).
+_THIRD_PARTY = ("paho_mqtt", "pyyaml", "psutil", "cryptography", "cffi", "pycparser")
+
+
 def wheelhouse(out: Path) -> list[Path]:
     """The agent's dependencies as wheels: the protocol (built) and the third-party ones."""
     out.mkdir(parents=True, exist_ok=True)
     wheels = [build_wheel(ROOT / "packages" / "protocol", out, "fleetcore_protocol")]
-    wheels += [wheel_of_installed(name, out) for name in ("paho_mqtt", "pyyaml", "psutil")]
+    wheels += [wheel_of_installed(name, out) for name in _THIRD_PARTY]
     return wheels
 
 

@@ -7,7 +7,8 @@ import binascii
 import hashlib
 from pathlib import Path
 
-from fleetcore_agent.update import ed25519
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 # DER prefix of an Ed25519 SubjectPublicKeyInfo (`openssl pkey -pubout`): the raw key follows.
 _SPKI_PREFIX = bytes.fromhex("302a300506032b6570032100")
@@ -64,11 +65,7 @@ def check_signature(path: Path, signature_b64: str, algorithm: str, public_key: 
 
 
 def _verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
-    try:
-        from cryptography.exceptions import InvalidSignature
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-    except ImportError:  # the agent does not depend on it: the pure-Python check stands in
-        return ed25519.verify(public_key, message, signature)
+    """The `cryptography` package's Ed25519 (no signature code of our own)."""
     try:
         Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
     except (InvalidSignature, ValueError):
