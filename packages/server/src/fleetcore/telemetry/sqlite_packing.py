@@ -221,8 +221,7 @@ async def _vacuum(connection: AsyncConnection) -> int:
     freed, free = 0, await _free_pages(connection)
     while free:
         async with connection.begin():
-            # Each step frees one page: read the result through to run them all.
-            (await connection.exec_driver_sql(f"PRAGMA incremental_vacuum({VACUUM_PAGES})")).all()
+            await connection.exec_driver_sql(f"PRAGMA incremental_vacuum({VACUUM_PAGES})")
         left = await _free_pages(connection)
         if left >= free:
             break  # nothing more came back
