@@ -172,24 +172,23 @@ async def _pack_chunk(
     """One transaction's work: the series' raw readings in [lo, hi) (whole hours) merged
     into their packed hours and deleted; returns (readings moved, hours written)."""
     params = (series_id, lo, hi)
-    raw = (
+    raw: list[Any] = list(
         await connection.exec_driver_sql(
             "SELECT ts, value FROM ts_num WHERE series_id = ? AND ts >= ? AND ts < ? "
             f"AND {_FINITE} ORDER BY ts",
             params,
         )
-    ).all()
+    )
     if not raw:
         return 0, 0
-    hours: dict[int, dict[int, float]] = {}
-    for block, blob in (
+    held: list[Any] = list(
         await connection.exec_driver_sql(
             "SELECT block, vals FROM ts_num_packed WHERE series_id = ? AND block >= ? "
             "AND block < ?",
             params,
         )
-    ).all():
-        hours[int(block)] = decode(blob)
+    )
+    hours = {int(block): decode(blob) for block, blob in held}
     touched: set[int] = set()
     for ts, value in raw:
         block = ts - ts % BLOCK_MS
