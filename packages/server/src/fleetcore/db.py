@@ -46,9 +46,6 @@ class Base(DeclarativeBase):
 
 SQLITE_BEGIN_OPTION = "fleetcore_sqlite_begin"  # "IMMEDIATE" for a write transaction
 SQLITE_PRAGMAS = (
-    # First: it only takes on a file without tables (a new database; others keep theirs).
-    # Incremental, so compaction can hand freed pages back (telemetry/sqlite_packing.py).
-    "PRAGMA auto_vacuum=INCREMENTAL",
     "PRAGMA journal_mode=WAL",
     "PRAGMA foreign_keys=ON",
     "PRAGMA busy_timeout=10000",
@@ -176,6 +173,12 @@ def _configure_sqlite(engine: AsyncEngine | Engine) -> None:
         # SAVEPOINT and transactional DDL behave as on PostgreSQL.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA page_count")
+        if cursor.fetchone()[0] == 0:
+            # A new file: incremental, so compaction can hand freed pages back
+            # (telemetry/sqlite_packing.py). It only takes before the first table, and
+            # asked of an existing file it would write its header on every connect.
+            cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
         for pragma in SQLITE_PRAGMAS:
             cursor.execute(pragma)
         cursor.close()
