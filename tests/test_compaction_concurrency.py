@@ -1,20 +1,26 @@
-"""Compaction while several writers send late readings of the hours it packs (PostgreSQL):
-overlapping readings in different orders, some already raw, some already packed, some new.
+"""Compaction while several writers send late readings of the hours it packs (both
+databases): overlapping readings in different orders, some already raw, some already
+packed, some new.
 
 Every reading ends up stored once, and the roll-ups and latest values are exactly what the
 stored readings say (the rule is in telemetry/packed.py).
 """
 
+# ruff: noqa: S608  # the test's own SQL, no input
+
 from __future__ import annotations
 
 import asyncio
 import random
+import shutil
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
+from fleetcore import migrate
 from fleetcore.db import Database
 from fleetcore.telemetry import partitions
 from fleetcore.telemetry.compaction import cutoff_for, run_compaction
@@ -33,9 +39,16 @@ WRITERS = 3
 
 
 @pytest.fixture
-async def database(postgres_server: PostgresServer | None) -> AsyncIterator[Database]:
-    database = await own_database(postgres_server, "compact_conc", pool_size=8)
-    await partitions.ensure_partitions(database.engine, days_ahead=3, now_ms=BASE)
+async def database(
+    backend: str, postgres_server: PostgresServer | None, sqlite_template: Path, tmp_path: Path
+) -> AsyncIterator[Database]:
+    if backend == "postgresql":
+        database = await own_database(postgres_server, "compact_conc", pool_size=8)
+        await partitions.ensure_partitions(database.engine, days_ahead=3, now_ms=BASE)
+    else:  # one writer at a time there: the compactor's chunks and late batches take turns
+        shutil.copyfile(sqlite_template, tmp_path / "c.db")
+        database = Database.from_url(f"sqlite+aiosqlite:///{tmp_path / 'c.db'}", pool_size=8)
+        await migrate.upgrade(database)
     try:
         yield database
     finally:
@@ -81,7 +94,7 @@ async def _send(
 
 
 async def test_compaction_beside_late_writers_loses_and_doubles_nothing(
-    database: Database,
+    database: Database, backend: str
 ) -> None:
     org_id, devices = await make_devices(database, DEVICES)
     every = [(d, k, BASE + s * 10_000) for d in range(DEVICES) for k in KEYS for s in range(STAMPS)]
@@ -114,17 +127,21 @@ async def test_compaction_beside_late_writers_loses_and_doubles_nothing(
     # Each reading stored once in all: by the writers' own counts and in the database.
     assert sum(s for s, _ in sent) == len(union - set(first) - set(half))
     assert (await rows(database, "SELECT count(*) FROM ts_num"))[0][0] == 0
-    packed = await rows(
-        database,
-        "SELECT p.series_id, p.block + u.o, u.v FROM ts_num_packed p, "
-        "unnest(p.offs, p.vals) AS u (o, v)",
+    # Every packed reading as (series_id, ts, v), in each database's own encoding.
+    cells = (
+        "WITH c AS (SELECT p.series_id, p.block + u.o AS ts, u.v FROM ts_num_packed p, "
+        "unnest(p.offs, p.vals) AS u (o, v)) "
+        if backend == "postgresql"
+        else "WITH c AS (SELECT p.series_id, p.block + CAST(u.key AS INTEGER) AS ts, "
+        "u.value AS v FROM ts_num_packed p, json_each(fc_inflate(p.vals)) AS u) "
     )
+    packed = await rows(database, cells + "SELECT series_id, ts, v FROM c")
     assert len(packed) == len({(sid, ts) for sid, ts, _ in packed}) == len(union)
     # Roll-ups and latest agree with the stored readings exactly.
     hourly = await rows(
         database,
-        "SELECT p.series_id, (p.block + u.o) / 3600000 * 3600000, count(*), sum(u.v) "
-        "FROM ts_num_packed p, unnest(p.offs, p.vals) AS u (o, v) GROUP BY 1, 2 ORDER BY 1, 2",
+        cells + "SELECT series_id, ts / 3600000 * 3600000, count(*), sum(v) "
+        "FROM c GROUP BY 1, 2 ORDER BY 1, 2",
     )
     rolled = await rows(
         database, "SELECT series_id, bucket, cnt, total FROM ts_rollup_1h ORDER BY 1, 2"
@@ -132,8 +149,8 @@ async def test_compaction_beside_late_writers_loses_and_doubles_nothing(
     assert rolled == hourly
     newest = await rows(
         database,
-        "SELECT DISTINCT ON (p.series_id) p.series_id, p.block + u.o, u.v FROM ts_num_packed p, "
-        "unnest(p.offs, p.vals) AS u (o, v) ORDER BY p.series_id, p.block + u.o DESC",
+        cells + "SELECT series_id, ts, v FROM c WHERE ts = "
+        "(SELECT max(ts) FROM c AS n WHERE n.series_id = c.series_id) ORDER BY series_id",
     )
     latest = await rows(database, "SELECT series_id, ts, num FROM ts_latest ORDER BY series_id")
     assert latest == newest

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import uuid
+import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -50,6 +51,15 @@ SQLITE_PRAGMAS = (
     "PRAGMA busy_timeout=10000",
     "PRAGMA synchronous=NORMAL",
 )
+
+# A SQL function on every SQLite connection: zlib-compressed UTF-8 text back to text, so
+# packed telemetry (zlib'd JSON) unnests with json_each in SQL (telemetry/packed.py).
+SQLITE_INFLATE = "fc_inflate"
+
+
+def sqlite_inflate(blob: bytes | None) -> str | None:
+    """zlib-compressed UTF-8 text, inflated (NULL stays NULL)."""
+    return None if blob is None else zlib.decompress(blob).decode()
 
 
 def create_engine(url: URL | str, *, pool_size: int = 10) -> AsyncEngine:
@@ -163,9 +173,17 @@ def _configure_sqlite(engine: AsyncEngine | Engine) -> None:
         # SAVEPOINT and transactional DDL behave as on PostgreSQL.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA page_count")
+        if cursor.fetchone()[0] == 0:
+            # A new file: incremental, so compaction can hand freed pages back
+            # (telemetry/sqlite_packing.py). It only takes before the first table, and
+            # asked of an existing file it would write its header on every connect.
+            cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
         for pragma in SQLITE_PRAGMAS:
             cursor.execute(pragma)
         cursor.close()
+        # aiosqlite's adapter forwards to sqlite3's create_function on its own thread.
+        dbapi_connection.create_function(SQLITE_INFLATE, 1, sqlite_inflate, deterministic=True)
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(connection: Any) -> None:

@@ -87,6 +87,6 @@ async def purge_archived_days(
         start, end = day_bounds(record.day)
         for table in VALUE_TABLES.values():
             await purge.rows(table.name, "ts", org_id, end, since=start)
-        if purge.pg:  # packed hours of the day (telemetry/compaction.py): a day is whole hours
-            await purge.rows(PACKED_NUM.name, "block", org_id, end, since=start)
+        # Packed hours of the day (telemetry/compaction.py): a day is whole hours.
+        await purge.rows(PACKED_NUM.name, "block", org_id, end, since=start)
         purge.report.archived_days_purged += 1

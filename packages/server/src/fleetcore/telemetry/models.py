@@ -164,8 +164,9 @@ ROLLUP_PENDING = Table(
 
 # Closed hours of numeric series, packed (see compaction.py): one row per series and hour,
 # the readings' ms offsets from the hour's start (ascending) and their values as two
-# arrays that PostgreSQL's TOAST compresses. Raw and packed rows never hold the same
-# (series_id, ts); readers take both (packed.py).
+# arrays that PostgreSQL's TOAST compresses; on SQLite `vals` holds the hour as zlib'd JSON
+# and `offs` is empty (sqlite_packing.py). Raw and packed rows never hold the same
+# (series_id, ts); readers take both (packed.py). A rowid table on SQLite (migration 0031).
 PACKED_NUM = Table(
     "ts_num_packed",
     Base.metadata,
@@ -174,5 +175,4 @@ PACKED_NUM = Table(
     Column("n", Integer, nullable=False),  # readings held: pages pick blocks without the arrays
     Column("offs", _array(Integer), nullable=False),
     Column("vals", _array(DOUBLE_PRECISION), nullable=False),
-    sqlite_with_rowid=False,
 )

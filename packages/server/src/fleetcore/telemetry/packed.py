@@ -4,15 +4,18 @@ Compaction (compaction.py) moves the readings of closed hours of numeric series 
 into ts_num_packed, one row of two arrays per series and hour. A (series_id, ts) is in one
 of the two, never both, so a reader takes the union: `number_rows` (or its two arms,
 `number_arms`) is what every reader of ts_num uses (raw pages, exports, rule dry-runs,
-analytics replays, the commands' safety gate). PostgreSQL only: SQLite keeps every reading
-raw (see compaction.py for why).
+analytics replays, the commands' safety gate). On PostgreSQL a packed row's arrays are
+unnested in SQL; on SQLite its hour is zlib'd JSON ({"offset": value, ...}) that the
+connection's fc_inflate function (db.py) inflates and json_each unnests, the same query
+shape (sqlite_packing.py says why that encoding).
 
 What keeps raw and packed apart when readings come late (the concurrency rule, shared by
 the writer and the compactor):
 
 - The compactor packs only readings older than a whole day (`MIN_AGE_MS`; its cut-off is a
   day boundary at least `compact_after_days` ≥ 1 back), and each of its transactions first
-  takes `PACK_LOCK_KEY` exclusively (pg_advisory_xact_lock).
+  takes `PACK_LOCK_KEY` exclusively (pg_advisory_xact_lock). On SQLite every write
+  transaction already excludes the others (BEGIN IMMEDIATE): no lock is taken there.
 - The writer sends a batch whose oldest number is older than `LATE_MS` (23 h: an hour of
   margin for clocks and slow transactions) down its careful path, which takes the same
   lock shared, then drops from the batch every reading already packed before inserting the
@@ -29,10 +32,25 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, Subquery, and_, case, func, or_, select, true, union_all
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Select,
+    Subquery,
+    TableValuedAlias,
+    and_,
+    case,
+    cast,
+    func,
+    or_,
+    select,
+    true,
+    union_all,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcore.advisory_locks import LockKey
+from fleetcore.db import SQLITE_INFLATE
 from fleetcore.telemetry.models import PACKED_NUM, VALUE_TABLES
 from fleetcore_protocol.telemetry import Kind
 
@@ -59,8 +77,8 @@ def number_arms(
     series_id: int, lo: int, hi: int, *, limit: int, descending: bool = False, pg: bool
 ) -> list[Select[Any]]:
     """(series_id, ts, value) of one numeric series in [lo, hi): the raw rows and the packed
-    ones (PostgreSQL), each arm its first `limit` in ts order. Their union holds the first
-    `limit` readings of the series; a caller that sorts anyway merges them itself."""
+    ones, each arm its first `limit` in ts order. Their union holds the first `limit`
+    readings of the series; a caller that sorts anyway merges them itself."""
     raw = VALUE_TABLES[Kind.NUMBER]
     raw_arm = (
         select(raw.c.series_id, raw.c.ts, raw.c.value)
@@ -68,25 +86,36 @@ def number_arms(
         .order_by(raw.c.ts.desc() if descending else raw.c.ts)
         .limit(limit)
     )
-    if not pg:
-        return [raw_arm]
     p = PACKED_NUM.c
-    cells = func.unnest(p.offs, p.vals).table_valued("o", "v").render_derived(name="u")
-    ts = (p.block + cells.c.o).label("ts")
+    cells, cell_ts, cell_value = _cells(pg=pg)
+    ts = cell_ts.label("ts")
     packed_arm = (
-        select(p.series_id, ts, cells.c.v.label("value"))
+        select(p.series_id, ts, cell_value.label("value"))
         .select_from(PACKED_NUM)
         .join(cells, true())  # a function in FROM may read the rows before it (lateral)
         .where(
             p.series_id == series_id,
             p.block.in_(_first_blocks(series_id, lo, hi, limit=limit, descending=descending)),
-            p.block + cells.c.o >= lo,
-            p.block + cells.c.o < hi,
+            cell_ts >= lo,
+            cell_ts < hi,
         )
         .order_by(ts.desc() if descending else ts)
         .limit(limit)
     )
     return [raw_arm, packed_arm]
+
+
+def _cells(*, pg: bool) -> tuple[TableValuedAlias, ColumnElement[int], ColumnElement[float]]:
+    """A packed row's readings as rows (to join after ts_num_packed): the function in FROM,
+    each reading's ts and its value."""
+    p = PACKED_NUM.c
+    if pg:
+        cells = func.unnest(p.offs, p.vals).table_valued("o", "v").render_derived(name="u")
+        return cells, p.block + cells.c.o, cells.c.v
+    # json_each walks the object in the order it was written: offsets ascending.
+    inflated = getattr(func, SQLITE_INFLATE)(p.vals)
+    cells = func.json_each(inflated).table_valued("key", "value").alias("u")
+    return cells, p.block + cast(cells.c.key, BigInteger), cells.c.value
 
 
 def _first_blocks(series_id: int, lo: int, hi: int, *, limit: int, descending: bool) -> Select[Any]:
@@ -115,7 +144,7 @@ def number_rows(
     series_id: int, lo: int, hi: int, *, limit: int, descending: bool = False, pg: bool
 ) -> Select[Any]:
     """(series_id, ts, value) of one numeric series in [lo, hi), up to `limit` in ts order,
-    raw and packed alike (packed on PostgreSQL only)."""
+    raw and packed alike."""
     arms = number_arms(series_id, lo, hi, limit=limit, descending=descending, pg=pg)
     if len(arms) == 1:
         return arms[0]
@@ -145,20 +174,18 @@ def numbers_between(series_ids: Sequence[int], lo: int, hi: int, *, pg: bool) ->
     raw_rows = select(raw.c.series_id, raw.c.ts, raw.c.value).where(
         raw.c.series_id.in_(ids), raw.c.ts >= lo, raw.c.ts < hi
     )
-    if not pg:
-        return raw_rows.subquery()
     p = PACKED_NUM.c
-    cells = func.unnest(p.offs, p.vals).table_valued("o", "v").render_derived(name="u")
+    cells, cell_ts, cell_value = _cells(pg=pg)
     packed_rows = (
-        select(p.series_id, (p.block + cells.c.o).label("ts"), cells.c.v.label("value"))
+        select(p.series_id, cell_ts.label("ts"), cell_value.label("value"))
         .select_from(PACKED_NUM)
         .join(cells, true())
         .where(
             p.series_id.in_(ids),
             p.block > lo - BLOCK_MS,
             p.block < hi,
-            p.block + cells.c.o >= lo,
-            p.block + cells.c.o < hi,
+            cell_ts >= lo,
+            cell_ts < hi,
         )
     )
     return union_all(raw_rows, packed_rows).subquery()

@@ -90,7 +90,7 @@ async def device_series(
 
 
 def is_postgresql(db: Executor) -> bool:
-    """Whether `db` talks to PostgreSQL (packed readings exist only there)."""
+    """Whether `db` talks to PostgreSQL (packed readings are unnested differently)."""
     bind = db.get_bind() if isinstance(db, AsyncSession) else db
     return bind.dialect.name == "postgresql"
 
@@ -329,7 +329,7 @@ def chart_query(
 ) -> Select[Any]:
     """(series_id, bucket, min, max, mean) per `step` ms bucket holding data in [first, stop),
     in (series_id, bucket) order: from the coarsest roll-up dividing `step`, else raw rows
-    (and packed ones on PostgreSQL, `pg`)."""
+    and packed ones (`pg`: which way to unnest them)."""
     ids = list(series_ids)
     source = rollup_width(step)
     if not source:

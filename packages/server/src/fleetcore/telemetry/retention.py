@@ -26,12 +26,12 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from itertools import pairwise
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 from prometheus_client import Counter
 from sqlalchemy import BigInteger, Uuid, bindparam, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.sql.elements import TextClause
 
 from fleetcore.advisory_locks import LockKey
@@ -42,7 +42,7 @@ from fleetcore.config import Settings
 from fleetcore.db import SQLITE_BEGIN_OPTION, Database
 from fleetcore.errors import Invalid
 from fleetcore.jobs import JobScheduler
-from fleetcore.telemetry import partitions
+from fleetcore.telemetry import partitions, sqlite_packing
 from fleetcore.telemetry.models import PACKED_NUM, ROLLUPS, VALUE_TABLES, Retention
 from fleetcore.telemetry.packed import BLOCK_MS
 
@@ -232,9 +232,9 @@ async def run_retention(
                 cutoff = now_ms - policy.raw_days * DAY_MS
                 for table in VALUE_TABLES.values():
                     await purge.rows(table.name, "ts", org_id, cutoff)
-                if purge.pg:  # packed hours (compaction.py): whole ones, then the straddler
-                    await purge.rows(PACKED_NUM.name, "block", org_id, cutoff - BLOCK_MS + 1)
-                    await purge.trim_packed(org_id, cutoff)
+                # Packed hours (compaction.py): whole ones, then the straddler.
+                await purge.rows(PACKED_NUM.name, "block", org_id, cutoff - BLOCK_MS + 1)
+                await purge.trim_packed(org_id, cutoff)
             for width, days in (
                 (60_000, policy.rollup_1m_days),
                 (3_600_000, policy.rollup_1h_days),
@@ -292,9 +292,14 @@ class Purge:
     async def trim_packed(self, org_id: uuid.UUID, cutoff: int) -> None:
         """Cut the readings before `cutoff` out of the packed hours that straddle it (one
         per series at most; an hour left empty is deleted)."""
-        async with self.engine.begin() as connection:
-            result = await connection.execute(_TRIM_PACKED, {"org": org_id, "cutoff": cutoff})
-            trimmed = int(result.scalar_one())
+        async with self.engine.connect() as connection:
+            await connection.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+            async with connection.begin():
+                params = {"org": org_id, "cutoff": cutoff}
+                if self.pg:
+                    trimmed = int((await connection.execute(_TRIM_PACKED, params)).scalar_one())
+                else:
+                    trimmed = await _trim_packed_sqlite(connection, params)
         if trimmed:
             self.report.rows_deleted[PACKED_NUM.name] = (
                 self.report.rows_deleted.get(PACKED_NUM.name, 0) + trimmed
@@ -351,6 +356,31 @@ _TRIM_PACKED = text(
     "AND cardinality(kept.offs) < cardinality(p.offs) RETURNING 1) "
     "SELECT (SELECT count(*) FROM emptied) + (SELECT count(*) FROM cut)"
 ).bindparams(bindparam("org", type_=Uuid()), bindparam("cutoff", type_=BigInteger()))
+
+
+_STRADDLING = text(
+    "SELECT series_id, block, vals FROM ts_num_packed "  # noqa: S608 (constants)
+    "WHERE series_id IN (SELECT id FROM ts_series WHERE organization_id = :org) "
+    f"AND block > :cutoff - {BLOCK_MS} AND block < :cutoff"
+).bindparams(bindparam("org", type_=Uuid()))
+
+
+async def _trim_packed_sqlite(connection: AsyncConnection, params: dict[str, Any]) -> int:
+    """_TRIM_PACKED on SQLite, whose packed hours are decoded in Python (sqlite_packing.py)."""
+    hit = (await connection.execute(_STRADDLING, params)).all()
+    for series_id, block, blob in hit:
+        cells = sqlite_packing.trim(blob, params["cutoff"] - block)
+        key = (series_id, block)
+        if not cells:
+            await connection.exec_driver_sql(
+                "DELETE FROM ts_num_packed WHERE series_id = ? AND block = ?", key
+            )
+            continue
+        await connection.exec_driver_sql(
+            "UPDATE ts_num_packed SET n = ?, vals = ? WHERE series_id = ? AND block = ?",
+            (len(cells), sqlite_packing.encode(cells.items()), *key),
+        )
+    return len(hit)
 
 
 def _delete_chunk(target: str, column: str, *, by_ctid: bool, bounded: bool = False) -> TextClause:

@@ -19,8 +19,8 @@ a temporary table in multi-row INSERTs (a few statements, not one per row), then
 SELECT into the value table and the upserts from it, in the batch's transaction.
 
 A batch holding a number older than a day less an hour may meet packed readings (closed
-hours compacted into ts_num_packed, on PostgreSQL): it goes the careful way, which drops
-the ones already packed under the packing lock (packed.py states the rule).
+hours compacted into ts_num_packed): it goes the careful way, which drops the ones already
+packed, under the packing lock on PostgreSQL (packed.py states the rule).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.util import await_only
 
 from fleetcore.db import SQLITE_BEGIN_OPTION, create_sync_sqlite_engine
-from fleetcore.telemetry import packed, pg_sql
+from fleetcore.telemetry import packed, pg_sql, sqlite_packing
 from fleetcore.telemetry.models import ROLLUPS, VALUE_TABLES, Series, TelemetryKey
 from fleetcore_protocol.telemetry import Kind, Reading
 
@@ -529,6 +529,9 @@ class TelemetryWriter:
         caller then rolls back and comes again `careful`: the stage is first cleared of the
         rows already stored.
         """
+        late = kind is Kind.NUMBER and min(ts for _, ts, _ in rows) < packed.late_before()
+        if late and not careful:  # may meet packed readings: find out which, carefully
+            raise _Duplicates
         table = VALUE_TABLES[kind].name
         stage = f"stage_{table}"
         connection.exec_driver_sql(
@@ -545,7 +548,8 @@ class TelemetryWriter:
             )
         inserted: set[tuple[int, int]] | None = None
         if careful:
-            existing = connection.exec_driver_sql(
+            existing = self._drop_packed_sqlite(connection) if late else []
+            existing += connection.exec_driver_sql(
                 f"DELETE FROM {stage} WHERE EXISTS (SELECT 1 FROM {table} AS t "
                 f"WHERE t.series_id = {stage}.series_id AND t.ts = {stage}.ts) "
                 "RETURNING series_id, ts"
@@ -571,6 +575,14 @@ class TelemetryWriter:
             f"ON CONFLICT (series_id) DO UPDATE SET {pg_sql.LATEST_UPDATE}"
         )
         return inserted
+
+    def _drop_packed_sqlite(self, connection: Connection) -> list[Any]:
+        """Late numbers: remove from the stage those already packed (first write wins). The
+        compactor's transactions and this one exclude each other: one writer at a time."""
+        before = packed.late_before()
+        return list(
+            connection.exec_driver_sql(sqlite_packing.DROP_PACKED_SQL, (before, before)).fetchall()
+        )
 
     def _sqlite_values_sql(self, stage: str, count: int) -> str:
         key = ("values", stage, str(count))
