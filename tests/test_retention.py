@@ -218,8 +218,10 @@ async def test_chunked_deletes_remove_one_organizations_rows_and_leave_the_other
         live_database.engine, defaults=DEFAULTS, chunk_rows=100, now_ms=now
     )
 
-    assert report.rows_deleted["ts_num"] == 350  # four chunks of at most 100
-    assert _deleted("ts_num") - before == 350
+    # Four chunks of at most 100. At least: the database is shared with the worker's other
+    # tests, whose expired rows this run may delete too; the counts below are this test's.
+    assert report.rows_deleted["ts_num"] >= 350
+    assert _deleted("ts_num") - before == report.rows_deleted["ts_num"]
     assert await _count(live_database, brief_org) == 1
     assert await _count(live_database, other_org) == 351
     if live_database.dialect == "postgresql":  # ten days back: no daily partition, the default
