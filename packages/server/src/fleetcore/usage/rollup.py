@@ -91,7 +91,7 @@ async def _roll_month(session: AsyncSession, month: date) -> None:
         {"organization_id": org, "month": month, "kind": kind, "transport": transport, "n": n}
         for (org, kind, transport), n in totals.items()
     ]
-    insert = (postgresql if session.bind.dialect.name == "postgresql" else sqlite).insert
+    insert = (postgresql if session.get_bind().dialect.name == "postgresql" else sqlite).insert
     for start in range(0, len(rows), 1000):
         statement = insert(UsageMonthly).values(rows[start : start + 1000])
         await session.execute(

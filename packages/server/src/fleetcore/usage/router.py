@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, date, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
@@ -26,7 +26,9 @@ To = Annotated[
     date | None, Query(alias="to", description="last UTC day, inclusive (default: today)")
 ]
 Org = Annotated[uuid.UUID | None, Query(description="superusers: another organization")]
-CSV = {200: {"content": {"text/csv": {"schema": {"type": "string"}}}}}
+CSV: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/csv": {"schema": {"type": "string"}}}}
+}
 
 
 async def _usage(

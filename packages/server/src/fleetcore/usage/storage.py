@@ -72,7 +72,7 @@ async def snapshot(database: Database, *, now: datetime) -> dict[UsageKind, dict
 
 async def _table_bytes(session: AsyncSession, table: str, rows: int) -> float:
     """A table's bytes on disk (estimated: see the module docstring)."""
-    if session.bind.dialect.name == "postgresql":
+    if session.get_bind().dialect.name == "postgresql":
         # pg_partition_tree: the table itself when it is not partitioned.
         value = await session.scalar(
             text("SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree(:t)"),

@@ -39,7 +39,7 @@ async def add_counts(session: AsyncSession, counts: Mapping[CountKey, int]) -> N
     """Add each delta to its row (created at 0): n = n + excluded.n, one statement."""
     if not counts:
         return
-    dialect = session.bind.dialect.name
+    dialect = session.get_bind().dialect.name
     rows = [
         {"organization_id": org, "day": day_of(day), "kind": kind, "transport": transport, "n": n}
         for (org, day, kind, transport), n in counts.items()
@@ -68,7 +68,7 @@ async def set_levels(
         for org, n in levels.items()
     ]
     for chunk in _chunks(rows):
-        statement = _insert(session.bind.dialect.name)(UsageDaily).values(chunk)
+        statement = _insert(session.get_bind().dialect.name)(UsageDaily).values(chunk)
         await session.execute(
             statement.on_conflict_do_update(
                 index_elements=["organization_id", "day", "kind", "transport"],
@@ -88,7 +88,7 @@ async def add_device_days(
     if not rows:
         return
     for chunk in _chunks(rows):
-        statement = _insert(session.bind.dialect.name)(UsageDeviceDay).values(chunk)
+        statement = _insert(session.get_bind().dialect.name)(UsageDeviceDay).values(chunk)
         await session.execute(statement.on_conflict_do_nothing())
 
 
