@@ -16,6 +16,7 @@ from sqlalchemy import func, insert, select
 from websockets.asyncio.client import connect
 
 from fleetcore import migrate
+from fleetcore.auth.deps import SESSION_COOKIE
 from fleetcore.auth.principal import Role
 from fleetcore.db import Database
 from fleetcore.usage import rollup
@@ -277,3 +278,23 @@ async def test_usage_rows_by_day_from_both_processes(
     await second.flush()
     await meter_of(live_app).flush()
     assert cell(await usage(live_client, admin), "notifications", "webhook") == 5
+
+
+async def test_the_usage_page_shows_a_chart_per_kind_and_the_csv_link(
+    live_app: FastAPI, admin: Tenant
+) -> None:
+    meter = meter_of(live_app)
+    meter.count(admin.org_id, UsageKind.READINGS, 42, transport="mqtt")
+    await meter.flush()
+    async with client_for(live_app) as http:
+        http.cookies.set(SESSION_COOKIE, admin.tokens[Role.ADMIN])
+        page = await http.get("/usage", params={"granularity": "month"})
+        assert page.status_code == 200, page.text[:300]
+        assert 'href="/usage"' in page.text  # in the admins' navigation
+        assert 'data-kind="readings"' in page.text
+        assert "/api/v1/usage.csv?" in page.text
+        assert "<span data-total>42</span>" in page.text
+        http.cookies.set(SESSION_COOKIE, admin.tokens[Role.VIEWER])
+        viewer = await http.get("/usage")
+        assert viewer.status_code == 403
+        assert 'href="/usage"' not in viewer.text
