@@ -40,6 +40,7 @@ from fleetcore.dashboard.context import install_page_handlers
 from fleetcore.db import Database, create_engine
 from fleetcore.deadletters.sink import DeadLetterSink
 from fleetcore.device_messages.inbound import DeviceMessages
+from fleetcore.devices.auth_cache import IngestDevice
 from fleetcore.external_broker.transport import ExternalTransport
 from fleetcore.housekeeping import job as housekeeping
 from fleetcore.job_leases import PostgresLeases
@@ -66,6 +67,8 @@ from fleetcore.telemetry import compaction, partitions, retention
 from fleetcore.telemetry.pipeline import IngestPipeline
 from fleetcore.telemetry.writer import TelemetryWriter
 from fleetcore.templating import templates
+from fleetcore.usage import jobs as usage_jobs
+from fleetcore.usage.meter import UsageMeter
 from fleetcore.vending.dex_messages import DexReceiver
 from fleetcore.web.errors import API_ERROR_STATUSES, documented_errors, install_error_handlers
 
@@ -125,6 +128,11 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
             flush_interval_s=settings.ingest_flush_ms / 1000,
         )
         app.state.pipeline = pipeline
+        # Usage metering: counted in memory where it happens, flushed every few seconds.
+        meter: UsageMeter = app.state.usage_meter
+        meter.database = db
+        pipeline.on_stored = meter.stored
+        usage_jobs.register_jobs(app.state.jobs, db, meter, settings)
         # What several processes share: Redis-backed with FLEETCORE_REDIS_URL, else in-process.
         cluster = shared_state(settings)
         app.state.readiness_checks.update(cluster.checks)
@@ -159,12 +167,14 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
             locks=cluster.locks,
         )
         app.state.commands = commands
+        commands.on_sent = meter.commands_sent
         app.state.jobs.register("commands.expire", EXPIRY_INTERVAL_S, commands.expire_due)
         app.state.desired = desired = DesiredState(db, live)
         app.state.alert_bus = bus = AlertBus(live)
         # Deliveries are staged with the alert change; the dispatcher is woken after commit.
         app.state.notifications = notifications = Dispatcher(db, settings)
         bus.listeners.append(notifications.wake)
+        notifications.on_delivered = meter.notification_delivered
         # A worker's engine evaluates no batch: its sweep judges on saved states.
         app.state.rules = rules = RulesEngine(db, bus, sweep_from_storage=not here("handler.rules"))
         if here("handler.rules"):
@@ -213,10 +223,12 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         ]
         if cluster.component is not None:
             components.insert(0, cluster.component)  # up first, down last
+        components.insert(0, meter)  # stops last: flushes what the others counted
         # Device messages from every transport (MQTT, HTTP) go through one layer.
         messages = DeviceMessages(db, pipeline, dead_letters)
         messages.listeners.append(presence)
-        messages.on_traffic = presence.seen
+        messages.on_traffic = partial(_traffic, presence, meter)
+        messages.on_message = meter.device_message
         messages.listeners.append(commands)
         messages.command_results = commands.mqtt_result
         messages.http_results = partial(commands_service.device_result, commands)
@@ -323,6 +335,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.usage_meter = UsageMeter()  # its database is set by the lifespan
     app.state.login_limiter = LoginLimiter.from_settings(settings)
     app.state.api_limiter = ApiLimiter.from_settings(settings)  # None: no API limits
     app.state.account_limiter = AccountLimiter.from_settings(settings)
@@ -361,6 +374,12 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         )
 
     return app
+
+
+def _traffic(presence: Presence, meter: UsageMeter, device: IngestDevice) -> None:
+    """A device sent something: presence (online, last seen) and usage (active today)."""
+    presence.seen(device)
+    meter.device_seen(device.organization_id, device.id)
 
 
 def open_database(settings: Settings) -> Database:

@@ -285,6 +285,26 @@ class Settings(BaseSettings):
     housekeeping_interval_s: float = Field(
         3600.0, ge=1, le=86400, description="how often the housekeeping job deletes old rows"
     )
+    usage_flush_interval_s: float = Field(
+        10.0,
+        ge=0.1,
+        le=3600,
+        description="how often usage counters go from memory to the database (a crash loses "
+        "at most this much metering)",
+    )
+    usage_daily_retention_days: int = Field(
+        400,
+        ge=0,
+        le=36500,
+        description="days of daily usage kept before they are rolled up into months (0: never)",
+    )
+    usage_storage_interval_s: float = Field(
+        86400.0,
+        ge=60,
+        le=86400,
+        description="how often the storage snapshot (telemetry rows and bytes, media bytes) "
+        "is taken; the day's latest snapshot is its level",
+    )
     housekeeping_chunk_rows: int = Field(
         5000, ge=1, le=1_000_000, description="rows per delete transaction of housekeeping"
     )

@@ -24,6 +24,7 @@ from fleetcore.plates import models as plate_models
 from fleetcore.rules import models as rule_models
 from fleetcore.status import models as status_models
 from fleetcore.telemetry import models as telemetry_models
+from fleetcore.usage import models as usage_models
 from fleetcore.vending import models as vending_models
 
 metadata = Base.metadata
@@ -50,5 +51,6 @@ __all__ = [
     "rule_models",
     "status_models",
     "telemetry_models",
+    "usage_models",
     "vending_models",
 ]

@@ -42,6 +42,7 @@ RUNS_IN: dict[str, frozenset[Role]] = {
     # Mosquitto dynsec: stages where credentials change (api, MQTT provisioning); rows are
     # applied by whichever process claims them first (a lease per row).
     "broker-sync": frozenset(ROLES),
+    "usage-meter": frozenset(ROLES),  # every process counts something; flushed at its stop
     "redis": frozenset(ROLES),  # the Redis link (FLEETCORE_REDIS_URL): every process shares
     "mqtt-broker": _DEVICES,  # the embedded broker: one process only
     "mqtt-external": _API | _DEVICES,  # ingest consumes; api publishes commands and config
@@ -62,10 +63,13 @@ RUNS_IN: dict[str, frozenset[Role]] = {
     "recommendations.expire": _JOBS,
     "recommendations.sync": _JOBS,
     "media.housekeeping": _JOBS,  # media retention, deleted devices, expired uploads, orphans
+    "usage.rollup": _JOBS,  # daily usage past its retention into months
+    "usage.storage": _JOBS,  # the daily storage snapshot
     # jobs: every process that holds the state they work on
     "presence.seen": _TRAFFIC,  # last-seen times noted here (all: part of presence.sweep)
     "rules.refresh": _TRAFFIC,  # rules changed by another process (all: told in-process)
     "analytics.health": _TRAFFIC,  # findings held by this process's engine
+    "usage.flush": frozenset(ROLES),  # this process's usage counters to the database
 }
 
 

@@ -42,6 +42,8 @@ from fleetcore.telemetry.query_router import router as telemetry_query_router
 from fleetcore.telemetry.retention_router import router as retention_router
 from fleetcore.telemetry.router import router as telemetry_router
 from fleetcore.telemetry.router import thingsboard_router as telemetry_thingsboard_router
+from fleetcore.usage.pages import router as usage_pages
+from fleetcore.usage.router import router as usage_router
 from fleetcore.vending.audit_router import router as vending_audit_router
 from fleetcore.vending.catalog_router import router as vending_catalog_router
 from fleetcore.vending.pages import router as vending_pages
@@ -71,6 +73,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     retention_router,
     housekeeping_router,
     archives_router,
+    usage_router,
     telemetry_query_router,
     vending_catalog_router,
     vending_service_router,  # vending: routes and service orders
@@ -93,5 +96,6 @@ PAGE_ROUTERS: tuple[APIRouter, ...] = (
     dead_letters_pages,
     admin_pages,
     audit_pages,
+    usage_pages,
     vending_pages,
 )

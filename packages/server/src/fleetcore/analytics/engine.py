@@ -688,7 +688,7 @@ def health_reading(pipeline: IngestPipeline) -> HealthSink:
 
     def sink(device_id: uuid.UUID, organization_id: uuid.UUID, ts: int, score: float) -> None:
         reading = Raw(HEALTH_KEY, ts, Kind.NUMBER, score)
-        item = DeviceReadings(device_id, organization_id, [reading])
+        item = DeviceReadings(device_id, organization_id, [reading], "analytics")
         try:
             pipeline.enqueue(item)
         except Overloaded:  # a derived value: the next change writes it again

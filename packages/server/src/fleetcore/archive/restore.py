@@ -186,7 +186,7 @@ async def restore_day(
                 grouped.setdefault(dev, []).append(reading)
             if not grouped:
                 continue
-            items = [DeviceReadings(uuid.UUID(d), org_id, r) for d, r in grouped.items()]
+            items = [DeviceReadings(uuid.UUID(d), org_id, r, "restore") for d, r in grouped.items()]
             stored, duplicates = await submit(items)
             report.rows += sum(len(r) for r in grouped.values())
             report.stored += stored

@@ -17,6 +17,8 @@ from fleetcore.auth.security import decode_access_token, same, sign, token_hash
 from fleetcore.db import utcnow
 from fleetcore.deps import SessionDep, SettingsDep
 from fleetcore.errors import Forbidden, Unauthorized
+from fleetcore.usage.kinds import UsageKind
+from fleetcore.usage.meter import UsageMeter
 
 SESSION_COOKIE = "fleetcore_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -106,6 +108,12 @@ async def optional_principal(
                     code="CSRF_FAILED",
                 )
     request.state.principal = principal
+    if principal is not None and principal.organization_id is not None:
+        meter: UsageMeter | None = getattr(request.app.state, "usage_meter", None)
+        if meter is not None:
+            meter.count(
+                principal.organization_id, UsageKind.API_REQUESTS, transport=principal.kind.value
+            )
     # The API rate limits, once the caller is known; off (the default): this one check.
     if settings.api_rate_limited and principal is not None:
         await _take_api_limits(request, response, principal)

@@ -170,6 +170,8 @@ class CommandService:
         self._noted: datetime | None = None  # deadlines noted while an expiry run is on
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
+        # Told the commands just sent (committed as sent or delivered): usage metering.
+        self.on_sent: Callable[[Sequence[DeviceCommand]], None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -269,6 +271,7 @@ class CommandService:
                     )
                 if sent:
                     await session.commit()
+                    self._sent(sent)
             self.publish(sent)
         if len(sent) < len(queued):
             self._wake(device_id)
@@ -297,6 +300,10 @@ class CommandService:
             log.exception("commands_delivery_failed", device_id=str(device_id))
 
     # -- HTTP long-poll ----------------------------------------------------------------
+
+    def _sent(self, commands: Sequence[DeviceCommand]) -> None:
+        if self.on_sent is not None and commands:
+            self.on_sent(commands)
 
     def _wake(self, device_id: uuid.UUID) -> None:
         for wake in self._pollers.get(device_id, ()):
@@ -350,6 +357,7 @@ class CommandService:
                 channel=channel,
             )
             await session.commit()
+        self._sent(claimed)
         claimed.sort(key=lambda c: (c.created_at, str(c.id)))
         self.publish(claimed)
         return claimed

@@ -83,6 +83,8 @@ class DeviceMessages:
         self.http_results: ResultRecorder | None = None  # HTTP's command results
         # Called as each device message arrives (presence: online, last seen).
         self.on_traffic: Callable[[auth_cache.IngestDevice], None] | None = None
+        # A message other than telemetry was taken (usage: messages by transport).
+        self.on_message: Callable[[auth_cache.IngestDevice, str], None] | None = None
         # Called with a device's own "online"/"offline" status message (its birth and last
         # will): presence where no broker hook reports connections (an external broker).
         self.on_status: Callable[[auth_cache.IngestDevice, str], None] | None = None
@@ -158,6 +160,8 @@ class DeviceMessages:
         if isinstance(message, m.Undecodable):
             dead(message.reason, message.detail)
             return PAYLOAD_FORMAT_INVALID
+        if self.on_message is not None and not isinstance(message, m.Telemetry):
+            self.on_message(sender.device, transport)
         return self._route(sender, message, dead, qos)
 
     def _route(
@@ -189,6 +193,7 @@ class DeviceMessages:
     def _telemetry(
         self, sender: DeviceSession, message: m.Telemetry, dead: _Dead, qos: int
     ) -> Verdict:
+        # Metered at the commit (messages, readings stored): fleetcore.usage via the pipeline.
         device = sender.device
         try:
             checked = decode_and_check(
@@ -202,7 +207,7 @@ class DeviceMessages:
         if not checked.readings:
             return PAYLOAD_FORMAT_INVALID
         _ACCEPTED_MQTT.inc(len(checked.readings))
-        item = DeviceReadings(device.id, device.organization_id, checked.readings)
+        item = DeviceReadings(device.id, device.organization_id, checked.readings, dead.transport)
         try:
             return self.pipeline.enqueue(item)  # resolves after the commit
         except Overloaded:

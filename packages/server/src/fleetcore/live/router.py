@@ -27,11 +27,14 @@ from fleetcore.devices.models import Device
 from fleetcore.errors import DomainError
 from fleetcore.live import metrics
 from fleetcore.live.hub import CHANNELS, LiveHub, Subscriber
+from fleetcore.usage.kinds import UsageKind
+from fleetcore.usage.meter import UsageMeter
 
 log = structlog.get_logger(__name__)
 router = APIRouter(tags=["live"])
 
 RECHECK_S = 60.0  # how often a long-lived socket re-checks that its session is still valid
+METER_S = 60.0  # a WebSocket minute: each one started is metered as it starts
 MAX_MESSAGE_BYTES = 4096
 MAX_KEYS = 100
 UNAUTHORIZED = 4401  # WebSocket close codes: 4000 + the HTTP status they mean
@@ -70,6 +73,7 @@ async def live(websocket: WebSocket, token: str | None = None) -> None:
     subscriber = Subscriber(principal.organization_id)
     sender = asyncio.create_task(_send(websocket, subscriber))
     watchdog = asyncio.create_task(_watch(websocket, token))
+    minutes = asyncio.create_task(_meter(websocket.app.state.usage_meter, principal))
     metrics.CLIENTS.inc()
     try:
         while True:
@@ -81,9 +85,9 @@ async def live(websocket: WebSocket, token: str | None = None) -> None:
     finally:
         metrics.CLIENTS.dec()
         hub.detach(subscriber)
-        for task in (sender, watchdog):
+        for task in (sender, watchdog, minutes):
             task.cancel()
-        await asyncio.gather(sender, watchdog, return_exceptions=True)
+        await asyncio.gather(sender, watchdog, minutes, return_exceptions=True)
 
 
 async def _send(websocket: WebSocket, subscriber: Subscriber) -> None:
@@ -98,6 +102,14 @@ async def _send(websocket: WebSocket, subscriber: Subscriber) -> None:
                 sent += 1
     finally:
         metrics.SENT.inc(sent)
+
+
+async def _meter(meter: UsageMeter, principal: Principal) -> None:
+    """Meter one WebSocket minute as each starts (the first at once): a crash loses none."""
+    assert principal.organization_id is not None
+    while True:
+        meter.count(principal.organization_id, UsageKind.WS_MINUTES)
+        await asyncio.sleep(METER_S)
 
 
 async def _watch(websocket: WebSocket, token: str | None) -> None:

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import random
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -118,6 +119,8 @@ class Dispatcher:
         self._task: asyncio.Task[None] | None = None
         self._sending: set[asyncio.Task[None]] = set()
         self._client: httpx.AsyncClient | None = None
+        # Told each delivery recorded as delivered: (organization, channel type) (usage).
+        self.on_delivered: Callable[[uuid.UUID, str], None] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -267,6 +270,7 @@ class Dispatcher:
             if claimed.channel_type == ChannelType.IN_APP:
                 if await self._write_in_app(claimed):  # written and recorded at once
                     ATTEMPTS.labels(claimed.channel_type, "delivered").inc()
+                    self._delivered(claimed)
                 return
             outcome = await self._send(claimed)
         except Exception as error:  # a bug must not stop the other deliveries
@@ -312,6 +316,10 @@ class Dispatcher:
             )
             return await send_email(self.settings, message)
         return Outcome(False, f"unknown channel type {claimed.channel_type!r}", final=True)
+
+    def _delivered(self, claimed: _Claimed) -> None:
+        if self.on_delivered is not None:
+            self.on_delivered(claimed.organization_id, str(claimed.channel_type))
 
     async def _write_in_app(self, claimed: _Claimed) -> bool:
         """Write the notification and mark the delivery in one transaction: exactly once."""
@@ -384,6 +392,8 @@ class Dispatcher:
             "notification_event": claimed.event,
             "attempt": claimed.attempts,
         }
+        if marked and result == "delivered":
+            self._delivered(claimed)
         if not marked:
             log.warning("notification_lease_lost", **fields)
         elif result == "failed":

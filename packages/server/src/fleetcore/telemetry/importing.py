@@ -226,7 +226,7 @@ async def import_file(
             readings = to_readings(batch, profile, report, now=now_ms())
             if readings:
                 stored, duplicates = await submit(
-                    DeviceReadings(device_id, organization_id, readings)
+                    DeviceReadings(device_id, organization_id, readings, "import")
                 )
                 report.stored += stored
                 report.duplicates += duplicates

@@ -135,7 +135,7 @@ async def ingest(
         )
     _accepted(transport).inc(len(checked.readings))
     outcome = await pipeline.submit(
-        DeviceReadings(device.id, device.organization_id, checked.readings)
+        DeviceReadings(device.id, device.organization_id, checked.readings, transport)
     )
     return {
         "stored": outcome.stored,

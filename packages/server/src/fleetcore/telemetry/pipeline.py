@@ -35,6 +35,8 @@ from fleetcore.telemetry.writer import DeviceReadings, Stored, TelemetryWriter, 
 log = structlog.get_logger(__name__)
 
 AfterCommit = Callable[[Sequence[Stored]], Awaitable[None]]
+# Told each committed batch's submissions and how many readings of each were new (usage).
+OnStored = Callable[[Sequence[DeviceReadings], Sequence[int]], None]
 
 
 class Overloaded(Unavailable):
@@ -81,6 +83,7 @@ class IngestPipeline:
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
         self.handlers = list(handlers)
+        self.on_stored: OnStored | None = None
         self._waiting: deque[_Pending] = deque()  # accepted, not yet taken into a batch
         self._waiting_readings = 0
         self._wake = asyncio.Event()  # set when something is waiting (or on stop)
@@ -216,6 +219,8 @@ class IngestPipeline:
             metrics.STORED.inc(len(result.stored))
             metrics.DUPLICATES.inc(result.duplicates)
             self._resolve(batch, result)
+            if self.on_stored is not None:
+                self._count(batch, result)
             await self._after_commit(result)
         finally:
             self._pending -= size
@@ -227,6 +232,13 @@ class IngestPipeline:
             if p.future.done():  # the submitter went away; the data is stored all the same
                 continue
             p.future.set_result(Outcome(stored=stored, duplicates=len(p.item.readings) - stored))
+
+    def _count(self, batch: list[_Pending], result: WriteResult) -> None:
+        assert self.on_stored is not None
+        try:  # counted after the commit, so a batch that failed is never counted
+            self.on_stored([p.item for p in batch], result.stored_per_item)
+        except Exception:
+            log.exception("usage_count_failed")
 
     async def _after_commit(self, result: WriteResult) -> None:
         if not result.stored:

@@ -60,6 +60,7 @@ class DeviceReadings:
     device_id: uuid.UUID
     organization_id: uuid.UUID
     readings: Sequence[Reading]
+    transport: str = ""  # how they came (http, mqtt, import, ...): usage metering's label
 
 
 @dataclass(frozen=True, slots=True)

@@ -82,6 +82,6 @@ async def write_series(
     for audit, sales in audits:
         readings = readings_of(audit, sales)
         if readings:
-            item = DeviceReadings(audit.device_id, audit.organization_id, readings)
+            item = DeviceReadings(audit.device_id, audit.organization_id, readings, "dex")
             stored += (await pipeline.submit(item)).stored
     return stored

@@ -1,0 +1,110 @@
+"""The meter's writes and reads: deltas added by one UPSERT, levels replaced, device days."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import date, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fleetcore.usage.kinds import UsageKind
+from fleetcore.usage.models import UsageDaily, UsageDeviceDay
+
+EPOCH = date(1970, 1, 1)
+
+ROWS_PER_STATEMENT = 1000
+CountKey = tuple[uuid.UUID, int, str, str]  # organization, epoch day, kind, transport
+
+
+def day_of(epoch_day: int) -> date:
+    """The date of a day number (days since 1970-01-01, UTC)."""
+    return EPOCH + timedelta(days=epoch_day)
+
+
+def _chunks(rows: list[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:
+    # Both databases cap a statement's parameters (32,766 / 32,767): 5 a row, 1,000 rows.
+    for start in range(0, len(rows), ROWS_PER_STATEMENT):
+        yield rows[start : start + ROWS_PER_STATEMENT]
+
+
+def _insert(dialect: str) -> Any:
+    return (postgresql if dialect == "postgresql" else sqlite).insert
+
+
+async def add_counts(session: AsyncSession, counts: Mapping[CountKey, int]) -> None:
+    """Add each delta to its row (created at 0): n = n + excluded.n, one statement."""
+    if not counts:
+        return
+    dialect = session.get_bind().dialect.name
+    rows = [
+        {"organization_id": org, "day": day_of(day), "kind": kind, "transport": transport, "n": n}
+        for (org, day, kind, transport), n in counts.items()
+        if n
+    ]
+    if not rows:
+        return
+    for chunk in _chunks(rows):
+        statement = _insert(dialect)(UsageDaily).values(chunk)
+        await session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["organization_id", "day", "kind", "transport"],
+                set_={"n": UsageDaily.n + statement.excluded.n},
+            )
+        )
+
+
+async def set_levels(
+    session: AsyncSession, day: date, kind: UsageKind, levels: Mapping[uuid.UUID, int]
+) -> None:
+    """Replace a day's level (storage snapshots): the latest snapshot of the day wins."""
+    if not levels:
+        return
+    rows = [
+        {"organization_id": org, "day": day, "kind": str(kind), "transport": "", "n": n}
+        for org, n in levels.items()
+    ]
+    for chunk in _chunks(rows):
+        statement = _insert(session.get_bind().dialect.name)(UsageDaily).values(chunk)
+        await session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["organization_id", "day", "kind", "transport"],
+                set_={"n": statement.excluded.n},
+            )
+        )
+
+
+async def add_device_days(
+    session: AsyncSession, devices: Iterable[tuple[uuid.UUID, int, uuid.UUID]]
+) -> None:
+    """Note (organization, day, device) rows; one already there stays as it is."""
+    rows = [
+        {"organization_id": org, "day": day_of(day), "device_id": device}
+        for org, day, device in devices
+    ]
+    if not rows:
+        return
+    for chunk in _chunks(rows):
+        statement = _insert(session.get_bind().dialect.name)(UsageDeviceDay).values(chunk)
+        await session.execute(statement.on_conflict_do_nothing())
+
+
+async def day_totals(session: AsyncSession, day: date) -> dict[tuple[uuid.UUID, str], int]:
+    """Every organization's totals of one day by kind (all transports), active devices too."""
+    counters = await session.execute(
+        select(UsageDaily.organization_id, UsageDaily.kind, func.sum(UsageDaily.n))
+        .where(UsageDaily.day == day)
+        .group_by(UsageDaily.organization_id, UsageDaily.kind)
+    )
+    totals = {(org, kind): int(n or 0) for org, kind, n in counters.all()}
+    devices = await session.execute(
+        select(UsageDeviceDay.organization_id, func.count())
+        .where(UsageDeviceDay.day == day)
+        .group_by(UsageDeviceDay.organization_id)
+    )
+    for org, n in devices.all():
+        totals[(org, str(UsageKind.DEVICES_ACTIVE))] = int(n)
+    return totals
