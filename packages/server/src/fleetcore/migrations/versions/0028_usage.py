@@ -1,7 +1,7 @@
 """usage: counters per organization and UTC day, their monthly roll-up, active devices
 
 Revision ID: 0028
-Revises: 0026
+Revises: 0031
 Create Date: 2026-12-08 04:00:00.000000
 """
 
