@@ -314,6 +314,7 @@ async def _move(
     to: str,
     **values: Any,
 ) -> None:
+    status_was = rollout.status
     result = await session.execute(
         update(OtaRollout)
         .where(OtaRollout.id == rollout.id, OtaRollout.status.in_(expected))
@@ -325,7 +326,7 @@ async def _move(
         raise Conflict(
             f"the rollout is not {' or '.join(expected)}",
             code="OTA_ROLLOUT_STATE",
-            details={"status": rollout.status},
+            details={"status": status_was},
         )
 
 

@@ -101,11 +101,13 @@ async def list_keys(session: SessionDep, principal: PrincipalDep) -> list[KeyOut
 
 
 @router.delete(
-    "/ota/keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Remove a signing key"
+    "/ota/keys/{ota_key_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Remove a signing key",
 )
-async def delete_key(key_id: uuid.UUID, session: SessionDep, principal: PrincipalDep) -> None:
+async def delete_key(ota_key_id: uuid.UUID, session: SessionDep, principal: PrincipalDep) -> None:
     """Admins; packages it verified keep their signature."""
-    await packages.delete_key(session, principal, key_id)
+    await packages.delete_key(session, principal, ota_key_id)
 
 
 # -- packages --------------------------------------------------------------------------
