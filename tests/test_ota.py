@@ -108,21 +108,26 @@ async def test_upload_checksum_duplicate_download_and_signatures(
     assert first.status_code == 201, first.text
     package = first.json()
     assert package["checksum"] == hashlib.sha256(data).hexdigest()
-    assert package["checksum_algorithm"] == "SHA256" and package["size"] == len(data)
+    assert package["checksum_algorithm"] == "SHA256"
+    assert package["size"] == len(data)
     again = await upload(http, org, b"other bytes")
-    assert again.status_code == 409 and again.json()["error"]["code"] == "OTA_PACKAGE_EXISTS"
+    assert again.status_code == 409
+    assert again.json()["error"]["code"] == "OTA_PACKAGE_EXISTS"
     url = f"/api/v1/ota/packages/{package['id']}/download"
     whole = await http.get(url, headers=org.headers(Role.VIEWER))
-    assert whole.status_code == 200 and whole.content == data
+    assert whole.status_code == 200
+    assert whole.content == data
     ranged = await http.get(url, headers={**org.headers(), "Range": "bytes=4194300-4194310"})
-    assert ranged.status_code == 206 and ranged.content == data[4194300:4194311]
+    assert ranged.status_code == 206
+    assert ranged.content == data[4194300:4194311]
     bad = await http.post(
         "/api/v1/ota/packages",
         headers=org.headers(Role.MANAGER),
         data={"title": "x", "version": "1", "kind": "bootloader"},
         files={"file": ("fw.bin", b"x")},
     )
-    assert bad.status_code == 422 and bad.json()["error"]["details"]["field"] == "kind"
+    assert bad.status_code == 422
+    assert bad.json()["error"]["details"]["field"] == "kind"
 
     # Signing: once the organization has a key, uploads must carry a valid signature.
     private = Ed25519PrivateKey.generate()
@@ -140,21 +145,24 @@ async def test_upload_checksum_duplicate_download_and_signatures(
     assert unsigned.status_code == 422
     assert unsigned.json()["error"]["code"] == "OTA_SIGNATURE_REQUIRED"
     signature = base64.b64encode(private.sign(signed_data)).decode()
-    tampered = await upload(
-        http, org, signed_data[:-1] + b"X", version="2.0", signature=signature
-    )
+    tampered = await upload(http, org, signed_data[:-1] + b"X", version="2.0", signature=signature)
     assert tampered.status_code == 422
     assert tampered.json()["error"]["code"] == "OTA_SIGNATURE_MISMATCH"
     good = await upload(http, org, signed_data, version="2.0", signature=signature)
     assert good.status_code == 201, good.text
-    assert good.json()["signature"] == signature and good.json()["key_id"] == key.json()["id"]
+    assert good.json()["signature"] == signature
+    assert good.json()["key_id"] == key.json()["id"]
     listed = await http.get("/api/v1/ota/packages", headers=org.headers(Role.VIEWER))
-    assert [p["version"] for p in listed.json()["items"]] == ["2.0", "1.0"]  # refusals stored nothing
+    assert [p["version"] for p in listed.json()["items"]] == [
+        "2.0",
+        "1.0",
+    ]  # refusals stored nothing
     # The device sees the signature in its desired state.
     device_id, _ = await new_device(http, org)
     await rollout(http, org, package_id=good.json()["id"], target={"device_ids": [device_id]})
     desired = await shared(http, org, device_id)
-    assert desired["fw_signature"] == signature and desired["fw_signature_alg"] == "ed25519"
+    assert desired["fw_signature"] == signature
+    assert desired["fw_signature_alg"] == "ed25519"
     assert desired["fw_checksum"] == hashlib.sha256(signed_data).hexdigest()
 
 
@@ -164,11 +172,13 @@ async def test_delete_refused_while_a_rollout_uses_it(http: httpx.AsyncClient, o
     started = await rollout(http, org, package_id=package["id"], target={"device_ids": [device_id]})
     url = f"/api/v1/ota/packages/{package['id']}"
     refused = await http.delete(url, headers=org.headers(Role.MANAGER))
-    assert refused.status_code == 409 and refused.json()["error"]["code"] == "OTA_PACKAGE_IN_USE"
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "OTA_PACKAGE_IN_USE"
     aborted = await http.post(
         f"/api/v1/ota/rollouts/{started['id']}/abort", headers=org.headers(Role.MANAGER)
     )
-    assert aborted.status_code == 200 and aborted.json()["status"] == "aborted"
+    assert aborted.status_code == 200
+    assert aborted.json()["status"] == "aborted"
     assert "fw_title" not in await shared(http, org, device_id)  # the assignment was undone
     assert (await http.delete(url, headers=org.headers(Role.MANAGER))).status_code == 204
     assert (await http.get(url, headers=org.headers())).status_code == 404
@@ -193,8 +203,10 @@ async def test_thingsboard_device_updates_over_mqtt_chunks(
             http, org, package_id=package["id"], target={"device_ids": [device_id]}
         )
         update = orjson.loads((await device.next("message")).data["payload"])
-        assert update["fw_title"] == "tb-fw" and update["fw_version"] == "3.1"
-        assert update["fw_size"] == len(data) and update["fw_checksum_algorithm"] == "SHA256"
+        assert update["fw_title"] == "tb-fw"
+        assert update["fw_version"] == "3.1"
+        assert update["fw_size"] == len(data)
+        assert update["fw_checksum_algorithm"] == "SHA256"
         info = {"current_fw_title": "tb-fw", "current_fw_version": "3.0"}
         await device.publish(
             "v1/devices/me/attributes", orjson.dumps({**info, "fw_state": "DOWNLOADING"})
@@ -261,7 +273,8 @@ async def test_http_chunks_ranges_and_only_the_assigned_device(
     ranged = await http.get(
         "/api/v1/devices/me/ota/firmware", headers={**me, "Range": "bytes=4194000-4194999"}
     )
-    assert ranged.status_code == 206 and ranged.content == data[4194000:4195000]
+    assert ranged.status_code == 206
+    assert ranged.content == data[4194000:4195000]
     whole = await http.get("/api/v1/devices/me/ota/firmware", headers=me)
     assert whole.content == data
     # Not assigned: 404 on every path, as for a package that does not exist.
@@ -277,7 +290,9 @@ async def test_http_chunks_ranges_and_only_the_assigned_device(
     # Another organization's device cannot reach it either.
     other = await make_tenant(http, live_database)
     _, foreign = await new_device(http, other)
-    assert (await http.get(f"/api/v1/{foreign}/firmware?title=http-fw&version=1.2")).status_code == 404
+    assert (
+        await http.get(f"/api/v1/{foreign}/firmware?title=http-fw&version=1.2")
+    ).status_code == 404
     assert (
         await http.get(f"/api/v1/ota/packages/{package['id']}", headers=other.headers())
     ).status_code == 404
@@ -301,7 +316,8 @@ async def test_staged_rollout_advances_pauses_on_failures_resumes_and_aborts(
         max_failure_rate=0.5,
     )
     assert [s["devices"] for s in started["stages"]] == [1, 1, 1, 1]
-    assert started["counts"]["queued"] == 1 and started["counts"]["pending"] == 3
+    assert started["counts"]["queued"] == 1
+    assert started["counts"]["pending"] == 3
 
     async def rows() -> dict[str, dict[str, Any]]:
         page = await http.get(
@@ -325,11 +341,11 @@ async def test_staged_rollout_advances_pauses_on_failures_resumes_and_aborts(
     await report(http, tokens[second], fw_state="FAILED", fw_error="flash write error")
     await wait_until(lambda: at_stage(1, "paused"), within=15)
     paused = await get_rollout(http, org, started["id"])
-    assert "failure rate" in paused["paused_reason"] and paused["counts"]["failed"] == 1
+    assert "failure rate" in paused["paused_reason"]
+    assert paused["counts"]["failed"] == 1
     assert (await rows())[second]["error"] == "flash write error"
-    assert in_stage(await rows(), 2) and (await rows())[in_stage(await rows(), 2)]["state"] == (
-        "pending"
-    )
+    assert in_stage(await rows(), 2)
+    assert (await rows())[in_stage(await rows(), 2)]["state"] == ("pending")
     # Resume: the failure is acknowledged, the next stage starts.
     resumed = await http.post(
         f"/api/v1/ota/rollouts/{started['id']}/resume", headers=org.headers(Role.OPERATOR)
@@ -355,9 +371,8 @@ async def test_staged_rollout_advances_pauses_on_failures_resumes_and_aborts(
     )
     assert aborted.status_code == 200
     table = await rows()
-    assert table[third]["state"] == "cancelled" and "fw_version" not in await shared(
-        http, org, third
-    )
+    assert table[third]["state"] == "cancelled"
+    assert "fw_version" not in await shared(http, org, third)
     assert table[in_stage(table, 3)]["state"] == "cancelled"
     assert table[first]["state"] == "updated"  # an updated device stays updated
 
@@ -367,7 +382,9 @@ async def test_rollback_assigns_the_previous_version(http: httpx.AsyncClient, or
     new = (await upload(http, org, b"new firmware", version="2.0")).json()
     device_id, token = await new_device(http, org)
     first = await rollout(http, org, package_id=old["id"], target={"device_ids": [device_id]})
-    await report(http, token, fw_state="UPDATED", current_fw_title="sensor-fw", current_fw_version="1.0")
+    await report(
+        http, token, fw_state="UPDATED", current_fw_title="sensor-fw", current_fw_version="1.0"
+    )
 
     async def status(rollout_id: str, wanted: str) -> bool:
         return (await get_rollout(http, org, rollout_id))["status"] == wanted
@@ -380,10 +397,14 @@ async def test_rollback_assigns_the_previous_version(http: httpx.AsyncClient, or
         f"/api/v1/ota/rollouts/{second['id']}/rollback", headers=org.headers(Role.MANAGER)
     )
     assert back.status_code == 200, back.text
-    assert back.json()["status"] == "rolled_back" and back.json()["counts"]["rolled_back"] == 1
+    assert back.json()["status"] == "rolled_back"
+    assert back.json()["counts"]["rolled_back"] == 1
     desired = await shared(http, org, device_id)
-    assert desired["fw_version"] == "1.0" and desired["fw_checksum"] == old["checksum"]
+    assert desired["fw_version"] == "1.0"
+    assert desired["fw_checksum"] == old["checksum"]
     # The device may download the version it is assigned again, not the rolled-back one.
-    assert (await http.get(f"/api/v1/{token}/firmware?title=sensor-fw&version=2.0")).status_code == 404
+    assert (
+        await http.get(f"/api/v1/{token}/firmware?title=sensor-fw&version=2.0")
+    ).status_code == 404
     again = await http.get(f"/api/v1/{token}/firmware?title=sensor-fw&version=1.0")
     assert again.content == b"old firmware"

@@ -226,7 +226,9 @@ def _chunk_request(topic: Topic, payload: bytes) -> OtaChunkRequest | Undecodabl
     text = payload.decode("ascii", "replace").strip()
     if not (0 < len(text) <= 9 and text.isascii() and text.isdigit()) or int(text) == 0:
         return Undecodable("bad_chunk_request", "the payload is the chunk size in bytes")
-    assert topic.command_id is not None and topic.chunk is not None and topic.package
+    assert topic.command_id is not None
+    assert topic.chunk is not None
+    assert topic.package
     return OtaChunkRequest(topic.package, topic.command_id, topic.chunk, int(text))
 
 

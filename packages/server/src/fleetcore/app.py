@@ -53,13 +53,13 @@ from fleetcore.mqtt.gateway import MqttGateway
 from fleetcore.mqtt.limits import ProvisioningLimits
 from fleetcore.mqtt.transport import EmbeddedTransport
 from fleetcore.notifications.dispatcher import Dispatcher
+from fleetcore.ops.disk import disk_checks
+from fleetcore.ops.readiness import database_checks
+from fleetcore.ops.router import router as ops_router
 from fleetcore.ota import job as ota_job
 from fleetcore.ota.downloads import MqttChunks
 from fleetcore.ota.store import build_ota_store
 from fleetcore.ota.tracker import OtaTracker
-from fleetcore.ops.disk import disk_checks
-from fleetcore.ops.readiness import database_checks
-from fleetcore.ops.router import router as ops_router
 from fleetcore.plates.hook import PlateHook
 from fleetcore.roles import runs
 from fleetcore.routers import API_ROUTERS, PAGE_ROUTERS

@@ -38,8 +38,8 @@ RUNS_IN: dict[str, frozenset[Role]] = {
     "presence": _TRAFFIC,
     "desired-state": _API | _DEVICES,  # long-polls (api), MQTT config pushes (ingest)
     "commands": _API | _DEVICES | _JOBS,  # delivery (api: HTTP, ingest: MQTT), expiry (worker)
-    "notifications": _JOBS,
-    "ota": _TRAFFIC,  # rollout progress from client attributes reported here  # the dispatcher; api and ingest stage deliveries for it
+    "notifications": _JOBS,  # the dispatcher; api and ingest stage deliveries for it
+    "ota": _TRAFFIC,  # rollout progress from client attributes reported here
     # Mosquitto dynsec: stages where credentials change (api, MQTT provisioning); rows are
     # applied by whichever process claims them first (a lease per row).
     "broker-sync": frozenset(ROLES),
@@ -62,8 +62,8 @@ RUNS_IN: dict[str, frozenset[Role]] = {
     "presence.sweep": _JOBS,
     "recommendations.expire": _JOBS,
     "recommendations.sync": _JOBS,
-    "media.housekeeping": _JOBS,
-    "ota.rollouts": _JOBS,  # OTA stages and automatic pauses  # media retention, deleted devices, expired uploads, orphans
+    "media.housekeeping": _JOBS,  # media retention, deleted devices, expired uploads, orphans
+    "ota.rollouts": _JOBS,  # OTA stages and automatic pauses
     # jobs: every process that holds the state they work on
     "presence.seen": _TRAFFIC,  # last-seen times noted here (all: part of presence.sweep)
     "rules.refresh": _TRAFFIC,  # rules changed by another process (all: told in-process)

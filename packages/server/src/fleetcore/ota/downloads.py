@@ -79,12 +79,12 @@ async def serve(
     if size is not None:
         if not 1 <= size <= HTTP_MAX_CHUNK:
             raise Invalid(
-                f"size is 1-{HTTP_MAX_CHUNK} bytes", code="OTA_CHUNK_INVALID", details={"field": "size"}
+                f"size is 1-{HTTP_MAX_CHUNK} bytes",
+                code="OTA_CHUNK_INVALID",
+                details={"field": "size"},
             )
         start, end = chunk_span(package.size, chunk or 0, size)
-        data = await parts.read_bytes(
-            store, package.storage_prefix, package.part_bytes, start, end
-        )
+        data = await parts.read_bytes(store, package.storage_prefix, package.part_bytes, start, end)
         return Response(data, media_type="application/octet-stream", headers=headers)
     span = byte_range(request.headers.get("range"), package.size)
     start, end = span if span is not None else (0, package.size)
@@ -113,7 +113,10 @@ class MqttChunks:
     ) -> bytes | tuple[str, str]:
         """The bytes (empty past the end), or the dead letter's (reason, detail)."""
         if size > MQTT_MAX_CHUNK:
-            return "chunk_too_large", f"{size} bytes asked; chunks over MQTT are at most {MQTT_MAX_CHUNK}"
+            return (
+                "chunk_too_large",
+                f"{size} bytes asked; chunks over MQTT are at most {MQTT_MAX_CHUNK}",
+            )
         async with self.database.session() as session:
             package = await assignment.assigned_package(
                 session, device.id, device.organization_id, kind

@@ -9,6 +9,7 @@ racing with the job leaves one outcome, never both.
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from datetime import timedelta
 
 import structlog
@@ -84,7 +85,7 @@ async def step(database: Database, hub: LiveHub, rollout_id: uuid.UUID) -> None:
                 log.info("ota_rollout_auto_paused", rollout_id=str(rollout.id), rate=rate)
                 await _publish(session, hub, rollout)
             return
-        current = by_stage.get(rollout.current_stage, {})
+        current = by_stage.get(rollout.current_stage, Counter[str]())
         if any(current.get(state, 0) for state in _OPEN_IN_STAGE):
             return
         now = utcnow()

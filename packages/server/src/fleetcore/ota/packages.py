@@ -50,7 +50,9 @@ async def add_key(session: AsyncSession, principal: Principal, data: KeyIn) -> O
     principal.require(Role.ADMIN)
     raw = signing.parse_public_key(data.public_key)
     exists = await session.scalar(
-        select(OtaKey.id).where(OtaKey.organization_id == principal.org_id, OtaKey.public_key == raw)
+        select(OtaKey.id).where(
+            OtaKey.organization_id == principal.org_id, OtaKey.public_key == raw
+        )
     )
     if exists is not None:
         raise Conflict("this key is registered already", code="OTA_KEY_EXISTS")
@@ -258,7 +260,9 @@ async def _store(
         )
         if profile is None:
             raise NotFound(
-                "device profile not found", code="PROFILE_NOT_FOUND", details={"field": "profile_id"}
+                "device profile not found",
+                code="PROFILE_NOT_FOUND",
+                details={"field": "profile_id"},
             )
     await _check_unique(session, principal.org_id, meta)
     key_id = await _verify(session, principal.org_id, meta, upload)

@@ -100,9 +100,7 @@ async def sync_devices(
     values = await attributes.reported(session, list({row.device_id for row, _, _ in rows}), keys)
     moved: list[Moved] = []
     for row, organization_id, package in rows:
-        found = reported_state(
-            package.kind, values.get(row.device_id, {}), row.baseline, package
-        )
+        found = reported_state(package.kind, values.get(row.device_id, {}), row.baseline, package)
         if found is None or (found[0] == row.state and found[1] == row.error):
             continue
         state, error = found
@@ -121,9 +119,7 @@ async def sync_devices(
     return moved
 
 
-async def counts(
-    session: AsyncSession, rollout_id: uuid.UUID
-) -> dict[int, Counter[str]]:
+async def counts(session: AsyncSession, rollout_id: uuid.UUID) -> dict[int, Counter[str]]:
     """Devices by stage and state."""
     rows = await session.execute(
         select(OtaRolloutDevice.stage, OtaRolloutDevice.state, func.count())

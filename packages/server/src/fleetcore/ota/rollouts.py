@@ -32,7 +32,14 @@ from fleetcore.ota.models import (
     RolloutStatus,
 )
 from fleetcore.ota.packages import get_package
-from fleetcore.ota.schemas import RolloutDeviceOut, RolloutIn, RolloutOut, StageOut, Strategy, Target
+from fleetcore.ota.schemas import (
+    RolloutDeviceOut,
+    RolloutIn,
+    RolloutOut,
+    StageOut,
+    Strategy,
+    Target,
+)
 from fleetcore.pagination import page_of, paginate
 
 
@@ -120,9 +127,7 @@ async def _busy(session: AsyncSession, kind: str, device_ids: list[uuid.UUID]) -
                     OtaRolloutDevice.device_id.in_(batch),
                     OtaRollout.status.in_(RolloutStatus.OPEN),
                     OtaPackage.kind == kind,
-                    OtaRolloutDevice.state.not_in(
-                        (DeviceState.CANCELLED, DeviceState.ROLLED_BACK)
-                    ),
+                    OtaRolloutDevice.state.not_in((DeviceState.CANCELLED, DeviceState.ROLLED_BACK)),
                 )
             )
         ).all()
@@ -233,7 +238,7 @@ async def describe(session: AsyncSession, rollout: OtaRollout) -> RolloutOut:
         id=rollout.id,
         name=rollout.name,
         package_id=package.id,
-        kind=package.kind,  # type: ignore[arg-type]
+        kind=package.kind,
         title=package.title,
         version=package.version,
         target=rollout.target,

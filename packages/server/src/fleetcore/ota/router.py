@@ -205,9 +205,7 @@ async def list_rollouts(
     limit: LimitQuery = 100,
 ) -> Page[RolloutOut]:
     """Newest first, with counts."""
-    rows, next_cursor = await rollouts.list_rollouts(
-        session, principal, cursor=cursor, limit=limit
-    )
+    rows, next_cursor = await rollouts.list_rollouts(session, principal, cursor=cursor, limit=limit)
     items = [await rollouts.describe(session, r) for r in rows]
     return Page(items=items, next_cursor=next_cursor)
 
