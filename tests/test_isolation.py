@@ -21,6 +21,11 @@ EXEMPT: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/{token}/rpc"): "device route: the token is the credential, not an id",
     ("POST", "/api/v1/{token}/rpc/{request_id}"): "device route: the token is the credential",
     ("GET", "/api/v1/{token}/attributes/updates"): "device route: the token is the credential",
+    ("GET", "/api/v1/devices/me/ota/{kind}"): (
+        "device route (device token); another device's package is 404: test_ota.py"
+    ),
+    ("GET", "/api/v1/{token}/firmware"): "device route: the token is the credential (test_ota.py)",
+    ("GET", "/api/v1/{token}/software"): "device route: the token is the credential (test_ota.py)",
     ("POST", "/api/v1/devices/me/commands/{command_id}/result"): (
         "device route (device token); another device's command is 404: test_commands.py"
     ),

@@ -6,6 +6,7 @@ path parameter has no object here fails them until `create_objects` makes one.
 
 from __future__ import annotations
 
+import base64
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,7 +27,7 @@ from tests.support.images import png as png_image
 from tests.support.tenants import Tenant
 
 # Path parameters that are not object ids, with a value valid in form.
-NON_ID_PARAMS = {"scope": "server", "key": "some_key"}
+NON_ID_PARAMS = {"scope": "server", "key": "some_key", "kind": "firmware"}
 
 
 async def create_objects(app: FastAPI, client: httpx.AsyncClient, tenant: Tenant) -> dict[str, str]:
@@ -252,7 +253,9 @@ async def create_objects(app: FastAPI, client: httpx.AsyncClient, tenant: Tenant
         )
         session.add(archive)
         await session.commit()
+    ota_ids = await _ota_objects(client, tenant, device_id, tag)
     return {
+        **ota_ids,
         "archive_id": str(archive.id),
         "media_id": photo.json()["media"][0]["id"],
         **catalog_ids,
@@ -275,6 +278,38 @@ async def create_objects(app: FastAPI, client: httpx.AsyncClient, tenant: Tenant
         "key_id": key["id"],
         "invitation_id": invitation["id"],
         "user_id": str(tenant.user_ids[Role.VIEWER]),
+    }
+
+
+async def _ota_objects(
+    client: httpx.AsyncClient, tenant: Tenant, device_id: str, tag: str
+) -> dict[str, str]:
+    """A package, a rollout of it to the sweep's device, and a signing key (registered last:
+    with a key, uploads must be signed)."""
+    headers = tenant.headers(Role.ADMIN)
+    package = await client.post(
+        "/api/v1/ota/packages",
+        headers=headers,
+        data={"title": f"sweep-{tag}", "version": "1.0", "kind": "firmware"},
+        files={"file": ("fw.bin", b"sweep firmware")},
+    )
+    assert package.status_code == 201, package.text
+    rollout = await client.post(
+        "/api/v1/ota/rollouts",
+        headers=headers,
+        json={"package_id": package.json()["id"], "target": {"device_ids": [device_id]}},
+    )
+    assert rollout.status_code == 201, rollout.text
+    key = await client.post(
+        "/api/v1/ota/keys",
+        headers=headers,
+        json={"name": "sweep", "public_key": base64.b64encode(bytes(range(32))).decode()},
+    )
+    assert key.status_code == 201, key.text
+    return {
+        "package_id": package.json()["id"],
+        "rollout_id": rollout.json()["id"],
+        "ota_key_id": key.json()["id"],
     }
 
 

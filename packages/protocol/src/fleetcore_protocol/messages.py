@@ -104,6 +104,17 @@ class DexUpload:
 
 
 @dataclass(frozen=True, slots=True)
+class OtaChunkRequest:
+    """ThingsBoard: the device asks chunk `chunk` of `size` bytes of its assigned package
+    ("fw" firmware, "sw" software)."""
+
+    package: str
+    request_id: str
+    chunk: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
 class ProvisionRequest:
     """ThingsBoard device provisioning: a new device asks for its credentials."""
 
@@ -129,6 +140,7 @@ DeviceMessage = (
     | AttributeRequest
     | RpcRequest
     | DexUpload
+    | OtaChunkRequest
     | ProvisionRequest
 )
 
@@ -157,6 +169,8 @@ def decode_payload(
         return Event(payload)
     if channel is Channel.DEX:
         return DexUpload(payload)
+    if channel is Channel.OTA_CHUNK:
+        return _chunk_request(topic, payload)
     if channel is Channel.STATUS:
         status = _status_of(payload, loads)
         if status is None:
@@ -205,6 +219,17 @@ def json_object(payload: bytes, *, loads: Loads = json.loads) -> dict[str, Any] 
     if problem := unstorable(value):
         return Undecodable("unstorable_json", problem)
     return value
+
+
+def _chunk_request(topic: Topic, payload: bytes) -> OtaChunkRequest | Undecodable:
+    # The payload is the chunk size as text (ThingsBoard's devices send e.g. "65536").
+    text = payload.decode("ascii", "replace").strip()
+    if not (0 < len(text) <= 9 and text.isascii() and text.isdigit()) or int(text) == 0:
+        return Undecodable("bad_chunk_request", "the payload is the chunk size in bytes")
+    assert topic.command_id is not None
+    assert topic.chunk is not None
+    assert topic.package
+    return OtaChunkRequest(topic.package, topic.command_id, topic.chunk, int(text))
 
 
 def _status_of(payload: bytes, loads: Loads) -> str | None:
@@ -283,6 +308,9 @@ def encode_device(
             case RpcRequest() if thingsboard:
                 body = {"method": message.method, "params": message.params}
                 return f"{tb}/rpc/request/{message.request_id}", dumps(body)
+            case OtaChunkRequest() if thingsboard:
+                topic = f"v2/{message.package}/request/{message.request_id}/chunk/{message.chunk}"
+                return topic, str(message.size).encode()
             case ProvisionRequest():
                 body = {
                     "provisionDeviceKey": message.provision_key,
@@ -361,8 +389,26 @@ class ProvisionReply:
     error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class OtaChunk:
+    """ThingsBoard: one chunk of a package, raw bytes (empty past the end)."""
+
+    families: ClassVar[tuple[Family, ...]] = (Family.THINGSBOARD,)
+    retain: ClassVar[bool] = False
+    package: str
+    request_id: str
+    chunk: int
+    data: bytes
+
+
 OutboundMessage = (
-    Command | DesiredConfig | AttributeUpdate | AttributeReply | RpcReply | ProvisionReply
+    Command
+    | DesiredConfig
+    | AttributeUpdate
+    | AttributeReply
+    | RpcReply
+    | ProvisionReply
+    | OtaChunk
 )
 
 
@@ -407,6 +453,10 @@ def _encode(
             return f"{topics.TB_ATTRIBUTE_RESPONSE}{message.request_id}", dumps(answer)
         case RpcReply():
             return f"{topics.TB_RPC_RESPONSE}{message.request_id}", dumps(message.body)
+        case OtaChunk():
+            return topics.ota_response(message.package, message.request_id, message.chunk), (
+                message.data
+            )
         case ProvisionReply():
             reply: dict[str, Any] = (
                 {

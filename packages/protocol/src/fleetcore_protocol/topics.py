@@ -29,6 +29,7 @@ class Channel(StrEnum):
     ATTRIBUTE_REQUEST = "attribute_request"  # ThingsBoard: v1/devices/me/attributes/request/{id}
     CLIENT_RPC = "client_rpc"  # ThingsBoard: v1/devices/me/rpc/request/{id} (device asks)
     DEX = "dex"  # a vending machine's DEX/EVA-DTS audit file, raw bytes
+    OTA_CHUNK = "ota_chunk"  # ThingsBoard: v2/fw/request/{id}/chunk/{n} (device asks a chunk)
 
 
 # Which way each channel flows: up (device to platform) or down.
@@ -42,6 +43,7 @@ UPSTREAM = frozenset(
         Channel.ATTRIBUTE_REQUEST,
         Channel.CLIENT_RPC,
         Channel.DEX,
+        Channel.OTA_CHUNK,
     }
 )
 
@@ -53,6 +55,11 @@ TB_RPC_RESPONSE = f"{THINGSBOARD_PREFIX}/rpc/response/"
 # ThingsBoard device provisioning: a client connected as "provision" asks and is answered here.
 PROVISION_REQUEST = "/provision/request"
 PROVISION_RESPONSE = "/provision/response"
+# ThingsBoard firmware (fw) and software (sw) packages in chunks: the device publishes the
+# chunk size on v2/{fw|sw}/request/{request_id}/chunk/{n}, the bytes come back on
+# v2/{fw|sw}/response/{request_id}/chunk/{n}.
+OTA_PREFIXES = ("v2/fw/", "v2/sw/")
+OTA_KINDS = ("fw", "sw")
 
 
 def topic_matches(topic: str, topic_filter: str) -> bool:
@@ -78,7 +85,9 @@ class Topic:
 
     channel: Channel
     device_id: str | None  # None for ThingsBoard topics: the connection names the device
-    command_id: str | None = None
+    command_id: str | None = None  # also a chunk request's request id
+    chunk: int | None = None  # OTA_CHUNK: which chunk
+    package: str | None = None  # OTA_CHUNK: "fw" or "sw"
 
     def render(self) -> str:
         """The topic string (native form when a device id is known)."""
@@ -111,6 +120,8 @@ def parse(topic: str) -> Topic:
     """Parse a native or ThingsBoard topic, or raise TopicError saying what is wrong."""
     if topic.startswith(THINGSBOARD_PREFIX + "/"):
         return _parse_thingsboard(topic[len(THINGSBOARD_PREFIX) + 1 :])
+    if topic.startswith(OTA_PREFIXES):
+        return _parse_ota(topic)
     parts = topic.split("/")
     if len(parts) < 3 or parts[0] != NATIVE_PREFIX:
         raise TopicError(f"not a Fleetcore topic: {topic!r}")
@@ -150,6 +161,31 @@ def _parse_thingsboard(rest: str) -> Topic:
         if channel is not None:
             return Topic(channel, None, parts[2])
     raise TopicError(f"unsupported ThingsBoard topic: v1/devices/me/{rest!r}")
+
+
+_CHUNK = re.compile(r"[0-9]{1,9}")
+
+
+def _parse_ota(topic: str) -> Topic:
+    # v2/{fw|sw}/request/{request_id}/chunk/{n}: request ids as ThingsBoard's (digits).
+    parts = topic.split("/")
+    if (
+        len(parts) == 6
+        and parts[1] in OTA_KINDS
+        and parts[2] == "request"
+        and _RPC_ID.fullmatch(parts[3])
+        and parts[4] == "chunk"
+        and _CHUNK.fullmatch(parts[5])
+    ):
+        return Topic(Channel.OTA_CHUNK, None, parts[3], chunk=int(parts[5]), package=parts[1])
+    raise TopicError(f"unsupported OTA topic: {topic!r}")
+
+
+def ota_response(package: str, request_id: str, chunk: int) -> str:
+    """The topic a chunk is answered on."""
+    if package not in OTA_KINDS or not _RPC_ID.fullmatch(request_id) or chunk < 0:
+        raise TopicError("not an OTA chunk response")
+    return f"v2/{package}/response/{request_id}/chunk/{chunk}"
 
 
 def _render_thingsboard(topic: Topic) -> str:

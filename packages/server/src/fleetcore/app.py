@@ -57,6 +57,10 @@ from fleetcore.notifications.dispatcher import Dispatcher
 from fleetcore.ops.disk import disk_checks
 from fleetcore.ops.readiness import database_checks
 from fleetcore.ops.router import router as ops_router
+from fleetcore.ota import job as ota_job
+from fleetcore.ota.downloads import MqttChunks
+from fleetcore.ota.store import build_ota_store
+from fleetcore.ota.tracker import OtaTracker
 from fleetcore.plates.hook import PlateHook
 from fleetcore.roles import runs
 from fleetcore.routers import API_ROUTERS, PAGE_ROUTERS
@@ -147,6 +151,9 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         # Media bytes: the filesystem under the data directory, or S3 (FLEETCORE_MEDIA_STORE).
         app.state.media_store = media_store = build_store(settings)
         media_housekeeping.register_job(app.state.jobs, db, media_store, settings)
+        # OTA packages: a store of their own (never under the media store's orphan sweep).
+        app.state.ota_store = ota_store = build_ota_store(settings)
+        ota_job.register_job(app.state.jobs, db, live, settings.ota_job_interval_s)
         # Stopped in reverse: the sink outlives everything that records into it.
         presence = Presence(db, live, shared=shared, share=cluster.presence)
         app.state.presence = presence
@@ -220,6 +227,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
             presence,
             desired,
             commands,
+            OtaTracker(db, live),
         ]
         if cluster.component is not None:
             components.insert(0, cluster.component)  # up first, down last
@@ -233,6 +241,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         messages.command_results = commands.mqtt_result
         messages.http_results = partial(commands_service.device_result, commands)
         messages.dex_uploads = DexReceiver(db, pipeline).receive
+        messages.ota_chunks = MqttChunks(db, ota_store)
         # First of the event hooks: attachments resolve before other modules read the events.
         messages.event_hooks.insert(0, MediaHook())
         # Plate reads after the media hook (it resolves attachments to media ids first).

@@ -24,6 +24,7 @@ CONFIG_FILE_ENV = "FLEETCORE_CONFIG_FILE"
 # Hard ceilings of the media limits (the routes' body limits are fixed at import).
 MEDIA_MAX_BYTES_CEILING = 100 * 1024 * 1024
 MEDIA_REQUEST_CEILING = 8 * MEDIA_MAX_BYTES_CEILING + 1024 * 1024
+OTA_MAX_PACKAGE_MB_CEILING = 4096  # the upload route's body limit is this plus the framing
 
 _DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -547,6 +548,26 @@ class Settings(BaseSettings):
     )
     media_housekeeping_interval_s: float = Field(
         3600.0, ge=1, le=86400, description="retention and clean-up of media"
+    )
+    # -- OTA: firmware and software packages, rollouts (fleetcore.ota, docs/ota.md) --
+    ota_max_package_mb: int = Field(
+        512, ge=1, le=OTA_MAX_PACKAGE_MB_CEILING, description="largest package upload, in MiB"
+    )
+    ota_store: Literal["file", "s3"] = Field(
+        "file", description="file: under FLEETCORE_OTA_DIR; s3: an S3-compatible bucket"
+    )
+    ota_dir: Path | None = Field(None, description="the file store's root (default data_dir/ota)")
+    ota_s3_bucket: str | None = Field(
+        None, description="the bucket, with ota_store=s3 (default: the media bucket)"
+    )
+    ota_s3_prefix: str = Field(
+        "ota",
+        pattern=r"^[A-Za-z0-9._/-]{1,128}$",
+        description="key prefix inside the bucket; never inside the media prefix (its orphan "
+        "sweep would delete packages)",
+    )
+    ota_job_interval_s: float = Field(
+        10.0, ge=0.2, le=3600, description="how often rollouts advance stages and check failures"
     )
     # HTTP request limits (issue 14)
     max_body_bytes: int = Field(

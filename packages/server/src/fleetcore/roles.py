@@ -39,6 +39,7 @@ RUNS_IN: dict[str, frozenset[Role]] = {
     "desired-state": _API | _DEVICES,  # long-polls (api), MQTT config pushes (ingest)
     "commands": _API | _DEVICES | _JOBS,  # delivery (api: HTTP, ingest: MQTT), expiry (worker)
     "notifications": _JOBS,  # the dispatcher; api and ingest stage deliveries for it
+    "ota": _TRAFFIC,  # rollout progress from client attributes reported here
     # Mosquitto dynsec: stages where credentials change (api, MQTT provisioning); rows are
     # applied by whichever process claims them first (a lease per row).
     "broker-sync": frozenset(ROLES),
@@ -65,6 +66,7 @@ RUNS_IN: dict[str, frozenset[Role]] = {
     "media.housekeeping": _JOBS,  # media retention, deleted devices, expired uploads, orphans
     "usage.rollup": _JOBS,  # daily usage past its retention into months
     "usage.storage": _JOBS,  # the daily storage snapshot
+    "ota.rollouts": _JOBS,  # OTA stages and automatic pauses
     # jobs: every process that holds the state they work on
     "presence.seen": _TRAFFIC,  # last-seen times noted here (all: part of presence.sweep)
     "rules.refresh": _TRAFFIC,  # rules changed by another process (all: told in-process)

@@ -33,6 +33,8 @@ from fleetcore.housekeeping.router import router as housekeeping_router
 from fleetcore.live.router import router as live_router
 from fleetcore.media.router import router as media_router
 from fleetcore.notifications.router import router as notifications_router
+from fleetcore.ota.router import router as ota_router
+from fleetcore.ota.router import thingsboard_router as ota_thingsboard_router
 from fleetcore.plates.pages import router as plates_pages
 from fleetcore.plates.router import router as plates_router
 from fleetcore.rules.pages import router as rules_pages
@@ -60,6 +62,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     attributes_router,
     events_router,
     media_router,
+    ota_router,
     commands_router,
     rules_router,
     alerts_router,
@@ -79,6 +82,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     vending_service_router,  # vending: routes and service orders
     vending_audit_router,
     broker_auth_router,  # machine-to-machine: an external broker's auth checks
+    ota_thingsboard_router,  # /api/v1/{token}/firmware and /software
     # Last: its ThingsBoard route /api/v1/{token}/telemetry must not shadow the others.
     telemetry_thingsboard_router,
 )

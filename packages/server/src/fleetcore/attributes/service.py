@@ -310,3 +310,62 @@ async def desired_state(session: AsyncSession, device_id: uuid.UUID) -> dict[str
 async def desired_for_device(session: AsyncSession, device: Device) -> DesiredOut:
     """The shared attributes a device should apply, and their version."""
     return DesiredOut.model_validate(await desired_state(session, device.id))
+
+
+async def apply_shared(
+    session: AsyncSession,
+    device: Device,
+    values: dict[str, Any],
+    *,
+    actor: Principal | None,
+    action: str = "attributes.update",
+) -> None:
+    """Merge keys into a device's shared (desired) scope for another domain (OTA): the
+    caller has checked the right to and commits; pushed to the device after the commit."""
+    change = await _apply(session, device.id, AttributeScope.SHARED, values)
+    if change.changed or change.deleted:
+        audit.record(
+            session,
+            action=action,
+            actor=actor,
+            organization_id=device.organization_id,
+            target_type="device",
+            target_id=device.id,
+            details={
+                "scope": AttributeScope.SHARED.value,
+                "version": change.version,
+                "changed": change.changed,
+                "deleted": change.deleted,
+            },
+            actor_type=None if actor else "system",
+            actor_id=None if actor else action.split(".", 1)[0],
+        )
+
+
+async def reported(
+    session: AsyncSession, device_ids: list[uuid.UUID], keys: set[str]
+) -> dict[uuid.UUID, dict[str, tuple[Any, int]]]:
+    """Client values of these keys per device, each with the scope version it changed at."""
+    if not device_ids:
+        return {}
+    rows = await session.execute(
+        select(
+            DeviceAttribute.device_id,
+            DeviceAttribute.key,
+            DeviceAttribute.value,
+            DeviceAttribute.version,
+        ).where(
+            DeviceAttribute.device_id.in_(device_ids),
+            DeviceAttribute.scope == AttributeScope.CLIENT.value,
+            DeviceAttribute.key.in_(keys),
+        )
+    )
+    found: dict[uuid.UUID, dict[str, tuple[Any, int]]] = {}
+    for device_id, key, value, version in rows:
+        found.setdefault(device_id, {})[key] = (value, version)
+    return found
+
+
+async def client_version(session: AsyncSession, device_id: uuid.UUID) -> int:
+    """The version of a device's client (reported) attributes."""
+    return await _version(session, device_id, AttributeScope.CLIENT)

@@ -35,8 +35,11 @@ def native_prefix(device_key: str) -> str:
 
 
 def own_namespace(device_key: str, topic: str) -> bool:
-    """Whether a topic or filter lies within this device's topics (native or ThingsBoard)."""
-    return topic.startswith((native_prefix(device_key), topics.THINGSBOARD_PREFIX + "/"))
+    """Whether a topic or filter lies within this device's topics (native or ThingsBoard,
+    its OTA chunk topics included: a connection hears only what is sent to it)."""
+    return topic.startswith(
+        (native_prefix(device_key), topics.THINGSBOARD_PREFIX + "/", *topics.OTA_PREFIXES)
+    )
 
 
 def may_subscribe(device_key: str, topic_filter: str) -> bool:

@@ -33,6 +33,7 @@ from fleetcore.device_messages.ports import (
     DeviceListener,
     DeviceOutbox,
     DexUploads,
+    OtaChunks,
     ResultRecorder,
     Verdict,
 )
@@ -78,6 +79,7 @@ class DeviceMessages:
         self.listeners: list[DeviceListener] = []
         self.command_results: CommandResults | None = None
         self.dex_uploads: DexUploads | None = None
+        self.ota_chunks: OtaChunks | None = None  # ThingsBoard's v2/fw and v2/sw chunks
         # Modules' share of event ingest (media attachments, plate reads): events/ports.py.
         self.event_hooks: list[EventHook] = []
         self.http_results: ResultRecorder | None = None  # HTTP's command results
@@ -184,6 +186,10 @@ class DeviceMessages:
                 if known:
                     return None
                 return dead("unknown_method", f"no client-side RPC {message.method!r}")
+            case m.OtaChunkRequest():
+                if self.ota_chunks is None:
+                    return dead("unknown_topic", "no OTA packages here")
+                return self._spawn(self._ota_chunk(sender, message, dead))
             case m.DexUpload():
                 if self.dex_uploads is None:
                     return dead("unknown_topic", "no DEX audits here")
@@ -276,6 +282,20 @@ class DeviceMessages:
         if refused is None:
             return None
         return dead(*refused)
+
+    async def _ota_chunk(
+        self, sender: DeviceSession, request: m.OtaChunkRequest, dead: _Dead
+    ) -> None:
+        """Answered on the chunk's response topic, or a dead letter saying why not."""
+        assert self.ota_chunks is not None
+        kind = "firmware" if request.package == "fw" else "software"
+        answer = await self.ota_chunks(sender.device, kind, request.chunk, request.size)
+        if isinstance(answer, tuple):
+            dead(*answer)
+            return
+        self.send(
+            sender.key, m.OtaChunk(request.package, request.request_id, request.chunk, answer)
+        )
 
     async def _attribute_request(self, sender: DeviceSession, request: m.AttributeRequest) -> None:
         self.send(

@@ -23,7 +23,7 @@ import orjson
 
 from fleetcore.live import metrics
 
-CHANNELS = ("telemetry", "status", "alerts", "commands", "analytics", "plates")
+CHANNELS = ("telemetry", "status", "alerts", "commands", "analytics", "plates", "ota")
 DEFAULT_BUFFER = 1_000
 
 
