@@ -110,11 +110,15 @@ class Rig:
 
 @pytest.fixture
 async def rig(tmp_path: Path, wheels: dict[str, Any]) -> AsyncIterator[Rig]:
+    root, state = install_first(tmp_path, wheels["first"])  # before a process to stop
     platform = Platform(tmp_path / "platform")
     await platform.prepare()
-    await platform.start()
-    device_id, token = await platform.new_device()
-    root, state = install_first(tmp_path, wheels["first"])
+    try:
+        await platform.start()
+        device_id, token = await platform.new_device()
+    except BaseException:  # not left running (the rig below stops it otherwise)
+        platform.stop()
+        raise
     proxy = Proxy(platform.mqtt_port)
     proxy.open()
     ota = OtaServer(token)
