@@ -1,12 +1,14 @@
 """Device messages that arrive over HTTP: the routes decode the request, the layer does the
 rest, with the same checks as MQTT and HTTP's own answers (counts, the error envelope).
 
-HTTP answers the sender directly, so nothing becomes a dead letter here: a refusal is a 4xx.
+HTTP answers the sender directly, so nothing becomes a dead letter here: a refusal is a 4xx
+(over the organization's plan: 429 QUOTA_EXCEEDED with Retry-After, naming the limit).
 """
 
 from __future__ import annotations
 
 import uuid
+from functools import partial
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,6 +21,7 @@ from fleetcore.devices.auth_cache import IngestDevice
 from fleetcore.devices.models import Device
 from fleetcore.errors import Unavailable
 from fleetcore.events import service as events
+from fleetcore.plans.quota import IngestQuota
 from fleetcore.telemetry.ingest import ingest
 from fleetcore_protocol import messages as m
 
@@ -28,7 +31,27 @@ async def telemetry(
 ) -> dict[str, Any]:
     """Readings stored (answered after the commit), with every refused one named."""
     layer.note_traffic(device)
-    return await ingest(layer.pipeline, device=device, payload=message.payload, transport="http")
+    quota = layer.quota
+    if quota is None:
+        return await ingest(
+            layer.pipeline, device=device, payload=message.payload, transport="http"
+        )
+    org_id = device.organization_id
+    if quota.rated(org_id) and (refused := await quota.take_message(org_id)):
+        raise refused.error()
+    return await ingest(
+        layer.pipeline,
+        device=device,
+        payload=message.payload,
+        transport="http",
+        admit=partial(_admit_readings, quota),
+    )
+
+
+def _admit_readings(quota: IngestQuota, organization_id: uuid.UUID, count: int) -> None:
+    """429 QUOTA_EXCEEDED unless `count` more readings fit in today's quota."""
+    if refused := quota.check_readings(organization_id, count):
+        raise refused.error()
 
 
 async def command_result(

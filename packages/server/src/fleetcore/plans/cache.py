@@ -1,0 +1,60 @@
+"""Each organization's plan limits in this process's memory, for the hot path.
+
+Organizations without a plan have no entry: a look-up is one dict miss, so installs that
+never assign a plan pay nothing else. The cache is reloaded whole (assignments are few) when
+a plan changes through this process, and every REFRESH_S for changes made by other processes.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select
+
+from fleetcore.db import Database
+from fleetcore.plans.limits import PlanLimits
+from fleetcore.plans.models import OrganizationPlan, Plan
+
+REFRESH_S = 5.0  # how soon a plan changed through another process applies here
+
+
+def limits_of_plan(plan: Plan) -> PlanLimits:
+    """A plan row as the hot path reads it."""
+    return PlanLimits(
+        plan_id=str(plan.id),
+        plan_name=plan.name,
+        devices=plan.max_devices,
+        readings_per_day=plan.max_readings_per_day,
+        messages_per_second=plan.max_messages_per_second,
+        retention_days=plan.max_retention_days,
+        api_requests_per_minute=plan.max_api_requests_per_minute,
+        users=plan.max_users,
+    )
+
+
+class PlanCache:
+    """organization id -> its plan's limits; absent = unlimited."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self._by_org: dict[uuid.UUID, PlanLimits] = {}
+        # Whether any organization has an API request limit (the API limiter then runs).
+        self.api_limited = False
+
+    def limits_of(self, organization_id: uuid.UUID) -> PlanLimits | None:
+        """The organization's limits, None when it has no plan (unlimited)."""
+        return self._by_org.get(organization_id)
+
+    async def reload(self) -> None:
+        """Read every assignment again (a plan changed, or the periodic refresh)."""
+        async with self.database.session() as session:
+            rows = (
+                await session.execute(
+                    select(OrganizationPlan.organization_id, Plan).join(
+                        Plan, Plan.id == OrganizationPlan.plan_id
+                    )
+                )
+            ).all()
+        by_org = {org_id: limits_of_plan(plan) for org_id, plan in rows}
+        self._by_org = by_org  # swapped whole: readers never see a half-built map
+        self.api_limited = any(p.api_requests_per_minute is not None for p in by_org.values())
