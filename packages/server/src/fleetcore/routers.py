@@ -33,6 +33,8 @@ from fleetcore.housekeeping.router import router as housekeeping_router
 from fleetcore.live.router import router as live_router
 from fleetcore.media.router import router as media_router
 from fleetcore.notifications.router import router as notifications_router
+from fleetcore.plans.pages import router as plans_pages
+from fleetcore.plans.router import router as plans_router
 from fleetcore.plates.pages import router as plates_pages
 from fleetcore.plates.router import router as plates_router
 from fleetcore.rules.pages import router as rules_pages
@@ -70,6 +72,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     dead_letters_router,
     retention_router,
     housekeeping_router,
+    plans_router,
     archives_router,
     telemetry_query_router,
     vending_catalog_router,
@@ -80,6 +83,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     telemetry_thingsboard_router,
 )
 PAGE_ROUTERS: tuple[APIRouter, ...] = (
+    plans_pages,
     auth_pages,
     account_pages,
     dashboard_pages,

@@ -42,6 +42,7 @@ NAV: tuple[tuple[str, str, Role], ...] = (
     ("/users", "Users", Role.ADMIN),
     ("/api-keys", "API keys", Role.ADMIN),
     ("/audit", "Audit", Role.ADMIN),
+    ("/plan", "Plan", Role.ADMIN),
 )
 
 

@@ -35,8 +35,7 @@ def limits_of_plan(plan: Plan) -> PlanLimits:
 class PlanCache:
     """organization id -> its plan's limits; absent = unlimited."""
 
-    def __init__(self, database: Database) -> None:
-        self.database = database
+    def __init__(self) -> None:
         self._by_org: dict[uuid.UUID, PlanLimits] = {}
         # Whether any organization has an API request limit (the API limiter then runs).
         self.api_limited = False
@@ -45,9 +44,14 @@ class PlanCache:
         """The organization's limits, None when it has no plan (unlimited)."""
         return self._by_org.get(organization_id)
 
-    async def reload(self) -> None:
+    def api_rate(self, organization_id: uuid.UUID) -> int | None:
+        """The plan's API requests per minute of the organization (None: no plan value)."""
+        limits = self._by_org.get(organization_id)
+        return limits.api_requests_per_minute if limits else None
+
+    async def reload(self, database: Database) -> None:
         """Read every assignment again (a plan changed, or the periodic refresh)."""
-        async with self.database.session() as session:
+        async with database.session() as session:
             rows = (
                 await session.execute(
                     select(OrganizationPlan.organization_id, Plan).join(

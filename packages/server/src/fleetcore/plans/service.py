@@ -229,3 +229,10 @@ def _audit(
         target_id=plan.id,
         details=details,
     )
+
+
+async def assignments(session: AsyncSession, principal: Principal) -> dict[uuid.UUID, uuid.UUID]:
+    """organization id -> plan id of every organization on a plan (superusers)."""
+    principal.require_superuser()
+    rows = await session.execute(select(OrganizationPlan.organization_id, OrganizationPlan.plan_id))
+    return {org_id: plan_id for org_id, plan_id in rows}
