@@ -245,9 +245,10 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
             meter=getattr(app.state, "usage_meter", None),
             database=db,
         )
-        app.state.jobs.register(
-            "plans.refresh", PLANS_REFRESH_S, partial(plan_cache.reload, db), per_process=True
-        )
+        if shared:  # a plan assigned through another process (one process: reloaded on change)
+            app.state.jobs.register(
+                "plans.refresh", PLANS_REFRESH_S, partial(plan_cache.reload, db), per_process=True
+            )
         app.state.device_messages = messages
         app.state.gateway = app.state.transport = None
         # Mosquitto dynamic security: device credentials reach the broker through an outbox.
