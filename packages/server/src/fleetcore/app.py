@@ -245,9 +245,13 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
             meter=getattr(app.state, "usage_meter", None),
             database=db,
         )
-        if shared:  # a plan assigned through another process (one process: reloaded on change)
+        # A plan changed through another process (several processes on one PostgreSQL,
+        # whatever their role): a counter read every PLANS_REFRESH_S. Not on a test's shared
+        # connection: a background session there would interleave its savepoints with a
+        # request's (changes through this process reload the cache at once anyway).
+        if not db.shared_connection:
             app.state.jobs.register(
-                "plans.refresh", PLANS_REFRESH_S, partial(plan_cache.reload, db), per_process=True
+                "plans.refresh", PLANS_REFRESH_S, partial(plan_cache.refresh, db), per_process=True
             )
         app.state.device_messages = messages
         app.state.gateway = app.state.transport = None

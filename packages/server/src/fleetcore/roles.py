@@ -66,7 +66,9 @@ RUNS_IN: dict[str, frozenset[Role]] = {
     "presence.seen": _TRAFFIC,  # last-seen times noted here (all: part of presence.sweep)
     "rules.refresh": _TRAFFIC,  # rules changed by another process (all: told in-process)
     "analytics.health": _TRAFFIC,  # findings held by this process's engine
-    "plans.refresh": _TRAFFIC,  # plans assigned through another process (quotas, API limits)
+    # plans changed through another process (quotas, API limits); all too: several "all"
+    # processes may share one PostgreSQL
+    "plans.refresh": _TRAFFIC,
 }
 
 

@@ -2,7 +2,9 @@
 rest, with the same checks as MQTT and HTTP's own answers (counts, the error envelope).
 
 HTTP answers the sender directly, so nothing becomes a dead letter here: a refusal is a 4xx
-(over the organization's plan: 429 QUOTA_EXCEEDED with Retry-After, naming the limit).
+(over the organization's plan: 429 QUOTA_EXCEEDED with Retry-After, naming the limit). Every
+device message counts toward the plan's messages per second, as over MQTT: telemetry,
+attributes, events, command results and DEX uploads (`take_message`).
 """
 
 from __future__ import annotations
@@ -36,9 +38,7 @@ async def telemetry(
         return await ingest(
             layer.pipeline, device=device, payload=message.payload, transport="http"
         )
-    org_id = device.organization_id
-    if quota.rated(org_id) and (refused := await quota.take_message(org_id)):
-        raise refused.error()
+    await take_message(layer, device.organization_id)
     return await ingest(
         layer.pipeline,
         device=device,
@@ -46,6 +46,16 @@ async def telemetry(
         transport="http",
         admit=partial(_admit_readings, quota),
     )
+
+
+async def take_message(layer: DeviceMessages, organization_id: uuid.UUID) -> None:
+    """One device message against the organization's plan: 429 QUOTA_EXCEEDED when its
+    messages per second are spent. No plan, or none setting it: one dict miss."""
+    quota = layer.quota
+    if quota is None or not quota.rated(organization_id):
+        return
+    if refused := await quota.take_message(organization_id):
+        raise refused.error()
 
 
 def _admit_readings(quota: IngestQuota, organization_id: uuid.UUID, count: int) -> None:
@@ -67,6 +77,7 @@ async def command_result(
     """A device's answer to one of its commands, by id (native) or RPC id (ThingsBoard)."""
     if layer.http_results is None:
         raise Unavailable("commands are not served here", code="COMMANDS_UNAVAILABLE")
+    await take_message(layer, device.organization_id)
     return await layer.http_results(
         device,
         command_id=command_id,
@@ -81,11 +92,13 @@ async def device_events(
     layer: DeviceMessages, session: AsyncSession, device: Device, message: m.Event
 ) -> int:
     """Every event stored, or Invalid naming the bad one and none stored (as over MQTT)."""
+    await take_message(layer, device.organization_id)
     return await events.ingest_payload(session, device, message.payload, layer.event_hooks)
 
 
 async def client_attributes(
-    session: AsyncSession, device: Device, message: m.ClientAttributes
+    layer: DeviceMessages, session: AsyncSession, device: Device, message: m.ClientAttributes
 ) -> ScopeOut:
     """The device's reported attributes merged into its client scope (as over MQTT)."""
+    await take_message(layer, device.organization_id)
     return await attributes.report_client_attributes(session, device, values=message.values)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String, Uuid
+from sqlalchemy import BigInteger, ForeignKey, Integer, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from fleetcore.db import Base, UTCDateTime, new_id, utcnow
@@ -41,3 +41,13 @@ class OrganizationPlan(Base):
         ForeignKey("plans.id", ondelete="RESTRICT"), index=True
     )
     assigned_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PlanVersion(Base):
+    """One row counting changes to plans and assignments: other processes' plan caches
+    compare it every few seconds (one primary-key read) and reload only when it moved."""
+
+    __tablename__ = "plan_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    version: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -14,11 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from fleetcore.audit import service as audit
 from fleetcore.auth.models import Organization, User
 from fleetcore.auth.principal import Principal, Role
-from fleetcore.db import flush_or_conflict
+from fleetcore.db import flush_or_conflict, utcnow
 from fleetcore.devices.models import Device
 from fleetcore.errors import Conflict, NotFound
 from fleetcore.plans import notify
-from fleetcore.plans.cache import limits_of_plan
+from fleetcore.plans.cache import bump_version, limits_of_plan
 from fleetcore.plans.limits import Limit, PlanLimits, plan_limit
 from fleetcore.plans.models import OrganizationPlan, Plan
 from fleetcore.plans.quota import READINGS, UsageToday
@@ -80,6 +80,7 @@ async def update_plan(
         setattr(plan, field, value)
     await flush_or_conflict(session, _name_taken(data.name))
     _audit(session, principal, "plan.update", plan, {"before": before, "after": data.model_dump()})
+    await bump_version(session)
     await session.commit()
     return plan
 
@@ -127,6 +128,8 @@ async def assign_plan(
         session.add(row)
     else:
         row.plan_id = plan_id
+        row.assigned_at = utcnow()
+    await bump_version(session)
     audit.record(
         session,
         action="plan.assign",
@@ -177,13 +180,19 @@ async def organization_plan(
     return PlanView(organization_id, plan, row.assigned_at if row else None, usage)
 
 
-async def limits_for(session: AsyncSession, organization_id: uuid.UUID) -> PlanLimits | None:
-    """The organization's limits read from the database (creation paths: not the hot path)."""
-    plan = await session.scalar(
+async def limits_for(
+    session: AsyncSession, organization_id: uuid.UUID, *, lock: bool = False
+) -> PlanLimits | None:
+    """The organization's limits read from the database (creation paths: not the hot path).
+    `lock`: hold its plan row until the transaction ends (PostgreSQL; see `admit`)."""
+    query = (
         select(Plan)
         .join(OrganizationPlan, OrganizationPlan.plan_id == Plan.id)
         .where(OrganizationPlan.organization_id == organization_id)
     )
+    if lock:
+        query = query.with_for_update(of=OrganizationPlan)
+    plan = await session.scalar(query)
     return limits_of_plan(plan) if plan else None
 
 
@@ -206,8 +215,14 @@ async def admit(
     session: AsyncSession, organization_id: uuid.UUID, limit: Limit, *, adding: int = 1
 ) -> None:
     """Before adding `adding` devices or users: 403 PLAN_LIMIT if the plan has no room,
-    else the soft-limit notices reached, staged to commit with the change."""
-    limits = await limits_for(session, organization_id)
+    else the soft-limit notices reached, staged to commit with the change.
+
+    Two creations at once must not both see the last free place: on PostgreSQL the
+    organization's plan row stays locked until the caller's transaction ends, so the next
+    creation counts after this one committed (READ COMMITTED: each statement sees the
+    commits before it). Organizations without a plan take no lock. SQLite needs none: write
+    sessions begin IMMEDIATE, one writer at a time."""
+    limits = await limits_for(session, organization_id, lock=True)
     maximum = limits.of(limit) if limits else None
     if maximum is None:
         return

@@ -63,6 +63,15 @@ def upgrade() -> None:
         )
 
 
+    op.create_table(
+        "plan_versions",
+        sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("version", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_plan_versions")),
+    )
+
+
 def downgrade() -> None:
+    op.drop_table("plan_versions")
     op.drop_table("organization_plans")
     op.drop_table("plans")
