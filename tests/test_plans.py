@@ -8,11 +8,13 @@ from collections import defaultdict
 from typing import Any
 
 import httpx
+import orjson
 from fastapi import FastAPI
 
 from fleetcore.auth.principal import Role
 from fleetcore.plans.quota import UsageToday
 from tests.support.devices import new_device, port_of
+from tests.support.mqtt_raw import PUBLISH, RawClient
 from tests.support.paho_device import PahoDevice
 from tests.support.tenants import Tenant, make_superuser
 from tests.support.wait import wait_until
@@ -274,3 +276,85 @@ async def test_mqtt_over_the_quotas_is_a_dead_letter_and_0x97(
         )
 
     await wait_until(two_letters, within=5)
+
+
+async def test_every_http_device_message_counts_toward_messages_per_second(
+    live_client: httpx.AsyncClient, live_tenant: Tenant, live_database: Any
+) -> None:
+    client, tenant = live_client, live_tenant
+    superuser = await make_superuser(client, live_database)
+    await put_on_plan(client, superuser, tenant, max_messages_per_second=1)
+    _, token = await new_device(client, tenant)
+    auth = {"X-Device-Token": token}
+
+    async def post(kind: str) -> httpx.Response:
+        if kind == "attributes":
+            return await client.post("/api/v1/devices/me/attributes", headers=auth, json={"a": 1})
+        if kind == "events":
+            return await client.post(
+                "/api/v1/devices/me/events", headers=auth, json={"type": "door_open"}
+            )
+        if kind == "result":
+            return await client.post(
+                f"/api/v1/devices/me/commands/{uuid.uuid4()}/result",
+                headers=auth,
+                json={"status": "succeeded"},
+            )
+        return await client.post("/api/v1/devices/me/telemetry", headers=auth, json={"t": 1})
+
+    # Each kind takes the second's one place (once the window has room again), and the
+    # next message, of another kind, is refused within the same second.
+    for first, second in [
+        ("attributes", "telemetry"),
+        ("events", "attributes"),
+        ("telemetry", "events"),
+        ("telemetry", "result"),
+    ]:
+        taken: list[httpx.Response] = []
+
+        async def took(kind: str = first, into: list[httpx.Response] = taken) -> bool:
+            answer = await post(kind)
+            into.append(answer)
+            return answer.status_code != 429
+
+        await wait_until(took, within=5, every=0.1)
+        assert taken[-1].is_success, (first, taken[-1].text)
+        refused = await post(second)
+        _refused(refused, 429, "QUOTA_EXCEEDED", "messages_per_second")
+        assert refused.headers["Retry-After"] == "1"
+
+
+async def test_mqtt_provisioning_over_the_devices_limit_is_refused(
+    mqtt_app: FastAPI, http: httpx.AsyncClient, org: Tenant, live_database: Any
+) -> None:
+    su = await make_superuser(http, live_database)
+    profile = await http.post(
+        "/api/v1/device-profiles",
+        headers=org.headers(Role.ADMIN),
+        json={"name": f"prov-{uuid.uuid4().hex[:8]}", "provisioning_enabled": True},
+    )
+    assert profile.status_code == 201, profile.text
+    key, secret = profile.json()["provision_key"], profile.json()["provision_secret"]
+    await put_on_plan(http, su, org, max_devices=2)
+    await new_device(http, org)
+    client = await RawClient.connected(port_of(mqtt_app), "prov-plan", username="provision")
+    try:
+        assert await client.subscribe("/provision/response") == [1]
+
+        async def provision(serial: str) -> dict[str, Any]:
+            request = {"deviceName": serial, "provisionDeviceKey": key}
+            request["provisionDeviceSecret"] = secret
+            await client.publish("/provision/request", orjson.dumps(request), qos=1)
+            answer: dict[str, Any] = orjson.loads((await client.expect(PUBLISH)).payload)
+            return answer
+
+        assert (await provision("SN-PLAN-1"))["status"] == "SUCCESS"  # 2 of 2
+        refused = await provision("SN-PLAN-2")
+    finally:
+        await client.close()
+    assert refused["status"] == "FAILURE"
+    assert "plan allows 2 devices" in refused["errorMsg"]
+    devices = await http.get("/api/v1/devices", headers=org.headers(), params={"limit": 100})
+    serials = {d["serial_number"] for d in devices.json()["items"]}
+    assert "SN-PLAN-1" in serials
+    assert "SN-PLAN-2" not in serials
