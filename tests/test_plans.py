@@ -104,6 +104,18 @@ async def test_only_superusers_define_and_assign_plans(
     assert other.status_code == 404
     viewer = await client.get("/api/v1/organizations/me/plan", headers=tenant.headers(Role.VIEWER))
     assert viewer.status_code == 403
+    # Another organization's plan cannot be set either, and answers as if it did not exist.
+    theirs = await client.put(
+        f"/api/v1/organizations/{other_tenant.org_id}/plan",
+        headers=tenant.headers(),
+        json={"plan_id": plan.json()["id"]},
+    )
+    assert theirs.status_code == 404
+    # A plan is no organization's: the same 403 whether its id exists or not (no hint).
+    for plan_id in (plan.json()["id"], str(uuid.uuid4())):
+        read = await client.get(f"/api/v1/plans/{plan_id}", headers=tenant.headers())
+        assert read.status_code == 403
+        assert read.json()["error"]["code"] == "PERMISSION_DENIED"
 
 
 async def test_devices_over_the_plan_are_refused_on_every_path_and_admins_told_once(

@@ -116,4 +116,3 @@ async def test_a_plan_assigned_through_one_process_applies_in_another(
             return [(await _post(other, token)).status_code for _ in range(3)] == [200] * 3
 
         await wait_until(unlimited_there, within=15, every=0.2)
-

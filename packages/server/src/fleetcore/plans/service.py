@@ -111,7 +111,10 @@ async def assign_plan(
     *,
     plan_id: uuid.UUID | None,
 ) -> OrganizationPlan | None:
-    """Put an organization on a plan, or back on the default (None: unlimited); superusers."""
+    """Put an organization on a plan, or back on the default (None: unlimited); superusers.
+    Another organization's caller: 404, as for any of its objects; its own admins: 403."""
+    if not principal.is_superuser and organization_id != principal.organization_id:
+        raise NotFound("organization not found", code="ORGANIZATION_NOT_FOUND")
     principal.require_superuser()
     if await session.get(Organization, organization_id) is None:
         raise NotFound("organization not found", code="ORGANIZATION_NOT_FOUND")
