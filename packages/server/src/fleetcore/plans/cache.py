@@ -48,16 +48,12 @@ async def bump_version(session: AsyncSession) -> None:
     await session.execute(
         insert(PlanVersion)
         .values(id=_ROW, version=1)
-        .on_conflict_do_update(
-            index_elements=["id"], set_={"version": PlanVersion.version + 1}
-        )
+        .on_conflict_do_update(index_elements=["id"], set_={"version": PlanVersion.version + 1})
     )
 
 
 async def _version(session: AsyncSession) -> int:
-    return int(
-        await session.scalar(select(PlanVersion.version).where(PlanVersion.id == _ROW)) or 0
-    )
+    return int(await session.scalar(select(PlanVersion.version).where(PlanVersion.id == _ROW)) or 0)
 
 
 class PlanCache:

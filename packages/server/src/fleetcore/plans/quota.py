@@ -89,7 +89,8 @@ class IngestQuota:
         if after > maximum:
             self._warn(organization_id, max(used, maximum), maximum)
             return QuotaRefusal(Limit.READINGS_PER_DAY, maximum, seconds_to_midnight())
-        self._warn(organization_id, after, maximum)
+        if after * 100 >= notify.THRESHOLDS[0] * maximum:  # below the first: nothing to tell
+            self._warn(organization_id, after, maximum)
         return None
 
     def _warn(self, organization_id: uuid.UUID, used: int, maximum: int) -> None:

@@ -62,7 +62,6 @@ def upgrade() -> None:
             batch_op.f("ix_organization_plans_plan_id"), ["plan_id"], unique=False
         )
 
-
     op.create_table(
         "plan_versions",
         sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
