@@ -92,6 +92,8 @@ async def test_each_role_serves_and_starts_its_parts(
     # Per-process jobs beside other processes: their last-seen times and rule changes.
     assert ({"presence.seen", "rules.refresh"} <= jobs) is (role in ("api", "ingest"))
     assert ("analytics.health" in jobs) is takes_traffic
+    # Plans changed elsewhere: every process whose limits apply, "all" ones included.
+    assert ("plans.refresh" in jobs) is takes_traffic
 
 
 @pytest.mark.parametrize("role", ["api", "ingest", "worker"])

@@ -22,6 +22,7 @@ from fleetcore.auth.principal import Role
 from fleetcore.db import Database
 from fleetcore.deadletters.sink import DeadLetterSink
 from fleetcore.notifications.models import Notification
+from fleetcore.plans.models import Plan
 from fleetcore_protocol.dex.writer import MachineAudit, write
 from tests.support.images import png as png_image
 from tests.support.tenants import Tenant
@@ -252,10 +253,15 @@ async def create_objects(app: FastAPI, client: httpx.AsyncClient, tenant: Tenant
             manifest_sha256="0" * 64,
         )
         session.add(archive)
+        # A plan (platform-wide, superusers' own), on no organization: unlimited changes nothing.
+        plan = Plan(name=f"sweep plan {tag}", max_devices=1000)
+        session.add(plan)
         await session.commit()
     ota_ids = await _ota_objects(client, tenant, device_id, tag)
     return {
         **ota_ids,
+        "plan_id": str(plan.id),
+        "organization_id": str(tenant.org_id),
         "archive_id": str(archive.id),
         "media_id": photo.json()["media"][0]["id"],
         **catalog_ids,

@@ -61,7 +61,11 @@ from fleetcore.ota import job as ota_job
 from fleetcore.ota.downloads import MqttChunks
 from fleetcore.ota.store import build_ota_store
 from fleetcore.ota.tracker import OtaTracker
+from fleetcore.plans.cache import REFRESH_S as PLANS_REFRESH_S
+from fleetcore.plans.cache import PlanCache
+from fleetcore.plans.quota import IngestQuota
 from fleetcore.plates.hook import PlateHook
+from fleetcore.ratelimits import Limiter
 from fleetcore.roles import runs
 from fleetcore.routers import API_ROUTERS, PAGE_ROUTERS
 from fleetcore.rules.engine import RulesEngine
@@ -252,6 +256,24 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
                 public_url=settings.public_url or "",
             )
         )
+        # The organizations' plans: read before serving, then every PLANS_REFRESH_S.
+        plan_cache: PlanCache = app.state.plan_cache
+        quota_limiter = Limiter(settings.redis_url, name="plans")
+        messages.quota = IngestQuota(
+            plan_cache,
+            limiter=quota_limiter,
+            # The usage meter (fleetcore.usage) when the app has one: readings per day.
+            meter=getattr(app.state, "usage_meter", None),
+            database=db,
+        )
+        # A plan changed through another process (several processes on one PostgreSQL,
+        # whatever their role): a counter read every PLANS_REFRESH_S. Not on a test's shared
+        # connection: a background session there would interleave its savepoints with a
+        # request's (changes through this process reload the cache at once anyway).
+        if not db.shared_connection:
+            app.state.jobs.register(
+                "plans.refresh", PLANS_REFRESH_S, partial(plan_cache.refresh, db), per_process=True
+            )
         app.state.device_messages = messages
         app.state.gateway = app.state.transport = None
         # Mosquitto dynamic security: device credentials reach the broker through an outbox.
@@ -291,6 +313,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
                 app.state.jobs, db, settings, archived=archive_gate.archived_days(db)
             )
             compaction.register_jobs(app.state.jobs, db, settings)
+            await plan_cache.reload(db)
             archive_service.register_job(app.state.jobs, db, settings)
             # Built everywhere (routes read some of them); started where the table says.
             components = [c for c in components if here(c.name)]
@@ -322,6 +345,8 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
                     log.exception("component_stop_failed", component=component.name)
             if writer_engine is not None:
                 await writer_engine.dispose()
+            await messages.quota.drain()
+            await quota_limiter.aclose()
             await app.state.login_limiter.aclose()
             if app.state.api_limiter is not None:
                 await app.state.api_limiter.aclose()
@@ -346,7 +371,10 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     app.state.settings = settings
     app.state.usage_meter = UsageMeter()  # its database is set by the lifespan
     app.state.login_limiter = LoginLimiter.from_settings(settings)
-    app.state.api_limiter = ApiLimiter.from_settings(settings)  # None: no API limits
+    # Plans' limits by organization (empty: every organization unlimited, the default).
+    app.state.plan_cache = plan_cache = PlanCache()
+    # A plan may set an organization's API requests per minute: the limiter always exists.
+    app.state.api_limiter = ApiLimiter.from_settings(settings, plan_rate=plan_cache.api_rate)
     app.state.account_limiter = AccountLimiter.from_settings(settings)
     app.state.account_mailer = Mailer(settings)
     configure_hasher(

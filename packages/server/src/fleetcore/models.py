@@ -21,6 +21,7 @@ from fleetcore.job_leases import JobRun
 from fleetcore.media import models as media_models
 from fleetcore.notifications import models as notification_models
 from fleetcore.ota import models as ota_models
+from fleetcore.plans import models as plan_models
 from fleetcore.plates import models as plate_models
 from fleetcore.rules import models as rule_models
 from fleetcore.status import models as status_models
@@ -49,6 +50,7 @@ __all__ = [
     "metadata",
     "notification_models",
     "ota_models",
+    "plan_models",
     "plate_models",
     "rule_models",
     "status_models",

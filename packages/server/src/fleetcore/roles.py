@@ -72,6 +72,9 @@ RUNS_IN: dict[str, frozenset[Role]] = {
     "rules.refresh": _TRAFFIC,  # rules changed by another process (all: told in-process)
     "analytics.health": _TRAFFIC,  # findings held by this process's engine
     "usage.flush": frozenset(ROLES),  # this process's usage counters to the database
+    # plans changed through another process (quotas, API limits); all too: several "all"
+    # processes may share one PostgreSQL
+    "plans.refresh": _TRAFFIC,
 }
 
 

@@ -35,6 +35,8 @@ from fleetcore.media.router import router as media_router
 from fleetcore.notifications.router import router as notifications_router
 from fleetcore.ota.router import router as ota_router
 from fleetcore.ota.router import thingsboard_router as ota_thingsboard_router
+from fleetcore.plans.pages import router as plans_pages
+from fleetcore.plans.router import router as plans_router
 from fleetcore.plates.pages import router as plates_pages
 from fleetcore.plates.router import router as plates_router
 from fleetcore.rules.pages import router as rules_pages
@@ -75,6 +77,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     dead_letters_router,
     retention_router,
     housekeeping_router,
+    plans_router,
     archives_router,
     usage_router,
     telemetry_query_router,
@@ -87,6 +90,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     telemetry_thingsboard_router,
 )
 PAGE_ROUTERS: tuple[APIRouter, ...] = (
+    plans_pages,
     auth_pages,
     account_pages,
     dashboard_pages,

@@ -33,6 +33,8 @@ from fleetcore.auth.principal import Principal, Role
 from fleetcore.auth.security import hash_password
 from fleetcore.db import flush_or_conflict, utcnow
 from fleetcore.errors import Conflict, NotFound
+from fleetcore.plans import service as plans
+from fleetcore.plans.limits import Limit
 
 
 def status_of(row: AccountLink) -> str:
@@ -52,6 +54,7 @@ async def invite(
     principal.require(Role.ADMIN)
     org = await session.get(Organization, principal.org_id)
     assert org is not None  # the principal's own
+    await plans.admit(session, org.id, Limit.USERS)  # 403 PLAN_LIMIT: no room to invite
     email = normalize(email)
     await session.execute(
         update(AccountLink)
@@ -185,6 +188,7 @@ async def accept(
             )
         )
         return None
+    await plans.admit(session, org.id, Limit.USERS)  # full since the invitation: 403
     user = User(
         organization_id=org.id,
         email=row.email,

@@ -28,10 +28,11 @@ AttributeValues = Annotated[
 # /devices/me/... comes before /devices/{device_id:uuid}/... so "me" is never read as an id.
 @router.post("/devices/me/attributes", summary="Report client attributes (device)")
 async def report_attributes(
-    values: AttributeValues, session: SessionDep, device: CurrentDevice
+    request: Request, values: AttributeValues, session: SessionDep, device: CurrentDevice
 ) -> ScopeOut:
     """The device merges what it reports into its client scope; null deletes a key."""
-    return await device_http.client_attributes(session, device, ClientAttributes(values))
+    layer = request.app.state.device_messages
+    return await device_http.client_attributes(layer, session, device, ClientAttributes(values))
 
 
 @router.get("/devices/me/attributes", summary="Desired configuration (device; long-poll)")

@@ -3,8 +3,10 @@ organization, taken once the caller is known (auth.deps.optional_principal).
 
 Which limits apply: an API key's own and its organization's; a user's own and the
 organization's (a superuser without one: only their own). Each is requests per minute from
-the settings; 0 leaves that one out, and with all three at 0 (the default) there is no
-ApiLimiter at all, so a request pays one attribute check (Settings.api_rate_limited).
+the settings; 0 leaves that one out. An organization's plan may set its own requests per
+minute (fleetcore.plans): it replaces the settings' organization limit for that
+organization. With the settings at 0 (the default) and no plan setting one, a request pays
+two attribute checks (Settings.api_rate_limited, PlanCache.api_limited) and nothing more.
 
 The narrow limit (key or user) is hit before the organization's: a caller refused by their
 own limit does not spend the organization's budget, so one user's burst leaves colleagues
@@ -21,6 +23,8 @@ from __future__ import annotations
 
 import math
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from limits import RateLimitItem, RateLimitItemPerMinute
@@ -42,23 +46,34 @@ class ApiLimiter:
     """Takes one request per applying limit; refuses with 429 once a window is full."""
 
     def __init__(
-        self, limiter: Limiter, *, per_api_key: int, per_user: int, per_organization: int
+        self,
+        limiter: Limiter,
+        *,
+        per_api_key: int,
+        per_user: int,
+        per_organization: int,
+        plan_rate: Callable[[uuid.UUID], int | None] | None = None,
     ) -> None:
         self._limiter = limiter
+        self._plan_rate = plan_rate  # an organization's plan value, overriding per_organization
+        self._plan_items: dict[int, RateLimitItem] = {}
         self._api_key = RateLimitItemPerMinute(per_api_key) if per_api_key else None
         self._user = RateLimitItemPerMinute(per_user) if per_user else None
         self._organization = RateLimitItemPerMinute(per_organization) if per_organization else None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ApiLimiter | None:
-        """None when every limit is 0 (the default): nothing to take."""
-        if not settings.api_rate_limited:
+    def from_settings(
+        cls, settings: Settings, *, plan_rate: Callable[[uuid.UUID], int | None] | None = None
+    ) -> ApiLimiter | None:
+        """None when every limit is 0 (the default) and no plan may set one: nothing to take."""
+        if not settings.api_rate_limited and plan_rate is None:
             return None
         return cls(
             Limiter(settings.redis_url, name="api"),
             per_api_key=settings.api_rate_limit_per_api_key,
             per_user=settings.api_rate_limit_per_user,
             per_organization=settings.api_rate_limit_per_organization,
+            plan_rate=plan_rate,
         )
 
     async def aclose(self) -> None:
@@ -73,9 +88,18 @@ class ApiLimiter:
         if own is not None:
             name = principal.kind.value
             found.append(_Applying(name, own, f"api:{name}:{principal.subject_id}"))
-        if self._organization is not None and principal.organization_id is not None:
-            key = f"api:organization:{principal.organization_id}"
-            found.append(_Applying("organization", self._organization, key))
+        org_id = principal.organization_id
+        if org_id is None:
+            return found
+        organization: RateLimitItem | None = self._organization
+        planned = self._plan_rate(org_id) if self._plan_rate is not None else None
+        if planned is not None:
+            organization = self._plan_items.get(planned)
+            if organization is None:
+                organization = self._plan_items[planned] = RateLimitItemPerMinute(planned)
+        if organization is not None:
+            key = f"api:organization:{org_id}"
+            found.append(_Applying("organization", organization, key))
         return found
 
     async def take(self, principal: Principal) -> dict[str, str]:

@@ -114,8 +114,11 @@ async def optional_principal(
             meter.count(
                 principal.organization_id, UsageKind.API_REQUESTS, transport=principal.kind.value
             )
-    # The API rate limits, once the caller is known; off (the default): this one check.
-    if settings.api_rate_limited and principal is not None:
+    # The API rate limits, once the caller is known; off (the default): these checks only
+    # (a plan with an API request limit turns them on: fleetcore.plans).
+    if principal is not None and (
+        settings.api_rate_limited or request.app.state.plan_cache.api_limited
+    ):
         await _take_api_limits(request, response, principal)
     return principal
 

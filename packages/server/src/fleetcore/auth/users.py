@@ -16,6 +16,8 @@ from fleetcore.auth.security import hash_password
 from fleetcore.db import utcnow
 from fleetcore.errors import Conflict, Forbidden, NotFound
 from fleetcore.pagination import paginate
+from fleetcore.plans import service as plans
+from fleetcore.plans.limits import Limit
 
 
 async def create_organization(
@@ -77,6 +79,8 @@ async def create_user(
             principal.require_superuser()
     if organization_id is not None and await session.get(Organization, organization_id) is None:
         raise NotFound("organization not found", code="ORGANIZATION_NOT_FOUND")
+    if organization_id is not None:
+        await plans.admit(session, organization_id, Limit.USERS)  # 403 PLAN_LIMIT when over
     email = data.email.lower()
     if await session.scalar(select(User.id).where(func.lower(User.email) == email)):
         raise Conflict(
@@ -147,6 +151,8 @@ async def update_user(
         changes["role"] = [user.role, data.role.value]
         user.role = data.role.value
     if data.is_active is not None and data.is_active != user.is_active:
+        if data.is_active and user.organization_id is not None:  # back: counts again
+            await plans.admit(session, user.organization_id, Limit.USERS)
         changes["is_active"] = [user.is_active, data.is_active]
         user.is_active = data.is_active
         if not data.is_active:  # end every session of a deactivated user now

@@ -43,6 +43,7 @@ NAV: tuple[tuple[str, str, Role], ...] = (
     ("/api-keys", "API keys", Role.ADMIN),
     ("/audit", "Audit", Role.ADMIN),
     ("/usage", "Usage", Role.ADMIN),
+    ("/plan", "Plan", Role.ADMIN),
 )
 
 

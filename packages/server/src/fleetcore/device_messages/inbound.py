@@ -6,6 +6,8 @@
   before the answer too, one at a time per device so they keep their order.
 - Anything unusable becomes a dead letter (reason, topic, truncated copy) and is answered
   with a reason code: one bad message never drops the connection.
+- The organization's plan (fleetcore.plans.quota): messages per second and readings per day;
+  over either, a dead letter quota_exceeded answered with 0x97 (quota exceeded).
 - Provisioning ("provision", no password) costs a token of its client address's bucket per
   request.
 - Shared attribute changes are pushed to connected devices through the outbox.
@@ -44,6 +46,7 @@ from fleetcore.errors import DomainError
 from fleetcore.events.codec import parse_events
 from fleetcore.events.ports import EventHook
 from fleetcore.events.service import record_events
+from fleetcore.plans.quota import IngestQuota
 from fleetcore.telemetry import metrics as telemetry_metrics
 from fleetcore.telemetry.ingest import decode_and_check
 from fleetcore.telemetry.pipeline import IngestPipeline, Overloaded
@@ -59,6 +62,7 @@ PAYLOAD_FORMAT_INVALID = 0x99
 _REASON_CODES = {
     "not_allowed": 0x87,  # not authorized
     "rate_limited": 0x97,  # quota exceeded
+    "quota_exceeded": 0x97,  # over the organization's plan
     "unknown_topic": 0x90,  # topic name invalid
     "oversize": 0x83,  # implementation specific: over the profile's payload limit
     "overloaded": 0x80,
@@ -83,6 +87,8 @@ class DeviceMessages:
         # Modules' share of event ingest (media attachments, plate reads): events/ports.py.
         self.event_hooks: list[EventHook] = []
         self.http_results: ResultRecorder | None = None  # HTTP's command results
+        # The organization's plan limits (None: no plans here, nothing asked).
+        self.quota: IngestQuota | None = None
         # Called as each device message arrives (presence: online, last seen).
         self.on_traffic: Callable[[auth_cache.IngestDevice], None] | None = None
         # A message other than telemetry was taken (usage: messages by transport).
@@ -164,7 +170,31 @@ class DeviceMessages:
             return PAYLOAD_FORMAT_INVALID
         if self.on_message is not None and not isinstance(message, m.Telemetry):
             self.on_message(sender.device, transport)
+        quota = self.quota
+        if quota is not None and quota.rated(sender.device.organization_id):
+            return self._spawn(self._rated(quota, sender, message, dead, qos))
         return self._route(sender, message, dead, qos)
+
+    async def _rated(
+        self,
+        quota: IngestQuota,
+        sender: DeviceSession,
+        message: m.DeviceMessage,
+        dead: _Dead,
+        qos: int,
+    ) -> object:
+        """The plan's messages-per-second window first; then routed as any other message.
+        The quota lane keeps a device's messages in order while the window is asked."""
+        async with sender.quota_lane:
+            refused = await quota.take_message(sender.device.organization_id)
+            verdict = (
+                dead("quota_exceeded", refused.message)
+                if refused is not None
+                else self._route(sender, message, dead, qos)
+            )
+        if verdict is None or isinstance(verdict, int):
+            return verdict
+        return await verdict
 
     def _route(
         self, sender: DeviceSession, message: m.DeviceMessage, dead: _Dead, qos: int
@@ -212,6 +242,10 @@ class DeviceMessages:
             dead("rejected_readings", detail)
         if not checked.readings:
             return PAYLOAD_FORMAT_INVALID
+        if self.quota is not None and (
+            refused := self.quota.check_readings(device.organization_id, len(checked.readings))
+        ):
+            return dead("quota_exceeded", refused.message)
         _ACCEPTED_MQTT.inc(len(checked.readings))
         item = DeviceReadings(device.id, device.organization_id, checked.readings, dead.transport)
         try:

@@ -20,6 +20,8 @@ class DeviceSession:
     bucket: TokenBucket
     key: str = ""
     lane: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Held while the plan's message window is asked (fleetcore.plans.quota): keeps order.
+    quota_lane: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
         self.key = str(self.device.id)

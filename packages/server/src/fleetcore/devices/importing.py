@@ -28,6 +28,8 @@ from fleetcore.devices.models import (
 from fleetcore.devices.schemas import DeviceIn, FieldError, ImportResult, ImportRow
 from fleetcore.devices.service import live_devices
 from fleetcore.errors import Conflict, Invalid, PayloadTooLarge
+from fleetcore.plans import service as plans
+from fleetcore.plans.limits import Limit
 
 REQUIRED_COLUMNS = ("name", "serial_number")
 OPTIONAL_COLUMNS = ("profile", "labels", "latitude", "longitude")
@@ -201,6 +203,8 @@ async def import_devices(
         created_in_file[serial] = row.number
         good.append(data)
         results.append(ImportRow(row=row.number, status="created", serial_number=serial))
+    if good:  # the whole file fits in the plan, or nothing is created (403 PLAN_LIMIT)
+        await plans.admit(session, org_id, Limit.DEVICES, adding=len(good))
     summary = audit.record(
         session,
         action="device.import",

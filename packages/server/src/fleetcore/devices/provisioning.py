@@ -13,6 +13,8 @@ from fleetcore.devices.models import Device, DeviceProfile, DeviceStatus
 from fleetcore.devices.schemas import ProvisionIn
 from fleetcore.devices.service import live_devices, new_device, serial_taken
 from fleetcore.errors import Conflict, Unauthorized
+from fleetcore.plans import service as plans
+from fleetcore.plans.limits import Limit
 
 # Compared against when the key is unknown, so the answer takes as long either way.
 _NO_SECRET_HASH = token_hash("")
@@ -49,6 +51,7 @@ async def provision(session: AsyncSession, *, data: ProvisionIn) -> tuple[Device
     )
     created = device is None
     if device is None:
+        await plans.admit(session, profile.organization_id, Limit.DEVICES)
         device, token = new_device(
             profile.organization_id,
             name=data.name or data.serial_number,

@@ -22,6 +22,8 @@ from fleetcore.devices.models import Device, DeviceLabel, DeviceProfile, DeviceS
 from fleetcore.devices.schemas import DeviceIn, DevicePatch, Location
 from fleetcore.errors import Conflict, NotFound
 from fleetcore.pagination import page_of, paginate
+from fleetcore.plans import service as plans
+from fleetcore.plans.limits import Limit
 
 SORT_COLUMNS = {
     "name": Device.name,
@@ -144,6 +146,7 @@ async def create_device(
     org_id = principal.org_id
     await check_references(session, org_id, profile_id=data.profile_id, asset_id=data.asset_id)
     await check_serial_free(session, org_id, data.serial_number)
+    await plans.admit(session, org_id, Limit.DEVICES)  # 403 PLAN_LIMIT when over the plan
     device, token = new_device(
         org_id, **data.model_dump(exclude={"location"}), location=data.location
     )

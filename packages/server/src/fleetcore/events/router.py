@@ -82,6 +82,7 @@ async def post_events(
     As multipart/form-data: the part `event` and 1-8 images (docs/media.md)."""
     layer: DeviceMessages = request.app.state.device_messages
     if multipart.is_multipart(request):
+        await device_http.take_message(layer, device.organization_id)  # the plan's rate
         stored, media = await multipart.store_event_request(
             request,
             session,

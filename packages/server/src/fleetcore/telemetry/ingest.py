@@ -9,6 +9,8 @@ telemetry (malformed JSON, wrong shape, too big).
 from __future__ import annotations
 
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -122,8 +124,10 @@ async def ingest(
     device: IngestDevice,
     payload: bytes,
     transport: str,
+    admit: Callable[[uuid.UUID, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Store a device's payload; returns after the commit with what was stored and refused."""
+    """Store a device's payload; returns after the commit with what was stored and refused.
+    `admit(organization_id, readings)` may refuse the readings (a plan's quota) by raising."""
     checked = decode_and_check(payload, device.profile, now_ms=int(time.time() * 1000))
     for problem in checked.problems:
         metrics.REJECTED.labels(problem.code).inc()
@@ -133,6 +137,8 @@ async def ingest(
             code="NO_VALID_READINGS",
             details={"rejected": [p.as_dict() for p in checked.problems]},
         )
+    if admit is not None:
+        admit(device.organization_id, len(checked.readings))
     _accepted(transport).inc(len(checked.readings))
     outcome = await pipeline.submit(
         DeviceReadings(device.id, device.organization_id, checked.readings, transport)

@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, astuple, dataclass, field
 from datetime import UTC, datetime
 from itertools import pairwise
 from typing import Any, Protocol
@@ -40,8 +40,11 @@ from fleetcore.auth.models import Organization
 from fleetcore.auth.principal import Principal, Role
 from fleetcore.config import Settings
 from fleetcore.db import SQLITE_BEGIN_OPTION, Database
-from fleetcore.errors import Invalid
+from fleetcore.errors import Forbidden, Invalid
 from fleetcore.jobs import JobScheduler
+from fleetcore.plans import service as plans
+from fleetcore.plans.limits import Limit
+from fleetcore.plans.models import OrganizationPlan, Plan
 from fleetcore.telemetry import partitions, sqlite_packing
 from fleetcore.telemetry.models import PACKED_NUM, ROLLUPS, VALUE_TABLES, Retention
 from fleetcore.telemetry.packed import BLOCK_MS
@@ -96,6 +99,29 @@ def _days(value: int) -> float:
     return float("inf") if value == 0 else value
 
 
+def capped(policy: Policy, cap: int | None) -> Policy:
+    """The policy within a plan's retention days (None: no cap); forever becomes the cap."""
+    if cap is None:
+        return policy
+    raw, m1, h1 = (cap if d == 0 or d > cap else d for d in astuple(policy)[:3])
+    return Policy(raw, m1, h1, policy.requires_archive)
+
+
+def _check_cap(policy: Policy, cap: int | None) -> None:
+    """403 PLAN_LIMIT naming the field that keeps longer than the plan allows."""
+    if cap is None:
+        return
+    for name in FIELDS:
+        days = getattr(policy, name)
+        if days == 0 or days > cap:
+            raise Forbidden(
+                f"the organization's plan keeps telemetry at most {cap} days; "
+                f"{name} asks {'forever' if days == 0 else days}",
+                code="PLAN_LIMIT",
+                details={"limit": Limit.RETENTION_DAYS.value, "max": cap, "field": name},
+            )
+
+
 def default_policy(settings: Settings) -> Policy:
     """The policy of organizations that have not set their own."""
     return Policy(
@@ -120,12 +146,14 @@ async def get_policy(
 ) -> PolicyView:
     """The caller's organization's policy (admins)."""
     principal.require(Role.ADMIN)
+    limits = await plans.limits_for(session, principal.org_id)
+    cap = limits.retention_days if limits else None
     row = await session.get(Retention, principal.org_id)
     if row is None:
-        return PolicyView(defaults, True, None)
+        return PolicyView(capped(defaults, cap), True, None)
     requires = defaults.requires_archive if row.requires_archive is None else row.requires_archive
     return PolicyView(
-        Policy(row.raw_days, row.rollup_1m_days, row.rollup_1h_days, requires),
+        capped(Policy(row.raw_days, row.rollup_1m_days, row.rollup_1h_days, requires), cap),
         False,
         row.updated_at,
     )
@@ -138,6 +166,8 @@ async def set_policy(
     principal.require(Role.ADMIN)
     policy.check()
     org_id = principal.org_id
+    limits = await plans.limits_for(session, org_id)
+    _check_cap(policy, limits.retention_days if limits else None)
     before = await get_policy(session, principal, defaults=defaults)
     row = await session.get(Retention, org_id)
     if row is None:
@@ -183,14 +213,24 @@ async def policies(engine: AsyncEngine, defaults: Policy) -> dict[uuid.UUID, Pol
         Retention.rollup_1m_days,
         Retention.rollup_1h_days,
         Retention.requires_archive,
-    ).outerjoin(Retention, Retention.organization_id == Organization.id)
+        Plan.max_retention_days,
+    )
+    query = (
+        query.outerjoin(Retention, Retention.organization_id == Organization.id)
+        .outerjoin(OrganizationPlan, OrganizationPlan.organization_id == Organization.id)
+        .outerjoin(Plan, Plan.id == OrganizationPlan.plan_id)
+    )
     async with engine.connect() as connection:
         rows = (await connection.execute(query)).all()
+    # An organization on a plan keeps no longer than the plan's retention days.
     return {
-        org_id: defaults
-        if raw is None
-        else Policy(raw, m1, h1, defaults.requires_archive if req is None else req)
-        for org_id, raw, m1, h1, req in rows
+        org_id: capped(
+            defaults
+            if raw is None
+            else Policy(raw, m1, h1, defaults.requires_archive if req is None else req),
+            cap,
+        )
+        for org_id, raw, m1, h1, req, cap in rows
     }
 
 

@@ -18,6 +18,7 @@ from starlette.datastructures import UploadFile
 from fleetcore.auth.deps import AnyPrincipalDep, PrincipalDep, rate_limit_headers
 from fleetcore.body_limit import body_limit, read_body
 from fleetcore.deps import SessionDep
+from fleetcore.device_messages import http as device_http
 from fleetcore.device_messages.inbound import DeviceMessages
 from fleetcore.devices.auth_cache import IngestDevice
 from fleetcore.devices.deps import MULTIPART_OVERHEAD, CurrentDevice
@@ -117,6 +118,7 @@ async def post_device_dex(
     # arrives, through the device-message layer as over MQTT).
     layer: DeviceMessages = request.app.state.device_messages
     layer.note_traffic(IngestDevice(device.id, device.organization_id, profile=None))
+    await device_http.take_message(layer, device.organization_id)  # the plan's rate
     raw = await read_body(request, audits.MAX_DEX_BYTES)
     result = await audits.ingest_dex(
         session,
