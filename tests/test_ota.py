@@ -166,6 +166,23 @@ async def test_upload_checksum_duplicate_download_and_signatures(
     assert desired["fw_checksum"] == hashlib.sha256(signed_data).hexdigest()
 
 
+async def test_an_upload_that_is_not_multipart_is_422_and_stores_nothing(
+    http: httpx.AsyncClient, org: Tenant
+) -> None:
+    url = "/api/v1/ota/packages"
+    for headers in ({}, {"Content-Type": "application/octet-stream"}):
+        sent = await http.post(url, headers={**org.headers(), **headers}, content=b"firmware")
+        assert sent.status_code == 422, sent.text
+        assert sent.json()["error"]["code"] == "MULTIPART_REQUIRED"
+    no_boundary = await http.post(
+        url, headers={**org.headers(), "Content-Type": "multipart/form-data"}, content=b"x"
+    )
+    assert no_boundary.status_code == 422, no_boundary.text
+    assert no_boundary.json()["error"]["code"] == "MULTIPART_INVALID"
+    listed = await http.get(url, headers=org.headers())
+    assert listed.json()["items"] == []
+
+
 async def test_delete_refused_while_a_rollout_uses_it(http: httpx.AsyncClient, org: Tenant) -> None:
     package = (await upload(http, org, b"firmware")).json()
     device_id, _ = await new_device(http, org)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
@@ -290,14 +291,31 @@ async def create_objects(app: FastAPI, client: httpx.AsyncClient, tenant: Tenant
 async def _ota_objects(
     client: httpx.AsyncClient, tenant: Tenant, device_id: str, tag: str
 ) -> dict[str, str]:
-    """A package, a rollout of it to the sweep's device, and a signing key (registered last:
-    with a key, uploads must be signed)."""
+    """A signing key, a package signed with it, and a rollout of it to the sweep's device.
+    Signed: the organization may already hold keys (an earlier sweep's, or ones the property
+    tests registered), and then only signed uploads are taken."""
     headers = tenant.headers(Role.ADMIN)
+    signer = Ed25519PrivateKey.generate()
+    key = await client.post(
+        "/api/v1/ota/keys",
+        headers=headers,
+        json={
+            "name": f"sweep-{tag}",
+            "public_key": base64.b64encode(signer.public_key().public_bytes_raw()).decode(),
+        },
+    )
+    assert key.status_code == 201, key.text
+    firmware = b"sweep firmware"
     package = await client.post(
         "/api/v1/ota/packages",
         headers=headers,
-        data={"title": f"sweep-{tag}", "version": "1.0", "kind": "firmware"},
-        files={"file": ("fw.bin", b"sweep firmware")},
+        data={
+            "title": f"sweep-{tag}",
+            "version": "1.0",
+            "kind": "firmware",
+            "signature": base64.b64encode(signer.sign(firmware)).decode(),
+        },
+        files={"file": ("fw.bin", firmware)},
     )
     assert package.status_code == 201, package.text
     rollout = await client.post(
@@ -306,12 +324,6 @@ async def _ota_objects(
         json={"package_id": package.json()["id"], "target": {"device_ids": [device_id]}},
     )
     assert rollout.status_code == 201, rollout.text
-    key = await client.post(
-        "/api/v1/ota/keys",
-        headers=headers,
-        json={"name": "sweep", "public_key": base64.b64encode(bytes(range(32))).decode()},
-    )
-    assert key.status_code == 201, key.text
     return {
         "package_id": package.json()["id"],
         "rollout_id": rollout.json()["id"],

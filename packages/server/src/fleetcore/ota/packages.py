@@ -126,6 +126,13 @@ def _too_large(max_mb: int) -> PayloadTooLarge:
 
 
 async def _parse(request: Request, max_mb: int) -> FormData:
+    # Checked here: starlette's parser reads the header unguarded (a KeyError, a 500).
+    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        raise Invalid(
+            "send the package as multipart/form-data (fields title, version, kind, optional "
+            "profile_id and signature, and one file part 'file')",
+            code="MULTIPART_REQUIRED",
+        )
     limit = max_mb * MIB + FRAMING_BYTES
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
