@@ -23,6 +23,7 @@ from bench import (
     live_latency,
     mqtt_clients,
     mqtt_ingest,
+    ota_download,
     plate_ingest,
     rules_ingest,
     soak,
@@ -52,6 +53,7 @@ BENCHMARKS = {
     "analytics_rul": analytics_rul.run,
     "analytics_eval": analytics_eval.run,
     "archive": archive.run,
+    "ota_download": ota_download.run,
 }
 
 
