@@ -11,6 +11,7 @@ install.sh; the new versions are real wheels built offline.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -118,10 +119,20 @@ class Rig:
 @pytest.fixture
 async def rig(tmp_path: Path, wheels: dict[str, Any]) -> AsyncIterator[Rig]:
     platform = Platform(tmp_path / "platform", FLEETCORE_OTA_JOB_INTERVAL_S="0.2")
-    await platform.prepare()
-    await platform.start()
+
+    async def serving() -> None:
+        await platform.prepare()
+        await platform.start()
+
+    # The first install (a virtualenv) and the platform's start overlap: each takes seconds.
+    try:
+        (root, state), _ = await asyncio.gather(
+            asyncio.to_thread(install_first, tmp_path, wheels["first"]), serving()
+        )
+    except BaseException:
+        platform.stop()
+        raise
     device_id, token = await platform.new_device()
-    root, state = install_first(tmp_path, wheels["first"])
     proxy = Proxy(platform.mqtt_port)
     proxy.open()
     agent = agent_config(
