@@ -23,6 +23,7 @@ from bench import (
     live_latency,
     mqtt_clients,
     mqtt_ingest,
+    ota_download,
     plan_check,
     plate_ingest,
     rules_ingest,
@@ -53,6 +54,7 @@ BENCHMARKS = {
     "analytics_rul": analytics_rul.run,
     "analytics_eval": analytics_eval.run,
     "archive": archive.run,
+    "ota_download": ota_download.run,
     "plan_check": plan_check.run,
 }
 

@@ -1,15 +1,17 @@
-"""The agent updates itself and rolls itself back, in real processes.
+"""The agent updates itself from the platform and rolls itself back, in real processes.
 
-The platform is `fleetcore serve` (the assignment reaches the agent as shared attributes,
-the agent's sw_state comes back as client attributes); packages download from a local
-server that implements the OTA contract's route. The agent runs as the shipped systemd unit
-would run it (tests/support/agent_update_rig.Service), from a versions layout made by the
-shipped install.sh; the new versions are real wheels built offline.
+The platform is `fleetcore serve`: the new version is uploaded as a software package
+(POST /api/v1/ota/packages, signed with the organization's key in one case), a rollout
+assigns it to the agent's device, the agent learns it as shared attributes, downloads it
+from /api/v1/devices/me/ota/software, and its sw_state comes back as client attributes
+that move the device's row in the rollout. The agent runs as the shipped systemd unit would
+run it (tests/support/agent_update_rig.Service), from a versions layout made by the shipped
+install.sh; the new versions are real wheels built offline.
 """
 
 from __future__ import annotations
 
-import base64
+import asyncio
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -18,8 +20,6 @@ from typing import Any
 
 import pytest
 import yaml
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tests.support.agent_rig import (
     AgentProcess,
@@ -30,12 +30,13 @@ from tests.support.agent_rig import (
     running,
 )
 from tests.support.agent_update_rig import (
-    OtaServer,
+    DownloadGate,
+    OtaApi,
     Service,
     agent_wheel,
-    attributes_for,
     crashing_agent_wheel,
     install_first,
+    signing_key,
     uv,
     wheelhouse,
 )
@@ -44,6 +45,7 @@ from tests.support.wait import wait_until
 
 OLD, NEW, BROKEN = "0.1.0", "0.1.1", "0.2.0"
 TITLE = "fleetcore-agent"
+CHUNK = 4096
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +62,7 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 @dataclass
 class Rig:
-    """A platform, a device, an install of the old version, its service and the OTA route."""
+    """A platform, a device, an install of the old version and its service."""
 
     tmp: Path
     platform: Platform
@@ -68,8 +70,8 @@ class Rig:
     root: Path
     device_id: str
     proxy: Proxy
-    ota: OtaServer
     service: Service
+    ota: OtaApi
 
     def current(self) -> str:
         return os.readlink(self.root / "current")
@@ -81,13 +83,6 @@ class Rig:
         values = yaml.safe_load(self.agent.config_path.read_text())
         values["update"].update(update)
         self.agent.config_path.write_text(yaml.safe_dump(values))
-
-    async def assign(self, values: dict[str, Any]) -> None:
-        headers = await self.platform.admin_headers()
-        async with local_client(base_url=self.platform.base, headers=headers) as http:
-            url = f"/api/v1/devices/{self.device_id}/attributes/shared"
-            put = await http.put(url, json=values)
-            assert put.status_code == 200, put.text
 
     async def client(self) -> dict[str, Any]:
         headers = await self.platform.admin_headers()
@@ -104,24 +99,42 @@ class Rig:
 
         return check
 
+    def in_rollout(self, rollout_id: str, **expected: Any) -> Callable[[], Awaitable[bool]]:
+        """The rollout's status and this device's row are as expected."""
+
+        async def check() -> bool:
+            body = await self.ota.rollout(rollout_id)
+            row = next(r for r in body["device_rows"] if r["device_id"] == self.device_id)
+            return all(
+                (body if key == "status" else row).get(key) == value
+                for key, value in expected.items()
+            )
+
+        return check
+
     def log(self) -> str:
         return (self.tmp / "service.log").read_text()[-4000:]
 
 
 @pytest.fixture
 async def rig(tmp_path: Path, wheels: dict[str, Any]) -> AsyncIterator[Rig]:
-    root, state = install_first(tmp_path, wheels["first"])  # before a process to stop
-    platform = Platform(tmp_path / "platform")
-    await platform.prepare()
-    try:
+    platform = Platform(tmp_path / "platform", FLEETCORE_OTA_JOB_INTERVAL_S="0.2")
+
+    async def serving() -> None:
+        await platform.prepare()
         await platform.start()
+
+    # The first install (a virtualenv) and the platform's start overlap: each takes seconds.
+    try:
+        (root, state), _ = await asyncio.gather(
+            asyncio.to_thread(install_first, tmp_path, wheels["first"]), serving()
+        )
         device_id, token = await platform.new_device()
     except BaseException:  # not left running (the rig below stops it otherwise)
         platform.stop()
         raise
     proxy = Proxy(platform.mqtt_port)
     proxy.open()
-    ota = OtaServer(token)
     agent = agent_config(
         tmp_path,
         state.name,  # the queue lives in install.sh's state directory
@@ -131,18 +144,19 @@ async def rig(tmp_path: Path, wheels: dict[str, Any]) -> AsyncIterator[Rig]:
         interval_s=0.05,
         update={
             "root": str(root),
-            "url": ota.base,
+            "url": platform.base,
             "installer": uv(),
             "offline": True,
-            "chunk_size": 4096,
+            "chunk_size": CHUNK,
             "retry_s": 0.1,
             "health_deadline_s": 30,
             "max_trial_starts": 2,
         },
     )
     service = Service(root, agent.config_path, tmp_path / "service.log")
-    found = Rig(tmp_path, platform, agent, root, device_id, proxy, ota, service)
-    with ota.serving(), running(agent, proxy, platform):
+    ota = OtaApi(platform.base, await platform.admin_headers())
+    found = Rig(tmp_path, platform, agent, root, device_id, proxy, service, ota)
+    with running(agent, proxy, platform):
         try:
             yield found
         finally:
@@ -156,38 +170,50 @@ async def _drained(rig: Rig) -> None:
     assert_exactly_once(rig.platform, rig.agent)
 
 
-async def test_download_resumes_after_a_kill_and_the_update_switches_current(
+async def test_a_signed_update_from_the_platform_resumes_after_a_kill_and_completes(
     rig: Rig, wheels: dict[str, Any]
 ) -> None:
     package: bytes = wheels[NEW]
-    chunks = -(-len(package) // 4096)
-    rig.ota.packages[(TITLE, NEW)] = package
-    rig.ota.hold_from = chunks // 2  # half the file, then the platform is away
-    rig.service.start()
-    await wait_until(rig.reported(current_sw_title=TITLE, current_sw_version=OLD), within=30)
-    await rig.assign(attributes_for(TITLE, NEW, package))
-    await wait_until(rig.reported(sw_state="DOWNLOADING"), within=30)
-    await wait_until(lambda: rig.ota.requested.count(chunks // 2) >= 2, within=30)
-    part = next((rig.agent.data_dir / "update").glob("*.part"))
-    assert part.stat().st_size == (chunks // 2) * 4096
+    signer, public = signing_key()
+    await rig.ota.add_key(public)  # the organization signs its packages
+    (rig.tmp / "ota.pub").write_bytes(public)
+    uploaded = await rig.ota.upload(TITLE, NEW, package, signer)
+    assert uploaded["signature"]
+    chunks = -(-len(package) // CHUNK)
+    gate = DownloadGate(rig.platform.base, hold_from=chunks // 2)  # half, then unreachable
+    rig.configure(url=gate.base, public_key=str(rig.tmp / "ota.pub"))
+    with gate.serving():
+        rig.service.start()
+        await wait_until(rig.reported(current_sw_title=TITLE, current_sw_version=OLD), within=30)
+        queued_before = rig.agent.meta("produced")
+        rollout_id = await rig.ota.roll_out(uploaded, rig.device_id)
+        await wait_until(rig.in_rollout(rollout_id, state="downloading"), within=30)
+        await wait_until(lambda: gate.requested.count(chunks // 2) >= 2, within=30)
+        part = next((rig.agent.data_dir / "update").glob("*.part"))
+        assert part.stat().st_size == (chunks // 2) * CHUNK
 
-    rig.service.kill()  # the agent dies mid-download; "systemd" starts it again
-    seen = len(rig.ota.requested)
-    rig.ota.hold_from = None
-    await wait_until(lambda: rig.current() == f"versions/{NEW}", within=60, every=0.05)
-    after_restart = rig.ota.requested[seen:]
-    assert after_restart
-    assert min(after_restart) == chunks // 2  # resumed, not from zero
-    assert 0 not in after_restart
+        rig.service.kill()  # the agent dies mid-download; "systemd" starts it again
+        seen = len(gate.requested)
+        gate.hold_from = None
+        await wait_until(lambda: rig.current() == f"versions/{NEW}", within=60, every=0.05)
+        after_restart = gate.requested[seen:]
+        assert after_restart
+        assert min(after_restart) == chunks // 2  # resumed, not from zero
+        assert 0 not in after_restart
 
     await wait_until(
         rig.reported(sw_state="UPDATED", current_sw_version=NEW, sw_error=None), within=60
     )
+    await wait_until(rig.in_rollout(rollout_id, status="completed", state="updated"), within=30)
+    body = await rig.ota.rollout(rollout_id)
+    assert body["counts"]["updated"] == 1
+    assert body["failure_rate"] == 0
     assert os.readlink(rig.root / "previous") == f"versions/{OLD}"
     assert not (rig.root / "trial.json").exists()
     assert rig.versions() == {OLD, NEW}
     assert not list((rig.agent.data_dir / "update").glob("*.part"))
     assert 75 in rig.service.exits  # the old version exited for the restart
+    assert rig.agent.meta("produced") > queued_before
     await _drained(rig)
 
 
@@ -195,35 +221,39 @@ async def test_tampered_or_badly_signed_package_fails_and_nothing_is_installed(
     rig: Rig, wheels: dict[str, Any]
 ) -> None:
     package: bytes = wheels[NEW]
-    signer, stranger = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
-    key = signer.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
-    (rig.tmp / "ota.pub").write_bytes(key)
-    rig.configure(public_key=str(rig.tmp / "ota.pub"))
+    signer, public = signing_key()
+    _, stranger = signing_key()
+    await rig.ota.add_key(public)
+    (rig.tmp / "ota.pub").write_bytes(stranger)  # the agent trusts another key
     rig.service.start()
     await wait_until(rig.reported(current_sw_version=OLD), within=30)
 
-    # The bytes served are not those the checksum names (a tampered or corrupted package).
-    tampered = package[:100] + bytes([package[100] ^ 0xFF]) + package[101:]
-    rig.ota.packages[(TITLE, NEW)] = tampered
-    signature = base64.b64encode(signer.sign(tampered)).decode()
-    await rig.assign(
-        attributes_for(TITLE, NEW, package, sw_signature=signature, sw_signature_alg="ed25519")
-    )
+    # The stored bytes change after the upload (tampered with, or rotted, at rest): the
+    # platform serves what the checksum it assigned does not name.
+    first = await rig.ota.upload(TITLE, NEW, package, signer)
+    stored = [p for p in (rig.platform.data_dir / "ota").rglob("*") if p.is_file()]
+    assert len(stored) == 1, stored  # one package of one part
+    data = bytearray(stored[0].read_bytes())
+    data[100] ^= 0xFF
+    stored[0].write_bytes(bytes(data))
+    rollout_id = await rig.ota.roll_out(first, rig.device_id)
     await wait_until(rig.reported(sw_state="FAILED"), within=30)
     error = (await rig.client())["sw_error"]
     assert error.startswith("checksum mismatch"), error
+    await wait_until(rig.in_rollout(rollout_id, state="failed"), within=30)
+    await rig.ota.abort(rollout_id)
 
-    # Intact bytes, signed by another key than the one the agent trusts.
-    rig.ota.packages[(TITLE, "0.1.2")] = package
-    forged = base64.b64encode(stranger.sign(package)).decode()
-    await rig.assign(
-        attributes_for(TITLE, "0.1.2", package, sw_signature=forged, sw_signature_alg="ed25519")
-    )
+    # Intact bytes, signed by the organization's key, which the agent does not trust.
+    rig.configure(public_key=str(rig.tmp / "ota.pub"))
+    rig.service.kill()  # restarted with the key configured
+    second = await rig.ota.upload(TITLE, "0.1.2", package, signer)
+    rollout_id = await rig.ota.roll_out(second, rig.device_id)
 
     async def signature_failed() -> bool:
         return "signature mismatch" in str((await rig.client()).get("sw_error"))
 
     await wait_until(signature_failed, within=30)
+    await wait_until(rig.in_rollout(rollout_id, state="failed"), within=30)
 
     assert rig.current() == f"versions/{OLD}"
     assert rig.versions() == {OLD}
@@ -234,15 +264,14 @@ async def test_tampered_or_badly_signed_package_fails_and_nothing_is_installed(
     await _drained(rig)
 
 
-async def test_a_crashing_version_is_rolled_back_by_the_guard_with_the_queue_intact(
+async def test_a_crashing_version_is_rolled_back_and_fails_the_rollout_with_the_queue_intact(
     rig: Rig, wheels: dict[str, Any]
 ) -> None:
-    package: bytes = wheels[BROKEN]
-    rig.ota.packages[(TITLE, BROKEN)] = package
+    uploaded = await rig.ota.upload(TITLE, BROKEN, wheels[BROKEN])
     rig.service.start()
     await wait_until(rig.reported(current_sw_version=OLD), within=30)
     queued_before = rig.agent.meta("produced")
-    await rig.assign(attributes_for(TITLE, BROKEN, package))
+    rollout_id = await rig.ota.roll_out(uploaded, rig.device_id, max_failure_rate=0.5)
 
     async def failed() -> bool:
         client = await rig.client()
@@ -254,6 +283,13 @@ async def test_a_crashing_version_is_rolled_back_by_the_guard_with_the_queue_int
     crashes = [code for code in rig.service.exits if code not in (0, 75, -9, -15)]
     assert len(crashes) == 2, (rig.service.exits, rig.log())  # max_trial_starts
     await wait_until(lambda: rig.versions() == {OLD}, within=10)  # the failed one is pruned
+
+    # The platform counts it against the failure limit: the rollout pauses itself.
+    await wait_until(rig.in_rollout(rollout_id, status="paused", state="failed"), within=30)
+    body = await rig.ota.rollout(rollout_id)
+    assert body["counts"]["failed"] == 1
+    assert "reached the limit" in body["paused_reason"]
+    assert "did not pass" in body["device_rows"][0]["error"]
     assert rig.agent.meta("produced") > queued_before
     await _drained(rig)
 
@@ -261,12 +297,11 @@ async def test_a_crashing_version_is_rolled_back_by_the_guard_with_the_queue_int
 async def test_a_version_that_cannot_connect_rolls_itself_back_on_its_deadline(
     rig: Rig, wheels: dict[str, Any]
 ) -> None:
-    package: bytes = wheels[NEW]
-    rig.ota.packages[(TITLE, NEW)] = package
+    uploaded = await rig.ota.upload(TITLE, NEW, wheels[NEW])
     rig.configure(health_deadline_s=2)
     rig.service.start()
     await wait_until(rig.reported(current_sw_version=OLD), within=30)
-    await rig.assign(attributes_for(TITLE, NEW, package))
+    rollout_id = await rig.ota.roll_out(uploaded, rig.device_id)
     await wait_until(rig.reported(sw_state="UPDATING"), within=60)
     await wait_until(lambda: (rig.root / "trial.json").exists(), within=60, every=0.02)
     rig.proxy.cut()  # the new version cannot reach the platform
@@ -284,4 +319,5 @@ async def test_a_version_that_cannot_connect_rolls_itself_back_on_its_deadline(
     client = await rig.client()
     assert client["current_sw_version"] == OLD
     assert rig.service.exits.count(75) >= 2  # the switch, then the rollback
+    await wait_until(rig.in_rollout(rollout_id, state="failed"), within=30)
     await _drained(rig)

@@ -144,8 +144,10 @@ def test_subscriptions_are_shared_and_upstream_only() -> None:
     assert "$share/g1/devices/+/telemetry" in filters
     assert "$share/g1/devices/+/commands/+/result" in filters
     assert "$share/g1/tb/+/v1/devices/me/#" in filters
+    assert {"$share/g1/tb/+/v2/fw/request/#", "$share/g1/tb/+/v2/sw/request/#"} <= set(filters)
     # What flows to devices is never consumed (a worker would eat its own commands).
     assert not any(f.endswith(("/commands", "/config")) for f in filters)
+    assert not any("response" in f or "error" in f for f in filters)
 
 
 async def test_native_and_mounted_telemetry_are_stored(

@@ -9,7 +9,9 @@
  *   username is its device id), the convention of EMQX's `mountpoint = "tb/${username}/"`:
  *
  *   - up: a non-platform client's PUBLISH to v1/devices/me/... is rewritten, after the
- *     broker's ACL check, to tb/{username}/v1/devices/me/... (MOSQ_EVT_MESSAGE). The
+ *     broker's ACL check, to tb/{username}/v1/devices/me/... (MOSQ_EVT_MESSAGE); so are
+ *     ThingsBoard's OTA chunk topics v2/fw/... and v2/sw/... (requests up; responses and
+ *     v2/fw/error come down the same way as v1/devices/me/...). The
  *     platform's role must therefore be allowed to receive tb/#.
  *   - down: the platform client's PUBLISH to tb/{username}/v1/devices/me/... is delivered
  *     as v1/devices/me/... to that username's connected client alone
@@ -69,6 +71,10 @@
 #include <mosquitto_plugin.h>
 
 #define TB_PREFIX "v1/devices/me/"
+/* ThingsBoard's OTA chunk topics: v2/fw/request/{id}/chunk/{n} up, .../response/... and
+ * v2/fw/error down; the same names for every device, so mounted like v1/devices/me/. */
+#define FW_PREFIX "v2/fw/"
+#define SW_PREFIX "v2/sw/"
 #define MOUNT_ROOT "tb/"
 #define NOTICE_ROOT "fleetcore/subscribed/"
 #define SINK_ROOT "$fleetcore/down/"
@@ -100,6 +106,12 @@ static bool starts_with(const char *text, const char *prefix)
 static bool is_platform(const char *username)
 {
 	return strcmp(username, platform_username) == 0;
+}
+
+/* A topic every ThingsBoard device uses under the same name: mounted per client. */
+static bool device_topic(const char *topic)
+{
+	return starts_with(topic, TB_PREFIX) || starts_with(topic, FW_PREFIX) || starts_with(topic, SW_PREFIX);
 }
 
 /* A username that can stand as one topic level: not empty, no separator or wildcard. */
@@ -285,7 +297,7 @@ static int on_acl_check(int event, void *event_data, void *userdata)
 	return MOSQ_ERR_PLUGIN_DEFER;
 }
 
-/* v1/devices/me/... -> tb/{username}/v1/devices/me/... */
+/* v1/devices/me/... (or v2/fw/..., v2/sw/...) -> tb/{username}/... */
 static int mount(struct mosquitto_evt_message *ed, const char *username)
 {
 	size_t len = strlen(MOUNT_ROOT) + strlen(username) + 1 + strlen(ed->topic) + 1;
@@ -297,14 +309,14 @@ static int mount(struct mosquitto_evt_message *ed, const char *username)
 	return MOSQ_ERR_SUCCESS;
 }
 
-/* tb/{username}/v1/devices/me/... from the platform -> v1/devices/me/... to that client. */
+/* tb/{username}/v1/devices/me/... (or v2/...) from the platform -> v1/devices/me/... to that client. */
 static void deliver_down(const struct mosquitto_evt_message *ed)
 {
 	const char *username = ed->topic + strlen(MOUNT_ROOT);
 	const char *slash = strchr(username, '/');
 	if(slash == NULL || slash == username) return;
 	const char *topic = slash + 1;
-	if(!starts_with(topic, TB_PREFIX)) return;
+	if(!device_topic(topic)) return;
 
 	const char *client_id = table_get(&clients, username, (size_t)(slash - username));
 	if(client_id == NULL){
@@ -346,7 +358,7 @@ static int on_message(int event, void *event_data, void *userdata)
 	}
 	remember(ed->client, username);
 	if(starts_with(ed->topic, MOUNT_ROOT)) return MOSQ_ERR_ACL_DENIED;
-	if(starts_with(ed->topic, TB_PREFIX)){
+	if(device_topic(ed->topic)){
 		/* A username that is not one topic level could pose as another device's mount. */
 		if(!mountable(username)) return MOSQ_ERR_ACL_DENIED;
 		return mount(ed, username);

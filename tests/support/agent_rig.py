@@ -41,8 +41,9 @@ def clean_env(**extra: str) -> dict[str, str]:
 class Platform:
     """`fleetcore serve` on a SQLite file with the embedded broker, on fixed free ports."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, **env: str) -> None:
         self.data_dir = data_dir
+        self.env = env  # extra FLEETCORE_* settings of the serving process
         self.port = free_port()
         self.mqtt_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -68,7 +69,9 @@ class Platform:
             self.process = subprocess.Popen(
                 [FLEETCORE, "serve", "--port", str(self.port), "--mqtt-port", str(self.mqtt_port)],
                 env=clean_env(
-                    FLEETCORE_DATA_DIR=str(self.data_dir), FLEETCORE_SHUTDOWN_GRACE_S="1"
+                    FLEETCORE_DATA_DIR=str(self.data_dir),
+                    FLEETCORE_SHUTDOWN_GRACE_S="1",
+                    **self.env,
                 ),
                 stdout=log,
                 stderr=log,

@@ -1,5 +1,6 @@
 """Rig for the agent's self-update tests: real wheels (built offline), a wheelhouse, the
-platform's download route, and a stand-in for systemd that runs the shipped unit's lines."""
+platform's OTA API, a gate that can hold a download half-way, and a stand-in for systemd
+that runs the shipped unit's lines."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import shutil
 import subprocess
 import sys
 import threading
+import urllib.error
 import urllib.parse
+import urllib.request
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
 from tests.support.agent_rig import clean_env
+from tests.support.http_clients import local_client
 from tests.support.postgres import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -148,13 +155,14 @@ def wheelhouse(out: Path) -> list[Path]:
 
 
 @dataclass
-class OtaServer:
-    """The platform's download route (the OTA contract) on a local port: chunks of
-    `size` bytes by index, 404 for a package not assigned, and a gate that answers 503
-    from chunk `hold_from` on until opened."""
+class DownloadGate:
+    """A pass-through in front of the platform's download route that can hold the download
+    half-way: from chunk `hold_from` on it answers 503 until opened, and it records which
+    chunks were asked for. The bytes always come from the real platform; only the test of
+    a download interrupted mid-way needs it (the platform cannot be told to stop answering
+    at chunk N while it stays up for MQTT)."""
 
-    token: str
-    packages: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    upstream: str
     requested: list[int] = field(default_factory=list)
     hold_from: int | None = None
     port: int = field(default_factory=free_port)
@@ -164,25 +172,25 @@ class OtaServer:
         return f"http://127.0.0.1:{self.port}"
 
     @contextmanager
-    def serving(self) -> Iterator[OtaServer]:
+    def serving(self) -> Iterator[DownloadGate]:
         rig = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                url = urllib.parse.urlsplit(self.path)
-                query = dict(urllib.parse.parse_qsl(url.query))
-                if self.headers.get("X-Device-Token") != rig.token:
-                    return self._answer(401, b"")
-                if url.path != "/api/v1/devices/me/ota/software":
-                    return self._answer(404, b"")
-                body = rig.packages.get((query.get("title", ""), query.get("version", "")))
-                if body is None:
-                    return self._answer(404, b"")
-                chunk, size = int(query["chunk"]), int(query["size"])
+                query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
+                chunk = int(query.get("chunk", "0"))
                 rig.requested.append(chunk)
                 if rig.hold_from is not None and chunk >= rig.hold_from:
                     return self._answer(503, b"")
-                return self._answer(200, body[chunk * size : (chunk + 1) * size])
+                request = urllib.request.Request(  # noqa: S310 - a local test URL
+                    rig.upstream + self.path,
+                    headers={"X-Device-Token": self.headers.get("X-Device-Token", "")},
+                )
+                try:
+                    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+                        return self._answer(response.status, response.read())
+                except urllib.error.HTTPError as exc:
+                    return self._answer(exc.code, exc.read())
 
             def _answer(self, status: int, body: bytes) -> None:
                 self.send_response(status)
@@ -204,16 +212,66 @@ class OtaServer:
             server.server_close()
 
 
-def attributes_for(title: str, version: str, body: bytes, **extra: Any) -> dict[str, Any]:
-    """The sw_* shared attributes of an assignment."""
-    return {
-        "sw_title": title,
-        "sw_version": version,
-        "sw_size": len(body),
-        "sw_checksum": hashlib.sha256(body).hexdigest(),
-        "sw_checksum_algorithm": "SHA256",
-        **extra,
-    }
+def signing_key() -> tuple[Ed25519PrivateKey, bytes]:
+    """A new Ed25519 key and its public half as PEM."""
+    private = Ed25519PrivateKey.generate()
+    public = private.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    return private, public
+
+
+class OtaApi:
+    """The platform's OTA API as an operator uses it: keys, packages, rollouts."""
+
+    def __init__(self, base: str, headers: dict[str, str]) -> None:
+        self.base = base
+        self.headers = headers
+
+    async def add_key(self, public_pem: bytes) -> None:
+        async with local_client(base_url=self.base, headers=self.headers) as http:
+            body = {"name": "release", "public_key": public_pem.decode()}
+            added = await http.post("/api/v1/ota/keys", json=body)
+            assert added.status_code == 201, added.text
+
+    async def upload(
+        self, title: str, version: str, data: bytes, signer: Ed25519PrivateKey | None = None
+    ) -> dict[str, Any]:
+        fields = {"title": title, "version": version, "kind": "software"}
+        if signer is not None:
+            fields["signature"] = base64.b64encode(signer.sign(data)).decode()
+        async with local_client(base_url=self.base, headers=self.headers) as http:
+            made = await http.post(
+                "/api/v1/ota/packages",
+                data=fields,
+                files={"file": (f"{title}-{version}.whl", data, "application/octet-stream")},
+            )
+            assert made.status_code == 201, made.text
+            package: dict[str, Any] = made.json()
+            return package
+
+    async def roll_out(self, package: dict[str, Any], device_id: str, **body: Any) -> str:
+        """A rollout of `package` to the device; its id."""
+        async with local_client(base_url=self.base, headers=self.headers) as http:
+            made = await http.post(
+                "/api/v1/ota/rollouts",
+                json={"package_id": package["id"], "target": {"device_ids": [device_id]}, **body},
+            )
+            assert made.status_code == 201, made.text
+            return str(made.json()["id"])
+
+    async def rollout(self, rollout_id: str) -> dict[str, Any]:
+        async with local_client(base_url=self.base, headers=self.headers) as http:
+            got = await http.get(f"/api/v1/ota/rollouts/{rollout_id}")
+            assert got.status_code == 200, got.text
+            body: dict[str, Any] = got.json()
+            devices = await http.get(f"/api/v1/ota/rollouts/{rollout_id}/devices")
+            assert devices.status_code == 200, devices.text
+            body["device_rows"] = devices.json()["items"]
+            return body
+
+    async def abort(self, rollout_id: str) -> None:
+        async with local_client(base_url=self.base, headers=self.headers) as http:
+            done = await http.post(f"/api/v1/ota/rollouts/{rollout_id}/abort")
+            assert done.status_code == 200, done.text
 
 
 class Service:

@@ -198,7 +198,7 @@ class DynsecMosquitto:
         """A device as the platform creates it: its own role, username = id, password = token."""
         role = device_role(device_id)
         self.ctrl("createRole", role)
-        for topic in (f"devices/{device_id}/#", "v1/devices/me/#"):
+        for topic in (f"devices/{device_id}/#", "v1/devices/me/#", "v2/fw/#", "v2/sw/#"):
             for kind in ("publishClientSend", "subscribePattern", "publishClientReceive"):
                 self.ctrl("addRoleACL", role, kind, topic, "allow")
         self.ctrl("createClient", device_id, "-p", token)

@@ -401,6 +401,17 @@ class OtaChunk:
     data: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class OtaChunkError:
+    """ThingsBoard: a chunk request refused, its status as text ("NOT_FOUND",
+    "PAYLOAD_TOO_LARGE", "FAILURE") on v2/fw/error, whatever the package kind, as
+    ThingsBoard's own MQTT transport answers."""
+
+    families: ClassVar[tuple[Family, ...]] = (Family.THINGSBOARD,)
+    retain: ClassVar[bool] = False
+    status: str
+
+
 OutboundMessage = (
     Command
     | DesiredConfig
@@ -409,6 +420,7 @@ OutboundMessage = (
     | RpcReply
     | ProvisionReply
     | OtaChunk
+    | OtaChunkError
 )
 
 
@@ -457,6 +469,8 @@ def _encode(
             return topics.ota_response(message.package, message.request_id, message.chunk), (
                 message.data
             )
+        case OtaChunkError():
+            return topics.OTA_ERROR, message.status.encode()
         case ProvisionReply():
             reply: dict[str, Any] = (
                 {

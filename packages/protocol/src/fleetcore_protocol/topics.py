@@ -59,6 +59,8 @@ PROVISION_RESPONSE = "/provision/response"
 # chunk size on v2/{fw|sw}/request/{request_id}/chunk/{n}, the bytes come back on
 # v2/{fw|sw}/response/{request_id}/chunk/{n}.
 OTA_PREFIXES = ("v2/fw/", "v2/sw/")
+# A refused chunk request is answered here (ThingsBoard uses the firmware topic for both kinds).
+OTA_ERROR = "v2/fw/error"
 OTA_KINDS = ("fw", "sw")
 
 

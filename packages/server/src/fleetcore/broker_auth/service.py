@@ -221,6 +221,12 @@ def _platform_may(action: Action, topic: str, shared_group: str) -> bool:
         return False
     if f"{topics.THINGSBOARD_PREFIX}/" in topic or topic.endswith(topics.PROVISION_RESPONSE):
         return True  # ThingsBoard replies, under the broker's per-client mount
+    if topic.startswith(topics.MOUNT_PREFIX + "/"):
+        try:
+            _, inner = topics.unmount(topic)
+        except TopicError:
+            return False
+        return inner.startswith(topics.OTA_PREFIXES)  # OTA chunks and errors, mounted
     try:
         parsed = topics.parse(topic)
     except TopicError:

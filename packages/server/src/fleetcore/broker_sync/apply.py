@@ -29,8 +29,9 @@ def role_name(device_id: uuid.UUID | str) -> str:
 
 
 def role_acls(device_id: uuid.UUID | str) -> list[Acl]:
-    """Publish, subscribe and receive on the device's native and ThingsBoard topics."""
-    topics = (f"devices/{device_id}/#", "v1/devices/me/#")
+    """Publish, subscribe and receive on the device's native and ThingsBoard topics (its
+    OTA chunk topics too: the mount plugin keeps each client's v2/... to itself)."""
+    topics = (f"devices/{device_id}/#", "v1/devices/me/#", "v2/fw/#", "v2/sw/#")
     return [
         Acl(acltype, topic)
         for topic in topics

@@ -58,6 +58,8 @@ log = structlog.get_logger(__name__)
 
 _ACCEPTED_MQTT = telemetry_metrics.ACCEPTED.labels("mqtt")
 PAYLOAD_FORMAT_INVALID = 0x99
+# A refused OTA chunk's dead-letter reason -> the status ThingsBoard's transport publishes.
+_OTA_REFUSALS = {"chunk_too_large": "PAYLOAD_TOO_LARGE", "ota_not_assigned": "NOT_FOUND"}
 # The MQTT 5 PUBACK reason code for each dead-letter reason (others: payload format invalid).
 _REASON_CODES = {
     "not_allowed": 0x87,  # not authorized
@@ -320,11 +322,13 @@ class DeviceMessages:
     async def _ota_chunk(
         self, sender: DeviceSession, request: m.OtaChunkRequest, dead: _Dead
     ) -> None:
-        """Answered on the chunk's response topic, or a dead letter saying why not."""
+        """Answered on the chunk's response topic; or refused with ThingsBoard's error message
+        (v2/fw/error), so the device need not wait for its own timeout, and a dead letter."""
         assert self.ota_chunks is not None
         kind = "firmware" if request.package == "fw" else "software"
         answer = await self.ota_chunks(sender.device, kind, request.chunk, request.size)
         if isinstance(answer, tuple):
+            self.send(sender.key, m.OtaChunkError(_OTA_REFUSALS.get(answer[0], "FAILURE")))
             dead(*answer)
             return
         self.send(

@@ -76,16 +76,18 @@ STOP_TIMEOUT_S = 15.0  # a stopping worker's wait for what it received to be sto
 
 def upstream_filters(group: str) -> list[str]:
     """The shared subscriptions of an ingest worker: every upstream native topic, command
-    results, and everything under the ThingsBoard mounts."""
+    results, and under the ThingsBoard mounts everything of v1/devices/me and the OTA chunk
+    requests (v2/fw and v2/sw; their responses go down and are never subscribed)."""
     native = [
         f"{topics.NATIVE_PREFIX}/+/{channel.value}"
         for channel in sorted(topics.UPSTREAM)
         if channel is not Channel.COMMAND_RESULT
     ]
     native.append(f"{topics.NATIVE_PREFIX}/+/commands/+/result")
-    mounted = f"{topics.MOUNT_PREFIX}/+/{topics.THINGSBOARD_PREFIX}/#"
+    mounted = [f"{topics.MOUNT_PREFIX}/+/{topics.THINGSBOARD_PREFIX}/#"]
+    mounted += [f"{topics.MOUNT_PREFIX}/+/{prefix}request/#" for prefix in topics.OTA_PREFIXES]
     notices = f"{topics.SUBSCRIBED_NOTICE_PREFIX}/+"
-    return [f"$share/{group}/{topic_filter}" for topic_filter in [*native, mounted, notices]]
+    return [f"$share/{group}/{topic_filter}" for topic_filter in [*native, *mounted, notices]]
 
 
 def default_ingest_id(settings: Settings) -> str:
@@ -337,7 +339,7 @@ class ExternalTransport:
         now = time.monotonic()
         back = self._heard.get(key, -ONLINE_WINDOW_S) < now - ONLINE_WINDOW_S
         self._heard[key] = now
-        if topic.startswith(topics.THINGSBOARD_PREFIX + "/"):
+        if topic.startswith((topics.THINGSBOARD_PREFIX + "/", *topics.OTA_PREFIXES)):
             self._families[key] = Family.THINGSBOARD
         else:
             self._families.setdefault(key, Family.NATIVE)
@@ -382,6 +384,9 @@ class ExternalTransport:
         if device is None:
             return
         self._families[str(device.id)] = Family.THINGSBOARD
+        # Listening counts as reachable: shared-attribute changes (an OTA assignment) are
+        # pushed to it before it has published anything.
+        self._heard[str(device.id)] = time.monotonic()
         topic_filter = bytes(message.payload).decode(errors="replace")
         self._notify(self.messages.subscribed(device, topic_filter))
 

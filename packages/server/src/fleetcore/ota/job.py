@@ -21,7 +21,7 @@ from fleetcore.jobs import JobScheduler
 from fleetcore.live.hub import LiveHub
 from fleetcore.ota import progress
 from fleetcore.ota.models import DeviceState, OtaPackage, OtaRollout, RolloutStatus
-from fleetcore.ota.rollouts import start_stage
+from fleetcore.ota.rollouts import release, start_stage
 
 log = structlog.get_logger(__name__)
 
@@ -94,6 +94,7 @@ async def step(database: Database, hub: LiveHub, rollout_id: uuid.UUID) -> None:
         last = rollout.current_stage >= len(rollout.stage_sizes) - 1
         if last:
             if await _set(session, rollout, status=RolloutStatus.COMPLETED, stage_done_at=now):
+                await release(session, rollout.id)
                 await session.commit()
                 await _publish(session, hub, rollout)
             return

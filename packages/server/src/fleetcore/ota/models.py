@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
     Uuid,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -148,6 +149,15 @@ class OtaRolloutDevice(Base):
     __table_args__ = (
         Index("ix_ota_rollout_devices_device_id", "device_id"),
         Index("ix_ota_rollout_devices_rollout_id_state", "rollout_id", "state"),
+        # One open rollout per device and kind, whatever races (migration 0033).
+        Index(
+            "ux_ota_rollout_devices_open",
+            "device_id",
+            "open_kind",
+            unique=True,
+            postgresql_where=text("open_kind IS NOT NULL"),
+            sqlite_where=text("open_kind IS NOT NULL"),
+        ),
     )
 
     rollout_id: Mapped[uuid.UUID] = mapped_column(
@@ -166,4 +176,6 @@ class OtaRolloutDevice(Base):
     previous_title: Mapped[str | None] = mapped_column(String(128), nullable=True)
     previous_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
     assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The package kind while the rollout is open, NULL once it ended (rollouts.release).
+    open_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -1,9 +1,13 @@
 """Rollouts: create (targets, stages, the first stage assigned), read, pause, resume,
 abort and roll back.
 
-Concurrency rule: every status change is one conditional UPDATE on the rollout
-(``WHERE status IN <the states it may leave>``); of a pause and an abort racing, or two
-job runs advancing the same stage, one matches and the other is told (409) or does nothing.
+Concurrency rules: a device is in one open rollout per kind. The check before creating
+names the busy devices; the database holds the rule when two creations race (each row of an
+open rollout carries `open_kind`, unique per device where set: the later commit fails and is
+told 409), and `release` clears it when the rollout ends. Every status change is one
+conditional UPDATE on the rollout (``WHERE status IN <the states it may leave>``); of a
+pause and an abort racing, or two job runs advancing the same stage, one matches and the
+other is told (409) or does nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import uuid
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcore.assets.models import Asset
@@ -134,6 +139,28 @@ async def _busy(session: AsyncSession, kind: str, device_ids: list[uuid.UUID]) -
     return busy
 
 
+_OPEN_INDEX = "ux_ota_rollout_devices_open"
+
+
+def _device_busy(kind: str, busy: list[uuid.UUID]) -> Conflict:
+    count = f"{len(busy)} of these devices are" if busy else "a device is"
+    return Conflict(
+        f"{count} in another open {kind} rollout",
+        code="OTA_DEVICE_BUSY",
+        details={"device_ids": [str(d) for d in busy[:20]]},
+    )
+
+
+async def release(session: AsyncSession, rollout_id: uuid.UUID) -> None:
+    """The rollout ended: its devices may join another rollout of the kind. The caller commits."""
+    await session.execute(
+        update(OtaRolloutDevice)
+        .where(OtaRolloutDevice.rollout_id == rollout_id, OtaRolloutDevice.open_kind.is_not(None))
+        .values(open_kind=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
 async def create_rollout(
     session: AsyncSession, principal: Principal, data: RolloutIn, hub: LiveHub
 ) -> OtaRollout:
@@ -149,11 +176,7 @@ async def create_rollout(
         )
     busy = await _busy(session, package.kind, devices)
     if busy:
-        raise Conflict(
-            f"{len(busy)} of these devices are in another open {package.kind} rollout",
-            code="OTA_DEVICE_BUSY",
-            details={"device_ids": [str(d) for d in busy[:20]]},
-        )
+        raise _device_busy(package.kind, busy)
     sizes = stage_sizes(data.strategy, len(devices))
     rollout = OtaRollout(
         organization_id=principal.org_id,
@@ -174,10 +197,22 @@ async def create_rollout(
         if left == 0:
             stage += 1
             left = sizes[stage]
-        rows.append(OtaRolloutDevice(rollout_id=rollout.id, device_id=device_id, stage=stage))
+        rows.append(
+            OtaRolloutDevice(
+                rollout_id=rollout.id, device_id=device_id, stage=stage, open_kind=package.kind
+            )
+        )
         left -= 1
     session.add_all(rows)
-    await session.flush()
+    kind = package.kind  # a failed flush expires what the session holds
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        if "open_kind" not in str(exc.orig) and _OPEN_INDEX not in str(exc.orig):
+            raise
+        # Another rollout for some of these devices committed since the check above.
+        await session.rollback()
+        raise _device_busy(kind, []) from None
     await start_stage(session, rollout, package, 0, actor=principal)
     audit.record(
         session,
@@ -396,6 +431,7 @@ async def abort(
     package = await session.get(OtaPackage, rollout.package_id)
     assert package is not None
     await _move(session, rollout, expected=RolloutStatus.OPEN, to=RolloutStatus.ABORTED)
+    await release(session, rollout.id)
     rows = (
         await session.scalars(
             select(OtaRolloutDevice).where(
@@ -425,6 +461,7 @@ async def rollback(
         expected=(*RolloutStatus.OPEN, RolloutStatus.COMPLETED, RolloutStatus.ABORTED),
         to=RolloutStatus.ROLLED_BACK,
     )
+    await release(session, rollout.id)
     rows = (
         await session.scalars(
             select(OtaRolloutDevice).where(
