@@ -313,7 +313,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
                 app.state.jobs, db, settings, archived=archive_gate.archived_days(db)
             )
             compaction.register_jobs(app.state.jobs, db, settings)
-            await plan_cache.reload(db)
+            await plan_cache.load_at_start(db)
             archive_service.register_job(app.state.jobs, db, settings)
             # Built everywhere (routes read some of them); started where the table says.
             components = [c for c in components if here(c.name)]

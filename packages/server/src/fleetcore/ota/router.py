@@ -101,7 +101,7 @@ async def list_keys(session: SessionDep, principal: PrincipalDep) -> list[KeyOut
 
 
 @router.delete(
-    "/ota/keys/{ota_key_id}",
+    "/ota/keys/{ota_key_id:uuid}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Remove a signing key",
 )
@@ -149,7 +149,7 @@ async def list_packages(
     return Page(items=[PackageOut.model_validate(r) for r in rows], next_cursor=next_cursor)
 
 
-@router.get("/ota/packages/{package_id}", summary="A package")
+@router.get("/ota/packages/{package_id:uuid}", summary="A package")
 async def get_package(
     package_id: uuid.UUID, session: SessionDep, principal: PrincipalDep
 ) -> PackageOut:
@@ -158,7 +158,7 @@ async def get_package(
 
 
 @router.get(
-    "/ota/packages/{package_id}/download",
+    "/ota/packages/{package_id:uuid}/download",
     summary="Download a package",
     response_class=Response,
     responses=_FILE,
@@ -176,7 +176,7 @@ async def download_package(
 
 
 @router.delete(
-    "/ota/packages/{package_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete"
+    "/ota/packages/{package_id:uuid}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete"
 )
 async def delete_package(
     package_id: uuid.UUID, session: SessionDep, principal: PrincipalDep, store: StoreDep
@@ -210,7 +210,7 @@ async def list_rollouts(
     return Page(items=items, next_cursor=next_cursor)
 
 
-@router.get("/ota/rollouts/{rollout_id}", summary="A rollout with its counts")
+@router.get("/ota/rollouts/{rollout_id:uuid}", summary="A rollout with its counts")
 async def get_rollout(
     rollout_id: uuid.UUID, session: SessionDep, principal: PrincipalDep
 ) -> RolloutOut:
@@ -218,7 +218,7 @@ async def get_rollout(
     return await rollouts.get_rollout(session, principal, rollout_id)
 
 
-@router.get("/ota/rollouts/{rollout_id}/devices", summary="A rollout's devices")
+@router.get("/ota/rollouts/{rollout_id:uuid}/devices", summary="A rollout's devices")
 async def list_rollout_devices(
     rollout_id: uuid.UUID,
     session: SessionDep,
@@ -234,7 +234,7 @@ async def list_rollout_devices(
     return Page(items=items, next_cursor=next_cursor)
 
 
-@router.post("/ota/rollouts/{rollout_id}/pause", summary="Pause a rollout")
+@router.post("/ota/rollouts/{rollout_id:uuid}/pause", summary="Pause a rollout")
 async def pause_rollout(
     rollout_id: uuid.UUID, session: SessionDep, principal: PrincipalDep, hub: HubDep
 ) -> RolloutOut:
@@ -242,7 +242,7 @@ async def pause_rollout(
     return await rollouts.pause(session, principal, rollout_id, hub)
 
 
-@router.post("/ota/rollouts/{rollout_id}/resume", summary="Resume a rollout")
+@router.post("/ota/rollouts/{rollout_id:uuid}/resume", summary="Resume a rollout")
 async def resume_rollout(
     rollout_id: uuid.UUID, session: SessionDep, principal: PrincipalDep, hub: HubDep
 ) -> RolloutOut:
@@ -250,7 +250,7 @@ async def resume_rollout(
     return await rollouts.resume(session, principal, rollout_id, hub)
 
 
-@router.post("/ota/rollouts/{rollout_id}/abort", summary="Abort a rollout")
+@router.post("/ota/rollouts/{rollout_id:uuid}/abort", summary="Abort a rollout")
 async def abort_rollout(
     rollout_id: uuid.UUID, session: SessionDep, principal: PrincipalDep, hub: HubDep
 ) -> RolloutOut:
@@ -258,7 +258,7 @@ async def abort_rollout(
     return await rollouts.abort(session, principal, rollout_id, hub)
 
 
-@router.post("/ota/rollouts/{rollout_id}/rollback", summary="Roll a rollout back")
+@router.post("/ota/rollouts/{rollout_id:uuid}/rollback", summary="Roll a rollout back")
 async def rollback_rollout(
     rollout_id: uuid.UUID, session: SessionDep, principal: PrincipalDep, hub: HubDep
 ) -> RolloutOut:

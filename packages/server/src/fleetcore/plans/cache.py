@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 
+import structlog
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -20,6 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from fleetcore.db import Database
 from fleetcore.plans.limits import PlanLimits
 from fleetcore.plans.models import OrganizationPlan, Plan, PlanVersion
+
+log = structlog.get_logger(__name__)
 
 REFRESH_S = 5.0  # how soon a plan changed through another process applies here
 
@@ -73,6 +76,15 @@ class PlanCache:
         """The plan's API requests per minute of the organization (None: no plan value)."""
         limits = self._by_org.get(organization_id)
         return limits.api_requests_per_minute if limits else None
+
+    async def load_at_start(self, database: Database) -> None:
+        """The first read, before serving. A database that cannot answer (down, schema
+        behind) must not stop the process: /ready says what is wrong, and the refresh job
+        reads the plans once it can (`_version` stays None until then)."""
+        try:
+            await self.reload(database)
+        except Exception as exc:
+            log.warning("plans_not_loaded", error=str(exc).splitlines()[0][:300])
 
     async def refresh(self, database: Database) -> None:
         """Reload if a plan or an assignment changed since the last read (any process)."""
