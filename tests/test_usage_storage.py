@@ -169,3 +169,15 @@ async def test_storage_snapshot_counts_raw_and_packed_rows_bytes_and_media(
         assert again["media_bytes"] == await _stored_media_bytes(app, b) > media_b
         assert again["storage_bytes"] > 0
         assert (await _levels(http, a))["storage_rows"] == len(readings_a)
+
+        # a's media deleted: the next snapshot of the day leaves it no media level.
+        deleted = await http.delete(
+            f"/api/v1/devices/{device_a}/media", headers=a.headers(Role.ADMIN)
+        )
+        assert deleted.status_code == 200, deleted.text
+        assert deleted.json()["deleted_bytes"] == media_a
+        await app.state.jobs.run_once(storage.JOB_NAME)
+        after = await _levels(http, a)
+        assert sorted(after) == ["storage_bytes", "storage_rows"]
+        assert after["storage_rows"] == len(readings_a)
+        assert (await _levels(http, b))["media_bytes"] == again["media_bytes"]

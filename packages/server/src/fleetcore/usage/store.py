@@ -81,9 +81,11 @@ async def add_counts(session: AsyncSession, counts: Mapping[CountKey, int]) -> N
 async def set_levels(
     session: AsyncSession, day: date, kind: UsageKind, levels: Mapping[uuid.UUID, int]
 ) -> None:
-    """Replace a day's level (storage snapshots): the latest snapshot of the day wins."""
-    if not levels:
-        return
+    """Replace a day's levels (storage snapshots): the latest snapshot of the day wins, and an
+    organization it no longer names (nothing stored now) has no level that day."""
+    await session.execute(
+        delete(UsageDaily).where(UsageDaily.day == day, UsageDaily.kind == str(kind))
+    )
     rows = [
         {"organization_id": org, "day": day, "kind": str(kind), "transport": "", "n": n}
         for org, n in levels.items()
