@@ -199,6 +199,12 @@ class UsageMeter:
     # -- flushing ----------------------------------------------------------------------
 
     @property
+    def writes(self) -> bool:
+        """False without a database, or on one bound to a test's single transaction: a
+        background flush there would interleave its savepoints with the requests'."""
+        return self.database is not None and not self.database.shared_connection
+
+    @property
     def pending(self) -> int:
         """Counter rows and device notes waiting for the next flush (unsure ones included)."""
         unsure = sum(len(b.counts) + len(b.devices) for b in self._unsure)
@@ -209,8 +215,9 @@ class UsageMeter:
 
         Raises what the database raised (the job logs it), after keeping the deltas.
         """
-        if self.database is None:
+        if not self.writes:
             return
+        assert self.database is not None
         async with self._lock:  # the job's flush and the final one never overlap
             batch = _Batch(
                 uuid.uuid4(), self._counts, self._new_devices, self._local, self._local_day
@@ -300,13 +307,13 @@ class UsageMeter:
 
     async def start(self) -> None:
         """Learn today's totals so far (other processes', and this one's before a restart)."""
-        if self.database is None:
+        if not self.writes:
             return
         await self._refresh()  # a failure is logged; today() starts at 0
 
     async def stop(self) -> None:
         """Flush everything counted (the components that count have stopped before)."""
-        if self.database is None or not self.pending:
+        if not self.writes or not self.pending:
             return
         try:
             await self.flush()
