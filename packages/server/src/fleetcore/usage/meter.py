@@ -9,10 +9,17 @@ with one UPSERT (`INSERT ... ON CONFLICT DO UPDATE SET n = n + excluded.n`) in o
 Exactness:
 - Nothing is counted twice: a delta leaves memory when its flush takes it, and is written by
   that flush alone. Counts made while a flush writes go into the new dict, for the next one.
-- A failed write (database down) merges its deltas back into the dict: they go with the next
-  flush. Only a commit whose acknowledgement is lost (the connection dies after the server
-  committed) could then add them twice: the database cannot tell us, and we chose not to
-  keep a log of applied flushes for that rare case.
+- Each flush's deltas carry a random flush id, inserted into `usage_flushes` in the same
+  transaction; the deltas are added only when that insert went in (the id was new).
+- A write that fails before its commit (database down, a statement refused) committed
+  nothing: its deltas are merged back into the dict and go with the next flush.
+- A commit that fails (the connection dies while committing: the server may have committed
+  and only the acknowledgement was lost) has an unknown outcome: its deltas are kept apart
+  with their flush id, and every later flush writes them again under that same id. The id
+  decides: already in `usage_flushes` means the first attempt committed, and they are not
+  added again; else they are added now, once. (On PostgreSQL an insert of an id whose first
+  transaction is somehow still in flight waits for it: the unique index.) Flush ids are
+  pruned after store.FLUSH_IDS_KEPT_DAYS (7) by the roll-up job: a retry never comes that late.
 - A crash (SIGKILL, power) loses what was counted since the last flush: at most one interval.
   A clean stop (SIGTERM) flushes everything first.
 - Several processes each add their own deltas to the same rows: their sums add up.
@@ -28,9 +35,12 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Protocol
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcore.db import Database
 from fleetcore.telemetry.writer import DeviceReadings
@@ -41,6 +51,22 @@ log = structlog.get_logger(__name__)
 
 SECONDS_PER_DAY = 86_400
 TodayKey = tuple[uuid.UUID, str]  # organization, kind
+DeviceDay = tuple[uuid.UUID, int, uuid.UUID]  # organization, epoch day, device
+
+
+@dataclass(slots=True)
+class _Batch:
+    """What one flush took from memory, under the id that makes writing it idempotent."""
+
+    id: uuid.UUID
+    counts: dict[store.CountKey, int]
+    devices: set[DeviceDay]
+    today: dict[TodayKey, int]  # its part of today's totals (today())
+    day: int  # the epoch day `today` is of
+
+    @property
+    def empty(self) -> bool:
+        return not (self.counts or self.devices)
 
 
 class DeviceRef(Protocol):
@@ -75,10 +101,11 @@ class UsageMeter:
         # This process's counts of today not yet in `_base` (what today() adds to it).
         self._local: dict[TodayKey, int] = {}
         self._local_day = self._day()
-        self._inflight: dict[TodayKey, int] = {}  # being written by the flush in progress
+        self._writing: list[_Batch] = []  # being written by the flush in progress
+        self._unsure: list[_Batch] = []  # their commit's outcome unknown: written again
         self._base: dict[TodayKey, int] = {}  # the database's totals of `_base_day`
         self._base_day = -1
-        self._new_devices: set[tuple[uuid.UUID, int, uuid.UUID]] = set()
+        self._new_devices: set[DeviceDay] = set()
         self._seen: set[uuid.UUID] = set()  # devices noted on `_seen_day`
         self._seen_day = self._local_day
         self._lock = asyncio.Lock()
@@ -163,41 +190,93 @@ class UsageMeter:
         key = (organization_id, kind)
         total = self._base.get(key, 0) if day == self._base_day else 0
         if day == self._local_day:
-            total += self._inflight.get(key, 0) + self._local.get(key, 0)
+            total += self._local.get(key, 0)
+        for batch in self._writing or self._unsure:  # a flush writes the unsure ones too
+            if batch.day == day:
+                total += batch.today.get(key, 0)
         return total
 
     # -- flushing ----------------------------------------------------------------------
 
     @property
+    def writes(self) -> bool:
+        """False without a database, or on one bound to a test's single transaction: a
+        background flush there would interleave its savepoints with the requests'."""
+        return self.database is not None and not self.database.shared_connection
+
+    @property
     def pending(self) -> int:
-        """Counter rows and device notes waiting for the next flush."""
-        return len(self._counts) + len(self._new_devices)
+        """Counter rows and device notes waiting for the next flush (unsure ones included)."""
+        unsure = sum(len(b.counts) + len(b.devices) for b in self._unsure)
+        return len(self._counts) + len(self._new_devices) + unsure
 
     async def flush(self) -> None:
         """Add what was counted since the last flush to the database; refresh today's totals.
 
-        Raises what the database raised (the job logs it), after putting the deltas back.
+        Raises what the database raised (the job logs it), after keeping the deltas.
         """
-        if self.database is None:
+        if not self.writes:
             return
+        assert self.database is not None
         async with self._lock:  # the job's flush and the final one never overlap
-            counts, self._counts = self._counts, {}
-            devices, self._new_devices = self._new_devices, set()
-            local_day = self._local_day
-            self._inflight, self._local = self._local, {}
+            batch = _Batch(
+                uuid.uuid4(), self._counts, self._new_devices, self._local, self._local_day
+            )
+            self._counts, self._new_devices, self._local = {}, set(), {}
+            writing = [*self._unsure, batch]
+            self._writing, self._unsure = writing, []
+            committing = False
             try:
-                if counts or devices:
+                if any(not b.empty for b in writing):
                     async with self.database.session(write=True) as session:
+                        counts, devices = await self._claim(session, writing)
                         await store.add_counts(session, counts)
                         await store.add_device_days(session, devices)
+                        committing = True  # an error from here on may come after the commit
                         await session.commit()
             except BaseException:
-                self._merge_back(counts, devices, local_day)
+                self._writing = []
+                self._failed(batch, writing, maybe_committed=committing)
                 raise
             self.flushes += 1
-            await self._refresh(local_day)
+            await self._refresh(writing)
 
-    async def _refresh(self, written_day: int) -> None:
+    async def _claim(
+        self, session: AsyncSession, batches: list[_Batch]
+    ) -> tuple[dict[store.CountKey, int], set[DeviceDay]]:
+        """Record each batch's flush id; the deltas of those no earlier attempt committed."""
+        at = datetime.fromtimestamp(self.clock(), UTC)
+        counts: dict[store.CountKey, int] = {}
+        devices: set[DeviceDay] = set()
+        for batch in batches:
+            if batch.empty:
+                continue
+            if not await store.claim_flush(session, batch.id, at):
+                # Its acknowledgement was lost, not its commit: already added.
+                log.info("usage_flush_already_committed", flush_id=str(batch.id))
+                continue
+            for key, n in batch.counts.items():
+                counts[key] = counts.get(key, 0) + n
+            devices |= batch.devices
+        return counts, devices
+
+    def _failed(self, batch: _Batch, writing: list[_Batch], *, maybe_committed: bool) -> None:
+        """Keep a failed flush's deltas for the next one."""
+        if maybe_committed:
+            # Unknown outcome: each batch is written again under its own id (see above).
+            self._unsure = [b for b in writing if not b.empty]
+            return
+        # Nothing committed. Batches unsure before stay unsure (their first attempt still
+        # may have committed); this flush's own deltas join what was counted meanwhile.
+        self._unsure = [b for b in writing if b is not batch and not b.empty]
+        for key, n in batch.counts.items():
+            self._counts[key] = self._counts.get(key, 0) + n
+        self._new_devices |= batch.devices
+        if batch.day == self._local_day:
+            for today_key, n in batch.today.items():
+                self._local[today_key] = self._local.get(today_key, 0) + n
+
+    async def _refresh(self, written: Sequence[_Batch] = ()) -> None:
         """Today's totals of every organization from the database (all processes' flushes)."""
         assert self.database is not None
         day = self._day()
@@ -207,27 +286,13 @@ class UsageMeter:
                 await session.commit()
         except Exception as exc:  # the counts are written; only today() stays behind
             log.warning("usage_refresh_failed", error=str(exc).splitlines()[0][:300])
-            if written_day == self._base_day:
-                for key, n in self._inflight.items():
-                    self._base[key] = self._base.get(key, 0) + n
+            for batch in written:
+                if batch.day == self._base_day:
+                    for key, n in batch.today.items():
+                        self._base[key] = self._base.get(key, 0) + n
         else:
             self._base, self._base_day = base, day
-        self._inflight = {}
-
-    def _merge_back(
-        self,
-        counts: dict[store.CountKey, int],
-        devices: set[tuple[uuid.UUID, int, uuid.UUID]],
-        local_day: int,
-    ) -> None:
-        """A failed flush: its deltas join what was counted meanwhile, for the next flush."""
-        for key, n in counts.items():
-            self._counts[key] = self._counts.get(key, 0) + n
-        self._new_devices |= devices
-        if local_day == self._local_day:
-            for today_key, n in self._inflight.items():
-                self._local[today_key] = self._local.get(today_key, 0) + n
-        self._inflight = {}
+        self._writing = []
 
     async def flush_quietly(self) -> None:
         """The periodic job: a failure is logged; the deltas wait for the next flush."""
@@ -242,13 +307,13 @@ class UsageMeter:
 
     async def start(self) -> None:
         """Learn today's totals so far (other processes', and this one's before a restart)."""
-        if self.database is None:
+        if not self.writes:
             return
-        await self._refresh(self._local_day)  # a failure is logged; today() starts at 0
+        await self._refresh()  # a failure is logged; today() starts at 0
 
     async def stop(self) -> None:
         """Flush everything counted (the components that count have stopped before)."""
-        if self.database is None or not self.pending:
+        if not self.writes or not self.pending:
             return
         try:
             await self.flush()

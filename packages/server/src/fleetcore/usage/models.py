@@ -1,4 +1,5 @@
-"""Usage tables: counters per organization and UTC day, their monthly roll-up, active devices.
+"""Usage tables: counters per organization and UTC day, their monthly roll-up, active devices,
+and the ids of the flushes that committed.
 
 No foreign key to organizations on purpose: a meter may flush counts of an organization
 deleted a moment ago, and one such row must not fail the whole flush (every organization's
@@ -8,12 +9,12 @@ deltas go in one statement). Rows of a deleted organization are only ever read b
 from __future__ import annotations
 
 import uuid
-from datetime import date
+from datetime import date, datetime
 
 from sqlalchemy import BigInteger, Date, Index, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
-from fleetcore.db import Base
+from fleetcore.db import Base, UTCDateTime
 
 
 class UsageDaily(Base):
@@ -51,3 +52,15 @@ class UsageDeviceDay(Base):
     organization_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     device_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+
+
+class UsageFlush(Base):
+    """A meter's flush that committed, written in the flush's own transaction: a flush retried
+    after an error whose outcome was unknown finds its id here and adds nothing (meter.py)."""
+
+    __tablename__ = "usage_flushes"
+    # The roll-up job prunes old ids by age.
+    __table_args__ = (Index("ix_usage_flushes_at", "at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -5,6 +5,7 @@ Whole months only, the oldest first, one transaction per month: the month's dail
 `usage_monthly`, then the month's daily rows and device days are deleted. A month is thus
 either daily or monthly, never half of each, and the API answers it the same way
 (service.py). Runs in the process that runs cluster jobs, once per tick (job leases).
+The same job forgets the meters' flush ids older than store.FLUSH_IDS_KEPT_DAYS.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcore.config import Settings
 from fleetcore.db import Database
+from fleetcore.usage import store
 from fleetcore.usage.kinds import LEVELS, UsageKind
 from fleetcore.usage.models import UsageDaily, UsageDeviceDay, UsageMonthly
 from fleetcore.usage.service import month_of, next_month
@@ -30,6 +32,11 @@ INTERVAL_S = 3600.0
 
 async def roll_up(database: Database, settings: Settings, *, now: datetime) -> int:
     """Roll every whole month older than the retention into monthly rows; months rolled."""
+    async with database.session(write=True) as session:
+        pruned = await store.prune_flushes(session, now - timedelta(days=store.FLUSH_IDS_KEPT_DAYS))
+        await session.commit()
+    if pruned:
+        log.info("usage_flush_ids_pruned", rows=pruned)
     days = settings.usage_daily_retention_days
     if not days:
         return 0  # 0: daily rows are kept forever

@@ -1,10 +1,11 @@
 """The storage snapshot (`usage.storage` job): telemetry rows and bytes, media bytes per org.
 
 Rows are counted exactly (each value table joined to its series, packed hours by their
-reading counts). Bytes are an estimate on both databases: each table's size on disk (SQLite:
-its pages from `dbstat`; PostgreSQL: `pg_total_relation_size` of the table and its
-partitions, indexes and TOAST included) shared between organizations by their rows, i.e.
-rows x the table's average row size. Media bytes are exact (file and thumbnail sizes).
+reading counts). Bytes are an estimate on both databases: each table's size on disk, indexes
+included (SQLite: the pages of the table and its indexes from `dbstat`; PostgreSQL:
+`pg_total_relation_size` of the table and its partitions, TOAST too) shared between
+organizations by their rows, i.e. rows x the table's average row size. Media bytes are exact
+(file and thumbnail sizes of stored media; a pending upload holds none).
 The latest snapshot of a day is its level (store.set_levels).
 """
 
@@ -28,6 +29,11 @@ log = structlog.get_logger(__name__)
 
 JOB_NAME = "usage.storage"
 SQLITE_ROW_BYTES = 32  # without dbstat: (series_id, ts, value) and its b-tree share
+# The table's pages and its indexes' (as pg_total_relation_size counts them).
+_SQLITE_BYTES = (
+    "SELECT sum(pgsize) FROM dbstat WHERE name IN "
+    "(SELECT name FROM sqlite_master WHERE tbl_name = :t)"
+)
 
 
 async def snapshot(database: Database, *, now: datetime) -> dict[UsageKind, dict[uuid.UUID, int]]:
@@ -39,6 +45,7 @@ async def snapshot(database: Database, *, now: datetime) -> dict[UsageKind, dict
             counted = func.sum(table.c.n) if table is PACKED_NUM else func.count()
             per_org = await session.execute(
                 select(Series.organization_id, counted)
+                .select_from(table)
                 .join(Series, Series.id == table.c.series_id)
                 .group_by(Series.organization_id)
             )
@@ -81,9 +88,7 @@ async def _table_bytes(session: AsyncSession, table: str, rows: int) -> float:
         return float(value or 0)
     try:
         async with session.begin_nested():
-            value = await session.scalar(
-                text("SELECT sum(pgsize) FROM dbstat WHERE name = :t"), {"t": table}
-            )
+            value = await session.scalar(text(_SQLITE_BYTES), {"t": table})
         return float(value or 0)
     except Exception:  # a SQLite built without dbstat
         return float(rows * SQLITE_ROW_BYTES)

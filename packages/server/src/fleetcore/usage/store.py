@@ -1,22 +1,24 @@
-"""The meter's writes and reads: deltas added by one UPSERT, levels replaced, device days."""
+"""The meter's writes and reads: deltas added by one UPSERT, levels replaced, device days,
+flush ids."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcore.usage.kinds import UsageKind
-from fleetcore.usage.models import UsageDaily, UsageDeviceDay
+from fleetcore.usage.models import UsageDaily, UsageDeviceDay, UsageFlush
 
 EPOCH = date(1970, 1, 1)
 
 ROWS_PER_STATEMENT = 1000
+FLUSH_IDS_KEPT_DAYS = 7  # a flush retried later than this would be lost anyway (meter.py)
 CountKey = tuple[uuid.UUID, int, str, str]  # organization, epoch day, kind, transport
 
 
@@ -33,6 +35,25 @@ def _chunks(rows: list[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:
 
 def _insert(dialect: str) -> Any:
     return (postgresql if dialect == "postgresql" else sqlite).insert
+
+
+async def claim_flush(session: AsyncSession, flush_id: uuid.UUID, at: datetime) -> bool:
+    """Record a flush's id in its transaction; False when it is there already (that flush
+    committed before). On PostgreSQL an insert of the same id still in flight elsewhere makes
+    this wait for its outcome (the unique index), so the answer is never a guess."""
+    statement = (
+        _insert(session.get_bind().dialect.name)(UsageFlush)
+        .values(id=flush_id, at=at)
+        .on_conflict_do_nothing()
+        .returning(UsageFlush.id)
+    )
+    return (await session.execute(statement)).first() is not None
+
+
+async def prune_flushes(session: AsyncSession, before: datetime) -> int:
+    """Forget flush ids older than `before`: a retry never comes that late."""
+    result = await session.execute(delete(UsageFlush).where(UsageFlush.at < before))
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 async def add_counts(session: AsyncSession, counts: Mapping[CountKey, int]) -> None:
@@ -60,9 +81,11 @@ async def add_counts(session: AsyncSession, counts: Mapping[CountKey, int]) -> N
 async def set_levels(
     session: AsyncSession, day: date, kind: UsageKind, levels: Mapping[uuid.UUID, int]
 ) -> None:
-    """Replace a day's level (storage snapshots): the latest snapshot of the day wins."""
-    if not levels:
-        return
+    """Replace a day's levels (storage snapshots): the latest snapshot of the day wins, and an
+    organization it no longer names (nothing stored now) has no level that day."""
+    await session.execute(
+        delete(UsageDaily).where(UsageDaily.day == day, UsageDaily.kind == str(kind))
+    )
     rows = [
         {"organization_id": org, "day": day, "kind": str(kind), "transport": "", "n": n}
         for org, n in levels.items()

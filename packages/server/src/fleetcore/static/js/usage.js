@@ -15,7 +15,8 @@
     const plot = new uPlot({
       width: width(),
       height: 160,
-      scales: { x: { time: true } },
+      // Counts: the y axis starts at 0, so a small day is not drawn as an empty one.
+      scales: { x: { time: true }, y: { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1] } },
       series: [
         {},
         { label: data.kind, stroke: line, width: 2, points: { show: true, size: 5, fill: line } },
