@@ -1,7 +1,7 @@
 """usage_flushes: the ids of committed meter flushes (a retry after a lost acknowledgement)
 
 Revision ID: 0032
-Revises: 0028
+Revises: 0033
 Create Date: 2026-12-09 04:00:00.000000
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import fleetcore.db
 
 revision = "0032"
-down_revision = "0028"
+down_revision = "0033"
 branch_labels = None
 depends_on = None
 
