@@ -6,19 +6,48 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 
 from fleetcore.auth.principal import Role
+from fleetcore.db import Database
+from tests.conftest import client_for, running_app
 from tests.support.devices import new_device
-from tests.support.tenants import Tenant
+from tests.support.tenants import Tenant, make_tenant
 from tests.test_dashboard_pages import browser_like, csrf_of
 
 HX = {"HX-Request": "true"}
+
+
+# An upload commits in two steps (the checks, then the stored package): pages run on a live
+# database, as tests/test_ota.py does, not inside one rolled-back test transaction.
+@pytest.fixture
+async def app(live_database: Database, tmp_path: Path) -> AsyncIterator[FastAPI]:
+    async with running_app(live_database, tmp_path) as application:
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_for(app) as http:
+        yield http
+
+
+@pytest.fixture
+async def tenant(client: httpx.AsyncClient, live_database: Database) -> Tenant:
+    return await make_tenant(client, live_database)
+
+
+@pytest.fixture
+async def other_tenant(client: httpx.AsyncClient, live_database: Database) -> Tenant:
+    return await make_tenant(client, live_database)
 
 
 async def api_upload(
@@ -156,11 +185,19 @@ async def test_upload_form_needs_csrf_and_shows_refusals(
         assert error, bad.text[:500]
         assert error.group(1).startswith("version:")
         assert 'value="gateway-fw"' in bad.text  # what was typed stays
-        no_file = await http.post(
-            "/ota/packages", headers={"X-CSRF-Token": csrf, **HX}, data=fields, files={}
+        not_multipart = await http.post(
+            "/ota/packages", headers={"X-CSRF-Token": csrf, **HX}, data=fields
         )
-        assert no_file.status_code == 422
-        assert "the file part" in no_file.text
+        assert not_multipart.status_code == 422
+        assert "data-upload-error><p>the multipart body is not valid" in not_multipart.text
+        other_part = await http.post(
+            "/ota/packages",
+            headers={"X-CSRF-Token": csrf, **HX},
+            data=fields,
+            files={"firmware": ("gw.bin", b"x")},
+        )
+        assert other_part.status_code == 422
+        assert "send the package as the one file part" in other_part.text
         stored = await http.post(
             "/ota/packages", headers={"X-CSRF-Token": csrf, **HX}, data=fields, files=files
         )

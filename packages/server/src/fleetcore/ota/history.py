@@ -104,7 +104,7 @@ async def device_history(
             assigned_at=row.assigned_at,
             updated_at=row.updated_at,
         )
-        for row, rollout, package in rows.tuples()
+        for row, rollout, package in rows.all()
     ]
 
 
@@ -121,4 +121,4 @@ async def device_names(
             Device.id.in_(device_ids), Device.organization_id == principal.org_id
         )
     )
-    return {device_id: name for device_id, name in rows.tuples()}
+    return {device_id: name for device_id, name in rows.all()}

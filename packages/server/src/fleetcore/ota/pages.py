@@ -112,7 +112,10 @@ async def upload_package(
     if header is not None:  # htmx: refused before a byte of the file is read
         require_csrf(settings, principal, header)
     principal.require(Role.MANAGER)
-    form = await packages.read_upload(request, settings.ota_max_package_mb)
+    try:
+        form = await packages.read_upload(request, settings.ota_max_package_mb)
+    except DomainError as exc:  # too large, or not a multipart body: nothing was read
+        return await _upload_refusal(request, session, context, exc, {})
     try:
         if header is None:  # a plain form post carries its token in the body
             field = form.get(CSRF_FIELD)
@@ -125,21 +128,32 @@ async def upload_package(
         except DomainError as exc:
             if exc.status_code == 403:
                 raise
-            await _reload(session, context)
-            return await _page(
-                session,
-                context,
-                fragment="packages" if is_fragment(request) else None,
-                status_code=exc.status_code,
-                upload_error=exc.message,
-                typed=typed,
-            )
+            return await _upload_refusal(request, session, context, exc, typed)
     finally:
         await form.close()  # and the file the parser spooled to disk
     notice = f"Stored {package.kind} {package.title} {package.version}."
     if is_fragment(request):
         return await _page(session, context, fragment="packages", notice=notice)
     return RedirectResponse("/ota?uploaded=1", status_code=303)
+
+
+async def _upload_refusal(
+    request: Request,
+    session: AsyncSession,
+    context: dict[str, object],
+    exc: DomainError,
+    typed: dict[str, str],
+) -> HTMLResponse:
+    """The packages card (htmx) or the page again, the reason above the upload form."""
+    await _reload(session, context)
+    return await _page(
+        session,
+        context,
+        fragment="packages" if is_fragment(request) else None,
+        status_code=exc.status_code,
+        upload_error=exc.message,
+        typed=typed,
+    )
 
 
 @router.post("/ota/packages/{package_id}/delete")
