@@ -33,6 +33,8 @@ from fleetcore.housekeeping.router import router as housekeeping_router
 from fleetcore.live.router import router as live_router
 from fleetcore.media.router import router as media_router
 from fleetcore.notifications.router import router as notifications_router
+from fleetcore.ota.pages import router as ota_pages
+from fleetcore.ota.rollout_pages import router as ota_rollout_pages
 from fleetcore.ota.router import router as ota_router
 from fleetcore.ota.router import thingsboard_router as ota_thingsboard_router
 from fleetcore.plans.pages import router as plans_pages
@@ -106,4 +108,6 @@ PAGE_ROUTERS: tuple[APIRouter, ...] = (
     audit_pages,
     usage_pages,
     vending_pages,
+    ota_pages,
+    ota_rollout_pages,
 )

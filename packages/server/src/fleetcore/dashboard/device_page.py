@@ -22,6 +22,7 @@ from fleetcore.auth.principal import Principal
 from fleetcore.commands import sections as commands
 from fleetcore.devices.models import Device
 from fleetcore.events import sections as events
+from fleetcore.ota import sections as ota
 from fleetcore.status import sections as status
 from fleetcore.telemetry import sections as telemetry
 
@@ -35,6 +36,7 @@ SECTIONS: tuple[DeviceSection, ...] = (
     health.device_section,
     attributes.device_section,
     alerts.device_section,
+    ota.device_section,
 )
 
 

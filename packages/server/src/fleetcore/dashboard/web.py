@@ -11,6 +11,7 @@ from starlette.routing import Match, Router
 from fleetcore.auth.deps import CSRF_HEADER, csrf_token
 from fleetcore.auth.principal import Principal, Role
 from fleetcore.auth.security import same
+from fleetcore.config import Settings
 from fleetcore.dashboard.context import (
     AnyPagePrincipal,
     PagePrincipal,
@@ -39,6 +40,7 @@ NAV: tuple[tuple[str, str, Role], ...] = (
     ("/assets", "Assets", Role.VIEWER),
     ("/dead-letters", "Dead letters", Role.VIEWER),
     ("/vending", "Vending", Role.VIEWER),
+    ("/ota", "Updates", Role.VIEWER),
     ("/users", "Users", Role.ADMIN),
     ("/api-keys", "API keys", Role.ADMIN),
     ("/audit", "Audit", Role.ADMIN),
@@ -116,13 +118,19 @@ async def any_page_writer(
 
 
 async def _check_csrf(request: Request, settings: SettingsDep, principal: Principal) -> None:
-    expected = csrf_token(settings.secret_key.get_secret_value(), principal.session_id)
     sent = request.headers.get(CSRF_HEADER)
     if sent is None:
         form = await request.form()
         field = form.get("csrf_token")
         sent = field if isinstance(field, str) else ""
-    if not same(sent, expected):
+    require_csrf(settings, principal, sent)
+
+
+def require_csrf(settings: Settings, principal: Principal, sent: str | None) -> None:
+    """The token a page write sent (header or form field) must be the session's: for the
+    writes that parse their own body (a file upload), where page_writer cannot read it."""
+    expected = csrf_token(settings.secret_key.get_secret_value(), principal.session_id)
+    if not same(sent or "", expected):
         raise Forbidden(f"a page write needs the {CSRF_HEADER} header", code="CSRF_FAILED")
 
 

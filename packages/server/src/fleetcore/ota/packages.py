@@ -125,7 +125,8 @@ def _too_large(max_mb: int) -> PayloadTooLarge:
     )
 
 
-async def _parse(request: Request, max_mb: int) -> FormData:
+async def read_upload(request: Request, max_mb: int) -> FormData:
+    """The multipart body, parsed as it streams: 413 past `max_mb`, 422 if malformed."""
     # Checked here: starlette's parser reads the header unguarded (a KeyError, a 500).
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         raise Invalid(
@@ -247,16 +248,18 @@ async def upload_package(
 ) -> OtaPackage:
     """Check, store and record an uploaded package (managers); audited."""
     principal.require(Role.MANAGER)
-    form = await _parse(request, settings.ota_max_package_mb)
+    form = await read_upload(request, settings.ota_max_package_mb)
     try:
-        return await _store(form, session, principal, store=store)
+        return await store_upload(form, session, principal, store=store)
     finally:
         await form.close()
 
 
-async def _store(
+async def store_upload(
     form: FormData, session: AsyncSession, principal: Principal, *, store: MediaStore
 ) -> OtaPackage:
+    """Check, store and record the package of a parsed upload (managers); audited."""
+    principal.require(Role.MANAGER)
     meta, upload = _fields(form)
     if meta.profile_id is not None:
         profile = await session.scalar(

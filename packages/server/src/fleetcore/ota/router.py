@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import Response
 
 from fleetcore.auth.deps import PrincipalDep
@@ -18,9 +18,9 @@ from fleetcore.body_limit import body_limit
 from fleetcore.config import OTA_MAX_PACKAGE_MB_CEILING
 from fleetcore.deps import SessionDep, SettingsDep
 from fleetcore.devices.deps import CurrentDevice, PathTokenDevice
-from fleetcore.live.hub import LiveHub
 from fleetcore.media.store import MediaStore
 from fleetcore.ota import downloads, packages, rollouts
+from fleetcore.ota.deps import HubDep, StoreDep
 from fleetcore.ota.packages import FRAMING_BYTES, MIB
 from fleetcore.ota.schemas import (
     KeyIn,
@@ -37,20 +37,6 @@ router = APIRouter(prefix="/api/v1", tags=["ota"])
 thingsboard_router = APIRouter(prefix="/api/v1", tags=["ota"])
 
 
-def get_store(request: Request) -> MediaStore:
-    """The OTA store built at startup (fleetcore.app)."""
-    store: MediaStore = request.app.state.ota_store
-    return store
-
-
-def get_hub(request: Request) -> LiveHub:
-    """The live hub."""
-    hub: LiveHub = request.app.state.live
-    return hub
-
-
-StoreDep = Annotated[MediaStore, Depends(get_store)]
-HubDep = Annotated[LiveHub, Depends(get_hub)]
 ChunkQuery = Annotated[int | None, Query(ge=0, le=10**9)]
 SizeQuery = Annotated[int | None, Query(ge=1, le=downloads.HTTP_MAX_CHUNK)]
 TextQuery = Annotated[str | None, Query(min_length=1, max_length=128)]
