@@ -189,7 +189,7 @@ async def test_upload_form_needs_csrf_and_shows_refusals(
             "/ota/packages", headers={"X-CSRF-Token": csrf, **HX}, data=fields
         )
         assert not_multipart.status_code == 422
-        assert "data-upload-error><p>the multipart body is not valid" in not_multipart.text
+        assert "data-upload-error><p>send the package as multipart/form-data" in not_multipart.text
         other_part = await http.post(
             "/ota/packages",
             headers={"X-CSRF-Token": csrf, **HX},
