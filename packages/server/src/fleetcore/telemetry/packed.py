@@ -96,8 +96,7 @@ def number_arms(
         .where(
             p.series_id == series_id,
             p.block.in_(_first_blocks(series_id, lo, hi, limit=limit, descending=descending)),
-            cell_ts >= lo,
-            cell_ts < hi,
+            _cells_within(cell_ts, lo, hi),
         )
         .order_by(ts.desc() if descending else ts)
         .limit(limit)
@@ -116,6 +115,14 @@ def _cells(*, pg: bool) -> tuple[TableValuedAlias, ColumnElement[int], ColumnEle
     inflated = getattr(func, SQLITE_INFLATE)(p.vals)
     cells = func.json_each(inflated).table_valued("key", "value").alias("u")
     return cells, p.block + cast(cells.c.key, BigInteger), cells.c.value
+
+
+def _cells_within(cell_ts: ColumnElement[int], lo: int, hi: int) -> ColumnElement[bool]:
+    """A packed reading is in [lo, hi). Only the first and last hour of a range can hold
+    readings outside it: the hours wholly inside skip the per-reading test (about a tenth of
+    the CPU of a day's read on SQLite, where each test casts a JSON key)."""
+    p = PACKED_NUM.c
+    return or_(and_(p.block >= lo, p.block + BLOCK_MS <= hi), and_(cell_ts >= lo, cell_ts < hi))
 
 
 def _first_blocks(series_id: int, lo: int, hi: int, *, limit: int, descending: bool) -> Select[Any]:
@@ -184,8 +191,7 @@ def numbers_between(series_ids: Sequence[int], lo: int, hi: int, *, pg: bool) ->
             p.series_id.in_(ids),
             p.block > lo - BLOCK_MS,
             p.block < hi,
-            cell_ts >= lo,
-            cell_ts < hi,
+            _cells_within(cell_ts, lo, hi),
         )
     )
     return union_all(raw_rows, packed_rows).subquery()
