@@ -29,7 +29,6 @@ from fleetcore.audit.handlers import install_audit_handlers
 from fleetcore.auth.api_limits import ApiLimiter
 from fleetcore.auth.ratelimit import LoginLimiter
 from fleetcore.auth.security import configure_hasher
-from fleetcore.body_limit import BodyLimitMiddleware
 from fleetcore.broker_sync.dispatcher import BrokerSync
 from fleetcore.cluster import shared_state
 from fleetcore.commands import service as commands_service
@@ -78,6 +77,7 @@ from fleetcore.templating import templates
 from fleetcore.usage import jobs as usage_jobs
 from fleetcore.usage.meter import UsageMeter
 from fleetcore.vending.dex_messages import DexReceiver
+from fleetcore.web.body_limit import BodyLimitMiddleware
 from fleetcore.web.errors import API_ERROR_STATUSES, documented_errors, install_error_handlers
 
 log = structlog.get_logger(__name__)
