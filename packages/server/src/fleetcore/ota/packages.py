@@ -28,7 +28,7 @@ from fleetcore.config import Settings
 from fleetcore.devices.models import DeviceProfile
 from fleetcore.errors import Conflict, Invalid, NotFound, PayloadTooLarge
 from fleetcore.media.store import MediaStore
-from fleetcore.ota import signing
+from fleetcore.ota import chunk_cache, signing
 from fleetcore.ota import store as parts
 from fleetcore.ota.models import OtaKey, OtaPackage, OtaRollout, RolloutStatus
 from fleetcore.ota.schemas import KeyIn, PackageMeta
@@ -406,6 +406,7 @@ async def delete_package(
         raise Conflict(
             "a rollout uses this package", code="OTA_PACKAGE_IN_USE", details={}
         ) from None
+    chunk_cache.assignments_changed()  # a device assigned it by hand: its chunks look again
     try:
         await parts.delete_parts(store, keys)
     except Exception:
