@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
+from pathlib import Path
 
 import pytest
 
+from fleetcore.db import Database
 from fleetcore.jobs import JobScheduler
+from tests.conftest import running_app
 from tests.support.wait import wait_until
 
 
@@ -69,3 +73,36 @@ def test_duplicate_job_name_refused() -> None:
     scheduler.register("a", 1, job)
     with pytest.raises(ValueError, match="already registered"):
         scheduler.register("a", 1, job)
+
+
+async def test_the_app_starts_no_job_on_a_shared_connection(
+    db: Database, live_database: Database, tmp_path: Path
+) -> None:
+    # A test's shared connection allows no background writer: the app's scheduler starts no
+    # loop there (its jobs would interleave savepoints with the requests'); on a live
+    # database it does.
+    assert not db.background_writes_allowed
+    assert live_database.background_writes_allowed
+    for database in (db, live_database):
+        async with running_app(database, tmp_path) as app:
+            assert "commands.expire" in app.state.jobs.names
+            assert app.state.jobs.background_writes is database.background_writes_allowed
+
+
+async def test_a_scheduler_without_background_writes_ticks_not_but_runs_once() -> None:
+    paused, runs = JobScheduler(background_writes=False), []
+    paused.register("paused", 0.01, partial(_note, runs))
+    control, ticks = JobScheduler(), []
+    control.register("control", 0.01, partial(_note, ticks))
+    await paused.start()
+    await control.start()
+    await wait_until(lambda: len(ticks) >= 3)  # three chances for the paused job to tick
+    await control.stop()
+    assert runs == []
+    await paused.run_once("paused")  # a caller's own run, in its turn
+    assert len(runs) == 1
+    await paused.stop()
+
+
+async def _note(runs: list[None]) -> None:
+    runs.append(None)

@@ -143,3 +143,14 @@ def test_telemetry_does_not_import_the_archive() -> None:
         name.startswith("fleetcore.telemetry")
         for name in imports_of(PACKAGE / "archive" / "reading.py", PACKAGE.parent)
     )  # the check sees imports between the two packages
+
+
+def test_the_body_limit_helpers_import_no_web_layer() -> None:
+    # Domain services (OTA packages, media) cap their bodies through fleetcore/body_limit.py;
+    # it may use starlette's request and parser, never our web layer or fastapi.
+    imported = imports_of(PACKAGE / "body_limit.py", PACKAGE.parent)
+    offenders = sorted(
+        name for name in imported if _is_web(name) and not name.startswith("starlette")
+    )
+    assert offenders == []
+    assert "fleetcore.web.errors" in imports_of(PACKAGE / "web" / "body_limit.py", PACKAGE.parent)

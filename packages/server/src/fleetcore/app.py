@@ -29,7 +29,6 @@ from fleetcore.audit.handlers import install_audit_handlers
 from fleetcore.auth.api_limits import ApiLimiter
 from fleetcore.auth.ratelimit import LoginLimiter
 from fleetcore.auth.security import configure_hasher
-from fleetcore.body_limit import BodyLimitMiddleware
 from fleetcore.broker_sync.dispatcher import BrokerSync
 from fleetcore.cluster import shared_state
 from fleetcore.commands import service as commands_service
@@ -78,6 +77,7 @@ from fleetcore.templating import templates
 from fleetcore.usage import jobs as usage_jobs
 from fleetcore.usage.meter import UsageMeter
 from fleetcore.vending.dex_messages import DexReceiver
+from fleetcore.web.body_limit import BodyLimitMiddleware
 from fleetcore.web.errors import API_ERROR_STATUSES, documented_errors, install_error_handlers
 
 log = structlog.get_logger(__name__)
@@ -117,10 +117,10 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         here = partial(runs, role=role)
         shared = role != "all"  # other processes share the work (PostgreSQL)
         # PostgreSQL: several processes may run the jobs; each tick is run by one of them.
+        # No job ticks where background writers are not allowed (a test's shared connection).
         app.state.jobs = JobScheduler(
-            guard=PostgresLeases(db.engine.url)
-            if db.dialect == "postgresql" and not db.shared_connection
-            else None
+            guard=PostgresLeases(db.engine.url) if db.dialect == "postgresql" else None,
+            background_writes=db.background_writes_allowed,
         )
         # PostgreSQL: the writer gets a connection of its own, so request sessions (device
         # token look-ups) can never hold every pooled connection while it waits for one.
@@ -267,13 +267,10 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
             database=db,
         )
         # A plan changed through another process (several processes on one PostgreSQL,
-        # whatever their role): a counter read every PLANS_REFRESH_S. Not on a test's shared
-        # connection: a background session there would interleave its savepoints with a
-        # request's (changes through this process reload the cache at once anyway).
-        if not db.shared_connection:
-            app.state.jobs.register(
-                "plans.refresh", PLANS_REFRESH_S, partial(plan_cache.refresh, db), per_process=True
-            )
+        # whatever their role): a counter read every PLANS_REFRESH_S.
+        app.state.jobs.register(
+            "plans.refresh", PLANS_REFRESH_S, partial(plan_cache.refresh, db), per_process=True
+        )
         app.state.device_messages = messages
         app.state.gateway = app.state.transport = None
         # Mosquitto dynamic security: device credentials reach the broker through an outbox.

@@ -1,23 +1,24 @@
 """Request bodies have a size limit on every route, enforced before anything parses them.
 
 One limit (FLEETCORE_MAX_BODY_BYTES, 1 MiB) covers every route; a route that takes more
-(file imports, batches of events) says so with `@body_limit(n)` next to its definition, and
-routes that take less read their body with `read_body(request, n)`. The limit is enforced
-as the body arrives, before authentication: a declared Content-Length past it is refused
-without reading a byte, and a chunked body is cut off at the limit.
+(file imports, batches of events) says so with `@body_limit(n)` next to its definition (the
+web layer's BodyLimitMiddleware, fleetcore/web/body_limit.py, enforces it). Below that limit,
+a handler caps its own body: `read_body` / `read_capped` for a whole body, `parse_form` for a
+multipart body parsed as it streams. Each refuses a declared Content-Length past the cap
+without reading a byte and cuts a chunked body off at the cap. No web-layer imports: domain
+services (OTA packages, media) read their bodies through this module.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any, TypeVar
 
-import orjson
-from fastapi import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.datastructures import FormData
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import Request
 
 from fleetcore.errors import PayloadTooLarge
-from fleetcore.web.errors import envelope
 
 _LIMIT_ATTRIBUTE = "__fleetcore_body_limit__"
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
@@ -33,92 +34,68 @@ def body_limit(max_bytes: int) -> Callable[[Endpoint], Endpoint]:
     return mark
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) past `limit` bytes without reading it all."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the body is larger than {limit} bytes")
-    chunks: list[bytes] = []
+def route_limit(endpoint: object, default: int) -> int:
+    """The body limit `endpoint` names with @body_limit, else `default`."""
+    limit: int = getattr(endpoint, _LIMIT_ATTRIBUTE, default)
+    return limit
+
+
+class BodyTooLarge(MultiPartException):
+    """A body past its cap; `declared` is the Content-Length when that alone refused it.
+
+    A MultiPartException so that starlette's parser, meeting it in the stream, closes the
+    temporary files it has opened before passing it on.
+    """
+
+    def __init__(self, limit: int, declared: int | None = None) -> None:
+        super().__init__(f"the body is larger than {limit} bytes")
+        self.limit = limit
+        self.declared = declared
+
+
+def _refuse_declared(request: Request, limit: int) -> None:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(limit, int(declared))
+
+
+async def _capped(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"the body is larger than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+            raise BodyTooLarge(limit)
+        yield chunk
 
 
-class BodyLimitMiddleware:
-    """Answers 413 (the error envelope) for a body past its route's limit."""
-
-    def __init__(self, app: ASGIApp, *, default_limit: int) -> None:
-        self.app = app
-        self.default_limit = default_limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        received = 0
-        limit: int | None = None
-        refused = response_started = False
-
-        async def limited_receive() -> Message:
-            nonlocal received, limit, refused
-            if limit is None:
-                # Routing has happened by the first read: the endpoint names its own limit.
-                limit = getattr(scope.get("endpoint"), _LIMIT_ATTRIBUTE, self.default_limit)
-                if _declared_length(scope) > limit:
-                    return await refuse()
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    return await refuse()
-            return message
-
-        async def refuse() -> Message:
-            nonlocal refused
-            if not refused and not response_started:
-                refused = True
-                await _send_too_large(send, limit or self.default_limit)
-            # The endpoint sees a client that went away; nothing it does next is sent.
-            return {"type": "http.disconnect"}
-
-        async def guarded_send(message: Message) -> None:
-            nonlocal response_started
-            if refused:
-                return
-            response_started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, guarded_send)
-        except Exception:
-            if not refused:
-                raise
-            # The body was refused and answered; the endpoint's failure to read it is expected.
+async def read_capped(request: Request, limit: int) -> bytes:
+    """The whole body; BodyTooLarge past `limit` bytes (declared or received)."""
+    _refuse_declared(request, limit)
+    return b"".join([chunk async for chunk in _capped(request, limit)])
 
 
-def _declared_length(scope: Scope) -> int:
-    for name, value in scope.get("headers", ()):
-        if name == b"content-length":
-            return int(value) if value.isdigit() else 0
-    return 0
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) past `limit` bytes without reading it all."""
+    try:
+        return await read_capped(request, limit)
+    except BodyTooLarge:
+        raise PayloadTooLarge(f"the body is larger than {limit} bytes") from None
 
 
-async def _send_too_large(send: Send, limit: int) -> None:
-    error = PayloadTooLarge(f"the body is larger than {limit} bytes")
-    body = orjson.dumps(envelope(error.code, error.message, {"max_bytes": limit}))
-    await send(
-        {
-            "type": "http.response.start",
-            "status": error.status_code,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
+async def parse_form(
+    request: Request, limit: int, *, max_files: int, max_fields: int, max_part_size: int
+) -> FormData:
+    """A multipart body parsed as it streams (file parts spooled to temporary files).
+
+    Raises BodyTooLarge past `limit` bytes (declared or received) and MultiPartException
+    for a malformed body; the caller names both in its own terms.
+    """
+    _refuse_declared(request, limit)
+    parser = MultiPartParser(
+        request.headers,
+        _capped(request, limit),
+        max_files=max_files,
+        max_fields=max_fields,
+        max_part_size=max_part_size,
     )
-    await send({"type": "http.response.body", "body": body})
+    return await parser.parse()

@@ -219,11 +219,15 @@ class Database:
         return cls(create_engine(url, pool_size=pool_size))
 
     @property
-    def shared_connection(self) -> bool:
-        """True when bound to one test connection: background writers stay out of it (their
-        sessions would interleave savepoints with the request's); live-database tests run
-        them."""
-        return self.bind is not None
+    def background_writes_allowed(self) -> bool:
+        """False when bound to one connection (a test's transaction, rolled back after it).
+
+        Every session there is a savepoint on that one connection, so a background writer's
+        session (a job, a component's writer task) would interleave its savepoints with a
+        request's and break it. There the job scheduler runs no job (fleetcore.jobs) and
+        components start no background writer; tests that need them use a live database.
+        """
+        return self.bind is None
 
     @property
     def dialect(self) -> str:

@@ -4,6 +4,10 @@ Every job runs at the wall-clock multiples of its interval (its ticks). With a g
 (PostgreSQL: fleetcore.job_leases) a tick of a cluster-wide job is run by one process of
 all those that wake for it; per-process jobs (state held in this process's memory) and
 every job without a guard (SQLite: one process) run at each tick here.
+
+Jobs are background writers: on a database that allows none (a test's shared connection,
+Database.background_writes_allowed) the scheduler starts no loop; `run_once` still runs a
+job when the caller asks, in the caller's own turn.
 """
 
 from __future__ import annotations
@@ -48,8 +52,9 @@ class _Job:
 class JobScheduler:
     """Runs each registered job at every tick of its interval; a failing run is logged."""
 
-    def __init__(self, guard: JobGuard | None = None) -> None:
+    def __init__(self, guard: JobGuard | None = None, *, background_writes: bool = True) -> None:
         self.guard = guard
+        self.background_writes = background_writes
         self._jobs: dict[str, _Job] = {}
         self._stopping = asyncio.Event()
 
@@ -74,7 +79,10 @@ class JobScheduler:
         return sorted(self._jobs)
 
     async def start(self) -> None:
-        """Start every job's loop."""
+        """Start every job's loop (none where background writes are not allowed)."""
+        if not self.background_writes:
+            log.info("jobs_not_started", reason="no background writers on a shared connection")
+            return
         self._stopping.clear()
         for job in self._jobs.values():
             job.task = asyncio.create_task(self._loop(job), name=f"job:{job.name}")

@@ -466,8 +466,6 @@ async def mark_done(
 async def expire_due(db: Database, *, now: datetime | None = None, batch: int = BATCH) -> int:
     """Move up to `batch` proposed recommendations past their expires_at to expired;
     returns how many moved (idempotent: run it again and it finds the rest)."""
-    if db.shared_connection:  # one test's connection: background writers stay out of it
-        return 0
     now = now or utcnow()
     async with db.session(write=True) as session:
         due = (
@@ -494,8 +492,6 @@ async def expire_due(db: Database, *, now: datetime | None = None, batch: int = 
 async def sync_commands(db: Database, *, batch: int = BATCH) -> int:
     """Move up to `batch` approved recommendations whose command ended: executed if it
     succeeded, failed if it failed, expired or was cancelled; returns how many moved."""
-    if db.shared_connection:  # one test's connection: background writers stay out of it
-        return 0
     async with db.session(write=True) as session:
         ended = (
             await session.execute(

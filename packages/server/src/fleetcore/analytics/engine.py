@@ -149,8 +149,8 @@ class AnalyticsEngine:
 
     @property
     def enabled(self) -> bool:
-        """False on a database bound to one test transaction (no background writers)."""
-        return not self.database.shared_connection
+        """False on a database that allows no background writes."""
+        return self.database.background_writes_allowed
 
     @property
     def idle(self) -> bool:

@@ -96,7 +96,7 @@ class DesiredState:
             return await service.desired_state(session, device_id)
 
     async def _push(self, device_id: uuid.UUID) -> None:
-        if not self.hub.listening("status") or self.database.shared_connection:
+        if not self.hub.listening("status") or not self.database.background_writes_allowed:
             return
         try:
             async with self.database.session() as session:

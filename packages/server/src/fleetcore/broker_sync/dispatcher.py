@@ -111,8 +111,8 @@ class BrokerSync:
 
     @property
     def enabled(self) -> bool:
-        """False on a database bound to one test transaction (no background writers there)."""
-        return not self.database.shared_connection
+        """False on a database that allows no background writes."""
+        return self.database.background_writes_allowed
 
     def wake(self) -> None:
         """Look at the outbox now (after a commit that staged rows)."""

@@ -475,7 +475,7 @@ class CommandService:
     async def expire_due(self) -> None:
         """Expire open commands whose time is up (a job, every second)."""
         now = utcnow()
-        if self.shared and not self.database.shared_connection:
+        if self.shared:
             async with self.database.session() as session:
                 self._next_deadline = await self._earliest_deadline(session)
         if self._next_deadline is None or self._next_deadline > now:

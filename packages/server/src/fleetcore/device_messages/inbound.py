@@ -326,7 +326,9 @@ class DeviceMessages:
         (v2/fw/error), so the device need not wait for its own timeout, and a dead letter."""
         assert self.ota_chunks is not None
         kind = "firmware" if request.package == "fw" else "software"
-        answer = await self.ota_chunks(sender.device, kind, request.chunk, request.size)
+        answer = await self.ota_chunks(
+            sender.device, kind, request.request_id, request.chunk, request.size
+        )
         if isinstance(answer, tuple):
             self.send(sender.key, m.OtaChunkError(_OTA_REFUSALS.get(answer[0], "FAILURE")))
             dead(*answer)

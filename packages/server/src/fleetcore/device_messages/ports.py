@@ -50,10 +50,10 @@ CommandResults = Callable[[IngestDevice, str, dict[str, Any], bool], Awaitable[i
 # A DEX audit file from a device: (device, payload) -> None once stored (and accounted),
 # else the dead letter's (reason, detail). The vending module provides it.
 DexUploads = Callable[[IngestDevice, bytes], Awaitable[tuple[str, str] | None]]
-# A chunk of the package assigned to a device: (device, "firmware"|"software", chunk, size)
-# -> the bytes (empty past the end), or the dead letter's (reason, detail). The OTA module
-# provides it.
-OtaChunks = Callable[[IngestDevice, str, int, int], Awaitable[bytes | tuple[str, str]]]
+# A chunk of the package assigned to a device: (device, "firmware"|"software", request id,
+# chunk, size) -> the bytes (empty past the end), or the dead letter's (reason, detail). The
+# OTA module provides it.
+OtaChunks = Callable[[IngestDevice, str, str, int, int], Awaitable[bytes | tuple[str, str]]]
 
 
 class RecordedResult(Protocol):

@@ -18,14 +18,15 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import FormData, UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.formparsers import MultiPartException
 
+from fleetcore.body_limit import BodyTooLarge, parse_form
 from fleetcore.config import Settings
 from fleetcore.devices.models import Device
 from fleetcore.errors import DomainError, Invalid, PayloadTooLarge
@@ -47,20 +48,6 @@ def is_multipart(request: Request) -> bool:
     return request.headers.get("content-type", "").lower().startswith("multipart/form-data")
 
 
-class _TooLarge(MultiPartException):
-    """Raised inside the parser's stream: as a MultiPartException the parser closes the
-    temporary files it has opened before passing it on."""
-
-
-async def _limited(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge("too large")
-        yield chunk
-
-
 def _request_too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(
         f"the request is larger than {limit} bytes (the event and all its files)",
@@ -70,19 +57,11 @@ def _request_too_large(limit: int) -> PayloadTooLarge:
 
 
 async def _parse(request: Request, limit: int) -> FormData:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _request_too_large(limit)
-    parser = MultiPartParser(
-        request.headers,
-        _limited(request, limit),
-        max_files=MAX_MEDIA,
-        max_fields=1,
-        max_part_size=MAX_EVENT_BYTES,
-    )
     try:
-        return await parser.parse()
-    except _TooLarge:
+        return await parse_form(
+            request, limit, max_files=MAX_MEDIA, max_fields=1, max_part_size=MAX_EVENT_BYTES
+        )
+    except BodyTooLarge:
         raise _request_too_large(limit) from None
     except MultiPartException as exc:
         raise Invalid(

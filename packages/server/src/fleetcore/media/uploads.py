@@ -11,6 +11,7 @@ from fastapi import Request
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from fleetcore.body_limit import BodyTooLarge, read_capped
 from fleetcore.config import Settings
 from fleetcore.db import utcnow
 from fleetcore.devices.models import Device
@@ -67,17 +68,10 @@ async def create_upload(
 
 
 async def _read(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large(int(declared), limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large(None, limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+    try:
+        return await read_capped(request, limit)
+    except BodyTooLarge as exc:
+        raise too_large(exc.declared, limit) from None
 
 
 async def receive_upload(

@@ -124,8 +124,8 @@ class Dispatcher:
 
     @property
     def enabled(self) -> bool:
-        """False on a database bound to one test transaction (no background writers there)."""
-        return not self.database.shared_connection
+        """False on a database that allows no background writes."""
+        return self.database.background_writes_allowed
 
     def wake(self, *_: object) -> None:
         """Look at the outbox now (after a commit that staged deliveries)."""

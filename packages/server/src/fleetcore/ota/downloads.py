@@ -20,6 +20,7 @@ from fleetcore.media.serving import byte_range
 from fleetcore.media.store import MediaStore
 from fleetcore.ota import assignment
 from fleetcore.ota import store as parts
+from fleetcore.ota.chunk_cache import ChunkCache, Resolved
 from fleetcore.ota.models import OtaPackage
 
 MQTT_MAX_CHUNK = 64 * 1024  # under the embedded broker's and ThingsBoard's packet limits
@@ -102,14 +103,18 @@ async def serve(
 
 
 class MqttChunks:
-    """The device-message layer's OtaChunks port: a chunk of the assigned package."""
+    """The device-message layer's OtaChunks port: a chunk of the assigned package.
+
+    The package a request id resolved to serves its later chunks (ota/chunk_cache.py).
+    """
 
     def __init__(self, database: Database, store: MediaStore) -> None:
         self.database = database
         self.store = store
+        self.cache = ChunkCache()
 
     async def __call__(
-        self, device: IngestDevice, kind: str, chunk: int, size: int
+        self, device: IngestDevice, kind: str, request_id: str, chunk: int, size: int
     ) -> bytes | tuple[str, str]:
         """The bytes (empty past the end), or the dead letter's (reason, detail)."""
         if size > MQTT_MAX_CHUNK:
@@ -117,13 +122,22 @@ class MqttChunks:
                 "chunk_too_large",
                 f"{size} bytes asked; chunks over MQTT are at most {MQTT_MAX_CHUNK}",
             )
-        async with self.database.session() as session:
-            package = await assignment.assigned_package(
-                session, device.id, device.organization_id, kind
-            )
+        key = (device.id, kind, request_id)
+        package = self.cache.get(key)
         if package is None:
-            return "ota_not_assigned", f"no {kind} package is assigned to this device"
+            generation = self.cache.generation
+            package = await self._assigned(device, kind)
+            if package is None:
+                return "ota_not_assigned", f"no {kind} package is assigned to this device"
+            self.cache.put(key, package, generation=generation)
         start, end = chunk_span(package.size, chunk, size)
         return await parts.read_bytes(
             self.store, package.storage_prefix, package.part_bytes, start, end
         )
+
+    async def _assigned(self, device: IngestDevice, kind: str) -> Resolved | None:
+        async with self.database.session() as session:
+            row = await assignment.assigned_package(
+                session, device.id, device.organization_id, kind
+            )
+        return None if row is None else Resolved(row.storage_prefix, row.part_bytes, row.size)

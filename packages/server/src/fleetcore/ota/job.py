@@ -31,8 +31,6 @@ _OPEN_IN_STAGE = (DeviceState.PENDING, *DeviceState.IN_FLIGHT)
 
 async def run(database: Database, hub: LiveHub) -> None:
     """One pass over every open rollout."""
-    if database.shared_connection:  # a test's transaction: its requests own the connection
-        return
     async with database.session(write=True) as session:
         moved = await progress.sync_devices(session)
         await session.commit()

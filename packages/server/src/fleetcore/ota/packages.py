@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncGenerator
 from typing import Any
 
 import structlog
@@ -20,15 +19,16 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import FormData, UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.formparsers import MultiPartException
 
 from fleetcore.audit import service as audit
 from fleetcore.auth.principal import Principal, Role
+from fleetcore.body_limit import BodyTooLarge, parse_form
 from fleetcore.config import Settings
 from fleetcore.devices.models import DeviceProfile
 from fleetcore.errors import Conflict, Invalid, NotFound, PayloadTooLarge
 from fleetcore.media.store import MediaStore
-from fleetcore.ota import signing
+from fleetcore.ota import chunk_cache, signing
 from fleetcore.ota import store as parts
 from fleetcore.ota.models import OtaKey, OtaPackage, OtaRollout, RolloutStatus
 from fleetcore.ota.schemas import KeyIn, PackageMeta
@@ -104,19 +104,6 @@ async def delete_key(session: AsyncSession, principal: Principal, key_id: uuid.U
 # -- upload ----------------------------------------------------------------------------
 
 
-class _TooLarge(MultiPartException):
-    """Raised inside the parser's stream (the parser then closes its temporary files)."""
-
-
-async def _limited(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge("too large")
-        yield chunk
-
-
 def _too_large(max_mb: int) -> PayloadTooLarge:
     return PayloadTooLarge(
         f"a package may be at most {max_mb} MiB (FLEETCORE_OTA_MAX_PACKAGE_MB)",
@@ -134,20 +121,15 @@ async def read_upload(request: Request, max_mb: int) -> FormData:
             "profile_id and signature, and one file part 'file')",
             code="MULTIPART_REQUIRED",
         )
-    limit = max_mb * MIB + FRAMING_BYTES
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _too_large(max_mb)
-    parser = MultiPartParser(
-        request.headers,
-        _limited(request, limit),
-        max_files=1,
-        max_fields=8,
-        max_part_size=MAX_FIELD_BYTES,
-    )
     try:
-        return await parser.parse()
-    except _TooLarge:
+        return await parse_form(
+            request,
+            max_mb * MIB + FRAMING_BYTES,
+            max_files=1,
+            max_fields=8,
+            max_part_size=MAX_FIELD_BYTES,
+        )
+    except BodyTooLarge:
         raise _too_large(max_mb) from None
     except MultiPartException as exc:
         raise Invalid(
@@ -424,6 +406,7 @@ async def delete_package(
         raise Conflict(
             "a rollout uses this package", code="OTA_PACKAGE_IN_USE", details={}
         ) from None
+    chunk_cache.assignments_changed()  # a device assigned it by hand: its chunks look again
     try:
         await parts.delete_parts(store, keys)
     except Exception:

@@ -28,7 +28,7 @@ from fleetcore.db import utcnow
 from fleetcore.devices.models import Device, DeviceLabel, DeviceProfile
 from fleetcore.errors import Conflict, Invalid, NotFound
 from fleetcore.live.hub import LiveHub
-from fleetcore.ota import assignment, progress
+from fleetcore.ota import assignment, chunk_cache, progress
 from fleetcore.ota.models import (
     DeviceState,
     OtaPackage,
@@ -382,6 +382,7 @@ async def _audited(
         target_id=rollout.id,
     )
     await session.commit()
+    chunk_cache.assignments_changed()  # paused, aborted...: MQTT chunks look again
     await session.refresh(rollout)
     await progress.publish_rollout(session, hub, rollout)
     return await describe(session, rollout)

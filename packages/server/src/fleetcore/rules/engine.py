@@ -106,8 +106,8 @@ class RulesEngine:
 
     @property
     def enabled(self) -> bool:
-        """False on a database bound to one test transaction (no background writers there)."""
-        return not self.database.shared_connection
+        """False on a database that allows no background writes."""
+        return self.database.background_writes_allowed
 
     async def start(self) -> None:
         """Load rules and saved state; start evaluating."""

@@ -112,7 +112,7 @@ class Presence:
 
     async def start(self) -> None:
         """Start the transition writer (shared: learn who is online from the database)."""
-        if self.share is not None and not self.database.shared_connection:
+        if self.share is not None and self.database.background_writes_allowed:
             async with self.database.session() as session:
                 online = await session.scalars(
                     select(Device.id).where(
@@ -197,7 +197,7 @@ class Presence:
                 log.exception("presence_write_failed", device_id=str(change.device_id))
 
     async def _apply(self, change: _Change) -> None:
-        if self.database.shared_connection:
+        if not self.database.background_writes_allowed:
             return
         async with self.database.session() as session:
             values: dict[str, object] = {
@@ -252,8 +252,6 @@ class Presence:
 
     async def check_offline(self) -> int:
         """Mark devices silent past their profile's timeout offline; how many went offline."""
-        if self.database.shared_connection:
-            return 0
         now = utcnow()
         async with self.database.session() as session:
             rows = (
@@ -292,7 +290,7 @@ class Presence:
             now = time.time()
             for device_id in self._connections:
                 self._seen[device_id] = now
-        if not self._seen or self.database.shared_connection:
+        if not self._seen or not self.database.background_writes_allowed:
             self._seen.clear()
             return
         seen, self._seen = self._seen, {}

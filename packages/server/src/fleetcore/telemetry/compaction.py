@@ -276,9 +276,7 @@ async def _empty(engine: AsyncEngine, table: str) -> bool:
 def register_jobs(jobs: JobScheduler, database: Database, settings: Settings) -> None:
     """Compaction every `telemetry_compact_interval_s`, unless turned off."""
     after_days = settings.telemetry_compact_after_days
-    # Not on a test's shared connection: its transactions would interleave with the test's
-    # requests there (on SQLite, where it now runs too, a request then fails).
-    if not after_days or database.shared_connection:
+    if not after_days:
         return
 
     async def compaction() -> None:

@@ -24,12 +24,7 @@ async def _snapshot(database: Database) -> None:
 def register_jobs(
     jobs: JobScheduler, database: Database, meter: UsageMeter, settings: Settings
 ) -> None:
-    """Flush in every process (its own counters); snapshot and roll up once per tick.
-
-    None on a test's shared connection: a background session there would interleave its
-    savepoints with the test's requests (those tests flush explicitly)."""
-    if database.shared_connection:
-        return
+    """Flush in every process (its own counters); snapshot and roll up once per tick."""
     jobs.register(FLUSH_JOB, settings.usage_flush_interval_s, meter.flush_quietly, per_process=True)
     jobs.register(storage.JOB_NAME, settings.usage_storage_interval_s, partial(_snapshot, database))
     jobs.register(rollup.JOB_NAME, rollup.INTERVAL_S, partial(_roll_up, database, settings))

@@ -200,9 +200,8 @@ class UsageMeter:
 
     @property
     def writes(self) -> bool:
-        """False without a database, or on one bound to a test's single transaction: a
-        background flush there would interleave its savepoints with the requests'."""
-        return self.database is not None and not self.database.shared_connection
+        """False without a database, or on one that allows no background writes."""
+        return self.database is not None and self.database.background_writes_allowed
 
     @property
     def pending(self) -> int:

@@ -42,7 +42,7 @@ router = APIRouter(prefix="/api/v1", tags=["vending audits"])
 def _series_pipeline(request: Request) -> IngestPipeline | None:
     """The pipeline for the audit's telemetry; none on an app bound to a test transaction
     (background writers stay out of it, as the rules engine and presence do)."""
-    if request.app.state.database.shared_connection:
+    if not request.app.state.database.background_writes_allowed:
         return None
     pipeline: IngestPipeline = request.app.state.pipeline
     return pipeline
