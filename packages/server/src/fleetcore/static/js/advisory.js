@@ -123,13 +123,13 @@
   function refreshRanking() {
     rankingTimer = 0;
     const target = document.getElementById("ranking");
-    if (target) window.htmx.ajax("GET", "/analytics?part=ranking", { target: target, swap: "innerHTML" });
+    if (target) FC.load("/analytics?part=ranking", target, "innerHTML");
   }
 
   function refreshFindings() {
     const q = new URLSearchParams({ part: "findings" });
     if (rows.dataset.device) q.set("device", rows.dataset.device);
-    window.htmx.ajax("GET", "/analytics?" + q, { target: "#findings", swap: "innerHTML" });
+    FC.load("/analytics?" + q, "#findings", "innerHTML");
   }
 
   FC.live.on("finding", (msg) => {
@@ -142,8 +142,7 @@
     const current = document.getElementById("finding-rows");
     if (current && !seen.has(String(id)) && !current.querySelector('[data-finding-id="' + CSS.escape(String(id)) + '"]')) {
       seen.add(String(id));
-      window.htmx.ajax("GET", "/analytics/findings/" + encodeURIComponent(id) + "?part=row",
-        { target: current, swap: "afterbegin" });
+      FC.load("/analytics/findings/" + encodeURIComponent(id) + "?part=row", current, "afterbegin");
     }
     scheduleRanking();
   });

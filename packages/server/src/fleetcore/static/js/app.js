@@ -30,6 +30,38 @@
     applyCommandStates(e.detail.elt);
   });
 
+  // -- server-rendered parts fetched into the page, every one of them ------------------
+  // htmx.ajax without a source element syncs on <body>: a call made while another is in
+  // flight is queued, and a third replaces the queued second (htmx's default "queue last"),
+  // so of three live updates in a burst one was dropped without a word (a rollout's
+  // progress, a plate read's row). Here the calls run one at a time, in order, none lost.
+  // A part asked for again while its request waits is fetched once (it reads the newest);
+  // asked for while its request runs, it is fetched once more after.
+  // `target` is an element or a selector (looked up when its turn comes: a swap may have
+  // replaced it).
+  const parts = new Map(); // key -> "waiting" | "running" | "again"
+  let chain = Promise.resolve();
+  FC.load = function (url, target, swap) {
+    const key = swap + " " + url + (typeof target === "string" ? " " + target : "");
+    const state = parts.get(key);
+    if (state === "waiting") return chain;
+    if (state) { parts.set(key, "again"); return chain; }
+    parts.set(key, "waiting");
+    chain = chain.then(async () => {
+      parts.set(key, "running");
+      const el = typeof target === "string" ? document.querySelector(target) : target;
+      try {
+        if (window.htmx && el && el.isConnected) {
+          await window.htmx.ajax("GET", url, { target: el, swap: swap });
+        }
+      } catch (_) { /* the part stays as it was; the next news asks again */ }
+      const again = parts.get(key) === "again";
+      parts.delete(key);
+      if (again) FC.load(url, target, swap);
+    });
+    return chain;
+  };
+
   FC.flash = function (message) {
     const box = document.getElementById("flash");
     if (!box) return;
@@ -155,13 +187,8 @@
   // -- alerts: new ones and status changes appear without a reload -----------------------
   // Messages: {"type": "alert", "event": "alert.opened" | ..., "alert": {...}}. Rows and
   // heads are rendered by the server (GET /alerts/{id}?part=row|head), feeds here.
-  const fetching = new Set();
-
   function swapFromServer(url, target, swap) {
-    if (!window.htmx) return;
-    if (fetching.has(url + swap)) return;
-    fetching.add(url + swap);
-    window.htmx.ajax("GET", url, { target: target, swap: swap }).finally(() => fetching.delete(url + swap));
+    FC.load(url, target, swap);
   }
 
   function dropEmpty(id) {

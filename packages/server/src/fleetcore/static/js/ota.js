@@ -6,25 +6,13 @@
   const FC = window.FC;
   if (!FC || !FC.live || !document.querySelector("[data-ota-live]")) return;
 
-  // One request per part at a time; news arriving meanwhile asks once more after it.
-  const loading = new Map(); // url -> true while busy, "again" if news came meanwhile
-
-  function reload(url, selector) {
-    if (!window.htmx || !document.querySelector(selector)) return;
-    if (loading.has(url)) { loading.set(url, "again"); return; }
-    loading.set(url, true);
-    window.htmx.ajax("GET", url, { target: selector, swap: "outerHTML" }).finally(() => {
-      const again = loading.get(url) === "again";
-      loading.delete(url);
-      if (again) reload(url, selector);
-    });
-  }
-
   function rolloutChanged(id) {
     const base = "/ota/rollouts/" + id + "?part=";
-    reload(base + "head", '[data-rollout-head="' + id + '"]');
-    reload(base + "progress", '[data-rollout-progress="' + id + '"]');
-    reload(base + "row", '[data-rollout-row="' + id + '"]');
+    const parts = { head: "data-rollout-head", progress: "data-rollout-progress", row: "data-rollout-row" };
+    for (const [part, attr] of Object.entries(parts)) {
+      const selector = "[" + attr + '="' + id + '"]';
+      if (document.querySelector(selector)) FC.load(base + part, selector, "outerHTML");
+    }
   }
 
   FC.live.on("rollout", (msg) => { if (msg.id) rolloutChanged(msg.id); });
@@ -47,6 +35,17 @@
       }
     }
     rolloutChanged(msg.rollout_id);
+  });
+
+  // Changes between the page's rendering and the subscription (or during a reconnect)
+  // came with no message: once subscribed, the page's rollouts are fetched again.
+  FC.live.on("subscribed", (msg) => {
+    if (msg.channel !== "ota") return;
+    const ids = new Set();
+    document.querySelectorAll("[data-rollout-head], [data-rollout-row]").forEach((el) => {
+      ids.add(el.dataset.rolloutHead || el.dataset.rolloutRow);
+    });
+    ids.forEach(rolloutChanged);
   });
 
   FC.live.subscribe("ota");

@@ -59,7 +59,7 @@
     const url = el.dataset.refresh;
     const target = document.querySelector(el.dataset.refreshTarget || "");
     if (!url || !target || !window.htmx) return location.reload();
-    await window.htmx.ajax("GET", url, { target: target, swap: "innerHTML" });
+    await FC.load(url, target, "innerHTML");
   }
 
   async function run(el, payload) {
@@ -113,8 +113,7 @@
     if (!rows || id === undefined || id === null || seen.has(String(id))) return;
     seen.add(String(id));
     if (rows.querySelector('[data-read-id="' + CSS.escape(String(id)) + '"]')) return;
-    window.htmx.ajax("GET", "/plates/reads/" + encodeURIComponent(id) + "?part=row",
-      { target: rows, swap: "afterbegin" });
+    FC.load("/plates/reads/" + encodeURIComponent(id) + "?part=row", rows, "afterbegin");
   });
   if (document.querySelector("#plate-rows[data-newest]")) FC.live.subscribe("plates");
 })();
