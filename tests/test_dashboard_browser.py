@@ -289,7 +289,7 @@ async def test_phone_width_dark_mode_and_sign_out(
         badge = page.locator(f'[data-status-of="{device_id}"]')
         await expect(badge).to_have_text("never")
         await expect(page.locator("body")).to_have_attribute(
-            "data-subscribed", "alerts commands status telemetry"
+            "data-subscribed", "alerts commands ota status telemetry"
         )
         await post_value(http, token, temperature=4.0)
         await expect(badge).to_have_text("online")

@@ -190,4 +190,14 @@ async def test_a_manager_rolls_out_firmware_and_watches_it_live(
     await expect(history).to_contain_text("updated")
     await expect(history.locator("td").nth(3)).to_have_text("1.0")  # what it had before
     await screenshot(page, "ota-device")
+
+    # The second device's page follows its update live: assigned, then downloading.
+    await page.goto(f"{base}/devices/{second}")
+    await expect(page.locator("body")).to_have_attribute("data-subscribed", re.compile("ota"))
+    firmware = page.locator('[data-versions="firmware"]')
+    await expect(firmware.locator("[data-assigned-version]")).to_have_text("pump-fw 2.0")
+    await report(http, tokens[second], fw_state="DOWNLOADING")
+    await expect(firmware.locator("[data-update-state]")).to_have_text("DOWNLOADING")
+    await report(http, tokens[second], fw_state="FAILED", fw_error="flash write failed")
+    await expect(firmware.locator("[data-update-state]")).to_contain_text("flash write failed")
     console.assert_none()

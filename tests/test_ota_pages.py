@@ -373,8 +373,14 @@ async def test_the_device_page_shows_versions_and_update_history(
     assert reported.status_code == 200
     async with browser_like(app, tenant, Role.VIEWER) as http:
         page = await http.get(f"/devices/{device_id}")
+        card = await http.get(f"/ota/devices/{device_id}/updates")  # its live refresh
     assert page.status_code == 200
     html = page.text
+    assert card.status_code == 200
+    assert card.text.startswith(
+        f'<section class="card" aria-labelledby="updates-h" data-device-updates="{device_id}"'
+    )
+    assert card.text.strip() in html  # the card alone is the page's card
     firmware = html[html.index('data-versions="firmware"') :].split("</tr>")[0]
     assert "sensor-fw <code>0.8</code>" in firmware  # running
     assert "sensor-fw <code>1.0</code>" in firmware  # assigned
@@ -405,6 +411,7 @@ async def test_another_organization_sees_nothing(
         for answer in (
             await http.get(url),
             await http.get(f"{url}?part=progress"),
+            await http.get(f"/ota/devices/{device_id}/updates"),
             await http.post(f"{url}/pause", headers=csrf),
             await http.post(f"/ota/packages/{package['id']}/delete", headers=csrf),
         ):

@@ -23,7 +23,7 @@ from fleetcore.devices import profiles
 from fleetcore.devices import service as devices
 from fleetcore.errors import DomainError
 from fleetcore.live.hub import LiveHub
-from fleetcore.ota import history, packages, rollouts
+from fleetcore.ota import history, packages, rollouts, sections
 from fleetcore.ota.deps import HubDep
 from fleetcore.ota.models import DeviceState, RolloutStatus
 from fleetcore.ota.schemas import RolloutIn, RolloutOut
@@ -272,6 +272,17 @@ async def rollout_page(
         state=state or "",
         all_states=DeviceState.ALL,
     )
+
+
+@router.get("/ota/devices/{device_id}/updates")
+async def device_updates(
+    device_id: uuid.UUID, session: SessionDep, context: Context
+) -> HTMLResponse:
+    """The device page's firmware and software card alone (its live refresh)."""
+    principal = principal_of(context)
+    device = await devices.get_device(session, principal, device_id)
+    values: dict[str, Any] = await sections.device_section(session, principal, device)
+    return render(context, "ota/_device_updates.html", device=device, **values)
 
 
 @router.post("/ota/rollouts/{rollout_id}/{action}")

@@ -1,5 +1,6 @@
-// OTA pages: rollouts follow the "ota" live channel. The server renders every part
-// (GET /ota/rollouts/{id}?part=head|progress|row); a device's state cell is set here.
+// OTA pages and the device page's firmware card follow the "ota" live channel. The server
+// renders every part (GET /ota/rollouts/{id}?part=head|progress|row, GET
+// /ota/devices/{id}/updates); a device's state cell on a rollout page is set here.
 // No build step; plain ES2020. Without it the pages work, only not live.
 (function () {
   "use strict";
@@ -17,7 +18,15 @@
 
   FC.live.on("rollout", (msg) => { if (msg.id) rolloutChanged(msg.id); });
 
+  // The device page's firmware and software card (ota/_device_updates.html).
+  const card = document.querySelector("[data-device-updates]");
+  const cardDevice = card && card.dataset.deviceUpdates;
+  function cardChanged() {
+    FC.load("/ota/devices/" + cardDevice + "/updates", '[data-device-updates="' + cardDevice + '"]', "outerHTML");
+  }
+
   FC.live.on("device", (msg) => {
+    if (cardDevice && msg.device_id === cardDevice) cardChanged();
     if (!msg.rollout_id || !document.querySelector('[data-rollout-head="' + msg.rollout_id + '"]')) return;
     const state = document.querySelector('[data-device-state="' + msg.device_id + '"]');
     if (state) {
@@ -41,6 +50,7 @@
   // came with no message: once subscribed, the page's rollouts are fetched again.
   FC.live.on("subscribed", (msg) => {
     if (msg.channel !== "ota") return;
+    if (cardDevice) cardChanged();
     const ids = new Set();
     document.querySelectorAll("[data-rollout-head], [data-rollout-row]").forEach((el) => {
       ids.add(el.dataset.rolloutHead || el.dataset.rolloutRow);
@@ -48,5 +58,5 @@
     ids.forEach(rolloutChanged);
   });
 
-  FC.live.subscribe("ota");
+  FC.live.subscribe("ota", cardDevice);  // a device page: that device's messages only
 })();
