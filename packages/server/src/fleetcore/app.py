@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 from importlib.resources import files
-from pathlib import Path
 from typing import Protocol
 
 import structlog
@@ -37,7 +36,7 @@ from fleetcore.commands.delivery import EXPIRY_INTERVAL_S, CommandService
 from fleetcore.config import Settings
 from fleetcore.cors import install_cors
 from fleetcore.dashboard.context import install_page_handlers
-from fleetcore.db import Database, create_engine
+from fleetcore.db import Database, create_engine, open_database
 from fleetcore.deadletters.sink import DeadLetterSink
 from fleetcore.device_messages.inbound import DeviceMessages
 from fleetcore.devices.auth_cache import IngestDevice
@@ -417,11 +416,3 @@ def _traffic(presence: Presence, meter: UsageMeter, device: IngestDevice) -> Non
     """A device sent something: presence (online, last seen) and usage (active today)."""
     presence.seen(device)
     meter.device_seen(device.organization_id, device.id)
-
-
-def open_database(settings: Settings) -> Database:
-    """The configured database (SQLite's directory created if missing)."""
-    url = settings.resolved_database_url
-    if settings.is_sqlite and url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-    return Database.from_url(settings.resolved_database_url, pool_size=settings.db_pool_size)
