@@ -66,7 +66,6 @@ from fleetcore.plans.quota import IngestQuota
 from fleetcore.plates.hook import PlateHook
 from fleetcore.ratelimits import Limiter
 from fleetcore.roles import runs
-from fleetcore.routers import API_ROUTERS, PAGE_ROUTERS
 from fleetcore.rules.engine import RulesEngine
 from fleetcore.security_headers import REDOC_POLICY, SecurityHeadersMiddleware
 from fleetcore.status.presence import Presence
@@ -391,6 +390,10 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     app.include_router(ops_router)
     if not runs("routes.api", settings.role):
         return app  # ingest and worker processes serve /health, /ready and /metrics only
+    # Imported here: an ingest or worker process does not build the routes it never serves
+    # (importing them is about a second of CPU at every start).
+    from fleetcore.routers import API_ROUTERS, PAGE_ROUTERS
+
     for router in API_ROUTERS:
         app.include_router(router, responses=documented_errors(*API_ERROR_STATUSES))
     for router in PAGE_ROUTERS:
