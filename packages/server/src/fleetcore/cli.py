@@ -384,10 +384,10 @@ def create_superuser(
     configure_logging(settings.log_level, settings.log_format)
     from pydantic import ValidationError
 
-    from fleetcore.db import open_database
     from fleetcore.auth import users
     from fleetcore.auth.principal import Role
     from fleetcore.auth.schemas import UserIn
+    from fleetcore.db import open_database
     from fleetcore.errors import DomainError
     from fleetcore.migrate import upgrade
 
