@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 from importlib.resources import files
-from pathlib import Path
 from typing import Protocol
 
 import structlog
@@ -36,7 +35,7 @@ from fleetcore.commands.delivery import EXPIRY_INTERVAL_S, CommandService
 from fleetcore.config import Settings
 from fleetcore.cors import install_cors
 from fleetcore.dashboard.context import install_page_handlers
-from fleetcore.db import Database, create_engine
+from fleetcore.db import Database, create_engine, open_database
 from fleetcore.deadletters.sink import DeadLetterSink
 from fleetcore.device_messages.inbound import DeviceMessages
 from fleetcore.devices.auth_cache import IngestDevice
@@ -66,7 +65,6 @@ from fleetcore.plans.quota import IngestQuota
 from fleetcore.plates.hook import PlateHook
 from fleetcore.ratelimits import Limiter
 from fleetcore.roles import runs
-from fleetcore.routers import API_ROUTERS, PAGE_ROUTERS
 from fleetcore.rules.engine import RulesEngine
 from fleetcore.security_headers import REDOC_POLICY, SecurityHeadersMiddleware
 from fleetcore.status.presence import Presence
@@ -389,6 +387,10 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     app.include_router(ops_router)
     if not runs("routes.api", settings.role):
         return app  # ingest and worker processes serve /health, /ready and /metrics only
+    # Imported here: an ingest or worker process does not build the routes it never serves
+    # (importing them is about a second of CPU at every start).
+    from fleetcore.routers import API_ROUTERS, PAGE_ROUTERS
+
     for router in API_ROUTERS:
         app.include_router(router, responses=documented_errors(*API_ERROR_STATUSES))
     for router in PAGE_ROUTERS:
@@ -414,11 +416,3 @@ def _traffic(presence: Presence, meter: UsageMeter, device: IngestDevice) -> Non
     """A device sent something: presence (online, last seen) and usage (active today)."""
     presence.seen(device)
     meter.device_seen(device.organization_id, device.id)
-
-
-def open_database(settings: Settings) -> Database:
-    """The configured database (SQLite's directory created if missing)."""
-    url = settings.resolved_database_url
-    if settings.is_sqlite and url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-    return Database.from_url(settings.resolved_database_url, pool_size=settings.db_pool_size)

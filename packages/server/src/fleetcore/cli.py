@@ -218,7 +218,7 @@ def _prepare_demo(
     from rich.console import Console
     from rich.panel import Panel
 
-    from fleetcore.app import open_database
+    from fleetcore.db import open_database
     from fleetcore.demo import DEMO_SLUG, ensure_demo, ensure_demo_rules
     from fleetcore.simulator import inprocess
     from fleetcore.simulator.cameras_demo import ensure_demo_cameras
@@ -324,7 +324,7 @@ def _demo_simulation(settings: Settings, fleet: Fleet) -> Simulation:
 
 def _demo_vending(settings: Settings, vending: DemoVending, *, live: bool) -> DemoVendingRun:
     """The demo's vending history, then (`live`) its machines against this very server."""
-    from fleetcore.app import open_database
+    from fleetcore.db import open_database
     from fleetcore.simulator.cli import local_address
     from fleetcore.simulator.vending_demo import DemoVendingRun
 
@@ -339,7 +339,7 @@ def _demo_vending(settings: Settings, vending: DemoVending, *, live: bool) -> De
 
 def _demo_machines(settings: Settings, machines: DemoMachines, *, live: bool) -> DemoMachinesRun:
     """The demo motors' history, then (`live`) their readings against this very server."""
-    from fleetcore.app import open_database
+    from fleetcore.db import open_database
     from fleetcore.simulator.cli import local_address
     from fleetcore.simulator.machines_demo import DemoMachinesRun
 
@@ -353,7 +353,7 @@ def _demo_machines(settings: Settings, machines: DemoMachines, *, live: bool) ->
 
 def _demo_cameras(settings: Settings, cameras: DemoCameras, *, live: bool) -> DemoCamerasRun:
     """The demo cameras' history, then (`live`) their reads against this very server."""
-    from fleetcore.app import open_database
+    from fleetcore.db import open_database
     from fleetcore.simulator.cameras_demo import DemoCamerasRun
     from fleetcore.simulator.cli import local_address
 
@@ -384,10 +384,10 @@ def create_superuser(
     configure_logging(settings.log_level, settings.log_format)
     from pydantic import ValidationError
 
-    from fleetcore.app import open_database
     from fleetcore.auth import users
     from fleetcore.auth.principal import Role
     from fleetcore.auth.schemas import UserIn
+    from fleetcore.db import open_database
     from fleetcore.errors import DomainError
     from fleetcore.migrate import upgrade
 

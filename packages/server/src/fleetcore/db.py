@@ -9,7 +9,8 @@ import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import BigInteger, DateTime, Engine, Integer, MetaData, event, text
 from sqlalchemy import create_engine as sa_create_engine
@@ -27,6 +28,9 @@ from sqlalchemy.pool import NullPool, QueuePool
 from sqlalchemy.types import TypeDecorator
 
 from fleetcore.errors import Conflict
+
+if TYPE_CHECKING:
+    from fleetcore.config import Settings
 
 # Constraint names are stable across databases, so migrations can drop them by name.
 NAMING_CONVENTION = {
@@ -326,3 +330,15 @@ def new_id() -> uuid.UUID:
 
 # A 64-bit identity on PostgreSQL, SQLite's rowid alias on SQLite.
 BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def open_database(settings: Settings) -> Database:
+    """The configured database (SQLite's directory created if missing).
+
+    Here, not in fleetcore.app, so a command that only needs the database (`fleetcore admin
+    create-superuser`) does not import every router (about 2 s of CPU per process).
+    """
+    url = settings.resolved_database_url
+    if settings.is_sqlite and url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    return Database.from_url(url, pool_size=settings.db_pool_size)
