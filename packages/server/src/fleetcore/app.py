@@ -12,7 +12,7 @@ from typing import Protocol
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
@@ -101,7 +101,9 @@ class FleetcoreApp(FastAPI):
         """The general stack, behind the device lane."""
         stack = super().build_middleware_stack()
         routes = [
-            r for r in self.routes if isinstance(r, APIRoute) and r.endpoint in LANE_ENDPOINTS
+            c.original_route
+            for c in iter_route_contexts(self.routes)
+            if isinstance(c.original_route, APIRoute) and c.endpoint in LANE_ENDPOINTS
         ]
         if not routes:
             return stack

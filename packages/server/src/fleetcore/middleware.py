@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 import structlog
+from fastapi.routing import iter_route_contexts
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -54,8 +55,9 @@ def api_collections(app: object) -> frozenset[str]:
     key = id(app)
     if key not in _collections:
         names = set()
-        for route in getattr(app, "routes", ()):
-            path = getattr(route, "path", "")
+        # Through FastAPI's route contexts: an included router's routes are not app.routes.
+        for route in iter_route_contexts(getattr(app, "routes", ())):
+            path = route.path
             if isinstance(path, str) and path.startswith(_API_PREFIX):
                 first = path[len(_API_PREFIX) :].split("/", 1)[0]
                 if first and not first.startswith("{"):
