@@ -136,7 +136,7 @@ async def test_usage_is_metered_and_quotas_refuse(
     assert over.status_code == 429, over.text
     assert over.json()["error"]["code"] == "QUOTA_EXCEEDED"
     assert over.headers["retry-after"]
-    assert SECURITY <= set(over.headers)
+    assert set(over.headers) >= SECURITY
     _lane_of(live_app)
 
 
@@ -181,7 +181,9 @@ async def test_the_lane_passes_on_what_it_does_not_serve(
         yield b"1}"
 
     chunked = await live_client.post(
-        PATH, headers={"X-Device-Token": token, "Content-Type": "application/json"}, content=chunks()
+        PATH,
+        headers={"X-Device-Token": token, "Content-Type": "application/json"},
+        content=chunks(),
     )
     assert (chunked.status_code, chunked.json()["stored"]) == (200, 1), chunked.text
     assert SECURITY | {"x-request-id"} <= set(chunked.headers)

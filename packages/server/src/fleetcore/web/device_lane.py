@@ -189,4 +189,3 @@ class DeviceLane:
             }
         )
         await send({"type": "http.response.body", "body": body})
-
