@@ -186,3 +186,68 @@ async def test_without_a_wait_each_batch_is_what_gathered_meanwhile(
     assert all((o.stored, o.duplicates) == (1, 0) for o in outcomes)
     assert _batches() - batches_before <= 2
     assert await _stored(live_database) == 30
+
+
+async def test_a_lone_submission_is_written_without_waiting_the_interval(
+    live_database: Database,
+) -> None:
+    """Nothing more coming: the batch is written after a quiet turn or two of the event
+    loop, not after flush_interval_s (an hour here)."""
+    device_id, org_id = await _device(live_database)
+    pipeline = IngestPipeline(TelemetryWriter(live_database.engine), flush_interval_s=3600)
+    await pipeline.start()
+    try:
+        future = pipeline.enqueue(
+            DeviceReadings(device_id, org_id, [Reading("t", BASE_TS, Kind.NUMBER, 1.0)])
+        )
+        outcome = await asyncio.wait_for(future, 60)  # a deadline, far below the interval
+    finally:
+        await pipeline.stop()
+    assert (outcome.stored, outcome.duplicates) == (1, 0)
+
+
+async def test_submissions_that_keep_coming_share_one_batch(live_database: Database) -> None:
+    """One submission every turn of the loop: the batcher waits for them all."""
+    device_id, org_id = await _device(live_database)
+    pipeline = IngestPipeline(TelemetryWriter(live_database.engine), flush_interval_s=3600)
+    await pipeline.start()
+    try:
+        batches_before = _batches()
+        futures = []
+        for i in range(30):
+            reading = Reading("t", BASE_TS + i, Kind.NUMBER, float(i))
+            futures.append(pipeline.enqueue(DeviceReadings(device_id, org_id, [reading])))
+            await asyncio.sleep(0)  # the next one a turn later
+        outcomes = await asyncio.wait_for(asyncio.gather(*futures), 60)
+    finally:
+        await pipeline.stop()
+    assert all((o.stored, o.duplicates) == (1, 0) for o in outcomes)
+    assert _batches() - batches_before == 1
+    assert await _stored(live_database) == 30
+
+
+async def test_the_wait_for_more_ends_at_the_interval_from_the_oldest(
+    live_database: Database,
+) -> None:
+    """Submissions that never stop coming do not hold the first one past flush_interval_s:
+    it is written (and answered) while they still come."""
+    device_id, org_id = await _device(live_database)
+    pipeline = IngestPipeline(TelemetryWriter(live_database.engine), flush_interval_s=0.05)
+    await pipeline.start()
+    try:
+        first = pipeline.enqueue(
+            DeviceReadings(device_id, org_id, [Reading("t", BASE_TS, Kind.NUMBER, 0.0)])
+        )
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + 60
+        sent = 1
+        while not first.done() and loop.time() < give_up:
+            reading = Reading("t", BASE_TS + sent, Kind.NUMBER, float(sent))
+            pipeline.enqueue(DeviceReadings(device_id, org_id, [reading]))
+            sent += 1
+            await asyncio.sleep(0)  # one more every turn: never a quiet one
+        assert first.done(), "the first submission waited for the stream to end"
+    finally:
+        await pipeline.stop()
+    assert (first.result().stored, first.result().duplicates) == (1, 0)
+    assert await _stored(live_database) == sent

@@ -11,7 +11,9 @@ from typing import Protocol
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse
+from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from fleetcore import __version__, migrate
 from fleetcore.accounts.limits import AccountLimiter
@@ -47,7 +49,7 @@ from fleetcore.live.telemetry import telemetry_publisher
 from fleetcore.media import housekeeping as media_housekeeping
 from fleetcore.media.hook import MediaHook
 from fleetcore.media.store import build_store
-from fleetcore.middleware import RequestContextMiddleware
+from fleetcore.middleware import RequestContextMiddleware, api_collections
 from fleetcore.mqtt.gateway import MqttGateway
 from fleetcore.mqtt.limits import ProvisioningLimits
 from fleetcore.mqtt.transport import EmbeddedTransport
@@ -66,21 +68,52 @@ from fleetcore.plates.hook import PlateHook
 from fleetcore.ratelimits import Limiter
 from fleetcore.roles import runs
 from fleetcore.rules.engine import RulesEngine
-from fleetcore.security_headers import REDOC_POLICY, SecurityHeadersMiddleware
+from fleetcore.security_headers import REDOC_POLICY, SecurityHeadersMiddleware, security_headers
 from fleetcore.status.presence import Presence
 from fleetcore.telemetry import compaction, partitions, retention
 from fleetcore.telemetry.pipeline import IngestPipeline
+from fleetcore.telemetry.router import post_telemetry, post_telemetry_tb
 from fleetcore.telemetry.writer import TelemetryWriter
 from fleetcore.templating import templates
 from fleetcore.usage import jobs as usage_jobs
 from fleetcore.usage.meter import UsageMeter
 from fleetcore.vending.dex_messages import DexReceiver
 from fleetcore.web.body_limit import BodyLimitMiddleware
+from fleetcore.web.device_lane import DeviceLane
 from fleetcore.web.errors import API_ERROR_STATUSES, documented_errors, install_error_handlers
 
 log = structlog.get_logger(__name__)
 
 RULES_REFRESH_S = 5.0  # beside other processes: how soon a rule changed elsewhere applies
+
+
+# Served by the device lane, ahead of the general middleware stack (fleetcore.web.device_lane).
+LANE_ENDPOINTS = (post_telemetry, post_telemetry_tb)
+
+
+class FleetcoreApp(FastAPI):
+    """FastAPI with the device lane in front of its middleware stack (when the app serves the
+    ingest routes)."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        """The general stack, behind the device lane."""
+        stack = super().build_middleware_stack()
+        routes = [
+            c.original_route
+            for c in iter_route_contexts(self.routes)
+            if isinstance(c.original_route, APIRoute) and c.endpoint in LANE_ENDPOINTS
+        ]
+        if not routes:
+            return stack
+        settings: Settings = self.state.settings
+        return DeviceLane(
+            stack,
+            routes=routes,
+            collections=api_collections(self),
+            handlers=self.exception_handlers,
+            headers=security_headers(hsts=settings.environment == "production"),
+            max_body_bytes=settings.max_body_bytes,
+        )
 
 
 class Component(Protocol):
@@ -351,7 +384,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
                 await db.close()
             log.info("stopped")
 
-    app = FastAPI(
+    app = FleetcoreApp(
         # FastAPI's own OpenTelemetry instrumentation: off (metrics are Prometheus, in
         # RequestContextMiddleware); its per-request checks cost the hot path a few percent.
         telemetry={"tracing": False, "metrics": False, "logs": False},

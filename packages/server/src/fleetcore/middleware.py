@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 import orjson
 import structlog
+from fastapi.routing import iter_route_contexts
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -21,6 +23,7 @@ from fleetcore.request_context import (
 from fleetcore.web.errors import envelope
 
 log = structlog.get_logger("fleetcore.http")
+_stdlib_log = logging.getLogger("fleetcore.http")  # where structlog's lines go: its level
 CLIENT_CLOSED_REQUEST = 499  # the status proxies log for a client that left mid-request
 
 
@@ -38,7 +41,7 @@ def loggable_path(scope: Scope) -> str:
         return path.replace(token, "***")
     if scope.get("route") is None and path.startswith(_API_PREFIX):
         segment, _, rest = path[len(_API_PREFIX) :].partition("/")
-        if segment and segment not in _api_collections(scope.get("app")):
+        if segment and segment not in api_collections(scope.get("app")):
             return f"{_API_PREFIX}***" + (f"/{rest}" if rest or path.endswith("/") else "")
     return path
 
@@ -47,13 +50,14 @@ _API_PREFIX = "/api/v1/"
 _collections: dict[int, frozenset[str]] = {}
 
 
-def _api_collections(app: object) -> frozenset[str]:
+def api_collections(app: object) -> frozenset[str]:
     """The first segments of the app's /api/v1 routes that are not parameters (cached)."""
     key = id(app)
     if key not in _collections:
         names = set()
-        for route in getattr(app, "routes", ()):
-            path = getattr(route, "path", "")
+        # Through FastAPI's route contexts: an included router's routes are not app.routes.
+        for route in iter_route_contexts(getattr(app, "routes", ())):
+            path = route.path
             if isinstance(path, str) and path.startswith(_API_PREFIX):
                 first = path[len(_API_PREFIX) :].split("/", 1)[0]
                 if first and not first.startswith("{"):
@@ -88,6 +92,43 @@ def _series(method: str, route: str, status: int) -> tuple[Any, Any]:
     return found
 
 
+def request_id_of(scope: Scope) -> str:
+    """The caller's X-Request-ID when it is safe, else a fresh one."""
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            return accept_or_generate(value.decode("latin-1"))
+    return accept_or_generate(None)
+
+
+def _access_line_wanted() -> bool:
+    """False when structlog would drop an info line at its first step (the configured level
+    is above info): then the line is not even built. Any other set-up (a test capturing the
+    logs) gets every line."""
+    if _stdlib_log.isEnabledFor(logging.INFO):
+        return True
+    processors = structlog.get_config()["processors"]
+    return not processors or processors[0] is not structlog.stdlib.filter_by_level
+
+
+def record_request(scope: Scope, route: str, status: int, elapsed: float, client: str) -> None:
+    """Count and time a finished request; its access line when the log level takes it (the
+    line's fields are not even gathered otherwise: it is written on every request)."""
+    method = scope.get("method", "")
+    requests, latency = _series(method, route, status)
+    requests.inc()
+    latency.observe(elapsed)
+    if _access_line_wanted():
+        log.info(
+            "request",
+            method=method,
+            path=loggable_path(scope),
+            route=route,
+            status=status,
+            duration_ms=round(elapsed * 1000, 2),
+            client=client,
+        )
+
+
 class RequestContextMiddleware:
     """Binds a request id to the task, echoes it, logs and measures every request."""
 
@@ -98,12 +139,7 @@ class RequestContextMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        incoming = None
-        for name, value in scope.get("headers", ()):
-            if name == b"x-request-id":
-                incoming = value.decode("latin-1")
-                break
-        request_id = accept_or_generate(incoming)
+        request_id = request_id_of(scope)
         token = set_request_id(request_id)
         client = (scope.get("client") or ("-",))[0]
         client_token = set_client_address(client)
@@ -133,29 +169,17 @@ class RequestContextMiddleware:
         except Exception:
             log.exception("unhandled_error", method=scope.get("method"), path=loggable_path(scope))
             if scope["type"] == "http" and not started:
-                await _send_internal_error(send_with_id)
+                await send_internal_error(send_with_id)
         finally:
             if scope["type"] == "http":
                 elapsed = time.perf_counter() - begin
-                method = scope.get("method", "")
-                route = _route_template(scope)
-                requests, latency = _series(method, route, status)
-                requests.inc()
-                latency.observe(elapsed)
-                log.info(
-                    "request",
-                    method=method,
-                    path=loggable_path(scope),
-                    route=route,
-                    status=status,
-                    duration_ms=round(elapsed * 1000, 2),
-                    client=client,
-                )
+                record_request(scope, _route_template(scope), status, elapsed, client)
             reset_request_id(token)
             reset_client_address(client_token)
 
 
-async def _send_internal_error(send: Send) -> None:
+async def send_internal_error(send: Send) -> None:
+    """The 500 envelope, for an error nothing else answered."""
     body = orjson.dumps(
         envelope("INTERNAL_ERROR", "an internal error occurred; the request id identifies it")
     )

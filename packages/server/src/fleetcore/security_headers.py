@@ -33,22 +33,34 @@ REDOC_POLICY = (
 HSTS = "max-age=63072000; includeSubDomains"
 
 
+def security_headers(*, hsts: bool) -> list[tuple[bytes, bytes]]:
+    """The headers every answer carries (unless it sets its own), as ASGI header pairs."""
+    headers = [
+        (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-frame-options", b"DENY"),
+        (b"referrer-policy", b"same-origin"),
+        (b"cross-origin-opener-policy", b"same-origin"),
+    ]
+    if hsts:
+        headers.append((b"strict-transport-security", HSTS.encode()))
+    return headers
+
+
+def with_security_headers(
+    own: list[tuple[bytes, bytes]], headers: list[tuple[bytes, bytes]]
+) -> list[tuple[bytes, bytes]]:
+    """`own` (a response's headers) plus those of `headers` it does not set itself."""
+    present = {name.lower() for name, _ in own}
+    return own + [h for h in headers if h[0] not in present]
+
+
 class SecurityHeadersMiddleware:
     """Adds the headers to every response that does not set its own."""
 
     def __init__(self, app: ASGIApp, *, hsts: bool) -> None:
         self.app = app
-        headers = [
-            (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
-            (b"x-content-type-options", b"nosniff"),
-            (b"x-frame-options", b"DENY"),
-            (b"referrer-policy", b"same-origin"),
-            (b"cross-origin-opener-policy", b"same-origin"),
-        ]
-        if hsts:
-            headers.append((b"strict-transport-security", HSTS.encode()))
-        self.headers = headers
-        self.names = frozenset(name for name, _ in headers)
+        self.headers = security_headers(hsts=hsts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -58,9 +70,7 @@ class SecurityHeadersMiddleware:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 own = list(message.get("headers", ()))
-                present = {name.lower() for name, _ in own}
-                own.extend(h for h in self.headers if h[0] not in present)
-                message = {**message, "headers": own}
+                message = {**message, "headers": with_security_headers(own, self.headers)}
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -31,8 +31,8 @@ from fleetcore_protocol import messages as m
 async def telemetry(
     layer: DeviceMessages, device: IngestDevice, message: m.Telemetry
 ) -> dict[str, Any]:
-    """Readings stored (answered after the commit), with every refused one named."""
-    layer.note_traffic(device)
+    """Readings stored (answered after the commit), with every refused one named. The
+    route has noted the device's traffic already, as the request arrived."""
     quota = layer.quota
     if quota is None:
         return await ingest(

@@ -7,7 +7,8 @@ pipeline's room is checked first (a refusal under load costs no database work), 
 is answered by the token cache (a session is opened only when it misses), the body is read
 under its limit, and the answer is JSON bytes made once per shape (no pydantic round trip).
 The answer still waits for the commit of the batch holding the readings (the pipeline's
-group commit): a 2xx means stored.
+group commit): a 2xx means stored. Both routes are served by the device lane
+(fleetcore.web.device_lane), ahead of the general middleware stack.
 """
 
 from __future__ import annotations
