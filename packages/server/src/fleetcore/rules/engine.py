@@ -97,6 +97,7 @@ class RulesEngine:
         self._meta_loaded_at = 0.0
         self._inflight = 0  # batches queued or being evaluated
         self._stale = False  # a rule changed: rebuild before the next evaluation
+        self._rebuilding = False  # the index is being re-read: it does not decide yet
         bus.listeners.append(self._alert_changed)
 
     @property
@@ -137,6 +138,7 @@ class RulesEngine:
         """Re-read rules, devices and saved state (call holding the lock). Stays stale when
         the read fails, so that the next evaluation tries again."""
         self._stale = False  # a reload() arriving during the read marks it stale again
+        self._rebuilding = True
         try:
             async with self.database.session() as session:
                 self.index = await load_index(session)
@@ -144,6 +146,8 @@ class RulesEngine:
         except BaseException:
             self._stale = True
             raise
+        finally:
+            self._rebuilding = False
         self._views.clear()  # rules may read other keys or windows now
         self._meta_loaded_at = time.monotonic()
         metrics.ACTIVE_RULES.set(len(self.index.rules))
@@ -168,10 +172,15 @@ class RulesEngine:
 
     async def on_committed(self, stored: Sequence[Stored]) -> None:
         """After-commit handler: queue the batch (waits only when the engine is far behind)."""
-        if self._task is None or not (self.index.organization_keys or self._stale):
+        # While stale or being rebuilt, the index at hand is the old one: every run is queued
+        # and the rebuilt index decides (in _evaluate). Judged by the old index during a
+        # rebuild, a batch committed meanwhile was dropped: a rule's first readings were
+        # never evaluated, and a late reading was then taken for a new one.
+        unsure = self._stale or self._rebuilding
+        if self._task is None or not (self.index.organization_keys or unsure):
             return
         runs = device_runs(stored)  # no Stored objects made when the whole batch was new
-        mine = runs if self._stale else self._of_ours(runs)  # stale: the rebuilt index decides
+        mine = runs if unsure else self._of_ours(runs)
         if mine:
             self._inflight += 1
             await self._queue.put(mine)
