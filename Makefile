@@ -52,8 +52,8 @@ audit: install
 
 # Three workers on this 2-core machine, a file each at a time (a file's tests share its
 # fixtures and order): the suite waits on servers and subprocesses much of the time, so a
-# third worker fills the cores' idle time (pytest 13:25 with two, 11:41 with three, the same
-# clone, quiet). TEST_WORKERS=0 runs it serially.
+# third worker fills the cores' idle time (pytest 13:25 with two, 11:41-12:50 with three, fresh
+# clones, quiet). TEST_WORKERS=0 runs it serially.
 # The 15 slowest tests are listed at the end: where the suite's time goes.
 TEST_WORKERS ?= 3
 test: install system-deps lint audit
