@@ -6,22 +6,16 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from fastapi import FastAPI
 
 from fleetcore.auth.principal import Role
-from fleetcore.db import Database
 from fleetcore.ota.chunk_cache import ChunkCache, Resolved, assignments_changed
-from tests.conftest import client_for, running_app
 from tests.support.devices import new_device, port_of
 from tests.support.paho_device import PahoDevice
-from tests.support.postgres import free_port
-from tests.support.tenants import Tenant, make_tenant
+from tests.support.tenants import Tenant
 from tests.support.wait import wait_until
 
 CHUNK = 65536
@@ -80,23 +74,6 @@ def test_invalidations_drop_entries_and_stale_look_ups() -> None:
 # -- end to end: a ThingsBoard device downloading over MQTT ---------------------------------
 
 
-@pytest.fixture
-async def ota_app(live_database: Database, tmp_path: Path) -> AsyncIterator[FastAPI]:
-    async with running_app(live_database, tmp_path, mqtt_port=free_port()) as application:
-        yield application
-
-
-@pytest.fixture
-async def http(ota_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with client_for(ota_app) as client:
-        yield client
-
-
-@pytest.fixture
-async def org(http: httpx.AsyncClient, live_database: Database) -> Tenant:
-    return await make_tenant(http, live_database)
-
-
 async def _package(http: httpx.AsyncClient, org: Tenant, data: bytes, version: str) -> str:
     uploaded = await http.post(
         "/api/v1/ota/packages",
@@ -147,13 +124,13 @@ async def _dead_letters(http: httpx.AsyncClient, org: Tenant) -> list[dict[str, 
 
 
 async def test_a_rollout_aborted_mid_download_refuses_the_next_chunk(
-    ota_app: FastAPI, http: httpx.AsyncClient, org: Tenant
+    mqtt_app: FastAPI, http: httpx.AsyncClient, org: Tenant
 ) -> None:
     data = os.urandom(4 * CHUNK + 1000)
     device_id, token = await new_device(http, org)
     rollout_id = await _rolled_out(http, org, await _package(http, org, data, "1.0"), device_id)
-    cache: ChunkCache = ota_app.state.device_messages.ota_chunks.cache
-    device = await _connected(ota_app, token)
+    cache: ChunkCache = mqtt_app.state.device_messages.ota_chunks.cache
+    device = await _connected(mqtt_app, token)
     try:
         hits = cache.hits
         for chunk in (0, 1):
@@ -189,13 +166,13 @@ async def test_a_rollout_aborted_mid_download_refuses_the_next_chunk(
 
 
 async def test_an_assignment_changed_by_hand_is_seen_at_the_next_chunk(
-    ota_app: FastAPI, http: httpx.AsyncClient, org: Tenant
+    mqtt_app: FastAPI, http: httpx.AsyncClient, org: Tenant
 ) -> None:
     first, second = os.urandom(3 * CHUNK), os.urandom(3 * CHUNK)
     device_id, token = await new_device(http, org)
     await _rolled_out(http, org, await _package(http, org, first, "1.0"), device_id)
     await _package(http, org, second, "2.0")
-    device = await _connected(ota_app, token)
+    device = await _connected(mqtt_app, token)
     try:
         assert await _chunk(device, "9", 0) == ("v2/fw/response/9/chunk/0", first[:CHUNK])
         assert await _chunk(device, "9", 1) == (

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,7 +16,6 @@ from fastapi import FastAPI
 
 from fleetcore.auth.principal import Role
 from fleetcore.db import Database
-from tests.conftest import client_for, running_app
 from tests.support.devices import new_device
 from tests.support.tenants import Tenant, make_tenant
 from tests.test_dashboard_pages import browser_like, csrf_of
@@ -29,20 +26,18 @@ HX = {"HX-Request": "true"}
 # An upload commits in two steps (the checks, then the stored package): pages run on a live
 # database, as tests/test_ota.py does, not inside one rolled-back test transaction.
 @pytest.fixture
-async def app(live_database: Database, tmp_path: Path) -> AsyncIterator[FastAPI]:
-    async with running_app(live_database, tmp_path) as application:
-        yield application
+def app(live_app: FastAPI) -> FastAPI:
+    return live_app
 
 
 @pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with client_for(app) as http:
-        yield http
+def client(live_client: httpx.AsyncClient) -> httpx.AsyncClient:
+    return live_client
 
 
 @pytest.fixture
-async def tenant(client: httpx.AsyncClient, live_database: Database) -> Tenant:
-    return await make_tenant(client, live_database)
+def tenant(live_tenant: Tenant) -> Tenant:
+    return live_tenant
 
 
 @pytest.fixture
