@@ -144,21 +144,21 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-async def tenant(client: httpx.AsyncClient, db: Database) -> Tenant:
+async def tenant(app: FastAPI, client: httpx.AsyncClient, db: Database) -> Tenant:
     """Organization A with a signed-in user of every role."""
-    return await make_tenant(client, db)
+    return await make_tenant(client, db, settings=app.state.settings)
 
 
 @pytest.fixture
-async def other_tenant(client: httpx.AsyncClient, db: Database) -> Tenant:
+async def other_tenant(app: FastAPI, client: httpx.AsyncClient, db: Database) -> Tenant:
     """Organization B, to prove A's objects stay invisible to it."""
-    return await make_tenant(client, db)
+    return await make_tenant(client, db, settings=app.state.settings)
 
 
 @pytest.fixture
-async def superuser(client: httpx.AsyncClient, db: Database) -> dict[str, str]:
+async def superuser(app: FastAPI, client: httpx.AsyncClient, db: Database) -> dict[str, str]:
     """Auth headers of a platform superuser."""
-    return await make_superuser(client, db)
+    return await make_superuser(client, db, settings=app.state.settings)
 
 
 @pytest.fixture(scope="session")
@@ -262,9 +262,11 @@ async def live_client(live_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-async def live_tenant(live_client: httpx.AsyncClient, live_database: Database) -> Tenant:
+async def live_tenant(
+    live_app: FastAPI, live_client: httpx.AsyncClient, live_database: Database
+) -> Tenant:
     """Organization A on the live database."""
-    return await make_tenant(live_client, live_database)
+    return await make_tenant(live_client, live_database, settings=live_app.state.settings)
 
 
 @pytest.fixture
@@ -283,9 +285,9 @@ async def http(mqtt_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-async def org(http: httpx.AsyncClient, live_database: Database) -> Tenant:
+async def org(mqtt_app: FastAPI, http: httpx.AsyncClient, live_database: Database) -> Tenant:
     """Organization A, made through mqtt_app."""
-    return await make_tenant(http, live_database)
+    return await make_tenant(http, live_database, settings=mqtt_app.state.settings)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -200,6 +200,9 @@ async def test_audit_log_records_sign_ins_changes_and_denials(
         "/api/v1/auth/login", json={"email": tenant.emails[Role.VIEWER], "password": "x" * 12}
     )
     await client.post(
+        "/api/v1/auth/login", json={"email": tenant.emails[Role.VIEWER], "password": PASSWORD}
+    )
+    await client.post(
         "/api/v1/users",
         headers={**tenant.headers(Role.VIEWER), "X-Request-ID": "denied-1"},
         json={"email": "nope@a.example.com", "password": PASSWORD},

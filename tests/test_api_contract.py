@@ -1,6 +1,6 @@
 """The API says what it answers: errors documented with the envelope, methods, routing.
 
-Each test here pins a defect the API property tests (test_api_properties.py) found, on the
+Each test here pins a defect the API property tests (tests/api_properties/) found, on the
 schema or on routing alone, so it fails fast and without a database.
 """
 

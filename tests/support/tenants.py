@@ -1,15 +1,26 @@
-"""Organizations with a user of every role, signed in through the real API."""
+"""Organizations with a user of every role, signed in.
+
+Signed in through the real API (POST /auth/login) unless the caller passes the app's
+settings: then the sessions are issued as the login route issues them (a refresh token row,
+a signed access token), without five HTTP round trips and password checks per organization.
+The fixtures of tests/conftest.py do, since about 2,000 tests make an organization and
+sign-in itself has its own tests (test_auth*, test_api_rate_limits).
+"""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import httpx
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from fleetcore.auth import users
+from fleetcore.auth import sessions, users
+from fleetcore.auth.models import User
 from fleetcore.auth.principal import Role
 from fleetcore.auth.schemas import OrganizationIn, UserIn
+from fleetcore.config import Settings
 from fleetcore.db import Database
 
 PASSWORD = "correct horse battery staple"
@@ -38,8 +49,21 @@ async def login(client: httpx.AsyncClient, email: str, password: str = PASSWORD)
     return body
 
 
-async def make_tenant(client: httpx.AsyncClient, db: Database, slug: str | None = None) -> Tenant:
-    """A fresh organization with an admin, manager, operator and viewer, all signed in."""
+async def _issue(session: AsyncSession, settings: Settings, user: User) -> str:
+    """An access token of a new session of `user`, as the login route would issue it."""
+    ttl = timedelta(seconds=settings.access_token_ttl_s)
+    return (await sessions.issue_session(session, settings, user, access_ttl=ttl)).access_token
+
+
+async def make_tenant(
+    client: httpx.AsyncClient,
+    db: Database,
+    slug: str | None = None,
+    *,
+    settings: Settings | None = None,
+) -> Tenant:
+    """A fresh organization with a user of every role, all signed in (through the API
+    unless the app's `settings` are given)."""
     slug = slug or f"org-{uuid.uuid4().hex[:8]}"
     async with db.session(write=True) as session:  # SQLite: queue, do not fail, behind writers
         org = await users.create_organization(
@@ -55,22 +79,30 @@ async def make_tenant(client: httpx.AsyncClient, db: Database, slug: str | None 
             )
             tenant.user_ids[role] = user.id
             tenant.emails[role] = email
-    for role in Role:
+            if settings is not None:
+                tenant.tokens[role] = await _issue(session, settings, user)
+        await session.commit()
+    for role in Role if settings is None else ():
         tenant.tokens[role] = (await login(client, tenant.emails[role]))["access_token"]
     return tenant
 
 
-async def make_superuser(client: httpx.AsyncClient, db: Database) -> dict[str, str]:
+async def make_superuser(
+    client: httpx.AsyncClient, db: Database, *, settings: Settings | None = None
+) -> dict[str, str]:
     """A platform superuser without an organization; returns its auth headers."""
     email = f"root-{uuid.uuid4().hex[:8]}@platform.example.com"
     async with db.session(write=True) as session:  # SQLite: queue, do not fail, behind writers
-        await users.create_user(
+        user = await users.create_user(
             session,
             None,
             data=UserIn(email=email, password=PASSWORD, role=Role.ADMIN),
             is_superuser=True,
         )
-    token = (await login(client, email))["access_token"]
+        token = await _issue(session, settings, user) if settings is not None else None
+        await session.commit()
+    if token is None:
+        token = (await login(client, email))["access_token"]
     return {"Authorization": f"Bearer {token}"}
 
 

@@ -1,4 +1,6 @@
-"""API property tests: Schemathesis over the whole OpenAPI schema, as every role and as a device.
+"""What the API property tests (tests/api_properties/) share: schemas, the world, the call.
+
+Schemathesis over the whole OpenAPI schema, as every role and as a device.
 
 Every operation of /api/openapi.json is called over HTTP against a real uvicorn on a live
 database with generated requests, valid and invalid, and every response is checked: never a
@@ -6,6 +8,11 @@ database with generated requests, valid and invalid, and every response is check
 invalid requests refused, credentials not ignored, 405 with Allow for other methods. Path ids
 are half the time those of real objects of the caller's organization, so requests get past
 the lookup.
+
+The tests are split over the modules of tests/api_properties/ (the admin's operations in two
+halves by a stable hash, the other roles in two pairs), each module with a world of its own,
+so that the test workers share them: in one module they were a sixth of the suite's time, all
+on one worker.
 
 CI runs few examples, seeded, so a failure is reproducible. Locally,
 FLEETCORE_SCHEMATHESIS_EXAMPLES=100 raises them and runs the coverage phase for every role
@@ -17,14 +24,12 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-import uuid
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -38,7 +43,6 @@ from fleetcore.auth.schemas import UserIn
 from tests.conftest import make_settings
 from tests.support.http_clients import local_client
 from tests.support.lenience import lenient_negative_data_rejection
-from tests.support.postgres import PostgresServer
 from tests.support.sweep import NON_ID_PARAMS, create_objects
 from tests.support.tenants import PASSWORD, Tenant, make_tenant
 from tests.support.threaded import ThreadedServer
@@ -123,12 +127,22 @@ schema = schemathesis.openapi.from_dict(SPEC, config=_config(coverage=True))
 fuzz_schema = schemathesis.openapi.from_dict(
     SPEC, config=_config(coverage=THOROUGH, mode="all" if THOROUGH else "positive")
 )
-user_schema = _only(schema, _is_user_route)
 other_roles_schema = _only(fuzz_schema, _is_user_route)
 device_schema = _only(schema, _is_device_route)
 public_schema = _only(schema, _is_public)
 
-OTHER_ROLES = ("manager", "operator", "viewer", "superuser")
+
+def half(index: int) -> Callable[[Any], bool]:
+    """The user routes in half `index` (0 or 1) of them, by a stable hash of the operation."""
+
+    def in_half(ctx: Any) -> bool:
+        label = f"{ctx.operation.method.upper()} {ctx.operation.path}"
+        return _is_user_route(ctx) and zlib.crc32(label.encode()) % 2 == index
+
+    return in_half
+
+
+admin_schemas = (_only(schema, half(0)), _only(schema, half(1)))
 
 
 @dataclass
@@ -170,7 +184,7 @@ class World:
             return await create_objects(self.server.app, client, self.tenant)
 
 
-async def _populate(server: ThreadedServer) -> tuple[Tenant, str, dict[str, str]]:
+async def populate(server: ThreadedServer) -> tuple[Tenant, str, dict[str, str]]:
     assert server.database is not None
     assert server.app is not None
     async with local_client(base_url=server.base_url) as client:
@@ -197,29 +211,6 @@ async def _populate(server: ThreadedServer) -> tuple[Tenant, str, dict[str, str]
     return tenant, email, ids
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
-def world(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[World]:
-    """The app on a live database of the backend under a real uvicorn, populated."""
-    tmp = tmp_path_factory.mktemp("apiprops")
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp / 'apiprops.db'}"
-    else:
-        postgres: PostgresServer | None = request.getfixturevalue("postgres_server")
-        if postgres is None:
-            pytest.fail("the PostgreSQL run needs the throwaway server")
-        url = postgres.create_database("fleetcore_apiprops")
-    # Schemathesis signs in with wrong passwords by design: no lockout for the test address.
-    server = ThreadedServer(url, tmp, login_max_failures_per_address=1_000_000)
-    server.start()
-    try:
-        tenant, superuser_email, ids = server.run(_populate(server))
-        yield World(server, tenant, superuser_email, ids)
-    finally:
-        server.stop()
-
-
 def _bound_long_polls(case: schemathesis.Case) -> None:
     """A long-poll without `timeout` waits 30 s, and a generated one up to a minute; cap it."""
     declared = {p.get("name") for p in case.operation.definition.raw.get("parameters", [])}
@@ -239,7 +230,7 @@ def _bound_long_polls(case: schemathesis.Case) -> None:
         case.query["timeout"] = cap
 
 
-def _use_known_ids(case: schemathesis.Case, ids: dict[str, str]) -> None:
+def use_known_ids(case: schemathesis.Case, ids: dict[str, str]) -> None:
     """Half the cases (chosen by their own generated values, so shrinking sees the same
     choice) get the ids of real objects instead of generated ones."""
     if not isinstance(case.path_parameters, dict) or not case.path_parameters:
@@ -255,7 +246,7 @@ def _use_known_ids(case: schemathesis.Case, ids: dict[str, str]) -> None:
             case.path_parameters[name] = NON_ID_PARAMS[name]
 
 
-def _call(case: schemathesis.Case, world: World, headers: dict[str, str]) -> None:
+def call(case: schemathesis.Case, world: World, headers: dict[str, str]) -> None:
     _bound_long_polls(case)
     transport = {"base_url": world.base_url, "headers": headers, "timeout": REQUEST_TIMEOUT_S}
     response = case.call(**transport)
@@ -273,87 +264,5 @@ def _call(case: schemathesis.Case, world: World, headers: dict[str, str]) -> Non
     )
 
 
-@pytest.fixture
-def objects(world: World, request: pytest.FixtureRequest) -> dict[str, str]:
-    """Ids of real objects; a DELETE gets its own, so it cannot take them from the others."""
-    label = getattr(request.node, "operation_label", "") or ""
-    if label.startswith("DELETE "):
-        return world.new_objects()
-    return world.ids
-
-
-@pytest.fixture
-def bearer(world: World, role: str) -> dict[str, str]:
-    """The role's credentials, signed in afresh for each test (one may end its session)."""
-    return {"Authorization": f"Bearer {world.login(world.email(role))}"}
-
-
-@pytest.fixture
-def device(world: World) -> dict[str, str]:
-    """A device of its own with a persistent command queued: its token and ids."""
-    manager = {"Authorization": f"Bearer {world.login(world.email('manager'))}"}
-    created = requests.post(
-        f"{world.base_url}/api/v1/devices",
-        headers=manager,
-        json={"name": "prop device", "serial_number": f"PROP-{uuid.uuid4().hex}"},
-        timeout=REQUEST_TIMEOUT_S,
-    )
-    assert created.status_code == 201, created.text
-    device_id, token = created.json()["id"], created.json()["access_token"]
-    command = requests.post(
-        f"{world.base_url}/api/v1/devices/{device_id}/commands",
-        headers=manager,
-        json={"method": "reboot", "persistent": True},
-        timeout=REQUEST_TIMEOUT_S,
-    )
-    assert command.status_code == 201, command.text
-    return {
-        "token": token,
-        "command_id": command.json()["id"],
-        "request_id": str(command.json()["rpc_id"]),
-    }
-
-
 # One sign-in per test, not per example: the fixtures are meant to outlive examples.
 FIXTURES_PER_TEST = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
-@pytest.fixture
-def admin(world: World) -> dict[str, str]:
-    """The admin's credentials, signed in afresh for each test (one may end its session)."""
-    return {"Authorization": f"Bearer {world.login(world.email('admin'))}"}
-
-
-@FIXTURES_PER_TEST
-@user_schema.parametrize()
-def test_user_routes_as_admin(
-    case: schemathesis.Case, world: World, admin: dict[str, str], objects: dict[str, str]
-) -> None:
-    _use_known_ids(case, objects)
-    _call(case, world, admin)
-
-
-@pytest.mark.parametrize("role", OTHER_ROLES)
-@FIXTURES_PER_TEST
-@other_roles_schema.parametrize()
-def test_user_routes_as_other_roles(
-    case: schemathesis.Case,
-    role: str,
-    world: World,
-    bearer: dict[str, str],
-    objects: dict[str, str],
-) -> None:
-    _use_known_ids(case, objects)
-    _call(case, world, bearer)
-
-
-@FIXTURES_PER_TEST
-@device_schema.parametrize()
-def test_device_routes(case: schemathesis.Case, world: World, device: dict[str, str]) -> None:
-    _use_known_ids(case, device)
-    _call(case, world, {"X-Device-Token": device["token"]})
-
-
-@public_schema.parametrize()
-def test_public_routes(case: schemathesis.Case, world: World) -> None:
-    _call(case, world, {})

@@ -1,0 +1,1 @@
+"""Schemathesis over the whole OpenAPI schema (tests/support/api_properties.py)."""
