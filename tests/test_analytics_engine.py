@@ -26,9 +26,18 @@ from fleetcore.db import Database
 from fleetcore.devices.models import DeviceProfile
 from fleetcore.live.hub import Subscriber
 from tests.conftest import client_for, running_app
-from tests.support.analytics import MIN, T0, judged, noise, send_series, watched_profile
+from tests.support.analytics import (
+    MIN,
+    T0,
+    first_read_held,
+    judged,
+    noise,
+    send_series,
+    watched_profile,
+)
 from tests.support.devices import new_device
 from tests.support.tenants import Tenant, make_tenant
+from tests.support.wait import wait_until
 
 VIB: dict[str, Any] = {"keys": {"vib": {}}}
 
@@ -98,6 +107,30 @@ async def test_a_spike_is_found_explained_and_lowers_health(
     await send_series(live_client, clean_token, "vib", noise(2, 300))
     await judged(live_app)
     assert await _findings(live_database, clean_id) == []
+
+
+async def test_a_batch_committed_while_the_engine_loads_the_device_is_judged(
+    live_app: FastAPI, live_client: httpx.AsyncClient, live_tenant: Tenant, live_database: Database
+) -> None:
+    """Ingest never waits for analytics: the next batch may commit while the engine still
+    reads the device's settings and recent findings (its first batch, or a profile edit).
+    That batch is judged, not skipped as a device that watches nothing."""
+    profile = await watched_profile(live_client, live_tenant, live_database, VIB)
+    device_id, token = await new_device(live_client, live_tenant, profile_id=profile)
+    values = noise(8, 300)
+    values[250] = 30.0  # a spike in the batch committed during the read
+    pipeline = live_app.state.pipeline
+    async with first_read_held(live_database, "analytics_findings") as hold:
+        await send_series(live_client, token, "vib", values[:200])
+        await wait_until(hold.reached.is_set)  # the engine reads the device's findings
+        await send_series(live_client, token, "vib", values[200:], start=T0 + 200 * MIN)
+        await wait_until(lambda: pipeline.pending == 0)  # its after-commit handlers ran
+        hold.release.set()
+    await judged(live_app)
+    assert live_app.state.analytics.readings == 300
+    [spike] = await _findings(live_database, device_id)
+    assert spike.method == "spike"
+    assert [T0 + 250 * MIN, 30.0] in spike.evidence
 
 
 async def test_range_violations_propose_once_with_params_from_current_values(

@@ -341,7 +341,6 @@ class AnalyticsEngine:
                 old = self._devices.get(device_id)
                 if old is not None and old.config == config and old.ranges == ranges:
                     continue
-                self._drop_device(device_id)
                 device = _Device(row[1], row[2], config, ranges, clock, device_id.hex)
                 device.wanted = frozenset(
                     value.from_key
@@ -359,6 +358,10 @@ class AnalyticsEngine:
                     )
                 ).all()
                 device.findings.extend(_finding_of(row) for row in reversed(stored))
+                # The old entry goes only now, with no await before the new one is in:
+                # on_committed runs during the reads above, and an entry of None (watches
+                # nothing) just checked would make it skip the device's batches.
+                self._drop_device(device_id)
                 self._devices[device_id] = device
 
     def _drop_device(self, device_id: uuid.UUID) -> None:
