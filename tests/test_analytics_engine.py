@@ -29,13 +29,13 @@ from tests.conftest import client_for, running_app
 from tests.support.analytics import (
     MIN,
     T0,
-    first_read_held,
     judged,
     noise,
     send_series,
     watched_profile,
 )
 from tests.support.devices import new_device
+from tests.support.holds import first_read_held
 from tests.support.tenants import Tenant, make_tenant
 from tests.support.wait import wait_until
 

@@ -23,6 +23,7 @@ from fleetcore_protocol.telemetry import Kind
 from tests.conftest import client_for, running_app
 from tests.support.certs import self_signed
 from tests.support.devices import new_device, port_of
+from tests.support.holds import first_statement_held
 from tests.support.mqtt_raw import CONNECT, PUBACK, PUBLISH, RawClient, packet
 from tests.support.paho_device import PahoDevice
 from tests.support.postgres import free_port
@@ -224,6 +225,31 @@ async def test_thingsboard_telemetry_attributes_and_attribute_request(
         "v1/devices/me/attributes",
         {"interval": 60},
     )
+
+
+async def test_an_attribute_request_is_answered_after_the_devices_earlier_attributes(
+    mqtt_app: FastAPI, http: httpx.AsyncClient, org: Tenant, live_database: Database
+) -> None:
+    # A broker may acknowledge the attributes before they are written (QoS 0 here; an
+    # external broker always): the request behind them must still see them. Its answer,
+    # taken while the write was held, lacked them (the e2e test through Mosquitto, under load).
+    _, token = await new_device(http, org)
+    client = await RawClient.connected(port_of(mqtt_app), "tb-order", username=token)
+    assert await client.subscribe("v1/devices/me/attributes/response/+") == [1]
+
+    def attributes_written(statement: str) -> bool:
+        return statement.startswith(("INSERT INTO device_attributes", "UPDATE device_attributes"))
+
+    async with first_statement_held(live_database, attributes_written) as hold:
+        await client.publish("v1/devices/me/attributes", b'{"fw": "2.0.0"}')
+        await asyncio.wait_for(hold.reached.wait(), 10)
+        await client.publish("v1/devices/me/attributes/request/9", b'{"clientKeys": "fw"}')
+        # Nothing may answer while the write waits (answered at once before: a few ms).
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(client.expect(PUBLISH), 1.0)
+    response = await client.expect(PUBLISH)
+    assert response.topic == "v1/devices/me/attributes/response/9"
+    assert orjson.loads(response.payload) == {"client": {"fw": "2.0.0"}}
 
 
 async def test_native_config_is_retained_desired_state(

@@ -4,18 +4,13 @@ reader held mid-way on the real database (to commit a batch while the engine rea
 
 from __future__ import annotations
 
-import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from sqlalchemy import event, update
-from sqlalchemy.util import await_only
+from sqlalchemy import update
 
 from fleetcore.auth.principal import Role
 from fleetcore.db import Database
@@ -91,37 +86,3 @@ async def judged(app: FastAPI) -> None:
         return pipeline.pending == 0 and engine.idle
 
     await wait_until(idle, within=30)
-
-
-@dataclass(slots=True)
-class Hold:
-    """A held read: `reached` once it waits, `release` to let it run."""
-
-    reached: asyncio.Event = field(default_factory=asyncio.Event)
-    release: asyncio.Event = field(default_factory=asyncio.Event)
-    resumed: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-@asynccontextmanager
-async def first_read_held(database: Database, table: str) -> AsyncIterator[Hold]:
-    """Hold the first SELECT from `table`, whoever runs it, until `release` (or the end):
-    the reader's task waits in its query while the event loop serves everything else."""
-    hold = Hold()
-    marker = f"FROM {table}"
-
-    def pause(_c: object, _cur: object, statement: str, *_rest: object) -> None:
-        if hold.reached.is_set() or not statement.startswith("SELECT") or marker not in statement:
-            return
-        hold.reached.set()
-        await_only(hold.release.wait())  # in the session's greenlet, on the event loop
-        hold.resumed.set()
-
-    target = database.engine.sync_engine
-    event.listen(target, "before_cursor_execute", pause)
-    try:
-        yield hold
-    finally:
-        hold.release.set()
-        if hold.reached.is_set():  # removed mid-dispatch, the listeners' deque would change
-            await asyncio.wait_for(hold.resumed.wait(), 10)  # under the reader's iteration
-        event.remove(target, "before_cursor_execute", pause)

@@ -211,7 +211,10 @@ class DeviceMessages:
             case m.Event() | m.Status() | m.CommandResult():
                 return self._event(sender, message, dead)
             case m.AttributeRequest():
-                return self._spawn(self._attribute_request(sender, message))
+                # In the device's lane, behind its earlier attribute writes: a device that
+                # publishes attributes and then asks for them gets what it published, also
+                # where a broker acknowledged the publish before it was written (external).
+                return self._in_lane(sender, self._attribute_request(sender, message))
             case m.RpcRequest():
                 reply, known = replies.rpc_reply(sender, message)
                 self.send(sender.key, reply)
