@@ -128,7 +128,18 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
         "ready_disk_min_percent": 0,
     }
     values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
+    # Reading the environment and validating every field took ~5 ms a test (pydantic-
+    # settings): settings that differ only in their data directory are validated once. The
+    # key holds the environment the settings read, so a test that sets FLEETCORE_* gets its own.
+    environment = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("FLEETCORE")))
+    key = repr((sorted((k, v) for k, v in values.items() if k != "data_dir"), environment))
+    base = _validated.get(key)
+    if base is None:
+        base = _validated[key] = Settings(**values)  # type: ignore[arg-type]
+    return base.model_copy(update={"data_dir": Path(str(values["data_dir"]))})
+
+
+_validated: dict[str, Settings] = {}
 
 
 @asynccontextmanager
