@@ -58,7 +58,7 @@ audit: install
 # Bytecode is cached even where PYTHONDONTWRITEBYTECODE is set (this machine's image sets it):
 # else every `fleetcore` process the tests start, and every worker's rewritten test modules,
 # compile from source again.
-TEST_WORKERS ?= 4
+TEST_WORKERS ?= 3
 test: install system-deps lint audit
 	env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest --durations=15 $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
