@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -15,9 +16,12 @@ from fastapi import FastAPI
 from websockets.asyncio.client import connect
 
 from fleetcore.auth.principal import Role
-from fleetcore.commands.delivery import CommandService
+from fleetcore.commands.delivery import CommandService, Refusal
+from fleetcore.commands.models import CommandStatus, DeviceCommand
+from fleetcore.commands.transitions import move
 from fleetcore.db import Database
 from tests.support.devices import new_device, port_of
+from tests.support.holds import first_statement_held
 from tests.support.mqtt_raw import PUBLISH, Packet, RawClient
 from tests.support.serving import serving
 from tests.support.tenants import Tenant, make_tenant
@@ -547,3 +551,54 @@ async def test_mqtt5_device_learns_why_a_result_was_refused(
         assert (await fetch(http, org, other_id, theirs["id"]))["status"] == "queued"
     finally:
         device.stop()
+
+
+async def test_a_result_waits_for_another_process_to_commit_sent(
+    backend: str,
+    live_app: FastAPI,
+    live_client: httpx.AsyncClient,
+    live_tenant: Tenant,
+    live_database: Database,
+) -> None:
+    # The api process publishes a command and commits "sent" just after; through an external
+    # broker an ingest worker (another process: no shared device lock) may have the device's
+    # answer first. It was refused (not_open) and the command never finished (the e2e test
+    # through Mosquitto, under load). Several processes need PostgreSQL.
+    if backend != "postgresql":
+        pytest.skip("several processes share PostgreSQL only")
+    device_id, _ = await new_device(live_client, live_tenant)
+    made = await live_client.post(
+        f"/api/v1/devices/{device_id}/commands",
+        headers=live_tenant.headers(Role.OPERATOR),
+        json={"method": "reboot", "persistent": True},
+    )
+    assert made.status_code == 201, made.text
+    command_id = uuid.UUID(made.json()["id"])
+    device = SimpleNamespace(id=uuid.UUID(device_id), organization_id=live_tenant.org_id)
+    worker = CommandService(live_database, live_app.state.live)  # its own device locks
+
+    def status_look(statement: str) -> bool:
+        return statement.startswith("SELECT device_commands.device_id, device_commands.status")
+
+    async with first_statement_held(live_database, status_look) as hold:
+        answer = asyncio.create_task(
+            worker.record_result(device, command_id=command_id, succeeded=True, result={"ok": 1})
+        )
+        await asyncio.wait_for(hold.reached.wait(), 10)  # its move found the command queued
+        async with live_database.session() as session:  # the sender's "sent", committed now
+            sent = await move(
+                session,
+                DeviceCommand.id == command_id,
+                expected=(CommandStatus.QUEUED,),
+                to=CommandStatus.SENT,
+                channel="mqtt",
+            )
+            await session.commit()
+        assert len(sent) == 1
+    taken = await asyncio.wait_for(answer, 10)
+    assert not isinstance(taken, Refusal), taken
+    assert taken.status == CommandStatus.SUCCEEDED
+    shown = await live_client.get(
+        f"/api/v1/devices/{device_id}/commands/{command_id}", headers=live_tenant.headers()
+    )
+    assert shown.json()["status"] == "succeeded"

@@ -3,7 +3,6 @@ every device route with a device's token."""
 
 from __future__ import annotations
 
-import pytest
 import schemathesis
 
 from tests.support.api_properties import (
@@ -11,23 +10,11 @@ from tests.support.api_properties import (
     World,
     call,
     device_schema,
-    other_roles_schema,
+    roles_test,
     use_known_ids,
 )
 
-
-@pytest.mark.parametrize("role", ["manager", "operator"])
-@FIXTURES_PER_TEST
-@other_roles_schema.parametrize()
-def test_user_routes_as_other_roles(
-    case: schemathesis.Case,
-    role: str,
-    world: World,
-    bearer: dict[str, str],
-    objects: dict[str, str],
-) -> None:
-    use_known_ids(case, objects)
-    call(case, world, bearer)
+test_user_routes_as_other_roles = roles_test(["manager", "operator"])
 
 
 @FIXTURES_PER_TEST

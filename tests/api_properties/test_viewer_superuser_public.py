@@ -3,31 +3,16 @@ do), and every public route without credentials."""
 
 from __future__ import annotations
 
-import pytest
 import schemathesis
 
 from tests.support.api_properties import (
-    FIXTURES_PER_TEST,
     World,
     call,
-    other_roles_schema,
     public_schema,
-    use_known_ids,
+    roles_test,
 )
 
-
-@pytest.mark.parametrize("role", ["viewer", "superuser"])
-@FIXTURES_PER_TEST
-@other_roles_schema.parametrize()
-def test_user_routes_as_other_roles(
-    case: schemathesis.Case,
-    role: str,
-    world: World,
-    bearer: dict[str, str],
-    objects: dict[str, str],
-) -> None:
-    use_known_ids(case, objects)
-    call(case, world, bearer)
+test_user_routes_as_other_roles = roles_test(["viewer", "superuser"])
 
 
 @public_schema.parametrize()

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -266,3 +267,38 @@ def call(case: schemathesis.Case, world: World, headers: dict[str, str]) -> None
 
 # One sign-in per test, not per example: the fixtures are meant to outlive examples.
 FIXTURES_PER_TEST = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+# -- the tests, made once here and placed by the modules of tests/api_properties/ --------
+def admin_test(operations: Any) -> Callable[..., None]:
+    """Every operation of `operations` as the admin: valid requests and the coverage phase
+    (boundaries, wrong types, missing fields, other methods)."""
+
+    @FIXTURES_PER_TEST
+    @operations.parametrize()
+    def test_user_routes_as_admin(
+        case: schemathesis.Case, world: World, admin: dict[str, str], objects: dict[str, str]
+    ) -> None:
+        use_known_ids(case, objects)
+        call(case, world, admin)
+
+    return test_user_routes_as_admin
+
+
+def roles_test(roles: list[str]) -> Callable[..., None]:
+    """Every user route as each of `roles`: valid requests (what a role may do)."""
+
+    @pytest.mark.parametrize("role", roles)
+    @FIXTURES_PER_TEST
+    @other_roles_schema.parametrize()
+    def test_user_routes_as_other_roles(
+        case: schemathesis.Case,
+        role: str,
+        world: World,
+        bearer: dict[str, str],
+        objects: dict[str, str],
+    ) -> None:
+        use_known_ids(case, objects)
+        call(case, world, bearer)
+
+    return test_user_routes_as_other_roles

@@ -24,6 +24,7 @@ of time.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
 import weakref
 from collections.abc import Callable, Sequence
@@ -61,6 +62,9 @@ UNSPECIFIED_ERROR = 0x80
 IMPLEMENTATION_SPECIFIC_ERROR = 0x83
 # A result answers a command; bulk data goes as telemetry. Stored results stay small.
 MAX_RESULT_BYTES = 64 * 1024
+# How long a result for a command still queued waits for its sender's "sent" (another
+# process's commit; a device never sent the command is refused after it).
+SENDER_GRACE_S = 5.0
 PAYLOAD_FORMAT_INVALID = 0x99
 
 
@@ -387,7 +391,8 @@ class CommandService:
             else (DeviceCommand.device_id == device.id) & (DeviceCommand.rpc_id == rpc_id)
         )
         outcome = CommandStatus.SUCCEEDED if succeeded else CommandStatus.FAILED
-        for attempt in range(2):
+        deadline = asyncio.get_running_loop().time() + SENDER_GRACE_S
+        for attempt in itertools.count():
             async with self.database.session() as session:
                 now = utcnow()
                 moved = await move(
@@ -417,12 +422,25 @@ class CommandService:
                 return Refusal.UNKNOWN
             if current.device_id != device.id:
                 return Refusal.NOT_YOURS
-            if current.status == CommandStatus.QUEUED and attempt == 0:
-                # Sent but "sent" not committed yet: wait for the sender, then look again.
+            if current.status not in (
+                CommandStatus.QUEUED,
+                CommandStatus.SENT,
+                CommandStatus.DELIVERED,
+            ):
+                break  # finished already
+            if asyncio.get_running_loop().time() > deadline:
+                break
+            if current.status != CommandStatus.QUEUED:
+                continue  # "sent" committed between the move and this look: move again
+            # Published, and "sent" not committed yet: the sender commits it just after
+            # publishing. Here it holds the device's lock until then. Another process may be
+            # the sender (an api process beside ingest workers, a broker between them, which
+            # hands the device's answer to a worker at once): look again for a while.
+            if attempt == 0:
                 async with self._lock(device.id):
                     pass
                 continue
-            break
+            await asyncio.sleep(min(0.025 * 2**attempt, 1.0))
         return Refusal.NOT_OPEN
 
     async def mqtt_result(
