@@ -64,7 +64,7 @@ IMPLEMENTATION_SPECIFIC_ERROR = 0x83
 MAX_RESULT_BYTES = 64 * 1024
 # How long a result for a command still queued waits for its sender's "sent" (another
 # process's commit; a device never sent the command is refused after it).
-SENDER_GRACE_S = 5.0
+SENDER_GRACE_S = 2.0
 PAYLOAD_FORMAT_INVALID = 0x99
 
 
