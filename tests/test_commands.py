@@ -23,6 +23,7 @@ from fleetcore.db import Database
 from tests.support.devices import new_device, port_of
 from tests.support.holds import first_statement_held
 from tests.support.mqtt_raw import PUBLISH, Packet, RawClient
+from tests.support.postgres import PG_ONLY
 from tests.support.serving import serving
 from tests.support.tenants import Tenant, make_tenant
 from tests.support.wait import wait_until
@@ -553,8 +554,8 @@ async def test_mqtt5_device_learns_why_a_result_was_refused(
         device.stop()
 
 
+@PG_ONLY
 async def test_a_result_waits_for_another_process_to_commit_sent(
-    backend: str,
     live_app: FastAPI,
     live_client: httpx.AsyncClient,
     live_tenant: Tenant,
@@ -564,8 +565,6 @@ async def test_a_result_waits_for_another_process_to_commit_sent(
     # broker an ingest worker (another process: no shared device lock) may have the device's
     # answer first. It was refused (not_open) and the command never finished (the e2e test
     # through Mosquitto, under load). Several processes need PostgreSQL.
-    if backend != "postgresql":
-        pytest.skip("several processes share PostgreSQL only")
     device_id, _ = await new_device(live_client, live_tenant)
     made = await live_client.post(
         f"/api/v1/devices/{device_id}/commands",

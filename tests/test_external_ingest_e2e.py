@@ -38,11 +38,11 @@ from tests.support.devices import new_device
 from tests.support.http_clients import local_client
 from tests.support.ingest_workers import IngestWorker
 from tests.support.mosquitto_dynsec import DynsecMosquitto
+from tests.support.postgres import PG_ONLY
 from tests.support.tenants import Tenant, make_tenant
 from tests.support.wait import wait_until
 from tests.test_mqtt_thingsboard_sdk import sdk_python
 
-PG_ONLY = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 SDK_DEVICE = Path(__file__).parent / "support" / "tb_sdk_device.py"
 GROUP = "fleetcore"  # the share group the harness's platform role may subscribe to
 

@@ -19,10 +19,9 @@ from fleetcore.auth.principal import Role
 from fleetcore.db import Database
 from tests.conftest import client_for, running_app
 from tests.support.devices import new_device
+from tests.support.postgres import PG_ONLY
 from tests.support.tenants import Tenant, make_tenant
 from tests.support.wait import wait_until
-
-PG_ONLY = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from fleetcore.telemetry.partitions import DAY_MS, day_of, day_start_ms, partiti
 from fleetcore.telemetry.retention import RUNNER_LOCK_KEY, Policy, run_retention
 from fleetcore.telemetry.writer import DeviceReadings, TelemetryWriter
 from fleetcore_protocol.telemetry import Kind, Reading
+from tests.support.postgres import PG_ONLY
 from tests.support.tenants import Tenant
 
 DEFAULTS = Policy(90, 365, 0)
@@ -90,7 +91,6 @@ async def _attached(db: Database) -> set[str]:
 
 
 # Partitions exist on PostgreSQL only: these tests run there and not on SQLite.
-PG_ONLY = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 
 
 def _deleted(table: str) -> float:

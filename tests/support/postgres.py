@@ -12,6 +12,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
 DEFAULT_BINDIR = Path("/usr/lib/postgresql/15/bin")
 
 
@@ -155,3 +157,8 @@ def _user_exists(name: str) -> bool:
     except KeyError:
         return False
     return True
+
+
+# A test that runs on PostgreSQL alone (several processes, row locks): the session's backend
+# fixture, parametrized indirectly, so only the PostgreSQL item is collected.
+PG_ONLY = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
