@@ -104,5 +104,39 @@ async def test_a_scheduler_without_background_writes_ticks_not_but_runs_once() -
     await paused.stop()
 
 
+async def test_a_halted_job_ticks_not_here_but_runs_once() -> None:
+    scheduler, runs, ticks = JobScheduler(), [], []
+    scheduler.register("halted", 0.01, partial(_note, runs))
+    scheduler.register("control", 0.01, partial(_note, ticks))
+    await scheduler.start()
+    await wait_until(lambda: len(runs) >= 1)  # it ticked before
+    await scheduler.halt("halted")
+    count, seen = len(runs), len(ticks)
+    await wait_until(lambda: len(ticks) >= seen + 3)  # three chances for the halted job
+    assert len(runs) == count
+    await scheduler.run_once("halted")
+    assert len(runs) == count + 1
+    await scheduler.stop()
+
+
+async def test_halt_waits_for_a_run_in_progress() -> None:
+    scheduler = JobScheduler()
+    began, finished = asyncio.Event(), asyncio.Event()
+    halt_asked = False
+
+    async def slow() -> None:
+        began.set()
+        await wait_until(lambda: halt_asked)  # still running when halt() is called
+        finished.set()
+
+    scheduler.register("slow", 0.01, slow)
+    await scheduler.start()
+    await asyncio.wait_for(began.wait(), 5)
+    halt_asked = True
+    await scheduler.halt("slow")
+    assert finished.is_set()
+    await scheduler.stop()
+
+
 async def _note(runs: list[None]) -> None:
     runs.append(None)

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from fleetcore.advisory.recommendations import expire_due, sync_commands
 from fleetcore.auth.principal import Role
@@ -70,6 +71,14 @@ async def finish(database: Database, command_id: str, status: CommandStatus) -> 
         )
         assert moved
         await session.commit()
+
+
+@pytest.fixture(autouse=True)
+async def _jobs_run_by_the_tests(live_app: FastAPI) -> None:
+    """The tests run the recommendation jobs themselves, between their steps: a tick of the
+    app's own (every 15 s, on the clock) between two steps did a step's work and failed it."""
+    for name in ("recommendations.expire", "recommendations.sync"):
+        await live_app.state.jobs.halt(name)
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ every job without a guard (SQLite: one process) run at each tick here.
 
 Jobs are background writers: on a database that allows none (a test's shared connection,
 Database.background_writes_allowed) the scheduler starts no loop; `run_once` still runs a
-job when the caller asks, in the caller's own turn.
+job when the caller asks, in the caller's own turn. `halt` stops one job's ticks here, for a
+caller that runs the job itself between steps that a tick must not come between.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ class _Job:
     func: JobFunc
     per_process: bool
     task: asyncio.Task[None] | None = field(default=None)
+    halted: bool = False
+    # Held while a tick runs the job: halt() waits on it for a run in progress.
+    ticking: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class JobScheduler:
@@ -91,6 +95,14 @@ class JobScheduler:
         """Run one job now, unguarded (used by the CLI and tests)."""
         await self._run(self._jobs[name])
 
+    async def halt(self, name: str) -> None:
+        """No more ticks of `name` here; returns once a run in progress has ended. `run_once`
+        still runs it."""
+        job = self._jobs[name]
+        job.halted = True
+        async with job.ticking:
+            pass
+
     async def stop(self) -> None:
         """Let a run in progress finish, then stop every loop; release the guard."""
         self._stopping.set()
@@ -114,7 +126,12 @@ class JobScheduler:
                 )
             except TimeoutError:
                 last = tick
-                await self._tick(job, tick)
+                if job.halted:
+                    continue
+                # No await between the check and taking the lock: halt() either set the flag
+                # before the check or waits here for this run.
+                async with job.ticking:
+                    await self._tick(job, tick)
 
     async def _tick(self, job: _Job, tick: int) -> None:
         if self.guard is None or job.per_process:
