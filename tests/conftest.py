@@ -47,7 +47,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     app and its objects; full collections walking everything imported cost about 20 ms a
     test."""
     tune_gc()
-    gc.enable()
 
 
 @pytest.fixture(scope="session")

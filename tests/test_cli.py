@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import httpx
 import pytest
 
 from fleetcore import __version__
-from fleetcore.server import build_server
+from fleetcore.server import build_server, worker_app
 from tests.conftest import TEST_SECRET, make_settings
 from tests.support.env import fleetcore_env
 from tests.support.http_clients import local_client
@@ -40,6 +41,26 @@ def test_version() -> None:
     result = _run("--version")
     assert result.returncode == 0
     assert result.stdout.strip() == f"fleetcore {__version__}"
+
+
+def test_an_api_process_builds_its_app_then_collects_as_a_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No collection while the app is built (what start-up makes lives for the process), then
+    collection on, with the server's thresholds and start-up frozen out of it."""
+    for name, value in fleetcore_env(FLEETCORE_DATA_DIR=str(tmp_path)).items():
+        monkeypatch.setenv(name, value)
+    threshold, enabled = gc.get_threshold(), gc.isenabled()
+    gc.set_threshold(700, 10, 10)
+    gc.disable()
+    try:
+        worker_app()
+        assert gc.isenabled()
+        assert gc.get_threshold() == (500_000, 100, 100)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.set_threshold(*threshold)
+        (gc.enable if enabled else gc.disable)()
 
 
 def test_help_explains_serve_options() -> None:

@@ -6,6 +6,7 @@ Heavy modules are imported inside the commands so `--version` and `--help` answe
 from __future__ import annotations
 
 import asyncio
+import gc
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -140,6 +141,9 @@ def serve(
         # The worker processes build their settings from the environment, options included.
         raise typer.Exit(run_workers(settings, overrides))
     prepared = _prepare_demo(settings, simulate=simulate) if demo else None
+    # No garbage collection while the server's modules are imported and the app is built
+    # (fleetcore.server.tune_gc collects once, freezes what start-up made, enables).
+    gc.disable()
     from fleetcore.server import build_server, tune_gc
 
     server = build_server(settings)
