@@ -37,7 +37,7 @@ from typing import Any, overload
 import asyncpg  # type: ignore[import-untyped]  # no stubs
 import orjson
 import structlog
-from sqlalchemy import Connection, select, tuple_
+from sqlalchemy import Connection, Engine, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -221,9 +221,9 @@ class TelemetryWriter:
         self.dialect = _Dialect(engine.dialect.name)
         # SQLite: one connection kept between batches (no connect and pragmas per batch);
         # batches are written one at a time, so it is never used by two threads at once.
-        self._sync_engine = (
-            None if self.dialect.pg else create_sync_sqlite_engine(engine.url, keep_one=True)
-        )
+        # Made at the first write: a process (or an app under test) that writes none does
+        # not pay for an engine (about 5 ms).
+        self._sync_engine: Engine | None = None
         self._keys: dict[tuple[str, int], int] = {}
         self._series: dict[tuple[uuid.UUID, int], int] = {}
         # device -> (key, kind) -> series id: the one lookup per reading on the hot path
@@ -253,7 +253,9 @@ class TelemetryWriter:
         (a statement per event-loop wake-up costs milliseconds once the loop is busy with
         requests), through the greenlet bridge on PostgreSQL (asyncpg stays async).
         """
-        if self._sync_engine is not None:
+        if not self.dialect.pg:
+            if self._sync_engine is None:
+                self._sync_engine = create_sync_sqlite_engine(self.engine.url, keep_one=True)
             return await asyncio.to_thread(self._write_sqlite, batch)
         if not defer_rollups and self._merging is not None:
             await asyncio.shield(self._merging)  # what it claimed is part of "all merged"
