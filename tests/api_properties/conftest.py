@@ -3,6 +3,8 @@ populated), real objects' ids and signed-in callers."""
 
 from __future__ import annotations
 
+import math
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -37,7 +39,9 @@ def world(
     server.start()
     try:
         tenant, superuser_email, ids = server.run(populate(server))
-        yield World(server, tenant, superuser_email, ids)
+        world = World(server, tenant, superuser_email, ids)
+        yield world
+        world.session.close()
     finally:
         server.stop()
 
@@ -51,16 +55,53 @@ def objects(world: World, request: pytest.FixtureRequest) -> dict[str, str]:
     return world.ids
 
 
-@pytest.fixture
-def bearer(world: World, role: str) -> dict[str, str]:
-    """The role's credentials, signed in afresh for each test (one may end its session)."""
-    return {"Authorization": f"Bearer {world.login(world.email(role))}"}
+# A test of an operation under this path may end its caller's session (logout, a password
+# change, a refresh): the next test of that role signs in afresh.
+SESSION_ROUTES = "/api/v1/auth/"
+# A token is used this long at most (seconds), far inside its lifetime (15 minutes): an
+# expired one would be answered 401, which the checks accept, and test nothing.
+TOKEN_REUSE_S = 60.0
+
+
+@pytest.fixture(scope="module")
+def signed_in(world: World) -> dict[str, tuple[str, float]]:
+    """role -> an access token and when it was issued, shared by the module's tests (a
+    sign-in is an argon2 verification and two inserts per test otherwise)."""
+    return {}
+
+
+def _token(world: World, signed_in: dict[str, tuple[str, float]], role: str) -> str:
+    token, issued = signed_in.get(role, ("", -math.inf))
+    if time.monotonic() - issued > TOKEN_REUSE_S:
+        token, issued = world.login(world.email(role)), time.monotonic()
+        signed_in[role] = token, issued
+    return token
+
+
+def _credentials(
+    world: World,
+    signed_in: dict[str, tuple[str, float]],
+    role: str,
+    request: pytest.FixtureRequest,
+) -> Iterator[dict[str, str]]:
+    yield {"Authorization": f"Bearer {_token(world, signed_in, role)}"}
+    label = getattr(request.node, "operation_label", "") or ""
+    if SESSION_ROUTES in label:
+        signed_in.pop(role, None)
 
 
 @pytest.fixture
-def device(world: World) -> dict[str, str]:
+def bearer(
+    world: World, signed_in: dict[str, tuple[str, float]], role: str, request: pytest.FixtureRequest
+) -> Iterator[dict[str, str]]:
+    """The role's credentials; signed in afresh after a test that may have ended them."""
+    yield from _credentials(world, signed_in, role, request)
+
+
+@pytest.fixture
+def device(world: World, signed_in: dict[str, tuple[str, float]]) -> dict[str, str]:
     """A device of its own with a persistent command queued: its token and ids."""
-    manager = {"Authorization": f"Bearer {world.login(world.email('manager'))}"}
+    manager = {"Authorization": f"Bearer {_token(world, signed_in, 'manager')}"}
     created = requests.post(
         f"{world.base_url}/api/v1/devices",
         headers=manager,
@@ -84,6 +125,8 @@ def device(world: World) -> dict[str, str]:
 
 
 @pytest.fixture
-def admin(world: World) -> dict[str, str]:
-    """The admin's credentials, signed in afresh for each test (one may end its session)."""
-    return {"Authorization": f"Bearer {world.login(world.email('admin'))}"}
+def admin(
+    world: World, signed_in: dict[str, tuple[str, float]], request: pytest.FixtureRequest
+) -> Iterator[dict[str, str]]:
+    """The admin's credentials; signed in afresh after a test that may have ended them."""
+    yield from _credentials(world, signed_in, "admin", request)

@@ -26,7 +26,7 @@ import os
 import tempfile
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.specs.openapi.checks import negative_data_rejection
+from schemathesis.transport.requests import ManagedCookiesSession
 
 from fleetcore.app import create_app
 from fleetcore.auth import users
@@ -154,6 +155,11 @@ class World:
     tenant: Tenant
     superuser_email: str
     ids: dict[str, str]
+    # The generated requests' connections, kept alive between them (a session and a TCP
+    # connection per request otherwise). Response cookies are dropped after each request
+    # (a sign-in's cookie would otherwise authenticate later requests besides their
+    # headers); no proxies from the environment.
+    session: requests.Session = field(default_factory=lambda: _session())
 
     @property
     def base_url(self) -> str:
@@ -247,9 +253,23 @@ def use_known_ids(case: schemathesis.Case, ids: dict[str, str]) -> None:
             case.path_parameters[name] = NON_ID_PARAMS[name]
 
 
+def _session() -> requests.Session:
+    session = ManagedCookiesSession()
+    session.trust_env = False
+    # Schemathesis sends without the session's default headers when it makes the session
+    # itself; with ours it would add them to every request.
+    session.headers.clear()
+    return session
+
+
 def call(case: schemathesis.Case, world: World, headers: dict[str, str]) -> None:
     _bound_long_polls(case)
-    transport = {"base_url": world.base_url, "headers": headers, "timeout": REQUEST_TIMEOUT_S}
+    transport = {
+        "base_url": world.base_url,
+        "headers": headers,
+        "timeout": REQUEST_TIMEOUT_S,
+        "session": world.session,
+    }
     response = case.call(**transport)
     if "x-request-id" not in response.headers:
         # Refused by uvicorn's HTTP parser before the app (a request line of hundreds of KiB
