@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import structlog
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -39,6 +40,10 @@ def pytest_configure(config: pytest.Config) -> None:
     nothing and runs until the end."""
     if not (config.getoption("numprocesses", None) and not hasattr(config, "workerinput")):
         gc.disable()
+    # structlog's default console (code under test that never configured logging) lays out
+    # an exception with rich: every frame and its locals, highlighted; that was 18 CPU-s of
+    # a run's workers. The app's own console (fleetcore.logging) prints plain tracebacks.
+    structlog.dev.ConsoleRenderer.get_active().exception_formatter = structlog.dev.plain_traceback
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

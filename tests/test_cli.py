@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fleetcore import __version__
+from fleetcore import __version__, server
 from fleetcore.server import build_server, worker_app
 from tests.conftest import TEST_SECRET, make_settings
 from tests.support.env import fleetcore_env
@@ -50,6 +50,8 @@ def test_an_api_process_builds_its_app_then_collects_as_a_server(
     collection on, with the server's thresholds and start-up frozen out of it."""
     for name, value in fleetcore_env(FLEETCORE_DATA_DIR=str(tmp_path)).items():
         monkeypatch.setenv(name, value)
+    # Logging is the process's, not this worker's: it stays as the other tests have it.
+    monkeypatch.setattr(server, "configure_logging", lambda *_: None)
     threshold, enabled = gc.get_threshold(), gc.isenabled()
     gc.set_threshold(700, 10, 10)
     gc.disable()
