@@ -32,57 +32,65 @@ def _assert_parsed(result: DexFile) -> None:
         assert "parser failed" not in warning.message, warning
 
 
-@st.composite
-def _counters(draw: st.DrawFn, places: int) -> Counter:
-    def money() -> Decimal | None:
-        return draw(st.none() | _COUNT.map(lambda n: Decimal(n).scaleb(-places)))
+# Every strategy is built once, here: built inside a draw, each one is made and validated
+# again at every example (most of these tests' time).
+_MAYBE_COUNT = st.none() | _COUNT
+_MAYBE_TEXT = st.none() | _TEXT
+_MAYBE_UP_TO_999 = st.none() | st.integers(0, 999)
+_CODES = st.lists(_TEXT.map(lambda t: t[:6].strip() or "1"), max_size=6, unique=True)
+_SOLD_OUT = st.none() | st.builds(
+    SoldOut,
+    st.none() | st.dates(),
+    st.none() | st.times().map(lambda t: t.replace(microsecond=0)),
+    _MAYBE_COUNT,
+)
+_READ_AT = st.none() | st.datetimes(datetime(1970, 1, 1), datetime(2099, 12, 31)).map(
+    lambda t: t.replace(microsecond=0)
+)
+_CURRENCIES = st.sampled_from([None, "EUR", "USD", "CHF", "XAF"])
+_RESET_MODES = st.sampled_from([None, "AUTO", "SAVE", "RESET"])
 
-    return Counter(money(), draw(st.none() | _COUNT), money(), draw(st.none() | _COUNT))
+
+def _counters(places: int) -> st.SearchStrategy[Counter]:
+    money = st.none() | _COUNT.map(lambda n: Decimal(n).scaleb(-places))
+    return st.builds(Counter, money, _MAYBE_COUNT, money, _MAYBE_COUNT)
+
+
+# decimal places -> (counters, counters or None)
+_COUNTERS = {places: _counters(places) for places in range(5)}
+_MAYBE_COUNTERS = {places: st.none() | counters for places, counters in _COUNTERS.items()}
 
 
 @st.composite
 def _audits(draw: st.DrawFn) -> MachineAudit:
     places = draw(st.integers(0, 4))
-    codes = draw(st.lists(_TEXT.map(lambda t: t[:6].strip() or "1"), max_size=6, unique=True))
-    counters = _counters(places)
+    codes = draw(_CODES)
+    counters, maybe_counters = _COUNTERS[places], _MAYBE_COUNTERS[places]
     selections = [
         Selection(
             selection=code,
             price=Decimal(draw(_COUNT)).scaleb(-places),
             paid=draw(counters),
-            name=draw(st.none() | _TEXT),
-            capacity=draw(st.none() | st.integers(0, 999)),
-            par_level=draw(st.none() | st.integers(0, 999)),
-            test=draw(st.none() | counters),
-            free=draw(st.none() | counters),
-            sold_out=draw(
-                st.none()
-                | st.builds(
-                    SoldOut,
-                    st.none() | st.dates(),
-                    st.none() | st.times().map(lambda t: t.replace(microsecond=0)),
-                    st.none() | _COUNT,
-                )
-            ),
-            cash=draw(st.none() | counters),
-            cashless=draw(st.none() | counters),
+            name=draw(_MAYBE_TEXT),
+            capacity=draw(_MAYBE_UP_TO_999),
+            par_level=draw(_MAYBE_UP_TO_999),
+            test=draw(maybe_counters),
+            free=draw(maybe_counters),
+            sold_out=draw(_SOLD_OUT),
+            cash=draw(maybe_counters),
+            cashless=draw(maybe_counters),
         )
         for code in codes
     ]
     return MachineAudit(
         serial=draw(_TEXT),
-        model=draw(st.none() | _TEXT),
+        model=draw(_MAYBE_TEXT),
         decimal_places=places,
-        currency=draw(st.sampled_from([None, "EUR", "USD", "CHF", "XAF"])),
+        currency=draw(_CURRENCIES),
         selections=selections,
-        read_at=draw(
-            st.none()
-            | st.datetimes(datetime(1970, 1, 1), datetime(2099, 12, 31)).map(
-                lambda t: t.replace(microsecond=0)
-            )
-        ),
-        reads=draw(st.none() | _COUNT),
-        reset_mode=draw(st.sampled_from([None, "AUTO", "SAVE", "RESET"])),
+        read_at=draw(_READ_AT),
+        reads=draw(_MAYBE_COUNT),
+        reset_mode=draw(_RESET_MODES),
     )
 
 
