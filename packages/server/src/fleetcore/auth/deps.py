@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import select, update
+from sqlalchemy import exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcore.auth.api_limits import ApiLimiter
@@ -56,21 +56,23 @@ async def user_principal(
 ) -> Principal:
     """The principal of a valid access token whose user is active and session not revoked."""
     claims = decode_access_token(secret, token)
-    user = await session.get(User, claims.user_id)
-    if user is None or not user.is_active:
-        raise Unauthorized("the account is not active", code="INVALID_TOKEN")
     # The session must be live AND the user's own: a token naming another user's id on
-    # the caller's live session is forged, whatever its signature.
-    live = await session.scalar(
-        select(RefreshToken.id)
+    # the caller's live session is forged, whatever its signature. One query for both
+    # (this runs on every request).
+    live = (
+        exists()
         .where(
             RefreshToken.family_id == claims.session_id,
-            RefreshToken.user_id == user.id,
+            RefreshToken.user_id == User.id,
             RefreshToken.revoked_at.is_(None),
         )
-        .limit(1)
+        .label("live")
     )
-    if live is None:
+    row = (await session.execute(select(User, live).where(User.id == claims.user_id))).first()
+    if row is None or not row[0].is_active:
+        raise Unauthorized("the account is not active", code="INVALID_TOKEN")
+    user, session_live = row
+    if not session_live:
         raise Unauthorized("the session has ended; sign in again", code="SESSION_REVOKED")
     return Principal(
         kind=PrincipalKind.USER,
