@@ -5,6 +5,8 @@ server, its database or its disk, and readings sent again by their devices are a
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -65,6 +67,12 @@ async def test_sigkill_mid_ingest_loses_nothing_acknowledged(
             return all(len(ledger.acked[d.id]) >= at_least for d in devices)
 
         await wait_until(lambda: every_device_acknowledged(200), within=60)
+        # Frozen, the server acknowledges nothing more, so the reading each MQTT device sends
+        # now is surely in flight at the kill (a test process kept off the CPU for a moment
+        # had let the server acknowledge everything it had been sent).
+        os.kill(server.pid, signal.SIGSTOP)
+        for sender in mqtt:
+            sender.publish_new()
         server.kill()  # while every sender has readings in flight
         stop.set()
         await asyncio.gather(*senders)

@@ -95,6 +95,7 @@ async def test_thingsboard_sdk_device(
             body["provision_key"],
             body["provision_secret"],
             name,
+            stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
@@ -129,6 +130,9 @@ async def drive(
                 json={"interval": 30},
             )
             assert shared.status_code == 200, shared.text
+            assert process.stdin is not None  # the device asks for them only after this
+            process.stdin.write(b"go\n")
+            await process.stdin.drain()
         if step["step"] == "subscribed":
             await http.put(
                 f"/api/v1/devices/{device_id}/attributes/shared",

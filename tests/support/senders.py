@@ -248,6 +248,10 @@ class MqttSender:
         info = self.client.publish(TOPIC, self.ledger.payload(seqs), qos=1)
         self.inflight[info.mid] = seqs
 
+    def publish_new(self) -> None:
+        """One new reading now, whatever the window."""
+        self._publish(self.ledger.new(self.device.id, 1))
+
     async def _room(self) -> None:
         self._changed.clear()
         with contextlib.suppress(TimeoutError):

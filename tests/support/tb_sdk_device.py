@@ -5,7 +5,8 @@ package name, so it cannot share the project's). Prints one JSON line per step; 
 drives and checks them.
 
     python tb_sdk_device.py provision PORT PROVISION_KEY PROVISION_SECRET DEVICE_NAME
-        provisions itself (embedded broker), then logs in with the token as user name
+        provisions itself (embedded broker), waits for a line on stdin (the test sets the
+        new device's shared attributes meanwhile), then logs in with the token as user name
     python tb_sdk_device.py basic PORT USERNAME PASSWORD
         logs in with ThingsBoard's "MQTT Basic" credentials (device id and token, as on a
         Mosquitto with dynamic security) and also answers one server-side RPC
@@ -32,6 +33,7 @@ def login() -> "tuple[TBDeviceMqttClient, bool]":
             "127.0.0.1", key, secret, port=port, device_name=name
         )
         say("provisioned", ok=bool(credentials and credentials.get("credentialsValue")))
+        sys.stdin.readline()  # the test gives the new device its shared attributes first
         token = credentials["credentialsValue"]
         return TBDeviceMqttClient("127.0.0.1", port=port, username=token), False
     username, password = sys.argv[3], sys.argv[4]
