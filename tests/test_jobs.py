@@ -45,23 +45,25 @@ async def test_jobs_run_repeatedly_and_survive_errors() -> None:
     assert len(runs) == count, "a job ran after stop()"
 
 
-async def test_stop_waits_for_a_run_in_progress() -> None:
+@pytest.mark.parametrize("ending", ["stop", "halt"])
+async def test_stop_and_halt_wait_for_a_run_in_progress(ending: str) -> None:
     scheduler = JobScheduler()
     finished = asyncio.Event()
     began = asyncio.Event()
-    stop_asked = False
+    asked = False
 
     async def slow() -> None:
         began.set()
-        await wait_until(lambda: stop_asked)  # still running when stop() is called
+        await wait_until(lambda: asked)  # still running when stop() or halt() is called
         finished.set()
 
     scheduler.register("slow", 0.01, slow)
     await scheduler.start()
     await asyncio.wait_for(began.wait(), 5)
-    stop_asked = True
-    await scheduler.stop()
+    asked = True
+    await (scheduler.stop() if ending == "stop" else scheduler.halt("slow"))
     assert finished.is_set()
+    await scheduler.stop()
 
 
 def test_duplicate_job_name_refused() -> None:
@@ -116,25 +118,6 @@ async def test_a_halted_job_ticks_not_here_but_runs_once() -> None:
     assert len(runs) == count
     await scheduler.run_once("halted")
     assert len(runs) == count + 1
-    await scheduler.stop()
-
-
-async def test_halt_waits_for_a_run_in_progress() -> None:
-    scheduler = JobScheduler()
-    began, finished = asyncio.Event(), asyncio.Event()
-    halt_asked = False
-
-    async def slow() -> None:
-        began.set()
-        await wait_until(lambda: halt_asked)  # still running when halt() is called
-        finished.set()
-
-    scheduler.register("slow", 0.01, slow)
-    await scheduler.start()
-    await asyncio.wait_for(began.wait(), 5)
-    halt_asked = True
-    await scheduler.halt("slow")
-    assert finished.is_set()
     await scheduler.stop()
 
 
