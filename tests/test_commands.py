@@ -566,13 +566,8 @@ async def test_a_result_waits_for_another_process_to_commit_sent(
     # answer first. It was refused (not_open) and the command never finished (the e2e test
     # through Mosquitto, under load). Several processes need PostgreSQL.
     device_id, _ = await new_device(live_client, live_tenant)
-    made = await live_client.post(
-        f"/api/v1/devices/{device_id}/commands",
-        headers=live_tenant.headers(Role.OPERATOR),
-        json={"method": "reboot", "persistent": True},
-    )
-    assert made.status_code == 201, made.text
-    command_id = uuid.UUID(made.json()["id"])
+    made = await send(live_client, live_tenant, device_id, method="reboot", persistent=True)
+    command_id = uuid.UUID(made["id"])
     device = SimpleNamespace(id=uuid.UUID(device_id), organization_id=live_tenant.org_id)
     worker = CommandService(live_database, live_app.state.live)  # its own device locks
 
@@ -597,7 +592,5 @@ async def test_a_result_waits_for_another_process_to_commit_sent(
     taken = await asyncio.wait_for(answer, 10)
     assert not isinstance(taken, Refusal), taken
     assert taken.status == CommandStatus.SUCCEEDED
-    shown = await live_client.get(
-        f"/api/v1/devices/{device_id}/commands/{command_id}", headers=live_tenant.headers()
-    )
-    assert shown.json()["status"] == "succeeded"
+    shown = await fetch(live_client, live_tenant, device_id, str(command_id))
+    assert shown["status"] == "succeeded"

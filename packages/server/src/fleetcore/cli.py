@@ -142,7 +142,7 @@ def serve(
         raise typer.Exit(run_workers(settings, overrides))
     prepared = _prepare_demo(settings, simulate=simulate) if demo else None
     # No garbage collection while the server's modules are imported and the app is built
-    # (fleetcore.server.tune_gc collects once, freezes what start-up made, enables).
+    # (fleetcore.server.tune_gc then freezes what start-up made and enables collection).
     gc.disable()
     from fleetcore.server import build_server, tune_gc
 

@@ -87,10 +87,10 @@ def tune_gc() -> None:
 
     Called once the app is built, with collection disabled while its modules were imported
     and it was built (`fleetcore serve`): what start-up makes lives for the process, and
-    collections walking it were about a fifth of start-up's CPU (3.3 to 2.7 CPU-s to the
-    first /health). It enables collection. Start-up's few cycles of garbage (about 2,400
-    objects of 310,000) are frozen with the rest rather than collected first: a collection
-    here walked all 310,000, a quarter of a second of every process's start.
+    collections walking it cost a fifth of start-up's CPU. It enables collection. Start-up's
+    few cycles of garbage (about 2,400 objects of 310,000) are frozen with the rest rather
+    than collected first: a collection here walked all 310,000, a quarter of a second of
+    every process's start. Both: 3.3 to about 2.5 CPU-s to the first /health.
     """
     gc.freeze()
     gc.set_threshold(500_000, 100, 100)

@@ -422,11 +422,7 @@ class CommandService:
                 return Refusal.UNKNOWN
             if current.device_id != device.id:
                 return Refusal.NOT_YOURS
-            if current.status not in (
-                CommandStatus.QUEUED,
-                CommandStatus.SENT,
-                CommandStatus.DELIVERED,
-            ):
+            if current.status not in OPEN:
                 break  # finished already
             if asyncio.get_running_loop().time() > deadline:
                 break
