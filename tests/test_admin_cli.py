@@ -13,6 +13,7 @@ from fleetcore.auth.security import verify_password
 from fleetcore.db import Database
 from fleetcore.demo import DEMO_EMAIL, ensure_demo
 from fleetcore.devices.models import Device, DeviceCredential
+from tests.support import forkserver
 from tests.support.env import fleetcore_env
 
 FLEETCORE = str(Path(sys.executable).parent / "fleetcore")
@@ -21,7 +22,7 @@ FLEETCORE = str(Path(sys.executable).parent / "fleetcore")
 def _run(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
     env = fleetcore_env()
     env["FLEETCORE_DATA_DIR"] = str(data_dir)
-    return subprocess.run(
+    return forkserver.run(
         [FLEETCORE, *args], capture_output=True, text=True, env=env, timeout=60, check=False
     )
 

@@ -38,6 +38,7 @@ from fleetcore.telemetry.retention import Policy, run_retention
 from fleetcore.telemetry.writer import DeviceReadings, TelemetryWriter
 from fleetcore_protocol.telemetry import Kind, Reading
 from tests.conftest import make_settings
+from tests.support import forkserver
 from tests.support.env import fleetcore_env
 from tests.test_media_store import BUCKET, s3_endpoint  # noqa: F401 (a fixture)
 
@@ -142,7 +143,7 @@ def run_cli(database: Database, *args: Any) -> subprocess.CompletedProcess[str]:
     if args and isinstance(args[-1], dict):
         env.update(args[-1])
         args = args[:-1]
-    return subprocess.run(
+    return forkserver.run(
         [FLEETCORE, *args], capture_output=True, text=True, env=env, timeout=120, check=False
     )
 

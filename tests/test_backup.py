@@ -28,6 +28,7 @@ from fleetcore.backup.service import restore_backup, take_backup
 from fleetcore.db import Database
 from fleetcore.telemetry.models import ROLLUP_1M, ROLLUP_PENDING, VALUE_TABLES
 from fleetcore_protocol.telemetry import Kind
+from tests.support import forkserver
 from tests.support.devices import new_device
 from tests.support.env import fleetcore_env
 from tests.support.postgres import PostgresServer
@@ -362,7 +363,7 @@ def test_the_password_stays_off_command_lines() -> None:
 
 
 def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    return forkserver.run(
         [FLEETCORE, *args],
         capture_output=True,
         text=True,

@@ -17,6 +17,7 @@ import pytest
 from fleetcore import __version__, server
 from fleetcore.server import build_server, worker_app
 from tests.conftest import TEST_SECRET, make_settings
+from tests.support import forkserver
 from tests.support.env import fleetcore_env
 from tests.support.http_clients import local_client
 from tests.support.postgres import PostgresServer, free_port
@@ -32,7 +33,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    return forkserver.run(
         [FLEETCORE, *args], capture_output=True, text=True, env=_env(**env), timeout=60, check=False
     )
 
@@ -99,7 +100,7 @@ def test_db_upgrade_on_postgresql(postgres_server: PostgresServer | None) -> Non
     assert "(current)" in _run("db", "current", FLEETCORE_DATABASE_URL=url).stdout
 
 
-def _wait_for_health(base: str, process: subprocess.Popen[str], timeout: float = 30) -> None:
+def _wait_for_health(base: str, process: forkserver.Process, timeout: float = 30) -> None:
     def healthy() -> bool:
         if process.poll() is not None:
             raise AssertionError(

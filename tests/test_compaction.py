@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import random
 import shutil
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -29,6 +28,7 @@ from fleetcore.telemetry.retention import Policy, run_retention
 from fleetcore.telemetry.writer import DeviceReadings, TelemetryWriter
 from fleetcore_protocol.telemetry import Kind, Reading
 from tests.conftest import client_for, running_app
+from tests.support import forkserver
 from tests.support.devices import new_device
 from tests.support.env import FLEETCORE, fleetcore_env
 from tests.support.postgres import PostgresServer
@@ -280,7 +280,7 @@ async def test_cli_reports_what_it_would_pack_and_what_it_packed(database: Datab
     env = fleetcore_env(FLEETCORE_DATABASE_URL=url)
 
     def compact(*args: str) -> str:
-        done = subprocess.run(
+        done = forkserver.run(
             [FLEETCORE, "telemetry", "compact", *args],
             env=env,
             capture_output=True,

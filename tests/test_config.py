@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import structlog
 
 from fleetcore.app import create_app
 from fleetcore.config import DEVELOPMENT_SECRET_KEY, ConfigError, load_settings
+from tests.support import forkserver
 from tests.support.env import fleetcore_env
 from tests.support.postgres import free_port
 
@@ -93,7 +93,7 @@ def test_default_secret_allowed_in_explicit_development_with_a_warning(
 def test_serve_refuses_the_published_key_with_one_line(tmp_path: Path) -> None:
     env = fleetcore_env(FLEETCORE_DATA_DIR=str(tmp_path))
     del env["FLEETCORE_SECRET_KEY"], env["FLEETCORE_ENVIRONMENT"]
-    result = subprocess.run(
+    result = forkserver.run(
         [FLEETCORE, "serve", "--port", str(free_port()), "--mqtt-port", "0"],
         env=env,
         capture_output=True,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from datetime import datetime
 from decimal import Decimal
@@ -14,6 +13,7 @@ from typer.testing import CliRunner
 from fleetcore.cli import app
 from fleetcore_protocol.dex import Counter
 from fleetcore_protocol.dex.writer import MachineAudit, Selection, write
+from tests.support import forkserver
 from tests.support.env import fleetcore_env
 
 CORPUS = Path(__file__).parent / "data" / "dex"
@@ -112,7 +112,7 @@ def test_not_dex(tmp_path: Path) -> None:
 
 def test_unreadable_file_as_a_real_process(tmp_path: Path) -> None:
     missing = tmp_path / "missing.dex"
-    result = subprocess.run(
+    result = forkserver.run(
         [FLEETCORE, "dex", "parse", str(missing)],
         capture_output=True,
         text=True,

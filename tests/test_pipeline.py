@@ -28,6 +28,7 @@ from fleetcore.telemetry.models import VALUE_TABLES
 from fleetcore.telemetry.pipeline import IngestPipeline, Overloaded
 from fleetcore.telemetry.writer import DeviceReadings, TelemetryWriter
 from fleetcore_protocol.telemetry import Kind, Reading
+from tests.support import forkserver
 from tests.support.env import fleetcore_env
 from tests.support.http_clients import local_client
 from tests.support.postgres import free_port
@@ -209,7 +210,7 @@ async def test_crash_loses_nothing_acknowledged(tmp_path: Path) -> None:
     """SIGKILL the server while devices post; every reading answered 200 is on disk."""
     data_dir = tmp_path / "data"
     password = "crash test password"
-    subprocess.run(
+    forkserver.run(
         [
             FLEETCORE,
             "admin",
@@ -225,7 +226,7 @@ async def test_crash_loses_nothing_acknowledged(tmp_path: Path) -> None:
         timeout=60,
     )
     port = free_port()
-    server = subprocess.Popen(
+    server = forkserver.popen(
         [FLEETCORE, "serve", "--port", str(port)],
         env=_env(data_dir),
         stdout=subprocess.DEVNULL,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from fleetcore.config import ConfigError, load_settings
 from fleetcore.db import Database
 from fleetcore.roles import ROLES, RUNS_IN
 from tests.conftest import client_for, running_app
+from tests.support import forkserver
 from tests.support.env import fleetcore_env
 from tests.support.faults import FLEETCORE, ServerProcess
 from tests.support.http_clients import local_client
@@ -113,7 +113,7 @@ def test_workers_need_role_api_on_postgresql(tmp_path: Path) -> None:
 
 
 def test_serve_refuses_a_role_on_sqlite_with_a_clear_message(tmp_path: Path) -> None:
-    result = subprocess.run(
+    result = forkserver.run(
         [FLEETCORE, "serve", "--role", "worker"],
         env=fleetcore_env(FLEETCORE_DATA_DIR=str(tmp_path)),
         capture_output=True,

@@ -33,6 +33,7 @@ from fleetcore.simulator.signals import (
     SignalModel,
     profile_keys,
 )
+from tests.support import forkserver
 from tests.support.env import fleetcore_env
 from tests.support.http_clients import local_client
 from tests.support.postgres import free_port
@@ -271,7 +272,7 @@ async def test_a_refused_token_is_reported_not_raised(
 def _simulate(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
     env = fleetcore_env()
     env["FLEETCORE_DATA_DIR"] = str(data_dir)
-    return subprocess.run(
+    return forkserver.run(
         [FLEETCORE, "simulate", *args],
         capture_output=True,
         text=True,
@@ -352,7 +353,7 @@ def _sqlite_rows(path: Path, query: str) -> list[tuple[object, ...]]:
         return list(connection.execute(query).fetchall())
 
 
-def _serve_demo(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], int]:
+def _serve_demo(tmp_path: Path, *args: str) -> tuple[forkserver.Process, int]:
     http_port = free_port()
     env = fleetcore_env()
     env.update(
@@ -362,7 +363,7 @@ def _serve_demo(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], int]
         FLEETCORE_PASSWORD_HASH_TIME_COST="1",
         FLEETCORE_PASSWORD_HASH_MEMORY_KIB="1024",
     )
-    process = subprocess.Popen(
+    process = forkserver.popen(
         [FLEETCORE, "serve", "--demo", *args],
         env=env,
         stdout=subprocess.PIPE,
@@ -372,7 +373,7 @@ def _serve_demo(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], int]
     return process, http_port
 
 
-def _stop(process: subprocess.Popen[str]) -> str:
+def _stop(process: forkserver.Process) -> str:
     if process.poll() is None:
         process.send_signal(signal.SIGINT)  # Ctrl-C on `make run`
     output, _ = process.communicate(timeout=60)

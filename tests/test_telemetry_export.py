@@ -22,6 +22,7 @@ from fleetcore.auth.principal import Role
 from fleetcore.db import Database
 from fleetcore.telemetry.query_schemas import ms_to_iso
 from fleetcore_protocol.telemetry import Kind, Reading
+from tests.support import forkserver
 from tests.support.env import fleetcore_env
 from tests.support.tenants import Tenant
 from tests.test_telemetry_queries import API, BASE, DAY, make_device, num, write
@@ -235,7 +236,7 @@ def run_cli(database: Database, *args: str) -> subprocess.CompletedProcess[str]:
     """`fleetcore ARGS` as a user runs it, on the test's database."""
     env = fleetcore_env()
     env["FLEETCORE_DATABASE_URL"] = database.engine.url.render_as_string(hide_password=False)
-    return subprocess.run(
+    return forkserver.run(
         [FLEETCORE, *args], capture_output=True, text=True, env=env, timeout=120, check=False
     )
 

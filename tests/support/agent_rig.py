@@ -21,6 +21,7 @@ import yaml
 
 from fleetcore.db import Database
 from fleetcore.demo import DEMO_EMAIL, ensure_demo
+from tests.support import forkserver
 from tests.support.env import fleetcore_env
 from tests.support.http_clients import local_client
 from tests.support.postgres import free_port
@@ -46,7 +47,7 @@ class Platform:
         self.env = env  # extra FLEETCORE_* settings of the serving process
         self.port = free_port()
         self.mqtt_port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: forkserver.Process | None = None
         self.password = ""
         self.log = data_dir / "serve.log"
 
@@ -66,7 +67,7 @@ class Platform:
     async def start(self) -> None:
         """Start serving and wait until /ready says yes."""
         with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
+            self.process = forkserver.popen(
                 [FLEETCORE, "serve", "--port", str(self.port), "--mqtt-port", str(self.mqtt_port)],
                 env=clean_env(
                     FLEETCORE_DATA_DIR=str(self.data_dir),

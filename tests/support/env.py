@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
-import sys
 from pathlib import Path
 
 from sqlalchemy.engine import URL
 
-# The command installed beside the interpreter running the tests.
-FLEETCORE = str(Path(sys.executable).parent / "fleetcore")
+from tests.support import forkserver
+from tests.support.forkserver import FLEETCORE as FLEETCORE  # where the tests find it
 
 # One random key per test run: servers refuse the published development key outside
 # development, and a test must not rely on a key anyone can read.
@@ -40,7 +39,7 @@ def live_command_env(database_url: URL, data_dir: Path) -> dict[str, str]:
 
 def simulate(kind: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """`fleetcore simulate --kind KIND ARGS` to its end (two minutes at most)."""
-    return subprocess.run(
+    return forkserver.run(
         [FLEETCORE, "simulate", "--kind", kind, *args],
         capture_output=True,
         text=True,

@@ -32,6 +32,7 @@ from fleetcore.devices.models import DeviceProfile
 from fleetcore.telemetry.models import LATEST, ROLLUP_1H, ROLLUP_1M, Series, TelemetryKey
 from fleetcore.telemetry.models import VALUE_TABLES as _VALUES
 from fleetcore_protocol.telemetry import Kind
+from tests.support import forkserver
 from tests.support.env import fleetcore_env
 from tests.support.http_clients import local_client
 from tests.support.postgres import free_port
@@ -58,7 +59,7 @@ class ServerProcess:
         self.log = workdir / "serve.log"
         self.database_url = database_url or f"sqlite+aiosqlite:///{self.data_dir / 'fleetcore.db'}"
         self.port, self.mqtt_port = free_port(), free_port()
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: forkserver.Process | None = None
         env = fleetcore_env(
             FLEETCORE_DATA_DIR=str(self.data_dir),
             FLEETCORE_DATABASE_URL=self.database_url,
@@ -82,7 +83,7 @@ class ServerProcess:
     async def start(self) -> None:
         """Start serving and wait until /ready says yes."""
         with self.log.open("ab") as sink:
-            self.process = subprocess.Popen(
+            self.process = forkserver.popen(
                 [FLEETCORE, "serve", "--port", str(self.port), "--mqtt-port", str(self.mqtt_port)],
                 env=self.env,
                 stdout=sink,

@@ -27,6 +27,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from tests.support import forkserver
 from tests.support.postgres import free_port
 
 FLEETCORE = Path(sys.executable).parent / "fleetcore"
@@ -54,12 +55,12 @@ class IngestWorker:
             "FLEETCORE_DATA_DIR": str(root),
             "FLEETCORE_LOG_FORMAT": "json",
         }
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: forkserver.Process | None = None
 
     def start(self) -> None:
         """Start the process (its log is appended to across restarts)."""
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
+            self.process = forkserver.popen(
                 [str(FLEETCORE), "serve", "--role", "ingest"],
                 env=self.env,
                 stdout=log,

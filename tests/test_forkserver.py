@@ -1,0 +1,145 @@
+"""The fork server (tests/support/forkserver.py): a forked `fleetcore` command is the command.
+
+Every process test relies on it, so it is held to what a fresh interpreter does: the same
+answer on the same streams, the working directory and environment it was given, its own
+pid for signals, and the exit a signal gives. Each comparison runs the command both ways.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import forkserver
+from tests.support.env import FLEETCORE, fleetcore_env
+from tests.support.postgres import free_port
+from tests.support.wait import wait_until_sync
+
+CORPUS = Path(__file__).parent / "data" / "dex"
+pytestmark = pytest.mark.skipif(
+    os.environ.get("FLEETCORE_TEST_FORKS") == "0", reason="FLEETCORE_TEST_FORKS=0: no fork server"
+)
+
+
+def _both(args: list[str], *, cwd: Path, env: dict[str, str]) -> tuple[object, object]:
+    """What `args` answers (code, stdout, stderr) as a fresh process and as a forked one."""
+    fresh = subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=cwd, env=env)
+    forked = forkserver.run(args, capture_output=True, text=True, timeout=60, cwd=cwd, env=env)
+    return (
+        (fresh.returncode, fresh.stdout, fresh.stderr),
+        (forked.returncode, forked.stdout, forked.stderr),
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--version"],
+        ["no-such-command"],
+        ["dex", "parse", "missing.dex"],
+        ["dex", "parse", "--json", "audit.dex"],  # a relative path: the working directory
+        ["serve", "--role", "worker"],  # refused on SQLite, naming the environment's setting
+    ],
+    ids=["version", "unknown", "missing", "relative", "environment"],
+)
+def test_a_forked_command_answers_as_a_fresh_one(tmp_path: Path, args: list[str]) -> None:
+    shutil.copy(next(CORPUS.glob("*.dex")), tmp_path / "audit.dex")
+    env = fleetcore_env(FLEETCORE_DATA_DIR=str(tmp_path / "data"), COLUMNS="120")
+    fresh, forked = _both([FLEETCORE, *args], cwd=tmp_path, env=env)
+    assert forked == fresh
+
+
+def test_input_reaches_the_command_and_an_argv_error_exits_as_python_does() -> None:
+    # `fleetcore admin create-superuser` prompts for what is missing; end-of-input aborts.
+    args = [FLEETCORE, "admin", "create-superuser"]
+    fresh = subprocess.run(
+        args, input="", capture_output=True, text=True, env=fleetcore_env(), check=False
+    )
+    forked = forkserver.run(args, input="", capture_output=True, text=True, env=fleetcore_env())
+    assert fresh.returncode != 0
+    assert (forked.returncode, forked.stdout, forked.stderr) == (
+        fresh.returncode,
+        fresh.stdout,
+        fresh.stderr,
+    )
+
+
+def _serve(data_dir: Path, *, fresh: bool = False) -> tuple[forkserver.Process, int]:
+    port = free_port()
+    start = subprocess.Popen if fresh else forkserver.popen
+    process = start(
+        [FLEETCORE, "serve", "--port", str(port), "--mqtt-port", str(free_port())],
+        env=fleetcore_env(FLEETCORE_DATA_DIR=str(data_dir), FLEETCORE_SHUTDOWN_GRACE_S="1"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    assert isinstance(process, subprocess.Popen if fresh else forkserver.ForkedProcess)
+
+    def up() -> bool:
+        assert process.poll() is None, "fleetcore serve exited"
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_until_sync(up, within=60, every=0.05)
+    return process, port
+
+
+def _state(pid: int) -> str | None:
+    """The process's state letter, None once it is gone (reaped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return None
+
+
+@pytest.mark.parametrize(
+    ("sig", "code"),
+    [(signal.SIGINT, None), (signal.SIGKILL, -signal.SIGKILL)],
+    ids=["interrupt", "kill"],
+)
+def test_the_pid_is_the_servers_and_its_end_is_the_stand_ins(
+    tmp_path: Path, sig: signal.Signals, code: int | None
+) -> None:
+    process, _port = _serve(tmp_path)
+    # The pid is the serving process itself: stopping it stops the answers.
+    assert _state(process.pid) in ("S", "R")
+    process.send_signal(sig)
+    ended = process.wait(timeout=30)
+    if code is None:  # a clean stop: the code a fresh `fleetcore serve` gives on Ctrl-C
+        fresh, _port = _serve(tmp_path / "fresh", fresh=True)
+        fresh.send_signal(sig)
+        code = fresh.wait(timeout=30)
+    assert ended == code
+    assert _state(process.pid) is None
+
+
+def test_a_killed_stand_in_takes_its_command_with_it(tmp_path: Path) -> None:
+    process, _port = _serve(tmp_path)
+    assert isinstance(process, forkserver.ForkedProcess)
+    stand_in = process._stand_in
+    stand_in.kill()
+    stand_in.wait(timeout=30)
+    wait_until_sync(lambda: _state(process.pid) is None, within=30)
+
+
+def test_what_a_fork_cannot_give_starts_fresh(tmp_path: Path) -> None:
+    process = forkserver.popen(
+        [FLEETCORE, "--version"], start_new_session=True, stdout=subprocess.PIPE
+    )
+    assert isinstance(process, subprocess.Popen)
+    assert process.communicate(timeout=60)[0].startswith(b"fleetcore ")
+    other = forkserver.popen(
+        [FLEETCORE, "--version"],
+        env={**fleetcore_env(), "PYTHONHASHSEED": "1"},
+        stdout=subprocess.PIPE,
+    )
+    assert isinstance(other, subprocess.Popen)
+    assert other.communicate(timeout=60)[0].startswith(b"fleetcore ")
