@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import sys
+import subprocess
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -32,7 +32,9 @@ from fleetcore.db import Database
 from fleetcore.devices import credential_events
 from fleetcore.external_broker.connection import BrokerUrl
 from tests.conftest import client_for, running_app
+from tests.support import forkserver
 from tests.support.devices import new_device
+from tests.support.env import FLEETCORE
 from tests.support.mosquitto_dynsec import DynsecMosquitto as DynsecBroker
 from tests.support.tenants import Tenant, make_tenant
 from tests.support.wait import wait_until
@@ -292,20 +294,16 @@ async def _sync_cli(broker: DynsecBroker, database: Database, *args: str) -> tup
         FLEETCORE_LOG_LEVEL="warning",
         COLUMNS="200",
     )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "fleetcore",
-        "mqtt",
-        "sync",
-        *args,
+    done = await asyncio.to_thread(
+        forkserver.run,
+        [FLEETCORE, "mqtt", "sync", *args],
         env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=60,
     )
-    out, _ = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode()
+    return done.returncode, done.stdout
 
 
 async def test_mqtt_sync_reports_and_fixes_what_went_wrong_behind_our_back(
