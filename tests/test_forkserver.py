@@ -11,6 +11,8 @@ import os
 import shutil
 import signal
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -70,7 +72,10 @@ def test_input_reaches_the_command_and_an_argv_error_exits_as_python_does() -> N
     )
 
 
-def _serve(data_dir: Path, *, fresh: bool = False) -> tuple[forkserver.Process, int]:
+@contextmanager
+def _serving(data_dir: Path, *, fresh: bool = False) -> Iterator[tuple[forkserver.Process, str]]:
+    """`fleetcore serve` (forked, or a fresh interpreter) until it answers /health; killed
+    at the end whatever the test did."""
     port = free_port()
     start = subprocess.Popen if fresh else forkserver.popen
     process = start(
@@ -79,17 +84,26 @@ def _serve(data_dir: Path, *, fresh: bool = False) -> tuple[forkserver.Process, 
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    assert isinstance(process, subprocess.Popen if fresh else forkserver.ForkedProcess)
+    health = f"http://127.0.0.1:{port}/health"
+    try:
+        assert isinstance(process, subprocess.Popen if fresh else forkserver.ForkedProcess)
 
-    def up() -> bool:
-        assert process.poll() is None, "fleetcore serve exited"
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
+        def up() -> bool:
+            assert process.poll() is None, "fleetcore serve exited"
+            return _answers(health)
 
-    wait_until_sync(up, within=60, every=0.05)
-    return process, port
+        wait_until_sync(up, within=60, every=0.05)
+        yield process, health
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def _state(pid: int) -> str | None:
@@ -100,34 +114,39 @@ def _state(pid: int) -> str | None:
         return None
 
 
-@pytest.mark.parametrize(
-    ("sig", "code"),
-    [(signal.SIGINT, None), (signal.SIGKILL, -signal.SIGKILL)],
-    ids=["interrupt", "kill"],
-)
-def test_the_pid_is_the_servers_and_its_end_is_the_stand_ins(
-    tmp_path: Path, sig: signal.Signals, code: int | None
+def test_the_pid_is_the_server_itself(tmp_path: Path) -> None:
+    with _serving(tmp_path) as (process, health):
+        os.kill(process.pid, signal.SIGSTOP)  # stopped, it cannot answer
+        try:
+            assert not _answers(health)
+        finally:
+            os.kill(process.pid, signal.SIGCONT)
+        assert _answers(health)
+        assert process.poll() is None  # a stopped command is not an ended one
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["interrupt", "kill"])
+def test_a_signal_ends_the_server_as_it_ends_a_fresh_one(
+    tmp_path: Path, sig: signal.Signals
 ) -> None:
-    process, _port = _serve(tmp_path)
-    # The pid is the serving process itself: stopping it stops the answers.
-    assert _state(process.pid) in ("S", "R")
-    process.send_signal(sig)
-    ended = process.wait(timeout=30)
-    if code is None:  # a clean stop: the code a fresh `fleetcore serve` gives on Ctrl-C
-        fresh, _port = _serve(tmp_path / "fresh", fresh=True)
-        fresh.send_signal(sig)
-        code = fresh.wait(timeout=30)
-    assert ended == code
-    assert _state(process.pid) is None
+    codes = []
+    for fresh in (False, True):
+        with _serving(tmp_path / str(fresh), fresh=fresh) as (process, _health):
+            process.send_signal(sig)
+            codes.append(process.wait(timeout=30))
+            assert _state(process.pid) is None  # reaped: nothing left behind
+    assert codes[0] == codes[1]
+    if sig == signal.SIGKILL:
+        assert codes[0] == -signal.SIGKILL
 
 
 def test_a_killed_stand_in_takes_its_command_with_it(tmp_path: Path) -> None:
-    process, _port = _serve(tmp_path)
-    assert isinstance(process, forkserver.ForkedProcess)
-    stand_in = process._stand_in
-    stand_in.kill()
-    stand_in.wait(timeout=30)
-    wait_until_sync(lambda: _state(process.pid) is None, within=30)
+    with _serving(tmp_path) as (process, _health):
+        assert isinstance(process, forkserver.ForkedProcess)
+        stand_in = process._stand_in
+        stand_in.kill()
+        stand_in.wait(timeout=30)
+        wait_until_sync(lambda: _state(process.pid) is None, within=30)
 
 
 def test_what_a_fork_cannot_give_starts_fresh(tmp_path: Path) -> None:
