@@ -1,7 +1,7 @@
 """Debian's Chromium driven by Playwright, and what a page test checks on every page.
 
 Also a pytest plugin (tests/conftest.py loads it) with the browser tests' fixtures: `browser`
-(one Chromium per test module), `site` (the app on the live database served by a real
+(one Chromium per test worker), `site` (the app on the live database served by a real
 uvicorn) and `context` (a desktop-sized browser context). A module that uses `site` also
 overrides the root `http` and `org` fixtures to talk to the served app, not mqtt_app.
 """
@@ -81,9 +81,10 @@ async def sign_in(page: Page, base_url: str, email: str, password: str) -> None:
     await page.wait_for_url(f"{base_url}/dashboard")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 async def browser() -> AsyncIterator[Browser]:
-    """One headless Chromium for the test module."""
+    """One headless Chromium for the test worker (each test has a context of its own):
+    a launch costs ~1.2 CPU-s, and about a dozen modules use it."""
     async with chromium() as launched:
         yield launched
 
