@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -14,9 +13,7 @@ from fleetcore.db import Database
 from fleetcore.demo import DEMO_EMAIL, ensure_demo
 from fleetcore.devices.models import Device, DeviceCredential
 from tests.support import forkserver
-from tests.support.env import fleetcore_env
-
-FLEETCORE = str(Path(sys.executable).parent / "fleetcore")
+from tests.support.env import FLEETCORE, fleetcore_env
 
 
 def _run(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-import sys
 import time
 import uuid
 from datetime import date, timedelta
@@ -39,10 +38,8 @@ from fleetcore.telemetry.writer import DeviceReadings, TelemetryWriter
 from fleetcore_protocol.telemetry import Kind, Reading
 from tests.conftest import make_settings
 from tests.support import forkserver
-from tests.support.env import fleetcore_env
+from tests.support.env import FLEETCORE, fleetcore_env
 from tests.test_media_store import BUCKET, s3_endpoint  # noqa: F401 (a fixture)
-
-FLEETCORE = str(Path(sys.executable).parent / "fleetcore")
 
 DEFAULTS = Policy(90, 365, 0)
 GATED = Policy(3, 365, 0, requires_archive=True)

@@ -9,7 +9,6 @@ import json
 import shutil
 import sqlite3
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -30,12 +29,11 @@ from fleetcore.telemetry.models import ROLLUP_1M, ROLLUP_PENDING, VALUE_TABLES
 from fleetcore_protocol.telemetry import Kind
 from tests.support import forkserver
 from tests.support.devices import new_device
-from tests.support.env import fleetcore_env
+from tests.support.env import FLEETCORE, fleetcore_env
 from tests.support.postgres import PostgresServer
 from tests.support.tenants import Tenant
 from tests.support.wait import wait_until
 
-FLEETCORE = str(Path(sys.executable).parent / "fleetcore")
 PER_REQUEST = 20  # readings per POST
 TS_NUM = VALUE_TABLES[Kind.NUMBER]
 

@@ -7,7 +7,6 @@ import gc
 import json
 import signal
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -18,12 +17,10 @@ from fleetcore import __version__, server
 from fleetcore.server import build_server, worker_app
 from tests.conftest import TEST_SECRET, make_settings
 from tests.support import forkserver
-from tests.support.env import fleetcore_env
+from tests.support.env import FLEETCORE, fleetcore_env
 from tests.support.http_clients import local_client
 from tests.support.postgres import PostgresServer, free_port
 from tests.support.wait import wait_until, wait_until_sync
-
-FLEETCORE = str(Path(sys.executable).parent / "fleetcore")
 
 
 def _env(**extra: str) -> dict[str, str]:

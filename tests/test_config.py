@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,10 +10,8 @@ import structlog
 from fleetcore.app import create_app
 from fleetcore.config import DEVELOPMENT_SECRET_KEY, ConfigError, load_settings
 from tests.support import forkserver
-from tests.support.env import fleetcore_env
+from tests.support.env import FLEETCORE, fleetcore_env
 from tests.support.postgres import free_port
-
-FLEETCORE = str(Path(sys.executable).parent / "fleetcore")
 
 
 @pytest.fixture(autouse=True)

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.ingest_workers import FLEETCORE
+from tests.support.env import FLEETCORE
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -194,7 +194,7 @@ def test_systemd_analyze_verifies_the_units(tmp_path: Path) -> None:
     # ExecStart must name an executable file: this checkout's fleetcore stands in for /opt.
     for unit in (DEPLOY / "systemd").iterdir():
         if unit.suffix in (".service", ".target"):
-            text = unit.read_text().replace("/opt/fleetcore/.venv/bin/fleetcore", str(FLEETCORE))
+            text = unit.read_text().replace("/opt/fleetcore/.venv/bin/fleetcore", FLEETCORE)
             (tmp_path / unit.name).write_text(text)
     names = [
         "fleetcore-api@01.service",

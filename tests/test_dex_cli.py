@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -14,10 +13,9 @@ from fleetcore.cli import app
 from fleetcore_protocol.dex import Counter
 from fleetcore_protocol.dex.writer import MachineAudit, Selection, write
 from tests.support import forkserver
-from tests.support.env import fleetcore_env
+from tests.support.env import FLEETCORE, fleetcore_env
 
 CORPUS = Path(__file__).parent / "data" / "dex"
-FLEETCORE = str(Path(sys.executable).parent / "fleetcore")
 
 
 def _clean_file(tmp_path: Path) -> Path:

@@ -20,11 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.env import fleetcore_env
+from tests.support.env import FLEETCORE, fleetcore_env
 from tests.support.postgres import free_port
 from tests.support.wait import wait_until_sync
 
-FLEETCORE = str(Path(sys.executable).parent / "fleetcore")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # ConsoleRenderer: "2026-01-01T00:00:00.000000Z [info     ] event   key=value [logger]"
 CONSOLE_LINE = re.compile(r"^\d{4}-\d\d-\d\dT[\d:.]+Z \[(debug|info|warning|error)\s*\] ")

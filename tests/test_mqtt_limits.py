@@ -15,7 +15,6 @@ import socket
 import ssl
 import struct
 import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -39,7 +38,7 @@ from fleetcore.mqtt.limits import MqttLimits, descriptor_budget, packet_size
 from tests.conftest import client_for, make_settings, running_app
 from tests.support.brokers import running
 from tests.support.devices import new_device, port_of
-from tests.support.env import fleetcore_env
+from tests.support.env import FLEETCORE, fleetcore_env
 from tests.support.http_clients import local_client
 from tests.support.mqtt_raw import (
     CONNACK,
@@ -54,7 +53,6 @@ from tests.support.postgres import free_port
 from tests.support.tenants import Tenant, make_tenant
 from tests.support.wait import wait_until
 
-FLEETCORE = str(Path(sys.executable).parent / "fleetcore")
 SERVER_UNAVAILABLE = 3  # MQTT 3.1.1 CONNACK
 
 

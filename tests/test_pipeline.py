@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -29,12 +28,11 @@ from fleetcore.telemetry.pipeline import IngestPipeline, Overloaded
 from fleetcore.telemetry.writer import DeviceReadings, TelemetryWriter
 from fleetcore_protocol.telemetry import Kind, Reading
 from tests.support import forkserver
-from tests.support.env import fleetcore_env
+from tests.support.env import FLEETCORE, fleetcore_env
 from tests.support.http_clients import local_client
 from tests.support.postgres import free_port
 from tests.support.wait import wait_until
 
-FLEETCORE = str(Path(sys.executable).parent / "fleetcore")
 BASE_TS = 1_790_000_000_000
 
 

@@ -29,8 +29,9 @@ import pytest
 from websockets.asyncio.client import connect
 
 from tests.support import forkserver
+from tests.support.env import FLEETCORE
 from tests.support.http_clients import local_client, local_sync_client
-from tests.support.ingest_workers import BASE_TS, FLEETCORE, Publisher, expected_readings
+from tests.support.ingest_workers import BASE_TS, Publisher, expected_readings
 from tests.support.mqtt_raw import connect_packet
 from tests.support.wait import wait_until
 
@@ -126,7 +127,7 @@ def fleet(topology: Topology) -> Fleet:
     """A superuser (CLI), then through api[0]: an organization, its admin and a device."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETCORE_")}
     created = forkserver.run(
-        [str(FLEETCORE), "admin", "create-superuser", "--email", "root@topology.example.com"],
+        [FLEETCORE, "admin", "create-superuser", "--email", "root@topology.example.com"],
         env={
             **env,
             "FLEETCORE_DATABASE_URL": topology.database_url,

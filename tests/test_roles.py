@@ -16,8 +16,8 @@ from fleetcore.db import Database
 from fleetcore.roles import ROLES, RUNS_IN
 from tests.conftest import client_for, running_app
 from tests.support import forkserver
-from tests.support.env import fleetcore_env
-from tests.support.faults import FLEETCORE, ServerProcess
+from tests.support.env import FLEETCORE, fleetcore_env
+from tests.support.faults import ServerProcess
 from tests.support.http_clients import local_client
 from tests.support.postgres import PostgresServer, free_port
 from tests.support.wait import wait_until

@@ -34,13 +34,12 @@ from fleetcore.simulator.signals import (
     profile_keys,
 )
 from tests.support import forkserver
-from tests.support.env import fleetcore_env
+from tests.support.env import FLEETCORE, fleetcore_env
 from tests.support.http_clients import local_client
 from tests.support.postgres import free_port
 from tests.support.serving import serving
 from tests.support.wait import wait_until
 
-FLEETCORE = str(Path(sys.executable).parent / "fleetcore")
 T0 = 1_795_300_000.0  # a fixed epoch second, so sample times do not depend on the clock
 
 

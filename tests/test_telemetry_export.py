@@ -23,11 +23,9 @@ from fleetcore.db import Database
 from fleetcore.telemetry.query_schemas import ms_to_iso
 from fleetcore_protocol.telemetry import Kind, Reading
 from tests.support import forkserver
-from tests.support.env import fleetcore_env
+from tests.support.env import FLEETCORE, fleetcore_env
 from tests.support.tenants import Tenant
 from tests.test_telemetry_queries import API, BASE, DAY, make_device, num, write
-
-FLEETCORE = str(Path(sys.executable).parent / "fleetcore")
 
 
 def mixed_readings() -> list[Reading]:

@@ -22,13 +22,12 @@ import yaml
 from fleetcore.db import Database
 from fleetcore.demo import DEMO_EMAIL, ensure_demo
 from tests.support import forkserver
-from tests.support.env import fleetcore_env
+from tests.support.env import FLEETCORE, fleetcore_env
 from tests.support.http_clients import local_client
 from tests.support.postgres import free_port
 from tests.support.wait import wait_until
 
 BIN = Path(sys.executable).parent
-FLEETCORE = str(BIN / "fleetcore")
 AGENT = str(BIN / "fleetcore-agent")
 
 

@@ -11,7 +11,6 @@ import json
 import signal
 import sqlite3
 import subprocess
-import sys
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -33,12 +32,11 @@ from fleetcore.telemetry.models import LATEST, ROLLUP_1H, ROLLUP_1M, Series, Tel
 from fleetcore.telemetry.models import VALUE_TABLES as _VALUES
 from fleetcore_protocol.telemetry import Kind
 from tests.support import forkserver
-from tests.support.env import fleetcore_env
+from tests.support.env import FLEETCORE, fleetcore_env
 from tests.support.http_clients import local_client
 from tests.support.postgres import free_port
 from tests.support.wait import wait_until
 
-FLEETCORE = str(Path(sys.executable).parent / "fleetcore")
 KEY = "seq"  # every fault test sends numbered readings of this key
 
 

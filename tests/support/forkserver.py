@@ -273,6 +273,9 @@ def _run_command(request: dict[str, Any], fds: list[int], inherited: list[Any]) 
         if "numpy.random" in sys.modules:
             sys.modules["numpy.random"].seed()
         sys.argv = list(request["argv"])
+        # The script's directory leads the import path, as for `python SCRIPT` (the fork
+        # server's own, the repository root, must not: a command could import the tests).
+        sys.path[0] = os.path.dirname(os.path.realpath(sys.argv[0]))
         code = _exit_code_of(sys.argv[0])
     except BaseException:
         traceback.print_exc()

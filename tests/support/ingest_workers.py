@@ -12,7 +12,6 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -28,9 +27,9 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from tests.support import forkserver
+from tests.support.env import FLEETCORE
 from tests.support.postgres import free_port
 
-FLEETCORE = Path(sys.executable).parent / "fleetcore"
 READINGS_PER_MESSAGE = 5
 # Readings carry their own distinct timestamps, from an hour ago: recent enough that no
 # retention job removes them, and never in the future.
@@ -61,7 +60,7 @@ class IngestWorker:
         """Start the process (its log is appended to across restarts)."""
         with self.log_path.open("ab") as log:
             self.process = forkserver.popen(
-                [str(FLEETCORE), "serve", "--role", "ingest"],
+                [FLEETCORE, "serve", "--role", "ingest"],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
