@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -147,6 +148,49 @@ def test_a_killed_stand_in_takes_its_command_with_it(tmp_path: Path) -> None:
         stand_in.kill()
         stand_in.wait(timeout=30)
         wait_until_sync(lambda: _state(process.pid) is None, within=30)
+
+
+# A test process that ends without any clean-up (os._exit, as a killed test worker would).
+_ABANDONING = """
+import os, subprocess, sys
+from tests.support import forkserver
+from tests.support.env import FLEETCORE, fleetcore_env
+port, data_dir = sys.argv[1], sys.argv[2]
+server = forkserver.popen(
+    [FLEETCORE, "serve", "--port", port, "--mqtt-port", "0"],
+    env=fleetcore_env(FLEETCORE_DATA_DIR=data_dir),
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+)
+print(server.pid, flush=True)
+sys.stdin.readline()
+os._exit(0)
+"""
+
+
+def test_commands_end_with_the_test_process_that_started_them(tmp_path: Path) -> None:
+    port = free_port()
+    owner = subprocess.Popen(
+        [sys.executable, "-c", _ABANDONING, str(port), str(tmp_path)],
+        cwd=forkserver.ROOT,
+        env=fleetcore_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert owner.stdin is not None
+    assert owner.stdout is not None
+    pid = int(owner.stdout.readline())
+    try:
+        wait_until_sync(lambda: _answers(f"http://127.0.0.1:{port}/health"), within=60)
+        owner.stdin.write("go\n")  # the owner ends, without a word to its fork server
+        owner.stdin.close()
+        assert owner.wait(timeout=30) == 0
+        wait_until_sync(lambda: _state(pid) in (None, "Z"), within=30)
+    finally:
+        owner.stdout.close()
+        if _state(pid) not in (None, "Z"):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_what_a_fork_cannot_give_starts_fresh(tmp_path: Path) -> None:
