@@ -243,13 +243,19 @@ def _preload() -> None:
 
 
 def _read_request(connection: socket.socket) -> tuple[dict[str, Any], list[int]]:
+    """A stand-in's request (length-prefixed JSON) and the streams that came with it."""
     data, fds, _flags, _address = socket.recv_fds(connection, 1 << 16, 3)
-    while len(data) < 4 or len(data) < 4 + int.from_bytes(data[:4], "big"):
-        more = connection.recv(1 << 16)
-        if not more:
-            raise ConnectionError("the stand-in went away mid-request")
-        data += more
-    return json.loads(data[4:]), fds
+    try:
+        while len(data) < 4 or len(data) < 4 + int.from_bytes(data[:4], "big"):
+            more = connection.recv(1 << 16)
+            if not more:
+                raise ConnectionError("the stand-in went away mid-request")
+            data += more
+        return json.loads(data[4:]), fds
+    except BaseException:
+        for fd in fds:  # not this server's to keep
+            os.close(fd)
+        raise
 
 
 def _run_command(request: dict[str, Any], fds: list[int], inherited: list[Any]) -> None:
