@@ -30,7 +30,7 @@ FORWARDED = (
     signal.SIGUSR1,
     signal.SIGUSR2,
 )
-UNSTARTED = 70  # EX_SOFTWARE: the fork server did not start the command
+UNSTARTED = 70  # EX_SOFTWARE: the fork server did not start the command, or went away
 
 
 def main() -> int:
@@ -58,7 +58,7 @@ def main() -> int:
     for forwarded in FORWARDED:
         signal.signal(forwarded, forward)
     ended = answers.readline()
-    if not ended:
+    if not ended:  # the fork server went away, killing the command: how it ended is unknown
         return UNSTARTED
     code = os.waitstatus_to_exitcode(int(ended))
     if code < 0:  # killed by a signal: be killed by the same one

@@ -1,6 +1,6 @@
 """`fleetcore` commands for the tests, forked from a warm process instead of a fresh interpreter.
 
-Why: the suite starts a few hundred `fleetcore` processes (servers for the fault, topology,
+Why: the suite starts about a hundred `fleetcore` processes (servers for the fault, topology,
 agent and simulator tests; import, export, backup and admin commands). A fresh interpreter
 spends about a second of CPU importing Fleetcore's modules before it does anything, and the
 suite is CPU-bound on this 2-core machine. A fork server imports them once per test worker
@@ -10,8 +10,9 @@ own pid, argv, environment, working directory, standard streams, exit code and s
 How, for one command:
 - `popen([FLEETCORE, ...])` starts a stand-in (fork_shim.py, a bare interpreter that starts in
   about 10 ms) with the caller's streams, environment and directory, as subprocess.Popen would.
-- The stand-in passes them to the fork server over a Unix socket (the streams as file
-  descriptors). The server forks, and the child runs the `fleetcore` script as `__main__`.
+- The stand-in passes them to the fork server (forkserver_process.py) over a Unix socket (the
+  streams as file descriptors). The server forks, and the child runs the `fleetcore` script
+  as `__main__`.
 - The stand-in exits as the command did. `ForkedProcess` is a subprocess.Popen for the caller:
   its `pid` is the command's, and signals go to the command; waiting, polling and the streams
   are the stand-in's.
@@ -32,21 +33,13 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import gc
-import json
 import os
-import pkgutil
-import random
-import runpy
-import selectors
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -155,7 +148,7 @@ def run(
     return subprocess.CompletedProcess(args, code, stdout, stderr)
 
 
-# --- the test process's side: one fork server per process, started on first use -------------
+# One fork server per test process, started on first use.
 
 _lock = threading.Lock()
 _running: _ForkServer | None = None
@@ -173,7 +166,7 @@ class _ForkServer:
             # stdin stays open while this process lives: at its end-of-file, the server and
             # whatever it forked go too.
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "tests.support.forkserver", self.socket],
+                [sys.executable, "-m", "tests.support.forkserver_process", self.socket],
                 cwd=ROOT,
                 env=env,
                 stdin=subprocess.PIPE,
@@ -215,176 +208,3 @@ def _server_for(args: Sequence[str], kwargs: dict[str, Any]) -> str | None:
     if _python_env(os.environ if env is None else env) != server.python_env:
         return None
     return server.socket
-
-
-# --- the fork server's side -------------------------------------------------------------------
-
-
-def _preload() -> None:
-    """Import what `fleetcore` commands import, as they would (collection off while importing,
-    as `fleetcore serve` does), then freeze it: forked children share it and never scan it."""
-    gc.disable()
-    import fleetcore
-    import fleetcore.cli
-    import fleetcore.server
-
-    for module in pkgutil.walk_packages(fleetcore.__path__, "fleetcore."):
-        if module.name.endswith("__main__"):
-            continue
-        try:
-            __import__(module.name)
-        except Exception:  # noqa: S112 (the command imports it itself and meets the error)
-            continue
-    gc.collect()
-    gc.freeze()
-    gc.enable()
-    if threading.active_count() != 1:  # forking a process with threads is not safe
-        raise SystemExit(f"a preloaded module started a thread: {threading.enumerate()}")
-
-
-def _read_request(connection: socket.socket) -> tuple[dict[str, Any], list[int]]:
-    """A stand-in's request (length-prefixed JSON) and the streams that came with it."""
-    data, fds, _flags, _address = socket.recv_fds(connection, 1 << 16, 3)
-    try:
-        while len(data) < 4 or len(data) < 4 + int.from_bytes(data[:4], "big"):
-            more = connection.recv(1 << 16)
-            if not more:
-                raise ConnectionError("the stand-in went away mid-request")
-            data += more
-        return json.loads(data[4:]), fds
-    except BaseException:
-        for fd in fds:  # not this server's to keep
-            os.close(fd)
-        raise
-
-
-def _run_command(request: dict[str, Any], fds: list[int], inherited: list[Any]) -> None:
-    """In the forked child: become `fleetcore ARGV` and exit as its process would."""
-    code = 70
-    try:
-        for resource in inherited:  # the server's socket, selector, connections and pidfds
-            if isinstance(resource, int):
-                os.close(resource)
-            else:
-                resource.close()
-        for target, fd in enumerate(fds):
-            os.dup2(fd, target)
-        for fd in fds:
-            if fd > 2:
-                os.close(fd)
-        os.chdir(request["cwd"])
-        os.environ.clear()
-        os.environ.update(request["env"])
-        random.seed()  # each process its own random sequence, as a fresh one would have
-        if "numpy.random" in sys.modules:
-            sys.modules["numpy.random"].seed()
-        sys.argv = list(request["argv"])
-        # The script's directory leads the import path, as for `python SCRIPT` (the fork
-        # server's own, the repository root, must not: a command could import the tests).
-        sys.path[0] = os.path.dirname(os.path.realpath(sys.argv[0]))
-        code = _exit_code_of(sys.argv[0])
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):  # a closed pipe: nothing more to say
-                stream.flush()
-        os._exit(code)
-
-
-def _exit_code_of(script: str) -> int:
-    """Run `script` as `__main__` and end as the interpreter would: the exit code."""
-    try:
-        runpy.run_path(script, run_name="__main__")
-        code: object = 0
-    except SystemExit as exit:
-        code = exit.code
-    except KeyboardInterrupt:
-        _finish()
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGINT)  # as CPython ends on an uncaught Ctrl-C
-        code = 130
-    except BaseException:
-        sys.excepthook(*sys.exc_info())
-        code = 1
-    if code is None:
-        code = 0
-    elif not isinstance(code, int):
-        print(code, file=sys.stderr)
-        code = 1
-    _finish()
-    return code & 0xFF
-
-
-def _finish() -> None:
-    """What the interpreter does at exit, before tearing itself down."""
-    threading._shutdown()  # type: ignore[attr-defined] # joins non-daemon threads
-    atexit._run_exitfuncs()
-
-
-def serve(path: str) -> None:
-    """Fork a `fleetcore` command for each stand-in that connects to `path`."""
-    _preload()
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    listener.listen(64)
-    selector = selectors.DefaultSelector()
-    selector.register(listener, selectors.EVENT_READ, ("accept", 0))
-    selector.register(0, selectors.EVENT_READ, ("parent", 0))
-    # pid -> the stand-in's connection (None once it has gone) and the child's pidfd
-    children: dict[int, tuple[socket.socket | None, int]] = {}
-    sys.stdout.write("ready\n")
-    sys.stdout.flush()
-    while True:
-        for key, _events in selector.select():
-            kind, pid = key.data
-            if kind == "parent":
-                if not os.read(0, 4096):  # the test process has ended
-                    for child in children:
-                        os.kill(child, signal.SIGKILL)
-                    return
-            elif kind == "accept":
-                connection, _address = listener.accept()
-                try:
-                    request, fds = _read_request(connection)
-                except (ConnectionError, ValueError):
-                    connection.close()
-                    continue
-                sys.stdout.flush()
-                sys.stderr.flush()
-                others = [r for c, fd in children.values() for r in (c, fd) if r is not None]
-                pid = os.fork()
-                if pid == 0:
-                    _run_command(request, fds, [selector, listener, connection, *others])
-                for fd in fds:
-                    os.close(fd)
-                pidfd = os.pidfd_open(pid)
-                children[pid] = (connection, pidfd)
-                selector.register(connection, selectors.EVENT_READ, ("stand-in", pid))
-                selector.register(pidfd, selectors.EVENT_READ, ("exit", pid))
-                try:
-                    connection.sendall(f"{pid}\n".encode())
-                except OSError:
-                    os.kill(pid, signal.SIGKILL)
-            elif kind == "exit":
-                _pid, status = os.waitpid(pid, 0)
-                stand_in, pidfd = children.pop(pid)
-                selector.unregister(pidfd)
-                os.close(pidfd)
-                if stand_in is not None:
-                    selector.unregister(stand_in)
-                    with contextlib.suppress(OSError):
-                        stand_in.sendall(f"{status}\n".encode())
-                    stand_in.close()
-            elif kind == "stand-in":  # it has gone (killed): so goes its command
-                stand_in, pidfd = children[pid]
-                assert stand_in is not None
-                if not stand_in.recv(1):
-                    selector.unregister(stand_in)
-                    stand_in.close()
-                    children[pid] = (None, pidfd)
-                    os.kill(pid, signal.SIGKILL)
-
-
-if __name__ == "__main__":
-    serve(sys.argv[1])
