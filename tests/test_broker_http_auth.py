@@ -10,6 +10,7 @@ from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
 from fleetcore.auth.principal import Role
+from fleetcore_protocol import topics
 from tests.conftest import BROKER_SECRET
 from tests.support.tenants import Tenant
 
@@ -148,6 +149,9 @@ async def test_the_platform_client_and_the_provisioning_client(
     assert await _authz(client, "fleetcore", f"{topic}/commands", "publish") == "allow"
     assert await _authz(client, "fleetcore", f"{topic}/telemetry", "publish") == "deny"
     assert await _authz(client, "fleetcore", "devices/+/telemetry", "subscribe") == "deny"
+    for lane_filter in topics.ordered_filters():  # the ordered lane's, without $share
+        assert await _authz(client, "fleetcore", lane_filter, "subscribe") == "allow"
+    assert await _authz(client, "fleetcore", "devices/+/attributes/#", "subscribe") == "deny"
     assert await _authz(client, "provision", "/provision/request", "publish") == "allow"
     assert await _authz(client, "provision", f"{topic}/telemetry", "publish") == "deny"
 

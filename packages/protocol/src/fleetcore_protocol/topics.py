@@ -46,6 +46,11 @@ UPSTREAM = frozenset(
         Channel.OTA_CHUNK,
     }
 )
+# Upstream channels whose messages of one device must be handled in the order it sent them:
+# two writes of one attribute, a write and the request for it that follows, status changes.
+# (Telemetry, events and results carry their own times or ids; their order does not matter.)
+ORDERED = frozenset({Channel.ATTRIBUTES, Channel.ATTRIBUTE_REQUEST, Channel.STATUS})
+
 
 # ThingsBoard topics the platform publishes to a device (the device subscribes to these).
 TB_ATTRIBUTE_UPDATES = f"{THINGSBOARD_PREFIX}/attributes"
@@ -254,3 +259,23 @@ def sender(topic: str) -> tuple[str, str]:
     if parsed.device_id is None:  # an unmounted ThingsBoard topic: nobody to attribute it to
         raise TopicError(f"a ThingsBoard topic outside a mount point: {topic!r}")
     return parsed.device_id, topic
+
+
+def ordered(topic: str) -> bool:
+    """Whether a device's upstream topic (as the device used it: see `sender`) is on an
+    ORDERED channel; False for a topic outside the grammar."""
+    try:
+        return parse(topic).channel in ORDERED
+    except TopicError:
+        return False
+
+
+def ordered_filters() -> list[str]:
+    """The broker-side filters of every device's ORDERED topics: native, and the
+    ThingsBoard ones under their mount (`tb/{device_id}/v1/devices/me/...`)."""
+    native = [f"{NATIVE_PREFIX}/+/{channel.value}" for channel in sorted(ORDERED)]
+    mounted = [
+        f"{MOUNT_PREFIX}/+/{THINGSBOARD_PREFIX}/attributes",
+        f"{MOUNT_PREFIX}/+/{THINGSBOARD_PREFIX}/attributes/request/+",
+    ]
+    return [*native, *mounted]

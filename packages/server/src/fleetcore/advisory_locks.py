@@ -24,4 +24,7 @@ class LockKey(IntEnum):
 
 
 JOB_LEASE_CLASS = 0x464C4A42  # pg_try_advisory_lock(class, crc32(job name)): job_leases.py
+MQTT_LANE_CLASS = (
+    0x464C4C4E  # pg_try_advisory_lock(class, crc32(share group)): external_broker/lane.py
+)
 ASSET_MOVE_TAG = 0x0A55E7  # xor the organization id's first 8 bytes: assets/service.py

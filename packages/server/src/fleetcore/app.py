@@ -41,6 +41,7 @@ from fleetcore.db import Database, create_engine, open_database
 from fleetcore.deadletters.sink import DeadLetterSink
 from fleetcore.device_messages.inbound import DeviceMessages
 from fleetcore.devices.auth_cache import IngestDevice
+from fleetcore.external_broker.lane import OrderedLane, lane_lock
 from fleetcore.external_broker.transport import ExternalTransport
 from fleetcore.housekeeping import job as housekeeping
 from fleetcore.job_leases import PostgresLeases
@@ -303,7 +304,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
             "plans.refresh", PLANS_REFRESH_S, partial(plan_cache.refresh, db), per_process=True
         )
         app.state.device_messages = messages
-        app.state.gateway = app.state.transport = None
+        app.state.gateway = app.state.transport = app.state.ordered_lane = None
         # Mosquitto dynamic security: device credentials reach the broker through an outbox.
         app.state.broker_sync = None
         if settings.mqtt_dynsec:
@@ -312,12 +313,18 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         if settings.external_broker and here("mqtt-external"):
             # Devices talk to an external broker: this process consumes (ingest) or only
             # publishes commands and configuration (api).
-            external = ExternalTransport(settings, messages, consume=here("mqtt.consume"))
+            consume = here("mqtt.consume")
+            external = ExternalTransport(settings, messages, consume=consume, ordered_lane=consume)
             messages.on_status = presence.reported
             commands.outbox = external
             components.append(external)
             app.state.readiness_checks["mqtt"] = external.ready
             app.state.transport = external
+            if consume:  # after the transport: stops first, while the layer is attached
+                lane = OrderedLane(external, lane_lock(db, settings.mqtt_share_group))
+                components.append(lane)
+                app.state.readiness_checks["mqtt-lane"] = lane.ready
+                app.state.ordered_lane = lane
         elif not settings.external_broker and settings.mqtt_port and here("mqtt-broker"):
             gateway = MqttGateway(
                 db, messages, provisioning=ProvisioningLimits.from_settings(settings)

@@ -48,6 +48,7 @@ RUNS_IN: dict[str, frozenset[Role]] = {
     "mqtt-broker": _DEVICES,  # the embedded broker: one process only
     "mqtt-external": _API | _DEVICES,  # ingest consumes; api publishes commands and config
     "mqtt.consume": _DEVICES,  # the external broker's shared subscriptions
+    "mqtt.ordered-lane": _DEVICES,  # one of these processes at a time (external_broker/lane.py)
     # after-commit handlers of the pipeline
     "handler.live": _TRAFFIC,
     "handler.rules": _TRAFFIC,

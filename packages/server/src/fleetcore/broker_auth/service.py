@@ -5,8 +5,8 @@
   provisioning user ("provision", no password). A device touches only its own topics, and
   device ids are global, so a device of one organization never reaches another's topics.
 - The platform's own client (FLEETCORE_BROKER_AUTH_PLATFORM_USERNAME, the shared secret
-  as password) may hold $share/<FLEETCORE_MQTT_SHARE_GROUP>/... subscriptions and publish
-  to down topics.
+  as password) may hold $share/<FLEETCORE_MQTT_SHARE_GROUP>/... subscriptions and the
+  ordered lane's (fleetcore.external_broker.lane), and publish to down topics.
 - Answers are cached for FLEETCORE_BROKER_AUTH_CACHE_S, keyed by a hash of what was asked
   (never the raw token), and forgotten when device credentials change in this process; a
   change made by another process is seen once the entry expires.
@@ -213,9 +213,15 @@ def _device_may(device_key: str, action: Action, topic: str) -> bool:
     return acl.may_subscribe(device_key, topic)
 
 
+_LANE_FILTERS = frozenset(topics.ordered_filters())
+
+
 def _platform_may(action: Action, topic: str, shared_group: str) -> bool:
-    """The platform's client: shared subscriptions of its group; publishes down topics."""
+    """The platform's client: shared subscriptions of its group, and the ordered lane's
+    filters (fleetcore.external_broker.lane); publishes down topics."""
     if action == "subscribe":
+        if topic in _LANE_FILTERS:
+            return True
         return topic.startswith(shared_group) and len(topic) > len(shared_group)
     if "+" in topic or "#" in topic:
         return False

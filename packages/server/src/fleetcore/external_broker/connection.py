@@ -60,15 +60,22 @@ class BrokerUrl:
     __str__ = __repr__
 
     def client(
-        self, role: str, *, client_id: str | None = None, manual_ack: bool = False
+        self,
+        role: str,
+        *,
+        client_id: str | None = None,
+        manual_ack: bool = False,
+        reconnect: bool = True,
     ) -> paho.Client:
         """A paho-mqtt MQTT 5 client with these credentials (not yet connected); its client
-        id is `fleetcore-<role>-<random>` unless given."""
+        id is `fleetcore-<role>-<random>` unless given. Without `reconnect`, a connection
+        that ends stays ended (its first one is still tried until it succeeds)."""
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id or f"fleetcore-{role}-{uuid.uuid4().hex[:12]}",
             protocol=MQTTProtocolVersion.MQTTv5,
             manual_ack=manual_ack,
+            reconnect_on_failure=reconnect,
         )
         if self.username is not None:
             client.username_pw_set(self.username, self.password)

@@ -11,3 +11,13 @@ REDELIVERIES = Counter(
     "fleetcore_mqtt_external_redeliveries_total",
     "Connections dropped so the broker delivers unacknowledged messages again (a failed write).",
 )
+LANE_HELD = Gauge(
+    "fleetcore_mqtt_lane_held", "1 while this process consumes the ordered lane (lane.py)."
+)
+LANE_CONNECTED = Gauge(
+    "fleetcore_mqtt_lane_connected", "1 while the ordered lane's connection is up here."
+)
+LANE_SKIPPED = Counter(
+    "fleetcore_mqtt_external_lane_skipped_total",
+    "Messages of ordered channels a shared member acknowledged unhandled: the lane takes them.",
+)

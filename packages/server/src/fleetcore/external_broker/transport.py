@@ -15,6 +15,9 @@ Ingest (`consume`):
   broker delivers every unacknowledged message again (storage de-duplicates telemetry by
   device, key and timestamp). Acknowledgements of the old connection are never sent on the
   new one (`_generation`).
+- Messages of ORDERED channels (attributes, attribute requests, status) are acknowledged
+  unhandled when `ordered_lane` is set: one process of the group takes them all, in order,
+  on a connection of its own (fleetcore.external_broker.lane).
 - The session is persistent under a stable client id (`fleetcore-ingest-<id>`): Mosquitto
   2.0 keeps a member's unacknowledged and queued messages in its session and gives them to
   that session only (measured: they are not moved to the other members), so a worker that
@@ -36,7 +39,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import paho.mqtt.client as paho
@@ -71,6 +74,7 @@ ONLINE_WINDOW_S = 600.0  # a device heard from this recently counts as reachable
 RECONNECT_MIN_S, RECONNECT_MAX_S = 1.0, 3.0
 # Failures that mean "not stored, try again later": the message is delivered again.
 RETRYABLE = (SQLAlchemyError, OSError, Unavailable, TimeoutError)
+LANE: Literal["lane"] = "lane"  # a shared member's mark: an ordered message, the lane's
 STOP_TIMEOUT_S = 15.0  # a stopping worker's wait for what it received to be stored
 
 
@@ -107,7 +111,9 @@ class ExternalTransport:
         *,
         consume: bool,
         ingest_id: str | None = None,
+        ordered_lane: bool = False,
     ) -> None:
+        self.settings = settings
         self.url = BrokerUrl.from_settings(settings)
         self.messages = messages
         self.consume = consume
@@ -116,6 +122,10 @@ class ExternalTransport:
         self.receive_maximum = settings.mqtt_ingest_inflight
         worker = ingest_id or settings.mqtt_ingest_id or default_ingest_id(settings)
         self.client_id = f"fleetcore-ingest-{worker}" if consume else None
+        self.ordered_lane = ordered_lane  # ORDERED channels are the lane's (see lane.py)
+        self.refused = False  # the broker refused a subscription (its ACL)
+        self.connected_gauge = metrics.CONNECTED
+        self.reconnects = True  # paho connects again after a connection ends
         self.directory = DeviceDirectory(messages.database)
         self.client: paho.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -140,9 +150,12 @@ class ExternalTransport:
 
     async def start(self) -> None:
         """Connect (in the background if the broker is not up yet) and start consuming."""
+        self.messages.attach(self)
+        await self._open()
+
+    async def _open(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopping = False
-        self.messages.attach(self)
         self._runner = self._loop.create_task(self._run())
         self._connect()
         try:
@@ -162,14 +175,18 @@ class ExternalTransport:
             except TimeoutError:
                 log.warning("mqtt_external_stop_unsettled", in_flight=self._in_flight)
         await self.messages.detach()
-        self.client = None
+        properties = _properties(PacketTypes.DISCONNECT)
+        properties.SessionExpiryInterval = 0  # nothing is left for a next session
+        # Ended only when everything received was acknowledged; else the broker keeps
+        # the session (and delivers the rest again to this id's next start).
+        done = self._quiet() and not self._owed
+        await self._close(properties if done else None)
+
+    async def _close(self, properties: Properties | None) -> None:
+        """Disconnect (with these DISCONNECT properties) and stop every task of this one."""
+        client, self.client = self.client, None
         if client is not None:
-            properties = _properties(PacketTypes.DISCONNECT)
-            properties.SessionExpiryInterval = 0  # nothing is left for a next session
-            # Ended only when everything received was acknowledged; else the broker keeps
-            # the session (and delivers the rest again to this id's next start).
-            done = self._quiet() and not self._owed
-            client.disconnect(properties=properties if done else None)
+            client.disconnect(properties=properties)
             await asyncio.to_thread(client.loop_stop)
         for task in (self._runner, self._bouncing):
             if task is not None:
@@ -180,8 +197,12 @@ class ExternalTransport:
     async def _leave(self, client: paho.Client) -> None:
         unsubscribed = asyncio.Event()
         client.on_unsubscribe = lambda *_: self._call(unsubscribed.set)
-        client.unsubscribe(upstream_filters(self.group))
+        client.unsubscribe(self.filters())
         await unsubscribed.wait()
+        await self._settle()
+
+    async def _settle(self) -> None:
+        """Until what was received is handled and durable (acknowledged, or owed)."""
         while not self._quiet():
             self._wake.set()
             await asyncio.sleep(0.01)
@@ -197,10 +218,12 @@ class ExternalTransport:
             "ingest" if self.consume else "api",
             client_id=self.client_id,
             manual_ack=self.consume,
+            reconnect=self.reconnects,
         )
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message if self.consume else None
+        client.on_subscribe = self._on_subscribe
         client.reconnect_delay_set(int(RECONNECT_MIN_S), int(RECONNECT_MAX_S))
         properties = _properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = self.session_expiry_s if self.consume else 0
@@ -221,6 +244,8 @@ class ExternalTransport:
             raise NotReady(f"not connected to the MQTT broker {self.url}")
         if self.consume and not self._subscribed.is_set():
             raise NotReady("not yet subscribed to device topics")
+        if self.refused:
+            raise NotReady(f"the broker refused a subscription of {self.client_id}: see its ACL")
 
     async def wait_ready(self, within_s: float = 10.0) -> None:
         """Wait until ready() passes (tests, the CLI); TimeoutError if it does not."""
@@ -228,6 +253,14 @@ class ExternalTransport:
             await self._connected.wait()
             if self.consume:
                 await self._subscribed.wait()
+
+    def filters(self) -> list[str]:
+        """What this connection subscribes to when it consumes."""
+        return upstream_filters(self.group)
+
+    def subscribe_options(self) -> SubscribeOptions:
+        """How: QoS 1 (acknowledged once durable)."""
+        return SubscribeOptions(qos=1)
 
     # -- paho's thread -----------------------------------------------------------------
 
@@ -240,20 +273,32 @@ class ExternalTransport:
         if self.consume:
             # Even when the session is present: Mosquitto 2.0 does not save shared
             # subscriptions, so a restarted broker resumes the session without them.
-            options = SubscribeOptions(qos=1)
-            client.subscribe([(f, options) for f in upstream_filters(self.group)])
+            options = self.subscribe_options()
+            client.subscribe([(f, options) for f in self.filters()])
             self._call(self._subscribed.set)
         self._call(self._connected.set)
-        metrics.CONNECTED.set(1)
+        self.connected_gauge.set(1)
         log.info("mqtt_external_connected", broker=str(self.url), client_id=self.client_id)
 
     def _on_disconnect(
         self, _c: paho.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Any
     ) -> None:
-        metrics.CONNECTED.set(0)
+        self.connected_gauge.set(0)
         self._call(self._lost)
         if not self._stopping:
             log.warning("mqtt_external_disconnected", reason=str(reason))
+
+    def _on_subscribe(
+        self, _c: paho.Client, _u: Any, _mid: int, codes: list[ReasonCode], _p: Any
+    ) -> None:
+        if any(code.is_failure for code in codes):
+            self.refused = True
+            log.error(
+                "mqtt_external_subscription_refused",
+                client_id=self.client_id,
+                filters=self.filters(),
+                reasons=[str(code) for code in codes],
+            )
 
     def _on_message(self, _c: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
         with self._inbox_lock:
@@ -285,7 +330,7 @@ class ExternalTransport:
                 await self._take(batch, self._generation)
 
     async def _take(self, batch: list[paho.MQTTMessage], generation: int) -> None:
-        senders: list[tuple[paho.MQTTMessage, str, str] | None] = []
+        senders: list[tuple[paho.MQTTMessage, str, str] | Literal["lane"] | None] = []
         devices: dict[str, auth_cache.IngestDevice | None] = {}
         unknown: set[str] = set()
         for message in batch:
@@ -294,6 +339,9 @@ class ExternalTransport:
                 key, topic = (notice, "") if notice else topics.sender(message.topic)
             except TopicError:
                 senders.append(None)
+                continue
+            if self.ordered_lane and topics.ordered(topic):
+                senders.append(LANE)  # the lane's connection takes it (lane.py)
                 continue
             senders.append((message, key, topic))
             hit, device = self.directory.cached(key)
@@ -314,6 +362,9 @@ class ExternalTransport:
             MESSAGES_IN.inc()
             metrics.RECEIVED.inc()
             if _from_platform(message):
+                self._ack(message, generation)
+            elif isinstance(sent, str):  # LANE
+                metrics.LANE_SKIPPED.inc()
                 self._ack(message, generation)
             elif sent is None:
                 self._refuse(
