@@ -111,7 +111,7 @@ def _state(pid: int) -> str | None:
     """The process's state letter, None once it is gone (reaped)."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # ESRCH: read while it was being reaped
         return None
 
 
