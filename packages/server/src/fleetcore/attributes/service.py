@@ -262,14 +262,22 @@ async def delete_attribute(
     await session.commit()
 
 
-async def report_client_attributes(
+async def merge_client_attributes(
     session: AsyncSession, device: Device, *, values: dict[str, Any]
-) -> ScopeOut:
-    """The device merges its reported (client) attributes; a null value deletes the key."""
+) -> None:
+    """The device merges its reported (client) attributes; a null value deletes the key.
+    Committed; nothing is read back (MQTT answers with a PUBACK only)."""
     change = await _apply(session, device.id, AttributeScope.CLIENT, values)
     if change.changed or change.deleted:
         _audit(session, None, device, AttributeScope.CLIENT, change)
     await session.commit()
+
+
+async def report_client_attributes(
+    session: AsyncSession, device: Device, *, values: dict[str, Any]
+) -> ScopeOut:
+    """merge_client_attributes, then the scope as it is now (the HTTP answer)."""
+    await merge_client_attributes(session, device, values=values)
     return await _scope_out(session, device.id, AttributeScope.CLIENT)
 
 

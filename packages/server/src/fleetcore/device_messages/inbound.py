@@ -279,7 +279,7 @@ class DeviceMessages:
             if device is None:
                 return
             try:
-                await attributes.report_client_attributes(session, device, values=message.values)
+                await attributes.merge_client_attributes(session, device, values=message.values)
             except DomainError as exc:
                 await session.rollback()
                 dead(exc.code.lower(), exc.message)
