@@ -281,6 +281,46 @@ async def test_a_lane_taken_over_is_given_up_and_taken_back_by_its_holder(
         rogue.loop_stop()
 
 
+async def test_the_lane_comes_back_after_a_broker_restart(
+    live_database: Database, tmp_path: Path, group: str
+) -> None:
+    """Its connection does not reconnect by itself: the holder connects it again."""
+    server = OpenMosquitto()
+    server.start()
+    try:
+        async with running_app(
+            live_database,
+            tmp_path,
+            mqtt_port=0,
+            mqtt_url=f"mqtt://fleetcore:secret@127.0.0.1:{server.port}",
+            mqtt_share_group=group,
+        ) as application:
+            lane: OrderedLane = application.state.ordered_lane
+            await wait_until(lambda: _connected(lane), within=15, every=0.05)
+            first = lane.consumer
+            async with client_for(application) as http:
+                org = await make_tenant(http, live_database)
+                device_id, _ = await new_device(http, org)
+                port = server.port
+                server.stop()
+                server = OpenMosquitto()
+                server.port = port
+                server.start()
+                await wait_until(
+                    lambda: lane.consumer is not first and _connected(lane), within=20, every=0.05
+                )
+                device = Peer(port)
+                try:
+                    device.publish(f"devices/{device_id}/attributes", {"after_restart": 1})
+                    await wait_until(
+                        lambda: _has_client(http, org, device_id, "after_restart"), within=15
+                    )
+                finally:
+                    device.close()
+    finally:
+        server.stop()
+
+
 async def test_a_stopped_process_leaves_no_lane_connection(
     broker: OpenMosquitto, live_database: Database, tmp_path: Path, group: str
 ) -> None:
