@@ -30,8 +30,15 @@ async def _device(client: httpx.AsyncClient, tenant: Tenant, name: str = "dev") 
     return data
 
 
-async def _authn(client: httpx.AsyncClient, username: str, password: str = "") -> dict[str, Any]:
-    body = {"username": username, "password": password, "clientid": "c1", "peerhost": "10.0.0.9"}
+async def _authn(
+    client: httpx.AsyncClient, username: str, password: str = "", clientid: str = "c1"
+) -> dict[str, Any]:
+    body = {
+        "username": username,
+        "password": password,
+        "clientid": clientid,
+        "peerhost": "10.0.0.9",
+    }
     response = await client.post(AUTHN, headers=BROKER, json=body)
     assert response.status_code == 200, response.text
     result: dict[str, Any] = response.json()
@@ -63,6 +70,11 @@ async def test_devices_authenticate_by_token_or_id_and_token(
     other = await _device(client, tenant, "other")
     assert (await _authn(client, other["id"], token))["result"] == "deny"  # another's token
     assert (await _authn(client, "provision"))["client_attrs"] == {"role": "provisioner"}
+    # The platform's client ids are its own: a device using one could take a worker's session.
+    for reserved in ("fleetcore-lane-fleetcore", "fleetcore-ingest-host-8101"):
+        assert (await _authn(client, token, clientid=reserved))["result"] == "deny"
+        assert (await _authn(client, "provision", clientid=reserved))["result"] == "deny"
+    assert (await _authn(client, token, clientid="sensor-fleetcore-1"))["result"] == "allow"
 
 
 async def test_disabled_rotated_and_deleted_devices_are_refused(
@@ -135,7 +147,7 @@ async def test_the_platform_client_and_the_provisioning_client(
     client: httpx.AsyncClient, tenant: Tenant
 ) -> None:
     device = await _device(client, tenant)
-    platform = await _authn(client, "fleetcore", BROKER_SECRET)
+    platform = await _authn(client, "fleetcore", BROKER_SECRET, clientid="fleetcore-lane-g")
     assert platform == {
         "result": "allow",
         "is_superuser": False,

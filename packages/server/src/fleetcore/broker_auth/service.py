@@ -11,6 +11,8 @@
   (never the raw token), and forgotten when device credentials change in this process; a
   change made by another process is seen once the entry expires.
 - Failed authentications cost a token of the client address's bucket (EMQX sends it).
+- Client ids starting `fleetcore-` are the platform's (acl.PLATFORM_CLIENT_ID_PREFIX): any
+  other client connecting with one is refused, so no device can take a worker's session.
 """
 
 from __future__ import annotations
@@ -108,6 +110,8 @@ class BrokerAuth:
         hit, found = self._cached(key)
         if not hit:
             found = await self._identify(username, password)
+            if found is not None and found.kind != "platform" and _reserved(clientid):
+                found = None  # a device (or provisioner) posing as one of the platform's clients
             self._remember(key, found)
         CHECKS.labels("authn", "allow" if found else "deny").inc()
         if found is None:
@@ -214,6 +218,10 @@ def _device_may(device_key: str, action: Action, topic: str) -> bool:
 
 
 _LANE_FILTERS = frozenset(topics.ordered_filters())
+
+
+def _reserved(clientid: str) -> bool:
+    return clientid.startswith(acl.PLATFORM_CLIENT_ID_PREFIX)
 
 
 def _platform_may(action: Action, topic: str, shared_group: str) -> bool:

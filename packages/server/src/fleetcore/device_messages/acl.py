@@ -12,6 +12,10 @@ from fleetcore_protocol import topics
 from fleetcore_protocol.topics import TopicError
 
 PROVISION_USERNAME = "provision"
+# The platform's own MQTT client ids (ingest workers, the ordered lane, api publishers) start
+# so. A broker gives a client id's session to whoever connects with it last: a device using
+# one could take a worker's session over, so only the platform may.
+PLATFORM_CLIENT_ID_PREFIX = "fleetcore-"
 
 
 class NotAllowed(Exception):

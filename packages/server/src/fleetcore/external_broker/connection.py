@@ -17,6 +17,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from fleetcore.config import Settings
+from fleetcore.device_messages.acl import PLATFORM_CLIENT_ID_PREFIX
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +73,7 @@ class BrokerUrl:
         that ends stays ended (its first one is still tried until it succeeds)."""
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=client_id or f"fleetcore-{role}-{uuid.uuid4().hex[:12]}",
+            client_id=client_id or f"{PLATFORM_CLIENT_ID_PREFIX}{role}-{uuid.uuid4().hex[:12]}",
             protocol=MQTTProtocolVersion.MQTTv5,
             manual_ack=manual_ack,
             reconnect_on_failure=reconnect,

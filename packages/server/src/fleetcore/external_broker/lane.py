@@ -50,6 +50,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from fleetcore.advisory_locks import MQTT_LANE_CLASS
 from fleetcore.db import Database, create_engine
+from fleetcore.device_messages.acl import PLATFORM_CLIENT_ID_PREFIX
 from fleetcore.external_broker import metrics
 from fleetcore.external_broker.transport import RETRYABLE, STOP_TIMEOUT_S, ExternalTransport
 from fleetcore.job_leases import lock_key
@@ -63,7 +64,7 @@ CHECK_S = 2.0  # how often a process tries for the lane, and its holder checks i
 
 def lane_client_id(group: str) -> str:
     """The lane's client id: one per share group, whichever process holds it."""
-    return f"fleetcore-lane-{group}"
+    return f"{PLATFORM_CLIENT_ID_PREFIX}lane-{group}"
 
 
 class LaneLock(Protocol):

@@ -51,6 +51,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from sqlalchemy.exc import SQLAlchemyError
 
 from fleetcore.config import Settings
+from fleetcore.device_messages.acl import PLATFORM_CLIENT_ID_PREFIX
 from fleetcore.device_messages.inbound import DeviceMessages
 from fleetcore.device_messages.metrics import MESSAGES_IN, MESSAGES_OUT
 from fleetcore.device_messages.sessions import DeviceSession
@@ -121,7 +122,7 @@ class ExternalTransport:
         self.session_expiry_s = settings.mqtt_ingest_session_expiry_s
         self.receive_maximum = settings.mqtt_ingest_inflight
         worker = ingest_id or settings.mqtt_ingest_id or default_ingest_id(settings)
-        self.client_id = f"fleetcore-ingest-{worker}" if consume else None
+        self.client_id = f"{PLATFORM_CLIENT_ID_PREFIX}ingest-{worker}" if consume else None
         self.ordered_lane = ordered_lane  # ORDERED channels are the lane's (see lane.py)
         self.refused = False  # the broker refused a subscription (its ACL)
         self.connected_gauge = metrics.CONNECTED
