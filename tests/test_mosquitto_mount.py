@@ -323,3 +323,15 @@ def test_the_plugin_logic_holds_for_a_hundred_thousand_devices(tmp_path: Path) -
     subprocess.run(["gcc", *flags, "-o", str(binary), str(source)], check=True, timeout=120)
     checked = subprocess.run([str(binary)], capture_output=True, text=True, timeout=60)
     assert (checked.returncode, checked.stdout) == (0, "ok\n"), checked.stderr
+
+
+async def test_the_platforms_client_ids_are_refused_to_anyone_else(
+    broker: DynsecMosquitto, clients: list[PahoDevice]
+) -> None:
+    """A device under `fleetcore-lane-fleetcore` would take the ordered lane's session (or a
+    worker's) over: the plugin refuses it before dynamic security is asked."""
+    device = await add_device(broker)
+    for reserved in ("fleetcore-lane-fleetcore", "fleetcore-ingest-host-8101"):
+        await connect(clients, broker, device, client_id=reserved, expect=NOT_AUTHORIZED)
+    await connect(clients, broker, device, client_id="sensor-fleetcore-1")
+    await connect(clients, broker, broker.platform, client_id="fleetcore-lane-test")

@@ -23,6 +23,8 @@
  *     never gets the platform's own commands back (ThingsBoard uses the same topic both ways:
  *     rpc/request/{n}, attributes). Hence an MQTT 5 PUBACK to the platform says 0x10 (no
  *     matching subscribers) whether or not the device got the copy.
+ *   - client ids starting "fleetcore-" are the platform's: any other user connecting with
+ *     one is refused (MOSQ_EVT_BASIC_AUTH, before dynamic security; see on_basic_auth).
  *   - defence in depth beside the dynamic-security ACLs: a non-platform client may not
  *     publish, subscribe to or receive anything under tb/ or $fleetcore/
  *     (MOSQ_EVT_ACL_CHECK answers MOSQ_ERR_ACL_DENIED; every other check is deferred to
@@ -378,6 +380,33 @@ static int on_disconnect(int event, void *event_data, void *userdata)
 	return MOSQ_ERR_SUCCESS;
 }
 
+/* ---- the platform's client ids ---------------------------------------------------- */
+
+/* The platform's own client ids (ingest workers, the ordered lane, api publishers) start so
+ * (fleetcore.device_messages.acl.PLATFORM_CLIENT_ID_PREFIX). Mosquitto gives a client id's
+ * session to whoever connects with it last, so a device using one could take a worker's
+ * session over: any user but the platform's is refused here. This plugin is loaded before
+ * dynamic security, and Mosquitto 2.0 asks the basic-auth callbacks in that order, the first
+ * answer other than "defer" deciding; everything else is deferred to dynamic security. */
+#define PLATFORM_CLIENT_ID_PREFIX "fleetcore-"
+
+static int on_basic_auth(int event, void *event_data, void *userdata)
+{
+	struct mosquitto_evt_basic_auth *ed = event_data;
+	const char *client_id = mosquitto_client_id(ed->client);
+	(void)event;
+	(void)userdata;
+
+	if(client_id != NULL
+			&& strncmp(client_id, PLATFORM_CLIENT_ID_PREFIX, strlen(PLATFORM_CLIENT_ID_PREFIX)) == 0
+			&& (ed->username == NULL || strcmp(ed->username, platform_username) != 0)){
+		mosquitto_log_printf(MOSQ_LOG_NOTICE,
+				"fleetcore_mount: refused client id %s: reserved for the platform", client_id);
+		return MOSQ_ERR_AUTH;
+	}
+	return MOSQ_ERR_PLUGIN_DEFER;
+}
+
 /* ---- plugin entry points -------------------------------------------------------- */
 
 int mosquitto_plugin_version(int supported_version_count, const int *supported_versions)
@@ -403,7 +432,8 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata, st
 	if(table_init(&clients, INITIAL_BUCKETS) != MOSQ_ERR_SUCCESS) return MOSQ_ERR_NOMEM;
 
 	plugin_id = identifier;
-	int rc = mosquitto_callback_register(plugin_id, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL, NULL);
+	int rc = mosquitto_callback_register(plugin_id, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL, NULL);
+	if(rc == MOSQ_ERR_SUCCESS) rc = mosquitto_callback_register(plugin_id, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL, NULL);
 	if(rc == MOSQ_ERR_SUCCESS) rc = mosquitto_callback_register(plugin_id, MOSQ_EVT_MESSAGE, on_message, NULL, NULL);
 	if(rc == MOSQ_ERR_SUCCESS) rc = mosquitto_callback_register(plugin_id, MOSQ_EVT_DISCONNECT, on_disconnect, NULL, NULL);
 	if(rc != MOSQ_ERR_SUCCESS) return rc;
@@ -418,6 +448,7 @@ int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *options, int 
 	(void)option_count;
 
 	if(plugin_id != NULL){
+		mosquitto_callback_unregister(plugin_id, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL);
 		mosquitto_callback_unregister(plugin_id, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL);
 		mosquitto_callback_unregister(plugin_id, MOSQ_EVT_MESSAGE, on_message, NULL);
 		mosquitto_callback_unregister(plugin_id, MOSQ_EVT_DISCONNECT, on_disconnect, NULL);
