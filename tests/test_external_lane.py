@@ -32,6 +32,7 @@ from fleetcore_protocol.topics import Channel
 from tests.conftest import client_for, running_app
 from tests.support.devices import new_device
 from tests.support.dynsec_free_broker import OpenMosquitto
+from tests.support.mosquitto_dynsec import PLATFORM_ROLE, dynsec_mosquitto
 from tests.support.postgres import PG_ONLY, free_port
 from tests.support.tenants import Tenant, make_tenant
 from tests.support.wait import wait_until
@@ -319,6 +320,27 @@ async def test_the_lane_comes_back_after_a_broker_restart(
                     device.close()
     finally:
         server.stop()
+
+
+async def test_a_broker_that_refuses_the_lane_makes_its_holder_not_ready(
+    live_database: Database, tmp_path: Path
+) -> None:
+    """Dynamic security that lets the platform hold only `$share` subscriptions: the shared
+    members would acknowledge ordered messages for a lane nobody receives, so say it."""
+    async with dynsec_mosquitto() as broker:
+        for topic_filter in ("devices/#", "tb/#"):  # the harness allows plain subscriptions
+            await asyncio.to_thread(
+                broker.ctrl, "removeRoleACL", PLATFORM_ROLE, "subscribePattern", topic_filter
+            )
+        async with running_app(
+            live_database, tmp_path, mqtt_port=0, mqtt_url=broker.url
+        ) as application:
+            lane: OrderedLane = application.state.ordered_lane
+            await wait_until(lambda: lane.consumer is not None and lane.consumer.refused)
+            async with client_for(application) as http:
+                response = await http.get("/ready")
+            assert response.status_code == 503
+            assert "ordered lane" in response.text
 
 
 async def test_a_stopped_process_leaves_no_lane_connection(

@@ -275,6 +275,7 @@ class ExternalTransport:
             # Even when the session is present: Mosquitto 2.0 does not save shared
             # subscriptions, so a restarted broker resumes the session without them.
             options = self.subscribe_options()
+            self.refused = False  # asked again on this connection (an ACL may have changed)
             client.subscribe([(f, options) for f in self.filters()])
             self._call(self._subscribed.set)
         self._call(self._connected.set)
