@@ -310,6 +310,10 @@ async def test_the_lane_comes_back_after_a_broker_restart(
                 await wait_until(
                     lambda: lane.consumer is not first and _connected(lane), within=20, every=0.05
                 )
+                # One device lane across the lane's connections: the transport's sessions.
+                sessions = application.state.transport._sessions
+                assert lane.consumer is not None
+                assert lane.consumer._sessions is sessions
                 device = Peer(port)
                 try:
                     device.publish(f"devices/{device_id}/attributes", {"after_restart": 1})

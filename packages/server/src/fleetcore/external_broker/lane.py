@@ -157,6 +157,10 @@ def lane_lock(database: Database, group: str) -> LaneLock:
     return SoleLaneLock()
 
 
+def _nothing() -> None:
+    return None
+
+
 class LaneConsumer(ExternalTransport):
     """The lane's connection: the transport's ingest path on the ORDERED filters, without
     `$share`, under the group's fixed client id. It shares what the process learns of its
@@ -168,6 +172,12 @@ class LaneConsumer(ExternalTransport):
         self.connected_gauge = metrics.LANE_CONNECTED
         self._families = transport._families
         self._heard = transport._heard
+        # The transport's device sessions (its listener clears them on credential changes):
+        # one device lane in this process, also across the lane's connections, so a write
+        # still in flight from an ended connection stays ahead of what is delivered again.
+        self._stop_listening()
+        self._stop_listening = _nothing
+        self._sessions = transport._sessions
         self.reconnects = False  # the holder decides (module docstring)
         self.ended = False  # its connection ended: replaced at the next check if still held
 
