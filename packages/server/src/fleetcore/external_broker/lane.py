@@ -52,7 +52,7 @@ from fleetcore.advisory_locks import MQTT_LANE_CLASS
 from fleetcore.db import Database, create_engine
 from fleetcore.device_messages.acl import PLATFORM_CLIENT_ID_PREFIX
 from fleetcore.external_broker import metrics
-from fleetcore.external_broker.transport import RETRYABLE, STOP_TIMEOUT_S, ExternalTransport
+from fleetcore.external_broker.transport import RETRYABLE, ExternalTransport
 from fleetcore.job_leases import lock_key
 from fleetcore.ops.readiness import NotReady
 from fleetcore_protocol import topics
@@ -114,9 +114,12 @@ class PostgresLaneLock:
             )
             await connection.commit()
         except RETRYABLE:
-            locked = False
-        if not locked:
             await self.release()
+            return False
+        if not locked:  # back to the pool (its session holds nothing), for the next try
+            self._connection = None
+            with contextlib.suppress(*RETRYABLE):
+                await connection.close()
         return bool(locked)
 
     async def held(self) -> bool:
@@ -157,28 +160,21 @@ def lane_lock(database: Database, group: str) -> LaneLock:
     return SoleLaneLock()
 
 
-def _nothing() -> None:
-    return None
-
-
 class LaneConsumer(ExternalTransport):
     """The lane's connection: the transport's ingest path on the ORDERED filters, without
-    `$share`, under the group's fixed client id. It shares what the process learns of its
-    devices (family, last heard) with the process's transport, which sends everything."""
+    `$share`, under the group's fixed client id. It shares what the process knows of its
+    devices (directory, sessions, family, last heard) with the process's transport, which
+    sends everything."""
+
+    connected_gauge = metrics.LANE_CONNECTED
+    reconnects = False  # the holder decides (module docstring)
 
     def __init__(self, transport: ExternalTransport) -> None:
-        super().__init__(transport.settings, transport.messages, consume=True)
+        # `of`: the transport's device sessions, so one device lane in this process, also
+        # across the lane's connections (a write still in flight from an ended connection
+        # stays ahead of what is delivered again).
+        super().__init__(transport.settings, transport.messages, consume=True, of=transport)
         self.client_id = lane_client_id(transport.group)
-        self.connected_gauge = metrics.LANE_CONNECTED
-        self._families = transport._families
-        self._heard = transport._heard
-        # The transport's device sessions (its listener clears them on credential changes):
-        # one device lane in this process, also across the lane's connections, so a write
-        # still in flight from an ended connection stays ahead of what is delivered again.
-        self._stop_listening()
-        self._stop_listening = _nothing
-        self._sessions = transport._sessions
-        self.reconnects = False  # the holder decides (module docstring)
         self.ended = False  # its connection ended: replaced at the next check if still held
 
     def filters(self) -> list[str]:
@@ -196,12 +192,7 @@ class LaneConsumer(ExternalTransport):
         """Settle what was received (acknowledged once durable), then disconnect keeping the
         session and its subscriptions: the broker queues the lane for the next holder."""
         self._stopping = True
-        if self.client is not None and self._connected.is_set():
-            try:
-                async with asyncio.timeout(STOP_TIMEOUT_S):
-                    await self._settle()
-            except TimeoutError:
-                log.warning("mqtt_lane_stop_unsettled", in_flight=self._in_flight)
+        await self._drain(leave=False)
         await self._close(None)
 
     def _on_disconnect(
@@ -244,7 +235,6 @@ class OrderedLane:
             self._keeper.cancel()
             await asyncio.wait([self._keeper])
         await self._let_go()
-        await self.lock.release()
         await self.lock.close()
 
     async def ready(self) -> None:

@@ -104,6 +104,8 @@ class ExternalTransport:
     """The platform's client of the external broker: DeviceTransport and DeviceOutbox."""
 
     name = "mqtt-external"
+    connected_gauge = metrics.CONNECTED
+    reconnects = True  # paho connects again after a connection ends
 
     def __init__(
         self,
@@ -113,7 +115,10 @@ class ExternalTransport:
         consume: bool,
         ingest_id: str | None = None,
         ordered_lane: bool = False,
+        of: ExternalTransport | None = None,
     ) -> None:
+        """`of`: another connection of this process (the ordered lane's is the transport's)
+        that shares what this one learns of devices: directory, sessions, families, heard."""
         self.settings = settings
         self.url = BrokerUrl.from_settings(settings)
         self.messages = messages
@@ -125,9 +130,6 @@ class ExternalTransport:
         self.client_id = f"{PLATFORM_CLIENT_ID_PREFIX}ingest-{worker}" if consume else None
         self.ordered_lane = ordered_lane  # ORDERED channels are the lane's (see lane.py)
         self.refused = False  # the broker refused a subscription (its ACL)
-        self.connected_gauge = metrics.CONNECTED
-        self.reconnects = True  # paho connects again after a connection ends
-        self.directory = DeviceDirectory(messages.database)
         self.client: paho.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inbox: deque[paho.MQTTMessage] = deque()
@@ -138,14 +140,20 @@ class ExternalTransport:
         self._generation = 0  # bumped at every connection loss: older acks are void
         self._in_flight = 0  # received, handed to the layer, not yet durable
         self._owed = False  # a message of this connection was not stored: keep the session
-        self._sessions: dict[str, DeviceSession] = {}
-        self._families: dict[str, Family] = {}
-        self._heard: dict[str, float] = {}
         self._notices: set[asyncio.Future[None]] = set()
         self._runner: asyncio.Task[None] | None = None
         self._bouncing: asyncio.Task[None] | None = None
         self._stopping = False
-        self._stop_listening = auth_cache.on_invalidate(self._sessions.clear)
+        if of is None:
+            self.directory = DeviceDirectory(messages.database)
+            self._sessions: dict[str, DeviceSession] = {}
+            self._families: dict[str, Family] = {}
+            self._heard: dict[str, float] = {}
+            self._stop_listening = auth_cache.on_invalidate(self._sessions.clear)
+        else:  # one device lane and rate bucket per device in the process; `of` closes them
+            self.directory, self._sessions = of.directory, of._sessions
+            self._families, self._heard = of._families, of._heard
+        self._owns_devices = of is None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -168,13 +176,8 @@ class ExternalTransport:
         """Leave the group cleanly: unsubscribe, settle what was received (acknowledged once
         durable), then end the session, so the broker routes nothing more to this id."""
         self._stopping = True
-        client = self.client
-        if client is not None and self.consume and self._connected.is_set():
-            try:
-                async with asyncio.timeout(STOP_TIMEOUT_S):
-                    await self._leave(client)
-            except TimeoutError:
-                log.warning("mqtt_external_stop_unsettled", in_flight=self._in_flight)
+        if self.consume:
+            await self._drain(leave=True)
         await self.messages.detach()
         properties = _properties(PacketTypes.DISCONNECT)
         properties.SessionExpiryInterval = 0  # nothing is left for a next session
@@ -192,18 +195,30 @@ class ExternalTransport:
         for task in (self._runner, self._bouncing):
             if task is not None:
                 task.cancel()
-        self._stop_listening()
-        self.directory.close()
+        if self._owns_devices:
+            self._stop_listening()
+            self.directory.close()
 
-    async def _leave(self, client: paho.Client) -> None:
-        unsubscribed = asyncio.Event()
-        client.on_unsubscribe = lambda *_: self._call(unsubscribed.set)
-        client.unsubscribe(self.filters())
-        await unsubscribed.wait()
-        await self._settle()
+    async def _drain(self, *, leave: bool) -> None:
+        """Unsubscribe first if `leave`; then wait, STOP_TIMEOUT_S at most, until what was
+        received is handled and durable (acknowledged, or owed)."""
+        client = self.client
+        if client is None or not self._connected.is_set():
+            return
+        try:
+            async with asyncio.timeout(STOP_TIMEOUT_S):
+                if leave:
+                    unsubscribed = asyncio.Event()
+                    client.on_unsubscribe = lambda *_: self._call(unsubscribed.set)
+                    client.unsubscribe(self.filters())
+                    await unsubscribed.wait()
+                await self._settle()
+        except TimeoutError:
+            log.warning(
+                "mqtt_external_stop_unsettled", client_id=self.client_id, in_flight=self._in_flight
+            )
 
     async def _settle(self) -> None:
-        """Until what was received is handled and durable (acknowledged, or owed)."""
         while not self._quiet():
             self._wake.set()
             await asyncio.sleep(0.01)
